@@ -1,0 +1,75 @@
+"""Locating and composing the Hydra config tree.
+
+The tree is the top-level ``conf/`` folder of the repository; wheels ship it as the package
+``gnnddm.conf`` (see ``pyproject.toml``), so the same lookup works from a source checkout, an editable
+install and a regular install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from gnnddm.errors import ConfigError
+
+
+def config_dir() -> Path:
+    """Absolute path of the config tree."""
+    spec = importlib.util.find_spec("gnnddm.conf")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            if (Path(loc) / "config.yaml").is_file():
+                return Path(loc).resolve()
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError("cannot find the gnnddm config tree (conf/config.yaml); reinstall gnnddm")
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """Compose the config as the command line would, without running anything (for tests and scripts)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=False)
+    return cfg
+
+
+def select(cfg: DictConfig, key: str, default=None):
+    return OmegaConf.select(cfg, key, default=default)
+
+
+def require_int(cfg: DictConfig, key: str, minimum: int | None = None, allow_none: bool = False):
+    """The integer at ``key``; a :class:`ConfigError` naming the key otherwise."""
+    v = OmegaConf.select(cfg, key)
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{key}: expected an integer, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {v}")
+    return v
+
+
+def require_float(cfg: DictConfig, key: str, minimum: float | None = None, allow_none: bool = False):
+    v = OmegaConf.select(cfg, key)
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{key}: expected a number, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {v}")
+    return float(v)
+
+
+def require_choice(cfg: DictConfig, key: str, choices) -> str:
+    v = OmegaConf.select(cfg, key)
+    if v not in choices:
+        raise ConfigError(f"{key}: expected one of {sorted(choices)}, got {v!r}")
+    return v

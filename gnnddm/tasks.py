@@ -1,0 +1,205 @@
+"""Learning tasks: turn a :class:`WeatherGraphData` into mini-batches ``(input, target, loss weights)``.
+
+Loss (DESIGN.md §2): area-weighted MSE over valid (node, variable) entries, normalised by the global
+number of valid entries of the mini-batch. The weights ``w`` of a :class:`Batch` already carry the area,
+the validity mask, the per-variable weights and that normalisation, so that for any set of nodes S
+
+    f_S = Σ_{b, i ∈ S, v} w[b, i, v] · (out[b, i, v] − y[b, i, v])²
+
+and the loss of a subdomain's owned nodes sums over subdomains to the global loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gnnddm.data.weather_graph import WeatherGraphData
+from gnnddm.errors import ConfigError
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """One mini-batch of B time samples on the full graph (all tensors float32 unless noted).
+
+    x : [B, N, F_in]   model input (dynamic state(s), visibility flags, static features)
+    y : [B, N, V]      model target (forecast: the increment to ``base``; interpolate: the state)
+    w : [B, N, V]      loss weights, Σ w = 1 (see module docstring)
+    base : [B, N, V]   what the model output is added to, to give the predicted state
+    truth : [B, N, V]  the true state (normalised)
+    valid : bool [B, N, V] where ``truth`` is valid and scored
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+    base: torch.Tensor
+    truth: torch.Tensor
+    valid: torch.Tensor
+
+    def to(self, device) -> Batch:
+        return Batch(*(getattr(self, f).to(device) for f in ("x", "y", "w", "base", "truth", "valid")))
+
+
+def loss(out: torch.Tensor, batch: Batch, nodes=None) -> torch.Tensor:
+    """Weighted squared error of ``out`` on ``nodes`` (all nodes when None); see module docstring."""
+    if nodes is None:
+        return (batch.w * (out - batch.y) ** 2).sum()
+    return (batch.w[:, nodes] * (out - batch.y[:, nodes]) ** 2).sum()
+
+
+class Task:
+    """Base class: the variables a task reads and predicts, and how batches are made."""
+
+    name = "task"
+
+    def __init__(self, data: WeatherGraphData, var_weights: dict | None = None):
+        if not data.normalised:
+            raise ValueError("tasks work on normalised data (gnnddm.data.normalise)")
+        self.data = data
+        vw = np.ones(data.num_vars, dtype=np.float32)
+        for name, value in (var_weights or {}).items():
+            if name not in data.variables:
+                raise ConfigError(f"task.var_weights: unknown variable {name!r}; valid: {list(data.variables)}")
+            vw[data.variables.index(name)] = float(value)
+        self.var_weights = torch.from_numpy(vw)
+        self._X = torch.from_numpy(np.ascontiguousarray(data.X))
+        self._M = torch.from_numpy(np.ascontiguousarray(data.mask))
+        self._area = torch.from_numpy(data.area.astype(np.float32))
+        self._static = torch.from_numpy(data.static.astype(np.float32))
+
+    @property
+    def out_channels(self) -> int:
+        return self.data.num_vars
+
+    def anchors(self, steps: np.ndarray) -> np.ndarray:
+        """The time indices within ``steps`` that can anchor a sample."""
+        raise NotImplementedError
+
+    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
+        raise NotImplementedError
+
+    def baseline(self, batch: Batch) -> torch.Tensor:
+        """Prediction of the reference method in model-output space (forecast: persistence = 0)."""
+        raise NotImplementedError
+
+    def _weights(self, valid: torch.Tensor) -> torch.Tensor:
+        w = valid.float() * self._area[None, :, None] * self.var_weights[None, None, :]
+        count = valid.sum().clamp_min(1)
+        return w / count
+
+
+class ForecastTask(Task):
+    """Predict the state at t + lead from the state at t (and t − lead if ``history=2``), as an increment.
+
+    Input features per node: the state(s) (0 where missing), their validity flags, the static features.
+    """
+
+    name = "forecast"
+
+    def __init__(self, data: WeatherGraphData, history: int = 1, lead: int = 1, var_weights=None):
+        super().__init__(data, var_weights)
+        if history not in (1, 2):
+            raise ConfigError(f"task.history: expected 1 or 2, got {history!r}")
+        if not isinstance(lead, int) or lead < 1:
+            raise ConfigError(f"task.lead: expected a positive integer, got {lead!r}")
+        self.history, self.lead = history, lead
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.history * self.data.num_vars + self.data.static.shape[1]
+
+    def anchors(self, steps: np.ndarray) -> np.ndarray:
+        steps = np.asarray(steps)
+        s = set(steps.tolist())
+        back = (self.history - 1) * self.lead
+        return np.array([t for t in steps if (t + self.lead) in s and (t - back) in s], dtype=np.int64)
+
+    def batch(self, anchors: np.ndarray, rng=None) -> Batch:
+        t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
+        b = len(t)
+        feats = []
+        for h in range(self.history):
+            ti = t - h * self.lead
+            feats += [self._X[ti], self._M[ti].float()]
+        feats.append(self._static.expand(b, -1, -1))
+        x = torch.cat(feats, dim=-1)
+        cur, nxt = self._X[t], self._X[t + self.lead]
+        valid = self._M[t] & self._M[t + self.lead]
+        y = torch.where(valid, nxt - cur, torch.zeros_like(cur))
+        return Batch(x=x, y=y, w=self._weights(valid), base=cur, truth=nxt, valid=valid)
+
+    def baseline(self, batch: Batch) -> torch.Tensor:
+        return torch.zeros_like(batch.y)
+
+
+class InterpolateTask(Task):
+    """Hide a random fraction of the nodes of each sample and predict their state from the rest.
+
+    Input features per node: the state where visible (0 where hidden or missing), a visibility flag per
+    variable, the static features. Only hidden valid entries are scored.
+    """
+
+    name = "interpolate"
+
+    def __init__(self, data: WeatherGraphData, hide_fraction: float = 0.3, var_weights=None):
+        super().__init__(data, var_weights)
+        if not 0.0 < float(hide_fraction) < 1.0:
+            raise ConfigError(f"task.hide_fraction: expected a number in (0, 1), got {hide_fraction!r}")
+        self.hide_fraction = float(hide_fraction)
+        self._idw = None
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.data.num_vars + self.data.static.shape[1]
+
+    def anchors(self, steps: np.ndarray) -> np.ndarray:
+        return np.asarray(steps, dtype=np.int64)
+
+    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
+        b, n = len(t), self.data.num_nodes
+        hidden = torch.from_numpy(rng.random((b, n)) < self.hide_fraction)
+        state, m = self._X[t], self._M[t]
+        visible = m & ~hidden[..., None]
+        x = torch.cat([torch.where(visible, state, 0.0), visible.float(), self._static.expand(b, -1, -1)], -1)
+        valid = m & hidden[..., None]
+        return Batch(x=x, y=state, w=self._weights(valid), base=torch.zeros_like(state), truth=state, valid=valid)
+
+    def baseline(self, batch: Batch) -> torch.Tensor:
+        """Inverse-distance weighting over the visible graph neighbours (great-circle distance)."""
+        data = self.data
+        if data.edge_index is None:
+            raise ValueError("the interpolation baseline needs the graph")
+        src, dst = (torch.from_numpy(a) for a in data.edge_index)
+        dist = _edge_distance(data)
+        inv = 1.0 / torch.clamp(dist, min=1e-6) ** 2
+        v = data.num_vars
+        vis = batch.x[..., v : 2 * v]
+        vals = batch.x[..., :v]
+        wsum = torch.zeros_like(vals).index_add_(1, dst, vis[:, src] * inv[None, :, None])
+        num = torch.zeros_like(vals).index_add_(1, dst, (vis * vals)[:, src] * inv[None, :, None])
+        return torch.where(wsum > 0, num / wsum.clamp_min(1e-12), torch.zeros_like(num))
+
+
+def _edge_distance(data: WeatherGraphData) -> torch.Tensor:
+    if data.edge_attr is not None and "distance" in data.edge_attr_names:
+        return torch.from_numpy(data.edge_attr[:, data.edge_attr_names.index("distance")]).float()
+    la, lo = np.deg2rad(data.lat), np.deg2rad(data.lon)
+    s, d = data.edge_index
+    h = np.sin((la[d] - la[s]) / 2) ** 2 + np.cos(la[s]) * np.cos(la[d]) * np.sin((lo[d] - lo[s]) / 2) ** 2
+    return torch.from_numpy(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))).float()
+
+
+def rmse_per_variable(pred_state: torch.Tensor, batch: Batch, data: WeatherGraphData) -> dict[str, float]:
+    """RMSE of each variable in physical units over valid entries, area (latitude) weighted."""
+    a = torch.from_numpy(data.area.astype(np.float64))[None, :, None]
+    m = batch.valid.double() * a
+    se = ((pred_state.double() - batch.truth.double()) ** 2 * m).sum(dim=(0, 1))
+    den = m.sum(dim=(0, 1)).clamp_min(1e-12)
+    std = torch.from_numpy(np.asarray(data.std, dtype=np.float64))
+    rmse = torch.sqrt(se / den) * std
+    return {name: float(rmse[i]) for i, name in enumerate(data.variables)}
