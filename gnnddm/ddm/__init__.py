@@ -1,0 +1,57 @@
+"""Domain-decomposition training algorithms (DESIGN.md §4) and their communication accounting (§5).
+
+``build_algorithm`` turns the ``ddm`` and ``optimizer`` config groups into an :class:`Algorithm` whose
+``step()`` performs one outer iteration on the objective's current batch.
+"""
+
+from __future__ import annotations
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gnnddm.ddm.base import Algorithm
+from gnnddm.errors import ConfigError
+
+ALGORITHMS = ("global", "sync", "local_avg", "llcg", "asm", "msm", "two_level")
+
+
+def _partial(cfg: DictConfig | dict, group: str):
+    """Instantiate a ``_partial_`` config (without its ``name`` key), naming the group on failure."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    container.pop("name", None)
+    if "_target_" not in container:
+        raise ConfigError(f"{group}._target_: missing; each {group} option names its class in _target_")
+    container["_partial_"] = True
+    try:
+        return instantiate(container, _convert_="all")
+    except InstantiationException as exc:
+        raise ConfigError(f"{group}._target_: cannot instantiate {container['_target_']!r} ({exc})") from None
+
+
+def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) -> Algorithm:
+    """The algorithm of ``ddm_cfg`` (its ``_target_`` and parameters) on ``model`` and ``objective``.
+
+    Parameters
+    ----------
+    ddm_cfg : DictConfig
+        The ``ddm`` group: ``_target_: gnnddm.ddm.<module>.<Class>``, ``_partial_: true``, ``name`` and
+        the algorithm's parameters (see conf/ddm/*.yaml and docs/algorithms.md).
+    optimizer_cfg : DictConfig or None
+        The ``optimizer`` group (the global optimizer), e.g. ``_target_: torch.optim.Adam``, ``lr``.
+    model, objective, comm, accounting
+        See :class:`gnnddm.ddm.base.Algorithm`.
+    """
+    factory = _partial(ddm_cfg, "ddm")
+    optimizer = None if optimizer_cfg is None else _partial(optimizer_cfg, "optimizer")
+    try:
+        algorithm = factory(model=model, objective=objective, comm=comm, accounting=accounting,
+                            optimizer=optimizer)
+    except TypeError as exc:
+        raise ConfigError(f"ddm: unknown or missing option for {factory.func.__name__} ({exc})") from None
+    if not isinstance(algorithm, Algorithm):
+        raise ConfigError(f"ddm._target_: {type(algorithm).__name__} is not a gnnddm.ddm algorithm")
+    return algorithm
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "build_algorithm"]

@@ -9,13 +9,27 @@ the graph came from: the full graph, a subdomain with its overlap, or a coarse g
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 # CSR tensors are stable for the operations used here (matmul with a dense matrix, transfers).
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+class Transpose(NamedTuple):
+    """The CSR structure of ``adj.T`` (rows = sources) and how edge values map onto it.
+
+    ``adj_t[j, i] = 1`` for every edge j -> i. ``perm[k]`` is the index, in the (target-sorted) edge list,
+    of the k-th stored entry of ``adj_t``, so any per-edge values ``w`` become the values of the
+    transposed matrix as ``w[perm]``. The backward pass of a sparse-dense product ``A @ h`` is
+    ``A.T @ grad``; holding the transpose avoids re-sorting the edges on every backward pass.
+    """
+
+    adj_t: torch.Tensor
+    perm: torch.Tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +48,9 @@ class Graph:
         ``adj[i, j] = 1`` for every edge j -> i, so ``adj @ h`` sums the neighbours' features.
     in_degree : float32 [N]
         Number of incoming edges of each node.
+
+    Quantities that models derive from the topology (the transpose, normalised adjacency values) are
+    built on first use and cached on the graph (:meth:`cached`), so they too are computed once per graph.
     """
 
     edge_index: torch.Tensor
@@ -42,6 +59,28 @@ class Graph:
     edge_weight: torch.Tensor | None
     adj: torch.Tensor
     in_degree: torch.Tensor
+    _cache: dict = field(default_factory=dict, init=False, repr=False)
+
+    def cached(self, key: str, build):
+        """``build()`` on first call for ``key``, the stored result afterwards."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def transpose(self) -> Transpose:
+        """The CSR transpose of :attr:`adj` and the edge permutation onto it (cached)."""
+        return self.cached("transpose", self._build_transpose)
+
+    def _build_transpose(self) -> Transpose:
+        n = self.num_nodes
+        src, dst = self.edge_index
+        perm = torch.argsort(src * n + dst)
+        crow = torch.zeros(n + 1, dtype=torch.long, device=src.device)
+        crow[1:] = torch.cumsum(torch.bincount(src, minlength=n), 0)
+        adj_t = torch.sparse_csr_tensor(
+            crow, dst[perm], torch.ones(perm.shape[0], device=src.device), size=(n, n), check_invariants=False
+        )
+        return Transpose(adj_t=adj_t, perm=perm)
 
     @property
     def num_edges(self) -> int:

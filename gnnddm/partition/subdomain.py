@@ -96,3 +96,23 @@ class Partition:
     metrics: dict = field(default_factory=dict)
     method: str = ""
     part_adjacency: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        """Quality report: parts, method, overlap, edge cut, halo ratio, imbalance, components."""
+        m = self.metrics
+        lines = [f"Partition: {self.num_parts} parts ({self.method or 'given'}), overlap {self.overlap}"]
+        if "edge_cut" in m:
+            comps = m["components"]
+            split = [k for k, c in enumerate(comps) if c > 1]
+            comp_txt = "every part connected" if not split else f"parts with several: {split[:8]}"
+            sizes = m["part_sizes"]
+            lines += [
+                f"  edge cut        {m['edge_cut']} edges ({100 * m['edge_cut_fraction']:.2f} % of edge weight)",
+                f"  halo ratio      {m['halo_ratio']:.3f}",
+                f"  imbalance       {m['imbalance']:.3f} (part sizes {min(sizes)} .. {max(sizes)})",
+                f"  boundary nodes  {100 * m['boundary_fraction']:.2f} %",
+                f"  components      {sum(comps)} ({comp_txt})",
+            ]
+            if m.get("empty_parts"):
+                lines.append(f"  empty parts     {m['empty_parts']}")
+        return "\n".join(lines)

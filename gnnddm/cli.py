@@ -1,0 +1,54 @@
+"""``gnnddm <command>``: dispatch only.
+
+    gnnddm train [+experiment=NAME] [key=value ...]      train (Hydra; -m for sweeps)
+    gnnddm partition [+experiment=NAME] [key=value ...]  build graph and partition, report quality
+    gnnddm report [options]                              tables and plots from MLflow runs
+    gnnddm data info PATH | data synth ...               inspect or generate data files
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = __doc__.split("\n", 2)[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage: gnnddm <command> [args]\n" + USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from gnnddm.commands import run_hydra_command
+        from gnnddm.train import train
+
+        return run_hydra_command("train", train, rest)
+    if command == "partition":
+        from gnnddm.commands import run_hydra_command
+        from gnnddm.partition.command import run_partition
+
+        return run_hydra_command("partition", run_partition, rest)
+    if command == "data":
+        from gnnddm.data.info import main as data_main
+
+        return data_main(rest)
+    if command == "report":
+        from gnnddm.report import main as report_main
+
+        return report_main(rest)
+    if command in ("-V", "--version"):
+        from gnnddm import __version__
+
+        print(f"gnnddm {__version__}")
+        return 0
+    print(f"gnnddm: error: unknown command {command!r}; valid: train, partition, report, data", file=sys.stderr)
+    return 2
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,64 @@
+"""Running a Hydra-configured command with gnnddm's error contract.
+
+A :class:`~gnnddm.errors.GnnddmError` ends the command with its one-line message on stderr and exit
+status 2; an unexpected exception with a one-line message and status 1. The traceback is printed only
+with ``verbose=true``. In a multirun sweep a failing job does not stop the others; the sweep's exit
+status is that of its worst job.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from gnnddm.config import config_dir
+from gnnddm.errors import GnnddmError
+
+
+def _verbose(argv: list[str]) -> bool:
+    return any(a.lower() in ("verbose=true", "verbose=1", "+verbose=true") for a in argv)
+
+
+def report_error(exc: BaseException, verbose: bool) -> int:
+    """Print ``exc`` the way the command line does and return the exit status."""
+    if verbose:
+        traceback.print_exception(exc)
+    if isinstance(exc, GnnddmError):
+        print(f"gnnddm: error: {exc}", file=sys.stderr)
+        return 2
+    hint = "" if verbose else " (run with verbose=true for the traceback)"
+    print(f"gnnddm: error: unexpected {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+    return 1
+
+
+def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[str]) -> int:
+    """Run ``fn(cfg)`` under ``hydra.main`` with the command-line overrides ``argv``."""
+    import hydra
+
+    verbose = _verbose(argv)
+    worst = {"code": 0}
+
+    def app(cfg: DictConfig):
+        try:
+            return fn(cfg)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported, not swallowed: the exit status carries it
+            logging.getLogger("gnnddm").debug("job failed", exc_info=True)
+            worst["code"] = max(worst["code"], report_error(exc, verbose))
+            return None
+
+    saved = sys.argv
+    sys.argv = [f"gnnddm {name}"] + list(argv)
+    try:
+        hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(app)()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return max(code, worst["code"])
+    finally:
+        sys.argv = saved
+    return worst["code"]

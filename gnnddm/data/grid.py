@@ -1,0 +1,426 @@
+"""Regular latitude-longitude grids (ERA5, WeatherBench2, synthetic) -> :class:`WeatherGraphData`.
+
+One loader reads every common spelling of a gridded reanalysis file:
+
+========================  =====================================================================
+layout                    recognised by
+========================  =====================================================================
+``cds``                   the CDS netCDF since 2024: ``valid_time``, ``pressure_level``, ``number``,
+                          ``expver``; CDS short names (``t2m``, ``t``)
+``cds-legacy``            older CDS files: ``time``, ``level``, short names
+``synthetic``             files of :mod:`gnnddm.data.synthetic` (CDS legacy spelling, ``generator`` attribute)
+``weatherbench2``         WeatherBench2 / ARCO-ERA5 zarr or netCDF: long names (``2m_temperature``)
+``grib``                  GRIB read through cfgrib (``isobaricInhPa``, ``step``)
+``cf``                    anything else with latitude/longitude (``lat``/``lon``) coordinates
+========================  =====================================================================
+
+Conventions of the result (shared with every other grid consumer): latitude is stored north first
+(descending), longitude in the file's order with ``lon`` wrapped to [-180, 180); node id =
+``i_lat * nlon + i_lon``; ``grid_shape = (nlat, nlon)``; pressure levels in hPa; a pressure-level
+variable becomes one variable per level (``t_850``). Dynamic fields stay in physical units; NaN
+entries become 0 with ``mask`` False.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from gnnddm.data import names
+from gnnddm.data.samples import resolve_path
+from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
+from gnnddm.errors import ConfigError, DataError
+
+GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
+EXPECTED = "a netCDF, zarr or GRIB file with latitude/longitude coordinates (latitude/lat, longitude/lon)"
+
+# Accepted spellings of each dimension, in order of preference.
+_TIME = ("valid_time", "time")
+_LEVEL = ("pressure_level", "level", "isobaricInhPa", "plev")
+_LAT = ("latitude", "lat")
+_LON = ("longitude", "lon")
+_GRAVITY = 9.80665
+
+
+def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen=1, engine=None):
+    """Read a gridded file into a ``WeatherGraphData`` of kind ``"grid"``.
+
+    Parameters
+    ----------
+    path : str or Path
+        netCDF file, zarr store (v2 or v3, a directory), GRIB file (needs ``pip install gnnddm[grib]``),
+        or ``"sample:NAME"`` for a file shipped in the repository's ``data/`` folder.
+    variables : list of str, optional
+        Short (``t2m``, ``t_850``) or long (``2m_temperature``, ``temperature_850``) names; a pressure-level
+        name without a level (``t``) takes every selected level. Default: every dynamic variable.
+    levels : list of float, optional
+        Pressure levels in hPa (whatever the file stores, Pa or hPa). Default: all.
+    time : [start, end], optional
+        Inclusive date range (anything ``numpy.datetime64`` parses).
+    member : int, optional
+        Ensemble member (the ``number`` coordinate); default the first one, with a note.
+    coarsen : int
+        Block-average factor in both directions (area weighted; see :func:`coarsen_grid`).
+    engine : str, optional
+        xarray engine; guessed from the path by default (``zarr`` for directories, ``cfgrib`` for GRIB).
+
+    Returns
+    -------
+    WeatherGraphData
+        ``X [T, nlat*nlon, V]`` float32 in physical units, cos-latitude area weights with mean 1,
+        static features sin/cos lat/lon plus ``orography_km`` and ``lsm`` when the file holds them.
+    """
+    p = resolve_path(path)
+    ds, engine = open_dataset(p, engine)
+    try:
+        return _read(ds, str(p), engine, variables, levels, time, member, coarsen)
+    finally:
+        ds.close()
+
+
+def open_dataset(path: Path, engine: str | None = None) -> tuple[xr.Dataset, str]:
+    """Open ``path`` lazily with the right xarray engine; one :class:`DataError` if it cannot be read."""
+    path = Path(path)
+    if engine is None:
+        if path.is_dir() or path.suffix == ".zarr":
+            engine = "zarr"
+        elif path.suffix.lower() in GRIB_SUFFIXES:
+            engine = "cfgrib"
+    if engine == "cfgrib" and importlib.util.find_spec("cfgrib") is None:
+        raise DataError(f"{path}: reading GRIB needs cfgrib and eccodes; install them with "
+                        "`pip install gnnddm[grib]` (or convert the file to netCDF)")
+    try:
+        if engine == "zarr":
+            with warnings.catch_warnings():  # stores without consolidated metadata are fine
+                warnings.filterwarnings("ignore", message=".*consolidated metadata", category=RuntimeWarning)
+                ds = xr.open_zarr(path, chunks=None)
+        else:
+            ds = xr.open_dataset(path, engine=engine, chunks=None)
+    except Exception as exc:  # netCDF4, zarr and cfgrib raise many unrelated types for bad files
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); expected {EXPECTED}") from exc
+    return ds, engine or "netcdf"
+
+
+def detect_layout(ds: xr.Dataset, engine: str = "") -> str:
+    """Name the file layout (see the module table) from its coordinate and variable names."""
+    if engine == "cfgrib":
+        return "grib"
+    if str(ds.attrs.get("generator", "")).startswith("gnnddm.data.synthetic"):
+        return "synthetic"
+    if "valid_time" in ds.variables or "pressure_level" in ds.variables:
+        return "cds"
+    data_names = [str(v) for v in ds.data_vars]
+    known = [names.lookup(v) for v in data_names]
+    if any(e is not None and e.long == v for e, v in zip(known, data_names, strict=True)):
+        return "weatherbench2"
+    if "latitude" in ds.variables and any(e is not None and e.short == v
+                                          for e, v in zip(known, data_names, strict=True)):
+        return "cds-legacy"
+    return "cf"
+
+
+def standardise(ds: xr.Dataset, source: str, member=None, notes: list | None = None) -> xr.Dataset:
+    """Rename coordinates to ``time, level, latitude, longitude``; select the ensemble member; merge expver.
+
+    ``expver`` (ERA5 vs ERA5T) is combined by taking, for each entry, the first non-NaN value along it.
+    """
+    notes = notes if notes is not None else []
+    # GRIB: one forecast with several steps -> index by valid_time
+    if "step" in ds.dims and "valid_time" in ds.coords and ds["valid_time"].dims == ("step",):
+        ds = ds.swap_dims(step="valid_time")
+    if "step" in ds.dims and ds.sizes["step"] == 1:
+        ds = ds.squeeze("step")
+    ds = _rename_first(ds, _TIME, "time")
+    ds = _rename_first(ds, _LEVEL, "level")
+    ds = _rename_first(ds, _LAT, "latitude")
+    ds = _rename_first(ds, _LON, "longitude")
+    if "time" in ds.coords and "time" not in ds.dims:
+        ds = ds.expand_dims("time")
+
+    if "number" in ds.dims:
+        values = [int(v) for v in ds["number"].values]
+        if member is None:
+            if len(values) > 1:
+                notes.append(f"{source}: {len(values)} ensemble members (number = {values}); using "
+                             f"member {values[0]} (set data.member to choose)")
+            ds = ds.isel(number=0)
+        elif int(member) in values:
+            ds = ds.sel(number=int(member))
+        else:
+            raise DataError(f"{source}: ensemble member {member} not in the file; members: {values}")
+    elif member is not None and "number" in ds.coords and int(ds["number"]) != int(member):
+        raise DataError(f"{source}: ensemble member {member} not in the file; members: [{int(ds['number'])}]")
+    if "expver" in ds.dims:
+        merged = ds.isel(expver=0, drop=True)
+        for i in range(1, ds.sizes["expver"]):
+            merged = merged.fillna(ds.isel(expver=i, drop=True))
+        ds = merged
+    return ds.drop_vars([c for c in ("number", "expver", "step") if c in ds.coords])
+
+
+def _rename_first(ds: xr.Dataset, spellings, target: str) -> xr.Dataset:
+    for name in spellings:
+        if name in ds.variables or name in ds.dims:
+            if name == target:
+                return ds
+            drop = [target] if target in ds.variables and target not in ds.dims else []
+            return ds.drop_vars(drop).rename({name: target})
+    return ds
+
+
+def _read(ds, source, engine, variables, levels, time, member, coarsen) -> WeatherGraphData:
+    coarsen = _check_coarsen(coarsen)
+    layout = detect_layout(ds, engine)
+    notes: list[str] = []
+    ds = standardise(ds, source, member, notes)
+    for c in ("latitude", "longitude"):
+        if c not in ds.coords or ds[c].ndim != 1:
+            raise DataError(f"{source}: no 1-D {c} coordinate (found dims {dict(ds.sizes)}, coords "
+                            f"{sorted(map(str, ds.coords))}); expected {EXPECTED}")
+    if "time" not in ds.dims:
+        raise DataError(f"{source}: no time coordinate (valid_time or time); dims are {dict(ds.sizes)}")
+    lat = np.asarray(ds["latitude"].values, dtype=np.float64)
+    lon = np.asarray(ds["longitude"].values, dtype=np.float64)
+    if lat.size > 1 and not (np.all(np.diff(lat) < 0) or np.all(np.diff(lat) > 0)):
+        raise DataError(f"{source}: latitude is not monotonic; expected a regular latitude/longitude grid")
+    times = _times(ds, source)
+    tsel = select_times(times, time, source)
+
+    level_hpa = _levels_hpa(ds)
+    dynamic, static = _split_variables(ds)
+    wanted = _select_variables(ds, source, dynamic, level_hpa, variables, levels)
+
+    flip = lat.size > 1 and lat[0] < lat[-1]
+    nlat, nlon = lat.size, lon.size
+    X = np.empty((_count(tsel), nlat, nlon, len(wanted)), dtype=np.float32)
+    var_names, units = [], []
+    for j, (fname, lev) in enumerate(wanted):
+        da = ds[fname]
+        if lev is not None:
+            da = da.isel(level=int(np.argmin(np.abs(level_hpa - lev))))
+        X[..., j] = _field(da, source, tsel)
+        base = names.canonical(fname)
+        var_names.append(base if lev is None else f"{base}_{lev:g}")
+        entry = names.lookup(fname)
+        units.append(str(da.attrs.get("units", entry.units if entry else "")))
+
+    static_fields, static_names = [], []
+    for fname in static:
+        field = _field(ds[fname], source, slice(0, 1))[0]
+        if names.canonical(fname) in ("z", "z_sfc"):
+            static_fields.append(field / _GRAVITY / 1000.0)
+            static_names.append("orography_km")
+        else:
+            static_fields.append(field)
+            static_names.append("lsm")
+    S = np.stack(static_fields, axis=-1)[None] if static_fields else np.zeros((1, nlat, nlon, 0), np.float32)
+
+    if flip:
+        lat, X, S = lat[::-1], X[:, ::-1], S[:, ::-1]
+    if coarsen > 1:
+        S = coarsen_grid(lat, lon, S, coarsen, source)[2]
+        lat, lon, X = coarsen_grid(lat, lon, X, coarsen, source)
+    nlat, nlon = lat.size, lon.size
+
+    X = X.reshape(X.shape[0], nlat * nlon, X.shape[3])
+    mask = ~np.isnan(X)
+    X = np.nan_to_num(X, copy=False, nan=0.0)  # in place: X is our own array
+    lat2 = np.repeat(lat, nlon)
+    lon2 = np.tile(wrap_lon(lon), nlat)
+    area = np.repeat(cell_areas(lat), nlon)
+    area = area / area.mean()
+    pos, pos_names = static_position_features(lat2, lon2)
+    S = np.nan_to_num(S.reshape(nlat * nlon, -1)).astype(np.float32)
+    for msg in notes:
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    return WeatherGraphData(
+        kind="grid", lat=lat2, lon=lon2, area=area, X=X, mask=mask, times=times[tsel],
+        variables=tuple(var_names), units=tuple(units),
+        static=np.concatenate([pos, S], axis=1), static_names=pos_names + tuple(static_names),
+        grid_shape=(nlat, nlon), source=source, layout=layout, warnings=tuple(notes),
+    )
+
+
+def _check_coarsen(coarsen) -> int:
+    if isinstance(coarsen, bool) or not isinstance(coarsen, int | np.integer) or coarsen < 1:
+        raise ConfigError(f"data.coarsen: expected an integer >= 1, got {coarsen!r}")
+    return int(coarsen)
+
+
+def _times(ds: xr.Dataset, source: str) -> np.ndarray:
+    values = ds["time"].values
+    if not np.issubdtype(values.dtype, np.datetime64):
+        try:
+            values = np.array([np.datetime64(str(v)) for v in values])
+        except Exception as exc:
+            raise DataError(f"{source}: time values cannot be read as dates ({values[:3]} ...)") from exc
+    return values.astype("datetime64[ns]")
+
+
+def select_times(times: np.ndarray, time, source: str):
+    """Indices (a slice when contiguous) of the time steps inside ``time = [start, end]`` (inclusive)."""
+    if time is None:
+        return slice(0, len(times))
+    try:
+        lo, hi = (np.datetime64(str(v)) for v in time)
+    except Exception as exc:
+        raise ConfigError(f"data.time: expected [start, end] dates, got {time!r}") from exc
+    idx = np.nonzero((times >= lo) & (times <= hi))[0]
+    if idx.size == 0:
+        span = f"{str(times[0])[:19]} .. {str(times[-1])[:19]}" if len(times) else "no time steps"
+        raise DataError(f"{source}: data.time = [{time[0]}, {time[1]}] selects no time step; "
+                        f"the file covers {span} ({len(times)} steps)")
+    if np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _levels_hpa(ds: xr.Dataset) -> np.ndarray | None:
+    if "level" not in ds.coords:
+        return None
+    lev = np.atleast_1d(np.asarray(ds["level"].values, dtype=np.float64))
+    units = str(ds["level"].attrs.get("units", "")).strip().lower()
+    if units == "pa" or (units not in ("hpa", "mbar", "millibars", "mb") and lev.max() > 1100.0):
+        lev = lev / 100.0
+    return lev
+
+
+def _split_variables(ds: xr.Dataset) -> tuple[list[str], list[str]]:
+    """Grid variables of the file: dynamic ones, and static ones (land-sea mask, surface geopotential)."""
+    dynamic, static = [], []
+    for name, da in ds.data_vars.items():
+        if "latitude" not in da.dims or "longitude" not in da.dims:
+            continue
+        short = names.canonical(str(name))
+        if short in names.STATIC_SHORT or (short == "z" and "level" not in da.dims):
+            static.append(str(name))
+        else:
+            dynamic.append(str(name))
+    return dynamic, static
+
+
+def _select_variables(ds, source, dynamic, level_hpa, variables, levels) -> list[tuple[str, float | None]]:
+    """(file variable, level in hPa or None) for each requested gnnddm variable, in request order."""
+    if levels is not None:
+        levels = [float(v) for v in levels]
+        if level_hpa is None:
+            raise DataError(f"{source}: data.levels = {levels} but the file has no pressure levels")
+        missing = [v for v in levels if not np.any(np.isclose(level_hpa, v))]
+        if missing:
+            raise DataError(f"{source}: pressure levels {missing} hPa not in the file; "
+                            f"available: {[float(f'{v:g}') for v in level_hpa]}")
+    chosen = levels if levels is not None else (list(level_hpa) if level_hpa is not None else [])
+    per_level = {n: chosen for n in dynamic if "level" in ds[n].dims}
+    if isinstance(variables, str):
+        variables = [variables]
+    requests = list(variables) if variables is not None else list(dynamic)
+    out: list[tuple[str, float | None]] = []
+    for req in requests:
+        hit = names.match_variable(str(req), dynamic)
+        has_level = hit is not None and "level" in ds[hit[0]].dims
+        if hit is None or (hit[1] is not None and not has_level) or (
+            hit[1] is not None and not np.any(np.isclose(level_hpa, hit[1]))
+        ):
+            avail = names.describe(dynamic, {n: list(level_hpa) for n in per_level})
+            raise DataError(f"{source}: variable {req!r} not found; available: {avail}")
+        if not has_level:
+            out.append((hit[0], None))
+        else:
+            out.extend((hit[0], float(v)) for v in ([hit[1]] if hit[1] is not None else chosen))
+    return list(dict.fromkeys(out))
+
+
+def _field(da: xr.DataArray, source: str, tsel) -> np.ndarray:
+    """float32 [T, nlat, nlon] of one variable (constant fields broadcast over the selected times)."""
+    extra = [d for d in da.dims if d not in ("time", "latitude", "longitude")]
+    for d in extra:
+        if da.sizes[d] != 1:
+            raise DataError(f"{source}: variable {da.name!r} has an extra dimension {d!r} of size {da.sizes[d]}; "
+                            "expected (time, [level,] latitude, longitude)")
+        da = da.isel({d: 0})
+    if "time" in da.dims:
+        da = da.transpose("time", "latitude", "longitude").isel(time=tsel)
+        return np.asarray(da.values, dtype=np.float32)
+    values = np.asarray(da.transpose("latitude", "longitude").values, dtype=np.float32)
+    return np.broadcast_to(values, (_count(tsel), *values.shape))
+
+
+def _count(tsel) -> int:
+    return tsel.stop - tsel.start if isinstance(tsel, slice) else len(tsel)
+
+
+def cell_areas(lat: np.ndarray) -> np.ndarray:
+    """Relative area of one cell in each latitude row (unnormalised), for a uniform longitude spacing.
+
+    A row spans from the midpoints towards its neighbours (clipped at the poles), area ∝
+    sin(upper) - sin(lower). A pole row gets its half-cell polar cap: small, but never 0.
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    if lat.size == 1:
+        return np.ones(1)
+    step = lat[0] - lat[1]
+    mid = 0.5 * (lat[:-1] + lat[1:])
+    upper = np.concatenate([[lat[0] + 0.5 * step], mid])
+    lower = np.concatenate([mid, [lat[-1] - 0.5 * (lat[-2] - lat[-1])]])
+    upper, lower = np.clip(upper, -90, 90), np.clip(lower, -90, 90)
+    return np.abs(np.sin(np.deg2rad(upper)) - np.sin(np.deg2rad(lower)))
+
+
+def coarsen_grid(lat, lon, X, k: int, source: str = ""):
+    """Area-weighted block average of ``X [T, nlat, nlon, V]`` (lat north first) by ``k`` in each direction.
+
+    Longitude: periodic windows centred on every ``k``-th longitude (kept as the new coordinate).
+    Latitude: a grid with both poles keeps every ``k``-th row, poles included, each averaging the rows
+    within ±k/2 (half weight at the window ends for even ``k``; clipped at the poles), so a 721-row grid
+    coarsens to 181 rows from pole to pole; a grid without poles (WeatherBench) averages blocks of ``k``
+    rows. Row weights are cell areas, so the mean of the field over the sphere is preserved. NaN entries
+    are left out of the averages. Returns ``(lat, lon, X)``.
+    """
+    nlat, nlon = lat.size, lon.size
+    poles = nlat > 1 and np.isclose(abs(lat[0]), 90.0) and np.isclose(abs(lat[-1]), 90.0)
+    n_rows = nlat - 1 if poles else nlat
+    if n_rows % k or nlon % k:
+        raise ConfigError(
+            f"data.coarsen: {k} must divide the number of longitudes ({nlon}) and of latitude "
+            f"{'intervals' if poles else 'rows'} ({n_rows}) of {source or 'the grid'}; valid: "
+            f"{[d for d in range(1, min(n_rows, nlon) + 1) if n_rows % d == 0 and nlon % d == 0]}"
+        )
+    half = np.arange(k + 1) - k // 2 if k % 2 == 0 else np.arange(k) - k // 2
+    w_centred = np.ones(half.size)
+    if k % 2 == 0:
+        w_centred[[0, -1]] = 0.5
+    if poles:
+        rows = np.arange(0, nlat, k)
+        new_lat = lat[rows]
+        X = _window_mean(X, 1, rows, half, w_centred, periodic=False, row_weight=cell_areas(lat))
+    else:
+        rows = np.arange(0, nlat, k)
+        new_lat = np.array([lat[r:r + k].mean() for r in rows])
+        X = _window_mean(X, 1, rows, np.arange(k), np.ones(k), periodic=False, row_weight=cell_areas(lat))
+    cols = np.arange(0, nlon, k)
+    X = _window_mean(X, 2, cols, half, w_centred, periodic=True)
+    return new_lat, lon[cols], X
+
+
+def _window_mean(x, axis, centres, offsets, weights, periodic, row_weight=None):
+    n = x.shape[axis]
+    num = np.zeros(x.shape[:axis] + (centres.size,) + x.shape[axis + 1:], dtype=np.float64)
+    den = np.zeros_like(num)
+    shape = [1] * x.ndim
+    shape[axis] = centres.size
+    for off, w in zip(offsets, weights, strict=True):
+        idx = centres + off
+        ok = np.ones(centres.size, bool) if periodic else (idx >= 0) & (idx < n)
+        idx = idx % n if periodic else np.clip(idx, 0, n - 1)
+        wv = w * ok * (row_weight[idx] if row_weight is not None else 1.0)
+        xs = np.take(x, idx, axis=axis)
+        valid = ~np.isnan(xs)
+        wv = wv.reshape(shape)
+        num += np.where(valid, xs, 0.0) * wv
+        den += valid * wv
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan).astype(np.float32)

@@ -1,0 +1,152 @@
+"""``gnnddm data ...``: see how a file will be read, and write synthetic data sets.
+
+``gnnddm data info PATH [--kind grid|mesh|stations] [--verbose]``
+    Print the detected layout and kind, variables with units and long names, node count, grid shape,
+    time span, missing-value fraction and the loader's warnings.
+``gnnddm data synth --resolution R --steps T [--seed S] [--dt-hours H] [--start DATE] --output PATH``
+    Write a synthetic series (see :mod:`gnnddm.data.synthetic`) to a netCDF file.
+
+Errors caused by the input end with ``gnnddm: error: <message>`` on stderr and exit status 2 (with the
+traceback only under ``--verbose``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from gnnddm.data import names
+from gnnddm.data.samples import resolve_path
+from gnnddm.errors import DataError, GnnddmError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gnnddm data", description="Inspect and prepare gnnddm data sets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="print how a file will be read")
+    info.add_argument("path", help='a file, a zarr store, or "sample:NAME"')
+    info.add_argument("--kind", choices=("grid", "mesh", "stations"), default=None,
+                      help="how to read the file (default: detected)")
+    info.add_argument("--verbose", action="store_true", help="per-variable statistics; tracebacks on errors")
+    synth = sub.add_parser("synth", help="write a synthetic data set")
+    synth.add_argument("--resolution", type=float, required=True, help="grid spacing in degrees (divides 180)")
+    synth.add_argument("--steps", type=int, required=True, help="number of time steps")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--dt-hours", type=float, default=6.0, help="time step in hours")
+    synth.add_argument("--start", default="2000-01-01", help="first time stamp")
+    synth.add_argument("--output", required=True, help="netCDF file to write")
+    synth.add_argument("--verbose", action="store_true", help="tracebacks on errors")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run ``gnnddm data`` with the arguments that follow ``data``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            print(describe(load(args.path, args.kind), verbose=args.verbose))
+        else:
+            write_synthetic(args)
+    except GnnddmError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"gnnddm: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def detect_kind(path: Path) -> str:
+    """``grid``, ``mesh`` or ``stations`` from a quick look at the file (no data read)."""
+    from gnnddm.data.grid import GRIB_SUFFIXES, open_dataset
+
+    if path.suffix.lower() in (".csv", ".txt"):
+        return "stations"
+    if path.suffix.lower() in GRIB_SUFFIXES:
+        return "grid"
+    ds, _ = open_dataset(path)
+    try:
+        if str(ds.attrs.get("featureType", "")).lower() == "timeseries":
+            return "stations"
+        coords = {str(n): ds[n].dims for n in ds.variables}
+        for lat_name, lon_name in (("clat", "clon"), ("lat", "lon"), ("latitude", "longitude")):
+            dims = coords.get(lat_name)
+            if dims is not None and len(dims) == 1 and coords.get(lon_name) == dims and dims[0] != lat_name:
+                return "mesh"  # one position per cell along a shared 1-D dimension
+        return "grid"
+    finally:
+        ds.close()
+
+
+def load(path, kind: str | None = None):
+    """Read ``path`` with the loader of ``kind`` (detected when None)."""
+    p = resolve_path(path)
+    kind = kind or detect_kind(p)
+    if kind == "grid":
+        from gnnddm.data.grid import load_grid
+
+        return load_grid(p)
+    try:
+        if kind == "mesh":
+            from gnnddm.data.mesh import load_mesh as loader
+        else:
+            from gnnddm.data.stations import load_stations as loader
+    except ImportError as exc:
+        raise DataError(f"{p}: the {kind} loader is not available in this installation ({exc})") from exc
+    return loader(p)
+
+
+def describe(data, verbose: bool = False) -> str:
+    """A human-readable account of a loaded ``WeatherGraphData``."""
+    lines = [f"file:       {data.source}", f"kind:       {data.kind}", f"layout:     {data.layout or '?'}"]
+    shape = f" (grid {data.grid_shape[0]} x {data.grid_shape[1]} lat x lon)" if data.grid_shape else ""
+    lines.append(f"nodes:      {data.num_nodes}{shape}")
+    lines.append(f"lat range:  {data.lat.min():.3f} .. {data.lat.max():.3f}; "
+                 f"lon range: {data.lon.min():.3f} .. {data.lon.max():.3f}")
+    if data.num_times:
+        t0, t1 = str(data.times[0])[:19], str(data.times[-1])[:19]
+        lines.append(f"times:      {data.num_times} steps, {t0} .. {t1}{_spacing(data.times)}")
+    else:
+        lines.append("times:      none")
+    if data.native_edges is not None:
+        lines.append(f"native edges: {data.native_edges.shape[1]}")
+    lines.append("variables:")
+    width = max([len(v) for v in data.variables] + [4])
+    for j, (v, u) in enumerate(zip(data.variables, data.units, strict=True)):
+        valid = data.mask[..., j]
+        missing = 1.0 - float(valid.mean()) if valid.size else 0.0
+        row = f"  {v:<{width}}  {u or '-':<10} {names.long_name(v) or '-':<32} missing {100 * missing:6.2f}%"
+        if verbose and valid.any():
+            x = data.X[..., j][valid]
+            row += f"  min {x.min():.4g}  mean {x.mean():.4g}  max {x.max():.4g}"
+        lines.append(row)
+    lines.append(f"static:     {', '.join(data.static_names) or '-'}")
+    total_missing = 1.0 - float(data.mask.mean()) if data.mask.size else 0.0
+    lines.append(f"missing:    {100 * total_missing:.2f}% of all entries")
+    lines.extend(f"warning:    {w}" for w in data.warnings)
+    return "\n".join(lines)
+
+
+def _spacing(times) -> str:
+    if len(times) < 2:
+        return ""
+    hours = np.diff(times) / np.timedelta64(1, "h")
+    lo, hi = float(hours.min()), float(hours.max())
+    return f" (every {lo:g} h)" if lo == hi else f" (spacing {lo:g} .. {hi:g} h, irregular)"
+
+
+def write_synthetic(args) -> None:
+    from gnnddm.data.synthetic import grid_coords, write
+
+    lat, lon = grid_coords(args.resolution)
+    try:
+        path = write(args.output, resolution=args.resolution, steps=args.steps, seed=args.seed,
+                     dt_hours=args.dt_hours, start=args.start)
+    except OSError as exc:
+        raise DataError(f"--output {args.output}: cannot be written ({exc})") from exc
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path}: {args.steps} steps every {args.dt_hours:g} h from {args.start}, grid "
+          f"{lat.size} x {lon.size} ({lat.size * lon.size} nodes), seed {args.seed}, {size:.1f} MiB")

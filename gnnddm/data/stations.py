@@ -1,0 +1,446 @@
+"""Station networks: point observations at fixed sites, read from CSV tables or CF netCDF.
+
+Three layouts are read (``layout`` of the result):
+
+``stations-long-csv``
+    One row per (station, time): a station column (``station``, ``station_id``, ``code``, ``id``, ...),
+    a time column (``time``, ``date``, ``datetime``, ``valid_time``, ... or ``year, month, day[, hour]``),
+    optionally ``lat``/``lon``/``elevation`` per row, and one column per variable (a unit may be written
+    in the header: ``t2m [K]``). Positions come from the rows or from a station table.
+``stations-wide-csv``
+    One column per station code plus date columns; the table holds a single variable (default name
+    ``wind_speed``). Positions come from a station table (``code, name, latitude, longitude[,
+    elevation]``) passed as ``stations_path`` or found as ``stations.csv`` next to the file.
+``cf-timeseries``
+    CF discrete sampling geometry netCDF with ``featureType = "timeSeries"`` in the orthogonal
+    multidimensional representation: dims ``(station, time)`` or ``(time, station)``, ``lat``/``lon``
+    per station, station ids in the variable with ``cf_role = "timeseries_id"``.
+
+Missing entries (empty cells, NaN, ``_FillValue``/``missing_value``) get ``mask = False`` and ``X = 0``;
+physically impossible values are masked by :mod:`gnnddm.data.plausibility` and stations with
+impossible coordinates dropped, with one warning per load that counts both. Station areas are all 1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gnnddm.data import plausibility
+from gnnddm.data.samples import resolve_path
+from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
+from gnnddm.errors import ConfigError, DataError
+
+STATION_COLS = ("station", "station_id", "stationid", "station_code", "code", "id", "site", "site_id",
+                "stid", "wmo", "wmo_id", "station_name")
+TIME_COLS = ("time", "date", "datetime", "valid_time", "timestamp", "date_time", "obs_time", "time_utc")
+DATE_PART_COLS = ("year", "month", "day", "hour", "minute")
+LAT_COLS = ("lat", "latitude")
+LON_COLS = ("lon", "longitude", "long", "lng")
+ELEV_COLS = ("elevation", "elev", "altitude", "alt", "height", "station_elevation", "hgt")
+NAME_COLS = ("name", "station_name", "site_name")
+DEFAULT_WIDE_VARIABLE = "wind_speed"
+
+
+@dataclass
+class _Raw:
+    """What a reader found, before selection and checks. ``values`` float64 [T, N, V], NaN = missing."""
+
+    codes: list[str]
+    lat: np.ndarray
+    lon: np.ndarray
+    elevation: np.ndarray | None
+    times: np.ndarray
+    values: np.ndarray
+    variables: list[str]
+    units: list[str]
+    layout: str
+    notes: list[str] = field(default_factory=list)
+
+
+def load_stations(
+    path,
+    stations_path=None,
+    variables: Sequence[str] | None = None,
+    time=None,
+    station_col: str | None = None,
+    time_col: str | None = None,
+    units=None,
+) -> WeatherGraphData:
+    """Read a station network into a :class:`WeatherGraphData` (``kind="stations"``, physical units).
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV (long or wide) or CF ``timeSeries`` netCDF file; ``sample:NAME`` names a shipped file.
+    stations_path : str or Path, optional
+        Station table (code, latitude, longitude[, elevation]) for wide tables and for long tables
+        without positions; default ``stations.csv`` in the same folder.
+    variables : list of str, optional
+        Variables to keep (default all); for a wide table, the name of its single variable.
+    time : None, [start, end] or a date string
+        Inclusive date range (either end may be null), or one period such as ``"1961"`` or ``"1961-01"``.
+    station_col, time_col : str, optional
+        Column names when the automatic detection does not find them (CSV only).
+    units : str, list or dict, optional
+        Units overriding what the file says (a string for a single variable, a list per variable or a
+        mapping name -> unit).
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable file, unknown variables (the message lists the available ones), a time
+        selection without any time step, no station with valid coordinates.
+    """
+    p = resolve_path(path)
+    if p.suffix.lower() in (".nc", ".nc4", ".cdf", ".netcdf", ".h5"):
+        raw = _read_cf(p, variables)
+    else:
+        raw = _read_csv(p, stations_path, variables, station_col, time_col)
+    raw.units = _resolve_units(units, raw.variables, raw.units)
+
+    keep_t = time_index(raw.times, time, p.name)
+    times, values = raw.times[keep_t], raw.values[keep_t]
+
+    valid_pos = plausibility.check_coordinates(raw.lat, raw.lon)
+    dropped = [c for c, ok in zip(raw.codes, valid_pos, strict=True) if not ok]
+    if not valid_pos.any():
+        raise DataError(f"{p}: no station has valid coordinates (lat in [-90, 90], lon in [-180, 360])")
+    sel = np.nonzero(valid_pos)[0]
+    values = values[:, sel]
+    mask, n_masked = plausibility.check_values(values, np.isfinite(values), raw.variables, raw.units)
+    messages = plausibility.report(p.name, raw.variables, n_masked, dropped, "station", raw.notes)
+
+    lat = raw.lat[sel].astype(np.float64)
+    lon = wrap_lon(raw.lon[sel])
+    X = np.where(mask, values, 0.0).astype(np.float32)
+    static, static_names = static_position_features(lat, lon)
+    if raw.elevation is not None:
+        elev = raw.elevation[sel].astype(np.float64)
+        elev = np.where(np.isfinite(elev), elev, np.nanmean(elev) if np.isfinite(elev).any() else 0.0)
+        static = np.concatenate([static, (elev / 1000.0)[:, None].astype(np.float32)], axis=1)
+        static_names = (*static_names, "elevation_km")
+    return WeatherGraphData(
+        kind="stations",
+        lat=lat,
+        lon=lon,
+        area=np.ones(len(sel)),
+        X=X,
+        mask=mask,
+        times=times.astype("datetime64[ns]"),
+        variables=tuple(raw.variables),
+        units=tuple(raw.units),
+        static=static,
+        static_names=static_names,
+        source=str(p),
+        layout=raw.layout,
+        warnings=messages,
+    )
+
+
+# ------------------------------------------------------------------------------------------ time
+def time_index(times: np.ndarray, time, source: str) -> np.ndarray:
+    """Indices of ``times`` inside the selection ``time`` (None, ``[start, end]`` or one period)."""
+    if time is None:
+        return np.arange(len(times))
+    try:
+        if isinstance(time, str | np.datetime64 | pd.Timestamp):
+            start = np.datetime64(str(time))
+            end = start + np.timedelta64(1, np.datetime_data(start.dtype)[0])
+            sel = (times >= start) & (times < end)
+        else:
+            lo, hi = time
+            lo = np.datetime64(str(lo)) if lo is not None else None
+            hi = np.datetime64(str(hi)) if hi is not None else None
+            sel = np.ones(len(times), dtype=bool)
+            if lo is not None:
+                sel &= times >= lo
+            if hi is not None:
+                # an end given as a day ("1961-01-31") includes that whole day
+                unit = np.datetime_data(hi.dtype)[0]
+                sel &= times < hi + np.timedelta64(1, unit) if unit in ("Y", "M", "D") else times <= hi
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.time: expected null, [start, end] or a date such as '1961-01', got {time!r}") \
+            from exc
+    idx = np.nonzero(sel)[0]
+    if idx.size == 0:
+        covers = f"{str(times[0])[:19]} .. {str(times[-1])[:19]}" if len(times) else "no time steps"
+        raise DataError(f"{source}: data.time={time!r} selects no time step; the file covers {covers}")
+    return idx
+
+
+def parse_times(df: pd.DataFrame, time_col: str | None, source: str) -> tuple[np.ndarray, list[str]]:
+    """datetime64[ns] per row from a time column or ``year, month, day[, hour, minute]`` columns.
+
+    Returns the times (NaT where unparseable) and the names of the columns used.
+    """
+    lower = {c.lower(): c for c in df.columns}
+    if time_col is not None:
+        if time_col not in df.columns:
+            raise DataError(f"{source}: data.time_col={time_col!r} is not a column; columns: {list(df.columns)}")
+        cols = [time_col]
+    elif any(c in lower for c in TIME_COLS):
+        cols = [next(lower[c] for c in TIME_COLS if c in lower)]
+    elif all(c in lower for c in ("year", "month", "day")):
+        cols = [lower[c] for c in DATE_PART_COLS if c in lower]
+        parts = df[cols].apply(pd.to_numeric, errors="coerce")
+        parts.columns = [c.lower() for c in cols]
+        return _naive(pd.to_datetime(parts, errors="coerce")), cols
+    else:
+        raise DataError(
+            f"{source}: no time column found; expected one of {list(TIME_COLS)} or year, month, day "
+            f"columns (or set data.time_col); columns: {list(df.columns)}"
+        )
+    col = df[cols[0]]
+    if pd.api.types.is_numeric_dtype(col) and col.notna().any():
+        v = col.dropna().astype(np.int64)
+        if (v >= 1e7).all() and (v < 1e8).all():
+            return _naive(pd.to_datetime(col.astype("Int64").astype(str), format="%Y%m%d", errors="coerce")), cols
+        if (v >= 1e9).all() and (v < 1e10).all():
+            return _naive(pd.to_datetime(col.astype("Int64").astype(str), format="%Y%m%d%H", errors="coerce")), cols
+        raise DataError(f"{source}: column {cols[0]!r} holds numbers that are not dates (YYYYMMDD[HH])")
+    try:
+        parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: cannot parse the dates in column {cols[0]!r} ({exc})") from exc
+    return _naive(parsed), cols
+
+
+def _naive(parsed) -> np.ndarray:
+    s = pd.Series(parsed)
+    if getattr(s.dt, "tz", None) is not None:
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    return s.to_numpy(dtype="datetime64[ns]")
+
+
+# ------------------------------------------------------------------------------------------- CSV
+def _read_table(p: Path, **kw) -> pd.DataFrame:
+    sep = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        df = pd.read_csv(p, sep=sep, skipinitialspace=True, **kw)
+        if df.shape[1] == 1 and any(s in str(df.columns[0]) for s in (";", "\t", "|")):
+            df = pd.read_csv(p, sep=None, engine="python", skipinitialspace=True, **kw)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(f"{p}: cannot read as a CSV table ({type(exc).__name__}: {exc})") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _find(df: pd.DataFrame, candidates, given: str | None = None) -> str | None:
+    if given is not None:
+        return given if given in df.columns else None
+    lower = {c.lower(): c for c in df.columns}
+    return next((lower[c] for c in candidates if c in lower), None)
+
+
+def _split_unit(header: str) -> tuple[str, str]:
+    """``"t2m [K]"`` -> ``("t2m", "K")``; a header without a unit keeps ``""``."""
+    m = re.match(r"^(.*?)\s*[\[(]([^\])]*)[\])]\s*$", header)
+    return (m.group(1).strip(), m.group(2).strip()) if m else (header, "")
+
+
+def _read_csv(p, stations_path, variables, station_col, time_col) -> _Raw:
+    df = _read_table(p)
+    scol = _find(df, STATION_COLS, station_col)
+    if station_col is not None and scol is None:
+        raise DataError(f"{p}: data.station_col={station_col!r} is not a column; columns: {list(df.columns)}")
+    times, time_cols = parse_times(df, time_col, str(p))
+    notes = []
+    if np.isnat(times).any():
+        notes.append(f"ignored {int(np.isnat(times).sum())} rows with unreadable dates")
+    if scol is not None:
+        return _long(p, df, scol, times, time_cols, stations_path, variables, notes)
+    return _wide(p, df, times, time_cols, stations_path, variables, notes)
+
+
+def _long(p, df, scol, times, time_cols, stations_path, variables, notes) -> _Raw:
+    latc, lonc, elevc = _find(df, LAT_COLS), _find(df, LON_COLS), _find(df, ELEV_COLS)
+    roles = {scol, latc, lonc, elevc, *time_cols, *(c for c in df.columns if c.lower() in NAME_COLS)}
+    avail = {}
+    for c in df.columns:
+        if c in roles or c.lower() in DATE_PART_COLS:
+            continue
+        num = pd.to_numeric(df[c], errors="coerce")
+        if num.notna().any() or df[c].isna().all():
+            avail[c] = num
+    names = {c: _split_unit(c) for c in avail}
+    chosen = _pick_variables(variables, [names[c][0] for c in avail], p)
+    cols = [next(c for c in avail if names[c][0] == v) for v in chosen]
+
+    ok = ~np.isnat(times) & df[scol].notna().to_numpy()
+    codes_all = df[scol].astype(str).str.strip().to_numpy()
+    codes = list(pd.unique(codes_all[ok]))
+    t_unique = np.unique(times[ok])
+    si = pd.Index(codes).get_indexer(codes_all[ok])
+    ti = np.searchsorted(t_unique, times[ok])
+    dup = pd.Series(si * len(t_unique) + ti).duplicated().to_numpy()
+    if dup.any():
+        notes.append(f"ignored {int(dup.sum())} duplicate (station, time) rows")
+    values = np.full((len(t_unique), len(codes), len(cols)), np.nan)
+    block = np.stack([avail[c].to_numpy(dtype=np.float64)[ok] for c in cols], axis=1)
+    values[ti[~dup], si[~dup]] = block[~dup]
+
+    if stations_path is None and latc is not None and lonc is not None:
+        first = df[ok].assign(_code=codes_all[ok]).groupby("_code", sort=False).first()
+        lat = pd.to_numeric(first[latc], errors="coerce").reindex(codes).to_numpy(np.float64)
+        lon = pd.to_numeric(first[lonc], errors="coerce").reindex(codes).to_numpy(np.float64)
+        elev = pd.to_numeric(first[elevc], errors="coerce").reindex(codes).to_numpy(np.float64) if elevc else None
+    else:
+        lat, lon, elev = _positions(p, stations_path, codes, "a long table without lat/lon columns")
+    return _Raw(codes, lat, lon, elev, t_unique, values, chosen, [names[c][1] for c in cols],
+                "stations-long-csv", notes)
+
+
+def _wide(p, df, times, time_cols, stations_path, variables, notes) -> _Raw:
+    if variables is not None and len(variables) != 1:
+        raise DataError(f"{p}: a wide table (one column per station) holds one variable; got {list(variables)}")
+    name = variables[0] if variables else DEFAULT_WIDE_VARIABLE
+    cols = [c for c in df.columns if c not in time_cols and c.lower() not in DATE_PART_COLS]
+    if not cols:
+        raise DataError(f"{p}: no station columns besides the date columns {time_cols}")
+    ok = ~np.isnat(times)
+    values = df.loc[ok, cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    order = np.argsort(times[ok], kind="stable")
+    codes = [str(c).strip() for c in cols]
+    lat, lon, elev = _positions(p, stations_path, codes, "a wide table (one column per station)")
+    return _Raw(codes, lat, lon, elev, times[ok][order], values[order][:, :, None], [name], [_unit_from_name(p)],
+                "stations-wide-csv", notes)
+
+
+def _unit_from_name(p: Path) -> str:
+    tokens = set(re.split(r"[^a-z0-9]+", p.stem.lower()))
+    for unit, keys in (("knots", {"knots", "knot", "kt", "kts", "kn"}), ("m s-1", {"ms", "mps"}),
+                       ("km h-1", {"kmh", "kph"}), ("mph", {"mph"})):
+        if tokens & keys:
+            return unit
+    return ""
+
+
+def _positions(p: Path, stations_path, codes, what: str):
+    """lat, lon, elevation [N] of ``codes`` from the station table (NaN for codes it lacks)."""
+    if stations_path is not None:
+        sp = resolve_path(stations_path)
+    else:
+        sp = p.parent / "stations.csv"
+        if not sp.exists() or sp.resolve() == p.resolve():
+            raise DataError(
+                f"{p}: {what} needs a station table with code, latitude, longitude; pass "
+                f"data.stations_path or put stations.csv in {p.parent}"
+            )
+    table = _read_table(sp, dtype=str)
+    ccol = _find(table, (*STATION_COLS, "name"))
+    latc, lonc, elevc = _find(table, LAT_COLS), _find(table, LON_COLS), _find(table, ELEV_COLS)
+    if ccol is None or latc is None or lonc is None:
+        raise DataError(
+            f"{sp}: a station table needs a code column (one of {list(STATION_COLS)}) and latitude/longitude "
+            f"columns; columns: {list(table.columns)}"
+        )
+    table = table.assign(_code=table[ccol].astype(str).str.strip()).drop_duplicates("_code").set_index("_code")
+    index = table.index.get_indexer(codes)
+    if (index < 0).any():  # codes differing only in case
+        lower = pd.Index(table.index.str.lower())
+        index = np.where(index < 0, lower.get_indexer([c.lower() for c in codes]), index)
+
+    def column(c):
+        v = pd.to_numeric(table[c], errors="coerce").to_numpy(np.float64)
+        return np.where(index >= 0, v[np.maximum(index, 0)], np.nan)
+
+    return column(latc), column(lonc), (column(elevc) if elevc else None)
+
+
+# ---------------------------------------------------------------------------------------- netCDF
+def _read_cf(p: Path, variables) -> _Raw:
+    import xarray as xr
+
+    try:
+        ds = xr.open_dataset(p, mask_and_scale=True, decode_times=True)
+    except Exception as exc:  # netCDF4/h5py raise many unrelated types for corrupt files
+        raise DataError(f"{p}: cannot read as netCDF ({type(exc).__name__}: {exc})") from exc
+    with ds:
+        attrs = {k.lower(): v for k, v in ds.attrs.items()}
+        ftype = str(attrs.get("featuretype", "")).lower()
+        id_var = next((v for v in ds.variables if ds[v].attrs.get("cf_role") == "timeseries_id"), None)
+        if ftype != "timeseries" and not (ftype == "" and id_var is not None):
+            raise DataError(f"{p}: expected a CF featureType='timeSeries' file, found featureType={ftype!r}")
+        if any("sample_dimension" in ds[v].attrs or "instance_dimension" in ds[v].attrs for v in ds.variables):
+            raise DataError(f"{p}: CF ragged arrays are not supported; store the series as (station, time) arrays")
+        lat_v, lon_v = _cf_coord(ds, "latitude", LAT_COLS), _cf_coord(ds, "longitude", LON_COLS)
+        time_v = _cf_coord(ds, "time", ("time", "valid_time", "date"))
+        if lat_v is None or lon_v is None or time_v is None or ds[time_v].ndim != 1:
+            raise DataError(f"{p}: a CF timeSeries file needs 1-D time and per-station lat/lon variables")
+        sdim = ds[id_var].dims[0] if id_var is not None else ds[lat_v].dims[0] if ds[lat_v].ndim else None
+        tdim = ds[time_v].dims[0]
+        if sdim is None or ds[lat_v].dims != (sdim,):
+            raise DataError(f"{p}: lat/lon must have the station dimension ({sdim!r})")
+        elev_v = _cf_coord(ds, "surface_altitude", ELEV_COLS)
+        skip = {lat_v, lon_v, time_v, id_var, elev_v}
+        avail = [v for v in ds.data_vars if v not in skip and set(ds[v].dims) == {sdim, tdim}
+                 and np.issubdtype(ds[v].dtype, np.number)]
+        chosen = _pick_variables(variables, avail, p)
+        values = np.stack([ds[v].transpose(tdim, sdim).to_numpy().astype(np.float64) for v in chosen], axis=2)
+        n = ds.sizes[sdim]
+        codes = [_decode_id(c) for c in ds[id_var].to_numpy()] if id_var is not None else [str(i) for i in range(n)]
+        elev = ds[elev_v].to_numpy().astype(np.float64) if elev_v is not None and ds[elev_v].dims == (sdim,) else None
+        times = to_datetime64(ds[time_v].to_numpy(), p)
+        return _Raw(codes, ds[lat_v].to_numpy().astype(np.float64), ds[lon_v].to_numpy().astype(np.float64),
+                    elev, times, values, list(chosen), [str(ds[v].attrs.get("units", "")) for v in chosen],
+                    "cf-timeseries")
+
+
+def _cf_coord(ds, standard_name: str, names) -> str | None:
+    for v in ds.variables:
+        if ds[v].attrs.get("standard_name") == standard_name:
+            return v
+    lower = {str(v).lower(): v for v in ds.variables}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def _decode_id(c) -> str:
+    if isinstance(c, bytes):
+        return c.decode("utf-8", "replace").strip()
+    if isinstance(c, np.ndarray):  # undecoded char array
+        return b"".join(c.astype("S1").tolist()).decode("utf-8", "replace").strip()
+    return str(c).strip()
+
+
+def to_datetime64(values: np.ndarray, source) -> np.ndarray:
+    """datetime64[ns] from decoded times (numpy datetimes or cftime objects of any calendar)."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.datetime64):
+        return values.astype("datetime64[ns]")
+    try:
+        return pd.to_datetime([v.isoformat() for v in values.ravel()]).to_numpy("datetime64[ns]")
+    except (AttributeError, ValueError) as exc:
+        raise DataError(f"{source}: cannot interpret the time values as dates ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------- variables, units
+def _pick_variables(requested, available: list[str], source) -> list[str]:
+    if not available:
+        raise DataError(f"{source}: no numeric variable found")
+    if requested is None:
+        return list(available)
+    unknown = [v for v in requested if v not in available]
+    if unknown:
+        raise DataError(f"{source}: unknown variable(s) {unknown}; available: {available}")
+    return list(requested)
+
+
+def _resolve_units(units, variables: list[str], found: list[str]) -> list[str]:
+    if units is None:
+        return list(found)
+    if isinstance(units, str):
+        if len(variables) != 1:
+            raise ConfigError(f"data.units: give one unit per variable {variables} (a list or a mapping)")
+        return [units]
+    if isinstance(units, dict):
+        return [str(units.get(v, f)) for v, f in zip(variables, found, strict=True)]
+    units = [str(u) for u in units]
+    if len(units) != len(variables):
+        raise ConfigError(f"data.units: {len(units)} units for {len(variables)} variables {variables}")
+    return units

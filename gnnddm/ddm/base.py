@@ -1,0 +1,381 @@
+"""What every training algorithm shares: parameters as one flat vector, timed and accounted subdomain
+work, local solves on a local model, the reduction of subdomain gradients, and checkpoint state.
+
+An algorithm performs one outer iteration per :meth:`Algorithm.step` on the objective's current batch and
+updates the model parameters in place. It computes only the subdomains of its rank
+(``comm.parts_of_rank``), sums their contributions and calls one collective per reduction, so the same
+code runs in one process and across processes.
+
+Local models. A local solve runs ``steps`` steps of a solver on
+
+    h(θ) = scale · loss(θ) + ⟨corr, θ − θ_start⟩
+
+from θ_start, projecting onto a feasible set (trust-region ball or box) after every step. The constant
+of the linear term does not matter for the iterates; predicted decreases use
+h(θ_start) − h(θ_end) = scale·(loss(θ_start) − loss(θ_end)) − ⟨corr, θ_end − θ_start⟩.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from gnnddm.ddm.accounting import Accounting
+from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
+from gnnddm.errors import ConfigError
+
+
+# ---------------------------------------------------------------------------------------- validation
+def check_int(key: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"ddm.{key}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(key: str, value, low: float = 0.0, high: float = float("inf"), open_low=True) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    ok = ok and (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if open_low else "["
+        raise ConfigError(f"ddm.{key}: expected a number in {bracket}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def check_choice(key: str, value, choices) -> str:
+    if value not in choices:
+        raise ConfigError(f"ddm.{key}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_bool(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"ddm.{key}: expected true or false, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------- trust region
+@dataclass
+class TrustRegion:
+    """Radius update of the trust-region globalisation (APTS defaults).
+
+    ρ = actual / predicted decrease; the step is accepted if ρ > η₁; the radius shrinks by γ_dec on
+    rejection and grows by γ_inc when ρ > η₂. A non-positive predicted decrease is a rejection.
+    """
+
+    radius: float = 0.1
+    eta1: float = 0.25
+    eta2: float = 0.75
+    gamma_dec: float = 0.9
+    gamma_inc: float = 1.2
+
+    def __post_init__(self):
+        check_float("radius0", self.radius)
+        check_float("eta1", self.eta1, 0.0, 1.0, open_low=False)
+        check_float("eta2", self.eta2, self.eta1, 1.0, open_low=False)
+        check_float("gamma_dec", self.gamma_dec, 0.0, 1.0)
+        check_float("gamma_inc", self.gamma_inc, 1.0, float("inf"), open_low=False)
+
+    def update(self, actual: float, predicted: float) -> tuple[float, bool]:
+        """(ρ, accepted) for the given decreases; updates :attr:`radius`."""
+        rho = actual / predicted if predicted > 0 else float("-inf")
+        accepted = rho > self.eta1
+        if not accepted:
+            self.radius *= self.gamma_dec
+        elif rho > self.eta2:
+            self.radius *= self.gamma_inc
+        return rho, accepted
+
+
+# ---------------------------------------------------------------------------------------- local model
+class LocalModel:
+    """The local model h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩, differentiable in the parameters.
+
+    ``loss`` is a subdomain or coarse loss ``loss_fn(model) -> Tensor``; ``corr`` and ``anchor`` are
+    given per parameter tensor (None: no linear term). :attr:`last_loss` holds the unscaled loss value
+    of the last evaluation.
+    """
+
+    def __init__(self, params, loss_fn, scale: float = 1.0, corr=None, anchor=None):
+        self.params, self.loss_fn, self.scale = params, loss_fn, float(scale)
+        if (corr is None) != (anchor is None):
+            raise ValueError("the linear term needs both corr and anchor")
+        self.corr, self.anchor = corr, anchor
+        self.last_loss: float | None = None
+
+    def linear(self) -> torch.Tensor | float:
+        """⟨corr, θ − anchor⟩ at the current parameters (differentiable)."""
+        if self.corr is None:
+            return 0.0
+        return sum(((p - a) * c).sum() for p, a, c in zip(self.params, self.anchor, self.corr, strict=True))
+
+    def linear_at(self, theta: torch.Tensor) -> float:
+        """⟨corr, θ − anchor⟩ at a flat parameter vector."""
+        if self.corr is None:
+            return 0.0
+        corr = torch.cat([c.reshape(-1) for c in self.corr])
+        anchor = torch.cat([a.reshape(-1) for a in self.anchor])
+        return float(torch.dot(corr, theta - anchor))
+
+    def __call__(self, model) -> torch.Tensor:
+        loss = self.loss_fn(model)
+        self.last_loss = float(loss.detach())
+        return self.scale * loss + self.linear()
+
+
+# ---------------------------------------------------------------------------------------- base class
+class Algorithm:
+    """Base of the training algorithms (one outer iteration per :meth:`step`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Trained in place.
+    objective : Objective
+        Losses on the current batch (set by the training loop before each step).
+    comm : Communicator
+    accounting : Accounting
+        Attached to ``comm`` when the communicator has none.
+    optimizer : callable, optional
+        ``optimizer(params) -> torch.optim.Optimizer``: the global optimizer (the ``optimizer`` group).
+    """
+
+    name = "algorithm"
+
+    def __init__(self, model, objective, comm, accounting: Accounting, optimizer=None):
+        self.model = model
+        self.objective = objective
+        self.comm = comm
+        self.accounting = accounting
+        if getattr(comm, "accounting", None) is None:
+            comm.accounting = accounting
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        self.num_params = sum(p.numel() for p in self.params)
+        # subdomains without owned nodes have f_k = 0 and take no part
+        self.parts = tuple(k for k in comm.parts_of_rank if objective.num_owned[k] > 0)
+        self.num_parts = sum(1 for k in range(int(comm.num_parts)) if objective.num_owned[k] > 0)
+        self.copies = int(getattr(comm, "redundant_copies", 1))
+        self._optimizer_factory = optimizer
+        self.optimizer = None
+        self.solvers: dict[str, torch.optim.Optimizer] = {}
+        self.iteration = 0
+
+    # ------------------------------------------------------------------ the outer iteration
+    def step(self) -> dict[str, float]:
+        """One outer iteration; returns statistics (``loss`` = f(θ_t) on the batch where known)."""
+        stats = self._step()
+        self.accounting.end_iteration()
+        self.iteration += 1
+        return {k: float(v) for k, v in stats.items()}
+
+    def _step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _global_optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer_factory is None:
+            raise ConfigError(f"{self.name} needs the global optimizer (config group 'optimizer')")
+        if self.optimizer is None:
+            self.optimizer = self._optimizer_factory(self.params)
+        return self.optimizer
+
+    def _make_solver(self, name: str, spec: dict) -> torch.optim.Optimizer:
+        self.solvers[name] = make_local_solver(spec, self.params)
+        return self.solvers[name]
+
+    # ------------------------------------------------------------------ flat parameter vector
+    def flat(self) -> torch.Tensor:
+        """θ as one vector (a copy)."""
+        return torch.cat([p.detach().reshape(-1) for p in self.params]).clone()
+
+    def split(self, vec: torch.Tensor) -> list[torch.Tensor]:
+        """``vec`` cut into views shaped like the parameters."""
+        out, i = [], 0
+        for p in self.params:
+            out.append(vec[i : i + p.numel()].view_as(p))
+            i += p.numel()
+        return out
+
+    def set_flat(self, vec: torch.Tensor) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.params, self.split(vec), strict=True):
+                p.copy_(v)
+
+    def flat_grad(self) -> torch.Tensor:
+        return torch.cat(
+            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params]
+        )
+
+    def _set_grad(self, vec: torch.Tensor) -> None:
+        for p, v in zip(self.params, self.split(vec), strict=True):
+            p.grad = v.detach().clone()
+
+    # ------------------------------------------------------------------ timed, accounted work
+    @contextmanager
+    def timed(self, part: int | None):
+        """Measure the enclosed compute as subdomain ``part``'s (None: work every rank does alike)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            if part is None:
+                self.accounting.add_common(seconds)
+            else:
+                self.accounting.add_compute(part, seconds)
+
+    def _loss_grad(self, loss_fn, copies: int = 1) -> tuple[float, torch.Tensor]:
+        """loss_fn(model) and its gradient (flat), accounted as one forward+backward."""
+        self.model.zero_grad(set_to_none=True)
+        loss = loss_fn(self.model)
+        loss.backward()
+        self.accounting.add_work(grad_evals=self.objective.last_work * copies)
+        return float(loss.detach()), self.flat_grad()
+
+    def _loss_value(self, loss_fn, copies: int = 1) -> float:
+        """loss_fn(model) without gradient, accounted as one forward."""
+        with torch.no_grad():
+            value = float(loss_fn(self.model))
+        self.accounting.add_work(loss_evals=self.objective.last_work * copies)
+        return value
+
+    def _local(self, k: int):
+        return lambda model: self.objective.local_loss(model, k)
+
+    def subdomain_gradients(self, keep: bool = False):
+        """g = Σ_k ∇f_k(θ) and f = Σ_k f_k(θ) at the current θ, with one all-reduce of [g, f].
+
+        Returns ``(g, f, per_part)`` where ``per_part[k] = (f_k, ∇f_k)`` for this rank's parts when
+        ``keep`` (the first-order-coherence terms), else an empty dict.
+        """
+        theta = self.flat()
+        g = torch.zeros_like(theta)
+        f = torch.zeros(1, dtype=theta.dtype, device=theta.device)
+        per_part = {}
+        for k in self.parts:
+            with self.timed(k):
+                fk, gk = self._loss_grad(self._local(k))
+                g += gk
+                f += fk
+            if keep:
+                per_part[k] = (fk, gk)
+        self.comm.all_reduce_sum_([g, f])
+        self.model.zero_grad(set_to_none=True)
+        return g, float(f), per_part
+
+    def subdomain_losses(self) -> float:
+        """f = Σ_k f_k(θ) at the current θ (forward only), with one all-reduce of one number."""
+        theta = self.flat()
+        f = torch.zeros(1, dtype=theta.dtype, device=theta.device)
+        for k in self.parts:
+            with self.timed(k):
+                f += self._loss_value(self._local(k))
+        self.comm.all_reduce_sum_([f])
+        return float(f)
+
+    def local_model(self, loss_fn, scale: float = 1.0, corr=None, anchor=None) -> LocalModel:
+        """h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩ on this algorithm's parameters."""
+        return LocalModel(self.params, loss_fn, scale, None if corr is None else self.split(corr),
+                          None if anchor is None else self.split(anchor))
+
+    def local_solve(
+        self,
+        h: LocalModel,
+        start: torch.Tensor,
+        steps: int,
+        solver: torch.optim.Optimizer,
+        constraint: Ball | Box | None = None,
+        predict: bool = False,
+        copies: int = 1,
+        first: tuple[float, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, float | None, float | None]:
+        """``steps`` solver steps on the local model ``h`` from ``start``.
+
+        Each step: ∇h by autograd, one ``solver.step()``, projection onto ``constraint``.
+        ``first = (loss(start), ∇h(start))``, when the caller already knows them (with first-order
+        coherence ∇h(θ_t) = g_t), saves the first evaluation.
+
+        Returns
+        -------
+        theta : Tensor [P]
+            The last iterate; the model parameters are left there.
+        loss_start : float or None
+            loss(start), unscaled (None when ``steps`` is 0).
+        predicted : float or None
+            h(start) − h(theta) when ``predict`` (one extra forward), else None.
+        """
+        self.set_flat(start)
+        if isinstance(solver, BoxAdagrad):
+            if isinstance(constraint, Box):
+                solver.set_box(self.split(constraint.lo), self.split(constraint.hi))
+            else:
+                solver.set_box(None, None)
+        # BoxAdagrad projects onto its box itself; any other solver / set is projected here
+        project = constraint is not None and not (isinstance(solver, BoxAdagrad) and isinstance(constraint, Box))
+        loss_start = h_start = None
+        for i in range(steps):
+            solver.zero_grad(set_to_none=True)
+            if i == 0 and first is not None:
+                loss_start = float(first[0])
+                h_start = h.scale * loss_start + h.linear_at(start)
+                self._set_grad(first[1])
+            else:
+                value = h(self.model)
+                value.backward()
+                self.accounting.add_work(grad_evals=self.objective.last_work * copies)
+                if i == 0:
+                    loss_start, h_start = h.last_loss, float(value.detach())
+            solver.step()
+            if project:
+                self.set_flat(constraint.project(self.flat()))
+        solver.zero_grad(set_to_none=True)
+        theta = self.flat()
+        predicted = None
+        if predict:
+            predicted = 0.0 if steps == 0 else h_start - self._loss_value(h, copies)
+        return theta, loss_start, predicted
+
+    def optimizer_step(self, grad: torch.Tensor) -> None:
+        """One step of the global optimizer with the given (already reduced) gradient."""
+        opt = self._global_optimizer()
+        with self.timed(None):
+            self._set_grad(grad)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Optimizer and solver states, algorithm state, iteration and accounting counters."""
+        return {
+            "name": self.name,
+            "iteration": self.iteration,
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "solvers": {key: s.state_dict() for key, s in self.solvers.items()},
+            "extra": self._extra_state(),
+            "accounting": self.accounting.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"checkpoint of algorithm {state.get('name')!r} cannot resume {self.name!r}")
+        self.iteration = int(state["iteration"])
+        if state["optimizer"] is not None:
+            self._global_optimizer().load_state_dict(state["optimizer"])
+        for key, s in state["solvers"].items():
+            if key in self.solvers:
+                self.solvers[key].load_state_dict(s)
+        self._load_extra_state(state["extra"])
+        self.accounting.load_state_dict(state["accounting"])
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(parts={self.num_parts}, params={self.num_params})"

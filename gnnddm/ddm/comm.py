@@ -1,0 +1,108 @@
+"""The communication layer seen by the training algorithms (DESIGN.md §4, §7; STYLE.md 8).
+
+Algorithms never call ``torch.distributed``: they talk to a :class:`Communicator`. Each rank owns one or
+more subdomains (``parts_of_rank``), sums its own subdomains' contributions locally and then calls one
+collective, so the same algorithm code runs in one process (:class:`LocalComm`, every subdomain on rank 0)
+and across processes (the torch.distributed implementation in ``gnnddm.distributed``).
+
+Every collective is recorded in the communicator's :class:`~gnnddm.ddm.accounting.Accounting`: one round
+and its payload bytes per rank (an all-reduce or broadcast of ``n`` bytes counts ``n``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from gnnddm.ddm.accounting import Accounting
+
+
+def payload_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of the flattened list of tensors (what one collective on them sends per rank)."""
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """What an algorithm may ask of the communication layer.
+
+    Attributes
+    ----------
+    rank, world_size : int
+        This process and the number of processes.
+    num_parts : int
+        p, the number of subdomains of the whole run.
+    parts_of_rank : tuple[int, ...]
+        The subdomains this rank computes (all of them in one process).
+    redundant_copies : int
+        How many ranks of the modelled parallel run each computation that "every rank does" stands for
+        (a coarse solve repeated on every rank): p for :class:`LocalComm`, which plays all p ranks, and 1
+        for a real distributed run, where every rank records its own copy.
+    accounting : Accounting or None
+        Where collectives are recorded.
+    """
+
+    rank: int
+    world_size: int
+    num_parts: int
+    parts_of_rank: tuple[int, ...]
+    redundant_copies: int
+    accounting: Accounting | None
+
+    def owner(self, part: int) -> int:
+        """The rank that computes subdomain ``part``."""
+        ...
+
+    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+        """Sum each tensor over all ranks, in place, as one collective on the flattened list."""
+        ...
+
+    def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
+        """Overwrite each tensor with rank ``src``'s copy, as one collective."""
+        ...
+
+
+class LocalComm:
+    """One process computing all ``num_parts`` subdomains in turn (world size 1).
+
+    The collectives are identities (the one rank already holds the sum), but they are accounted as if
+    ``num_parts`` ranks took part, so that rounds, bytes and the modelled time describe the p-way
+    parallel run this process simulates.
+
+    Parameters
+    ----------
+    num_parts : int
+        p.
+    accounting : Accounting, optional
+        Records every collective; an algorithm attaches its own when this is None.
+    """
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, num_parts: int, accounting: Accounting | None = None):
+        if num_parts < 1:
+            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        self.num_parts = int(num_parts)
+        self.parts_of_rank = tuple(range(self.num_parts))
+        self.redundant_copies = self.num_parts
+        self.accounting = accounting
+
+    def owner(self, part: int) -> int:
+        return 0
+
+    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+        self._record(tensors)
+
+    def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
+        if src != 0:
+            raise ValueError(f"broadcast source rank {src} does not exist in a world of size 1")
+        self._record(tensors)
+
+    def _record(self, tensors: list[torch.Tensor]) -> None:
+        if self.accounting is not None:
+            self.accounting.collective(payload_bytes(tensors))
+
+    def __repr__(self) -> str:
+        return f"LocalComm(num_parts={self.num_parts})"

@@ -1,0 +1,32 @@
+"""``global``: the single-process baseline, one optimizer step on the full-graph loss per iteration.
+
+    θ_{t+1} = optimizer_step(θ_t, ∇f(θ_t))
+
+With torch.optim.Adagrad (no momentum) this is the single-level OFFO method. No communication; the
+whole graph is one computation (grad_evals 1 per iteration).
+"""
+
+from __future__ import annotations
+
+from gnnddm.ddm.base import Algorithm
+
+
+class Global(Algorithm):
+    """One step of the global optimizer (config group ``optimizer``) on f per outer iteration."""
+
+    name = "global"
+
+    def __init__(self, model, objective, comm, accounting, optimizer=None):
+        super().__init__(model, objective, comm, accounting, optimizer)
+        self._global_optimizer()
+
+    def _step(self) -> dict[str, float]:
+        opt = self._global_optimizer()
+        with self.timed(None):
+            opt.zero_grad(set_to_none=True)
+            loss = self.objective.global_loss(self.model)
+            loss.backward()
+            self.accounting.add_work(grad_evals=self.objective.last_work)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return {"loss": float(loss.detach())}

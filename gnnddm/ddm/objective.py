@@ -1,0 +1,236 @@
+"""The losses the training algorithms minimise: global f, subdomain f_k, coarse f_c (DESIGN.md §4).
+
+For a mini-batch with loss weights ``w`` (Σ w = 1, see :mod:`gnnddm.tasks`)
+
+    f(θ)   = Σ_{b, i, v}        w[b,i,v] · (model(x, G)[b,i,v] − y[b,i,v])²          (full graph G)
+    f_k(θ) = Σ_{b, i ∈ V_k, v}  w[b,i,v] · (model(x|G_k, G_k)[b,i,v] − y[b,i,v])²    (local graph G_k)
+
+where G_k is the graph induced on V_k ∪ H_k. f_k is scored on the owned nodes V_k only and keeps the
+global normalisation, so Σ_k f_k = f whenever the overlap δ is at least the number L of message-passing
+layers (the owned outputs are then exact).
+
+Coarse levels (two-level methods) use the *same* model on the coarse graph: with cluster assignment
+``a: node -> cluster`` and the area-weighted averaging R [n_c, N] of the coarse level,
+
+    x_c = R x,    w_c[b,c,v] = Σ_{a(i)=c} w[b,i,v],    y_c[b,c,v] = Σ_{a(i)=c} w[b,i,v] y[b,i,v] / w_c[b,c,v]
+
+so Σ w_c = 1 and f_c is the area-weighted MSE of the cluster means over valid entries, normalised like f
+(y_c is the w-weighted mean, i.e. the area-weighted mean of the valid targets of the cluster).
+
+Every call records how many nodes it computed on (``last_work``, as a fraction of N) so that algorithms
+can account grad_evals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from gnnddm.models.graph import Graph, prepare_graph
+from gnnddm.partition.subdomain import Partition
+from gnnddm.tasks import Batch
+
+
+def _graph_as(graph: Graph, dtype: torch.dtype) -> Graph:
+    """The same graph with its floating-point tensors in ``dtype`` (for float64 checks)."""
+
+    def cast(t):
+        return None if t is None else t.to(dtype)
+
+    return Graph(
+        edge_index=graph.edge_index,
+        num_nodes=graph.num_nodes,
+        edge_attr=cast(graph.edge_attr),
+        edge_weight=cast(graph.edge_weight),
+        adj=graph.adj.to(dtype),
+        in_degree=graph.in_degree.to(dtype),
+    )
+
+
+def _coarse_edge_attr(level, assign: np.ndarray, data) -> np.ndarray | None:
+    """Edge features of a coarse graph: the level's own, else the mean over the fine edges it merges."""
+    own = getattr(level, "edge_attr", None)
+    if own is not None or data.edge_attr is None:
+        return None if own is None else np.asarray(own, dtype=np.float32)
+    n_c = int(level.num_clusters)
+    ce = np.asarray(level.edge_index, dtype=np.int64)
+    f = data.edge_attr.shape[1]
+    sums, counts = np.zeros((ce.shape[1], f)), np.zeros(ce.shape[1])
+    if ce.shape[1]:
+        fine_key = assign[data.edge_index[0]] * n_c + assign[data.edge_index[1]]
+        coarse_key = ce[0] * n_c + ce[1]
+        order = np.argsort(coarse_key)
+        pos = np.minimum(np.searchsorted(coarse_key[order], fine_key), ce.shape[1] - 1)
+        ok = coarse_key[order][pos] == fine_key
+        np.add.at(sums, order[pos[ok]], data.edge_attr[ok])
+        np.add.at(counts, order[pos[ok]], 1.0)
+    return (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
+
+
+class Objective:
+    """Global, subdomain and coarse losses of one model on the current mini-batch.
+
+    Parameters
+    ----------
+    data : WeatherGraphData
+        Provides ``edge_index``, ``edge_weight``, ``edge_attr`` and ``num_nodes``.
+    partition : Partition
+        The subdomains (owned nodes first in ``Subdomain.nodes``).
+    device : str or torch.device
+    coarse_levels : sequence of CoarseLevel
+        Each with ``assign`` [N or n_prev], ``num_clusters``, ``restriction`` (scipy [n_c, N or n_prev]),
+        ``edge_index``, ``edge_weight``. A level whose restriction acts on the previous level's clusters
+        is composed with it (recursive coarsening).
+    parts : sequence of int, optional
+        Subdomains to prepare (a rank's own); all by default.
+    """
+
+    def __init__(self, data, partition: Partition, device="cpu", coarse_levels: Sequence = (), parts=None):
+        if data.edge_index is None:
+            raise ValueError("the objective needs the graph (data.edge_index)")
+        self.data = data
+        self.partition = partition
+        self.device = torch.device(device)
+        self.num_nodes = int(data.num_nodes)
+        self.num_parts = int(partition.num_parts)
+        self.parts = tuple(range(self.num_parts)) if parts is None else tuple(int(k) for k in parts)
+        self.full_graph = prepare_graph(data.edge_index, self.num_nodes, data.edge_attr, data.edge_weight)
+        self.full_graph = self.full_graph.to(self.device)
+        self.graphs: dict[int, Graph] = {}
+        self._nodes: dict[int, torch.Tensor] = {}
+        self._owned: dict[int, torch.Tensor] = {}
+        self.num_local: dict[int, int] = {}
+        self.num_owned: dict[int, int] = {}
+        for sd in partition.subdomains:
+            self.num_owned[sd.index] = int(sd.num_owned)
+            self.num_local[sd.index] = int(sd.num_local)
+            if sd.index not in self.parts:
+                continue
+            ids = sd.edge_ids
+            attr = None if data.edge_attr is None else data.edge_attr[ids]
+            weight = None if data.edge_weight is None else data.edge_weight[ids]
+            self.graphs[sd.index] = prepare_graph(sd.edge_index, sd.num_local, attr, weight).to(self.device)
+            self._nodes[sd.index] = torch.as_tensor(sd.nodes, dtype=torch.long, device=self.device)
+            self._owned[sd.index] = self._nodes[sd.index][: sd.num_owned]
+        self.coarse: list[dict] = []
+        for level in coarse_levels:
+            self.add_coarse_level(level)
+        self.batch: Batch | None = None
+        self._dtype = torch.float32
+        self._local: dict[int, tuple] = {}
+        self._coarse_batch: list[tuple] = []
+        self.last_work = 0.0
+
+    # ------------------------------------------------------------------ set-up
+    def add_coarse_level(self, level) -> None:
+        """Append a coarse level (acting on the fine graph or on the previous coarse level)."""
+        assign = np.asarray(level.assign, dtype=np.int64)
+        restriction = sp.csr_matrix(level.restriction)
+        if self.coarse and restriction.shape[1] == self.coarse[-1]["num_clusters"] != self.num_nodes:
+            prev = self.coarse[-1]
+            assign = assign[prev["assign"]]
+            restriction = restriction @ prev["restriction"]
+        if restriction.shape[1] != self.num_nodes or assign.shape != (self.num_nodes,):
+            raise ValueError(f"coarse level does not act on the {self.num_nodes}-node graph")
+        n_c = int(level.num_clusters)
+        graph = prepare_graph(
+            level.edge_index, n_c, _coarse_edge_attr(level, assign, self.data), level.edge_weight
+        ).to(self.device)
+        coo = restriction.tocoo()
+        r = torch.sparse_coo_tensor(
+            np.vstack([coo.row, coo.col]), coo.data, size=restriction.shape, dtype=torch.float64,
+            check_invariants=True,
+        ).coalesce().to_sparse_csr()
+        self.coarse.append(
+            {
+                "num_clusters": n_c,
+                "assign": assign,
+                "restriction": restriction,
+                "R": r.to(self.device),
+                "assign_t": torch.as_tensor(assign, device=self.device),
+                "graph": graph,
+            }
+        )
+        if self.batch is not None:
+            self.set_batch(self.batch)
+
+    @property
+    def num_coarse_levels(self) -> int:
+        return len(self.coarse)
+
+    def weight(self, k: int) -> float:
+        """n_k / n: the fraction of the nodes that subdomain k owns."""
+        return self.num_owned[k] / self.num_nodes
+
+    def local_work(self, k: int) -> float:
+        """Nodes subdomain k computes on (owned + overlap), as a fraction of N."""
+        return self.num_local[k] / self.num_nodes
+
+    def coarse_work(self, level: int = 0) -> float:
+        return self.coarse[level]["num_clusters"] / self.num_nodes
+
+    # ------------------------------------------------------------------ batches
+    def set_batch(self, batch: Batch) -> None:
+        """Use ``batch`` (on the full graph) for every loss until the next call; slices it once."""
+        batch = batch.to(self.device)
+        self.batch = batch
+        dtype = batch.x.dtype
+        if dtype != self._dtype:
+            self._dtype = dtype
+            self.full_graph = _graph_as(self.full_graph, dtype)
+            self.graphs = {k: _graph_as(g, dtype) for k, g in self.graphs.items()}
+            for c in self.coarse:
+                c["graph"] = _graph_as(c["graph"], dtype)
+        self._local = {
+            k: (batch.x[:, nodes], batch.y[:, self._owned[k]], batch.w[:, self._owned[k]])
+            for k, nodes in self._nodes.items()
+        }
+        self._coarse_batch = [self._restrict(batch, c) for c in self.coarse]
+
+    def _restrict(self, batch: Batch, level: dict) -> tuple:
+        b, n, f = batch.x.shape
+        v = batch.y.shape[2]
+        r = level["R"].to(batch.x.dtype)
+        x_c = (r @ batch.x.permute(1, 0, 2).reshape(n, b * f)).reshape(-1, b, f).permute(1, 0, 2)
+        n_c, a = level["num_clusters"], level["assign_t"]
+        w_c = torch.zeros(b, n_c, v, dtype=batch.w.dtype, device=batch.w.device).index_add_(1, a, batch.w)
+        wy = torch.zeros_like(w_c).index_add_(1, a, batch.w * batch.y)
+        y_c = torch.where(w_c > 0, wy / w_c.clamp_min(torch.finfo(w_c.dtype).tiny), torch.zeros_like(wy))
+        return x_c.contiguous(), y_c, w_c
+
+    # ------------------------------------------------------------------ losses
+    def _need_batch(self) -> None:
+        if self.batch is None:
+            raise RuntimeError("Objective.set_batch must be called before evaluating a loss")
+
+    def local_loss(self, model, k: int) -> torch.Tensor:
+        """f_k(θ): loss on the owned nodes of subdomain k, computed on its local graph (scalar)."""
+        self._need_batch()
+        x, y, w = self._local[k]
+        out = model(x, self.graphs[k])
+        self.last_work = self.local_work(k)
+        return (w * (out[:, : self.num_owned[k]] - y) ** 2).sum()
+
+    def global_loss(self, model) -> torch.Tensor:
+        """f(θ): loss on the full graph (scalar)."""
+        self._need_batch()
+        out = model(self.batch.x, self.full_graph)
+        self.last_work = 1.0
+        return (self.batch.w * (out - self.batch.y) ** 2).sum()
+
+    def coarse_loss(self, model, level: int = 0) -> torch.Tensor:
+        """f_c(θ): loss of the same model on coarse level ``level`` (scalar)."""
+        self._need_batch()
+        x, y, w = self._coarse_batch[level]
+        out = model(x, self.coarse[level]["graph"])
+        self.last_work = self.coarse_work(level)
+        return (w * (out - y) ** 2).sum()
+
+    def __repr__(self) -> str:
+        return (
+            f"Objective(N={self.num_nodes}, parts={len(self.parts)}/{self.num_parts}, "
+            f"coarse={[c['num_clusters'] for c in self.coarse]})"
+        )

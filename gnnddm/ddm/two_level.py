@@ -1,0 +1,139 @@
+"""``two_level``: additive Schwarz plus a coarse-graph correction with the same θ (DESIGN.md §4).
+
+Coarse level c: the model on the coarse graph, f_c(θ) (see :mod:`gnnddm.ddm.objective` for how x, y,
+w are restricted). Around an anchor θ_a with global gradient g_a the coarse model is τ-corrected,
+
+    h_c(θ) = f_c(θ) + ⟨g_a − ∇f_c(θ_a), θ − θ_a⟩,     ∇h_c(θ_a) = g_a,
+
+and m_c = ``coarse_steps`` local-solver steps on h_c from θ_a give s_c (inside the trust region
+‖s_c‖ ≤ Δ_t, or the OFFO box; with several levels each level solves from θ_a within 1/levels of the
+region and s_c is the sum of the level corrections). Every rank solves the coarse problem redundantly:
+it needs only g_a, no extra collective.
+
+Placement (``coarse``), with s_sub the ``asm`` subdomain correction:
+
+- ``additive``: s_sub and s_c both from θ_t with g_t; s_t = s_sub + s_c.
+- ``pre``: s_c from θ_t; then g at θ' = θ_t + s_c (one more all-reduce of P + 1) and s_sub from θ'.
+- ``post``: s_sub from θ_t; then g at θ' = θ_t + s_sub (one more all-reduce) and s_c from θ'.
+
+The trust-region test is made once for the whole outer iteration: ρ = (f(θ_t) − f(θ_t + s_t)) /
+(predicted_sub + predicted_c). With ``coarse_steps: 0`` the method is ``asm``.
+
+Coarse levels come from the objective or, when it has none, from
+``gnnddm.partition.coarse.coarsen`` on the data graph (``coarse_clusters`` clusters, then a quarter as
+many per further level, each coarsening the previous level).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gnnddm.ddm.asm import ASM
+from gnnddm.ddm.base import check_choice, check_int
+from gnnddm.errors import ConfigError
+
+
+def build_coarse_levels(data, clusters, levels: int, method: str = "metis", seed: int = 0) -> list:
+    """CoarseLevel objects for ``levels`` levels; ``clusters`` is the first level's size or a list."""
+    from gnnddm.partition.coarse import coarsen_levels
+
+    if isinstance(clusters, list | tuple):
+        sizes = list(clusters)
+    else:
+        sizes = [int(clusters) // 4**i for i in range(levels)]
+    valid = len(sizes) == levels and all(isinstance(n, int) and n >= 1 for n in sizes)
+    valid = valid and all(b < a for a, b in zip([data.num_nodes, *sizes], sizes, strict=False))
+    if not valid:
+        raise ConfigError(
+            f"ddm.coarse_clusters: expected {levels} strictly decreasing positive cluster counts below the "
+            f"{data.num_nodes} nodes (ddm.coarse_levels={levels}), got {clusters!r}"
+        )
+    return coarsen_levels(data.edge_index, data.num_nodes, sizes, edge_weight=data.edge_weight, area=data.area,
+                          lat=data.lat, lon=data.lon, method=method, seed=seed)
+
+
+class TwoLevel(ASM):
+    """``asm`` with a coarse correction; see the module docstring.
+
+    Parameters
+    ----------
+    (all of :class:`~gnnddm.ddm.asm.ASM`), and
+    coarse : {"pre", "post", "additive"}
+    coarse_steps : int
+        m_c >= 0 local-solver steps on h_c per level (0: no coarse correction).
+    coarse_clusters : int or list of int
+        Clusters of the first coarse level (or of every level).
+    coarse_levels : int
+        Number of coarse levels.
+    coarse_method : str
+        Clustering method passed to ``coarsen``.
+    """
+
+    name = "two_level"
+
+    def __init__(self, model, objective, comm, accounting, optimizer=None, coarse: str = "additive",
+                 coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1, coarse_method: str = "metis",
+                 **asm_options):
+        super().__init__(model, objective, comm, accounting, optimizer, **asm_options)
+        self.coarse = check_choice("coarse", coarse, ("pre", "post", "additive"))
+        self.coarse_steps = check_int("coarse_steps", coarse_steps, 0)
+        levels = check_int("coarse_levels", coarse_levels, 1)
+        if self.coarse_steps and objective.num_coarse_levels == 0:
+            for level in build_coarse_levels(objective.data, coarse_clusters, levels, coarse_method):
+                objective.add_coarse_level(level)
+        self.levels = objective.num_coarse_levels if self.coarse_steps else 0
+        for level in range(self.levels):
+            self._make_solver(f"coarse{level}", self.local_solver)
+
+    def coarse_model(self, level: int, anchor: torch.Tensor, g: torch.Tensor):
+        """(h_c, first): the τ-corrected coarse model around ``anchor`` and its value and gradient there."""
+        self.set_flat(anchor)
+
+        def loss(model):
+            return self.objective.coarse_loss(model, level)
+
+        f_c, grad_c = self._loss_grad(loss, copies=self.copies)
+        h = self.local_model(loss, corr=g - grad_c, anchor=anchor)
+        return h, (f_c, g)
+
+    def coarse_correction(self, anchor: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """s_c = Σ_levels (θ_c − anchor) and its predicted decrease (0 without trust region)."""
+        s_c, predicted = torch.zeros_like(anchor), 0.0
+        tr = self.globalization == "trust_region"
+        constraint = self.constraint(anchor, 1.0 / max(self.levels, 1))
+        for level in range(self.levels):
+            with self.timed(None):
+                h, first = self.coarse_model(level, anchor, g)
+                theta_c, _, pred = self.local_solve(
+                    h, anchor, self.coarse_steps, self.solvers[f"coarse{level}"], constraint=constraint,
+                    predict=tr, copies=self.copies, first=first,
+                )
+                s_c += theta_c - anchor
+                predicted += pred if tr else 0.0
+        self.set_flat(anchor)
+        return s_c, predicted
+
+    def _step(self) -> dict[str, float]:
+        if self.levels == 0:
+            return super()._step()
+        theta_t = self.flat()
+        g, f_t, per_part = self.subdomain_gradients(keep=self.foc)
+        if self.globalization == "offo":
+            self._update_offo(g)
+        if self.coarse == "additive":
+            s_sub, pred_sub, _ = self.subdomain_correction(theta_t, g, per_part, need_f=False)
+            s_c, pred_c = self.coarse_correction(theta_t, g)
+        elif self.coarse == "pre":
+            s_c, pred_c = self.coarse_correction(theta_t, g)
+            self.set_flat(theta_t + s_c)
+            g1, _, per_part1 = self.subdomain_gradients(keep=self.foc)
+            s_sub, pred_sub, _ = self.subdomain_correction(theta_t + s_c, g1, per_part1, need_f=False)
+        else:
+            s_sub, pred_sub, _ = self.subdomain_correction(theta_t, g, per_part, need_f=False)
+            self.set_flat(theta_t + s_sub)
+            g1, _, _ = self.subdomain_gradients()
+            s_c, pred_c = self.coarse_correction(theta_t + s_sub, g1)
+        predicted = None if pred_sub is None else pred_sub + pred_c
+        stats = self.finish(theta_t, s_sub + s_c, predicted, f_t)
+        stats["coarse_step_norm"] = float(torch.linalg.vector_norm(s_c))
+        return stats

@@ -1,0 +1,248 @@
+"""The only module that talks to ``torch.distributed``.
+
+- :func:`world_from_env` reads rank and world size from torchrun (``RANK``, ``WORLD_SIZE``,
+  ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) or from SLURM (``SLURM_PROCID``, ``SLURM_NTASKS``,
+  ``SLURM_LOCALID``, the master address from ``SLURM_JOB_NODELIST``, a port from ``SLURM_JOB_ID``).
+- :func:`init` starts the process group (gloo on CPU, nccl on GPUs) with a timeout on every collective,
+  so that a rank that dies makes the others fail with a message instead of hanging.
+- :class:`TorchComm` implements the algorithms' :class:`~gnnddm.ddm.comm.Communicator` on real ranks:
+  subdomains are assigned to ranks in contiguous balanced blocks (p may exceed the number of ranks).
+- :func:`launch` starts ``nproc_per_node`` local ranks with torch's elastic launcher (restarts included).
+
+A world of size 1 is not a special case: the same algorithms run with :class:`~gnnddm.ddm.comm.LocalComm`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gnnddm.ddm.accounting import Accounting
+from gnnddm.ddm.comm import payload_bytes
+from gnnddm.errors import ConfigError
+
+SLURM_KEYS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands: rank, world size, local rank, rendezvous address, and who said so."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+    source: str  # "torchrun" | "slurm" | "single"
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``node[03-05,9],gpu1`` -> ``node03``."""
+    nodelist = nodelist.strip()
+    m = re.match(r"^([^,\[]+)(\[([^\]]+)\])?", nodelist)
+    if not m:
+        raise ConfigError(f"SLURM_JOB_NODELIST: cannot parse {nodelist!r}")
+    prefix, bracket = m.group(1), m.group(3)
+    if not bracket:
+        return prefix
+    first = bracket.split(",")[0].split("-")[0]
+    return prefix + first
+
+
+def world_from_env(env: dict | None = None) -> World:
+    """The world described by torchrun's or SLURM's variables (torchrun's win when both are set)."""
+    env = dict(os.environ if env is None else env)
+    if "RANK" in env and "WORLD_SIZE" in env:
+        try:
+            return World(
+                rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
+                local_rank=int(env.get("LOCAL_RANK", 0)), master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+                master_port=int(env.get("MASTER_PORT", 29500)), source="torchrun",
+            )
+        except ValueError as exc:
+            raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK / MASTER_PORT: not integers ({exc})") from None
+    present = [k for k in SLURM_KEYS if k in env]
+    # Inside an allocation but outside a task step (only the node list is set): a single process.
+    if present and any(k in env for k in SLURM_KEYS[:3]):
+        missing = [k for k in SLURM_KEYS if k not in env]
+        if missing:
+            raise ConfigError(
+                f"SLURM variables half set: {', '.join(present)} present but {', '.join(missing)} missing; "
+                "start with srun (which sets them all) or unset them"
+            )
+        try:
+            rank, size, local = (int(env[k]) for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
+        except ValueError as exc:
+            raise ConfigError(f"SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID: not integers ({exc})") from None
+        if not 0 <= rank < size:
+            raise ConfigError(f"SLURM_PROCID={rank} is not in 0..SLURM_NTASKS-1={size - 1}")
+        job = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0")) or 0)
+        port = int(env.get("MASTER_PORT", 15000 + job % 20000))
+        addr = env.get("MASTER_ADDR") or first_host(env["SLURM_JOB_NODELIST"])
+        return World(rank, size, local, addr, port, "slurm")
+    return World(0, 1, 0, "127.0.0.1", 0, "single")
+
+
+def assign_parts(num_parts: int, world_size: int) -> list[tuple[int, ...]]:
+    """Contiguous, balanced blocks of subdomains per rank (the first ``p mod R`` ranks get one more)."""
+    if world_size > num_parts:
+        raise ConfigError(
+            f"distributed: {world_size} ranks but only partition.num_parts={num_parts} subdomains; "
+            f"use at most {num_parts} ranks or more parts"
+        )
+    bounds = np.linspace(0, num_parts, world_size + 1).round().astype(int)
+    return [tuple(range(bounds[r], bounds[r + 1])) for r in range(world_size)]
+
+
+def check_backend(backend: str, device: str) -> None:
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise ConfigError("distributed.backend=nccl needs CUDA GPUs, and none is available; use gloo")
+    if backend == "nccl" and not str(device).startswith("cuda"):
+        raise ConfigError("distributed.backend=nccl needs trainer.device=cuda")
+    if backend not in ("gloo", "nccl"):
+        raise ConfigError(f"distributed.backend: expected none, gloo or nccl, got {backend!r}")
+
+
+def init(world: World, backend: str, timeout_s: float, device: str = "cpu") -> None:
+    """Join the process group described by ``world`` (no-op if already joined)."""
+    import torch.distributed as dist
+
+    check_backend(backend, device)
+    if dist.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", world.master_addr)
+    os.environ.setdefault("MASTER_PORT", str(world.master_port))
+    if backend == "nccl":
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+    dist.init_process_group(
+        backend=backend, rank=world.rank, world_size=world.world_size,
+        timeout=datetime.timedelta(seconds=float(timeout_s)),
+    )
+
+
+def shutdown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class TorchComm:
+    """:class:`~gnnddm.ddm.comm.Communicator` over ``torch.distributed`` (an initialised process group).
+
+    Each collective flattens its tensors into one buffer (one round), and records in :attr:`times`
+    the seconds this rank spent computing since the previous collective (``compute``), waiting for the
+    slowest rank (``wait``, measured by a one-element all-reduce that synchronises first, when
+    ``measure_wait``) and moving the payload (``communicate``).
+    """
+
+    redundant_copies = 1
+
+    def __init__(self, num_parts: int, accounting: Accounting | None = None, measure_wait: bool = True,
+                 device="cpu"):
+        import torch.distributed as dist
+
+        self._dist = dist
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.num_parts = int(num_parts)
+        self._blocks = assign_parts(self.num_parts, self.world_size)
+        self.parts_of_rank = self._blocks[self.rank]
+        self.accounting = accounting
+        self.measure_wait = measure_wait
+        self.device = torch.device(device)
+        self.times = {"compute": 0.0, "wait": 0.0, "communicate": 0.0}
+        self._mark = time.perf_counter()
+
+    def owner(self, part: int) -> int:
+        for r, block in enumerate(self._blocks):
+            if part in block:
+                return r
+        raise ValueError(f"part {part} is not in 0..{self.num_parts - 1}")
+
+    def _sync(self) -> None:
+        now = time.perf_counter()
+        self.times["compute"] += now - self._mark
+        if self.measure_wait:
+            flag = torch.zeros(1, device=self.device)
+            self._dist.all_reduce(flag)
+            self.times["wait"] += time.perf_counter() - now
+
+    def _flat(self, tensors):
+        return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).to(self.device)
+
+    def _unflat(self, buf, tensors) -> None:
+        i = 0
+        with torch.no_grad():
+            for t in tensors:
+                n = t.numel()
+                t.copy_(buf[i : i + n].view_as(t).to(t.dtype))
+                i += n
+
+    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+        self._sync()
+        start = time.perf_counter()
+        buf = self._flat(tensors)
+        self._dist.all_reduce(buf)
+        self._unflat(buf, tensors)
+        self._finish(start, tensors)
+
+    def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
+        self._sync()
+        start = time.perf_counter()
+        buf = self._flat(tensors)
+        self._dist.broadcast(buf, src=src)
+        self._unflat(buf, tensors)
+        self._finish(start, tensors)
+
+    def _finish(self, start: float, tensors) -> None:
+        self._mark = time.perf_counter()
+        self.times["communicate"] += self._mark - start
+        if self.accounting is not None:
+            self.accounting.collective(payload_bytes(tensors))
+
+    # ---------------------------------------------------------------- control (not accounted)
+    def agree(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on rank 0 (for stopping together)."""
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        self._dist.broadcast(t, src=0)
+        return bool(t.item() > 0.5)
+
+    def gather_times(self) -> list[dict[str, float]]:
+        """Every rank's compute / wait / communicate seconds (on every rank)."""
+        t = torch.tensor([self.times["compute"], self.times["wait"], self.times["communicate"]],
+                         dtype=torch.float64, device=self.device)
+        out = [torch.zeros_like(t) for _ in range(self.world_size)]
+        self._dist.all_gather(out, t)
+        return [{"compute": float(o[0]), "wait": float(o[1]), "communicate": float(o[2])} for o in out]
+
+    def __repr__(self) -> str:
+        return f"TorchComm(rank={self.rank}/{self.world_size}, parts={self.parts_of_rank})"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: str = "gnnddm") -> dict:
+    """Run ``entrypoint(*args)`` on ``nproc`` local ranks (torch elastic); returns {rank: return value}.
+
+    The agent restarts all ranks up to ``max_restarts`` times when one fails; the workers see the
+    restart count in ``TORCHELASTIC_RESTART_COUNT``.
+    """
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=run_id,
+        rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=int(max_restarts),
+        monitor_interval=0.2, start_method="spawn",
+    )
+    return elastic_launch(config, entrypoint)(*args)

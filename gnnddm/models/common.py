@@ -1,0 +1,137 @@
+"""Building blocks shared by the architectures: batched layout, sparse aggregation, MLPs.
+
+Layout. Every model works internally on node-major features ``h`` of shape ``[N, B, F]`` (N nodes, B time
+samples sharing the graph). Linear layers act on the last dimension whatever the leading ones are, and the
+neighbour aggregation sees the same memory as a matrix ``[N, B*F]``, so all B samples are aggregated by one
+sparse-dense product without copies. Per-edge operations index along dimension 0 (``h[src]`` is
+``[E, B, F]``).
+
+Aggregation. Sums and means over incoming edges are one CSR product ``A @ h`` with ``A[i, j] = w_ij`` for
+edge j -> i (:func:`spmm`). Its backward pass is ``A.T @ grad``, computed with the transpose cached on the
+graph (:func:`adjacency`) instead of re-sorting the edges every step. No ``[E, B*F]`` message tensor is
+materialised, which is what makes the sum/mean layers fast and light on memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gnnddm.errors import ConfigError
+from gnnddm.models.graph import Graph
+
+
+def check_positive(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int, or a :class:`ConfigError` naming ``model.<name>``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"model.{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def to_node_major(x: torch.Tensor, graph: Graph, in_channels: int) -> tuple[torch.Tensor, bool]:
+    """``[B, N, F]`` or ``[N, F]`` input as ``[N, B, F]`` (a view), and whether the input was batched."""
+    if x.dim() not in (2, 3):
+        raise ValueError(f"node features must be [B, N, F] or [N, F], got shape {tuple(x.shape)}")
+    batched = x.dim() == 3
+    h = x.transpose(0, 1) if batched else x.unsqueeze(1)
+    if h.shape[0] != graph.num_nodes or h.shape[2] != in_channels:
+        raise ValueError(
+            f"node features of shape {tuple(x.shape)} do not match the graph ({graph.num_nodes} nodes) "
+            f"and the model ({in_channels} input channels)"
+        )
+    return h, batched
+
+
+def from_node_major(h: torch.Tensor, batched: bool) -> torch.Tensor:
+    """Inverse of :func:`to_node_major`: ``[N, B, F]`` -> ``[B, N, F]`` (or ``[N, F]``)."""
+    return h.transpose(0, 1) if batched else h.squeeze(1)
+
+
+def weighted_adjacency(graph: Graph, key: str, build_values) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, A.T)`` as CSR tensors whose values are ``build_values()`` (float [E], sorted edge order).
+
+    Cached on the graph under ``key``; ``build_values`` is called once per graph.
+    """
+
+    def build():
+        values = build_values()
+        t = graph.transpose()
+        return _with_values(graph.adj, values), _with_values(t.adj_t, values[t.perm].contiguous())
+
+    return graph.cached("adjacency:" + key, build)
+
+
+def adjacency(graph: Graph, aggr: str = "sum") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, A.T)`` with ``A[i, j] = 1`` (``aggr="sum"``) or ``1 / in_degree(i)`` (``"mean"``) for j -> i."""
+    if aggr == "sum":
+        return graph.cached("adjacency:sum", lambda: (graph.adj, graph.transpose().adj_t))
+    if aggr == "mean":
+        return weighted_adjacency(
+            graph, "mean", lambda: (1.0 / graph.in_degree.clamp(min=1.0))[graph.edge_index[1]]
+        )
+    raise ValueError(f"unknown aggregation {aggr!r}; expected 'sum' or 'mean'")
+
+
+def _with_values(a: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return torch.sparse_csr_tensor(
+        a.crow_indices(), a.col_indices(), values, size=a.shape, check_invariants=False
+    )
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ h`` for a constant CSR matrix; backward ``A.T @ grad`` with the cached transpose."""
+
+    @staticmethod
+    def forward(ctx, h, a, a_t):
+        ctx.a_t = a_t
+        return a @ h
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        return ctx.a_t @ grad.contiguous(), None, None
+
+
+def spmm(h: torch.Tensor, a: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Aggregate over incoming edges: ``out[i] = sum_{j -> i} A[i, j] h[j]``.
+
+    Parameters
+    ----------
+    h : float [N, ...]
+        Node-major features; trailing dimensions (e.g. ``[N, B, F]``) are flattened for the product, so
+        all B samples are aggregated by one sparse-dense product.
+    a : (A, A.T)
+        From :func:`adjacency` or :func:`weighted_adjacency` (constant: no gradient flows to the values).
+
+    Returns
+    -------
+    float [N, ...], same shape as ``h``.
+    """
+    flat = h.reshape(h.shape[0], -1).contiguous()
+    return _SpMM.apply(flat, a[0], a[1]).view(h.shape)
+
+
+def scatter_sum(edge_values: torch.Tensor, graph: Graph) -> torch.Tensor:
+    """Sum per-edge values ``[E, ...]`` into their target nodes: ``[N, ...]``."""
+    out = edge_values.new_zeros((graph.num_nodes, *edge_values.shape[1:]))
+    return out.index_add(0, graph.edge_index[1], edge_values)
+
+
+class MLP(nn.Sequential):
+    """``Linear -> SiLU -> ... -> Linear`` with an optional LayerNorm on the output.
+
+    The LayerNorm on the output of the processor MLPs keeps the residual updates of deep
+    encoder-processor-decoder networks at a stable scale (MeshGraphNet, GraphCast).
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, layers: int = 2, norm: bool = False):
+        dims = [in_channels] + [hidden] * (layers - 1) + [out_channels]
+        mods: list[nn.Module] = []
+        for k in range(layers):
+            mods.append(nn.Linear(dims[k], dims[k + 1]))
+            if k < layers - 1:
+                mods.append(nn.SiLU())
+        if norm:
+            mods.append(nn.LayerNorm(out_channels))
+        super().__init__(*mods)

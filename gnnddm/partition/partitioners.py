@@ -1,0 +1,135 @@
+"""From a graph-carrying :class:`WeatherGraphData` and the ``partition`` config section to a Partition.
+
+Every partitioner is a function with one signature,
+
+    partitioner(edge_index, num_nodes, num_parts, edge_weight=None, node_weight=None, lat=None, lon=None,
+                *, seed=0, **options) -> parts int64 [N]
+
+that ignores what it does not need. They are listed in :data:`PARTITIONERS` (the one place short names
+are resolved). The config group ``partition`` selects one through :func:`partition_graph`::
+
+    # conf/partition/metis.yaml
+    _target_: gnnddm.partition.partitioners.partition_graph
+    _partial_: true
+    num_parts: 4
+    overlap: 1
+    seed: 0
+    method: metis
+    imbalance: 1.03
+    ...
+
+``make = hydra.utils.instantiate(cfg.partition)`` is then ``partition_graph`` with these values bound, and
+``make(data) -> Partition`` partitions ``data.edge_index`` with its own ``num_parts``, ``overlap`` and
+``seed``. Keys that are not arguments of :func:`partition_graph` are options of the chosen partitioner;
+an option it does not know is a :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from gnnddm.errors import ConfigError
+from gnnddm.partition.contiguous import contiguous
+from gnnddm.partition.geometric import geometric
+from gnnddm.partition.metis import metis
+from gnnddm.partition.overlap import build_partition
+from gnnddm.partition.random import random
+from gnnddm.partition.subdomain import Partition
+
+PARTITIONERS = {"metis": metis, "random": random, "contiguous": contiguous, "geometric": geometric}
+NODE_WEIGHTS = (None, "valid_count")
+
+
+def get_partitioner(method: str):
+    """The partitioner function called ``method``; a ConfigError listing the valid names otherwise."""
+    if method not in PARTITIONERS:
+        raise ConfigError(
+            f"partition.method: unknown partitioner {method!r}; valid: {', '.join(sorted(PARTITIONERS))}"
+        )
+    return PARTITIONERS[method]
+
+
+def node_weights_of(data, node_weights: str | None) -> np.ndarray | None:
+    """Per-node work for balancing: None (all equal) or ``valid_count`` (valid entries of ``data.mask``)."""
+    if node_weights not in NODE_WEIGHTS:
+        raise ConfigError(f"partition.node_weights: expected null or 'valid_count', got {node_weights!r}")
+    if node_weights == "valid_count":
+        return data.mask.sum(axis=(0, 2)).astype(np.float64)
+    return None
+
+
+def check_sizes(num_parts, overlap, num_nodes: int) -> None:
+    """ConfigErrors for a part count outside 1 .. N or a negative overlap."""
+    if isinstance(num_parts, bool) or not isinstance(num_parts, int | np.integer):
+        raise ConfigError(f"partition.num_parts: expected an integer, got {num_parts!r}")
+    if not 1 <= num_parts <= num_nodes:
+        raise ConfigError(f"partition.num_parts: must be between 1 and the number of nodes ({num_nodes}), "
+                          f"got {num_parts}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int | np.integer) or overlap < 0:
+        raise ConfigError(f"partition.overlap: expected an integer >= 0 (hops), got {overlap!r}")
+
+
+def partition_graph(
+    data,
+    method: str = "metis",
+    num_parts: int = 4,
+    overlap: int = 1,
+    seed: int = 0,
+    node_weights: str | None = None,
+    plot_cut_edges: bool = False,
+    **options,
+) -> Partition:
+    """Partition the graph of ``data`` and build its subdomains with ``overlap``-hop halos.
+
+    Parameters
+    ----------
+    data : WeatherGraphData
+        Must carry a graph (``edge_index``, ``edge_weight``); ``lat``/``lon`` feed the geometric method.
+    method : str
+        A key of :data:`PARTITIONERS`.
+    num_parts : int
+        p, 1 <= p <= N.
+    overlap : int
+        delta >= 0 hops; choose delta >= number of message-passing layers for exact local problems.
+    seed : int
+        Seed of the partitioner (METIS, random).
+    node_weights : {None, "valid_count"}
+        Balance the parts by node count or by number of valid observations (station data with gaps).
+    plot_cut_edges : bool
+        Read by ``gnnddm partition`` only (draw the cut edges on the map).
+    **options
+        Options of the partitioner (e.g. ``imbalance``, ``weight_scale`` for METIS).
+
+    Returns
+    -------
+    Partition
+    """
+    fn = get_partitioner(method)
+    if getattr(data, "edge_index", None) is None:
+        raise ConfigError("graph: the data carries no graph to partition; select a graph builder (graph=...)")
+    n = data.num_nodes
+    check_sizes(num_parts, overlap, n)
+    known = [name for name, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    for key in options:
+        if key not in known:
+            raise ConfigError(
+                f"partition.{key}: not an option of the {method} partitioner; "
+                f"its options are: {', '.join(['seed', *[k for k in known if k != 'seed']])}"
+            )
+    parts = fn(
+        data.edge_index,
+        n,
+        int(num_parts),
+        edge_weight=data.edge_weight,
+        node_weight=node_weights_of(data, node_weights),
+        lat=data.lat,
+        lon=data.lon,
+        seed=int(seed),
+        **options,
+    )
+    return build_partition(
+        data.edge_index, n, parts, int(overlap), edge_weight=data.edge_weight, method=method,
+        num_parts=int(num_parts),
+    )

@@ -1,0 +1,258 @@
+"""MLflow tracking; the only module that talks to MLflow.
+
+Default store: an embedded SQLite database in the working directory (``sqlite:///mlflow.db``) with
+artifacts beside it (``./mlartifacts``). ``tracking.uri`` may name a server; if it does not answer within
+``tracking.timeout`` seconds, the run is logged to the local store instead (with a warning), so no run
+is lost. A :class:`Tracker` always ends its run: FINISHED, FAILED or KILLED, never left RUNNING.
+
+Hydra multirun sweeps: every job is its own run, grouped under one parent run per sweep directory (the
+parent is found by its ``gnnddm.sweep_dir`` tag, or created and terminated at once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOCAL_URI = "sqlite:///mlflow.db"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {"a.b.c": "value"} with string values (MLflow params)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
+    return out
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+        commit = out.stdout.strip()
+        if commit:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=here, capture_output=True, text=True, timeout=5, check=False,
+            ).stdout.strip()
+            return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def environment_tags() -> dict[str, str]:
+    """Git commit, package versions and host, as run tags."""
+    import mlflow
+    import numpy
+    import torch
+    import torch_geometric
+
+    import gnnddm
+
+    return {
+        "gnnddm.git_commit": git_commit(),
+        "gnnddm.version": gnnddm.__version__,
+        "version.torch": torch.__version__,
+        "version.torch_geometric": torch_geometric.__version__,
+        "version.numpy": numpy.__version__,
+        "version.mlflow": mlflow.__version__,
+        "version.python": platform.python_version(),
+        "host": socket.gethostname(),
+    }
+
+
+def _local_uri(uri: str) -> str:
+    """Relative sqlite paths are made absolute so the store does not move with chdir."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    return uri
+
+
+def _server_answers(uri: str, timeout: float) -> bool:
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+            return r.status < 500
+    except Exception:
+        return False
+
+
+class Tracker:
+    """One MLflow run. Disabled trackers accept every call and do nothing.
+
+    Parameters
+    ----------
+    enabled : bool
+    uri : str
+        Tracking URI (``sqlite:///mlflow.db`` by default, or ``http://host:port``).
+    experiment : str
+    run_name : str or None
+    timeout : float
+        Seconds to wait for a tracking server before falling back to the local store.
+    """
+
+    def __init__(self, enabled=True, uri=LOCAL_URI, experiment="gnnddm", run_name=None, timeout=5.0):
+        self.enabled = bool(enabled)
+        self.run_id: str | None = None
+        self.uri = uri or LOCAL_URI
+        self.experiment = experiment or "gnnddm"
+        self.run_name = run_name
+        self.timeout = float(timeout)
+        self._client = None
+        self.owns_run = True
+
+    # ------------------------------------------------------------------ setup
+    def start(self, tags: dict | None = None, sweep_dir: str | None = None) -> str | None:
+        if not self.enabled:
+            return None
+        from mlflow.tracking import MlflowClient
+
+        uri = self.uri
+        if uri.startswith(("http://", "https://")) and not _server_answers(uri, self.timeout):
+            warnings.warn(
+                f"tracking.uri: the MLflow server {uri} did not answer within {self.timeout:g} s; "
+                f"logging to the local store {LOCAL_URI} instead",
+                stacklevel=2,
+            )
+            uri = LOCAL_URI
+        self.uri = _local_uri(uri)
+        if self.uri.startswith("sqlite:"):
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+        self._client = MlflowClient(tracking_uri=self.uri)
+        exp_id = self._experiment_id(self.experiment)
+        all_tags = dict(tags or {})
+        if sweep_dir:
+            all_tags["mlflow.parentRunId"] = self._parent_run(exp_id, sweep_dir)
+            all_tags["gnnddm.sweep_dir"] = sweep_dir
+        run = self._client.create_run(exp_id, run_name=self.run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def attach(self, run_id: str) -> None:
+        """Log into an existing run that another process started and will end (the rank launcher)."""
+        if not self.enabled:
+            return
+        from mlflow.tracking import MlflowClient
+
+        self.uri = _local_uri(self.uri)
+        self._client = MlflowClient(tracking_uri=self.uri)
+        self.run_id, self.owns_run = run_id, False
+
+    def _experiment_id(self, name: str) -> str:
+        exp = self._client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        artifact_location = None
+        if self.uri.startswith("sqlite:"):
+            db = Path(self.uri[len("sqlite:///") :])
+            artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
+        try:
+            return self._client.create_experiment(name, artifact_location=artifact_location)
+        except Exception:  # created concurrently by another job of the sweep
+            return self._client.get_experiment_by_name(name).experiment_id
+
+    def _parent_run(self, exp_id: str, sweep_dir: str) -> str:
+        found = self._client.search_runs(
+            [exp_id], filter_string=f"tags.`gnnddm.sweep_dir_parent` = '{sweep_dir}'", max_results=1
+        )
+        if found:
+            return found[0].info.run_id
+        parent = self._client.create_run(
+            exp_id,
+            run_name=f"sweep {Path(sweep_dir).name}",
+            tags={"gnnddm.sweep_dir_parent": sweep_dir, "gnnddm.kind": "sweep"},
+        )
+        # The parent only groups its children; it is never left RUNNING.
+        self._client.set_terminated(parent.info.run_id, "FINISHED")
+        return parent.info.run_id
+
+    # ---------------------------------------------------------------- logging
+    def log_params(self, params: dict) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), ts, int(step))
+            for k, v in metrics.items()
+            if v is not None and _finite(v)
+        ]
+        for i in range(0, len(items), 1000):
+            self._client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def set_tags(self, tags: dict) -> None:
+        if not self.enabled:
+            return
+        for k, v in tags.items():
+            self._client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        if not self.enabled or not Path(path).exists():
+            return
+        self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        if not self.enabled:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / name
+            p.write_text(text)
+            self._client.log_artifact(self.run_id, str(p))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Terminate the run (FINISHED, FAILED or KILLED)."""
+        if not self.enabled or self.run_id is None or not self.owns_run:
+            return
+        try:
+            self._client.set_terminated(self.run_id, status)
+        except Exception as exc:  # the run must not be lost silently
+            log.error("could not mark MLflow run %s as %s: %s", self.run_id, status, exc)
+
+
+def _finite(v) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return f == f and abs(f) != float("inf")
+
+
+def tracker_from_config(tracking_cfg, run_name: str | None = None) -> Tracker:
+    """A :class:`Tracker` from the ``tracking`` config section."""
+    enabled = bool(tracking_cfg.get("enabled", True))
+    if os.environ.get("GNNDDM_TRACKING_DISABLED"):
+        enabled = False
+    return Tracker(
+        enabled=enabled,
+        uri=tracking_cfg.get("uri", LOCAL_URI),
+        experiment=tracking_cfg.get("experiment", "gnnddm"),
+        run_name=tracking_cfg.get("run_name") or run_name,
+        timeout=tracking_cfg.get("timeout", 5),
+    )

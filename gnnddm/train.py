@@ -1,0 +1,540 @@
+"""``train(cfg) -> summary``: the training loop of ``gnnddm train``.
+
+The loop is written out in :func:`_loop`: sample a mini-batch -> one algorithm step (the subdomain solves
+and their combination happen inside it) -> account -> evaluate -> log -> checkpoint. :func:`_setup`
+builds what it needs (data, graph, partition, model, communicator, algorithm).
+
+Execution (DESIGN.md §7): with ``distributed.backend=none`` one process computes every subdomain in turn.
+With ``gloo`` / ``nccl``, a process started by ``torchrun`` or ``srun`` joins the process group its
+environment describes; a plain ``gnnddm train distributed.nproc_per_node=N`` starts N local ranks itself
+(torch's elastic launcher) and owns the MLflow run, which its ranks log into. Only rank 0 logs and writes
+``summary.json``. Every run ends with ``summary.json`` and its MLflow run FINISHED or FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gnnddm.checkpoint import find_checkpoint, save_checkpoint
+from gnnddm.config import require_choice, require_float, require_int
+from gnnddm.errors import ConfigError, GnnddmError, TrainingDivergedError
+from gnnddm.tracking import Tracker, environment_tags, tracker_from_config
+
+log = logging.getLogger("gnnddm.train")
+
+ENV_RUN_ID = "GNNDDM_MLFLOW_RUN_ID"
+ENV_TRACKING_URI = "GNNDDM_TRACKING_URI"
+ENV_FAULT = "GNNDDM_FAULT"  # testing aid: "kill:rank=R:iteration=I" kills that rank once (first attempt)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train as configured; return the summary (also written to ``summary.json`` by rank 0)."""
+    validate(cfg)
+    if cfg.distributed.backend != "none":
+        from gnnddm.distributed import world_from_env
+
+        if world_from_env().source == "single":
+            return _launch_ranks(cfg)
+    return _train_process(cfg)
+
+
+# ------------------------------------------------------------------------------------ one process
+def _train_process(cfg: DictConfig) -> dict:
+    world = _join_world(cfg)
+    rank0 = world.rank == 0
+    out_dir = output_dir(cfg)
+    summary: dict = {"status": "running", "mlflow_run_id": None, "output_dir": str(out_dir)}
+    tracker = _tracker_for_rank(cfg, rank0)
+    try:
+        seed_everything(int(cfg.seed))
+        labels = run_labels(cfg)
+        summary["labels"] = labels
+        if tracker.run_id is None:
+            tracker.start(tags={**environment_tags(), "gnnddm.command": "train",
+                                **{f"gnnddm.{k}": v for k, v in labels.items()}}, sweep_dir=_sweep_dir())
+            tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
+            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        summary["mlflow_run_id"] = tracker.run_id
+        state = _setup(cfg, world, summary, tracker)
+        _loop(cfg, state, tracker, out_dir, summary)
+        if rank0:
+            _write_summary(out_dir, summary)
+            tracker.log_artifact(out_dir / "summary.json")
+        tracker.end("FINISHED")
+        return summary
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        summary.update(status="failed", error="interrupted" if interrupted else str(exc))
+        if rank0:
+            _write_summary(out_dir, summary)
+            if tracker.run_id:
+                tracker.set_tags({"gnnddm.error": summary["error"][:5000]})
+        tracker.end("KILLED" if interrupted else "FAILED")
+        raise
+    finally:
+        if world.world_size > 1 or cfg.distributed.backend != "none":
+            from gnnddm.distributed import shutdown
+
+            shutdown()
+
+
+@dataclass
+class _State:
+    """What the loop works with (built by :func:`_setup`)."""
+
+    data: object
+    task: object
+    model: torch.nn.Module
+    objective: object
+    comm: object
+    accounting: object
+    algorithm: object
+    evaluator: object | None
+    anchors: dict
+    rank: int
+    world_size: int
+
+
+def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
+    from gnnddm.ddm import build_algorithm
+    from gnnddm.ddm.accounting import Accounting
+    from gnnddm.ddm.comm import LocalComm
+    from gnnddm.ddm.objective import Objective
+    from gnnddm.evaluate import Evaluator
+    from gnnddm.pipeline import build_problem
+
+    device = torch.device(cfg.trainer.device)
+    if cfg.trainer.get("threads"):
+        torch.set_num_threads(int(cfg.trainer.threads))
+    problem = build_problem(cfg)
+    data, split = problem.data, problem.split
+    task = instantiate(cfg.task)(data)
+    anchors = {name: task.anchors(getattr(split, name)) for name in ("train", "val", "test")}
+    if len(anchors["train"]) == 0:
+        raise ConfigError("data.split.train: no training sample (too few time steps for the task)")
+    if len(anchors["val"]) == 0:
+        raise ConfigError("data.split.val: no validation sample; give the validation split more time steps")
+    summary["graph"] = {"num_nodes": data.num_nodes, "num_edges": data.num_edges, "kind": data.kind}
+
+    edge_dim = 0 if data.edge_attr is None else int(data.edge_attr.shape[1])
+    torch.manual_seed(int(cfg.seed))  # identical initial weights on every rank
+    model = instantiate(cfg.model)(
+        in_channels=task.in_channels, out_channels=task.out_channels, edge_dim=edge_dim
+    ).to(device)
+    partition = instantiate(cfg.partition)(data)
+    summary["partition"] = _partition_summary(partition)
+    tracker.log_metrics({f"partition/{k}": v for k, v in summary["partition"].items()
+                         if isinstance(v, int | float)}, step=0)
+
+    accounting = Accounting(alpha=float(cfg.accounting.alpha), beta=float(cfg.accounting.beta))
+    if world.source == "single":
+        comm = LocalComm(partition.num_parts, accounting=accounting)
+    else:
+        from gnnddm.distributed import TorchComm
+
+        comm = TorchComm(partition.num_parts, accounting=accounting, device=device)
+    objective = Objective(data, partition, device=device, parts=comm.parts_of_rank)
+    algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
+    evaluator = None
+    if world.rank == 0:
+        evaluator = Evaluator(task, objective.full_graph, {"train": anchors["train"][:16], "val": anchors["val"]},
+                              batch_size=int(cfg.trainer.batch_size), seed=int(cfg.seed), device=device)
+        summary["baseline"] = {"name": "persistence" if task.name == "forecast" else "inverse_distance",
+                               "val_rmse": evaluator.baseline("val")}
+    return _State(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors,
+                  world.rank, world.world_size)
+
+
+def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: dict) -> None:
+    """The outer iterations."""
+    rng = np.random.default_rng(int(cfg.seed))
+    max_it, eval_every = int(cfg.trainer.max_iterations), int(cfg.trainer.eval_every)
+    ckpt_every, target = int(cfg.trainer.checkpoint_every), cfg.trainer.target_val_loss
+    bs = min(int(cfg.trainer.batch_size), len(s.anchors["train"]))
+    first, elapsed0, last_eval, history = 1, 0.0, {}, []
+    resumed = _maybe_resume(cfg, s, rng, out_dir)
+    if resumed is not None:
+        first, elapsed0, last_eval = resumed["iteration"] + 1, resumed["elapsed"], resumed.get("last_eval", {})
+        summary["resumed_from"] = resumed["iteration"]
+        tracker.set_tags({"gnnddm.resumed_from": resumed["iteration"],
+                          "gnnddm.restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")})
+    status, start, it = "finished", time.perf_counter() - elapsed0, first - 1
+    progress = _progress(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
+    for it in range(first, max_it + 1):
+        _maybe_inject_fault(s.rank, it)
+        batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng)
+        s.objective.set_batch(batch.to(s.objective.device))
+        stats = s.algorithm.step()
+        _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
+        metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, "iteration": it, **stats}
+        stop = False
+        if it % eval_every == 0 or it == max_it:
+            if s.world_size > 1:
+                metrics.update(_rank_times(s.comm))
+            if s.evaluator is not None:
+                last_eval = s.evaluator(s.model)
+                _check_finite(last_eval["train_loss"], it, float(cfg.trainer.max_loss), "train_loss")
+                metrics.update(last_eval)
+                stop = target is not None and last_eval["val_loss"] <= float(target)
+            if s.world_size > 1 and target is not None:
+                stop = s.comm.agree(stop)
+        tracker.log_metrics(metrics, step=it)
+        history.append(metrics)
+        progress.update(1)
+        progress.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}",
+                             val=f"{last_eval.get('val_loss', float('nan')):.4f}")
+        if ckpt_every and it % ckpt_every == 0 and it != max_it:
+            save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
+        if stop:
+            status = "target_reached"
+            break
+    progress.close()
+    _finish(cfg, s, tracker, out_dir, summary, history, last_eval, status, it, start, rng)
+
+
+def _finish(cfg, s: _State, tracker, out_dir, summary, history, last_eval, status, it, start, rng) -> None:
+    acc = s.accounting.as_dict()
+    acc.update(iterations=it, wall_time=time.perf_counter() - start)
+    acc["seconds_per_iteration"] = acc["wall_time"] / max(it, 1)
+    if s.world_size > 1:
+        summary["rank_times"] = s.comm.gather_times()
+    summary.update(
+        status=status,
+        final={
+            "train_loss": last_eval.get("train_loss"),
+            "val_loss": last_eval.get("val_loss"),
+            "val_rmse": {k.split("/", 1)[1]: v for k, v in last_eval.items() if k.startswith("val_rmse/")},
+        },
+        accounting=acc,
+    )
+    save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
+    if s.rank != 0:
+        return
+    model_path = out_dir / "model.pt"
+    _atomic_torch_save({"model": s.model.state_dict(), "iteration": it,
+                        "config": OmegaConf.to_container(cfg, resolve=True)}, model_path)
+    tracker.log_artifact(model_path)
+    if history:
+        _plot_history(history, out_dir / "loss_curve.png")
+        tracker.log_artifact(out_dir / "loss_curve.png")
+    tracker.log_metrics({f"total/{k}": v for k, v in acc.items()}, step=it)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict) -> dict:
+    return {
+        "iteration": it,
+        "elapsed": time.perf_counter() - start,
+        "model": s.model.state_dict(),
+        "algorithm": s.algorithm.state_dict(),
+        "numpy_rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "last_eval": last_eval,
+        "world_size": s.world_size,
+    }
+
+
+def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None:
+    """Restore the latest complete checkpoint when ``resume`` is set or the elastic agent restarted us."""
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if not (bool(cfg.resume) or restarted):
+        return None
+    state = find_checkpoint(out_dir, s.rank, s.world_size)
+    if state is None:
+        if restarted:
+            return None  # failed before the first checkpoint: start again
+        raise ConfigError(f"resume=true: no complete checkpoint in {out_dir} (set output_dir to the run's folder)")
+    s.model.load_state_dict(state["model"])
+    s.algorithm.load_state_dict(state["algorithm"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resumed from iteration %d", state["iteration"])
+    return state
+
+
+def _maybe_inject_fault(rank: int, it: int) -> None:
+    spec = os.environ.get(ENV_FAULT)
+    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return
+    kind, *kv = spec.split(":")
+    opts = dict(item.split("=") for item in kv)
+    if kind == "kill" and int(opts.get("rank", 0)) == rank and int(opts.get("iteration", 1)) == it:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------ ranks
+def _join_world(cfg: DictConfig):
+    from gnnddm.distributed import World, init, world_from_env
+
+    if cfg.distributed.backend == "none":
+        return World(0, 1, 0, "127.0.0.1", 0, "single")
+    world = world_from_env()
+    init(world, str(cfg.distributed.backend), float(cfg.distributed.timeout), str(cfg.trainer.device))
+    return world
+
+
+def _tracker_for_rank(cfg: DictConfig, rank0: bool) -> Tracker:
+    if not rank0:
+        return Tracker(enabled=False)
+    tracker = tracker_from_config(cfg.tracking, run_name=_default_run_name(cfg))
+    run_id = os.environ.get(ENV_RUN_ID)
+    if run_id and tracker.enabled:
+        tracker.uri = os.environ.get(ENV_TRACKING_URI, tracker.uri)
+        tracker.attach(run_id)
+    return tracker
+
+
+def _launch_ranks(cfg: DictConfig) -> dict:
+    """Start ``distributed.nproc_per_node`` local ranks; own the MLflow run and the summary."""
+    from gnnddm.distributed import check_backend, launch
+
+    nproc = require_int(cfg, "distributed.nproc_per_node", minimum=1)
+    restarts = require_int(cfg, "distributed.max_restarts", minimum=0)
+    check_backend(str(cfg.distributed.backend), str(cfg.trainer.device))
+    if nproc > int(cfg.partition.num_parts):
+        raise ConfigError(f"distributed.nproc_per_node={nproc} exceeds partition.num_parts="
+                          f"{cfg.partition.num_parts}: every rank needs at least one subdomain")
+    out_dir = output_dir(cfg)
+    summary: dict = {"status": "running", "mlflow_run_id": None, "output_dir": str(out_dir)}
+    tracker = tracker_from_config(cfg.tracking, run_name=_default_run_name(cfg))
+    labels = run_labels(cfg)
+    try:
+        tracker.start(tags={**environment_tags(), "gnnddm.command": "train", "gnnddm.ranks": nproc,
+                            **{f"gnnddm.{k}": v for k, v in labels.items()}}, sweep_dir=_sweep_dir())
+        tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        worker_cfg = OmegaConf.to_container(cfg, resolve=True)
+        worker_cfg["output_dir"] = str(out_dir)
+        env = {ENV_RUN_ID: tracker.run_id or "", ENV_TRACKING_URI: tracker.uri}
+        results = launch(_rank_entry, (worker_cfg, env), nproc=nproc, max_restarts=restarts,
+                         run_id=f"gnnddm-{os.getpid()}")
+        summary = results[0]
+        restart_count = _read_restarts(out_dir)
+        summary["restarts"] = restart_count
+        summary["ranks"] = nproc
+        tracker.set_tags({"gnnddm.restarts": restart_count})
+        _write_summary(out_dir, summary)
+        tracker.log_artifact(out_dir / "summary.json")
+        tracker.end("FINISHED")
+        return summary
+    except BaseException as exc:
+        message = _child_error(exc, out_dir)
+        summary.update(status="failed", error=message, mlflow_run_id=tracker.run_id)
+        _write_summary(out_dir, summary)
+        if tracker.run_id:
+            tracker.set_tags({"gnnddm.error": message[:5000]})
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if isinstance(exc, KeyboardInterrupt | GnnddmError):
+            raise
+        raise GnnddmError(f"distributed run failed: {message}") from None
+
+
+def _rank_entry(cfg_container: dict, env: dict) -> dict:
+    """Entry point of one rank started by :func:`_launch_ranks`."""
+    os.environ.update({k: v for k, v in env.items() if v})
+    cfg = OmegaConf.create(cfg_container)
+    cfg.trainer.progress = cfg.trainer.progress and int(os.environ.get("RANK", "0")) == 0
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if int(os.environ.get("RANK", "0")) == 0:
+        (Path(cfg.output_dir) / ".restarts").write_text(str(restarts))
+    try:
+        return _train_process(cfg)
+    except Exception as exc:
+        # Leave the message where the launcher finds it; the elastic agent only reports exit codes.
+        (Path(cfg.output_dir) / f".error.rank{os.environ.get('RANK', '0')}").write_text(str(exc))
+        raise
+
+
+def _read_restarts(out_dir: Path) -> int:
+    p = out_dir / ".restarts"
+    return int(p.read_text()) if p.exists() else 0
+
+
+def _child_error(exc: BaseException, out_dir: Path) -> str:
+    msgs = [f"rank {p.name.rsplit('rank', 1)[1]}: {p.read_text()}" for p in sorted(out_dir.glob(".error.rank*"))]
+    if msgs:
+        return "; ".join(msgs)
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _rank_times(comm) -> dict[str, float]:
+    out = {}
+    for r, t in enumerate(comm.gather_times()):
+        for key, v in t.items():
+            out[f"time/{key}/rank{r}"] = v
+    return out
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def validate(cfg: DictConfig) -> None:
+    """Check the values every run relies on, naming the key of any bad one."""
+    require_int(cfg, "seed")
+    require_int(cfg, "trainer.max_iterations", minimum=1)
+    require_int(cfg, "trainer.batch_size", minimum=1)
+    require_int(cfg, "trainer.eval_every", minimum=1)
+    require_int(cfg, "trainer.checkpoint_every", minimum=0)
+    require_float(cfg, "trainer.target_val_loss", minimum=0.0, allow_none=True)
+    require_float(cfg, "trainer.max_loss", minimum=0.0)
+    require_int(cfg, "partition.num_parts", minimum=1)
+    require_int(cfg, "partition.overlap", minimum=0)
+    require_float(cfg, "accounting.alpha", minimum=0.0)
+    require_float(cfg, "accounting.beta", minimum=0.0)
+    require_choice(cfg, "distributed.backend", ("none", "gloo", "nccl"))
+    require_int(cfg, "distributed.nproc_per_node", minimum=1)
+    require_int(cfg, "distributed.max_restarts", minimum=0)
+    require_float(cfg, "distributed.timeout", minimum=1.0)
+    if not isinstance(cfg.resume, bool):
+        raise ConfigError(f"resume: expected true or false, got {cfg.resume!r}")
+    dev = str(cfg.trainer.device)
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={dev}: no CUDA device is available; use trainer.device=cpu")
+    for key in ("data", "graph", "partition", "model", "task", "optimizer", "ddm"):
+        if OmegaConf.select(cfg, f"{key}._target_") is None:
+            raise ConfigError(f"{key}: config group has no _target_; choose one of the options in conf/{key}/")
+
+
+def _check_finite(value, it: int, limit: float, name: str) -> None:
+    if value is not None and (not np.isfinite(value) or value > limit):
+        raise TrainingDivergedError(
+            f"training diverged at iteration {it}: {name} = {value:.4g} (limit trainer.max_loss={limit:g}); "
+            "lower the learning rate (optimizer.lr or ddm.local_solver.lr)"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """``cfg.output_dir`` if set, else Hydra's output directory, else the working directory."""
+    explicit = cfg.get("output_dir")
+    if explicit:
+        path = Path(explicit)
+    else:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            path = Path(HydraConfig.get().runtime.output_dir)
+        except ValueError:
+            path = Path.cwd()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def _sweep_dir() -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return str(Path(hc.sweep.dir).resolve())
+    except ValueError:
+        pass
+    return None
+
+
+def run_labels(cfg: DictConfig) -> dict[str, str]:
+    """Short names of the chosen components (Hydra's group choices where available), for tags and tables."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except ValueError:
+        choices = {}
+
+    def pick(group: str) -> str:
+        c = choices.get(group)
+        if c:
+            return str(c)
+        sec = cfg.get(group) or {}
+        return str(sec.get("name") or str(sec.get("_target_", "?")).rsplit(".", 1)[-1]).lower()
+
+    return {
+        "algorithm": pick("ddm"),
+        "num_parts": str(cfg.partition.get("num_parts", 1)),
+        "overlap": str(cfg.partition.get("overlap", 0)),
+        "partitioner": pick("partition"),
+        "model": pick("model"),
+        "data": pick("data"),
+        "experiment": str(choices.get("experiment") or cfg.get("experiment_name") or "-"),
+        "edge_weights": str(cfg.graph.get("weights", "distance")),
+    }
+
+
+def _default_run_name(cfg: DictConfig) -> str:
+    lab = run_labels(cfg)
+    return f"{lab['algorithm']}-p{lab['num_parts']}-{lab['model']}"
+
+
+def _partition_summary(partition) -> dict:
+    m = partition.metrics
+    keys = ("edge_cut", "edge_cut_fraction", "imbalance", "halo_ratio", "boundary_fraction")
+    return {"num_parts": partition.num_parts, "overlap": partition.overlap, "method": partition.method,
+            **{k: m[k] for k in keys if k in m}}
+
+
+def _write_summary(out_dir: Path, summary: dict) -> None:
+    tmp = out_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    os.replace(tmp, out_dir / "summary.json")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="outer iterations", unit="it",
+                leave=False)
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("loss", "train_loss", "val_loss"):
+        pts = [(h["iteration"], h[key]) for h in history if key in h and h[key] > 0]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=key, marker="." if key != "loss" else None)
+    ax.set_xlabel("outer iteration")
+    ax.set_ylabel("loss (normalised units)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.savefig(path, dpi=100)
+    plt.close(fig)

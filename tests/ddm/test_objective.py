@@ -1,0 +1,100 @@
+"""The subdomain losses f_k sum to the global loss f, and their gradients to ∇f, when overlap >= L."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ddm.gallery import EdgeGNN, LinearGNN, grid_data, problem, real_models, station_data
+
+from gnnddm.partition.coarse import coarsen_levels
+
+GRAPHS = {"grid": lambda: grid_data(6, 12), "stations": lambda: station_data(16)}
+
+
+def _grads(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+
+def _check_exactness(make_model, graph: str, layers: int):
+    data = GRAPHS[graph]()
+    edge_dim = data.edge_attr.shape[1]
+    results = {}
+    for overlap in (layers, 0):
+        _, _, objective, task = problem(data, parts=3, overlap=overlap)
+        torch.manual_seed(0)
+        model = make_model(task.in_channels, task.out_channels, edge_dim).double()
+        f = objective.global_loss(model)
+        g = _grads(model, f)
+        fk = [objective.local_loss(model, k) for k in range(3)]
+        gk = sum(_grads(model, loss) for loss in fk)
+        results[overlap] = (float(f), float(sum(fk)), g, gk)
+    f, fsum, g, gsum = results[layers]
+    assert fsum == pytest.approx(f, rel=1e-12)
+    torch.testing.assert_close(gsum, g, rtol=1e-10, atol=1e-12)
+    # without overlap the cut edges are missing: the subdomain sum is a different function
+    f0, fsum0, g0, gsum0 = results[0]
+    assert abs(fsum0 - f0) > 1e-4 * abs(f0)
+    assert float(torch.linalg.vector_norm(gsum0 - g0)) > 1e-3 * float(torch.linalg.vector_norm(g0))
+
+
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_subdomain_gradients_sum_to_global_gradient_gallery_models(graph, layers):
+    if layers == 1:
+        _check_exactness(lambda i, o, e: LinearGNN(i, o), graph, 1)
+    else:
+        _check_exactness(lambda i, o, e: EdgeGNN(i, o, e, layers=layers), graph, layers)
+
+
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+@pytest.mark.parametrize("name", sorted(real_models()))
+def test_subdomain_gradients_sum_to_global_gradient_real_models(name, graph):
+    cls = real_models()[name]
+    probe = cls(in_channels=3, out_channels=2, edge_dim=3, hidden=8, layers=2)
+    layers = int(probe.num_message_passing_layers)
+    _check_exactness(lambda i, o, e: cls(in_channels=i, out_channels=o, edge_dim=e, hidden=8, layers=2), graph,
+                     layers)
+
+
+def test_local_loss_scores_owned_nodes_with_global_normalisation():
+    # a model that outputs zeros: f_k = Σ_{i in V_k} w y², so Σ_k f_k = Σ w y² and f_k > 0 for each k
+    _, partition, objective, _ = problem(parts=3, overlap=1)
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, graph):
+            return torch.zeros(x.shape[0], x.shape[1], 2, dtype=x.dtype)
+
+    b = objective.batch
+    for sd in partition.subdomains:
+        expected = float((b.w[:, sd.owned] * b.y[:, sd.owned] ** 2).sum())
+        assert float(objective.local_loss(Zero(), sd.index)) == pytest.approx(expected, rel=1e-12)
+    assert objective.local_work(0) == partition.subdomains[0].num_local / 32
+
+
+def test_coarse_batch_is_area_weighted_cluster_mean_with_total_weight_one():
+    data, _, objective, _ = problem(station_data(16), parts=2, overlap=1)
+    levels = coarsen_levels(data.edge_index, data.num_nodes, [6, 3], edge_weight=data.edge_weight,
+                            area=data.area, lat=data.lat, lon=data.lon)
+    for level in levels:
+        objective.add_coarse_level(level)
+    b = objective.batch
+    for lev, assign in ((0, levels[0].assign), (1, levels[1].assign[levels[0].assign])):
+        x_c, y_c, w_c = objective._coarse_batch[lev]
+        assert float(w_c.sum()) == pytest.approx(float(b.w.sum()), rel=1e-12)  # = 1 up to float32
+        for c in range(objective.coarse[lev]["num_clusters"]):
+            members = np.flatnonzero(assign == c)
+            a = torch.as_tensor(data.area[members], dtype=torch.float64)
+            torch.testing.assert_close(x_c[:, c], (b.x[:, members] * a[None, :, None]).sum(1) / a.sum())
+            w = b.w[:, members]
+            # the w-weighted mean: area-weighted over the valid entries only
+            torch.testing.assert_close(y_c[:, c], (w * b.y[:, members]).sum(1) / w.sum(1).clamp_min(1e-300))
+    # the coarse loss is the w_c-weighted squared error of the same model on the coarse graph
+    torch.manual_seed(0)
+    model = EdgeGNN(b.x.shape[2], 2, 3).double()
+    x_c, y_c, w_c = objective._coarse_batch[1]
+    out = model(x_c, objective.coarse[1]["graph"])
+    assert float(objective.coarse_loss(model, 1)) == pytest.approx(float((w_c * (out - y_c) ** 2).sum()))
+    assert objective.last_work == levels[1].num_clusters / data.num_nodes

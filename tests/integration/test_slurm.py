@@ -1,0 +1,177 @@
+"""Sweeps submitted through the Hydra launchers in conf/hydra/launcher/.
+
+The ``slurm`` tests need a running SLURM whose node is up; on a single machine start one with
+``scripts/slurm/start_local_slurm.sh`` (root, Debian/Ubuntu). Without it they are skipped. They check
+what users of ``gnnddm train -m hydra/launcher=slurm hydra.launcher.tasks_per_node=N`` rely on: every
+task of a job runs with the rank variables a torch.distributed world is built from, in the submitting
+Python, and a sweep of multi-task jobs ends with one finished MLflow run per job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCHERS = REPO / "conf" / "hydra" / "launcher"
+START_SCRIPT = "scripts/slurm/start_local_slurm.sh"
+
+# A Hydra app that records, per SLURM task, the variables a distributed world is built from.
+PROBE_APP = """
+import json, os, sys
+import hydra
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def app(cfg):
+    env = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "SUBMITIT_", "MASTER_"))}
+    env["python"] = sys.executable
+    rank = os.environ.get("SLURM_PROCID", os.environ.get("SUBMITIT_LOCAL_GLOBALID"))
+    with open(f"{cfg.out}/task_{cfg.tag}_{rank}.json", "w") as f:
+        json.dump(env, f)
+    return rank
+
+app()
+"""
+
+
+def _slurm_state() -> str | None:
+    """Why SLURM cannot take jobs here, or None when its node is up."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return f"SLURM not installed (no sinfo/sbatch); run {START_SCRIPT} as root"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return f"sinfo did not answer in 15 s; is slurmctld running? ({START_SCRIPT})"
+    states = out.stdout.split()
+    if out.returncode != 0 or not states:
+        return f"sinfo failed ({out.stderr.strip() or 'no nodes'}); run {START_SCRIPT}"
+    if not any(s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states):
+        return f"no SLURM node is up (sinfo states: {', '.join(states)}); run {START_SCRIPT}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    reason = _slurm_state()
+    if reason:
+        pytest.skip(reason)
+
+
+def _env() -> dict[str, str]:
+    """The test's environment with the repository importable (jobs inherit it through sbatch)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def _run_sweep(cmd: list[str], cwd: Path, timeout: int, slurm_name: str | None) -> subprocess.CompletedProcess:
+    """Run a sweep command; then cancel the SLURM jobs named ``slurm_name`` that it left (a timed-out sweep)."""
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    finally:
+        if slurm_name:
+            subprocess.run(["scancel", "--name", slurm_name], capture_output=True, timeout=30)
+
+
+def _probe(tmp_path: Path, launcher_args: list[str], timeout: int) -> dict[str, dict[str, dict[str, str]]]:
+    """Run PROBE_APP as a 2-job sweep (tag=a,b); return {tag: {rank: recorded variables}}."""
+    conf = tmp_path / "conf"
+    shutil.copytree(LAUNCHERS, conf / "hydra" / "launcher")
+    out = tmp_path / "tasks"
+    out.mkdir()
+    (conf / "config.yaml").write_text(f"tag: a\nout: {out}\n")
+    (tmp_path / "app.py").write_text(PROBE_APP)
+    name = f"gnnddm-probe-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "app.py", "-m", *launcher_args, f"hydra.launcher.name={name}", "tag=a,b",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    on_slurm = "hydra/launcher=slurm" in launcher_args
+    proc = _run_sweep(cmd, tmp_path, timeout, name if on_slurm else None)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tasks: dict[str, dict[str, dict[str, str]]] = {}
+    for path in sorted(out.glob("task_*.json")):
+        _, tag, rank = path.stem.split("_")
+        tasks.setdefault(tag, {})[rank] = json.loads(path.read_text())
+    return tasks
+
+
+@pytest.mark.slurm
+def test_slurm_launcher_gives_each_task_its_rank(slurm, tmp_path):
+    """Each of the 2 tasks of each job sees rank, world size, nodes and a per-job rendezvous address."""
+    tasks = _probe(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2"], timeout=180)
+    assert sorted(tasks) == ["a", "b"]
+    for job in tasks.values():
+        assert sorted(job) == ["0", "1"]
+        for rank, env in job.items():
+            assert env["SLURM_PROCID"] == rank
+            assert env["SLURM_LOCALID"] == rank  # one node: local rank == global rank
+            assert env["SLURM_NTASKS"] == "2"
+            assert env["SLURM_JOB_NODELIST"]
+            assert env["python"] == sys.executable
+        # The tasks of one job share one job id and one rendezvous address and port.
+        for key in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "MASTER_ADDR", "MASTER_PORT"):
+            assert job["0"][key] == job["1"][key], key
+    # Different jobs are different worlds: their ids and ports differ.
+    assert tasks["a"]["0"]["SLURM_JOB_ID"] != tasks["b"]["0"]["SLURM_JOB_ID"]
+    assert tasks["a"]["0"]["MASTER_PORT"] != tasks["b"]["0"]["MASTER_PORT"]
+
+
+def test_local_launcher_runs_each_job_in_the_same_python(tmp_path):
+    """hydra/launcher=local runs every sweep job as a subprocess of the submitting interpreter."""
+    tasks = _probe(tmp_path, ["hydra/launcher=local"], timeout=120)
+    assert sorted(tasks) == ["a", "b"]
+    for job in tasks.values():
+        assert list(job) == ["0"]
+        assert job["0"]["python"] == sys.executable
+        assert job["0"]["SUBMITIT_LOCAL_NTASKS"] == "1"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_train_sweep_on_slurm_finishes_two_distributed_runs(slurm, tmp_path):
+    """`gnnddm train -m hydra/launcher=slurm` with 2 gloo tasks per job: both sweep jobs finish in MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = tmp_path / "multirun"
+    name = f"gnnddm-test-{uuid.uuid4().hex[:8]}"
+    cmd = [
+        sys.executable, "-m", "gnnddm", "train", "-m",
+        "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10",
+        f"hydra.launcher.name={name}",
+        "+experiment=synthetic_forecast", "data.resolution=5.625", "data.steps=40", "model.hidden=8",
+        "distributed.backend=gloo", "partition.num_parts=2", "ddm=sync,asm",
+        "trainer.max_iterations=3", "trainer.eval_every=1", "trainer.progress=false",
+        f"tracking.uri={uri}", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    proc = _run_sweep(cmd, tmp_path, timeout=600, slurm_name=name)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # Every task of both jobs (2 x 2) ran to the end without an error.
+    logs = sorted((sweep / ".submitit").glob("*/*_log.err"))
+    assert len(logs) == 4, logs
+    for log in logs:
+        text = log.read_text()
+        assert "gnnddm: error" not in text and "Traceback" not in text, f"{log}:\n{text[-3000:]}"
+    for result in (sweep / ".submitit").glob("*/*_result.pkl"):
+        with open(result, "rb") as f:
+            assert pickle.load(f)[0] == "success", result
+
+    # One finished MLflow run per job (only rank 0 logs), with validation metrics, named in summary.json.
+    summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(2)]
+    assert [s["status"] for s in summaries] == ["finished", "finished"], summaries
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 2, [r.info.run_id for r in runs]
+    assert {r.info.run_id for r in runs} == {s["mlflow_run_id"] for s in summaries}
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert "val_loss" in run.data.metrics
