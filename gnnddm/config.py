@@ -73,3 +73,26 @@ def require_choice(cfg: DictConfig, key: str, choices) -> str:
     if v not in choices:
         raise ConfigError(f"{key}: expected one of {sorted(choices)}, got {v!r}")
     return v
+
+
+def build(section: DictConfig, group: str, *args, **kwargs):
+    """``hydra.utils.instantiate(section, *args, **kwargs)``, re-raising our own errors unwrapped.
+
+    Hydra wraps exceptions raised by a ``_target_`` in ``InstantiationException``; a
+    :class:`~gnnddm.errors.GnnddmError` from the component is re-raised as itself so the user sees its
+    message, and any other failure becomes a :class:`ConfigError` naming the group.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from gnnddm.errors import GnnddmError
+
+    try:
+        return instantiate(section, *args, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, GnnddmError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"{group}: cannot build {section.get('_target_')!r}: {exc}") from exc

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gnnddm.config import build
 from gnnddm.data.normalise import TimeSplit, normalise, split_times
 from gnnddm.data.weather_graph import WeatherGraphData
 
@@ -27,7 +27,7 @@ class Problem:
 def load_data(data_cfg: DictConfig) -> tuple[WeatherGraphData, DictConfig]:
     """Instantiate the loader of the ``data`` group (all keys but ``split``)."""
     loader_cfg = OmegaConf.masked_copy(data_cfg, [k for k in data_cfg if k != "split"])
-    return instantiate(loader_cfg, _convert_="all"), data_cfg.get("split", {})
+    return build(loader_cfg, "data"), data_cfg.get("split", {})
 
 
 def build_problem(cfg: DictConfig) -> Problem:
@@ -36,6 +36,6 @@ def build_problem(cfg: DictConfig) -> Problem:
     split_kw = OmegaConf.to_container(split_cfg, resolve=True) if split_cfg else {}
     split = split_times(raw.times, **split_kw)
     data = normalise(raw, split.train)
-    builder = instantiate(cfg.graph)
+    builder = build(cfg.graph, "graph")
     data = builder(data, train_index=np.asarray(split.train))
     return Problem(data=data, split=split)

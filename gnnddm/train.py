@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.checkpoint import find_checkpoint, save_checkpoint
-from gnnddm.config import require_choice, require_float, require_int
+from gnnddm.config import build, require_choice, require_float, require_int
 from gnnddm.errors import ConfigError, GnnddmError, TrainingDivergedError
 from gnnddm.tracking import Tracker, environment_tags, tracker_from_config
 
@@ -121,7 +120,7 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
         torch.set_num_threads(int(cfg.trainer.threads))
     problem = build_problem(cfg)
     data, split = problem.data, problem.split
-    task = instantiate(cfg.task)(data)
+    task = build(cfg.task, "task")(data)
     anchors = {name: task.anchors(getattr(split, name)) for name in ("train", "val", "test")}
     if len(anchors["train"]) == 0:
         raise ConfigError("data.split.train: no training sample (too few time steps for the task)")
@@ -131,10 +130,10 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
 
     edge_dim = 0 if data.edge_attr is None else int(data.edge_attr.shape[1])
     torch.manual_seed(int(cfg.seed))  # identical initial weights on every rank
-    model = instantiate(cfg.model)(
+    model = build(cfg.model, "model")(
         in_channels=task.in_channels, out_channels=task.out_channels, edge_dim=edge_dim
     ).to(device)
-    partition = instantiate(cfg.partition)(data)
+    partition = build(cfg.partition, "partition")(data)
     summary["partition"] = _partition_summary(partition)
     tracker.log_metrics({f"partition/{k}": v for k, v in summary["partition"].items()
                          if isinstance(v, int | float)}, step=0)

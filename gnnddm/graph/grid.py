@@ -11,8 +11,8 @@ the next row. When that row lies exactly at ±90°, all its points are the same 
 edges between them are kept (they hold the pole row together and couple it strongly, as its values
 are equal), but their geometry is taken on the circle of colatitude ``Δlat / 2`` that bounds the
 polar cap the pole row represents (see :func:`geometry_latitudes`). Ring edges then have a small
-positive length ``≈ Δlat/2 · Δlon`` and point east or west, so no edge of a grid graph has length 0
-and every kernel stays finite. Rows off the pole (e.g. ±88.6° on a Gaussian grid) are not linked
+positive length ``≈ Δlat/2 · Δlon`` and point east or west, so no edge of a grid graph (self loops
+apart) has length 0. Rows off the pole (e.g. ±88.6° on a Gaussian grid) are not linked
 across the pole.
 """
 

@@ -83,15 +83,19 @@ def correlation_weights(
         r = (Σ m x_i x_j − Σ m x_i · Σ m x_j / n) / sqrt(var_i · var_j),  var_i = Σ m x_i² − (Σ m x_i)² / n
 
     (all sums over ``t`` in float64). The endpoints are ordered (smaller id first) before computing, so
-    the two directions of an edge get bit-identical weights. A node's self loop gets 1 (0 if constant).
+    the two directions of an edge get bit-identical weights. A self loop gets 1 (the floor if the series is constant).
     """
     X = np.asarray(X)
     mask = np.asarray(mask, dtype=bool)
     t, n_nodes, v = X.shape
     # node-major copies make each edge's gather one contiguous block of T·V values
-    xs = np.ascontiguousarray(np.where(mask, X, 0).astype(np.float32).transpose(1, 0, 2))
+    xs = np.empty((n_nodes, t, v), dtype=np.float32)
+    xs[...] = X.transpose(1, 0, 2)
     all_valid = bool(mask.all())
-    ms = None if all_valid else np.ascontiguousarray(mask.transpose(1, 0, 2))
+    ms = None
+    if not all_valid:
+        ms = np.ascontiguousarray(mask.transpose(1, 0, 2))
+        xs[~ms] = 0.0
     if all_valid:
         # every pair shares all T steps: standardise each node once, then r = Σ_t z_i z_j
         # (float32 throughout: the node-major copy is the only array of size N·T·V kept alive)

@@ -46,7 +46,7 @@ class _SAGEFunction(torch.autograd.Function):
     def backward(ctx, grad):
         h2, agg, out, w_l, w_r = ctx.saved_tensors
         n, b, f_in, f_out = ctx.shape
-        g = grad.reshape(n * b, f_out)
+        g = grad.reshape(n * b, f_out).contiguous()
         if ctx.relu:
             g = torch.ops.aten.threshold_backward(g, out, 0)
         grad_h = grad_w_l = grad_b = grad_w_r = None

@@ -18,6 +18,12 @@ SWEEP_KIND_TAG = "gnnddm.kind"
 PARENT_TAG = "mlflow.parentRunId"
 
 
+def _is_training_run(run) -> bool:
+    """Sweep parents and runs of other commands (``gnnddm.command`` other than train) are not compared."""
+    tags = run.data.tags
+    return tags.get(SWEEP_KIND_TAG) != "sweep" and tags.get("gnnddm.command", "train") == "train"
+
+
 class RunStore:
     """An MLflow tracking store, read through :class:`mlflow.tracking.MlflowClient`.
 
@@ -51,7 +57,7 @@ class RunStore:
             raise GnnddmError(
                 f"--experiment {name!r}: no such experiment in {self.uri}; existing: {', '.join(names) or 'none'}"
             )
-        runs = [r for r in self._search([exp.experiment_id]) if r.data.tags.get(SWEEP_KIND_TAG) != "sweep"]
+        runs = [r for r in self._search([exp.experiment_id]) if _is_training_run(r)]
         if not runs:
             raise GnnddmError(f"--experiment {name!r}: the experiment holds no training runs")
         return self._records(runs)
@@ -59,7 +65,8 @@ class RunStore:
     def child_runs(self, parent_id: str) -> list[RunRecord]:
         """The runs of one sweep (children of ``parent_id``), oldest first."""
         parent = self._get(parent_id, "--parent")
-        runs = self._search([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+        runs = [r for r in self._search([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+                if _is_training_run(r)]
         if not runs:
             raise GnnddmError(f"--parent {parent_id}: the run {parent.info.run_name!r} has no child runs")
         return self._records(runs)

@@ -7,13 +7,15 @@
 # until the node reports `idle`. Needs root on Debian/Ubuntu. Listens on the loopback address only.
 #
 # Environment:
-#   SLURM_START_TIMEOUT   seconds to wait for the node to become idle (default 60)
-#   SLURM_MEM_MARGIN_MB   memory left out of RealMemory for the system (default 1024)
-#   SLURM_FORCE_CONF=1    rewrite slurm.conf and restart the daemons even if they are running
+#   LOCAL_SLURM_TIMEOUT        seconds to wait for the node to become idle (default 60)
+#   LOCAL_SLURM_CPUS           CPUs the node offers (default `nproc`, at least 2 so that the 2-task
+#                              test jobs fit)
+#   LOCAL_SLURM_MEM_MARGIN_MB  memory left out of RealMemory for the system (default 1024)
+#   LOCAL_SLURM_RESTART=1      restart slurmctld and slurmd even if they run with the same slurm.conf
 set -euo pipefail
 
-TIMEOUT="${SLURM_START_TIMEOUT:-60}"
-MARGIN_MB="${SLURM_MEM_MARGIN_MB:-1024}"
+TIMEOUT="${LOCAL_SLURM_TIMEOUT:-60}"
+MARGIN_MB="${LOCAL_SLURM_MEM_MARGIN_MB:-1024}"
 CONF_DIR=/etc/slurm
 CONF="$CONF_DIR/slurm.conf"
 LOG_DIR=/var/log/slurm
@@ -86,7 +88,16 @@ fi
 
 # --- 3. slurm.conf -----------------------------------------------------------------------------
 HOST="$(hostname -s)"
-CPUS="$(nproc)"
+CPUS="${LOCAL_SLURM_CPUS:-$(nproc)}"
+if (( CPUS < 2 )); then
+    say "offering 2 CPUs on this ${CPUS}-CPU machine so that 2-task jobs fit (tasks share the core)"
+    CPUS=2
+fi
+# Jobs reach their first host by name (MASTER_ADDR); make sure this one resolves.
+if ! getent hosts "$HOST" >/dev/null; then
+    say "adding '127.0.0.1 $HOST' to /etc/hosts (the host name did not resolve)"
+    echo "127.0.0.1 $HOST" >>/etc/hosts
+fi
 TOTAL_MB="$(free -m | awk '/^Mem:/ {print $2}')"
 MEM_MB=$(( TOTAL_MB > MARGIN_MB + 512 ? TOTAL_MB - MARGIN_MB : TOTAL_MB / 2 ))
 
@@ -145,7 +156,7 @@ fi
 # --- 4. daemons --------------------------------------------------------------------------------
 running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-if [[ "$CONF_CHANGED" == 1 || "${SLURM_FORCE_CONF:-0}" == 1 ]]; then
+if [[ "$CONF_CHANGED" == 1 || "${LOCAL_SLURM_RESTART:-0}" == 1 ]]; then
     for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
         if running "$pidfile"; then
             kill "$(cat "$pidfile")" 2>/dev/null || true

@@ -144,15 +144,17 @@ def to_dtype(batch: Batch, dtype) -> Batch:
 def least_squares_problem(parts: int = 2, overlap: int = 1, seed: int = 0):
     """A grid problem whose targets are made by a known LinearGNN: returns (objective, task, true model).
 
-    The loss is a least-squares function of the weights with minimiser = the true weights (loss 0).
+    The inputs are random (so the least-squares matrix [mean_agg(x), x] has full column rank) and the loss
+    is a least-squares function of the weights with unique minimiser = the true weights (loss 0).
     """
     data, partition, objective, task = problem(parts=parts, overlap=overlap, batch_size=3)
     torch.manual_seed(seed + 100)
     truth = LinearGNN(task.in_channels, task.out_channels).double()
     b = objective.batch
+    x = torch.randn(b.x.shape, dtype=torch.float64)
     with torch.no_grad():
-        y = truth(b.x, objective.full_graph)
-    objective.set_batch(Batch(x=b.x, y=y, w=b.w, base=b.base, truth=b.truth, valid=b.valid))
+        y = truth(x, objective.full_graph)
+    objective.set_batch(Batch(x=x, y=y, w=b.w, base=b.base, truth=b.truth, valid=b.valid))
     return objective, task, truth
 
 

@@ -27,7 +27,7 @@ def test_haversine_agrees_with_chord_of_unit_vectors():
 
 def test_tangent_displacement_points_east_and_north():
     dx, dy = tangent_displacement(10.0, 21.0, 10.0, 20.0)  # source east of target
-    assert dx > 0 and abs(dy) < 1e-3 * dx
+    assert dx > 0 and abs(dy) < 1e-2 * dx  # (the great circle bends slightly poleward)
     dx, dy = tangent_displacement(11.0, 20.0, 10.0, 20.0)  # source north of target
     assert dy == pytest.approx(np.deg2rad(1.0)) and dx == pytest.approx(0.0, abs=1e-15)
     dx, dy = tangent_displacement(0.0, -179.0, 0.0, 179.0)  # east across the date line

@@ -1,0 +1,222 @@
+"""Speed and memory of one GraphSAGE training step on global lat-lon grids, against plain PyG.
+
+One training iteration = forward, MSE loss, backward, Adam step of a 3-layer GraphSAGE (hidden 64, 9 input
+channels, 4 outputs, one sample) on an 8-neighbour grid periodic in longitude. Measured:
+
+1. at 0.25 deg (721 x 1440 = 1,038,240 nodes): the gnnddm model (CSR fast path) and the reference, the same
+   network built from ``torch_geometric.nn.SAGEConv`` fed ``edge_index``. Both run in one process, their
+   steps interleaved, so that load from other processes hits both alike; reported as medians after a
+   warm-up step and as the speed ratio against the 4x target.
+2. peak memory (``ru_maxrss``) of a fresh process per variant running two steps, against 8 GB.
+3. the step time of the gnnddm model at several resolutions and the fitted exponent ``t ~ N^k`` (log-log
+   least squares; target k <= 1.1).
+
+Every measurement runs in its own subprocess with ``torch.set_num_threads(2)``.
+
+Usage::
+
+    python3 benchmarks/bench_model.py            # full run (about 5-10 min on 2 cores)
+    python3 benchmarks/bench_model.py --quick    # 0.5 deg instead of 0.25 deg for the comparison
+    python3 benchmarks/bench_model.py --thp      # both variants with PyTorch's huge-page allocations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESOLUTIONS = [2.8125, 1.40625, 1.0, 0.703125, 0.5, 0.25]
+F_IN, F_OUT, HIDDEN, LAYERS = 9, 4, 64, 3
+SPEED_TARGET, MEMORY_TARGET_GB, SCALING_TARGET = 4.0, 8.0, 1.1
+
+
+def grid_shape(res: float) -> tuple[int, int]:
+    """Latitudes -90..90 inclusive and longitudes 0..360 exclusive at ``res`` degrees."""
+    return int(round(180 / res)) + 1, int(round(360 / res))
+
+
+def grid_edges(nlat: int, nlon: int) -> np.ndarray:
+    """int64 [2, E]: every node to its 8 neighbours, longitude periodic, no wrap over the poles."""
+    i, j = np.meshgrid(np.arange(nlat), np.arange(nlon), indexing="ij")
+    src, dst = [], []
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            if di or dj:
+                ii, jj = i + di, (j + dj) % nlon
+                ok = (ii >= 0) & (ii < nlat)
+                src.append((ii * nlon + jj)[ok])
+                dst.append((i * nlon + j)[ok])
+    return np.stack([np.concatenate(src), np.concatenate(dst)]).astype(np.int64)
+
+
+# ---------------------------------------------------------------- worker side (one subprocess each)
+
+
+def _setup(res: float):
+    import torch
+
+    from gnnddm.models.graph import prepare_graph
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    nlat, nlon = grid_shape(res)
+    n = nlat * nlon
+    graph = prepare_graph(grid_edges(nlat, nlon), n)
+    x, y = torch.randn(1, n, F_IN), torch.randn(1, n, F_OUT)
+    return graph, x, y
+
+
+def _make(variant: str, graph):
+    """A training-step closure for ``variant`` in {"gnnddm", "pyg"}."""
+    import torch
+    from torch_geometric.nn import SAGEConv
+
+    from gnnddm.models.sage import GraphSAGE
+
+    if variant == "gnnddm":
+        model = GraphSAGE(F_IN, F_OUT, hidden=HIDDEN, layers=LAYERS)
+
+        def forward(x):
+            return model(x, graph)
+    else:
+        dims = [F_IN] + [HIDDEN] * (LAYERS - 1) + [F_OUT]
+        model = torch.nn.ModuleList(SAGEConv(dims[k], dims[k + 1]) for k in range(LAYERS))
+        edge_index = graph.edge_index
+
+        def forward(x):
+            h = x[0]
+            for k, conv in enumerate(model):
+                h = conv(h, edge_index)
+                if k < LAYERS - 1:
+                    h = h.relu()
+            return h.unsqueeze(0)
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(forward(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _timed(step, x, y) -> float:
+    t0 = time.perf_counter()
+    step(x, y)
+    return time.perf_counter() - t0
+
+
+def _maxrss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
+
+
+def worker(args) -> dict:
+    graph, x, y = _setup(args.res)
+    if args.worker == "compare":
+        steps = {v: _make(v, graph) for v in ("gnnddm", "pyg")}
+        times = {v: [] for v in steps}
+        for it in range(args.iters + 1):
+            order = list(steps) if it % 2 == 0 else list(steps)[::-1]
+            for v in order:
+                t = _timed(steps[v], x, y)
+                if it > 0:  # the first round is warm-up
+                    times[v].append(t)
+        return {"nodes": graph.num_nodes, "edges": graph.num_edges, "times": times}
+    if args.worker == "memory":
+        graph_gb = _maxrss_gb()
+        step = _make(args.variant, graph)
+        for _ in range(2):
+            step(x, y)
+        return {"graph_gb": graph_gb, "peak_gb": _maxrss_gb()}
+    step = _make("gnnddm", graph)
+    step(x, y)
+    iters = max(args.iters, min(20, 1_000_000 // graph.num_nodes))  # small grids are cheap: more samples
+    return {"nodes": graph.num_nodes, "times": [_timed(step, x, y) for _ in range(iters)]}
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run(env, **kw) -> dict:
+    cmd = [sys.executable, __file__] + [f"--{k}={v}" for k, v in kw.items()]
+    res = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(args) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if args.thp:
+        env["THP_MEM_ALLOC_ENABLE"] = "1"
+    res = 0.5 if args.quick else 0.25
+    nlat, nlon = grid_shape(res)
+    print(f"GraphSAGE {LAYERS} layers, hidden {HIDDEN}, {F_IN} -> {F_OUT} channels, batch 1, 2 threads, "
+          f"Adam; THP allocations {'on' if args.thp else 'off'}")
+
+    cmp_ = run(env, worker="compare", res=res, iters=args.iters)
+    med = {v: statistics.median(t) for v, t in cmp_["times"].items()}
+    ratios = [p / f for f, p in zip(cmp_["times"]["gnnddm"], cmp_["times"]["pyg"], strict=True)]
+    print(f"\n[speed] {res} deg grid {nlat}x{nlon}: {cmp_['nodes']:,} nodes, {cmp_['edges']:,} edges; "
+          f"{args.iters} interleaved steps each after warm-up")
+    for v in ("gnnddm", "pyg"):
+        ts = ", ".join(f"{t:.2f}" for t in cmp_["times"][v])
+        print(f"  {v:8s} median {med[v]:7.3f} s/step   ({ts})")
+    ratio = statistics.median(ratios)
+    verdict = "meets" if ratio >= SPEED_TARGET else "misses"
+    print(f"  speed-up over PyG: {ratio:.2f}x (median of per-round ratios; target {SPEED_TARGET}x: {verdict})")
+
+    print("\n[memory] peak RSS of a fresh process, two training steps")
+    for v in ("gnnddm", "pyg"):
+        m = run(env, worker="memory", res=res, variant=v)
+        ok = "ok" if m["peak_gb"] <= MEMORY_TARGET_GB else "over"
+        print(f"  {v:8s} peak {m['peak_gb']:5.2f} GB (graph and runtime alone {m['graph_gb']:.2f} GB; "
+              f"target {MEMORY_TARGET_GB} GB: {ok})")
+
+    print("\n[scaling] gnnddm step time against resolution (median and minimum of the steps; the fit uses the\n"
+          "  minimum, the step least disturbed by other load on the machine)")
+    nodes, times = [], []
+    for r in RESOLUTIONS if not args.quick else RESOLUTIONS[:-1]:
+        s = run(env, worker="scale", res=r, iters=args.iters)
+        nodes.append(s["nodes"])
+        times.append(min(s["times"]))
+        print(f"  {r:9.6f} deg {s['nodes']:>10,} nodes  median {statistics.median(s['times']):8.4f} s/step  "
+              f"min {times[-1]:8.4f} s/step  {1e9 * times[-1] / s['nodes']:7.1f} ns/node")
+    k_all = np.polyfit(np.log(nodes), np.log(times), 1)[0]
+    big = [i for i, n in enumerate(nodes) if n >= 60_000]
+    k_big = np.polyfit(np.log([nodes[i] for i in big]), np.log([times[i] for i in big]), 1)[0]
+    verdict = "meets" if k_big <= SCALING_TARGET else "misses"
+    print(f"  fitted exponent t ~ N^k: k = {k_all:.2f} (all sizes), k = {k_big:.2f} (>= 60k nodes; "
+          f"target <= {SCALING_TARGET}: {verdict})")
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iters", type=int, default=3, help="timed steps per variant and size")
+    p.add_argument("--quick", action="store_true", help="compare at 0.5 deg, skip the 0.25 deg scaling point")
+    p.add_argument("--thp", action="store_true", help="set THP_MEM_ALLOC_ENABLE=1 for both variants")
+    p.add_argument("--worker", choices=["compare", "memory", "scale"], help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=["gnnddm", "pyg"], help=argparse.SUPPRESS)
+    p.add_argument("--res", type=float, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    a = parse()
+    if a.worker:
+        print(json.dumps(worker(a)))
+    else:
+        main(a)

@@ -1,0 +1,136 @@
+"""The training loop: summaries, MLflow records, failures, resume; every experiment composes and runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from gnnddm.config import compose, config_dir
+from gnnddm.errors import ConfigError, GnnddmError, TrainingDivergedError
+from gnnddm.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+
+
+def tiny(tmp_path: Path, *extra: str, out="out") -> list[str]:
+    """A fast problem: synthetic 5.625 deg grid (2,048 nodes), 40 steps, small SAGE."""
+    return [
+        "data=synthetic", "data.resolution=5.625", "data.steps=40", "model=sage", "model.hidden=8",
+        "model.layers=2", "partition.num_parts=2", "partition.overlap=2", "trainer.max_iterations=4",
+        "trainer.eval_every=2", "trainer.progress=false", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"output_dir={tmp_path / out}", *extra,
+    ]
+
+
+def run_of(tmp_path, summary):
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
+
+
+def test_summary_json_holds_the_contract_keys(tmp_path):
+    summary = train(compose(tiny(tmp_path)))
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["status"] == summary["status"] == "finished"
+    for key in ("train_loss", "val_loss", "val_rmse"):
+        assert key in on_disk["final"]
+    assert set(on_disk["final"]["val_rmse"]) == {"t2m", "msl", "u10", "v10"}
+    for key in ("iterations", "rounds", "comm_bytes", "grad_evals", "wall_time", "model_time",
+                "seconds_per_iteration"):
+        assert key in on_disk["accounting"], key
+    for key in ("num_parts", "overlap", "edge_cut_fraction", "imbalance", "halo_ratio"):
+        assert key in on_disk["partition"], key
+    assert on_disk["graph"]["num_nodes"] == 32 * 64
+    assert on_disk["accounting"]["iterations"] == 4
+    assert (tmp_path / "out" / "model.pt").exists()
+
+
+def test_mlflow_run_carries_params_metrics_tags_and_artifacts(tmp_path):
+    summary = train(compose(tiny(tmp_path, "ddm=sync")))
+    run = run_of(tmp_path, summary)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["partition.num_parts"] == "2"
+    assert run.data.params["model.hidden"] == "8"
+    for key in ("train_loss", "val_loss", "val_rmse/t2m", "rounds", "comm_bytes", "grad_evals", "wall_time",
+                "model_time", "partition/edge_cut_fraction"):
+        assert key in run.data.metrics, key
+    assert run.data.tags["gnnddm.algorithm"] == "sync"
+    assert run.data.tags["gnnddm.git_commit"]
+    assert "version.torch" in run.data.tags
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "summary.json", "model.pt", "loss_curve.png"} <= names
+    hist = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in hist] == [2, 4]
+
+
+def test_bad_data_key_fails_the_run_with_a_named_error_and_no_running_run(tmp_path):
+    cfg = compose(tiny(tmp_path, "data.variables=[t2m,nope]"))
+    with pytest.raises(GnnddmError, match="nope"):
+        train(cfg)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "nope" in summary["error"]
+    assert run_of(tmp_path, summary).info.status == "FAILED"
+
+
+def test_wrongly_typed_override_is_a_config_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.max_iterations"):
+        train(compose(tiny(tmp_path, "trainer.max_iterations=abc")))
+
+
+def test_exploding_loss_stops_with_the_iteration_and_a_failed_run(tmp_path):
+    cfg = compose(tiny(tmp_path, "optimizer=sgd", "optimizer.lr=1.0e6", "trainer.max_loss=1.0e3"))
+    with pytest.raises(TrainingDivergedError, match="iteration"):
+        train(cfg)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert run_of(tmp_path, summary).info.status == "FAILED"
+
+
+def test_tracking_disabled_writes_no_store(tmp_path):
+    summary = train(compose(tiny(tmp_path, "tracking.enabled=false")))
+    assert summary["mlflow_run_id"] is None
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_target_val_loss_stops_early(tmp_path):
+    summary = train(compose(tiny(tmp_path, "trainer.target_val_loss=1.0e3", "trainer.max_iterations=10")))
+    assert summary["status"] == "target_reached"
+    assert summary["accounting"]["iterations"] == 2
+
+
+def _params(out: Path):
+    return torch.load(out / "model.pt", weights_only=False)["model"]
+
+
+@pytest.mark.parametrize("ddm", ["global", "asm"])
+def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, ddm):
+    full = tiny(tmp_path, f"ddm={ddm}", "trainer.max_iterations=6", "tracking.enabled=false", out="full")
+    train(compose(full))
+    part = tiny(tmp_path, f"ddm={ddm}", "trainer.max_iterations=3", "tracking.enabled=false", out="part")
+    train(compose(part))
+    resumed = tiny(tmp_path, f"ddm={ddm}", "trainer.max_iterations=6", "tracking.enabled=false", "resume=true",
+                   out="part")
+    summary = train(compose(resumed))
+    assert summary["resumed_from"] == 3
+    a, b = _params(tmp_path / "full"), _params(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_without_checkpoint_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="checkpoint"):
+        train(compose(tiny(tmp_path, "resume=true", "tracking.enabled=false")))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_runs_one_iteration(tmp_path, experiment):
+    overrides = [f"+experiment={experiment}", "trainer.max_iterations=1", "trainer.progress=false",
+                 "tracking.enabled=false", f"output_dir={tmp_path}"]
+    if experiment.startswith("synthetic") or experiment.startswith("dd_"):
+        overrides += ["data.resolution=5.625", "data.steps=40"]
+    summary = train(compose(overrides))
+    assert summary["status"] in ("finished", "target_reached")
+    assert summary["accounting"]["iterations"] == 1
