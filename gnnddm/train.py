@@ -149,7 +149,8 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
     evaluator = None
     if world.rank == 0:
-        evaluator = Evaluator(task, objective.full_graph, {"train": anchors["train"][:16], "val": anchors["val"]},
+        eval_sets = {"train": anchors["train"][: int(cfg.trainer.eval_train_samples)], "val": anchors["val"]}
+        evaluator = Evaluator(task, objective.full_graph, eval_sets,
                               batch_size=int(cfg.trainer.batch_size), seed=int(cfg.seed), device=device)
         summary["baseline"] = {"name": "persistence" if task.name == "forecast" else "inverse_distance",
                                "val_rmse": evaluator.baseline("val")}
@@ -385,6 +386,7 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "trainer.batch_size", minimum=1)
     require_int(cfg, "trainer.eval_every", minimum=1)
     require_int(cfg, "trainer.checkpoint_every", minimum=0)
+    require_int(cfg, "trainer.eval_train_samples", minimum=1)
     require_float(cfg, "trainer.target_val_loss", minimum=0.0, allow_none=True)
     require_float(cfg, "trainer.max_loss", minimum=0.0)
     require_int(cfg, "partition.num_parts", minimum=1)

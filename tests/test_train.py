@@ -127,7 +127,9 @@ def test_resume_without_checkpoint_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_runs_one_iteration(tmp_path, experiment):
+    # one small iteration: the point is that the composition runs, not the model size
     overrides = [f"+experiment={experiment}", "trainer.max_iterations=1", "trainer.progress=false",
+                 "model.hidden=8", "trainer.batch_size=1", "trainer.eval_train_samples=1",
                  "tracking.enabled=false", f"output_dir={tmp_path}"]
     if experiment.startswith("synthetic") or experiment.startswith("dd_"):
         overrides += ["data.resolution=5.625", "data.steps=40"]

@@ -15,11 +15,9 @@ set -euo pipefail
 
 # source /path/to/venv/bin/activate
 
-# Rendezvous of the process group: the first host of the allocation, a port derived from the job id so
-# that jobs sharing a node do not collide.
-MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
-export MASTER_ADDR MASTER_PORT
+# gnnddm finds the rendezvous itself: the first host of SLURM_JOB_NODELIST and a port derived from
+# SLURM_JOB_ID (export MASTER_ADDR / MASTER_PORT here to choose them).
+
 # One torch thread pool per task, sized to its CPUs, so that the ranks do not oversubscribe the node.
 export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"
 

@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -91,8 +92,15 @@ def _probe(tmp_path: Path, launcher_args: list[str], timeout: int) -> dict[str, 
     (conf / "config.yaml").write_text(f"tag: a\nout: {out}\n")
     (tmp_path / "app.py").write_text(PROBE_APP)
     name = f"gnnddm-probe-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "app.py", "-m", *launcher_args, f"hydra.launcher.name={name}", "tag=a,b",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    cmd = [
+        sys.executable,
+        "app.py",
+        "-m",
+        *launcher_args,
+        f"hydra.launcher.name={name}",
+        "tag=a,b",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]
     on_slurm = "hydra/launcher=slurm" in launcher_args
     proc = _run_sweep(cmd, tmp_path, timeout, name if on_slurm else None)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -105,23 +113,25 @@ def _probe(tmp_path: Path, launcher_args: list[str], timeout: int) -> dict[str, 
 
 @pytest.mark.slurm
 def test_slurm_launcher_gives_each_task_its_rank(slurm, tmp_path):
-    """Each of the 2 tasks of each job sees rank, world size, nodes and a per-job rendezvous address."""
+    """Each of the 2 tasks of each job sees its rank; the tasks of a job make one world, the jobs two."""
+    from gnnddm.distributed import world_from_env
+
     tasks = _probe(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2"], timeout=180)
     assert sorted(tasks) == ["a", "b"]
-    for job in tasks.values():
+    rendezvous = {}
+    for tag, job in tasks.items():
         assert sorted(job) == ["0", "1"]
-        for rank, env in job.items():
-            assert env["SLURM_PROCID"] == rank
-            assert env["SLURM_LOCALID"] == rank  # one node: local rank == global rank
-            assert env["SLURM_NTASKS"] == "2"
-            assert env["SLURM_JOB_NODELIST"]
-            assert env["python"] == sys.executable
-        # The tasks of one job share one job id and one rendezvous address and port.
-        for key in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "MASTER_ADDR", "MASTER_PORT"):
-            assert job["0"][key] == job["1"][key], key
-    # Different jobs are different worlds: their ids and ports differ.
-    assert tasks["a"]["0"]["SLURM_JOB_ID"] != tasks["b"]["0"]["SLURM_JOB_ID"]
-    assert tasks["a"]["0"]["MASTER_PORT"] != tasks["b"]["0"]["MASTER_PORT"]
+        worlds = {rank: world_from_env(env) for rank, env in job.items()}
+        for rank, world in worlds.items():
+            assert (world.source, world.rank, world.local_rank, world.world_size) == ("slurm", int(rank), int(rank), 2)
+            assert job[rank]["python"] == sys.executable
+        # One rendezvous address and port per job, and the address resolves (gloo connects to it).
+        assert worlds["0"].master_addr == worlds["1"].master_addr
+        assert worlds["0"].master_port == worlds["1"].master_port
+        socket.getaddrinfo(worlds["0"].master_addr, worlds["0"].master_port)
+        rendezvous[tag] = (worlds["0"].master_addr, worlds["0"].master_port)
+    # Jobs of a sweep may share a node: their process groups must not meet at the same port.
+    assert rendezvous["a"] != rendezvous["b"]
 
 
 def test_local_launcher_runs_each_job_in_the_same_python(tmp_path):
@@ -144,13 +154,27 @@ def test_train_sweep_on_slurm_finishes_two_distributed_runs(slurm, tmp_path):
     sweep = tmp_path / "multirun"
     name = f"gnnddm-test-{uuid.uuid4().hex[:8]}"
     cmd = [
-        sys.executable, "-m", "gnnddm", "train", "-m",
-        "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10",
+        sys.executable,
+        "-m",
+        "gnnddm",
+        "train",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.timeout_min=10",
         f"hydra.launcher.name={name}",
-        "+experiment=synthetic_forecast", "data.resolution=5.625", "data.steps=40", "model.hidden=8",
-        "distributed.backend=gloo", "partition.num_parts=2", "ddm=sync,asm",
-        "trainer.max_iterations=3", "trainer.eval_every=1", "trainer.progress=false",
-        f"tracking.uri={uri}", f"hydra.sweep.dir={sweep}",
+        "+experiment=synthetic_forecast",
+        "data.resolution=5.625",
+        "data.steps=40",
+        "model.hidden=8",
+        "distributed.backend=gloo",
+        "partition.num_parts=2",
+        "ddm=sync,asm",
+        "trainer.max_iterations=3",
+        "trainer.eval_every=1",
+        "trainer.progress=false",
+        f"tracking.uri={uri}",
+        f"hydra.sweep.dir={sweep}",
     ]
     proc = _run_sweep(cmd, tmp_path, timeout=600, slurm_name=name)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

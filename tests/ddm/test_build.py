@@ -1,0 +1,68 @@
+"""The ddm and optimizer config groups build every algorithm; bad options name their key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ddm.gallery import EdgeGNN, comm_for, problem
+from omegaconf import OmegaConf
+
+from gnnddm.config import compose
+from gnnddm.ddm import ALGORITHMS, build_algorithm
+from gnnddm.errors import ConfigError
+
+
+def _build(overrides, data=None):
+    cfg = compose(overrides)
+    _, _, objective, task = problem(data, parts=3, overlap=2)
+    torch.manual_seed(0)
+    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
+    comm, acc = comm_for(objective)
+    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, acc), cfg
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+def test_every_config_option_builds_and_steps(name, optimizer):
+    overrides = [f"ddm={name}", f"optimizer={optimizer}"]
+    if name == "two_level":
+        overrides.append("ddm.coarse_clusters=8")
+    algo, cfg = _build(overrides)
+    assert algo.name == cfg.ddm.name == name
+    stats = algo.step()
+    assert all(isinstance(v, float) for v in stats.values())
+    assert stats["loss"] > 0
+    assert algo.accounting.iterations == 1
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("ddm.globalization=newton", "ddm.globalization"),
+        ("ddm.local_steps=0", "ddm.local_steps"),
+        ("ddm.combine=max", "ddm.combine"),
+        ("ddm.eta1=2.0", "ddm.eta1"),
+        ("ddm.local_solver.name=lbfgs", "ddm.local_solver.name"),
+        ("+ddm.colour=true", "ddm: unknown"),
+    ],
+)
+def test_bad_option_raises_config_error_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        _build(["ddm=asm", override])
+
+
+def test_bad_target_names_the_group():
+    cfg = compose(["ddm=asm"])
+    cfg.ddm._target_ = "gnnddm.ddm.asm.NoSuchThing"
+    _, _, objective, task = problem(parts=3, overlap=2)
+    comm, acc = comm_for(objective)
+    with pytest.raises(ConfigError, match=r"ddm._target_"):
+        build_algorithm(cfg.ddm, cfg.optimizer, EdgeGNN(task.in_channels, 2), objective, comm, acc)
+
+
+def test_ddm_configs_start_with_target_and_are_partial():
+    from gnnddm.config import config_dir
+
+    for name in ALGORITHMS:
+        raw = OmegaConf.load(config_dir() / "ddm" / f"{name}.yaml")
+        assert list(raw)[0] == "_target_" and raw._partial_ is True and raw.name == name

@@ -1,0 +1,186 @@
+"""Real ranks on gloo: equal to the single-process run, end to end through `gnnddm train`, and
+recovery from a killed rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests/ folder, for ddm.gallery
+
+pytestmark = pytest.mark.distributed
+
+ROOT = Path(__file__).resolve().parents[2]
+ALGORITHMS = ["global", "sync", "local_avg", "llcg", "asm", "msm", "two_level"]
+PARTS, ITERATIONS = 4, 3
+
+
+def _algorithm_cfg(name: str):
+    cfg = OmegaConf.load(ROOT / "conf" / "ddm" / f"{name}.yaml")
+    if name == "two_level":
+        cfg.coarse_clusters = 6
+    return cfg
+
+
+def _run(name: str, comm_factory) -> torch.Tensor:
+    """ITERATIONS outer iterations of algorithm ``name`` on the gallery grid; returns θ (float64)."""
+    import warnings
+
+    from ddm.gallery import EdgeGNN, contiguous_parts, grid_data
+
+    from gnnddm.ddm import build_algorithm
+    from gnnddm.ddm.accounting import Accounting
+    from gnnddm.ddm.objective import Objective
+    from gnnddm.partition import build_partition
+    from gnnddm.tasks import ForecastTask
+
+    data = grid_data(nlat=6, nlon=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        partition = build_partition(data.edge_index, data.num_nodes, contiguous_parts(data.num_nodes, PARTS), 2)
+    accounting = Accounting()
+    comm = comm_factory(accounting)
+    objective = Objective(data, partition, parts=comm.parts_of_rank)
+    task = ForecastTask(data)
+    torch.manual_seed(0)
+    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1])
+    algorithm = build_algorithm(_algorithm_cfg(name), OmegaConf.create({"_target_": "torch.optim.Adam",
+                                                                          "lr": 1e-2}),
+                                model, objective, comm, accounting)
+    rng = np.random.default_rng(0)
+    anchors = task.anchors(np.arange(data.num_times))
+    for _ in range(ITERATIONS):
+        objective.set_batch(task.batch(rng.choice(anchors, size=2, replace=False), rng))
+        algorithm.step()
+    return torch.cat([p.detach().reshape(-1).double() for p in model.parameters()]), accounting
+
+
+def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from gnnddm.distributed import TorchComm
+
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, init_method=f"tcp://127.0.0.1:{port}")
+    try:
+        for name in ALGORITHMS:
+            theta, acc = _run(name, lambda a: TorchComm(PARTS, accounting=a))
+            torch.save({"theta": theta, "rounds": acc.as_dict()["rounds"]}, Path(out) / f"{name}.rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_reproduce_the_single_process_run_for_every_algorithm(tmp_path):
+    from gnnddm.ddm.comm import LocalComm
+    from gnnddm.distributed import free_port
+
+    torch.multiprocessing.spawn(_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    for name in ALGORITHMS:
+        single, acc = _run(name, lambda a: LocalComm(PARTS, accounting=a))
+        for rank in (0, 1):
+            got = torch.load(tmp_path / f"{name}.rank{rank}.pt")
+            rel = float((got["theta"] - single).norm() / single.norm())
+            assert rel < 1e-5, f"{name} rank {rank}: relative difference {rel:.2e}"
+            # the distributed run performs the collectives the one-process run accounts
+            assert got["rounds"] == acc.as_dict()["rounds"], name
+
+
+# --------------------------------------------------------------------------- through `gnnddm train`
+def _tiny(tmp_path: Path, *extra: str, out="out") -> list[str]:
+    return ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
+            "partition.num_parts=2", "partition.overlap=2", "trainer.eval_every=2", "trainer.progress=false",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_dir={tmp_path / out}", *extra]
+
+
+def _theta(out: Path) -> torch.Tensor:
+    state = torch.load(out / "model.pt", weights_only=False)["model"]
+    return torch.cat([v.reshape(-1).double() for v in state.values()])
+
+
+@pytest.mark.slow
+def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from gnnddm.config import compose
+    from gnnddm.train import train
+
+    common = ["ddm=asm", "trainer.max_iterations=4"]
+    train(compose(_tiny(tmp_path, *common, "tracking.enabled=false", out="single")))
+    summary = train(compose(_tiny(tmp_path, *common, "distributed.backend=gloo", "distributed.nproc_per_node=2",
+                                  out="ranks")))
+    assert summary["status"] == "finished" and summary["ranks"] == 2
+    a, b = _theta(tmp_path / "single"), _theta(tmp_path / "ranks")
+    assert float((a - b).norm() / a.norm()) < 1e-5
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    for r in (0, 1):
+        for kind in ("compute", "communicate", "wait"):
+            assert f"time/{kind}/rank{r}" in run.data.metrics
+    assert json.loads((tmp_path / "ranks" / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_killed_rank_restarts_from_the_checkpoint_and_completes(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from gnnddm.config import compose
+    from gnnddm.train import ENV_FAULT, train
+
+    common = ["ddm=sync", "trainer.max_iterations=6", "trainer.checkpoint_every=2"]
+    train(compose(_tiny(tmp_path, *common, "tracking.enabled=false", out="single")))
+    monkeypatch.setenv(ENV_FAULT, "kill:rank=1:iteration=4")
+    summary = train(compose(_tiny(tmp_path, *common, "distributed.backend=gloo", "distributed.nproc_per_node=2",
+                                  "distributed.max_restarts=1", "distributed.timeout=60", out="ranks")))
+    assert summary["status"] == "finished"
+    assert summary["restarts"] == 1 and summary["resumed_from"] == 2
+    a, b = _theta(tmp_path / "single"), _theta(tmp_path / "ranks")
+    assert float((a - b).norm() / a.norm()) < 1e-5
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["gnnddm.restarts"] == "1"
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "rounds")}
+    assert steps == set(range(1, 7))  # nothing logged before the kill is lost
+
+
+def test_a_failing_rank_fails_the_job_with_its_message_and_a_failed_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from gnnddm.config import compose
+    from gnnddm.errors import GnnddmError
+    from gnnddm.train import train
+
+    cfg = compose(_tiny(tmp_path, "ddm=sync", "trainer.max_iterations=2", "distributed.backend=gloo",
+                        "distributed.nproc_per_node=2", "data.variables=[nope]"))
+    with pytest.raises(GnnddmError, match="nope"):
+        train(cfg)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(
+        summary["mlflow_run_id"]).info.status == "FAILED"
+
+
+def test_more_ranks_than_subdomains_is_refused_before_any_work(tmp_path):
+    from gnnddm.config import compose
+    from gnnddm.errors import ConfigError
+    from gnnddm.train import train
+
+    with pytest.raises(ConfigError, match="nproc_per_node"):
+        train(compose(_tiny(tmp_path, "distributed.backend=gloo", "distributed.nproc_per_node=3")))
+    assert not os.path.exists(tmp_path / "mlflow.db")
+
+
+def test_nccl_without_gpu_is_refused(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from gnnddm.config import compose
+    from gnnddm.errors import ConfigError
+    from gnnddm.train import train
+
+    with pytest.raises(ConfigError, match="nccl"):
+        train(compose(_tiny(tmp_path, "distributed.backend=nccl", "distributed.nproc_per_node=2")))
