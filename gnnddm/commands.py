@@ -9,6 +9,7 @@ status is that of its worst job.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -50,6 +51,9 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
         except Exception as exc:  # noqa: BLE001 - reported, not swallowed: the exit status carries it
             logging.getLogger("gnnddm").debug("job failed", exc_info=True)
             worst["code"] = max(worst["code"], report_error(exc, verbose))
+            if os.environ.get("SUBMITIT_EXECUTOR"):
+                # a job run by submitit (SLURM or local launcher): its failure must reach the launcher
+                raise
             return None
 
     saved = sys.argv

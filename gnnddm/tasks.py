@@ -174,8 +174,9 @@ class InterpolateTask(Task):
         data = self.data
         if data.edge_index is None:
             raise ValueError("the interpolation baseline needs the graph")
-        src, dst = (torch.from_numpy(a) for a in data.edge_index)
-        dist = _edge_distance(data)
+        dev = batch.x.device
+        src, dst = (torch.from_numpy(a).to(dev) for a in data.edge_index)
+        dist = _edge_distance(data).to(dev)
         inv = 1.0 / torch.clamp(dist, min=1e-6) ** 2
         v = data.num_vars
         vis = batch.x[..., v : 2 * v]
@@ -196,10 +197,11 @@ def _edge_distance(data: WeatherGraphData) -> torch.Tensor:
 
 def rmse_per_variable(pred_state: torch.Tensor, batch: Batch, data: WeatherGraphData) -> dict[str, float]:
     """RMSE of each variable in physical units over valid entries, area (latitude) weighted."""
-    a = torch.from_numpy(data.area.astype(np.float64))[None, :, None]
+    dev = pred_state.device
+    a = torch.from_numpy(data.area.astype(np.float64)).to(dev)[None, :, None]
     m = batch.valid.double() * a
     se = ((pred_state.double() - batch.truth.double()) ** 2 * m).sum(dim=(0, 1))
     den = m.sum(dim=(0, 1)).clamp_min(1e-12)
-    std = torch.from_numpy(np.asarray(data.std, dtype=np.float64))
+    std = torch.from_numpy(np.asarray(data.std, dtype=np.float64)).to(dev)
     rmse = torch.sqrt(se / den) * std
     return {name: float(rmse[i]) for i, name in enumerate(data.variables)}

@@ -60,23 +60,22 @@ def git_commit() -> str:
 
 def environment_tags() -> dict[str, str]:
     """Git commit, package versions and host, as run tags."""
-    import mlflow
-    import numpy
-    import torch
-    import torch_geometric
+    from importlib import metadata
 
     import gnnddm
 
-    return {
+    tags = {
         "gnnddm.git_commit": git_commit(),
         "gnnddm.version": gnnddm.__version__,
-        "version.torch": torch.__version__,
-        "version.torch_geometric": torch_geometric.__version__,
-        "version.numpy": numpy.__version__,
-        "version.mlflow": mlflow.__version__,
         "version.python": platform.python_version(),
         "host": socket.gethostname(),
     }
+    for dist in ("torch", "torch_geometric", "numpy", "mlflow", "pymetis", "hydra-core", "xarray"):
+        try:
+            tags[f"version.{dist}"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            tags[f"version.{dist}"] = "not installed"
+    return tags
 
 
 def _local_uri(uri: str) -> str:

@@ -135,6 +135,15 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     ).to(device)
     partition = build(cfg.partition, "partition")(data)
     summary["partition"] = _partition_summary(partition)
+    hops = int(getattr(model, "num_message_passing_layers", 0))
+    summary["partition"]["exact"] = partition.num_parts == 1 or partition.overlap >= hops
+    if not summary["partition"]["exact"]:
+        warnings.warn(
+            f"partition.overlap={partition.overlap} is below the model's {hops} message-passing hops: the "
+            f"subdomain losses drop the cut edges and do not sum to the global loss (sync is then not the "
+            f"global method); set partition.overlap={hops} for exact subdomain problems",
+            stacklevel=2,
+        )
     tracker.log_metrics({f"partition/{k}": v for k, v in summary["partition"].items()
                          if isinstance(v, int | float)}, step=0)
 

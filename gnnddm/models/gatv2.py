@@ -23,7 +23,7 @@ def _with_self_loops(graph: Graph):
     def build():
         src, dst = graph.edge_index
         keep = src != dst
-        loops = torch.arange(graph.num_nodes)
+        loops = torch.arange(graph.num_nodes, device=src.device)
         attr = None
         if graph.edge_attr is not None:
             kept = graph.edge_attr[keep]

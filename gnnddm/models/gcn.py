@@ -30,7 +30,7 @@ def gcn_normalisation(graph: Graph, use_edge_weight: bool = False):
     def degree_inv_sqrt():
         if not use_edge_weight:
             return (graph.in_degree + 1.0).rsqrt()
-        deg = torch.ones(graph.num_nodes).index_add(0, graph.edge_index[1], graph.edge_weight)
+        deg = torch.ones(graph.num_nodes, device=graph.edge_weight.device).index_add(0, graph.edge_index[1], graph.edge_weight)
         return deg.rsqrt()
 
     dinv = graph.cached(key + ":dinv", degree_inv_sqrt)
@@ -103,7 +103,10 @@ class GCN(nn.Module):
         check_positive("layers", layers)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.use_edge_weight = bool(use_edge_weight)
-        self.num_message_passing_layers = layers
+        # The symmetric normalisation reads the degree of each message's source, which depends on that
+        # node's own neighbours: an output depends on nodes up to layers + 1 hops away, so exact local
+        # problems need an overlap of layers + 1.
+        self.num_message_passing_layers = layers + 1
         dims = [in_channels] + [hidden] * (layers - 1) + [out_channels]
         self.convs = nn.ModuleList(GCNConv(dims[k], dims[k + 1]) for k in range(layers))
 

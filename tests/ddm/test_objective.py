@@ -49,16 +49,8 @@ def test_subdomain_gradients_sum_to_global_gradient_gallery_models(graph, layers
         _check_exactness(lambda i, o, e: EdgeGNN(i, o, e, layers=layers), graph, layers)
 
 
-# GCN's symmetric normalisation D^-1/2 (A + I) D^-1/2 reads the degree of the sources, so an owned output
-# depends on nodes L + 1 hops away: with overlap = num_message_passing_layers = L it is not exact
-# (it is with L + 1). Until the model reports L + 1 (or takes degrees from the full graph) this fails.
-GCN_DEGREE = pytest.mark.xfail(strict=True, reason="gcn needs overlap L + 1 but reports L")
-
-
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=GCN_DEGREE) if n == "gcn" else n for n in sorted(real_models())]
-)
+@pytest.mark.parametrize("name", sorted(real_models()))
 def test_subdomain_gradients_sum_to_global_gradient_real_models(name, graph):
     cls = real_models()[name]
     probe = cls(in_channels=3, out_channels=2, edge_dim=3, hidden=8, layers=2)
