@@ -227,16 +227,29 @@ class TorchComm:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports that were free a moment ago."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: str = "gnnddm") -> dict:
     """Run ``entrypoint(*args)`` on ``nproc`` local ranks (torch elastic); returns {rank: return value}.
 
     The agent restarts all ranks up to ``max_restarts`` times when one fails; the workers see the
-    restart count in ``TORCHELASTIC_RESTART_COUNT``.
+    restart count in ``TORCHELASTIC_RESTART_COUNT``. Each attempt's process group meets on a fresh store
+    of its own (:func:`use_attempt_store`), never on one that still holds the failed attempt's keys.
     """
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -246,3 +259,26 @@ def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: s
         monitor_interval=0.2, start_method="spawn",
     )
     return elastic_launch(config, entrypoint)(*args)
+
+
+ENV_ATTEMPT_PORTS = "GNNDDM_ATTEMPT_PORTS"
+
+
+def attempt_ports(max_restarts: int) -> str:
+    """One rendezvous port per launch attempt, for :func:`use_attempt_store` (comma-separated)."""
+    return ",".join(str(p) for p in free_ports(int(max_restarts) + 1))
+
+
+def use_attempt_store() -> None:
+    """In a rank started by :func:`launch`: meet on this attempt's own port, with rank 0 hosting the store.
+
+    The elastic agent's store outlives a failed attempt; gloo's connection set-up can then read the
+    dead ranks' addresses and hang. A fresh store per attempt avoids that.
+    """
+    ports = os.environ.get(ENV_ATTEMPT_PORTS)
+    if not ports:
+        return
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = ports.split(",")[attempt]
+    os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"

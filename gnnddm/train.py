@@ -308,7 +308,7 @@ def _tracker_for_rank(cfg: DictConfig, rank0: bool) -> Tracker:
 
 def _launch_ranks(cfg: DictConfig) -> dict:
     """Start ``distributed.nproc_per_node`` local ranks; own the MLflow run and the summary."""
-    from gnnddm.distributed import check_backend, launch
+    from gnnddm.distributed import ENV_ATTEMPT_PORTS, attempt_ports, check_backend, launch
 
     nproc = require_int(cfg, "distributed.nproc_per_node", minimum=1)
     restarts = require_int(cfg, "distributed.max_restarts", minimum=0)
@@ -327,7 +327,8 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         worker_cfg = OmegaConf.to_container(cfg, resolve=True)
         worker_cfg["output_dir"] = str(out_dir)
-        env = {ENV_RUN_ID: tracker.run_id or "", ENV_TRACKING_URI: tracker.uri}
+        env = {ENV_RUN_ID: tracker.run_id or "", ENV_TRACKING_URI: tracker.uri,
+               ENV_ATTEMPT_PORTS: attempt_ports(restarts)}
         results = launch(_rank_entry, (worker_cfg, env), nproc=nproc, max_restarts=restarts,
                          run_id=f"gnnddm-{os.getpid()}")
         summary = results[0]
@@ -353,7 +354,10 @@ def _launch_ranks(cfg: DictConfig) -> dict:
 
 def _rank_entry(cfg_container: dict, env: dict) -> dict:
     """Entry point of one rank started by :func:`_launch_ranks`."""
+    from gnnddm.distributed import use_attempt_store
+
     os.environ.update({k: v for k, v in env.items() if v})
+    use_attempt_store()
     cfg = OmegaConf.create(cfg_container)
     cfg.trainer.progress = cfg.trainer.progress and int(os.environ.get("RANK", "0")) == 0
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))

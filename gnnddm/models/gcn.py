@@ -30,7 +30,8 @@ def gcn_normalisation(graph: Graph, use_edge_weight: bool = False):
     def degree_inv_sqrt():
         if not use_edge_weight:
             return (graph.in_degree + 1.0).rsqrt()
-        deg = torch.ones(graph.num_nodes, device=graph.edge_weight.device).index_add(0, graph.edge_index[1], graph.edge_weight)
+        ones = torch.ones(graph.num_nodes, device=graph.edge_weight.device)
+        deg = ones.index_add(0, graph.edge_index[1], graph.edge_weight)
         return deg.rsqrt()
 
     dinv = graph.cached(key + ":dinv", degree_inv_sqrt)
