@@ -59,13 +59,9 @@ def _train_process(cfg: DictConfig) -> dict:
     tracker = _tracker_for_rank(cfg, rank0)
     try:
         seed_everything(int(cfg.seed))
-        labels = run_labels(cfg)
-        summary["labels"] = labels
+        summary["labels"] = run_labels(cfg)
         if tracker.run_id is None:
-            tracker.start(tags={**environment_tags(), "gnnddm.command": "train",
-                                **{f"gnnddm.{k}": v for k, v in labels.items()}}, sweep_dir=_sweep_dir())
-            tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
-            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            _start_run(tracker, cfg)
         summary["mlflow_run_id"] = tracker.run_id
         state = _setup(cfg, world, summary, tracker)
         _loop(cfg, state, tracker, out_dir, summary)
@@ -76,12 +72,8 @@ def _train_process(cfg: DictConfig) -> dict:
         return summary
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        summary.update(status="failed", error="interrupted" if interrupted else str(exc))
-        if rank0:
-            _write_summary(out_dir, summary)
-            if tracker.run_id:
-                tracker.set_tags({"gnnddm.error": summary["error"][:5000]})
-        tracker.end("KILLED" if interrupted else "FAILED")
+        _fail_run(tracker, out_dir if rank0 else None, summary, "interrupted" if interrupted else str(exc),
+                  interrupted)
         raise
     finally:
         if world.world_size > 1 or cfg.distributed.backend != "none":
@@ -319,12 +311,8 @@ def _launch_ranks(cfg: DictConfig) -> dict:
     out_dir = output_dir(cfg)
     summary: dict = {"status": "running", "mlflow_run_id": None, "output_dir": str(out_dir)}
     tracker = tracker_from_config(cfg.tracking, run_name=_default_run_name(cfg))
-    labels = run_labels(cfg)
     try:
-        tracker.start(tags={**environment_tags(), "gnnddm.command": "train", "gnnddm.ranks": nproc,
-                            **{f"gnnddm.{k}": v for k, v in labels.items()}}, sweep_dir=_sweep_dir())
-        tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        _start_run(tracker, cfg, **{"gnnddm.ranks": nproc})
         worker_cfg = OmegaConf.to_container(cfg, resolve=True)
         worker_cfg["output_dir"] = str(out_dir)
         env = {ENV_RUN_ID: tracker.run_id or "", ENV_TRACKING_URI: tracker.uri,
@@ -342,14 +330,30 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         return summary
     except BaseException as exc:
         message = _child_error(exc, out_dir)
-        summary.update(status="failed", error=message, mlflow_run_id=tracker.run_id)
-        _write_summary(out_dir, summary)
-        if tracker.run_id:
-            tracker.set_tags({"gnnddm.error": message[:5000]})
-        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        summary["mlflow_run_id"] = tracker.run_id
+        _fail_run(tracker, out_dir, summary, message, isinstance(exc, KeyboardInterrupt))
         if isinstance(exc, KeyboardInterrupt | GnnddmError):
             raise
         raise GnnddmError(f"distributed run failed: {message}") from None
+
+
+def _start_run(tracker: Tracker, cfg: DictConfig, **extra_tags) -> None:
+    """Open the MLflow run: tags (environment, labels), the flattened config as params, the YAML."""
+    labels = {f"gnnddm.{k}": v for k, v in run_labels(cfg).items()}
+    tracker.start(tags={**environment_tags(), "gnnddm.command": "train", **labels, **extra_tags},
+                  sweep_dir=_sweep_dir())
+    tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
+    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+
+def _fail_run(tracker: Tracker, out_dir: Path | None, summary: dict, message: str, interrupted: bool) -> None:
+    """Record a failure: summary.json (when ``out_dir``), the error tag, the run FAILED (or KILLED)."""
+    summary.update(status="failed", error=message)
+    if out_dir is not None:
+        _write_summary(out_dir, summary)
+    if tracker.run_id:
+        tracker.set_tags({"gnnddm.error": message[:5000]})
+    tracker.end("KILLED" if interrupted else "FAILED")
 
 
 def _rank_entry(cfg_container: dict, env: dict) -> dict:
