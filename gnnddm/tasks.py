@@ -69,6 +69,27 @@ class Task:
         self._M = torch.from_numpy(np.ascontiguousarray(data.mask))
         self._area = torch.from_numpy(data.area.astype(np.float32))
         self._static = torch.from_numpy(data.static.astype(np.float32))
+        # hours since the epoch and year fraction of every time step, for the time features
+        times = np.asarray(data.times, dtype="datetime64[s]").astype(np.int64)
+        self._hours = torch.from_numpy((times / 3600.0).astype(np.float64))
+        self._lon_hours = torch.from_numpy(np.asarray(data.lon, dtype=np.float64) / 15.0)
+
+    def time_features(self, t: torch.Tensor) -> torch.Tensor:
+        """sin/cos of the local solar time of day and of the fraction of the year: [B, N, 4].
+
+        Local solar time = UTC hour + longitude / 15, so the diurnal cycle at each node (and the length
+        of irregular time steps, through the target time's features) is visible to the model, as in
+        GraphCast's local-time inputs.
+        """
+        hours = self._hours[t]
+        local = (hours[:, None] + self._lon_hours[None, :]) * (2 * np.pi / 24.0)
+        year = (hours / (24.0 * 365.2425)) * (2 * np.pi)
+        n = self._lon_hours.shape[0]
+        feats = torch.stack(
+            [torch.sin(local), torch.cos(local),
+             torch.sin(year)[:, None].expand(-1, n), torch.cos(year)[:, None].expand(-1, n)], dim=-1
+        )
+        return feats.float()
 
     @property
     def out_channels(self) -> int:
@@ -94,7 +115,8 @@ class Task:
 class ForecastTask(Task):
     """Predict the state at t + lead from the state at t (and t − lead if ``history=2``), as an increment.
 
-    Input features per node: the state(s) (0 where missing), their validity flags, the static features.
+    Input features per node: the state(s) (0 where missing), their validity flags, the static features,
+    and the time features (:meth:`Task.time_features`) of the input time t and of the target time t + lead.
     """
 
     name = "forecast"
@@ -109,7 +131,7 @@ class ForecastTask(Task):
 
     @property
     def in_channels(self) -> int:
-        return 2 * self.history * self.data.num_vars + self.data.static.shape[1]
+        return 2 * self.history * self.data.num_vars + self.data.static.shape[1] + 8
 
     def anchors(self, steps: np.ndarray) -> np.ndarray:
         steps = np.asarray(steps)
@@ -124,7 +146,7 @@ class ForecastTask(Task):
         for h in range(self.history):
             ti = t - h * self.lead
             feats += [self._X[ti], self._M[ti].float()]
-        feats.append(self._static.expand(b, -1, -1))
+        feats += [self._static.expand(b, -1, -1), self.time_features(t), self.time_features(t + self.lead)]
         x = torch.cat(feats, dim=-1)
         cur, nxt = self._X[t], self._X[t + self.lead]
         valid = self._M[t] & self._M[t + self.lead]
@@ -139,7 +161,7 @@ class InterpolateTask(Task):
     """Hide a random fraction of the nodes of each sample and predict their state from the rest.
 
     Input features per node: the state where visible (0 where hidden or missing), a visibility flag per
-    variable, the static features. Only hidden valid entries are scored.
+    variable, the static features, the time features. Only hidden valid entries are scored.
     """
 
     name = "interpolate"
@@ -153,7 +175,7 @@ class InterpolateTask(Task):
 
     @property
     def in_channels(self) -> int:
-        return 2 * self.data.num_vars + self.data.static.shape[1]
+        return 2 * self.data.num_vars + self.data.static.shape[1] + 4
 
     def anchors(self, steps: np.ndarray) -> np.ndarray:
         return np.asarray(steps, dtype=np.int64)
@@ -165,7 +187,8 @@ class InterpolateTask(Task):
         hidden = torch.from_numpy(rng.random((b, n)) < self.hide_fraction)
         state, m = self._X[t], self._M[t]
         visible = m & ~hidden[..., None]
-        x = torch.cat([torch.where(visible, state, 0.0), visible.float(), self._static.expand(b, -1, -1)], -1)
+        x = torch.cat([torch.where(visible, state, 0.0), visible.float(), self._static.expand(b, -1, -1),
+                       self.time_features(t)], -1)
         valid = m & hidden[..., None]
         return Batch(x=x, y=state, w=self._weights(valid), base=torch.zeros_like(state), truth=state, valid=valid)
 
