@@ -40,6 +40,8 @@ def test_wheel_ships_the_config_tree_and_it_resolves(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "gnnddm/conf/config.yaml" in names
     assert "gnnddm/conf/experiment/quickstart.yaml" in names
+    for init in (ROOT / "gnnddm").glob("*/__init__.py"):  # every subpackage is shipped
+        assert f"gnnddm/{init.parent.name}/__init__.py" in names, init.parent.name
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

@@ -184,3 +184,28 @@ def test_nccl_without_gpu_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="nccl"):
         train(compose(_tiny(tmp_path, "distributed.backend=nccl", "distributed.nproc_per_node=2")))
+
+
+@pytest.mark.slow
+def test_torchrun_starts_the_ranks_and_rank0_owns_the_run(tmp_path):
+    import shutil
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    args = [a for a in _tiny(tmp_path, "ddm=sync", "trainer.max_iterations=3") if not a.startswith("output_dir")]
+    out = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:0",
+         "-m", "gnnddm", "train", *args, "distributed.backend=gloo", "hydra.run.dir=run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("gnnddm").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]  # one run, from rank 0 only
+    assert "time/communicate/rank1" in runs[0].data.metrics
