@@ -3,8 +3,8 @@
 For each p the same problem (data, graph, partition, model, algorithm, seed) is trained three ways:
 
 - ``1 proc, 1 thread``  : one process computes all p subdomains in turn, torch intra-op threads = 1;
-- ``1 proc, 2 threads`` : the same with 2 threads (the fair baseline on a 2-core machine: it may use both
-  cores through intra-op parallelism);
+- ``1 proc, 2 threads`` : the same with 2 threads (it may use both cores through intra-op parallelism);
+  the speedup target is checked against the faster of the two single-process variants;
 - ``2 ranks``           : ``distributed.backend=gloo distributed.nproc_per_node=2``, 1 thread per rank,
   each rank computing p/2 subdomains.
 
@@ -103,11 +103,11 @@ def main(argv=None) -> int:
                         for r, d in enumerate(split))
         print(f"| {p} | {t1:.4f} | {t2:.4f} | {tr:.4f} | {t1 / tr:.2f}x | {t2 / tr:.2f}x | "
               f"{fmt(a)} / {fmt(b)} / {fmt(c)} | {sp} |")
-        ok &= t2 / tr >= TARGET_SPEEDUP
+        ok &= min(t1, t2) / tr >= TARGET_SPEEDUP
         if abs(v1 - vr) > 1e-4 * abs(v1):
             print(f"  note: p={p}: final val_loss 1 process {v1:.6f} vs 2 ranks {vr:.6f}")
-    print(f"\ntarget: 2 ranks at least {TARGET_SPEEDUP}x faster per outer iteration than the best single process "
-          f"(2 threads): {'met' if ok else 'NOT met'}")
+    print(f"\ntarget: 2 ranks at least {TARGET_SPEEDUP}x faster per outer iteration than the faster single-process "
+          f"variant: {'met' if ok else 'NOT met'}")
     return 0
 
 

@@ -163,12 +163,14 @@ def build(study: Study, work: Path) -> dict:
 
 
 def _extra_columns(uri: str, rows: list[dict]) -> None:
-    """Partition quality (logged at step 0), trust-region acceptance rate and total modelled time."""
+    """Edge weighting, partition quality (logged at step 0), trust-region acceptance rate, total model time."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     for row in rows:
-        metrics = client.get_run(row["run_id"]).data.metrics
+        run = client.get_run(row["run_id"])
+        metrics = run.data.metrics
+        row["edge_weights"] = run.data.tags.get("gnnddm.edge_weights", "n/a")
         for key in ("edge_cut_fraction", "halo_ratio", "imbalance"):
             row[key] = metrics.get(f"partition/{key}", "n/a")
         row["model_time_total"] = metrics.get("total/model_time", "n/a")
@@ -239,7 +241,7 @@ def _study_section(name, study: Study, sweep: dict, result: dict, docs: Path, ma
         f"(exit status {sweep['exit_status']}); load average before {sweep['load_before']}, "
         f"after {sweep['load_after']}",
         f"- target: {target} ({result['target_source']})",
-        f"- baseline: " + (f"`{base['run_name']}` ({', '.join(f'{k} {base[k]}' for k in study.identity)})"
+        "- baseline: " + (f"`{base['run_name']}` ({', '.join(f'{k} {base[k]}' for k in study.identity)})"
                            if base else "none"),
         f"- failed runs: {len(failed)}" + (f" ({', '.join(failed)})" if failed else ""),
         "",
