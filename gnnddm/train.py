@@ -125,7 +125,7 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     model = build(cfg.model, "model")(
         in_channels=task.in_channels, out_channels=task.out_channels, edge_dim=edge_dim
     ).to(device)
-    partition = build(cfg.partition, "partition")(data)
+    partition = build(_partition_cfg(cfg), "partition")(data)
     summary["partition"] = _partition_summary(partition)
     hops = int(getattr(model, "num_message_passing_layers", 0))
     summary["partition"]["exact"] = partition.num_parts == 1 or partition.overlap >= hops
@@ -305,6 +305,9 @@ def _launch_ranks(cfg: DictConfig) -> dict:
     nproc = require_int(cfg, "distributed.nproc_per_node", minimum=1)
     restarts = require_int(cfg, "distributed.max_restarts", minimum=0)
     check_backend(str(cfg.distributed.backend), str(cfg.trainer.device))
+    if _is_global(cfg) and nproc > 1:
+        raise ConfigError("ddm=global is the single-process baseline and works on one part; use ddm=sync for "
+                          f"the partition-parallel baseline on distributed.nproc_per_node={nproc} ranks")
     if nproc > int(cfg.partition.num_parts):
         raise ConfigError(f"distributed.nproc_per_node={nproc} exceeds partition.num_parts="
                           f"{cfg.partition.num_parts}: every rank needs at least one subdomain")
@@ -486,7 +489,7 @@ def run_labels(cfg: DictConfig) -> dict[str, str]:
 
     return {
         "algorithm": pick("ddm"),
-        "num_parts": str(cfg.partition.get("num_parts", 1)),
+        "num_parts": str(_partition_cfg(cfg).num_parts),
         "overlap": str(cfg.partition.get("overlap", 0)),
         "partitioner": pick("partition"),
         "model": pick("model"),
@@ -494,6 +497,19 @@ def run_labels(cfg: DictConfig) -> dict[str, str]:
         "experiment": str(choices.get("experiment") or cfg.get("experiment_name") or "-"),
         "edge_weights": str(cfg.graph.get("weights", "distance")),
     }
+
+
+def _is_global(cfg: DictConfig) -> bool:
+    return str(cfg.ddm.get("_target_", "")).endswith(".Global")
+
+
+def _partition_cfg(cfg: DictConfig) -> DictConfig:
+    """The partition section; the ``global`` algorithm works on the whole graph: one part, no overlap."""
+    if not _is_global(cfg):
+        return cfg.partition
+    section = OmegaConf.create(OmegaConf.to_container(cfg.partition, resolve=True))
+    section.num_parts, section.overlap = 1, 0
+    return section
 
 
 def _default_run_name(cfg: DictConfig) -> str:

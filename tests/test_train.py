@@ -131,7 +131,7 @@ def test_every_experiment_composes_and_runs_one_iteration(tmp_path, experiment):
     overrides = [f"+experiment={experiment}", "trainer.max_iterations=1", "trainer.progress=false",
                  "model.hidden=8", "trainer.batch_size=1", "trainer.eval_train_samples=1",
                  "tracking.enabled=false", f"output_dir={tmp_path}"]
-    if experiment.startswith("synthetic") or experiment.startswith("dd_"):
+    if compose(overrides).data._target_.endswith("load_synthetic"):
         overrides += ["data.resolution=5.625", "data.steps=40"]
     summary = train(compose(overrides))
     assert summary["status"] in ("finished", "target_reached")
