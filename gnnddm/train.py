@@ -490,7 +490,7 @@ def run_labels(cfg: DictConfig) -> dict[str, str]:
     return {
         "algorithm": pick("ddm"),
         "num_parts": str(_partition_cfg(cfg).num_parts),
-        "overlap": str(cfg.partition.get("overlap", 0)),
+        "overlap": str(_partition_cfg(cfg).overlap),
         "partitioner": pick("partition"),
         "model": pick("model"),
         "data": pick("data"),

@@ -23,7 +23,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "overlap": ("tag:gnnddm.overlap", "param:partition.overlap"),
     "partitioner": ("tag:gnnddm.partitioner", "param:partition.method"),
     "model": ("tag:gnnddm.model", "param:model.name", "param:model._target_"),
-    "edge_weights": ("tag:gnnddm.edge_weights", "param:graph.edge_weights"),
+    "edge_weights": ("tag:gnnddm.edge_weights", "param:graph.weights"),
     "experiment": ("tag:gnnddm.experiment",),
 }
 ALIASES = {"p": "num_parts", "partition": "partitioner"}
