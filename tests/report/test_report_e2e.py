@@ -53,8 +53,7 @@ def test_every_run_of_the_sweep_finished_and_is_one_row(sweep):
         assert (row["status"], row["iterations"]) == ("finished", "4")
         # the row's p is the partition the run trained on (global: the whole graph, p = 1)
         assert int(row["p"]) == s["partition"]["num_parts"] == (1 if row["algorithm"] == "global" else 2)
-        if row["algorithm"] != "global":
-            assert int(row["overlap"]) == s["partition"]["overlap"] == 2
+        assert int(row["overlap"]) == s["partition"]["overlap"] == (0 if row["algorithm"] == "global" else 2)
         assert float(row["final_val_loss"]) == pytest.approx(s["final"]["val_loss"], rel=1e-6)
         assert float(row["val_rmse/t2m"]) == pytest.approx(s["final"]["val_rmse"]["t2m"], rel=1e-6)
 
