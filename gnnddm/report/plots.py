@@ -59,6 +59,11 @@ def plot_val_loss(records: Sequence[RunRecord], x_metric: str, target: float | N
     labels = run_labels(records)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    # one colour per algorithm, one line style per p, so that sweeps of many runs stay readable
+    algos = sorted({str(get_field(r, "algorithm")) for r in records})
+    ps = sorted({str(num_parts(r)) for r in records})
+    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(algos)}
+    styles = dict(zip(ps, ["-", "--", "-.", (0, (5, 1)), (0, (1, 1))] * 4, strict=False))
     drawn = 0
     for r in records:
         if "val_loss" not in r.histories or x_metric not in r.histories:
@@ -70,8 +75,10 @@ def plot_val_loss(records: Sequence[RunRecord], x_metric: str, target: float | N
                 pts.append((x, loss))
         if pts:
             pts.sort()
-            ax.plot(*zip(*pts, strict=True), marker=".", label=labels[r.run_id],
-                    linestyle="--" if r.status != "finished" else "-")
+            failed = r.status != "finished"
+            ax.plot(*zip(*pts, strict=True), marker="x" if failed else ".", markersize=4, label=labels[r.run_id],
+                    color=colours[str(get_field(r, "algorithm"))],
+                    linestyle=":" if failed else styles[str(num_parts(r))])
             drawn += 1
     if not drawn:
         plt.close(fig)
