@@ -44,26 +44,13 @@ def grid_shape(res: float) -> tuple[int, int]:
     return int(round(180 / res)) + 1, int(round(360 / res))
 
 
-def grid_edges(nlat: int, nlon: int) -> np.ndarray:
-    """int64 [2, E]: every node to its 8 neighbours, longitude periodic, no wrap over the poles."""
-    i, j = np.meshgrid(np.arange(nlat), np.arange(nlon), indexing="ij")
-    src, dst = [], []
-    for di in (-1, 0, 1):
-        for dj in (-1, 0, 1):
-            if di or dj:
-                ii, jj = i + di, (j + dj) % nlon
-                ok = (ii >= 0) & (ii < nlat)
-                src.append((ii * nlon + jj)[ok])
-                dst.append((i * nlon + j)[ok])
-    return np.stack([np.concatenate(src), np.concatenate(dst)]).astype(np.int64)
-
-
 # ---------------------------------------------------------------- worker side (one subprocess each)
 
 
 def _setup(res: float):
     import torch
 
+    from gnnddm.graph.grid import grid_edges
     from gnnddm.models.graph import prepare_graph
 
     torch.set_num_threads(2)

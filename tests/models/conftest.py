@@ -4,21 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from gnnddm.graph.grid import grid_edges
 from gnnddm.models.graph import prepare_graph
 
 
 def grid_edge_index(nlat: int, nlon: int) -> np.ndarray:
     """8-neighbour lat-lon grid, periodic in longitude, both directions of every edge."""
-    i, j = np.meshgrid(np.arange(nlat), np.arange(nlon), indexing="ij")
-    src, dst = [], []
-    for di in (-1, 0, 1):
-        for dj in (-1, 0, 1):
-            if di or dj:
-                ii, jj = i + di, (j + dj) % nlon
-                ok = (ii >= 0) & (ii < nlat)
-                src.append((ii * nlon + jj)[ok])
-                dst.append((i * nlon + j)[ok])
-    return np.stack([np.concatenate(src), np.concatenate(dst)])
+    return grid_edges(nlat, nlon, neighbours=8, periodic=True)
 
 
 @pytest.fixture
