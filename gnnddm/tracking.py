@@ -116,6 +116,7 @@ class Tracker:
         self.timeout = float(timeout)
         self._client = None
         self.owns_run = True
+        self._pending: list = []  # metric batches being written in the background
 
     # ------------------------------------------------------------------ setup
     def start(self, tags: dict | None = None, sweep_dir: str | None = None) -> str | None:
@@ -203,8 +204,18 @@ class Tracker:
             for k, v in metrics.items()
             if v is not None and _finite(v)
         ]
+        # Written by MLflow's background logging thread, so the training loop does not wait for the store;
+        # end() (and flush()) wait until every batch is stored.
         for i in range(0, len(items), 1000):
-            self._client.log_batch(self.run_id, metrics=items[i : i + 1000])
+            op = self._client.log_batch(self.run_id, metrics=items[i : i + 1000], synchronous=False)
+            if op is not None:
+                self._pending.append(op)
+
+    def flush(self) -> None:
+        """Wait until every metric logged so far is in the store."""
+        pending, self._pending = self._pending, []
+        for op in pending:
+            op.wait()
 
     def set_tags(self, tags: dict) -> None:
         if not self.enabled:
@@ -227,7 +238,10 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """Terminate the run (FINISHED, FAILED or KILLED)."""
-        if not self.enabled or self.run_id is None or not self.owns_run:
+        if not self.enabled or self.run_id is None:
+            return
+        self.flush()
+        if not self.owns_run:
             return
         try:
             self._client.set_terminated(self.run_id, status)

@@ -199,6 +199,7 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
                              val=f"{last_eval.get('val_loss', float('nan')):.4f}")
         if ckpt_every and it % ckpt_every == 0 and it != max_it:
             save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
+            tracker.flush()  # what was logged up to a checkpoint survives a crash
         if stop:
             status = "target_reached"
             break
