@@ -7,11 +7,12 @@ ranks wrote it; the two newest complete iterations are kept.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import torch
+
+from gnnddm.outputs import save_torch
 
 _NAME = re.compile(r"^it(\d{7})\.rank(\d+)\.pt$")
 KEEP = 2
@@ -26,9 +27,7 @@ def save_checkpoint(out_dir: Path, rank: int, iteration: int, state: dict) -> Pa
     d = checkpoint_dir(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"it{iteration:07d}.rank{rank}.pt"
-    tmp = d / f".{path.name}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_torch(state, path)
     _prune(d, rank)
     return path
 

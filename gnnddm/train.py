@@ -13,7 +13,6 @@ environment describes; a plain ``gnnddm train distributed.nproc_per_node=N`` sta
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -30,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from gnnddm.checkpoint import find_checkpoint, save_checkpoint
 from gnnddm.config import build, require_choice, require_float, require_int
 from gnnddm.errors import ConfigError, GnnddmError, TrainingDivergedError
+from gnnddm.outputs import output_dir, save_torch, write_json
 from gnnddm.tracking import Tracker, environment_tags, tracker_from_config
 
 log = logging.getLogger("gnnddm.train")
@@ -226,7 +226,7 @@ def _finish(cfg, s: _State, tracker, out_dir, summary, history, last_eval, statu
     if s.rank != 0:
         return
     model_path = out_dir / "model.pt"
-    _atomic_torch_save({"model": s.model.state_dict(), "iteration": it,
+    save_torch({"model": s.model.state_dict(), "iteration": it,
                         "config": OmegaConf.to_container(cfg, resolve=True)}, model_path)
     tracker.log_artifact(model_path)
     if history:
@@ -443,22 +443,6 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def output_dir(cfg: DictConfig) -> Path:
-    """``cfg.output_dir`` if set, else Hydra's output directory, else the working directory."""
-    explicit = cfg.get("output_dir")
-    if explicit:
-        path = Path(explicit)
-    else:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            path = Path(HydraConfig.get().runtime.output_dir)
-        except ValueError:
-            path = Path.cwd()
-    path.mkdir(parents=True, exist_ok=True)
-    return path.resolve()
-
-
 def _sweep_dir() -> str | None:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -526,23 +510,7 @@ def _partition_summary(partition) -> dict:
 
 
 def _write_summary(out_dir: Path, summary: dict) -> None:
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
-    os.replace(tmp, out_dir / "summary.json")
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_json(out_dir / "summary.json", summary)
 
 
 def _progress(total: int, initial: int, enabled: bool):

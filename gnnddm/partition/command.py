@@ -13,10 +13,7 @@ run directory, else the working directory):
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -24,37 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from gnnddm import pipeline
 from gnnddm.config import require_int
 from gnnddm.errors import GnnddmError
+from gnnddm.outputs import output_dir, write_json
 from gnnddm.partition.metrics import color_parts
 from gnnddm.partition.partitioners import get_partitioner
 from gnnddm.partition.plot import plot_partition
 
 SUMMARY = "summary.json"
 MAP = "partition_map.png"
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    """``cfg.output_dir``, else Hydra's runtime output directory, else the working directory."""
-    configured = OmegaConf.select(cfg, "output_dir", default=None)
-    if configured:
-        return Path(str(configured))
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except (ValueError, ImportError):  # not running under a Hydra main
-        return Path.cwd()
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
-    os.replace(tmp, path)
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else str(value)
 
 
 def run_partition(cfg: DictConfig) -> dict:
