@@ -57,7 +57,9 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
             return None
 
     saved = sys.argv
-    sys.argv = [f"gnnddm {name}"] + list(argv)
+    # name the job after the command (its log file is <command>.log), unless the user chose a name
+    job_name = [] if any(a.startswith("hydra.job.name=") for a in argv) else [f"hydra.job.name={name}"]
+    sys.argv = [f"gnnddm {name}", *job_name, *argv]
     try:
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(app)()
     except SystemExit as exc:

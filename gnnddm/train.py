@@ -41,7 +41,13 @@ ENV_FAULT = "GNNDDM_FAULT"  # testing aid: "kill:rank=R:iteration=I" kills that 
 
 def train(cfg: DictConfig) -> dict:
     """Train as configured; return the summary (also written to ``summary.json`` by rank 0)."""
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:  # before any run starts: no MLflow run, but scripts still find the reason
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json(output_dir(cfg) / "summary.json", {"status": "failed", "mlflow_run_id": None,
+                                                           "error": str(exc)})
+        raise
     if cfg.distributed.backend != "none":
         from gnnddm.distributed import world_from_env
 

@@ -78,6 +78,9 @@ def test_bad_data_key_fails_the_run_with_a_named_error_and_no_running_run(tmp_pa
 def test_wrongly_typed_override_is_a_config_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match="trainer.max_iterations"):
         train(compose(tiny(tmp_path, "trainer.max_iterations=abc")))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "trainer.max_iterations" in summary["error"]
+    assert not (tmp_path / "mlflow.db").exists()  # no run was started, so none is left RUNNING
 
 
 def test_exploding_loss_stops_with_the_iteration_and_a_failed_run(tmp_path):
