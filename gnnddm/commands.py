@@ -59,7 +59,7 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
     saved = sys.argv
     # name the job after the command (its log file is <command>.log), unless the user chose a name
     job_name = [] if any(a.startswith("hydra.job.name=") for a in argv) else [f"hydra.job.name={name}"]
-    sys.argv = [f"gnnddm {name}", *job_name, *argv]
+    sys.argv = [f"gnnddm {name}", *argv, *job_name]  # after the flags: Hydra parses `-m` before overrides
     try:
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(app)()
     except SystemExit as exc:
