@@ -133,6 +133,12 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     ).to(device)
     partition = build(_partition_cfg(cfg), "partition")(data)
     summary["partition"] = _partition_summary(partition)
+    if world.rank == 0 and partition.num_parts > 1:
+        from gnnddm.partition.plot import plot_partition
+
+        title = f"{partition.method}: {partition.num_parts} parts, overlap {partition.overlap}"
+        tracker.log_artifact(plot_partition(output_dir(cfg) / "partition_map.png", data.lat, data.lon,
+                                            partition.parts, title=title))
     hops = int(getattr(model, "num_message_passing_layers", 0))
     summary["partition"]["exact"] = partition.num_parts == 1 or partition.overlap >= hops
     if not summary["partition"]["exact"]:

@@ -61,7 +61,7 @@ def test_mlflow_run_carries_params_metrics_tags_and_artifacts(tmp_path):
     assert "version.torch" in run.data.tags
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "summary.json", "model.pt", "loss_curve.png"} <= names
+    assert {"config.yaml", "summary.json", "model.pt", "loss_curve.png", "partition_map.png"} <= names
     hist = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in hist] == [2, 4]
 
