@@ -30,6 +30,9 @@ class Batch:
     base : [B, N, V]   what the model output is added to, to give the predicted state
     truth : [B, N, V]  the true state (normalised)
     valid : bool [B, N, V] where ``truth`` is valid and scored
+    nodes : int64 [n] or None
+        None: the rows are all N nodes. Otherwise the rows are these nodes only (a rank's subdomains),
+        every tensor has n instead of N rows, and ``w`` keeps the normalisation of the full batch.
     """
 
     x: torch.Tensor
@@ -38,9 +41,11 @@ class Batch:
     base: torch.Tensor
     truth: torch.Tensor
     valid: torch.Tensor
+    nodes: torch.Tensor | None = None
 
     def to(self, device) -> Batch:
-        return Batch(*(getattr(self, f).to(device) for f in ("x", "y", "w", "base", "truth", "valid")))
+        moved = (getattr(self, f).to(device) for f in ("x", "y", "w", "base", "truth", "valid"))
+        return Batch(*moved, nodes=None if self.nodes is None else self.nodes.to(device))
 
 
 def loss(out: torch.Tensor, batch: Batch, nodes=None) -> torch.Tensor:
@@ -74,17 +79,18 @@ class Task:
         self._hours = torch.from_numpy((times / 3600.0).astype(np.float64))
         self._lon_hours = torch.from_numpy(np.asarray(data.lon, dtype=np.float64) / 15.0)
 
-    def time_features(self, t: torch.Tensor) -> torch.Tensor:
+    def time_features(self, t: torch.Tensor, nodes: torch.Tensor | None = None) -> torch.Tensor:
         """sin/cos of the local solar time of day and of the fraction of the year: [B, N, 4].
 
         Local solar time = UTC hour + longitude / 15, so the diurnal cycle at each node (and the length
         of irregular time steps, through the target time's features) is visible to the model, as in
         GraphCast's local-time inputs.
         """
+        lon_hours = self._lon_hours if nodes is None else self._lon_hours[nodes]
         hours = self._hours[t]
-        local = (hours[:, None] + self._lon_hours[None, :]) * (2 * np.pi / 24.0)
+        local = (hours[:, None] + lon_hours[None, :]) * (2 * np.pi / 24.0)
         year = (hours / (24.0 * 365.2425)) * (2 * np.pi)
-        n = self._lon_hours.shape[0]
+        n = lon_hours.shape[0]
         feats = torch.stack(
             [torch.sin(local), torch.cos(local),
              torch.sin(year)[:, None].expand(-1, n), torch.cos(year)[:, None].expand(-1, n)], dim=-1
@@ -99,17 +105,23 @@ class Task:
         """The time indices within ``steps`` that can anchor a sample."""
         raise NotImplementedError
 
-    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
+    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None) -> Batch:
+        """A mini-batch anchored at ``anchors``; with ``nodes``, only those rows (see :class:`Batch`)."""
         raise NotImplementedError
+
+    def _rows(self, a: torch.Tensor, t: torch.Tensor, nodes) -> torch.Tensor:
+        """``a[t]`` ([B, N, ...]) restricted to ``nodes`` without copying the other rows."""
+        return a[t] if nodes is None else a[t[:, None], nodes[None, :]]
 
     def baseline(self, batch: Batch) -> torch.Tensor:
         """Prediction of the reference method in model-output space (forecast: persistence = 0)."""
         raise NotImplementedError
 
-    def _weights(self, valid: torch.Tensor) -> torch.Tensor:
-        w = valid.float() * self._area[None, :, None] * self.var_weights[None, None, :]
-        count = valid.sum().clamp_min(1)
-        return w / count
+    def _weights(self, valid: torch.Tensor, count: torch.Tensor, nodes=None) -> torch.Tensor:
+        """Loss weights of the rows of ``valid``; ``count`` is the number of valid entries of the full batch."""
+        area = self._area if nodes is None else self._area[nodes]
+        w = valid.float() * area[None, :, None] * self.var_weights[None, None, :]
+        return w / count.clamp_min(1)
 
 
 class ForecastTask(Task):
@@ -139,19 +151,21 @@ class ForecastTask(Task):
         back = (self.history - 1) * self.lead
         return np.array([t for t in steps if (t + self.lead) in s and (t - back) in s], dtype=np.int64)
 
-    def batch(self, anchors: np.ndarray, rng=None) -> Batch:
+    def batch(self, anchors: np.ndarray, rng=None, nodes=None) -> Batch:
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
         b = len(t)
         feats = []
         for h in range(self.history):
             ti = t - h * self.lead
-            feats += [self._X[ti], self._M[ti].float()]
-        feats += [self._static.expand(b, -1, -1), self.time_features(t), self.time_features(t + self.lead)]
+            feats += [self._rows(self._X, ti, nodes), self._rows(self._M, ti, nodes).float()]
+        static = self._static if nodes is None else self._static[nodes]
+        feats += [static.expand(b, -1, -1), self.time_features(t, nodes), self.time_features(t + self.lead, nodes)]
         x = torch.cat(feats, dim=-1)
-        cur, nxt = self._X[t], self._X[t + self.lead]
-        valid = self._M[t] & self._M[t + self.lead]
+        cur, nxt = self._rows(self._X, t, nodes), self._rows(self._X, t + self.lead, nodes)
+        count = (self._M[t] & self._M[t + self.lead]).sum()  # the normalisation is that of the full batch
+        valid = self._rows(self._M, t, nodes) & self._rows(self._M, t + self.lead, nodes)
         y = torch.where(valid, nxt - cur, torch.zeros_like(cur))
-        return Batch(x=x, y=y, w=self._weights(valid), base=cur, truth=nxt, valid=valid)
+        return Batch(x=x, y=y, w=self._weights(valid, count, nodes), base=cur, truth=nxt, valid=valid, nodes=nodes)
 
     def baseline(self, batch: Batch) -> torch.Tensor:
         return torch.zeros_like(batch.y)
@@ -180,17 +194,22 @@ class InterpolateTask(Task):
     def anchors(self, steps: np.ndarray) -> np.ndarray:
         return np.asarray(steps, dtype=np.int64)
 
-    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
+    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None) -> Batch:
         rng = rng if rng is not None else np.random.default_rng(0)
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
         b, n = len(t), self.data.num_nodes
-        hidden = torch.from_numpy(rng.random((b, n)) < self.hide_fraction)
-        state, m = self._X[t], self._M[t]
+        hidden = torch.from_numpy(rng.random((b, n)) < self.hide_fraction)  # all nodes: same draws everywhere
+        count = (self._M[t] & hidden[..., None]).sum()
+        if nodes is not None:
+            hidden = hidden[:, nodes]
+        state, m = self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
+        static = self._static if nodes is None else self._static[nodes]
         visible = m & ~hidden[..., None]
-        x = torch.cat([torch.where(visible, state, 0.0), visible.float(), self._static.expand(b, -1, -1),
-                       self.time_features(t)], -1)
+        x = torch.cat([torch.where(visible, state, 0.0), visible.float(), static.expand(b, -1, -1),
+                       self.time_features(t, nodes)], -1)
         valid = m & hidden[..., None]
-        return Batch(x=x, y=state, w=self._weights(valid), base=torch.zeros_like(state), truth=state, valid=valid)
+        return Batch(x=x, y=state, w=self._weights(valid, count, nodes), base=torch.zeros_like(state),
+                     truth=state, valid=valid, nodes=nodes)
 
     def baseline(self, batch: Batch) -> torch.Tensor:
         """Inverse-distance weighting over the visible graph neighbours (great-circle distance)."""

@@ -186,9 +186,11 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
                           "gnnddm.restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")})
     status, start, it = "finished", time.perf_counter() - elapsed0, first - 1
     progress = _progress(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
+    # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
+    rows = None if s.algorithm.uses_full_batch or s.world_size == 1 else s.objective.local_nodes
     for it in range(first, max_it + 1):
         _maybe_inject_fault(s.rank, it)
-        batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng)
+        batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng, nodes=rows)
         s.objective.set_batch(batch.to(s.objective.device))
         stats = s.algorithm.step()
         _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")

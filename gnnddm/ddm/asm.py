@@ -52,6 +52,7 @@ class ASM(Algorithm):
     """
 
     name = "asm"
+    uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
                  local_solver: dict | None = None, foc: bool = True, combine: str = "sum",

@@ -143,6 +143,9 @@ class Algorithm:
     """
 
     name = "algorithm"
+    #: whether a step needs the full-graph batch (global or coarse losses); False: the rows of the
+    #: rank's own subdomains (``Objective.local_nodes``) are enough
+    uses_full_batch = True
 
     def __init__(self, model, objective, comm, accounting: Accounting, optimizer=None):
         self.model = model

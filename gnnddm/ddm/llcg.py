@@ -20,6 +20,7 @@ class LLCG(LocalAvg):
     """``local_avg`` followed by ``server_steps`` global-optimizer steps on the full graph."""
 
     name = "llcg"
+    uses_full_batch = True  # server steps / coarse levels read the whole graph
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
                  local_solver: dict | None = None, server_steps: int = 1):

@@ -30,6 +30,7 @@ class LocalAvg(Algorithm):
     """
 
     name = "local_avg"
+    uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
                  local_solver: dict | None = None):

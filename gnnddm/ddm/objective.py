@@ -119,6 +119,8 @@ class Objective:
         for level in coarse_levels:
             self.add_coarse_level(level)
         self.batch: Batch | None = None
+        self._local_nodes: torch.Tensor | None = None
+        self._rows_cache: tuple | None = None
         self._dtype = torch.float32
         self._local: dict[int, tuple] = {}
         self._coarse_batch: list[tuple] = []
@@ -173,8 +175,38 @@ class Objective:
         return self.coarse[level]["num_clusters"] / self.num_nodes
 
     # ------------------------------------------------------------------ batches
+    @property
+    def local_nodes(self) -> torch.Tensor:
+        """Sorted global ids of every node the prepared subdomains read (the union of their V_k ∪ H_k).
+
+        A batch of these rows only (``task.batch(..., nodes=objective.local_nodes)``) is enough for the
+        subdomain losses; the global and coarse losses need a full-graph batch.
+        """
+        if self._local_nodes is None:
+            ids = [n.cpu() for n in self._nodes.values()]
+            self._local_nodes = torch.unique(torch.cat(ids)) if ids else torch.zeros(0, dtype=torch.long)
+        return self._local_nodes
+
+    def _rows_of(self, nodes: torch.Tensor | None) -> dict[int, torch.Tensor]:
+        """Row of each subdomain node in a batch whose rows are ``nodes`` (None: all N nodes)."""
+        if nodes is None:
+            return self._nodes
+        if self._rows_cache is not None and self._rows_cache[0] is nodes:
+            return self._rows_cache[1]
+        pos = torch.full((self.num_nodes,), -1, dtype=torch.long, device=self.device)
+        pos[nodes.to(self.device)] = torch.arange(len(nodes), device=self.device)
+        rows = {k: pos[n] for k, n in self._nodes.items()}
+        if any(bool((r < 0).any()) for r in rows.values()):
+            raise ValueError("the batch lacks nodes of this objective's subdomains (use objective.local_nodes)")
+        self._rows_cache = (nodes, rows)
+        return rows
+
     def set_batch(self, batch: Batch) -> None:
-        """Use ``batch`` (on the full graph) for every loss until the next call; slices it once."""
+        """Use ``batch`` for every loss until the next call; slices it once per subdomain.
+
+        ``batch`` covers the full graph, or only :attr:`local_nodes` (``batch.nodes``), which suffices for
+        the subdomain losses and is all a rank needs to assemble.
+        """
         batch = batch.to(self.device)
         self.batch = batch
         dtype = batch.x.dtype
@@ -184,11 +216,12 @@ class Objective:
             self.graphs = {k: _graph_as(g, dtype) for k, g in self.graphs.items()}
             for c in self.coarse:
                 c["graph"] = _graph_as(c["graph"], dtype)
-        self._local = {
-            k: (batch.x[:, nodes], batch.y[:, self._owned[k]], batch.w[:, self._owned[k]])
-            for k, nodes in self._nodes.items()
-        }
-        self._coarse_batch = [self._restrict(batch, c) for c in self.coarse]
+        rows = self._rows_of(batch.nodes)
+        self._local = {}
+        for k, r in rows.items():
+            owned = r[: self.num_owned[k]]
+            self._local[k] = (batch.x[:, r], batch.y[:, owned], batch.w[:, owned])
+        self._coarse_batch = [self._restrict(batch, c) for c in self.coarse] if batch.nodes is None else []
 
     def _restrict(self, batch: Batch, level: dict) -> tuple:
         b, n, f = batch.x.shape
@@ -202,9 +235,11 @@ class Objective:
         return x_c.contiguous(), y_c, w_c
 
     # ------------------------------------------------------------------ losses
-    def _need_batch(self) -> None:
+    def _need_batch(self, full: bool = False) -> None:
         if self.batch is None:
             raise RuntimeError("Objective.set_batch must be called before evaluating a loss")
+        if full and self.batch.nodes is not None:
+            raise RuntimeError("the global and coarse losses need a full-graph batch (task.batch without nodes)")
 
     def local_loss(self, model, k: int) -> torch.Tensor:
         """f_k(θ): loss on the owned nodes of subdomain k, computed on its local graph (scalar)."""
@@ -216,14 +251,14 @@ class Objective:
 
     def global_loss(self, model) -> torch.Tensor:
         """f(θ): loss on the full graph (scalar)."""
-        self._need_batch()
+        self._need_batch(full=True)
         out = model(self.batch.x, self.full_graph)
         self.last_work = 1.0
         return (self.batch.w * (out - self.batch.y) ** 2).sum()
 
     def coarse_loss(self, model, level: int = 0) -> torch.Tensor:
         """f_c(θ): loss of the same model on coarse level ``level`` (scalar)."""
-        self._need_batch()
+        self._need_batch(full=True)
         x, y, w = self._coarse_batch[level]
         out = model(x, self.coarse[level]["graph"])
         self.last_work = self.coarse_work(level)

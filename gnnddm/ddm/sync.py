@@ -16,6 +16,7 @@ class Sync(Algorithm):
     """Sum of exact subdomain gradients, then one step of the global optimizer."""
 
     name = "sync"
+    uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None):
         super().__init__(model, objective, comm, accounting, optimizer)

@@ -70,6 +70,7 @@ class TwoLevel(ASM):
     """
 
     name = "two_level"
+    uses_full_batch = True  # server steps / coarse levels read the whole graph
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, coarse: str = "additive",
                  coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1, coarse_method: str = "metis",

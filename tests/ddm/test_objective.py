@@ -98,3 +98,25 @@ def test_coarse_batch_is_area_weighted_cluster_mean_with_total_weight_one():
     out = model(x_c, objective.coarse[1]["graph"])
     assert float(objective.coarse_loss(model, 1)) == pytest.approx(float((w_c * (out - y_c) ** 2).sum()))
     assert objective.last_work == levels[1].num_clusters / data.num_nodes
+
+
+@pytest.mark.parametrize("task_name", ["forecast", "interpolate"])
+def test_a_batch_of_the_local_rows_gives_the_same_subdomain_losses(task_name):
+    # what a rank assembles in a distributed run: only the rows its own subdomains read
+    from gnnddm.ddm.objective import Objective
+    from gnnddm.tasks import ForecastTask, InterpolateTask
+
+    data, partition, _, _ = problem(data=grid_data(nlat=8, nlon=16), parts=4, overlap=1)
+    task = ForecastTask(data) if task_name == "forecast" else InterpolateTask(data, hide_fraction=0.4)
+    mine = Objective(data, partition, parts=(1,))
+    full = Objective(data, partition, parts=(1,))
+    anchors = task.anchors(np.arange(data.num_times))[:2]
+    rows = mine.local_nodes
+    assert len(rows) < data.num_nodes
+    mine.set_batch(task.batch(anchors, np.random.default_rng(3), nodes=rows))
+    full.set_batch(task.batch(anchors, np.random.default_rng(3)))
+    torch.manual_seed(0)
+    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1], layers=1)
+    assert torch.equal(mine.local_loss(model, 1), full.local_loss(model, 1))
+    with pytest.raises(RuntimeError, match="full-graph batch"):
+        mine.global_loss(model)
