@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gnnddm.tasks import Task, loss, rmse_per_variable
+from gnnddm.tasks import Batch, Task, loss, rmse_per_variable
 
 
 class Evaluator:
@@ -58,7 +58,5 @@ class Evaluator:
 
     def _rmse(self, preds, split) -> dict[str, float]:
         batches = self.batches[split]
-        from gnnddm.tasks import Batch
-
         cat = Batch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("x", "y", "w", "base", "truth", "valid")))
         return rmse_per_variable(torch.cat(preds), cat, self.task.data)

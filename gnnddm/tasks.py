@@ -231,10 +231,10 @@ class InterpolateTask(Task):
 def _edge_distance(data: WeatherGraphData) -> torch.Tensor:
     if data.edge_attr is not None and "distance" in data.edge_attr_names:
         return torch.from_numpy(data.edge_attr[:, data.edge_attr_names.index("distance")]).float()
-    la, lo = np.deg2rad(data.lat), np.deg2rad(data.lon)
+    from gnnddm.graph.sphere import haversine
+
     s, d = data.edge_index
-    h = np.sin((la[d] - la[s]) / 2) ** 2 + np.cos(la[s]) * np.cos(la[d]) * np.sin((lo[d] - lo[s]) / 2) ** 2
-    return torch.from_numpy(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))).float()
+    return torch.from_numpy(haversine(data.lat[s], data.lon[s], data.lat[d], data.lon[d])).float()
 
 
 def rmse_per_variable(pred_state: torch.Tensor, batch: Batch, data: WeatherGraphData) -> dict[str, float]:

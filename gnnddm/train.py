@@ -45,8 +45,7 @@ def train(cfg: DictConfig) -> dict:
         validate(cfg)
     except ConfigError as exc:  # before any run starts: no MLflow run, but scripts still find the reason
         if int(os.environ.get("RANK", "0")) == 0:
-            write_json(output_dir(cfg) / "summary.json", {"status": "failed", "mlflow_run_id": None,
-                                                           "error": str(exc)})
+            _write_summary(output_dir(cfg), {"status": "failed", "mlflow_run_id": None, "error": str(exc)})
         raise
     if cfg.distributed.backend != "none":
         from gnnddm.distributed import world_from_env
@@ -191,7 +190,7 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
     for it in range(first, max_it + 1):
         _maybe_inject_fault(s.rank, it)
         batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng, nodes=rows)
-        s.objective.set_batch(batch.to(s.objective.device))
+        s.objective.set_batch(batch)
         stats = s.algorithm.step()
         _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
         metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, "iteration": it, **stats}

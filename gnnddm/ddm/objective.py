@@ -207,6 +207,7 @@ class Objective:
         ``batch`` covers the full graph, or only :attr:`local_nodes` (``batch.nodes``), which suffices for
         the subdomain losses and is all a rank needs to assemble.
         """
+        nodes = batch.nodes  # before the move: the same tensor every step, so its row map is reused
         batch = batch.to(self.device)
         self.batch = batch
         dtype = batch.x.dtype
@@ -216,7 +217,7 @@ class Objective:
             self.graphs = {k: _graph_as(g, dtype) for k, g in self.graphs.items()}
             for c in self.coarse:
                 c["graph"] = _graph_as(c["graph"], dtype)
-        rows = self._rows_of(batch.nodes)
+        rows = self._rows_of(nodes)
         self._local = {}
         for k, r in rows.items():
             owned = r[: self.num_owned[k]]
