@@ -214,6 +214,21 @@ class TorchComm:
         self._dist.broadcast(t, src=0)
         return bool(t.item() > 0.5)
 
+    def sum_control_(self, tensor: torch.Tensor) -> None:
+        """Sum over ranks for evaluation and control: timed like the others, not accounted."""
+        self._sync()
+        start = time.perf_counter()
+        buf = tensor.to(self.device)
+        self._dist.all_reduce(buf)
+        tensor.copy_(buf)
+        self._mark = time.perf_counter()
+        self.times["communicate"] += self._mark - start
+
+    def reset_times(self) -> None:
+        """Start the compute / wait / communicate clocks afresh (at the first outer iteration)."""
+        self.times = dict.fromkeys(self.times, 0.0)
+        self._mark = time.perf_counter()
+
     def gather_times(self) -> list[dict[str, float]]:
         """Every rank's compute / wait / communicate seconds (on every rank)."""
         t = torch.tensor([self.times["compute"], self.times["wait"], self.times["communicate"]],

@@ -1,62 +1,98 @@
-"""Evaluation on the full graph: loss, per-variable RMSE in physical units, and the task's baseline."""
+"""Evaluation on the full graph: loss, per-variable RMSE in physical units, and the task's baseline.
+
+With several ranks the evaluation samples are shared out (batch ``i`` to rank ``i mod world_size``):
+each rank evaluates its share on the full graph and one sum over ranks gives every rank the same
+losses and RMSEs as one process evaluating all of them (up to the order of float64 sums).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from gnnddm.tasks import Batch, Task, loss, rmse_per_variable
+from gnnddm.tasks import Task, loss, rmse_from_sums, squared_errors
 
 
 class Evaluator:
     """Loss and metrics of a model on fixed sets of samples.
 
     Samples are fixed at construction (interpolation masks drawn once from ``seed``), so successive
-    evaluations of a run, and runs of different algorithms with the same seed, see the same samples.
-    Losses are averaged over mini-batches of ``batch_size`` samples, each normalised as in training.
+    evaluations of a run, runs of different algorithms with the same seed, and runs on any number of
+    ranks see the same samples. Losses are averaged over mini-batches of ``batch_size`` samples, each
+    normalised as in training.
+
+    Parameters
+    ----------
+    comm : Communicator, optional
+        Shares the batches out over ``comm.world_size`` ranks and sums the results with
+        ``comm.sum_control_`` (not accounted as training communication). None: one process does all.
     """
 
     def __init__(self, task: Task, graph, anchors: dict[str, np.ndarray], batch_size: int = 4, seed=0,
-                 device="cpu"):
-        self.task, self.graph, self.device = task, graph, device
+                 device="cpu", comm=None):
+        self.task, self.graph, self.device, self.comm = task, graph, device, comm
+        rank, world = (0, 1) if comm is None else (int(comm.rank), int(comm.world_size))
         rng = np.random.default_rng(seed + 7919)
-        self.batches = {
-            name: [
-                task.batch(a[i : i + batch_size], rng).to(device) for i in range(0, len(a), batch_size)
-            ]
-            for name, a in anchors.items()
-            if len(a)
-        }
+        self.batches: dict[str, list] = {}
+        self.num_batches: dict[str, int] = {}
+        for name, a in anchors.items():
+            if not len(a):
+                continue
+            starts = range(0, len(a), batch_size)
+            # every rank draws every batch (the same random masks as one process), then keeps its share
+            made = [task.batch(a[i : i + batch_size], rng) for i in starts]
+            self.batches[name] = [b.to(device) for j, b in enumerate(made) if j % world == rank]
+            self.num_batches[name] = len(made)
+
+    def __call__(self, model, splits=("train", "val")) -> dict[str, float]:
+        """``{split}_loss`` for each split and ``{split}_rmse/{variable}`` for all but ``train``."""
+        return self._reduce(self.local_sums(model, splits))
 
     @torch.no_grad()
-    def __call__(self, model, splits=("train", "val")) -> dict[str, float]:
-        out = {}
+    def local_sums(self, model, splits=("train", "val")) -> dict[str, torch.Tensor]:
+        """This rank's share: per split, float64 [1 + 2V] = (Σ batch losses, Σ m·err² [V], Σ m [V])."""
         was_training = model.training
         model.eval()
-        for name in splits:
-            if name not in self.batches:
-                continue
-            losses, preds = [], []
+        names = [n for n in splits if n in self.num_batches]
+        sums = {}
+        for name in names:
+            nvar = self.task.data.num_vars
+            total = torch.zeros(1 + 2 * nvar, dtype=torch.float64, device=self.device)
             for b in self.batches[name]:
                 o = model(b.x, self.graph)
-                losses.append(float(loss(o, b)))
-                preds.append(b.base + o)
-            out[f"{name}_loss"] = float(np.mean(losses))
-            if name != "train":
-                for var, v in self._rmse(preds, name).items():
-                    out[f"{name}_rmse/{var}"] = v
+                total[0] += float(loss(o, b))
+                if name != "train":
+                    total[1:] += squared_errors(b.base + o, b, self.task.data).reshape(-1)
+            sums[name] = total
         model.train(was_training)
-        return out
+        return sums
 
     @torch.no_grad()
     def baseline(self, split="val") -> dict[str, float]:
         """RMSE per variable of the task's reference method (persistence / inverse distance)."""
-        if split not in self.batches:
+        if split not in self.num_batches:
             return {}
-        preds = [b.base + self.task.baseline(b) for b in self.batches[split]]
-        return self._rmse(preds, split)
+        nvar = self.task.data.num_vars
+        total = torch.zeros(1 + 2 * nvar, dtype=torch.float64, device=self.device)
+        for b in self.batches[split]:
+            total[1:] += squared_errors(b.base + self.task.baseline(b), b, self.task.data).reshape(-1)
+        out = self._reduce({split: total})
+        return {k.split("/", 1)[1]: v for k, v in out.items() if k.startswith(f"{split}_rmse/")}
 
-    def _rmse(self, preds, split) -> dict[str, float]:
-        batches = self.batches[split]
-        cat = Batch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("x", "y", "w", "base", "truth", "valid")))
-        return rmse_per_variable(torch.cat(preds), cat, self.task.data)
+    def _reduce(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Sum every rank's shares (one collective) and turn them into losses and RMSEs."""
+        if not sums:
+            return {}
+        names = list(sums)
+        flat = torch.cat([sums[n] for n in names])
+        if self.comm is not None and self.comm.world_size > 1:
+            self.comm.sum_control_(flat)
+        out, i = {}, 0
+        for name in names:
+            part = flat[i : i + len(sums[name])]
+            i += len(sums[name])
+            out[f"{name}_loss"] = float(part[0]) / self.num_batches[name]
+            if name != "train":
+                rmse = rmse_from_sums(part[1:].reshape(2, -1), self.task.data)
+                out.update({f"{name}_rmse/{var}": v for var, v in rmse.items()})
+        return out

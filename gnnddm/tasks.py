@@ -26,7 +26,7 @@ class Batch:
 
     x : [B, N, F_in]   model input (dynamic state(s), visibility flags, static features)
     y : [B, N, V]      model target (forecast: the increment to ``base``; interpolate: the state)
-    w : [B, N, V]      loss weights, Σ w = 1 (see module docstring)
+    w : [B, N, V]      loss weights, normalised by the batch's count of valid entries (see module docstring)
     base : [B, N, V]   what the model output is added to, to give the predicted state
     truth : [B, N, V]  the true state (normalised)
     valid : bool [B, N, V] where ``truth`` is valid and scored
@@ -110,8 +110,16 @@ class Task:
         raise NotImplementedError
 
     def _rows(self, a: torch.Tensor, t: torch.Tensor, nodes) -> torch.Tensor:
-        """``a[t]`` ([B, N, ...]) restricted to ``nodes`` without copying the other rows."""
-        return a[t] if nodes is None else a[t[:, None], nodes[None, :]]
+        """``a[t]`` ([B, N, ...]) restricted to ``nodes`` without copying the other rows.
+
+        One ``index_select`` over the flattened (time, node) rows: its cost is proportional to the rows
+        taken, so a rank that reads half of the nodes pays half.
+        """
+        if nodes is None:
+            return a.index_select(0, t)
+        n_all = a.shape[1]
+        flat = (t[:, None] * n_all + nodes[None, :]).reshape(-1)
+        return a.reshape(a.shape[0] * n_all, -1).index_select(0, flat).view(len(t), len(nodes), *a.shape[2:])
 
     def baseline(self, batch: Batch) -> torch.Tensor:
         """Prediction of the reference method in model-output space (forecast: persistence = 0)."""
@@ -140,6 +148,7 @@ class ForecastTask(Task):
         if not isinstance(lead, int) or lead < 1:
             raise ConfigError(f"task.lead: expected a positive integer, got {lead!r}")
         self.history, self.lead = history, lead
+        self._pair_counts: dict[int, int] = {}
 
     @property
     def in_channels(self) -> int:
@@ -154,18 +163,26 @@ class ForecastTask(Task):
     def batch(self, anchors: np.ndarray, rng=None, nodes=None) -> Batch:
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
         b = len(t)
-        feats = []
-        for h in range(self.history):
+        cur, m_cur = self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
+        nxt, m_nxt = self._rows(self._X, t + self.lead, nodes), self._rows(self._M, t + self.lead, nodes)
+        feats = [cur, m_cur.float()]
+        for h in range(1, self.history):
             ti = t - h * self.lead
             feats += [self._rows(self._X, ti, nodes), self._rows(self._M, ti, nodes).float()]
         static = self._static if nodes is None else self._static[nodes]
         feats += [static.expand(b, -1, -1), self.time_features(t, nodes), self.time_features(t + self.lead, nodes)]
         x = torch.cat(feats, dim=-1)
-        cur, nxt = self._rows(self._X, t, nodes), self._rows(self._X, t + self.lead, nodes)
-        count = (self._M[t] & self._M[t + self.lead]).sum()  # the normalisation is that of the full batch
-        valid = self._rows(self._M, t, nodes) & self._rows(self._M, t + self.lead, nodes)
+        valid = m_cur & m_nxt
+        # the normalisation is that of the full batch, also when only some rows are assembled
+        count = valid.sum() if nodes is None else torch.tensor(sum(self._pair_count(int(a)) for a in t))
         y = torch.where(valid, nxt - cur, torch.zeros_like(cur))
         return Batch(x=x, y=y, w=self._weights(valid, count, nodes), base=cur, truth=nxt, valid=valid, nodes=nodes)
+
+    def _pair_count(self, t: int) -> int:
+        """Valid (node, variable) entries at both t and t + lead on the whole graph (cached per t)."""
+        if t not in self._pair_counts:
+            self._pair_counts[t] = int((self._M[t] & self._M[t + self.lead]).sum())
+        return self._pair_counts[t]
 
     def baseline(self, batch: Batch) -> torch.Tensor:
         return torch.zeros_like(batch.y)
@@ -237,13 +254,25 @@ def _edge_distance(data: WeatherGraphData) -> torch.Tensor:
     return torch.from_numpy(haversine(data.lat[s], data.lon[s], data.lat[d], data.lon[d])).float()
 
 
-def rmse_per_variable(pred_state: torch.Tensor, batch: Batch, data: WeatherGraphData) -> dict[str, float]:
-    """RMSE of each variable in physical units over valid entries, area (latitude) weighted."""
+def squared_errors(pred_state: torch.Tensor, batch: Batch, data: WeatherGraphData) -> torch.Tensor:
+    """Area-weighted sums over the valid entries, per variable: float64 [2, V] = (Σ m·err², Σ m).
+
+    Sums, so that the shares of several batches (or ranks) add up; :func:`rmse_from_sums` gives the RMSE.
+    """
     dev = pred_state.device
     a = torch.from_numpy(data.area.astype(np.float64)).to(dev)[None, :, None]
     m = batch.valid.double() * a
     se = ((pred_state.double() - batch.truth.double()) ** 2 * m).sum(dim=(0, 1))
-    den = m.sum(dim=(0, 1)).clamp_min(1e-12)
-    std = torch.from_numpy(np.asarray(data.std, dtype=np.float64)).to(dev)
-    rmse = torch.sqrt(se / den) * std
+    return torch.stack([se, m.sum(dim=(0, 1))])
+
+
+def rmse_from_sums(sums: torch.Tensor, data: WeatherGraphData) -> dict[str, float]:
+    """RMSE of each variable in physical units from :func:`squared_errors` sums."""
+    std = torch.from_numpy(np.asarray(data.std, dtype=np.float64)).to(sums.device)
+    rmse = torch.sqrt(sums[0] / sums[1].clamp_min(1e-12)) * std
     return {name: float(rmse[i]) for i, name in enumerate(data.variables)}
+
+
+def rmse_per_variable(pred_state: torch.Tensor, batch: Batch, data: WeatherGraphData) -> dict[str, float]:
+    """RMSE of each variable in physical units over valid entries, area (latitude) weighted."""
+    return rmse_from_sums(squared_errors(pred_state, batch, data), data)

@@ -98,7 +98,7 @@ class _State:
     comm: object
     accounting: object
     algorithm: object
-    evaluator: object | None
+    evaluator: object
     anchors: dict
     rank: int
     world_size: int
@@ -159,13 +159,12 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
         comm = TorchComm(partition.num_parts, accounting=accounting, device=device)
     objective = Objective(data, partition, device=device, parts=comm.parts_of_rank)
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
-    evaluator = None
-    if world.rank == 0:
-        eval_sets = {"train": anchors["train"][: int(cfg.trainer.eval_train_samples)], "val": anchors["val"]}
-        evaluator = Evaluator(task, objective.full_graph, eval_sets,
-                              batch_size=int(cfg.trainer.batch_size), seed=int(cfg.seed), device=device)
-        summary["baseline"] = {"name": "persistence" if task.name == "forecast" else "inverse_distance",
-                               "val_rmse": evaluator.baseline("val")}
+    # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
+    eval_sets = {"train": anchors["train"][: int(cfg.trainer.eval_train_samples)], "val": anchors["val"]}
+    evaluator = Evaluator(task, objective.full_graph, eval_sets, batch_size=int(cfg.trainer.batch_size),
+                          seed=int(cfg.seed), device=device, comm=comm)
+    summary["baseline"] = {"name": "persistence" if task.name == "forecast" else "inverse_distance",
+                           "val_rmse": evaluator.baseline("val")}
     return _State(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors,
                   world.rank, world.world_size)
 
@@ -187,6 +186,8 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
     progress = _progress(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
     # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
     rows = None if s.algorithm.uses_full_batch or s.world_size == 1 else s.objective.local_nodes
+    if s.world_size > 1:
+        s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
     for it in range(first, max_it + 1):
         _maybe_inject_fault(s.rank, it)
         batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng, nodes=rows)
@@ -198,13 +199,12 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
         if it % eval_every == 0 or it == max_it:
             if s.world_size > 1:
                 metrics.update(_rank_times(s.comm))
-            if s.evaluator is not None:
-                last_eval = s.evaluator(s.model)
-                _check_finite(last_eval["train_loss"], it, float(cfg.trainer.max_loss), "train_loss")
-                metrics.update(last_eval)
-                stop = target is not None and last_eval["val_loss"] <= float(target)
+            last_eval = s.evaluator(s.model)  # the same values on every rank
+            _check_finite(last_eval["train_loss"], it, float(cfg.trainer.max_loss), "train_loss")
+            metrics.update(last_eval)
+            stop = target is not None and last_eval["val_loss"] <= float(target)
             if s.world_size > 1 and target is not None:
-                stop = s.comm.agree(stop)
+                stop = s.comm.agree(stop)  # rank 0 decides, so that no float difference splits the ranks
         tracker.log_metrics(metrics, step=it)
         history.append(metrics)
         progress.update(1)

@@ -65,3 +65,22 @@ def test_disabled_tracker_does_nothing(tmp_path, monkeypatch):
     tr.log_metrics({"a": 1.0}, step=1)
     tr.end()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_metrics_are_buffered_until_flush_seconds_or_flush(tmp_path, monkeypatch):
+    import gnnddm.tracking as tracking
+
+    clock = [100.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    tr = Tracker(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t", flush_seconds=5)
+    run_id = tr.start()
+    tr.log_metrics({"loss": 3.0}, step=1)
+    tr.log_metrics({"loss": 2.0}, step=2)
+    assert len(tr._buffer) == 2 and not tr._pending  # nothing handed to the store yet
+    clock[0] += 5.0
+    tr.log_metrics({"loss": 1.0}, step=3)  # the interval has passed: all three go, in one call
+    assert not tr._buffer and len(tr._pending) == 1
+    tr.log_metrics({"loss": 0.5}, step=4)
+    tr.flush()  # what a checkpoint calls: everything logged so far is stored
+    assert [m.step for m in _client(tmp_path).get_metric_history(run_id, "loss")] == [1, 2, 3, 4]
+    tr.end("FINISHED")

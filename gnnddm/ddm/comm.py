@@ -62,6 +62,10 @@ class Communicator(Protocol):
         """Overwrite each tensor with rank ``src``'s copy, as one collective."""
         ...
 
+    def sum_control_(self, tensor: torch.Tensor) -> None:
+        """Sum ``tensor`` over all ranks in place for work outside the algorithm (evaluation): not accounted."""
+        ...
+
 
 class LocalComm:
     """One process computing all ``num_parts`` subdomains in turn (world size 1).
@@ -99,6 +103,9 @@ class LocalComm:
         if src != 0:
             raise ValueError(f"broadcast source rank {src} does not exist in a world of size 1")
         self._record(tensors)
+
+    def sum_control_(self, tensor: torch.Tensor) -> None:
+        """Sum over ranks outside the algorithm (evaluation, control): not accounted; the identity here."""
 
     def _record(self, tensors: list[torch.Tensor]) -> None:
         if self.accounting is not None:

@@ -177,14 +177,19 @@ class Objective:
     # ------------------------------------------------------------------ batches
     @property
     def local_nodes(self) -> torch.Tensor:
-        """Sorted global ids of every node the prepared subdomains read (the union of their V_k ∪ H_k).
+        """Global ids of every node the prepared subdomains read (the union of their V_k ∪ H_k).
 
         A batch of these rows only (``task.batch(..., nodes=objective.local_nodes)``) is enough for the
-        subdomain losses; the global and coarse losses need a full-graph batch.
+        subdomain losses; the global and coarse losses need a full-graph batch. With one prepared
+        subdomain the ids are in its own order (owned nodes first), so that its rows are the batch itself
+        and :meth:`set_batch` copies nothing; with several they are sorted.
         """
         if self._local_nodes is None:
             ids = [n.cpu() for n in self._nodes.values()]
-            self._local_nodes = torch.unique(torch.cat(ids)) if ids else torch.zeros(0, dtype=torch.long)
+            if len(ids) == 1:
+                self._local_nodes = ids[0]
+            else:
+                self._local_nodes = torch.unique(torch.cat(ids)) if ids else torch.zeros(0, dtype=torch.long)
         return self._local_nodes
 
     def _rows_of(self, nodes: torch.Tensor | None) -> dict[int, torch.Tensor]:
@@ -198,7 +203,10 @@ class Objective:
         rows = {k: pos[n] for k, n in self._nodes.items()}
         if any(bool((r < 0).any()) for r in rows.values()):
             raise ValueError("the batch lacks nodes of this objective's subdomains (use objective.local_nodes)")
-        self._rows_cache = (nodes, rows)
+        # subdomains whose rows are exactly the batch's, in order: their slices are the batch itself
+        whole = {k for k, r in rows.items() if len(r) == len(nodes)
+                 and torch.equal(r, torch.arange(len(nodes), device=r.device))}
+        self._rows_cache = (nodes, rows, whole)
         return rows
 
     def set_batch(self, batch: Batch) -> None:
@@ -218,10 +226,14 @@ class Objective:
             for c in self.coarse:
                 c["graph"] = _graph_as(c["graph"], dtype)
         rows = self._rows_of(nodes)
+        whole = self._rows_cache[2] if nodes is not None else set()
         self._local = {}
         for k, r in rows.items():
-            owned = r[: self.num_owned[k]]
-            self._local[k] = (batch.x[:, r], batch.y[:, owned], batch.w[:, owned])
+            o = self.num_owned[k]
+            if k in whole:  # the batch's rows are this subdomain's, in order: no copy
+                self._local[k] = (batch.x, batch.y[:, :o], batch.w[:, :o])
+            else:
+                self._local[k] = (batch.x[:, r], batch.y[:, r[:o]], batch.w[:, r[:o]])
         self._coarse_batch = [self._restrict(batch, c) for c in self.coarse] if batch.nodes is None else []
 
     def _restrict(self, batch: Batch, level: dict) -> tuple:

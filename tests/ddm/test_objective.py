@@ -100,23 +100,32 @@ def test_coarse_batch_is_area_weighted_cluster_mean_with_total_weight_one():
     assert objective.last_work == levels[1].num_clusters / data.num_nodes
 
 
+@pytest.mark.parametrize("parts", [(1,), (1, 2)], ids=["one-part", "two-parts"])
 @pytest.mark.parametrize("task_name", ["forecast", "interpolate"])
-def test_a_batch_of_the_local_rows_gives_the_same_subdomain_losses(task_name):
-    # what a rank assembles in a distributed run: only the rows its own subdomains read
+def test_a_batch_of_the_local_rows_gives_the_same_subdomain_losses(task_name, parts):
+    # what a rank assembles in a distributed run: only the rows its own subdomains read (with one
+    # subdomain, in its own order, so that its slice is the batch itself)
     from gnnddm.ddm.objective import Objective
     from gnnddm.tasks import ForecastTask, InterpolateTask
 
     data, partition, _, _ = problem(data=grid_data(nlat=8, nlon=16), parts=4, overlap=1)
     task = ForecastTask(data) if task_name == "forecast" else InterpolateTask(data, hide_fraction=0.4)
-    mine = Objective(data, partition, parts=(1,))
-    full = Objective(data, partition, parts=(1,))
+    mine = Objective(data, partition, parts=parts)
+    full = Objective(data, partition, parts=parts)
     anchors = task.anchors(np.arange(data.num_times))[:2]
     rows = mine.local_nodes
     assert len(rows) < data.num_nodes
-    mine.set_batch(task.batch(anchors, np.random.default_rng(3), nodes=rows))
+    local = task.batch(anchors, np.random.default_rng(3), nodes=rows)
+    mine.set_batch(local)
     full.set_batch(task.batch(anchors, np.random.default_rng(3)))
+    assert (mine._local[1][0] is local.x) == (len(parts) == 1)
     torch.manual_seed(0)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1], layers=1)
-    assert torch.equal(mine.local_loss(model, 1), full.local_loss(model, 1))
+    for k in parts:
+        assert torch.equal(mine.local_loss(model, k), full.local_loss(model, k))
     with pytest.raises(RuntimeError, match="full-graph batch"):
         mine.global_loss(model)
+    # a full batch afterwards is sliced again (nothing of the local batch's row map is reused)
+    mine.set_batch(task.batch(anchors, np.random.default_rng(3)))
+    for k in parts:
+        assert torch.equal(mine.local_loss(model, k), full.local_loss(model, k))

@@ -111,12 +111,17 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     from gnnddm.train import train
 
     common = ["ddm=asm", "trainer.max_iterations=4"]
-    train(compose(_tiny(tmp_path, *common, "tracking.enabled=false", out="single")))
+    single = train(compose(_tiny(tmp_path, *common, "tracking.enabled=false", out="single")))
     summary = train(compose(_tiny(tmp_path, *common, "distributed.backend=gloo", "distributed.nproc_per_node=2",
                                   out="ranks")))
     assert summary["status"] == "finished" and summary["ranks"] == 2
     a, b = _theta(tmp_path / "single"), _theta(tmp_path / "ranks")
     assert float((a - b).norm() / a.norm()) < 1e-5
+    # the ranks share the evaluation samples out and sum: the same metrics as one process evaluating all
+    assert summary["final"]["val_loss"] == pytest.approx(single["final"]["val_loss"], rel=1e-5)
+    assert summary["final"]["train_loss"] == pytest.approx(single["final"]["train_loss"], rel=1e-5)
+    assert summary["final"]["val_rmse"] == pytest.approx(single["final"]["val_rmse"], rel=1e-5)
+    assert summary["baseline"]["val_rmse"] == pytest.approx(single["baseline"]["val_rmse"], rel=1e-12)
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     for r in (0, 1):

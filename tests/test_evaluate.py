@@ -1,0 +1,62 @@
+"""Evaluation: the same metrics as a direct computation, and ranks that share the samples out add up to
+one process evaluating all of them."""
+
+import numpy as np
+import pytest
+import torch
+from ddm.gallery import EdgeGNN, grid_data
+
+from gnnddm.evaluate import Evaluator
+from gnnddm.models.graph import prepare_graph
+from gnnddm.tasks import Batch, InterpolateTask, loss, rmse_per_variable
+
+
+class _Share:
+    """A communicator stand-in for one of ``world_size`` ranks (only what the evaluator asks)."""
+
+    def __init__(self, rank, world_size):
+        self.rank, self.world_size = rank, world_size
+
+
+def _setup():
+    data = grid_data(nlat=6, nlon=12, times=12, missing=0.1)
+    task = InterpolateTask(data, hide_fraction=0.4)  # random masks: every rank must draw the same ones
+    graph = prepare_graph(data.edge_index, data.num_nodes, data.edge_attr, data.edge_weight)
+    torch.manual_seed(0)
+    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1])
+    sets = {"train": np.arange(0, 5), "val": np.arange(5, 12)}
+    return data, task, graph, model, sets
+
+
+def test_metrics_equal_the_direct_computation():
+    data, task, graph, model, sets = _setup()
+    ev = Evaluator(task, graph, sets, batch_size=2, seed=3)
+    got = ev(model)
+    with torch.no_grad():
+        for name in ("train", "val"):
+            batches = ev.batches[name]
+            assert len(batches) == ev.num_batches[name] == int(np.ceil(len(sets[name]) / 2))
+            outs = [model(b.x, graph) for b in batches]
+            losses = [float(loss(o, b)) for o, b in zip(outs, batches, strict=True)]
+            assert got[f"{name}_loss"] == pytest.approx(np.mean(losses))
+        fields = ("x", "y", "w", "base", "truth", "valid")
+        cat = Batch(**{f: torch.cat([getattr(b, f) for b in batches]) for f in fields})
+        direct = rmse_per_variable(torch.cat([b.base + o for b, o in zip(batches, outs, strict=True)]), cat, data)
+    assert {k.split("/")[1]: v for k, v in got.items() if k.startswith("val_rmse/")} == pytest.approx(direct)
+    assert "train_rmse/" not in " ".join(got)
+
+
+def test_two_ranks_share_the_batches_and_their_sums_add_up_to_one_process():
+    data, task, graph, model, sets = _setup()
+    one = Evaluator(task, graph, sets, batch_size=2, seed=3)
+    ranks = [Evaluator(task, graph, sets, batch_size=2, seed=3, comm=_Share(r, 2)) for r in (0, 1)]
+    for name in ("train", "val"):
+        mine = [b for ev in ranks for b in ev.batches[name]]
+        assert len(mine) == len(one.batches[name])  # a partition of the batches, none twice
+        # the same samples (and interpolation masks) as the single process: batch i on rank i % 2
+        for i, b in enumerate(one.batches[name]):
+            assert torch.equal(ranks[i % 2].batches[name][i // 2].x, b.x)
+    total = {k: ranks[0].local_sums(model)[k] + ranks[1].local_sums(model)[k] for k in ("train", "val")}
+    single = one.local_sums(model)
+    for k in total:
+        torch.testing.assert_close(total[k], single[k], rtol=1e-12, atol=0)
