@@ -32,6 +32,7 @@ import xarray as xr
 
 from gnnddm.data import names
 from gnnddm.data.samples import resolve_path
+from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
 
@@ -59,8 +60,9 @@ def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen
         name without a level (``t``) takes every selected level. Default: every dynamic variable.
     levels : list of float, optional
         Pressure levels in hPa (whatever the file stores, Pa or hPa). Default: all.
-    time : [start, end], optional
-        Inclusive date range (anything ``numpy.datetime64`` parses).
+    time : None, [start, end] or a date string, optional
+        Inclusive date range (either end may be null; an end given as a day includes that whole day), or
+        one period such as ``"2020-01"`` (:mod:`gnnddm.data.times`).
     member : int, optional
         Ensemble member (the ``number`` coordinate); default the first one, with a note.
     coarsen : int
@@ -262,18 +264,10 @@ def _times(ds: xr.Dataset, source: str) -> np.ndarray:
 
 
 def select_times(times: np.ndarray, time, source: str):
-    """Indices (a slice when contiguous) of the time steps inside ``time = [start, end]`` (inclusive)."""
+    """Indices (a slice when contiguous) of the time steps inside ``time`` (:mod:`gnnddm.data.times`)."""
     if time is None:
         return slice(0, len(times))
-    try:
-        lo, hi = (np.datetime64(str(v)) for v in time)
-    except Exception as exc:
-        raise ConfigError(f"data.time: expected [start, end] dates, got {time!r}") from exc
-    idx = np.nonzero((times >= lo) & (times <= hi))[0]
-    if idx.size == 0:
-        span = f"{str(times[0])[:19]} .. {str(times[-1])[:19]}" if len(times) else "no time steps"
-        raise DataError(f"{source}: data.time = [{time[0]}, {time[1]}] selects no time step; "
-                        f"the file covers {span} ({len(times)} steps)")
+    idx = time_index(times, time, source)
     if np.all(np.diff(idx) == 1):
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx

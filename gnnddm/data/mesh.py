@@ -28,7 +28,7 @@ import xarray as xr
 
 from gnnddm.data import plausibility
 from gnnddm.data.samples import resolve_path
-from gnnddm.data.stations import time_index
+from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
 
@@ -55,7 +55,7 @@ def load_mesh(path, variables: Sequence[str] | None = None, levels=None, time=No
     levels : list of float, optional
         Values of the extra (depth/level) coordinate to keep; default all.
     time : None, [start, end] or a date string
-        Time selection as in :func:`gnnddm.data.stations.time_index`.
+        Time selection as in :func:`gnnddm.data.times.time_index`.
     wet_only : bool
         Drop the cells that the wet mask marks as land at every kept level.
     share : {"edge", "vertex"}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gnnddm.data.times import covers, time_mask
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError
 
@@ -26,7 +27,8 @@ def split_times(times: np.ndarray, train=0.7, val=0.15, test=None) -> TimeSplit:
     """Split time steps into contiguous train / val / test blocks.
 
     Each of ``train``, ``val``, ``test`` is either a fraction in (0, 1] of the time steps, or a
-    ``[start, end]`` pair of dates (inclusive, anything ``numpy.datetime64`` parses). With fractions the
+    ``[start, end]`` pair of dates (inclusive; an end given as a day includes that whole day, as for
+    ``data.time``: :mod:`gnnddm.data.times`). With fractions the
     blocks follow each other in time (train first); ``test`` defaults to the rest.
     """
     t = len(times)
@@ -50,16 +52,9 @@ def split_times(times: np.ndarray, train=0.7, val=0.15, test=None) -> TimeSplit:
             continue
         if _is_fraction(rng):
             raise ConfigError("data.split: give all splits as fractions or all as [start, end] date pairs")
-        try:
-            lo, hi = (np.datetime64(str(v)) for v in rng)
-        except Exception as exc:
-            raise ConfigError(f"data.split.{name}: expected [start, end] dates, got {rng!r}") from exc
-        out[name] = np.nonzero((times >= lo) & (times <= hi))[0]
+        out[name] = np.nonzero(time_mask(times, rng, f"data.split.{name}"))[0]
     if len(out["train"]) == 0:
-        raise ConfigError(
-            f"data.split.train: the range {train} selects no time step; data covers "
-            f"{str(times[0])[:19]} .. {str(times[-1])[:19]}"
-        )
+        raise ConfigError(f"data.split.train: the range {train} selects no time step; data covers {covers(times)}")
     return TimeSplit(**out)
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 
 from gnnddm.data import plausibility
 from gnnddm.data.samples import resolve_path
+from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
 
@@ -84,7 +85,8 @@ def load_stations(
     variables : list of str, optional
         Variables to keep (default all); for a wide table, the name of its single variable.
     time : None, [start, end] or a date string
-        Inclusive date range (either end may be null), or one period such as ``"1961"`` or ``"1961-01"``.
+        Inclusive date range (either end may be null), or one period such as ``"1961"`` or ``"1961-01"``
+        (:mod:`gnnddm.data.times`).
     station_col, time_col : str, optional
         Column names when the automatic detection does not find them (CSV only).
     units : str, list or dict, optional
@@ -144,36 +146,6 @@ def load_stations(
 
 
 # ------------------------------------------------------------------------------------------ time
-def time_index(times: np.ndarray, time, source: str) -> np.ndarray:
-    """Indices of ``times`` inside the selection ``time`` (None, ``[start, end]`` or one period)."""
-    if time is None:
-        return np.arange(len(times))
-    try:
-        if isinstance(time, str | np.datetime64 | pd.Timestamp):
-            start = np.datetime64(str(time))
-            end = start + np.timedelta64(1, np.datetime_data(start.dtype)[0])
-            sel = (times >= start) & (times < end)
-        else:
-            lo, hi = time
-            lo = np.datetime64(str(lo)) if lo is not None else None
-            hi = np.datetime64(str(hi)) if hi is not None else None
-            sel = np.ones(len(times), dtype=bool)
-            if lo is not None:
-                sel &= times >= lo
-            if hi is not None:
-                # an end given as a day ("1961-01-31") includes that whole day
-                unit = np.datetime_data(hi.dtype)[0]
-                sel &= times < hi + np.timedelta64(1, unit) if unit in ("Y", "M", "D") else times <= hi
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"data.time: expected null, [start, end] or a date such as '1961-01', got {time!r}") \
-            from exc
-    idx = np.nonzero(sel)[0]
-    if idx.size == 0:
-        covers = f"{str(times[0])[:19]} .. {str(times[-1])[:19]}" if len(times) else "no time steps"
-        raise DataError(f"{source}: data.time={time!r} selects no time step; the file covers {covers}")
-    return idx
-
-
 def parse_times(df: pd.DataFrame, time_col: str | None, source: str) -> tuple[np.ndarray, list[str]]:
     """datetime64[ns] per row from a time column or ``year, month, day[, hour, minute]`` columns.
 

@@ -154,6 +154,9 @@ def test_time_selection_inclusive_and_empty(tmp_path):
     _wb2([850.0], "hPa").to_netcdf(tmp_path / "wb2.nc")
     data = load_grid(tmp_path / "wb2.nc", time=["2020-01-01T06", "2020-01-01T12"])
     assert list(data.times) == list(TIMES[1:])
+    # an end given as a day includes the whole day, as for stations and meshes (gnnddm.data.times)
+    assert list(load_grid(tmp_path / "wb2.nc", time=["2020-01-01", "2020-01-01"]).times) == list(TIMES)
+    assert list(load_grid(tmp_path / "wb2.nc", time="2020-01-01").times) == list(TIMES)
     with pytest.raises(DataError, match=r"2019-01-01.*2020-01-01T00:00:00 \.\. 2020-01-01T12:00:00 \(3 steps\)"):
         load_grid(tmp_path / "wb2.nc", time=["2019-01-01", "2019-02-01"])
 
