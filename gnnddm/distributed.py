@@ -185,13 +185,13 @@ class TorchComm:
                 t.copy_(buf[i : i + n].view_as(t).to(t.dtype))
                 i += n
 
-    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+    def all_reduce_sum_(self, tensors: list[torch.Tensor], account: bool = True) -> None:
         self._sync()
         start = time.perf_counter()
         buf = self._flat(tensors)
         self._dist.all_reduce(buf)
         self._unflat(buf, tensors)
-        self._finish(start, tensors)
+        self._finish(start, tensors if account else None)
 
     def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
         self._sync()
@@ -202,9 +202,10 @@ class TorchComm:
         self._finish(start, tensors)
 
     def _finish(self, start: float, tensors) -> None:
+        """Close the timed collective; account its payload unless ``tensors`` is None (control traffic)."""
         self._mark = time.perf_counter()
         self.times["communicate"] += self._mark - start
-        if self.accounting is not None:
+        if self.accounting is not None and tensors is not None:
             self.accounting.collective(payload_bytes(tensors))
 
     # ---------------------------------------------------------------- control (not accounted)
@@ -216,13 +217,7 @@ class TorchComm:
 
     def sum_control_(self, tensor: torch.Tensor) -> None:
         """Sum over ranks for evaluation and control: timed like the others, not accounted."""
-        self._sync()
-        start = time.perf_counter()
-        buf = tensor.to(self.device)
-        self._dist.all_reduce(buf)
-        tensor.copy_(buf)
-        self._mark = time.perf_counter()
-        self.times["communicate"] += self._mark - start
+        self.all_reduce_sum_([tensor], account=False)
 
     def reset_times(self) -> None:
         """Start the compute / wait / communicate clocks afresh (at the first outer iteration)."""

@@ -53,17 +53,8 @@ class Evaluator:
         """This rank's share: per split, float64 [1 + 2V] = (Σ batch losses, Σ m·err² [V], Σ m [V])."""
         was_training = model.training
         model.eval()
-        names = [n for n in splits if n in self.num_batches]
-        sums = {}
-        for name in names:
-            nvar = self.task.data.num_vars
-            total = torch.zeros(1 + 2 * nvar, dtype=torch.float64, device=self.device)
-            for b in self.batches[name]:
-                o = model(b.x, self.graph)
-                total[0] += float(loss(o, b))
-                if name != "train":
-                    total[1:] += squared_errors(b.base + o, b, self.task.data).reshape(-1)
-            sums[name] = total
+        sums = {name: self._sums(name, lambda b: model(b.x, self.graph))
+                for name in splits if name in self.num_batches}
         model.train(was_training)
         return sums
 
@@ -72,12 +63,19 @@ class Evaluator:
         """RMSE per variable of the task's reference method (persistence / inverse distance)."""
         if split not in self.num_batches:
             return {}
-        nvar = self.task.data.num_vars
-        total = torch.zeros(1 + 2 * nvar, dtype=torch.float64, device=self.device)
-        for b in self.batches[split]:
-            total[1:] += squared_errors(b.base + self.task.baseline(b), b, self.task.data).reshape(-1)
-        out = self._reduce({split: total})
+        out = self._reduce({split: self._sums(split, self.task.baseline)})
         return {k.split("/", 1)[1]: v for k, v in out.items() if k.startswith(f"{split}_rmse/")}
+
+    def _sums(self, name: str, predict) -> torch.Tensor:
+        """Σ of the loss and of the RMSE sums over this rank's batches of ``name``; ``predict(batch)`` is
+        the prediction in model-output space (added to ``batch.base`` for the state)."""
+        total = torch.zeros(1 + 2 * self.task.data.num_vars, dtype=torch.float64, device=self.device)
+        for b in self.batches[name]:
+            o = predict(b)
+            total[0] += float(loss(o, b))
+            if name != "train":
+                total[1:] += squared_errors(b.base + o, b, self.task.data).reshape(-1)
+        return total
 
     def _reduce(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         """Sum every rank's shares (one collective) and turn them into losses and RMSEs."""

@@ -192,22 +192,22 @@ class Objective:
                 self._local_nodes = torch.unique(torch.cat(ids)) if ids else torch.zeros(0, dtype=torch.long)
         return self._local_nodes
 
-    def _rows_of(self, nodes: torch.Tensor | None) -> dict[int, torch.Tensor]:
-        """Row of each subdomain node in a batch whose rows are ``nodes`` (None: all N nodes)."""
+    def _rows_of(self, nodes: torch.Tensor | None) -> tuple[dict[int, torch.Tensor], set[int]]:
+        """Row of each subdomain node in a batch whose rows are ``nodes`` (None: all N nodes), and the
+        subdomains whose rows are exactly the batch's, in order (their slices are the batch itself)."""
         if nodes is None:
-            return self._nodes
+            return self._nodes, set()
         if self._rows_cache is not None and self._rows_cache[0] is nodes:
-            return self._rows_cache[1]
+            return self._rows_cache[1:]
         pos = torch.full((self.num_nodes,), -1, dtype=torch.long, device=self.device)
         pos[nodes.to(self.device)] = torch.arange(len(nodes), device=self.device)
         rows = {k: pos[n] for k, n in self._nodes.items()}
         if any(bool((r < 0).any()) for r in rows.values()):
             raise ValueError("the batch lacks nodes of this objective's subdomains (use objective.local_nodes)")
-        # subdomains whose rows are exactly the batch's, in order: their slices are the batch itself
         whole = {k for k, r in rows.items() if len(r) == len(nodes)
                  and torch.equal(r, torch.arange(len(nodes), device=r.device))}
         self._rows_cache = (nodes, rows, whole)
-        return rows
+        return rows, whole
 
     def set_batch(self, batch: Batch) -> None:
         """Use ``batch`` for every loss until the next call; slices it once per subdomain.
@@ -225,8 +225,7 @@ class Objective:
             self.graphs = {k: _graph_as(g, dtype) for k, g in self.graphs.items()}
             for c in self.coarse:
                 c["graph"] = _graph_as(c["graph"], dtype)
-        rows = self._rows_of(nodes)
-        whole = self._rows_cache[2] if nodes is not None else set()
+        rows, whole = self._rows_of(nodes)
         self._local = {}
         for k, r in rows.items():
             o = self.num_owned[k]

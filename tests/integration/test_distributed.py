@@ -122,6 +122,8 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     assert summary["final"]["train_loss"] == pytest.approx(single["final"]["train_loss"], rel=1e-5)
     assert summary["final"]["val_rmse"] == pytest.approx(single["final"]["val_rmse"], rel=1e-5)
     assert summary["baseline"]["val_rmse"] == pytest.approx(single["baseline"]["val_rmse"], rel=1e-12)
+    # the evaluation's sums over the ranks are control traffic: the accounted rounds are the algorithm's
+    assert summary["accounting"]["rounds"] == single["accounting"]["rounds"]
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     for r in (0, 1):
