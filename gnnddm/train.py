@@ -431,6 +431,7 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "distributed.nproc_per_node", minimum=1)
     require_int(cfg, "distributed.max_restarts", minimum=0)
     require_float(cfg, "distributed.timeout", minimum=1.0)
+    require_float(cfg, "tracking.flush_seconds", minimum=0.0)
     if not isinstance(cfg.resume, bool):
         raise ConfigError(f"resume: expected true or false, got {cfg.resume!r}")
     dev = str(cfg.trainer.device)

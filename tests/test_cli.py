@@ -44,6 +44,23 @@ def test_bad_value_exits_2_naming_the_key_without_traceback(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_bad_flush_interval_exits_2_naming_the_key(tmp_path):
+    out = gnnddm("train", *TINY, "tracking.flush_seconds=-1", "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "tracking.flush_seconds" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any run starts
+
+
+def test_time_selection_outside_the_file_exits_2_and_fails_the_run(tmp_path):
+    out = gnnddm("train", "data.time=[2019-01-01,2019-02-01]", "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "data.time=[2019-01-01, 2019-02-01] selects no time step" in out.stderr
+    assert "Traceback" not in out.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+
+
 def test_missing_data_file_exits_2_naming_the_file(tmp_path):
     out = gnnddm("train", "data=era5", "data.path=/nonexistent/era5.nc", "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
