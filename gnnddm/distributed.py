@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gnnddm.ddm.accounting import Accounting
-from gnnddm.ddm.comm import payload_bytes
+from gnnddm.ddm.comm import copy_halo, payload_bytes, row_bytes
 from gnnddm.errors import ConfigError
 
 SLURM_KEYS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
@@ -199,14 +199,101 @@ class TorchComm:
         buf = self._flat(tensors)
         self._dist.broadcast(buf, src=src)
         self._unflat(buf, tensors)
-        self._finish(start, tensors)
+        self._finish(start, tensors, kind="broadcast")
 
-    def _finish(self, start: float, tensors) -> None:
+    def all_gather_parts(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Every part's tensor on every rank (one all-gather of the blocks, padded to the largest)."""
+        self._sync()
+        start = time.perf_counter()
+        template = next(iter(values.values())) if values else None
+        shape = self._gather_shape(template)
+        width = max(len(b) for b in self._blocks)
+        mine = torch.zeros((width, *shape), dtype=torch.float64, device=self.device)
+        for i, k in enumerate(self.parts_of_rank):
+            mine[i] = values[k].detach().to(self.device, torch.float64)
+        out = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        self._dist.all_gather(out, mine)
+        dtype = torch.float32 if template is None else template.dtype
+        gathered = {k: out[r][i].to(dtype) for r, block in enumerate(self._blocks) for i, k in enumerate(block)}
+        self._mark = time.perf_counter()
+        self.times["communicate"] += self._mark - start
+        if self.accounting is not None:
+            nbytes = self.num_parts * shape.numel() * torch.tensor([], dtype=dtype).element_size()
+            self.accounting.collective(int(nbytes), kind="all_gather", parties=self.world_size)
+        return gathered
+
+    def _gather_shape(self, template) -> torch.Size:
+        """The common shape of the gathered tensors (a rank without parts learns it from the others)."""
+        dims = torch.zeros(8, dtype=torch.int64, device=self.device)
+        if template is not None:
+            dims[0] = template.dim()
+            dims[1 : 1 + template.dim()] = torch.tensor(template.shape)
+        self._dist.all_reduce(dims, op=self._dist.ReduceOp.MAX)
+        return torch.Size(int(d) for d in dims[1 : 1 + int(dims[0])])
+
+    def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
+        """See :meth:`gnnddm.ddm.comm.Communicator.exchange_halo`: point-to-point messages between the
+        ranks that share halo rows (``batch_isend_irecv``), copies within a rank."""
+        self._sync()
+        start = time.perf_counter()
+        dist = self._dist
+        mine = set(self.parts_of_rank)
+        template = next(iter(values.values()))
+        tail = template.shape[1:]
+        rank_of = {k: r for r, block in enumerate(self._blocks) for k in block}
+        pairs = sorted(plan.send)
+        local = [(j, k) for j, k in pairs if j in mine and k in mine]
+        out = copy_halo(plan, values, local, reverse)
+        for k in self.parts_of_rank:
+            if k not in out:
+                out[k] = template.new_zeros(((plan.num_owned[k] if reverse else plan.num_halo(k)), *tail))
+        # forward: owners (j) send to halo holders (k); reverse: the other way round
+        outgoing, incoming = {}, {}
+        for j, k in pairs:
+            src, dst = (k, j) if reverse else (j, k)
+            if src in mine and dst not in mine:
+                outgoing.setdefault(rank_of[dst], []).append((j, k))
+            elif dst in mine and src not in mine:
+                incoming.setdefault(rank_of[src], []).append((j, k))
+        ops, buffers = [], {}
+        for r, lst in sorted(outgoing.items()):
+            if reverse:
+                rows = [values[k][torch.as_tensor(plan.recv[(j, k)], device=template.device)] for j, k in lst]
+            else:
+                rows = [values[j][torch.as_tensor(plan.send[(j, k)], device=template.device)] for j, k in lst]
+            buf = torch.cat(rows).contiguous()
+            ops.append(dist.P2POp(dist.isend, buf, r))
+            buffers[("out", r)] = buf
+        for r, lst in sorted(incoming.items()):
+            n = sum(len(plan.send[pair]) for pair in lst)
+            buf = template.new_empty((n, *tail)).contiguous()
+            ops.append(dist.P2POp(dist.irecv, buf, r))
+            buffers[("in", r)] = buf
+        if ops:
+            for req in dist.batch_isend_irecv(ops):
+                req.wait()
+        for r, lst in sorted(incoming.items()):
+            buf, i = buffers[("in", r)], 0
+            for j, k in lst:
+                n = len(plan.send[(j, k)])
+                if reverse:
+                    out[j].index_add_(0, torch.as_tensor(plan.send[(j, k)], device=buf.device), buf[i : i + n])
+                else:
+                    out[k][torch.as_tensor(plan.recv[(j, k)], device=buf.device)] = buf[i : i + n]
+                i += n
+        self._mark = time.perf_counter()
+        self.times["communicate"] += self._mark - start
+        if self.accounting is not None:
+            nbytes = plan.rows_sent(self._blocks) * row_bytes(values)
+            self.accounting.collective(nbytes, kind="halo", parties=self.world_size)
+        return out
+
+    def _finish(self, start: float, tensors, kind: str = "all_reduce") -> None:
         """Close the timed collective; account its payload unless ``tensors`` is None (control traffic)."""
         self._mark = time.perf_counter()
         self.times["communicate"] += self._mark - start
         if self.accounting is not None and tensors is not None:
-            self.accounting.collective(payload_bytes(tensors))
+            self.accounting.collective(payload_bytes(tensors), kind=kind, parties=self.world_size)
 
     # ---------------------------------------------------------------- control (not accounted)
     def agree(self, flag: bool) -> bool:

@@ -7,7 +7,9 @@ Counters, per outer iteration and cumulative:
 - ``grad_evals``: forward+backward node computations, overlap nodes included, divided by N (epoch
   equivalents: one full-graph gradient is 1, a subdomain gradient is ``n_local / N``);
 - ``loss_evals``: forward-only node computations / N (the loss values a trust-region test needs);
-- ``model_time``: the modelled time of the p-way parallel run.
+- ``model_time``: the modelled time of the p-way parallel run under the default network model;
+- ``model_time_multinode``: the same run under the multi-node network model (:data:`MULTINODE`);
+- ``compute_time``: the compute part of both (Σ over phases of the slowest rank's compute).
 
 Modelled time. Collectives synchronise the ranks, so an outer iteration is a sequence of *phases*, each
 ended by one collective. A phase costs the slowest rank's compute plus the collective::
@@ -18,13 +20,56 @@ where ``local_time_k`` is the measured (``time.perf_counter``) compute of subdom
 subdomain stands for one rank of the modelled run) and ``common_time`` is work every rank does alike
 (a coarse solve, an optimizer step). ``model_time = Σ_t Σ_phases phase_time``; with one phase per
 iteration this is DESIGN.md's Σ_t (max_k local_time_k + Σ_collectives (α + β·bytes)).
+
+Network models. A collective is recorded with its kind and payload, and its time is modelled twice:
+
+- *default* (``alpha``, ``beta`` from ``accounting.alpha`` / ``accounting.beta``): α + β·bytes for every
+  kind;
+- *multi-node* (:data:`MULTINODE`: α = 25 µs, links of 12.5 GB/s): a ring all-reduce of ``b`` bytes over
+  p ranks costs α + 2(p−1)/p · b / 12.5e9, an all-gather of ``b`` gathered bytes α + (p−1)/p · b / 12.5e9,
+  a broadcast α + b / 12.5e9, and a halo exchange (point-to-point messages, ``b`` = the largest number of
+  bytes one rank sends) α + b / 12.5e9.
+
+``p`` is the number of ranks of the modelled run (``parties``; each subdomain one rank in one process).
 """
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
 
-COUNTERS = ("rounds", "comm_bytes", "grad_evals", "loss_evals", "model_time")
+COUNTERS = ("rounds", "comm_bytes", "grad_evals", "loss_evals", "model_time", "model_time_multinode",
+            "compute_time")
+#: what a collective is; the network models price them differently
+KINDS = ("all_reduce", "all_gather", "broadcast", "halo")
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """Time of one collective: ``alpha`` + bytes · ``beta`` · factor(kind, p).
+
+    ``ring`` prices all-reduce and all-gather as ring algorithms (factors 2(p−1)/p and (p−1)/p); without
+    it every kind costs α + β·bytes.
+    """
+
+    name: str
+    alpha: float
+    beta: float
+    ring: bool = False
+
+    def seconds(self, kind: str, nbytes: int, parties: int) -> float:
+        if kind not in KINDS:
+            raise ValueError(f"unknown collective kind {kind!r}; expected one of {list(KINDS)}")
+        factor = 1.0
+        if self.ring and parties > 1:
+            if kind == "all_reduce":
+                factor = 2.0 * (parties - 1) / parties
+            elif kind == "all_gather":
+                factor = (parties - 1) / parties
+        return self.alpha + self.beta * factor * nbytes
+
+
+#: the multi-node network model reported beside the configured one: 25 µs per collective, 12.5 GB/s links
+MULTINODE = NetworkModel("multinode", alpha=25e-6, beta=1.0 / 12.5e9, ring=True)
 
 
 class Accounting:
@@ -36,12 +81,16 @@ class Accounting:
         Latency of one collective, seconds.
     beta : float
         Inverse bandwidth, seconds per byte.
+    parties : int
+        Ranks of the modelled run (the communicator sets it: p in one process, the world size on ranks).
     """
 
-    def __init__(self, alpha: float = 0.0, beta: float = 0.0):
+    def __init__(self, alpha: float = 0.0, beta: float = 0.0, parties: int = 1):
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
         self.alpha, self.beta = float(alpha), float(beta)
+        self.network = NetworkModel("default", self.alpha, self.beta)
+        self.parties = int(parties)
         self.total = dict.fromkeys(COUNTERS, 0.0)
         self.current = dict.fromkeys(COUNTERS, 0.0)
         self.last: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
@@ -63,15 +112,17 @@ class Accounting:
         self.current["grad_evals"] += float(grad_evals)
         self.current["loss_evals"] += float(loss_evals)
 
-    def collective(self, nbytes: int) -> None:
-        """One collective of ``nbytes`` payload bytes per rank; it ends the current phase."""
+    def collective(self, nbytes: int, kind: str = "all_reduce", parties: int | None = None) -> None:
+        """One collective of ``nbytes`` payload bytes per rank among ``parties`` ranks (default
+        :attr:`parties`); it ends the current phase."""
+        parties = self.parties if parties is None else int(parties)
         self.current["rounds"] += 1
         self.current["comm_bytes"] += int(nbytes)
-        self._close_phase(self.alpha + self.beta * nbytes)
+        self._close_phase(self.network.seconds(kind, nbytes, parties), MULTINODE.seconds(kind, nbytes, parties))
 
     def end_iteration(self) -> dict[str, float]:
         """Close the outer iteration; returns its own counters (also kept in :attr:`last`)."""
-        self._close_phase(0.0)
+        self._close_phase(0.0, 0.0)
         self.last = self.current
         for key in COUNTERS:
             self.total[key] += self.current[key]
@@ -79,14 +130,16 @@ class Accounting:
         self.iterations += 1
         return dict(self.last)
 
-    def _close_phase(self, comm_time: float) -> None:
+    def _close_phase(self, comm_time: float, comm_time_multinode: float) -> None:
         compute = max(self._phase.values(), default=0.0) + self._common
+        self.current["compute_time"] += compute
         self.current["model_time"] += compute + comm_time
+        self.current["model_time_multinode"] += compute + comm_time_multinode
         self._phase, self._common = {}, 0.0
 
     # ------------------------------------------------------------------ reading
     def as_dict(self) -> dict[str, float]:
-        """Cumulative ``rounds``, ``comm_bytes``, ``grad_evals``, ``loss_evals``, ``model_time``."""
+        """Cumulative counters (:data:`COUNTERS`)."""
         out = {key: self.total[key] for key in COUNTERS}
         out["rounds"] = int(out["rounds"])
         out["comm_bytes"] = int(out["comm_bytes"])
@@ -96,8 +149,8 @@ class Accounting:
         return {"total": dict(self.total), "last": dict(self.last), "iterations": self.iterations}
 
     def load_state_dict(self, state: dict) -> None:
-        self.total = copy.copy(state["total"])
-        self.last = copy.copy(state["last"])
+        self.total = {**dict.fromkeys(COUNTERS, 0.0), **state["total"]}
+        self.last = {**dict.fromkeys(COUNTERS, 0.0), **state["last"]}
         self.iterations = int(state["iterations"])
 
     def __repr__(self) -> str:

@@ -62,9 +62,55 @@ class Communicator(Protocol):
         """Overwrite each tensor with rank ``src``'s copy, as one collective."""
         ...
 
+    def all_gather_parts(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Every part's tensor on every rank, from ``values`` = this rank's parts' tensors (equal shapes),
+        as one collective (accounted with the gathered bytes, all parts together)."""
+        ...
+
+    def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
+        """The halo exchange of a :class:`~gnnddm.partition.halo.HaloPlan`, as one collective.
+
+        Forward: ``values[k]`` = node-major rows of this rank's part k (owned rows first); returns, per
+        part k of this rank, the rows of its halo nodes ``[n_halo_k, ...]`` copied from their owners.
+        ``reverse``: ``values[k]`` = gradients of part k's halo rows; returns, per part j of this rank,
+        ``[n_owned_j, ...]``: the sum of what its halo copies received (the adjoint of the copy).
+        Accounted as kind ``halo`` with the largest number of bytes one rank sends.
+        """
+        ...
+
     def sum_control_(self, tensor: torch.Tensor) -> None:
         """Sum ``tensor`` over all ranks in place for work outside the algorithm (evaluation): not accounted."""
         ...
+
+
+def copy_halo(plan, values: dict[int, torch.Tensor], pairs, reverse: bool) -> dict[int, torch.Tensor]:
+    """The halo copies (or their adjoint) for the part pairs ``pairs`` whose both ends are local.
+
+    Forward: ``{k: halo rows}`` for every target part k of ``pairs``; reverse: ``{j: owned-row sums}``
+    for every source part j (see :meth:`Communicator.exchange_halo`). Parts without pairs get zeros
+    or empty tensors from the caller.
+    """
+    out: dict[int, torch.Tensor] = {}
+    for j, k in pairs:
+        send, recv = plan.send[(j, k)], plan.recv[(j, k)]
+        if not reverse:
+            src = values[j]
+            if k not in out:
+                out[k] = src.new_zeros((plan.num_halo(k), *src.shape[1:]))
+            out[k][torch.as_tensor(recv, device=src.device)] = src[torch.as_tensor(send, device=src.device)]
+        else:
+            src = values[k]
+            if j not in out:
+                out[j] = src.new_zeros((plan.num_owned[j], *src.shape[1:]))
+            out[j].index_add_(0, torch.as_tensor(send, device=src.device),
+                              src[torch.as_tensor(recv, device=src.device)])
+    return out
+
+
+def row_bytes(values: dict[int, torch.Tensor]) -> int:
+    """Bytes of one row (first dimension) of the tensors in ``values``."""
+    t = next(iter(values.values()))
+    return int(t.shape[1:].numel() * t.element_size())
 
 
 class LocalComm:
@@ -102,14 +148,30 @@ class LocalComm:
     def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
         if src != 0:
             raise ValueError(f"broadcast source rank {src} does not exist in a world of size 1")
-        self._record(tensors)
+        self._record(tensors, kind="broadcast")
 
     def sum_control_(self, tensor: torch.Tensor) -> None:
         """Sum over ranks outside the algorithm (evaluation, control): not accounted; the identity here."""
 
-    def _record(self, tensors: list[torch.Tensor]) -> None:
+    def all_gather_parts(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        self._record(list(values.values()), kind="all_gather")
+        return dict(values)
+
+    def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
+        """See :meth:`Communicator.exchange_halo`; every part is its own modelled rank."""
+        out = copy_halo(plan, values, sorted(plan.send), reverse)
+        template = next(iter(values.values()))
+        for k in self.parts_of_rank:
+            if k not in out:
+                rows = plan.num_owned[k] if reverse else plan.num_halo(k)
+                out[k] = template.new_zeros((rows, *template.shape[1:]))
         if self.accounting is not None:
-            self.accounting.collective(payload_bytes(tensors))
+            self.accounting.collective(plan.rows_sent() * row_bytes(values), kind="halo", parties=self.num_parts)
+        return out
+
+    def _record(self, tensors: list[torch.Tensor], kind: str = "all_reduce") -> None:
+        if self.accounting is not None:
+            self.accounting.collective(payload_bytes(tensors), kind=kind, parties=self.num_parts)
 
     def __repr__(self) -> str:
         return f"LocalComm(num_parts={self.num_parts})"

@@ -34,7 +34,7 @@ from gnnddm.partition.subdomain import Partition
 from gnnddm.tasks import Batch
 
 
-def _graph_as(graph: Graph, dtype: torch.dtype) -> Graph:
+def graph_as(graph: Graph, dtype: torch.dtype) -> Graph:
     """The same graph with its floating-point tensors in ``dtype`` (for float64 checks)."""
 
     def cast(t):
@@ -47,6 +47,7 @@ def _graph_as(graph: Graph, dtype: torch.dtype) -> Graph:
         edge_weight=cast(graph.edge_weight),
         adj=graph.adj.to(dtype),
         in_degree=graph.in_degree.to(dtype),
+        in_weight=cast(graph.in_weight),
     )
 
 
@@ -221,10 +222,10 @@ class Objective:
         dtype = batch.x.dtype
         if dtype != self._dtype:
             self._dtype = dtype
-            self.full_graph = _graph_as(self.full_graph, dtype)
-            self.graphs = {k: _graph_as(g, dtype) for k, g in self.graphs.items()}
+            self.full_graph = graph_as(self.full_graph, dtype)
+            self.graphs = {k: graph_as(g, dtype) for k, g in self.graphs.items()}
             for c in self.coarse:
-                c["graph"] = _graph_as(c["graph"], dtype)
+                c["graph"] = graph_as(c["graph"], dtype)
         rows, whole = self._rows_of(nodes)
         self._local = {}
         for k, r in rows.items():
@@ -245,6 +246,16 @@ class Objective:
         wy = torch.zeros_like(w_c).index_add_(1, a, batch.w * batch.y)
         y_c = torch.where(w_c > 0, wy / w_c.clamp_min(torch.finfo(w_c.dtype).tiny), torch.zeros_like(wy))
         return x_c.contiguous(), y_c, w_c
+
+    def local_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Subdomain k's slice of the current batch: ``x`` [B, n_local, F] in the order of
+        :meth:`nodes_of`, and ``y``, ``w`` [B, n_owned, V] of its owned nodes."""
+        self._need_batch()
+        return self._local[k]
+
+    def nodes_of(self, k: int) -> torch.Tensor:
+        """Global ids of subdomain k's local nodes V_k ∪ H_k (owned first), for a prepared part k."""
+        return self._nodes[k]
 
     # ------------------------------------------------------------------ losses
     def _need_batch(self, full: bool = False) -> None:

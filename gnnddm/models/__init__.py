@@ -10,4 +10,11 @@ All take ``(in_channels, out_channels, edge_dim=0, hidden=64, layers=3, ...)``, 
 needs for exact outputs on its owned nodes. That is the number of layers L, except for GCN (L + 1: its
 normalisation reads the degree of every message's source, which depends on that node's neighbours).
 They know nothing about partitions or processes.
+
+Stages. Each model also exposes its forward pass as stages, ``encode(h, graph) -> state``,
+``layer(k, state, graph) -> state`` for ``k < num_layers`` and ``decode(state, graph) -> out`` (node-major
+``h`` = ``[N, B, F]``; ``state[0]`` is the node-major node features, further entries per-edge latents),
+with ``forward`` their composition. Only ``layer`` passes messages, so a caller may replace rows of
+``state[0]`` between layers: that is where :mod:`gnnddm.ddm.halo_sync` exchanges halo features. A model
+stays ignorant of why.
 """

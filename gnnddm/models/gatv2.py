@@ -114,7 +114,7 @@ class GATv2(nn.Module):
         if hidden % heads:
             raise ConfigError(f"model.hidden: must be divisible by model.heads={heads}, got {hidden}")
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
-        self.num_message_passing_layers = layers
+        self.num_message_passing_layers = self.num_layers = layers
         kw = dict(negative_slope=negative_slope, edge_dim=edge_dim or None)
         self.convs = nn.ModuleList()
         for k in range(layers):
@@ -124,13 +124,22 @@ class GATv2(nn.Module):
             else:
                 self.convs.append(GATv2Conv(d_in, out_channels, heads=1, **kw))
 
-    def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
-        """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
+    def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor]:
         if self.edge_dim and graph.edge_attr is None:
             raise ConfigError(f"model.edge_dim: {self.edge_dim}, but the graph has no edge features; set 0")
+        return (h,)
+
+    def layer(self, k: int, state: tuple[torch.Tensor], graph: Graph) -> tuple[torch.Tensor]:
+        h = gatv2_layer(self.convs[k], state[0], graph)
+        return (F.elu(h) if k < self.num_layers - 1 else h,)
+
+    def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
+        return state[0]
+
+    def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
+        """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
         h, batched = to_node_major(x, graph, self.in_channels)
-        for k, conv in enumerate(self.convs):
-            h = gatv2_layer(conv, h, graph)
-            if k < len(self.convs) - 1:
-                h = F.elu(h)
-        return from_node_major(h, batched)
+        state = self.encode(h, graph)
+        for k in range(self.num_layers):
+            state = self.layer(k, state, graph)
+        return from_node_major(self.decode(state, graph), batched)

@@ -30,7 +30,9 @@ def gcn_normalisation(graph: Graph, use_edge_weight: bool = False):
     def degree_inv_sqrt():
         if not use_edge_weight:
             return (graph.in_degree + 1.0).rsqrt()
-        ones = torch.ones(graph.num_nodes, device=graph.edge_weight.device)
+        if graph.in_weight is not None:
+            return (graph.in_weight.to(graph.edge_weight.dtype) + 1.0).rsqrt()
+        ones = torch.ones(graph.num_nodes, dtype=graph.edge_weight.dtype, device=graph.edge_weight.device)
         deg = ones.index_add(0, graph.edge_index[1], graph.edge_weight)
         return deg.rsqrt()
 
@@ -108,14 +110,24 @@ class GCN(nn.Module):
         # node's own neighbours: an output depends on nodes up to layers + 1 hops away, so exact local
         # problems need an overlap of layers + 1.
         self.num_message_passing_layers = layers + 1
+        self.num_layers = layers
         dims = [in_channels] + [hidden] * (layers - 1) + [out_channels]
         self.convs = nn.ModuleList(GCNConv(dims[k], dims[k + 1]) for k in range(layers))
+
+    def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor]:
+        return (h,)
+
+    def layer(self, k: int, state: tuple[torch.Tensor], graph: Graph) -> tuple[torch.Tensor]:
+        h = gcn_layer(self.convs[k], state[0], graph, self.use_edge_weight)
+        return (F.relu(h) if k < self.num_layers - 1 else h,)
+
+    def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
+        return state[0]
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
         h, batched = to_node_major(x, graph, self.in_channels)
-        for k, conv in enumerate(self.convs):
-            h = gcn_layer(conv, h, graph, self.use_edge_weight)
-            if k < len(self.convs) - 1:
-                h = F.relu(h)
-        return from_node_major(h, batched)
+        state = self.encode(h, graph)
+        for k in range(self.num_layers):
+            state = self.layer(k, state, graph)
+        return from_node_major(self.decode(state, graph), batched)

@@ -47,7 +47,11 @@ class Graph:
     adj : sparse CSR float32 [N, N]
         ``adj[i, j] = 1`` for every edge j -> i, so ``adj @ h`` sums the neighbours' features.
     in_degree : float32 [N]
-        Number of incoming edges of each node.
+        Number of incoming edges of each node. A subgraph that stands for part of a larger graph (a
+        subdomain with a one-hop halo) may give the larger graph's degrees instead (see ``in_weight``).
+    in_weight : float32 or float64 [N] or None
+        Sum of the weights of the incoming edges when it differs from what ``edge_weight`` shows (the
+        larger graph's weighted degree); None: computed from the edges.
 
     Quantities that models derive from the topology (the transpose, normalised adjacency values) are
     built on first use and cached on the graph (:meth:`cached`), so they too are computed once per graph.
@@ -59,6 +63,7 @@ class Graph:
     edge_weight: torch.Tensor | None
     adj: torch.Tensor
     in_degree: torch.Tensor
+    in_weight: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def cached(self, key: str, build):
@@ -97,10 +102,12 @@ class Graph:
             edge_weight=mv(self.edge_weight),
             adj=self.adj.to(device),
             in_degree=self.in_degree.to(device),
+            in_weight=mv(self.in_weight),
         )
 
 
-def prepare_graph(edge_index, num_nodes: int, edge_attr=None, edge_weight=None) -> Graph:
+def prepare_graph(edge_index, num_nodes: int, edge_attr=None, edge_weight=None, in_degree=None,
+                  in_weight=None) -> Graph:
     """Sort the edges by (target, source) and build the CSR adjacency.
 
     Parameters
@@ -109,6 +116,8 @@ def prepare_graph(edge_index, num_nodes: int, edge_attr=None, edge_weight=None) 
     num_nodes : int
     edge_attr : array or tensor [E, F], optional
     edge_weight : array or tensor [E], optional
+    in_degree, in_weight : array or tensor [N], optional
+        Node degrees of the larger graph this one is a piece of (default: counted from the edges).
     """
     ei = torch.as_tensor(np.asarray(edge_index) if not torch.is_tensor(edge_index) else edge_index)
     ei = ei.to(torch.long)
@@ -133,5 +142,12 @@ def prepare_graph(edge_index, num_nodes: int, edge_attr=None, edge_weight=None) 
         edge_attr=sort(edge_attr),
         edge_weight=sort(edge_weight),
         adj=adj,
-        in_degree=torch.diff(crow).to(torch.float32),
+        in_degree=torch.diff(crow).to(torch.float32) if in_degree is None else _floats(in_degree),
+        in_weight=None if in_weight is None else _floats(in_weight),
     )
+
+
+def _floats(values) -> torch.Tensor:
+    """float32 values, or float64 when given in float64 (sums of weights keep their precision)."""
+    t = torch.as_tensor(np.asarray(values) if not torch.is_tensor(values) else values)
+    return t if t.dtype == torch.float64 else t.to(torch.float32)

@@ -77,7 +77,7 @@ class InteractionNetwork(nn.Module):
         check_positive("mlp_layers", mlp_layers)
         check_positive("edge_dim", edge_dim, minimum=0)
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
-        self.num_message_passing_layers = layers
+        self.num_message_passing_layers = self.num_layers = layers
         self.node_encoder = MLP(in_channels, hidden, hidden, mlp_layers, norm=True)
         if edge_dim > 0:
             self.edge_encoder = MLP(edge_dim, hidden, hidden, mlp_layers, norm=True)
@@ -86,9 +86,8 @@ class InteractionNetwork(nn.Module):
         self.blocks = nn.ModuleList(InteractionBlock(hidden, mlp_layers) for _ in range(layers))
         self.decoder = MLP(hidden, hidden, out_channels, mlp_layers)
 
-    def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
-        """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
-        h, batched = to_node_major(x, graph, self.in_channels)
+    def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node and edge latents ``(h [N, B, hidden], e [E, B or 1, hidden])``."""
         if self.edge_dim > 0:
             if graph.edge_attr is None or graph.edge_attr.shape[1] != self.edge_dim:
                 got = None if graph.edge_attr is None else graph.edge_attr.shape[1]
@@ -98,7 +97,20 @@ class InteractionNetwork(nn.Module):
             e = self.edge_encoder(graph.edge_attr).unsqueeze(1)
         else:
             e = self.edge_latent.expand(graph.num_edges, 1, -1)
-        h = self.node_encoder(h)
-        for block in self.blocks:
-            e, h = block(e, h, graph)
-        return from_node_major(self.decoder(h), batched)
+        return self.node_encoder(h), e
+
+    def layer(self, k: int, state: tuple[torch.Tensor, torch.Tensor], graph: Graph):
+        h, e = state
+        e, h = self.blocks[k](e, h, graph)
+        return h, e
+
+    def decode(self, state: tuple[torch.Tensor, torch.Tensor], graph: Graph) -> torch.Tensor:
+        return self.decoder(state[0])
+
+    def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
+        """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
+        h, batched = to_node_major(x, graph, self.in_channels)
+        state = self.encode(h, graph)
+        for k in range(self.num_layers):
+            state = self.layer(k, state, graph)
+        return from_node_major(self.decode(state, graph), batched)

@@ -117,6 +117,9 @@ class GraphSAGE(nn.Module):
         Number of message-passing layers (the receptive field in hops).
     aggr : {"mean", "sum"}
         Neighbour aggregation.
+    residual : bool
+        ``h ← h + layer(h)`` for the hidden -> hidden layers, which keeps deep stacks (8–16 layers)
+        trainable.
     """
 
     def __init__(
@@ -127,20 +130,40 @@ class GraphSAGE(nn.Module):
         hidden: int = 64,
         layers: int = 3,
         aggr: str = "mean",
+        residual: bool = False,
     ):
         super().__init__()
         check_positive("hidden", hidden)
         check_positive("layers", layers)
         if aggr not in AGGREGATIONS:
             raise ConfigError(f"model.aggr: expected one of {list(AGGREGATIONS)}, got {aggr!r}")
+        if not isinstance(residual, bool):
+            raise ConfigError(f"model.residual: expected true or false, got {residual!r}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.num_message_passing_layers = layers
+        self.num_message_passing_layers = self.num_layers = layers
+        self.residual = residual
         dims = [in_channels] + [hidden] * (layers - 1) + [out_channels]
         self.convs = nn.ModuleList(SAGEConv(dims[k], dims[k + 1], aggr=aggr) for k in range(layers))
+
+    # the three stages of a forward pass (see gnnddm.models: halo exchange happens between layers)
+    def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor]:
+        return (h,)
+
+    def layer(self, k: int, state: tuple[torch.Tensor], graph: Graph) -> tuple[torch.Tensor]:
+        (h,) = state
+        conv = self.convs[k]
+        out = sage_layer(conv, h, graph, relu=k < self.num_layers - 1)
+        if self.residual and conv.in_channels == conv.out_channels:
+            out = out + h
+        return (out,)
+
+    def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
+        return state[0]
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
         h, batched = to_node_major(x, graph, self.in_channels)
-        for k, conv in enumerate(self.convs):
-            h = sage_layer(conv, h, graph, relu=k < len(self.convs) - 1)
-        return from_node_major(h, batched)
+        state = self.encode(h, graph)
+        for k in range(self.num_layers):
+            state = self.layer(k, state, graph)
+        return from_node_major(self.decode(state, graph), batched)

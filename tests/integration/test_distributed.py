@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests/ folde
 pytestmark = pytest.mark.distributed
 
 ROOT = Path(__file__).resolve().parents[2]
-ALGORITHMS = ["global", "sync", "local_avg", "llcg", "asm", "msm", "two_level"]
+ALGORITHMS = ["global", "sync", "halo_sync", "local_avg", "llcg", "asm", "msm", "two_level"]
 PARTS, ITERATIONS = 4, 3
 
 
@@ -50,7 +50,13 @@ def _run(name: str, comm_factory) -> torch.Tensor:
     objective = Objective(data, partition, parts=comm.parts_of_rank)
     task = ForecastTask(data)
     torch.manual_seed(0)
-    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1])
+    if name == "halo_sync":  # exchanges halos between the layers of a model that exposes them
+        from gnnddm.models.interaction import InteractionNetwork
+
+        model = InteractionNetwork(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1],
+                                   hidden=8, layers=3)
+    else:
+        model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1])
     algorithm = build_algorithm(_algorithm_cfg(name), OmegaConf.create({"_target_": "torch.optim.Adam",
                                                                           "lr": 1e-2}),
                                 model, objective, comm, accounting)
@@ -72,6 +78,9 @@ def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
         for name in ALGORITHMS:
             theta, acc = _run(name, lambda a: TorchComm(PARTS, accounting=a))
             torch.save({"theta": theta, "rounds": acc.as_dict()["rounds"]}, Path(out) / f"{name}.rank{rank}.pt")
+        comm = TorchComm(PARTS)
+        gathered = comm.all_gather_parts({k: torch.full((2, 3), float(k)) for k in comm.parts_of_rank})
+        torch.save(gathered, Path(out) / f"gathered.rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -89,6 +98,10 @@ def test_two_gloo_ranks_reproduce_the_single_process_run_for_every_algorithm(tmp
             assert rel < 1e-5, f"{name} rank {rank}: relative difference {rel:.2e}"
             # the distributed run performs the collectives the one-process run accounts
             assert got["rounds"] == acc.as_dict()["rounds"], name
+    for rank in (0, 1):  # every rank receives every part's tensor
+        gathered = torch.load(tmp_path / f"gathered.rank{rank}.pt")
+        assert sorted(gathered) == list(range(PARTS))
+        assert all(torch.equal(gathered[k], torch.full((2, 3), float(k))) for k in range(PARTS))
 
 
 # --------------------------------------------------------------------------- through `gnnddm train`
