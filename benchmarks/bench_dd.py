@@ -1,27 +1,40 @@
-"""Rounds-, epochs- and time-to-target of every training algorithm on one fixed problem (p = 8).
+"""Time to a common target of every training algorithm: two regimes, several seeds, two network models.
 
-The problem is ``+experiment=dd_compare``: next-step forecasting on the synthetic 2.8125 deg reanalysis
-(8,192 nodes), GraphSAGE (hidden 32, 2 layers), 8 METIS parts with exact overlap (= 2 layers). Same seed,
-mini-batches and partition for every run.
+Regimes (docs/dd_benchmark.md):
 
-1. Reference: ``global`` Adam for a fixed budget of outer iterations. Its best validation loss sets the
-   target ``target = best_val_loss * (1 + tol)``.
-2. Every algorithm (global, sync, local_avg, llcg, asm, msm, two_level; the shipped defaults of
-   ``conf/ddm/`` and a few tuned knob settings) runs with ``trainer.target_val_loss = target`` and a
-   maximum number of outer iterations. From each run's MLflow histories (a temporary SQLite store) the
-   benchmark reads, at the first evaluation with ``val_loss <= target``
-   (:func:`gnnddm.report.metrics.to_target`), the cumulative ``rounds`` (collectives), ``grad_evals``
-   (epoch equivalents, overlap included), ``model_time`` (modelled p-way parallel time) and ``wall_time``.
+- *shallow*: ``+experiment=dd_compare``: next-step forecasting on the synthetic 2.8125 deg reanalysis
+  (8,192 nodes), GraphSAGE hidden 32, 2 layers (1,060 parameters), METIS parts, exact overlap 2.
+- *deep*: ``+experiment=dd_deep``: the same task with a residual GraphSAGE of 8 layers, hidden 96
+  (114k parameters); ``sync`` replicates the exact 8-hop overlap, ``halo_sync`` exchanges a one-hop halo
+  before every layer, the domain-decomposition (DD) methods run on inexact subdomains (overlap δ < L).
+  The shipped experiment is the 0.703125 deg grid (131,072 nodes); ``--deep-resolution`` picks the grid
+  the benchmark trains on (default 2.8125 deg, what two cores can run for several methods and seeds).
 
-Reference and goal, printed in the same run: the best domain-decomposition method needs at most 1/10 of
-the communication rounds of ``sync`` (synchronous partition-parallel training, the same trajectory as
-``global``) and ends within 2 % of the reference's validation RMSE on every variable. Since RMSE^2
-scales like the loss, a run that stops at the target has an RMSE about sqrt(1 + tol) above the
-reference's; the default tol = 0.04 keeps that at the 2 % of the goal.
+Procedure, per regime and p:
 
-    python3 benchmarks/bench_dd.py                       # full benchmark (~6 min on 2 cores)
-    python3 benchmarks/bench_dd.py --quick               # smoke version (~1 min, 5.625 deg)
-    python3 benchmarks/bench_dd.py --output docs/dd_benchmark.md   # also rewrite the generated block
+1. Learning rate of the baselines: ``global`` Adam for the iteration budget with each rate of
+   ``--lrs`` (seed 0); the rate with the lowest best validation loss is used by ``global``, ``sync``,
+   ``halo_sync`` and as the local-solver rate of the DD methods. The sweep is printed.
+2. Per seed: the ``global`` reference for the budget; target = its best val_loss x (1 + tol). Every
+   variant then trains until its first evaluation at or below the target (or its budget). ``global
+   stopped at the target`` is read from the reference's own histories at its first crossing.
+3. At the target step, from the MLflow histories: collectives (``rounds``), ``comm_bytes``,
+   ``grad_evals``, ``model_time`` (default network model, ``accounting.alpha/beta``),
+   ``model_time_multinode`` (α = 25 µs, ring all-reduce at 12.5 GB/s, halo message α + bytes/12.5e9),
+   ``wall_time`` and the val RMSE of every variable. Medians and ranges over the seeds.
+4. Goal, printed in the same run: the best DD method (lowest median multi-node time among those that
+   reach the target for every seed) needs <= 1/10 of the collectives and <= 1/2 of the multi-node
+   modelled time of the faster exact baseline (``sync`` or ``halo_sync``), with every variable's val RMSE
+   within 2 % of ``global`` stopped at the same target.
+
+Optional parts: ``--ranks 2`` measures the wall time to target of the baselines and the three best DD
+methods with two gloo ranks (seed 0); ``--halo-table`` prints the replicated work of exact overlaps against
+δ (= the depth L they make exact) for p = 8 and 64 on the 0.703125 deg grid, next to ``halo_sync``'s.
+
+    python3 benchmarks/bench_dd.py --regime deep --output docs/dd_benchmark.md
+    python3 benchmarks/bench_dd.py --regime shallow --parts 2,4,8,16 --seeds 0 --output docs/dd_benchmark.md
+    python3 benchmarks/bench_dd.py --halo-table --regime none --output docs/dd_benchmark.md
+    python3 benchmarks/bench_dd.py --quick          # smoke version (5.625 deg, one seed, a few methods)
 """
 
 from __future__ import annotations
@@ -31,20 +44,21 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BEGIN, END = "<!-- bench_dd:begin -->", "<!-- bench_dd:end -->"
-ACCOUNTING_KEYS = ("rounds", "grad_evals", "wall_time", "model_time")
-DD_GOAL_ROUNDS, DD_GOAL_RMSE = 0.1, 0.02
+KEYS = ("rounds", "comm_bytes", "grad_evals", "model_time", "model_time_multinode", "compute_time", "wall_time")
+GOAL_ROUNDS, GOAL_TIME, GOAL_RMSE = 0.1, 0.5, 0.02
+EXACT = ("sync", "halo_sync")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the comparison: an algorithm, its knob overrides and its iteration budget."""
+    """One row: an algorithm with its overrides and budget."""
 
     label: str
     ddm: str
@@ -52,59 +66,71 @@ class Variant:
     max_iterations: int = 200
     eval_every: int = 5
 
+    @property
+    def exact(self) -> bool:
+        return self.ddm in ("global", *EXACT)
+
 
 @dataclass
-class Result:
+class Run:
+    """One training run's outcome at the target."""
+
     variant: Variant
-    status: str
+    seed: int
     iterations: int
-    reached: bool
     step: int | None
-    at_target: dict
-    totals: dict
-    best_val_loss: float
-    final_val_loss: float
-    val_rmse: dict = field(default_factory=dict)
+    at: dict = field(default_factory=dict)
+    rmse: dict = field(default_factory=dict)
+    best_val_loss: float = math.nan
+
+    @property
+    def reached(self) -> bool:
+        return self.step is not None
 
 
-def variants(quick: bool, budget: int) -> list[Variant]:
-    """The algorithms and knob settings compared; ``budget`` is the reference's iteration budget.
-
-    The defaults of conf/ddm/ come first (``local_steps`` 3, local Adam lr 1e-3, trust region radius 0.1);
-    the tuned rows take more, larger local steps, which is what trades rounds for local work.
-    """
-    many = ("ddm.local_steps=20", "ddm.local_solver.lr=1e-2")
+# ------------------------------------------------------------------------------------ the variants
+def variants(regime: str, budget: int, lr: float, quick: bool) -> list[Variant]:
+    """Baselines and DD methods of a regime; DD methods take ``m`` local Adam steps at the baselines' rate."""
+    local = f"ddm.local_solver.lr={lr}"
+    if regime == "shallow":
+        m, dd_overlap, dd_budget = 20, (), budget // 5
+    else:
+        m, dd_overlap, dd_budget = 10, ("partition.overlap=1",), budget // 4
+    steps = (f"ddm.local_steps={m}", local)
     rows = [
         Variant("sync", "sync", max_iterations=budget),
-        Variant("local_avg", "local_avg", max_iterations=budget // 2),
-        Variant("llcg", "llcg", max_iterations=budget // 3),
-        Variant("asm", "asm", max_iterations=budget // 3, eval_every=2),
-        Variant("msm", "msm", max_iterations=budget // 6, eval_every=1),
-        Variant("two_level", "two_level", max_iterations=budget // 3, eval_every=2),
+        Variant("halo_sync", "halo_sync", ("partition.overlap=1",) if regime == "deep" else (), budget),
+        Variant(f"local_avg m={m}", "local_avg", (*steps, *dd_overlap), dd_budget, 1),
+        Variant(f"llcg m={m}", "llcg", (*steps, *dd_overlap), dd_budget, 1),
+        Variant(f"asm m={m}", "asm", (*steps, *dd_overlap), dd_budget, 1),
     ]
     if quick:
         return rows
     return rows + [
-        Variant("local_avg m=20 lr=1e-2", "local_avg", many, max_iterations=budget // 5, eval_every=1),
-        Variant("local_avg m=40 lr=1e-2", "local_avg", ("ddm.local_steps=40", "ddm.local_solver.lr=1e-2"),
-                max_iterations=budget // 7, eval_every=1),
-        Variant("llcg m=20 lr=1e-2", "llcg", many, max_iterations=budget // 6, eval_every=1),
-        Variant("asm m=20 lr=1e-2", "asm", many, max_iterations=budget // 10, eval_every=1),
-        Variant("asm offo adagrad_box m=20 lr=1e-2", "asm",
-                ("ddm.globalization=offo", "ddm.local_solver.name=adagrad_box", *many),
-                max_iterations=budget // 8, eval_every=1),
-        Variant("asm average none no-foc m=20 lr=1e-2", "asm",
-                ("ddm.combine=average", "ddm.globalization=none", "ddm.foc=false", *many),
-                max_iterations=budget // 8, eval_every=1),
-        Variant("two_level m=20 lr=1e-2 coarse_steps=20", "two_level", (*many, "ddm.coarse_steps=20"),
-                max_iterations=budget // 10, eval_every=1),
+        Variant(f"asm span m={m}", "asm", (*steps, "ddm.combine=span", *dd_overlap), dd_budget, 1),
+        Variant(f"two_level m={m}", "two_level", (*steps, f"ddm.coarse_steps={m}", *dd_overlap), dd_budget, 1),
+        Variant(f"local_avg m={2 * m}", "local_avg", (f"ddm.local_steps={2 * m}", local, *dd_overlap),
+                dd_budget, 1),
     ]
 
 
+def overlap_sweep(regime: str, budget: int, lr: float) -> list[Variant]:
+    """Accuracy against δ for llcg in the deep regime (δ < L: inexact subdomains, corrected by the server step)."""
+    return [Variant(f"llcg m=10 overlap={d}", "llcg", ("ddm.local_steps=10", f"ddm.local_solver.lr={lr}",
+                                                        f"partition.overlap={d}"), budget // 4, 1)
+            for d in (0, 1, 2, 4)]
+
+
 # ------------------------------------------------------------------------------------ running
-def base_overrides(args, uri: str, out: Path) -> list[str]:
-    res = ["data.resolution=5.625", "data.steps=120"] if args.quick else [f"data.resolution={args.resolution}"]
-    return ["+experiment=dd_compare", f"partition.num_parts={args.parts}", f"seed={args.seed}",
+def base_overrides(args, regime: str, parts: int, seed: int, lr: float, uri: str, out: Path) -> list[str]:
+    if regime == "shallow":
+        res = ["data.resolution=5.625", "data.steps=120"] if args.quick else [f"data.resolution={args.resolution}"]
+        exp = "dd_compare"
+    else:
+        res = ["data.resolution=5.625", "data.steps=120"] if args.quick else [
+            f"data.resolution={args.deep_resolution}"]
+        exp = "dd_deep"
+    return [f"+experiment={exp}", f"partition.num_parts={parts}", f"seed={seed}", f"optimizer.lr={lr}",
             f"trainer.threads={args.threads}", "trainer.progress=false", f"tracking.uri={uri}",
             "tracking.experiment=bench_dd", *res, f"output_dir={out}"]
 
@@ -118,85 +144,138 @@ def histories(client, run_id: str, names) -> dict:
     return out
 
 
-def run(variant: Variant, base: list[str], target: float | None, client) -> Result:
-    """Train one variant and read its time-to-target from the MLflow histories."""
+def read_run(variant: Variant, seed: int, summary: dict, client, target: float | None) -> Run:
+    """The run's accounting and val RMSEs at its first evaluation with val_loss <= target."""
+    from gnnddm.report.metrics import first_crossing, value_at_step
+
+    rmse_keys = [f"val_rmse/{v}" for v in summary["final"]["val_rmse"]]
+    hist = histories(client, summary["mlflow_run_id"], ("val_loss", *KEYS, *rmse_keys))
+    steps, values = hist["val_loss"]
+    step = first_crossing(steps, values, target) if target is not None else None
+    run = Run(variant, seed, summary["accounting"]["iterations"], step, best_val_loss=min(values))
+    if step is not None:
+        run.at = {k: value_at_step(*hist[k], step) for k in KEYS if k in hist}
+        run.rmse = {k.split("/", 1)[1]: value_at_step(*hist[k], step) for k in rmse_keys}
+    return run
+
+
+def train_variant(variant: Variant, base: list[str], target: float | None, client, extra=()) -> tuple[dict, Run]:
     from gnnddm.config import compose
-    from gnnddm.report.metrics import to_target
     from gnnddm.train import train
 
     overrides = [*base, f"ddm={variant.ddm}", f"trainer.max_iterations={variant.max_iterations}",
-                 f"trainer.eval_every={variant.eval_every}", *variant.overrides]
+                 f"trainer.eval_every={variant.eval_every}", *variant.overrides, *extra]
     if target is not None:
         overrides.append(f"trainer.target_val_loss={target!r}")
     summary = train(compose(overrides))
-    hist = histories(client, summary["mlflow_run_id"], ("val_loss", *ACCOUNTING_KEYS))
-    val = hist["val_loss"][1]
-    hit = to_target(hist, target) if target is not None else None
-    at = {} if hit is None or not hit.reached else {k: getattr(hit, k) for k in ACCOUNTING_KEYS}
-    return Result(variant, summary["status"], summary["accounting"]["iterations"], bool(at),
-                  hit.step if hit else None, at, summary["accounting"], min(val), val[-1],
-                  summary["final"]["val_rmse"])
+    seed = int(next(o.split("=")[1] for o in base if o.startswith("seed=")))
+    return summary, read_run(variant, seed, summary, client, target)
 
 
-# ------------------------------------------------------------------------------------ reporting
+# ------------------------------------------------------------------------------------ statistics
 def _fmt(v, spec: str = ".3g") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return format(v, spec)
 
 
-def table(results: list[Result], reference: Result) -> str:
-    vars_ = list(reference.val_rmse)
-    head = ["method", "status", "its", "rounds→target", "epochs→target", "model_time→target (s)",
-            "wall→target (s)", "best val_loss", *[f"RMSE {v} (Δ vs ref)" for v in vars_]]
+def median_range(values: list[float], spec: str) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return _fmt(vals[0], spec)
+    return f"{_fmt(statistics.median(vals), spec)} [{_fmt(min(vals), spec)}, {_fmt(max(vals), spec)}]"
+
+
+def median_of(runs: list[Run], key: str) -> float | None:
+    vals = [r.at.get(key) for r in runs if r.reached and r.at.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def rmse_deviation(runs: list[Run], globals_at: dict[int, Run]) -> dict[str, float]:
+    """Median over seeds of each variable's val RMSE relative to global stopped at the same target."""
+    out = {}
+    for var in next(iter(globals_at.values())).rmse:
+        devs = [r.rmse[var] / globals_at[r.seed].rmse[var] - 1 for r in runs
+                if r.reached and globals_at[r.seed].reached and globals_at[r.seed].rmse.get(var)]
+        if devs:
+            out[var] = statistics.median(devs)
+    return out
+
+
+# ------------------------------------------------------------------------------------ reporting
+def table(groups: dict[str, list[Run]], globals_at: dict[int, Run]) -> str:
+    head = ["method", "reached", "collectives", "MB per rank", "epochs", "model time (s), default",
+            "model time (s), multi-node", "compute (s)", "wall (s)", "val RMSE Δ vs global at target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
-        rmse = [f"{_fmt(r.val_rmse.get(v), '.4g')} ({_rel(r.val_rmse.get(v), reference.val_rmse[v])})"
-                for v in vars_]
-        a = r.at_target
+    for label, runs in groups.items():
+        ok = [r for r in runs if r.reached]
+
+        def col(key, spec, scale=1.0, ok=ok):
+            return median_range([r.at[key] * scale for r in ok if r.at.get(key) is not None], spec)
+
+        dev = rmse_deviation(runs, globals_at) if label != "global" else {}
         lines.append("| " + " | ".join([
-            r.variant.label, "target" if r.reached else "not reached", str(r.iterations),
-            _fmt(a.get("rounds"), ".0f"), _fmt(a.get("grad_evals"), ".1f"), _fmt(a.get("model_time"), ".2f"),
-            _fmt(a.get("wall_time"), ".1f"), _fmt(r.best_val_loss, ".4f"), *rmse]) + " |")
+            label, f"{len(ok)}/{len(runs)}", col("rounds", ".0f"), col("comm_bytes", ".3g", 1e-6),
+            col("grad_evals", ".1f"), col("model_time", ".2f"), col("model_time_multinode", ".2f"),
+            col("compute_time", ".2f"), col("wall_time", ".1f"),
+            ", ".join(f"{v} {100 * d:+.1f} %" for v, d in dev.items()) or "–"]) + " |")
     return "\n".join(lines)
 
 
-def _rel(v, ref) -> str:
-    return "–" if v is None or not ref else f"{100 * (v / ref - 1):+.1f} %"
-
-
-def headline(results: list[Result], reference: Result) -> list[str]:
-    by = {r.variant.label: r for r in results}
-    sync = by.get("sync")
-    out = []
-    if sync is None or not sync.reached:
-        return ["sync did not reach the target: no rounds ratio (raise --reference-iterations)."]
-    dd = [r for r in results if r.variant.ddm not in ("global", "sync") and r.reached]
+def headline(groups: dict[str, list[Run]], globals_at: dict[int, Run]) -> list[str]:
+    seeds = len(globals_at)
+    exact = {k: g for k, g in groups.items() if k in EXACT and all(r.reached for r in g)}
+    if not exact:
+        return ["no exact baseline reached the target for every seed: no ratios (raise the budget)"]
+    base_label = min(exact, key=lambda k: median_of(exact[k], "model_time_multinode"))
+    base = exact[base_label]
+    b_rounds, b_time = median_of(base, "rounds"), median_of(base, "model_time_multinode")
+    out = [f"faster exact baseline (median multi-node modelled time): {base_label}: {b_rounds:.0f} collectives, "
+           f"{b_time:.3f} s" + "".join(
+               f"; {k}: {median_of(g, 'rounds'):.0f} collectives, {median_of(g, 'model_time_multinode'):.3f} s"
+               for k, g in exact.items() if k != base_label)]
+    dd = {k: g for k, g in groups.items() if k not in ("global", *EXACT)
+          and len(g) == seeds and all(r.reached for r in g)}
     if not dd:
-        out.append(f"No domain-decomposition method reached the target; sync needed "
-                   f"{sync.at_target['rounds']:.0f} rounds.")
-        return out
-    best = min(dd, key=lambda r: r.at_target["rounds"])
-    ratio = best.at_target["rounds"] / sync.at_target["rounds"]
-    glob = by.get("global")
-    out.append(f"best DD method: {best.variant.label}: {best.at_target['rounds']:.0f} rounds to target vs "
-               f"sync {sync.at_target['rounds']:.0f} -> ratio {ratio:.3f} (goal <= {DD_GOAL_ROUNDS}: "
-               f"{'met' if ratio <= DD_GOAL_ROUNDS else 'NOT met'})")
-    for name, ref in (("global stopped at the same target", glob), ("the converged reference", reference)):
-        if ref is None:
-            continue
-        dev = {v: best.val_rmse[v] / ref.val_rmse[v] - 1 for v in ref.val_rmse}
-        worst = max(abs(d) for d in dev.values())
-        out.append(f"its final val RMSE vs {name}: " + ", ".join(f"{v} {100 * d:+.1f} %" for v, d in dev.items())
-                   + f" (goal within {100 * DD_GOAL_RMSE:.0f} %: {'met' if worst <= DD_GOAL_RMSE else 'NOT met'})")
-    for r in sorted(dd, key=lambda r: r.at_target["rounds"]):
-        out.append(f"  {r.variant.label}: rounds ratio {r.at_target['rounds'] / sync.at_target['rounds']:.3f}, "
-                   f"epochs {r.at_target['grad_evals'] / max(sync.at_target['grad_evals'], 1e-12):.2f}x sync's, "
-                   f"model_time {r.at_target['model_time'] / max(sync.at_target['model_time'], 1e-12):.2f}x sync's")
-    missed = [r.variant.label for r in results if not r.reached]
+        missed = [k for k in groups if k not in ("global", *EXACT)]
+        return [*out, "no domain-decomposition method reached the target for every seed: " + ", ".join(missed)]
+    best = min(dd, key=lambda k: median_of(dd[k], "model_time_multinode"))
+    for label in sorted(dd, key=lambda k: median_of(dd[k], "model_time_multinode")):
+        g = dd[label]
+        r_ratio = median_of(g, "rounds") / b_rounds
+        t_ratio = median_of(g, "model_time_multinode") / b_time
+        d_ratio = median_of(g, "model_time") / median_of(base, "model_time")
+        dev = rmse_deviation(g, globals_at)
+        worst = max(abs(d) for d in dev.values()) if dev else float("nan")
+        ok = r_ratio <= GOAL_ROUNDS and t_ratio <= GOAL_TIME and worst <= GOAL_RMSE
+        mark = "best DD method" if label == best else "  "
+        out.append(f"{mark} {label}: collectives {r_ratio:.3f}x, multi-node time {t_ratio:.2f}x, default-network "
+                   f"time {d_ratio:.2f}x of {base_label}; worst val RMSE Δ vs global at target {100 * worst:.1f} % "
+                   f"-> goal (<= {GOAL_ROUNDS}, <= {GOAL_TIME}, <= {100 * GOAL_RMSE:.0f} %) "
+                   f"{'MET' if ok else 'NOT met'}; {break_even(g, base)}")
+    missed = [k for k in groups if k not in dd and k not in ("global", *EXACT)]
     if missed:
-        out.append("not reached within their budgets: " + ", ".join(missed))
+        out.append("not reached for every seed within their budgets: " + ", ".join(missed))
     return out
+
+
+def break_even(dd: list[Run], base: list[Run]) -> str:
+    """How much faster the compute would have to be for the DD method to need <= GOAL_TIME of the
+    baseline's multi-node time (its communication time unchanged): the k with
+    c_dd / k + n_dd <= GOAL_TIME · (c_base / k + n_base), c = compute, n = multi-node communication."""
+    c_dd, c_b = median_of(dd, "compute_time"), median_of(base, "compute_time")
+    t_dd, t_b = median_of(dd, "model_time_multinode"), median_of(base, "model_time_multinode")
+    if None in (c_dd, c_b, t_dd, t_b):
+        return "break-even unknown"
+    n_dd, n_b = t_dd - c_dd, t_b - c_b
+    if c_dd <= GOAL_TIME * c_b:
+        return "within the time goal at this machine's compute speed"
+    if n_dd >= GOAL_TIME * n_b:
+        return "no compute speed-up reaches the time goal (it communicates too much)"
+    k = (c_dd - GOAL_TIME * c_b) / (GOAL_TIME * n_b - n_dd)
+    return f"the time goal would be met with compute >= {k:.3g}x faster than here"
 
 
 def machine() -> str:
@@ -208,32 +287,160 @@ def machine() -> str:
             f"{platform.python_version()}, torch {torch.__version__}, {platform.platform()}")
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replace the generated block of ``path`` (between the markers), keeping the rest of the page."""
-    text = path.read_text() if path.exists() else f"# Training algorithms compared\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+def write_block(path: Path, name: str, block: str) -> None:
+    """Replace the generated block ``name`` of ``path`` (between its markers), keeping the rest."""
+    begin, end = f"<!-- bench_dd:{name}:begin -->", f"<!-- bench_dd:{name}:end -->"
+    text = path.read_text() if path.exists() else "# Training algorithms compared\n"
+    if begin not in text or end not in text:
+        text = text.rstrip() + f"\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
+
+
+# ------------------------------------------------------------------------------------ one regime
+def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) -> list[str]:
+    """Learning-rate sweep, references, variants and ranks for one regime and p; returns the markdown."""
+    budget = args.reference_iterations or (60 if args.quick else (300 if regime == "shallow" else 200))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lrs = [float(x) for x in args.lrs.split(",")]
+    sweep = {}
+    ref_runs: dict[float, tuple[dict, Run]] = {}
+    for lr in lrs:
+        v = Variant(f"global lr={lr:g}", "global", max_iterations=budget)
+        summary, r = train_variant(v, base_overrides(args, regime, parts, seeds[0], lr, uri, tmp / f"lr{lr}"),
+                                   None, client)
+        sweep[lr], ref_runs[lr] = r.best_val_loss, (summary, r)
+        log(f"[{regime} p={parts}] lr sweep: global Adam lr {lr:g}: best val_loss {r.best_val_loss:.5f}")
+    lr = min(sweep, key=sweep.get)
+    todo = variants(regime, budget, lr, args.quick)
+    if args.only:
+        keep = {s.strip() for s in args.only.split(",")}
+        todo = [v for v in todo if v.label in keep or v.ddm in keep]
+    groups: dict[str, list[Run]] = {"global": []}
+    globals_at: dict[int, Run] = {}
+    targets = {}
+    for seed in seeds:
+        ref = Variant("global", "global", max_iterations=budget)
+        if seed == seeds[0]:
+            summary, _ = ref_runs[lr]
+        else:
+            summary, _ = train_variant(ref, base_overrides(args, regime, parts, seed, lr, uri, tmp / f"ref{seed}"),
+                                       None, client)
+        best = min(h.value for h in client.get_metric_history(summary["mlflow_run_id"], "val_loss"))
+        targets[seed] = best * (1 + args.tol)
+        globals_at[seed] = read_run(ref, seed, summary, client, targets[seed])
+        groups["global"].append(globals_at[seed])
+        log(f"[{regime} p={parts}] seed {seed}: target val_loss {targets[seed]:.5f}")
+        for i, v in enumerate(todo):
+            _, r = train_variant(v, base_overrides(args, regime, parts, seed, lr, uri, tmp / f"s{seed}r{i}"),
+                                 targets[seed], client)
+            groups.setdefault(v.label, []).append(r)
+            log(f"  {v.label:<28} seed {seed}: {'target' if r.reached else 'not reached':<11} its {r.iterations:4d} "
+                f"collectives {_fmt(r.at.get('rounds'), '.0f'):>6}  multi-node {_fmt(r.at.get('model_time_multinode'), '.2f'):>7} s")
+    lines = headline(groups, globals_at)
+    tab = table(groups, globals_at)
+    md = [f"### {regime}, p = {parts}", "",
+          "Learning-rate sweep of the baselines (global Adam, seed " + str(seeds[0]) + f", {budget} iterations, best "
+          "val_loss): " + ", ".join(f"{k:g}: {v:.5f}" for k, v in sweep.items()) + f" -> lr {lr:g}.",
+          "", f"Targets (best global val_loss x (1 + {args.tol})): " + ", ".join(
+              f"seed {s}: {t:.5f}" for s, t in targets.items()) + ".", "", tab, "", "```", *lines, "```"]
+    if regime == "deep" and args.overlap_sweep:
+        sweep_rows = {}
+        for v in overlap_sweep(regime, budget, lr):
+            _, r = train_variant(v, base_overrides(args, regime, parts, seeds[0], lr, uri, tmp / v.label.replace(" ", "_")),
+                                 targets[seeds[0]], client)
+            sweep_rows[v.label] = [r]
+            log(f"  {v.label:<28} {'target' if r.reached else 'not reached'} best val {r.best_val_loss:.5f}")
+        md += ["", f"Accuracy against the overlap δ (llcg, seed {seeds[0]}; the model has L = 8 layers):", "",
+               table(sweep_rows, {seeds[0]: globals_at[seeds[0]]})]
+    if args.ranks:
+        md += ["", *ranks_table(args, regime, parts, seeds[0], lr, targets[seeds[0]], groups, todo, uri, tmp, client,
+                                log)]
+    print("\n".join(md), flush=True)
+    return md
+
+
+def ranks_table(args, regime, parts, seed, lr, target, groups, todo, uri, tmp, client, log) -> list[str]:
+    """Wall time to target with ``args.ranks`` gloo ranks for the baselines and the three best DD methods."""
+    dd = [k for k, g in groups.items() if k not in ("global", *EXACT) and g and g[0].reached]
+    dd = sorted(dd, key=lambda k: groups[k][0].at["model_time_multinode"])[:3]
+    chosen = [v for v in todo if v.label in (*EXACT, *dd)]
+    lines = [f"Wall time to target with {args.ranks} gloo ranks (seed {seed}, one process per rank, "
+             f"{args.threads} thread each) against the one-process run of the same configuration:", "",
+             "| method | one process: wall (s) | ranks: wall (s) | ranks: reached | ratio |", "|---|---|---|---|---|"]
+    for v in chosen:
+        extra = ("distributed.backend=gloo", f"distributed.nproc_per_node={args.ranks}")
+        _, r = train_variant(v, base_overrides(args, regime, parts, seed, lr, uri, tmp / f"ranks_{v.ddm}"),
+                             target, client, extra)
+        one = groups[v.label][0].at.get("wall_time")
+        got = r.at.get("wall_time")
+        ratio = None if one is None or got is None else got / one
+        lines.append(f"| {v.label} | {_fmt(one, '.1f')} | {_fmt(got, '.1f')} | {r.reached} | {_fmt(ratio, '.2f')} |")
+        log(f"  ranks {v.label}: {_fmt(got, '.1f')} s vs {_fmt(one, '.1f')} s")
+    return lines
+
+
+# ------------------------------------------------------------------------------------ halo table
+def halo_table(resolution: float, log) -> list[str]:
+    """Replicated work of exact overlaps (δ = L) against the one-hop halo of halo_sync, p = 8 and 64.
+
+    *Work* = Σ_k |V_k ∪ H_k| / N: the nodes computed per layer relative to one copy of the graph (1 = no
+    redundancy); an exact overlap for L layers needs δ = L. halo_sync: one-hop halo, and the rows the
+    busiest part sends per exchange.
+    """
+    import warnings
+
+    from gnnddm.config import build, compose
+    from gnnddm.partition.halo import halo_plan
+    from gnnddm.pipeline import build_problem
+
+    warnings.filterwarnings("ignore")
+    cfg = compose(["+experiment=dd_deep", f"data.resolution={resolution}", "data.steps=8", "tracking.enabled=false"])
+    data = build_problem(cfg).data
+    lines = [f"Synthetic {resolution} deg grid, {data.num_nodes:,} nodes, METIS:", "",
+             "| p | δ = 1 | δ = 2 | δ = 4 | δ = 8 | δ = 16 | halo_sync work | halo_sync rows sent per layer (max part) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in (8, 64):
+        cells = []
+        plan = None
+        for d in (1, 2, 4, 8, 16):
+            part_cfg = compose(["+experiment=dd_deep", f"partition.num_parts={p}", f"partition.overlap={d}"]).partition
+            partition = build(part_cfg, "partition")(data)
+            work = sum(sd.num_local for sd in partition.subdomains) / data.num_nodes
+            cells.append(f"{work:.2f}")
+            if plan is None:
+                plan = halo_plan(partition, data.edge_index, data.num_nodes, data.edge_weight)
+            log(f"halo table p={p} δ={d}: work {work:.3f}")
+        hwork = sum(len(plan.nodes[k]) for k in plan.nodes) / data.num_nodes
+        lines.append(f"| {p} | " + " | ".join(cells) + f" | {hwork:.2f} | {plan.rows_sent():,} |")
+    return lines
 
 
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, default knobs only")
-    parser.add_argument("--parts", type=int, default=8, help="number of subdomains p (default 8)")
-    parser.add_argument("--resolution", type=float, default=2.8125, help="synthetic grid spacing in degrees")
+    parser.add_argument("--regime", choices=("shallow", "deep", "both", "none"), default="both")
+    parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, one seed, a few methods")
+    parser.add_argument("--parts", default="8", help="comma-separated numbers of subdomains p (default 8)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--lrs", default="3e-3,1e-2", help="learning rates of the baselines' sweep")
+    parser.add_argument("--resolution", type=float, default=2.8125, help="shallow regime grid spacing (deg)")
+    parser.add_argument("--deep-resolution", type=float, default=2.8125, help="deep regime grid spacing (deg)")
     parser.add_argument("--reference-iterations", type=int, default=None,
-                        help="outer iterations of the global Adam reference (default 300, quick 60)")
+                        help="budget of the global reference (default: shallow 300, deep 200, quick 60)")
     parser.add_argument("--tol", type=float, default=0.04, help="target = best reference val_loss * (1 + tol)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", default=None, help="comma-separated labels of the variants to run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (per rank)")
+    parser.add_argument("--only", default=None, help="comma-separated labels or ddm names of the variants to run")
+    parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
+    parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: llcg accuracy against δ")
+    parser.add_argument("--halo-table", action="store_true", help="replicated work against δ for p = 8, 64")
+    parser.add_argument("--halo-resolution", default="0.703125,2.8125", help="grids of the halo table (deg)")
     parser.add_argument("--output", type=Path, default=None,
-                        help="markdown page whose generated block is rewritten (e.g. docs/dd_benchmark.md)")
+                        help="markdown page whose generated blocks are rewritten (e.g. docs/dd_benchmark.md)")
     args = parser.parse_args(argv)
-    budget = args.reference_iterations or (60 if args.quick else 300)
+    if args.quick:
+        args.seeds = args.seeds.split(",")[0]
 
     import logging
     import warnings
@@ -244,54 +451,30 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     command = "python3 benchmarks/bench_dd.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+
+    regimes = {"both": ("shallow", "deep"), "none": ()}.get(args.regime, (args.regime,))
+    blocks: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         client = MlflowClient(tracking_uri=uri)
-        ref_variant = Variant("global (reference)", "global", max_iterations=budget)
-        reference = run(ref_variant, base_overrides(args, uri, Path(tmp) / "reference"), None, client)
-        target = reference.best_val_loss * (1 + args.tol)
-        print(f"reference: global Adam, {budget} iterations: best val_loss {reference.best_val_loss:.5f}, final "
-              f"{reference.final_val_loss:.5f}, val RMSE " + ", ".join(
-                  f"{k} {v:.4g}" for k, v in reference.val_rmse.items()))
-        print(f"target val_loss = {reference.best_val_loss:.5f} x (1 + {args.tol}) = {target:.5f}", flush=True)
-        todo = [Variant("global", "global", max_iterations=budget), *variants(args.quick, budget)]
-        if args.only:
-            keep = {s.strip() for s in args.only.split(",")}
-            todo = [v for v in todo if v.label in keep or v.ddm in keep]
-        results = []
-        for i, v in enumerate(todo):
-            r = run(v, base_overrides(args, uri, Path(tmp) / f"run{i}"), target, client)
-            results.append(r)
-            print(f"  {v.label:<40} {'target' if r.reached else 'not reached':<12} its {r.iterations:4d}  "
-                  f"rounds->target {_fmt(r.at_target.get('rounds'), '.0f'):>5}  best val {r.best_val_loss:.5f}  "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        for regime in regimes:
+            md = []
+            for p in (int(x) for x in args.parts.split(",")):
+                md += [*run_regime(args, regime, p, client, uri, Path(tmp) / f"{regime}{p}", log), ""]
+            blocks[regime] = md
+    if args.halo_table:
+        blocks["halo"] = [line for r in args.halo_resolution.split(",") for line in (*halo_table(float(r), log), "")]
+        print("\n".join(blocks["halo"]))
     elapsed = time.perf_counter() - t0
-    tab = table(results, reference)
-    lines = headline(results, reference)
-    print()
-    print(tab)
-    print()
-    print("\n".join(lines))
     print(f"\ntotal {elapsed:.0f} s")
     if args.output is not None:
-        ref_rmse = ", ".join(f"{k} {v:.4g}" for k, v in reference.val_rmse.items())
-        block = "\n".join([
-            f"Command: `{command}`  ",
-            f"Machine: {machine()}  ",
-            f"Total time: {elapsed:.0f} s; p = {args.parts}, synthetic "
-            f"{5.625 if args.quick else args.resolution} deg, seed {args.seed}.",
-            "",
-            f"Reference: `global` Adam for {budget} outer iterations, best val_loss "
-            f"{reference.best_val_loss:.5f}, final val RMSE {ref_rmse}. Target val_loss = best x (1 + {args.tol}) "
-            f"= {target:.5f}.",
-            "",
-            tab,
-            "",
-            "```",
-            *lines,
-            "```",
-        ])
-        write_block(args.output, block)
+        for name, md in blocks.items():
+            header = [f"Command: `{command}`  ", f"Machine: {machine()}  ", f"Total time of the command: {elapsed:.0f} s.",
+                      ""]
+            write_block(args.output, name, "\n".join(header + md).rstrip())
         print(f"wrote {args.output}")
     return 0
 
