@@ -89,8 +89,12 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------ the variants
-def variants(regime: str, budget: int, lr: float, quick: bool) -> list[Variant]:
-    """Baselines and DD methods of a regime; DD methods take ``m`` local Adam steps at the baselines' rate."""
+def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = False) -> list[Variant]:
+    """Baselines and DD methods of a regime; DD methods take ``m`` local Adam steps at the baselines' rate.
+
+    The deep regime runs the three DD families (averaging, server correction, Schwarz) unless ``extended``
+    (span combination, two-level and more local steps too): each deep DD run costs minutes here.
+    """
     local = f"ddm.local_solver.lr={lr}"
     if regime == "shallow":
         m, dd_overlap, dd_budget = 20, (), budget // 5
@@ -104,7 +108,7 @@ def variants(regime: str, budget: int, lr: float, quick: bool) -> list[Variant]:
         Variant(f"llcg m={m}", "llcg", (*steps, *dd_overlap), dd_budget, 1),
         Variant(f"asm m={m}", "asm", (*steps, *dd_overlap), dd_budget, 1),
     ]
-    if quick:
+    if quick or (regime == "deep" and not extended):
         return rows
     return rows + [
         Variant(f"asm span m={m}", "asm", (*steps, "ddm.combine=span", *dd_overlap), dd_budget, 1),
@@ -301,9 +305,9 @@ def write_block(path: Path, name: str, block: str) -> None:
 # ------------------------------------------------------------------------------------ one regime
 def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) -> list[str]:
     """Learning-rate sweep, references, variants and ranks for one regime and p; returns the markdown."""
-    budget = args.reference_iterations or (60 if args.quick else (300 if regime == "shallow" else 200))
+    budget = args.reference_iterations or (60 if args.quick else (300 if regime == "shallow" else 150))
     seeds = [int(s) for s in args.seeds.split(",")]
-    lrs = [float(x) for x in args.lrs.split(",")]
+    lrs = [float(x) for x in (args.lrs or ("3e-3,1e-2,3e-2" if regime == "shallow" else "1e-3,3e-3")).split(",")]
     sweep = {}
     ref_runs: dict[float, tuple[dict, Run]] = {}
     for lr in lrs:
@@ -313,7 +317,7 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
         sweep[lr], ref_runs[lr] = r.best_val_loss, (summary, r)
         log(f"[{regime} p={parts}] lr sweep: global Adam lr {lr:g}: best val_loss {r.best_val_loss:.5f}")
     lr = min(sweep, key=sweep.get)
-    todo = variants(regime, budget, lr, args.quick)
+    todo = variants(regime, budget, lr, args.quick, args.extended)
     if args.only:
         keep = {s.strip() for s in args.only.split(",")}
         todo = [v for v in todo if v.label in keep or v.ddm in keep]
@@ -424,14 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, one seed, a few methods")
     parser.add_argument("--parts", default="8", help="comma-separated numbers of subdomains p (default 8)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--lrs", default="3e-3,1e-2", help="learning rates of the baselines' sweep")
+    parser.add_argument("--lrs", default=None,
+                        help="learning rates of the baselines' sweep (default: shallow 3e-3,1e-2,3e-2; deep 1e-3,3e-3)")
     parser.add_argument("--resolution", type=float, default=2.8125, help="shallow regime grid spacing (deg)")
     parser.add_argument("--deep-resolution", type=float, default=2.8125, help="deep regime grid spacing (deg)")
     parser.add_argument("--reference-iterations", type=int, default=None,
-                        help="budget of the global reference (default: shallow 300, deep 200, quick 60)")
+                        help="budget of the global reference (default: shallow 300, deep 150, quick 60)")
     parser.add_argument("--tol", type=float, default=0.04, help="target = best reference val_loss * (1 + tol)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (per rank)")
     parser.add_argument("--only", default=None, help="comma-separated labels or ddm names of the variants to run")
+    parser.add_argument("--extended", action="store_true", help="deep regime: every DD variant of the shallow one")
     parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
     parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: llcg accuracy against δ")
     parser.add_argument("--halo-table", action="store_true", help="replicated work against δ for p = 8, 64")

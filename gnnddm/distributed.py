@@ -127,10 +127,15 @@ def init(world: World, backend: str, timeout_s: float, device: str = "cpu") -> N
     )
 
 
-def shutdown() -> None:
+def shutdown(synchronise: bool = False) -> None:
+    """Leave the process group; with ``synchronise`` (a run that ended normally on every rank) wait for
+    the other ranks first, so that no rank tears down its connections while a peer's last messages are
+    still in flight (gloo then aborts the process)."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -62,6 +62,7 @@ def _train_process(cfg: DictConfig) -> dict:
     out_dir = output_dir(cfg)
     summary: dict = {"status": "running", "mlflow_run_id": None, "output_dir": str(out_dir)}
     tracker = _tracker_for_rank(cfg, rank0)
+    finished = False
     try:
         seed_everything(int(cfg.seed))
         summary["labels"] = run_labels(cfg)
@@ -74,6 +75,7 @@ def _train_process(cfg: DictConfig) -> dict:
             _write_summary(out_dir, summary)
             tracker.log_artifact(out_dir / "summary.json")
         tracker.end("FINISHED")
+        finished = True
         return summary
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
@@ -84,7 +86,7 @@ def _train_process(cfg: DictConfig) -> dict:
         if world.world_size > 1 or cfg.distributed.backend != "none":
             from gnnddm.distributed import shutdown
 
-            shutdown()
+            shutdown(synchronise=finished)
 
 
 @dataclass
@@ -344,6 +346,7 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         _write_summary(out_dir, summary)
         tracker.log_artifact(out_dir / "summary.json")
         tracker.end("FINISHED")
+        finished = True
         return summary
     except BaseException as exc:
         message = _child_error(exc, out_dir)

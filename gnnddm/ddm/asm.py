@@ -1,20 +1,39 @@
 """``asm``: additive Schwarz in data space with trust-region (APTS) or OFFO globalisation (DESIGN.md §4).
 
-One outer iteration from θ_t, p subdomains, weights ω_k (``combine: sum`` ω_k = 1, ``average``
-ω_k = n_k/n), W = Σ_k ω_k:
+One outer iteration from θ_t, p subdomains, weights ω_k (``combine: sum`` ω_k = 1; ``average`` and
+``span`` ω_k = n_k/n), W = Σ_k ω_k (p for ``sum``, 1 otherwise), local scales c_k = W/ω_k (p for ``sum``,
+n/n_k otherwise):
 
 1. g_t = Σ_k ∇f_k(θ_t), f(θ_t) = Σ_k f_k(θ_t)                                  [all-reduce, P + 1]
-   (skipped without ``foc`` and without OFFO: nothing needs g_t)
-2. local model   h_k(θ) = p·f_k(θ) + ⟨g_t − p·∇f_k(θ_t), θ − θ_t⟩   (``foc``; else h_k = p·f_k)
-   so that ∇h_k(θ_t) = g_t; m local-solver steps on h_k from θ_t, each projected onto
-   - ``trust_region``: the ball ‖θ − θ_t‖ ≤ Δ_t / W   (W = p for ``sum``, as in DESIGN.md: Δ_t/p)
-   - ``offo``: the box |θ_i − θ_t,i| ≤ κ·Δ_t,i / W, Δ_t,i = |g_t,i| / w_t,i, w_t² = ς + Σ_{τ≤t} g_τ²
-   - ``none``: no constraint
-3. s_t = Σ_k ω_k (θ_k − θ_t), predicted decrease Σ_k ω_k (h_k(θ_t) − h_k(θ_k))  [all-reduce, P (+1) (+1)]
-4. ``trust_region``: f(θ_t + s_t) = Σ_k f_k(θ_t + s_t)                          [all-reduce, 1]
-   ρ = (f(θ_t) − f(θ_t + s_t)) / predicted; accept if ρ > η₁ (else θ_{t+1} = θ_t, Δ ← γ_dec·Δ);
-   Δ ← γ_inc·Δ if ρ > η₂. ``offo`` and ``none`` always accept (OFFO evaluates no loss values).
-5. ``global_steps`` n: n steps of the global optimizer with Σ_k ∇f_k               [n all-reduces, P + 1]
+   (skipped when nothing needs g_t: no ``foc``, no OFFO, no ``span``, no ``global_pass``). With
+   ``trial: fused`` this is the evaluation that decides the previous iteration's trial (below).
+2. ``global_pass``: one global trust-region step d = −Δ_t g_t/‖g_t‖ (predicted decrease Δ_t‖g_t‖),
+   tested with [∇f, f] at θ_t + d                                                [all-reduce, P + 1]
+3. local model   h_k(θ) = c_k·f_k(θ) + ⟨g_t − c_k·∇f_k(θ_t), θ − θ_t⟩   (``foc``; else h_k = c_k·f_k)
+   so that ∇h_k(θ_t) = g_t and Σ_k ω_k ∇²h_k = W·∇²f; m local-solver steps on h_k from θ_t, each
+   projected onto
+   - ``trust_region``: the ball ‖θ − θ_t‖ ≤ Δ_t / W,
+   - ``offo``: the box |θ_i − θ_t,i| ≤ κ·Δ_t,i / W, Δ_t,i = |g_t,i| / w_t,i, w_t² = ς + Σ_{τ≤t} g_τ²,
+   - ``none``: no constraint.
+4. combination of the corrections s_k = θ_k − θ_t:
+   - ``sum`` / ``average``: s_t = Σ_k ω_k s_k, predicted decrease Σ_k ω_k (h_k(θ_t) − h_k(θ_k))
+                                                                               [all-reduce, P (+1) (+1)]
+   - ``span``: all-gather of the s_k [p·P], then s_t = Σ_k γ_k s_k with γ from ``span_steps``
+     evaluations of φ(γ) = f(θ_t + Sγ) and Sᵀ∇f (:func:`~gnnddm.ddm.solvers.span_minimize`, from
+     γ = ω, within ‖Sγ‖ ≤ Δ_t)                                            [one all-reduce of p + 1 each]
+     predicted decrease: f(θ_t) − f(θ_t + s_t) on the batch it was fitted on.
+5. ``trust_region``: ρ = (f(θ_t) − f(θ_t + s_t)) / predicted; accept if ρ > η₁ (else θ_{t+1} = θ_t,
+   Δ ← γ_dec·Δ); Δ ← γ_inc·Δ if ρ > η₂; Δ clamped into [radius_min, radius_max].
+   - ``trial: separate``: f(θ_t + s_t) on this batch                            [all-reduce, 1]
+     (``span``: already known, no collective)
+   - ``trial: fused``: θ stays θ_t and (s_t, predicted) is pending; step 1 of the next iteration
+     evaluates, on the next mini-batch, ∇f and f at θ_t + s_t and f at θ_t (forward only) in its one
+     all-reduce [P + 2]. Accepted: θ_{t+1} = θ_t + s_t and that gradient is g_{t+1}; rejected: g at θ_t
+     costs one more all-reduce [P + 1]. ρ is thus measured on a fresh mini-batch (an unbiased
+     estimate of the decrease, not the batch the step was fitted on); the pending trial of the last
+     iteration is never applied.
+   ``offo`` and ``none`` always accept (OFFO evaluates no loss values).
+6. ``global_steps`` n: n steps of the global optimizer with Σ_k ∇f_k               [n all-reduces, P + 1]
 
 The division by W keeps the combined step inside the global region (‖s_t‖ ≤ Δ_t, |s_t,i| ≤ κΔ_t,i).
 The loss values f_k used in ρ are the subdomain losses, exact when the overlap δ ≥ L.
@@ -25,9 +44,12 @@ from __future__ import annotations
 import torch
 
 from gnnddm.ddm.base import Algorithm, TrustRegion, check_bool, check_choice, check_float, check_int
-from gnnddm.ddm.solvers import Ball, Box
+from gnnddm.ddm.solvers import Ball, Box, span_minimize
+from gnnddm.errors import ConfigError
 
 GLOBALIZATIONS = ("trust_region", "offo", "none")
+COMBINES = ("sum", "average", "span")
+TRIALS = ("fused", "separate")
 
 
 class ASM(Algorithm):
@@ -41,10 +63,19 @@ class ASM(Algorithm):
         ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ..., ...}``; one per subdomain.
     foc : bool
         First-order coherence term in h_k.
-    combine : {"sum", "average"}
+    combine : {"average", "sum", "span"}
     globalization : {"trust_region", "offo", "none"}
     eta1, eta2, gamma_dec, gamma_inc, radius0 : float
         Trust-region parameters (APTS defaults 0.25, 0.75, 0.9, 1.2, 0.1).
+    radius_min, radius_max : float
+        The radius is kept in [radius_min, radius_max] (0 <= radius_min <= radius0 <= radius_max).
+    trial : {"separate", "fused"}
+        Where the trust-region test evaluates f(θ_t + s_t): in an all-reduce of its own at the end of
+        the iteration, or fused with the next iteration's gradient (conf/ddm sets ``fused``).
+    global_pass : bool
+        One global trust-region step with the global gradient per iteration (APTS's global pass).
+    span_steps : int
+        ``combine: span``: evaluations of f on the span of the corrections (>= 1).
     kappa, varsigma : float
         OFFO box scale κ and accumulator offset ς.
     global_steps : int
@@ -55,20 +86,34 @@ class ASM(Algorithm):
     uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
-                 local_solver: dict | None = None, foc: bool = True, combine: str = "sum",
+                 local_solver: dict | None = None, foc: bool = True, combine: str = "average",
                  globalization: str = "trust_region", eta1: float = 0.25, eta2: float = 0.75,
-                 gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1, kappa: float = 1.0,
-                 varsigma: float = 1e-2, global_steps: int = 0):
+                 gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
+                 radius_max: float = float("inf"), trial: str = "fused", global_pass: bool = False,
+                 span_steps: int = 4, kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
         super().__init__(model, objective, comm, accounting, optimizer)
         self.local_steps = check_int("local_steps", local_steps, 1)
         self.local_solver = dict(local_solver or {"name": "adam", "lr": 1e-3})
         self.foc = check_bool("foc", foc)
-        self.combine = check_choice("combine", combine, ("sum", "average"))
+        self.combine = check_choice("combine", combine, COMBINES)
         self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
-        self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc)
+        self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,
+                              radius_max=radius_max)
+        self.trial = check_choice("trial", trial, TRIALS)
+        self.global_pass = check_bool("global_pass", global_pass)
+        self.span_steps = check_int("span_steps", span_steps, 1)
         self.kappa = check_float("kappa", kappa)
         self.varsigma = check_float("varsigma", varsigma)
         self.global_steps = check_int("global_steps", global_steps, 0)
+        tr = self.globalization == "trust_region"
+        if self.global_pass and not tr:
+            raise ConfigError(f"ddm.global_pass: needs globalization trust_region, got {self.globalization!r}")
+        if self.combine == "span" and self.globalization == "offo":
+            raise ConfigError("ddm.combine: span evaluates the loss, which globalization offo never does; "
+                              "use trust_region or none")
+        if self.global_steps and tr and self.trial == "fused":
+            raise ConfigError("ddm.global_steps: global-optimizer steps would move θ away from the pending "
+                              "trial of trial: fused; set ddm.trial=separate")
         if self.global_steps:
             self._global_optimizer()
         for k in self.parts:
@@ -81,11 +126,17 @@ class ASM(Algorithm):
         self.weight_sum = sum(self.omega.values())
         self.accumulator: torch.Tensor | None = None  # OFFO: ς + Σ g², per coordinate
         self._box_half: torch.Tensor | None = None
+        self.pending: tuple[torch.Tensor, float] | None = None  # trial: fused: (s_t, predicted_t)
+        self.span_evaluations = 0  # combine: span: evaluations of the last span solve
 
     # ------------------------------------------------------------------ pieces
     @property
     def needs_gradient(self) -> bool:
-        return self.foc or self.globalization == "offo"
+        return self.foc or self.globalization == "offo" or self.combine == "span" or self.global_pass
+
+    @property
+    def fused(self) -> bool:
+        return self.globalization == "trust_region" and self.trial == "fused"
 
     def _update_offo(self, g: torch.Tensor) -> None:
         """Accumulate g_t² and set the box half-widths κ·|g_t| / w_t (before division by W)."""
@@ -106,54 +157,189 @@ class ASM(Algorithm):
     def subdomain_model(self, k: int, anchor: torch.Tensor, g, per_part: dict):
         """h_k around ``anchor`` and, with ``foc``, its known value and gradient there: (h_k, first).
 
-        h_k(θ) = p·f_k(θ) + ⟨g − p·∇f_k(θ_t), θ − anchor⟩ with (f_k(θ_t), ∇f_k(θ_t)) = ``per_part[k]``,
-        so ∇h_k(θ_t) = g when ``anchor`` is θ_t; without ``foc`` h_k = p·f_k.
+        h_k(θ) = c_k·f_k(θ) + ⟨g − c_k·∇f_k(θ_t), θ − anchor⟩ with c_k = W/ω_k and (f_k(θ_t), ∇f_k(θ_t)) =
+        ``per_part[k]``, so ∇h_k(θ_t) = g when ``anchor`` is θ_t; without ``foc`` h_k = c_k·f_k.
         """
-        p = float(self.num_parts)
+        c = self.weight_sum / self.omega[k]
         if not self.foc:
-            return self.local_model(self._local(k), scale=p), None
+            return self.local_model(self._local(k), scale=c), None
         f_k, grad_k = per_part[k]
-        h = self.local_model(self._local(k), scale=p, corr=g - p * grad_k, anchor=anchor)
+        h = self.local_model(self._local(k), scale=c, corr=g - c * grad_k, anchor=anchor)
         return h, (f_k, g)
 
-    def subdomain_correction(self, anchor: torch.Tensor, g, per_part: dict, need_f: bool):
-        """Local solves from ``anchor`` and their combination (one all-reduce).
-
-        Returns ``(s, predicted, f_anchor)``: s = Σ_k ω_k (θ_k − anchor); predicted =
-        Σ_k ω_k (h_k(anchor) − h_k(θ_k)) with trust region, else None; f_anchor = Σ_k f_k(anchor) when
-        ``need_f``, else None.
-        """
-        tr = self.globalization == "trust_region"
-        constraint = self.constraint(anchor, 1.0 / self.weight_sum)
-        s = torch.zeros_like(anchor)
-        pred = torch.zeros(1, dtype=anchor.dtype, device=anchor.device)
-        f_anchor = torch.zeros(1, dtype=anchor.dtype, device=anchor.device)
+    def _local_corrections(self, anchor: torch.Tensor, g, per_part: dict, constraint, predict: bool):
+        """θ_k − anchor, h_k(anchor) − h_k(θ_k) (when ``predict``) and f_k(anchor) per part of this rank."""
+        out = {}
         for k in self.parts:
             with self.timed(k):
                 h, first = self.subdomain_model(k, anchor, g, per_part)
                 theta_k, f_start, pred_k = self.local_solve(
-                    h, anchor, self.local_steps, self.solvers[f"part{k}"], constraint=constraint, predict=tr,
-                    first=first,
+                    h, anchor, self.local_steps, self.solvers[f"part{k}"], constraint=constraint,
+                    predict=predict, first=first,
                 )
-                s += self.omega[k] * (theta_k - anchor)
-                if tr:
-                    pred += self.omega[k] * pred_k
-                f_anchor += f_start
-        self.comm.all_reduce_sum_([s] + ([pred] if tr else []) + ([f_anchor] if need_f else []))
+                out[k] = (theta_k - anchor, pred_k, f_start)
         self.set_flat(anchor)
-        return s, (float(pred) if tr else None), (float(f_anchor) if need_f else None)
+        return out
 
-    def finish(self, theta_t: torch.Tensor, s: torch.Tensor, predicted, f_t) -> dict[str, float]:
-        """Globalisation (accept / reject, radius update) and the optional global steps."""
-        stats = {"step_norm": float(torch.linalg.vector_norm(s))}
+    def subdomain_correction(self, anchor: torch.Tensor, g, per_part: dict, f_anchor: float | None,
+                             share: float = 1.0):
+        """Local solves from ``anchor`` within ``share`` of the region, and their combination.
+
+        Returns ``(s, predicted, f_anchor, f_end)``: the combined correction; its predicted decrease
+        (trust region only, else None); Σ_k f_k(anchor) (given, or riding along in the all-reduce);
+        f(anchor + s) when the combination already evaluated it (``span``), else None.
+        """
+        if self.combine == "span":
+            return self.span_correction(anchor, g, per_part, f_anchor, share)
+        tr = self.globalization == "trust_region"
+        need_f = f_anchor is None
+        parts = self._local_corrections(anchor, g, per_part, self.constraint(anchor, share / self.weight_sum), tr)
+        s = torch.zeros_like(anchor)
+        pred = torch.zeros(1, dtype=anchor.dtype, device=anchor.device)
+        f_sum = torch.zeros(1, dtype=anchor.dtype, device=anchor.device)
+        for k, (s_k, pred_k, f_k) in parts.items():
+            s += self.omega[k] * s_k
+            if tr:
+                pred += self.omega[k] * pred_k
+            f_sum += f_k
+        self.comm.all_reduce_sum_([s] + ([pred] if tr else []) + ([f_sum] if need_f else []))
+        return s, (float(pred) if tr else None), (float(f_sum) if need_f else f_anchor), None
+
+    def span_correction(self, anchor: torch.Tensor, g: torch.Tensor, per_part: dict, f_anchor: float,
+                        share: float = 1.0):
+        """``combine: span``: the best combination Σ_k γ_k s_k of the local corrections (see module doc).
+
+        One all-gather of the p corrections, then one all-reduce of [Sᵀ∇f, f] (p + 1 numbers) per
+        evaluation of φ(γ) = f(anchor + Sγ); every rank solves the p-dimensional problem alike.
+        """
+        tr = self.globalization == "trust_region"
+        parts = self._local_corrections(anchor, g, per_part, self.constraint(anchor, share), predict=False)
+        mine = {k: parts[k][0] if k in parts else torch.zeros_like(anchor) for k in self.comm.parts_of_rank}
+        gathered = self.comm.all_gather_parts(mine)
+        order = sorted(self.omega)
+        S = torch.stack([gathered[k].to(anchor) for k in order])
+
+        def evaluate(gamma: torch.Tensor):
+            self.set_flat(anchor + gamma.to(S.dtype) @ S)
+            vec = torch.zeros(len(order) + 1, dtype=anchor.dtype, device=anchor.device)
+            for k in self.parts:
+                with self.timed(k):
+                    f_k, g_k = self._loss_grad(self._local(k))
+                    vec[:-1] += S @ g_k
+                    vec[-1] += f_k
+            self.comm.all_reduce_sum_([vec])
+            return float(vec[-1]), vec[:-1].double().cpu()
+
+        with self.timed(None):
+            gram, grad0 = (S @ S.T).double().cpu(), (S @ g).double().cpu()
+        omega = torch.tensor([self.omega[k] for k in order], dtype=torch.float64)
+        gamma, phi, self.span_evaluations = span_minimize(gram, f_anchor, grad0, omega, evaluate, self.span_steps,
+                                                          radius=self.tr.radius * share if tr else None)
+        self.model.zero_grad(set_to_none=True)
+        self.set_flat(anchor)
+        s = gamma.to(S) @ S
+        return s, (f_anchor - phi if tr else None), f_anchor, phi
+
+    # ------------------------------------------------------------------ trust region
+    def decide_pending(self, stats: dict):
+        """``trial: fused``: test the pending (s, predicted) of the previous iteration on this batch.
+
+        One all-reduce of [Σ∇f_k(θ + s), Σf_k(θ + s), Σf_k(θ)] (the gradient only when the iteration needs
+        one); a rejection costs one more all-reduce [g, f] at θ. Returns (θ_t, g_t, f_t, per_part).
+        """
+        s, predicted = self.pending
+        self.pending = None
+        base = self.flat()
+        trial = base + s
+        grad = self.needs_gradient
+        g = torch.zeros_like(base) if grad else None
+        f = torch.zeros(2, dtype=base.dtype, device=base.device)  # [f(θ + s), f(θ)]
+        per_part = {}
+        for k in self.parts:
+            with self.timed(k):
+                f[1] += self._loss_value(self._local(k))
+        self.set_flat(trial)
+        for k in self.parts:
+            with self.timed(k):
+                if grad:
+                    f_k, g_k = self._loss_grad(self._local(k))
+                    g += g_k
+                    if self.foc:
+                        per_part[k] = (f_k, g_k)
+                else:
+                    f_k = self._loss_value(self._local(k))
+                f[0] += f_k
+        self.comm.all_reduce_sum_(([g] if grad else []) + [f])
+        self.model.zero_grad(set_to_none=True)
+        f_trial, f_base = float(f[0]), float(f[1])
+        rho, accepted = self.tr.update(f_base - f_trial, predicted)
+        stats.update(rho=rho, accepted=float(accepted), predicted=predicted, actual=f_base - f_trial)
+        if accepted:
+            return trial, g, f_trial, per_part
+        self.set_flat(base)
+        g, per_part = None, {}
+        if grad:
+            g, _, per_part = self.subdomain_gradients(keep=self.foc)
+        return base, g, f_base, per_part
+
+    def global_step(self, theta: torch.Tensor, g: torch.Tensor, f: float, per_part: dict, stats: dict):
+        """APTS's global pass: θ + d, d = −Δ g/‖g‖, tested with ρ = (f(θ) − f(θ + d)) / (Δ‖g‖).
+
+        One all-reduce [∇f, f] at θ + d, which is also the gradient of the next phase when accepted.
+        """
+        norm = float(torch.linalg.vector_norm(g))
+        if norm == 0:
+            return theta, g, f, per_part
+        radius = self.tr.radius
+        trial = theta - (radius / norm) * g
+        self.set_flat(trial)
+        g1, f1, per_part1 = self.subdomain_gradients(keep=self.foc)
+        rho, accepted = self.tr.update(f - f1, radius * norm)
+        stats.update(global_rho=rho, global_accepted=float(accepted))
+        if accepted:
+            return trial, g1, f1, per_part1
+        self.set_flat(theta)
+        return theta, g, f, per_part
+
+    def start(self, stats: dict):
+        """Steps 1-2: decide a pending trial, g_t at θ_t when needed, the global pass.
+
+        Returns (θ_t, g_t, f_t, per_part); g_t and f_t are None when nothing needed them.
+        """
+        if self.pending is not None:
+            theta_t, g, f_t, per_part = self.decide_pending(stats)
+        else:
+            theta_t, g, f_t, per_part = self.flat(), None, None, {}
+            if self.needs_gradient:
+                g, f_t, per_part = self.subdomain_gradients(keep=self.foc)
+        if self.globalization == "offo":
+            self._update_offo(g)
+        if self.global_pass:
+            theta_t, g, f_t, per_part = self.global_step(theta_t, g, f_t, per_part, stats)
+        return theta_t, g, f_t, per_part
+
+    def finish(self, theta_t: torch.Tensor, s: torch.Tensor, predicted, f_t, f_new=None,
+               stats: dict | None = None) -> dict[str, float]:
+        """Step 5-6: the trust-region test (or the pending trial), and the optional global steps.
+
+        ``f_new`` = f(θ_t + s) when already known on this batch (no collective then).
+        """
+        stats = {} if stats is None else stats
+        stats["step_norm"] = float(torch.linalg.vector_norm(s))
+        if self.combine == "span":
+            stats["span_evaluations"] = float(self.span_evaluations)
         if f_t is not None:
             stats["loss"] = f_t
-        if self.globalization == "trust_region":
-            self.set_flat(theta_t + s)
-            f_new = self.subdomain_losses()
+        if self.fused:
+            self.pending = (s, predicted)
+            self.set_flat(theta_t)
+            stats["tr_radius"] = self.tr.radius
+        elif self.globalization == "trust_region":
+            if f_new is None:
+                self.set_flat(theta_t + s)
+                f_new = self.subdomain_losses()
             rho, accepted = self.tr.update(f_t - f_new, predicted)
-            if not accepted:
-                self.set_flat(theta_t)
+            self.set_flat(theta_t + s if accepted else theta_t)
             stats.update(rho=rho, accepted=float(accepted), tr_radius=self.tr.radius, predicted=predicted,
                          actual=f_t - f_new)
         else:
@@ -168,19 +354,18 @@ class ASM(Algorithm):
 
     # ------------------------------------------------------------------ the outer iteration
     def _step(self) -> dict[str, float]:
-        theta_t = self.flat()
-        g, f_t, per_part = None, None, {}
-        if self.needs_gradient:
-            g, f_t, per_part = self.subdomain_gradients(keep=self.foc)
-            if self.globalization == "offo":
-                self._update_offo(g)
-        s, predicted, f_sub = self.subdomain_correction(theta_t, g, per_part, need_f=f_t is None)
-        return self.finish(theta_t, s, predicted, f_t if f_t is not None else f_sub)
+        stats: dict[str, float] = {}
+        theta_t, g, f_t, per_part = self.start(stats)
+        s, predicted, f_t, f_new = self.subdomain_correction(theta_t, g, per_part, f_t)
+        return self.finish(theta_t, s, predicted, f_t, f_new, stats)
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict:
-        return {"radius": self.tr.radius, "accumulator": self.accumulator}
+        pending = None if self.pending is None else {"step": self.pending[0], "predicted": self.pending[1]}
+        return {"radius": self.tr.radius, "accumulator": self.accumulator, "pending": pending}
 
     def _load_extra_state(self, state: dict) -> None:
         self.tr.radius = float(state["radius"])
         self.accumulator = state["accumulator"]
+        pending = state.get("pending")
+        self.pending = None if pending is None else (pending["step"], float(pending["predicted"]))

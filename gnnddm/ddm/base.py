@@ -62,7 +62,14 @@ class TrustRegion:
     """Radius update of the trust-region globalisation (APTS defaults).
 
     ρ = actual / predicted decrease; the step is accepted if ρ > η₁; the radius shrinks by γ_dec on
-    rejection and grows by γ_inc when ρ > η₂. A non-positive predicted decrease is a rejection.
+    rejection and grows by γ_inc when ρ > η₂, and is then clamped into [radius_min, radius_max]
+    (APTS's min/max radius). A non-positive predicted decrease is a rejection.
+
+    Raises
+    ------
+    ConfigError
+        A parameter out of range, naming its ``ddm.`` key: negative ``radius_min``, ``radius_max`` below
+        ``radius_min``, ``radius0`` outside [radius_min, radius_max], η₁ > η₂, ...
     """
 
     radius: float = 0.1
@@ -70,13 +77,22 @@ class TrustRegion:
     eta2: float = 0.75
     gamma_dec: float = 0.9
     gamma_inc: float = 1.2
+    radius_min: float = 1e-4
+    radius_max: float = float("inf")
 
     def __post_init__(self):
+        check_float("radius_min", self.radius_min, 0.0, open_low=False)
+        check_float("radius_max", self.radius_max, 0.0)
+        if self.radius_max < self.radius_min:
+            raise ConfigError(f"ddm.radius_max: expected a number >= ddm.radius_min = {self.radius_min!r}, "
+                              f"got {self.radius_max!r}")
         check_float("radius0", self.radius)
+        check_float("radius0", self.radius, self.radius_min, self.radius_max, open_low=False)
         check_float("eta1", self.eta1, 0.0, 1.0, open_low=False)
         check_float("eta2", self.eta2, self.eta1, 1.0, open_low=False)
         check_float("gamma_dec", self.gamma_dec, 0.0, 1.0)
         check_float("gamma_inc", self.gamma_inc, 1.0, float("inf"), open_low=False)
+        self.radius = float(self.radius)
 
     def update(self, actual: float, predicted: float) -> tuple[float, bool]:
         """(ρ, accepted) for the given decreases; updates :attr:`radius`."""
@@ -86,6 +102,7 @@ class TrustRegion:
             self.radius *= self.gamma_dec
         elif rho > self.eta2:
             self.radius *= self.gamma_inc
+        self.radius = min(max(self.radius, self.radius_min), self.radius_max)
         return rho, accepted
 
 

@@ -8,14 +8,17 @@ share no edge). Starting from θ^(0) = θ_t, group j solves from θ^(j−1):
     θ_k = m local-solver steps on h_k(θ) = p·f_k(θ) + ⟨g_t − p·∇f_k(θ_t), θ − θ^(j−1)⟩  (k ∈ G_j)
     θ^(j) = θ^(j−1) + Σ_{k ∈ G_j} (θ_k − θ^(j−1))                                      [all-reduce, P (+1)]
 
-and θ_{t+1} = θ^(last). The coherence vector g_t − p·∇f_k(θ_t) is computed once at θ_t (the linear
-term's gradient does not depend on where it is anchored), so the first-order term costs no extra
-communication. The owner of group j's parts sends θ^(j) to everyone: one collective per group, counted as
-an all-reduce of the correction (P numbers, plus the predicted decrease with a trust region). With a
-trust region each local step stays within ‖θ − θ^(j−1)‖ ≤ Δ_t / p and the whole sweep is tested as in
-``asm`` (ρ = actual / Σ_k predicted_k, one more all-reduce of f(θ_t + s_t); without ``foc`` f(θ_t) costs
-one forward per subdomain and an all-reduce of 1 number). In the modelled time the groups run one after
-another (Σ_j max_{k ∈ G_j} local_time_k): this is the reference for convergence, not for speed.
+and θ_{t+1} = θ^(last): the corrections of a sweep add up (the ``sum`` combination, local scale p).
+The coherence vector g_t − p·∇f_k(θ_t) is computed once at θ_t (the linear term's gradient does not
+depend on where it is anchored), so the first-order term costs no extra communication. The owner of
+group j's parts sends θ^(j) to everyone: one collective per group, counted as an all-reduce of the
+correction (P numbers, plus the predicted decrease with a trust region). With a trust region each local
+step stays within ‖θ − θ^(j−1)‖ ≤ Δ_t / p and the whole sweep is tested as in ``asm`` (ρ = actual /
+Σ_k predicted_k; ``trial: separate``: one more all-reduce of f(θ_t + s_t), and without ``foc`` f(θ_t)
+costs one forward per subdomain and an all-reduce of 1 number; ``trial: fused``: the test rides with
+the next iteration's first all-reduce, as in ``asm``; radius kept in [radius_min, radius_max];
+``global_pass`` as in ``asm``). In the modelled time the groups run one after another
+(Σ_j max_{k ∈ G_j} local_time_k): this is the reference for convergence, not for speed.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ class MSM(ASM):
 
     Parameters
     ----------
-    local_steps, local_solver, foc, globalization, eta1, eta2, gamma_dec, gamma_inc, radius0, kappa,
-    varsigma, global_steps
+    local_steps, local_solver, foc, globalization, eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min,
+    radius_max, trial, global_pass, kappa, varsigma, global_steps
         As for :class:`~gnnddm.ddm.asm.ASM` (the sequential corrections add up: ``combine`` is ``sum``).
         Default globalisation: ``none``.
     colored : bool
@@ -67,11 +70,13 @@ class MSM(ASM):
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
                  local_solver: dict | None = None, foc: bool = True, colored: bool = False,
                  globalization: str = "none", eta1: float = 0.25, eta2: float = 0.75, gamma_dec: float = 0.9,
-                 gamma_inc: float = 1.2, radius0: float = 0.1, kappa: float = 1.0, varsigma: float = 1e-2,
-                 global_steps: int = 0):
+                 gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
+                 radius_max: float = float("inf"), trial: str = "fused", global_pass: bool = False,
+                 kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
         super().__init__(model, objective, comm, accounting, optimizer, local_steps=local_steps,
                          local_solver=local_solver, foc=foc, combine="sum", globalization=globalization,
                          eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc, radius0=radius0,
+                         radius_min=radius_min, radius_max=radius_max, trial=trial, global_pass=global_pass,
                          kappa=kappa, varsigma=varsigma, global_steps=global_steps)
         self.colored = check_bool("colored", colored)
         active = sorted(self.omega)
@@ -82,14 +87,10 @@ class MSM(ASM):
             self.groups = [[k] for k in active]
 
     def _step(self) -> dict[str, float]:
-        theta_t = self.flat()
+        stats: dict[str, float] = {}
         tr = self.globalization == "trust_region"
-        g, f_t, per_part = None, None, {}
-        if self.needs_gradient:
-            g, f_t, per_part = self.subdomain_gradients(keep=self.foc)
-            if self.globalization == "offo":
-                self._update_offo(g)
-        elif tr:
+        theta_t, g, f_t, per_part = self.start(stats)
+        if f_t is None and tr and not self.fused:
             f_t = self.subdomain_losses()
         current, predicted = theta_t.clone(), 0.0
         for j, group in enumerate(self.groups):
@@ -112,6 +113,6 @@ class MSM(ASM):
             current = current + delta
             predicted += float(pred)
         self.set_flat(theta_t)
-        stats = self.finish(theta_t, current - theta_t, predicted if tr else None, f_t)
+        stats = self.finish(theta_t, current - theta_t, predicted if tr else None, f_t, stats=stats)
         stats["groups"] = float(len(self.groups))
         return stats

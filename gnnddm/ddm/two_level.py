@@ -10,14 +10,18 @@ and m_c = ``coarse_steps`` local-solver steps on h_c from θ_a give s_c (inside 
 region and s_c is the sum of the level corrections). Every rank solves the coarse problem redundantly:
 it needs only g_a, no extra collective.
 
-Placement (``coarse``), with s_sub the ``asm`` subdomain correction:
+Placement (``coarse``), with s_sub the ``asm`` subdomain correction (any ``combine``):
 
-- ``additive``: s_sub and s_c both from θ_t with g_t; s_t = s_sub + s_c.
-- ``pre``: s_c from θ_t; then g at θ' = θ_t + s_c (one more all-reduce of P + 1) and s_sub from θ'.
+- ``pre`` (default): s_c from θ_t; then g at θ' = θ_t + s_c (one more all-reduce of P + 1) and s_sub
+  from θ'. Each correction is within the region from its own anchor (‖s_t‖ ≤ 2Δ_t).
 - ``post``: s_sub from θ_t; then g at θ' = θ_t + s_sub (one more all-reduce) and s_c from θ'.
+- ``additive``: s_sub and s_c both from θ_t with g_t, each within *half* the region (ball Δ_t/2, or
+  half the OFFO box), so that s_t = s_sub + s_c stays in the region: ‖s_t‖ ≤ Δ_t.
 
 The trust-region test is made once for the whole outer iteration: ρ = (f(θ_t) − f(θ_t + s_t)) /
-(predicted_sub + predicted_c). With ``coarse_steps: 0`` the method is ``asm``.
+(predicted_sub + predicted_c), with ``trial: separate`` or ``fused`` as in ``asm`` (with ``pre`` and
+``combine: span`` f(θ_t + s_t) is known and the separate test costs no collective). With
+``coarse_steps: 0`` the method is ``asm``.
 
 Coarse levels come from the objective or, when it has none, from
 ``gnnddm.partition.coarse.coarsen`` on the data graph (``coarse_clusters`` clusters, then a quarter as
@@ -59,6 +63,7 @@ class TwoLevel(ASM):
     ----------
     (all of :class:`~gnnddm.ddm.asm.ASM`), and
     coarse : {"pre", "post", "additive"}
+        Where the coarse correction goes (module docstring); ``additive`` halves both regions.
     coarse_steps : int
         m_c >= 0 local-solver steps on h_c per level (0: no coarse correction).
     coarse_clusters : int or list of int
@@ -72,7 +77,7 @@ class TwoLevel(ASM):
     name = "two_level"
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, coarse: str = "additive",
+    def __init__(self, model, objective, comm, accounting, optimizer=None, coarse: str = "pre",
                  coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1, coarse_method: str = "metis",
                  **asm_options):
         super().__init__(model, objective, comm, accounting, optimizer, **asm_options)
@@ -97,11 +102,16 @@ class TwoLevel(ASM):
         h = self.local_model(loss, corr=g - grad_c, anchor=anchor)
         return h, (f_c, g)
 
-    def coarse_correction(self, anchor: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """s_c = Σ_levels (θ_c − anchor) and its predicted decrease (0 without trust region)."""
+    @property
+    def needs_gradient(self) -> bool:
+        return self.levels > 0 or super().needs_gradient
+
+    def coarse_correction(self, anchor: torch.Tensor, g: torch.Tensor, share: float = 1.0):
+        """s_c = Σ_levels (θ_c − anchor) within ``share`` of the region, and its predicted decrease (0
+        without trust region)."""
         s_c, predicted = torch.zeros_like(anchor), 0.0
         tr = self.globalization == "trust_region"
-        constraint = self.constraint(anchor, 1.0 / max(self.levels, 1))
+        constraint = self.constraint(anchor, share / max(self.levels, 1))
         for level in range(self.levels):
             with self.timed(None):
                 h, first = self.coarse_model(level, anchor, g)
@@ -117,24 +127,23 @@ class TwoLevel(ASM):
     def _step(self) -> dict[str, float]:
         if self.levels == 0:
             return super()._step()
-        theta_t = self.flat()
-        g, f_t, per_part = self.subdomain_gradients(keep=self.foc)
-        if self.globalization == "offo":
-            self._update_offo(g)
+        stats: dict[str, float] = {}
+        theta_t, g, f_t, per_part = self.start(stats)
+        f_new = None
         if self.coarse == "additive":
-            s_sub, pred_sub, _ = self.subdomain_correction(theta_t, g, per_part, need_f=False)
-            s_c, pred_c = self.coarse_correction(theta_t, g)
+            s_sub, pred_sub, _, _ = self.subdomain_correction(theta_t, g, per_part, f_t, share=0.5)
+            s_c, pred_c = self.coarse_correction(theta_t, g, share=0.5)
         elif self.coarse == "pre":
             s_c, pred_c = self.coarse_correction(theta_t, g)
             self.set_flat(theta_t + s_c)
-            g1, _, per_part1 = self.subdomain_gradients(keep=self.foc)
-            s_sub, pred_sub, _ = self.subdomain_correction(theta_t + s_c, g1, per_part1, need_f=False)
+            g1, f1, per_part1 = self.subdomain_gradients(keep=self.foc)
+            s_sub, pred_sub, _, f_new = self.subdomain_correction(theta_t + s_c, g1, per_part1, f1)
         else:
-            s_sub, pred_sub, _ = self.subdomain_correction(theta_t, g, per_part, need_f=False)
+            s_sub, pred_sub, _, _ = self.subdomain_correction(theta_t, g, per_part, f_t)
             self.set_flat(theta_t + s_sub)
             g1, _, _ = self.subdomain_gradients()
             s_c, pred_c = self.coarse_correction(theta_t + s_sub, g1)
         predicted = None if pred_sub is None else pred_sub + pred_c
-        stats = self.finish(theta_t, s_sub + s_c, predicted, f_t)
+        stats = self.finish(theta_t, s_sub + s_c, predicted, f_t, f_new, stats)
         stats["coarse_step_norm"] = float(torch.linalg.vector_norm(s_c))
         return stats

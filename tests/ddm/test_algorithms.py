@@ -77,7 +77,7 @@ def test_local_avg_with_one_sgd_step_is_one_global_sgd_step():
 # ------------------------------------------------------------------------------------ p = 1
 P1_CASES = {
     "asm_none": (ASM, {"globalization": "none"}),
-    "asm_tr_large_radius": (ASM, {"globalization": "trust_region", "radius0": 1e6}),
+    "asm_tr_large_radius": (ASM, {"globalization": "trust_region", "radius0": 1e6, "trial": "separate"}),
     "asm_no_foc": (ASM, {"globalization": "none", "foc": False}),
     "msm": (MSM, {}),
     "local_avg": (LocalAvg, {}),
@@ -148,7 +148,7 @@ def test_rejected_step_leaves_parameters_and_shrinks_radius():
     model = _model(task)
     theta0 = _flat(model).clone()
     # huge SGD steps inside a huge region overshoot: f increases, ρ < η₁
-    algo = _algo(ASM, objective, model, local_solver={"name": "sgd", "lr": 1e3}, radius0=50.0)
+    algo = _algo(ASM, objective, model, local_solver={"name": "sgd", "lr": 1e3}, radius0=50.0, trial="separate")
     stats = algo.step()
     assert stats["accepted"] == 0.0 and stats["rho"] < 0.25
     assert stats["actual"] < 0  # the loss went up
@@ -159,14 +159,15 @@ def test_rejected_step_leaves_parameters_and_shrinks_radius():
 def test_accepted_steps_stay_in_the_trust_region_and_grow_it_on_good_agreement():
     _, _, objective, task = problem(parts=3, overlap=2)
     model = _model(task)
-    algo = _algo(ASM, objective, model, local_solver={"name": "sgd", "lr": 1e-3}, radius0=0.01)
+    algo = _algo(ASM, objective, model, local_solver={"name": "sgd", "lr": 1e-3}, radius0=0.01, trial="separate")
     theta0 = _flat(model).clone()
     stats = algo.step()
     assert stats["accepted"] == 1.0 and stats["rho"] > 0.75
     assert algo.tr.radius == pytest.approx(0.01 * 1.2)
     assert float(torch.linalg.vector_norm(_flat(model) - theta0)) <= 0.01 * (1 + 1e-12)
     # with large local steps the combined step is cut to the radius Δ (each local one to Δ/p)
-    algo = _algo(ASM, objective, _model(task), local_solver={"name": "sgd", "lr": 1.0}, radius0=0.01)
+    algo = _algo(ASM, objective, _model(task), local_solver={"name": "sgd", "lr": 1.0}, radius0=0.01,
+                 combine="sum")
     assert algo.step()["step_norm"] <= 0.01 * (1 + 1e-12)
 
 

@@ -10,13 +10,17 @@ from omegaconf import OmegaConf
 from gnnddm.config import compose
 from gnnddm.ddm import ALGORITHMS, build_algorithm
 from gnnddm.errors import ConfigError
+from gnnddm.models.sage import GraphSAGE
 
 
 def _build(overrides, data=None):
     cfg = compose(overrides)
     _, _, objective, task = problem(data, parts=3, overlap=2)
     torch.manual_seed(0)
-    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
+    if cfg.ddm.name == "halo_sync":  # exchanges halos between the layers of a model that exposes them
+        model = GraphSAGE(task.in_channels, task.out_channels, hidden=6, layers=2).double()
+    else:
+        model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     comm, acc = comm_for(objective)
     return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, acc), cfg
 
