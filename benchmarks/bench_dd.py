@@ -112,6 +112,7 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
         return rows
     return rows + [
         Variant(f"asm span m={m}", "asm", (*steps, "ddm.combine=span", *dd_overlap), dd_budget, 1),
+        Variant(f"asm separate trial m={m}", "asm", (*steps, "ddm.trial=separate", *dd_overlap), dd_budget, 1),
         Variant(f"two_level m={m}", "two_level", (*steps, f"ddm.coarse_steps={m}", *dd_overlap), dd_budget, 1),
         Variant(f"local_avg m={2 * m}", "local_avg", (f"ddm.local_steps={2 * m}", local, *dd_overlap),
                 dd_budget, 1),
@@ -119,10 +120,10 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
 
 
 def overlap_sweep(regime: str, budget: int, lr: float) -> list[Variant]:
-    """Accuracy against δ for llcg in the deep regime (δ < L: inexact subdomains, corrected by the server step)."""
-    return [Variant(f"llcg m=10 overlap={d}", "llcg", ("ddm.local_steps=10", f"ddm.local_solver.lr={lr}",
-                                                        f"partition.overlap={d}"), budget // 4, 1)
-            for d in (0, 1, 2, 4)]
+    """Accuracy and cost against δ for local_avg in the deep regime (δ < L = 8: inexact subdomains)."""
+    return [Variant(f"local_avg m=10 overlap={d}", "local_avg", ("ddm.local_steps=10", f"ddm.local_solver.lr={lr}",
+                                                                  f"partition.overlap={d}"), budget // 4, 1)
+            for d in (0, 1, 2, 4, 8)]
 
 
 # ------------------------------------------------------------------------------------ running
@@ -211,7 +212,7 @@ def rmse_deviation(runs: list[Run], globals_at: dict[int, Run]) -> dict[str, flo
 # ------------------------------------------------------------------------------------ reporting
 def table(groups: dict[str, list[Run]], globals_at: dict[int, Run]) -> str:
     head = ["method", "reached", "collectives", "MB per rank", "epochs", "model time (s), default",
-            "model time (s), multi-node", "compute (s)", "wall (s)", "val RMSE Δ vs global at target"]
+            "model time (s), multi-node", "compute (s)", "wall (s)", "best val_loss", "val RMSE Δ vs global at target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, runs in groups.items():
         ok = [r for r in runs if r.reached]
@@ -224,6 +225,7 @@ def table(groups: dict[str, list[Run]], globals_at: dict[int, Run]) -> str:
             label, f"{len(ok)}/{len(runs)}", col("rounds", ".0f"), col("comm_bytes", ".3g", 1e-6),
             col("grad_evals", ".1f"), col("model_time", ".2f"), col("model_time_multinode", ".2f"),
             col("compute_time", ".2f"), col("wall_time", ".1f"),
+            median_range([r.best_val_loss for r in runs], ".4f"),
             ", ".join(f"{v} {100 * d:+.1f} %" for v, d in dev.items()) or "–"]) + " |")
     return "\n".join(lines)
 
@@ -341,7 +343,9 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
                                  targets[seed], client)
             groups.setdefault(v.label, []).append(r)
             log(f"  {v.label:<28} seed {seed}: {'target' if r.reached else 'not reached':<11} its {r.iterations:4d} "
-                f"collectives {_fmt(r.at.get('rounds'), '.0f'):>6}  multi-node {_fmt(r.at.get('model_time_multinode'), '.2f'):>7} s")
+                f"collectives {_fmt(r.at.get('rounds'), '.0f'):>6}  "
+                f"multi-node {_fmt(r.at.get('model_time_multinode'), '.2f'):>7} s"
+                f"  best val {r.best_val_loss:.5f}")
     lines = headline(groups, globals_at)
     tab = table(groups, globals_at)
     md = [f"### {regime}, p = {parts}", "",
@@ -352,11 +356,13 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
     if regime == "deep" and args.overlap_sweep:
         sweep_rows = {}
         for v in overlap_sweep(regime, budget, lr):
-            _, r = train_variant(v, base_overrides(args, regime, parts, seeds[0], lr, uri, tmp / v.label.replace(" ", "_")),
+            out = tmp / "".join(c if c.isalnum() else "_" for c in v.label)  # no '=' in a Hydra override
+            _, r = train_variant(v, base_overrides(args, regime, parts, seeds[0], lr, uri, out),
                                  targets[seeds[0]], client)
             sweep_rows[v.label] = [r]
             log(f"  {v.label:<28} {'target' if r.reached else 'not reached'} best val {r.best_val_loss:.5f}")
-        md += ["", f"Accuracy against the overlap δ (llcg, seed {seeds[0]}; the model has L = 8 layers):", "",
+        md += ["", f"Cost and accuracy against the overlap δ (local_avg, seed {seeds[0]}; the model has L = 8 "
+               "layers):", "",
                table(sweep_rows, {seeds[0]: globals_at[seeds[0]]})]
     if args.ranks:
         md += ["", *ranks_table(args, regime, parts, seeds[0], lr, targets[seeds[0]], groups, todo, uri, tmp, client,
@@ -403,7 +409,8 @@ def halo_table(resolution: float, log) -> list[str]:
     cfg = compose(["+experiment=dd_deep", f"data.resolution={resolution}", "data.steps=8", "tracking.enabled=false"])
     data = build_problem(cfg).data
     lines = [f"Synthetic {resolution} deg grid, {data.num_nodes:,} nodes, METIS:", "",
-             "| p | δ = 1 | δ = 2 | δ = 4 | δ = 8 | δ = 16 | halo_sync work | halo_sync rows sent per layer (max part) |",
+             "| p | δ = 1 | δ = 2 | δ = 4 | δ = 8 | δ = 16 | halo_sync work "
+             "| halo_sync rows sent per layer (max part) |",
              "|---|---|---|---|---|---|---|---|"]
     for p in (8, 64):
         cells = []
@@ -439,9 +446,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated labels or ddm names of the variants to run")
     parser.add_argument("--extended", action="store_true", help="deep regime: every DD variant of the shallow one")
     parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
-    parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: llcg accuracy against δ")
+    parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: local_avg against δ")
     parser.add_argument("--halo-table", action="store_true", help="replicated work against δ for p = 8, 64")
     parser.add_argument("--halo-resolution", default="0.703125,2.8125", help="grids of the halo table (deg)")
+    parser.add_argument("--block", default=None, help="suffix of the generated blocks' names (e.g. ranks)")
     parser.add_argument("--output", type=Path, default=None,
                         help="markdown page whose generated blocks are rewritten (e.g. docs/dd_benchmark.md)")
     args = parser.parse_args(argv)
@@ -470,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             md = []
             for p in (int(x) for x in args.parts.split(",")):
                 md += [*run_regime(args, regime, p, client, uri, Path(tmp) / f"{regime}{p}", log), ""]
-            blocks[regime] = md
+            name = regime if args.parts == "8" else f"{regime}-p{args.parts.replace(',', '-')}"
+            blocks[f"{name}-{args.block}" if args.block else name] = md
     if args.halo_table:
         blocks["halo"] = [line for r in args.halo_resolution.split(",") for line in (*halo_table(float(r), log), "")]
         print("\n".join(blocks["halo"]))
@@ -478,8 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {elapsed:.0f} s")
     if args.output is not None:
         for name, md in blocks.items():
-            header = [f"Command: `{command}`  ", f"Machine: {machine()}  ", f"Total time of the command: {elapsed:.0f} s.",
-                      ""]
+            header = [f"Command: `{command}`  ", f"Machine: {machine()}  ",
+                      f"Total time of the command: {elapsed:.0f} s.", ""]
             write_block(args.output, name, "\n".join(header + md).rstrip())
         print(f"wrote {args.output}")
     return 0

@@ -346,7 +346,6 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         _write_summary(out_dir, summary)
         tracker.log_artifact(out_dir / "summary.json")
         tracker.end("FINISHED")
-        finished = True
         return summary
     except BaseException as exc:
         message = _child_error(exc, out_dir)

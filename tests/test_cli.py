@@ -102,3 +102,17 @@ def test_multirun_sweep_groups_jobs_under_one_parent_and_keeps_failed_jobs(tmp_p
     assert len({r.data.tags["mlflow.parentRunId"] for r in jobs}) == 1
     assert sorted(r.info.status for r in jobs) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
     assert all(r.info.status != "RUNNING" for r in runs)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("ddm=halo_sync", "partition.overlap"),   # its halo's inputs come from the subdomain rows: overlap >= 1
+    ("ddm=two_level", "ddm.coarse"),
+])
+def test_bad_decomposition_settings_exit_2_naming_the_key_and_fail_the_run(tmp_path, override, key):
+    extra = ["partition.overlap=0"] if override == "ddm=halo_sync" else ["ddm.coarse=middle"]
+    out = gnnddm("train", *TINY, override, *extra, "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 2
+    assert key in out.stderr and "Traceback" not in out.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FAILED"

@@ -47,6 +47,16 @@ def from_node_major(h: torch.Tensor, batched: bool) -> torch.Tensor:
     return h.transpose(0, 1) if batched else h.squeeze(1)
 
 
+def run_stages(model, x: torch.Tensor, graph: Graph) -> torch.Tensor:
+    """A model's forward pass as the composition of its stages (see :mod:`gnnddm.models`):
+    ``decode(layer_{L-1}(... layer_0(encode(x)) ...))`` on ``[B, N, F]`` or ``[N, F]`` input."""
+    h, batched = to_node_major(x, graph, model.in_channels)
+    state = model.encode(h, graph)
+    for k in range(model.num_layers):
+        state = model.layer(k, state, graph)
+    return from_node_major(model.decode(state, graph), batched)
+
+
 def weighted_adjacency(graph: Graph, key: str, build_values) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, A.T)`` as CSR tensors whose values are ``build_values()`` (float [E], sorted edge order).
 

@@ -9,7 +9,7 @@ from torch_geometric.nn import GATv2Conv
 from torch_geometric.utils import softmax
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import check_positive, from_node_major, to_node_major
+from gnnddm.models.common import check_positive, run_stages
 from gnnddm.models.graph import Graph
 
 
@@ -138,8 +138,4 @@ class GATv2(nn.Module):
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
-        h, batched = to_node_major(x, graph, self.in_channels)
-        state = self.encode(h, graph)
-        for k in range(self.num_layers):
-            state = self.layer(k, state, graph)
-        return from_node_major(self.decode(state, graph), batched)
+        return run_stages(self, x, graph)

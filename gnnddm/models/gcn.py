@@ -8,7 +8,7 @@ from torch import nn
 from torch_geometric.nn import GCNConv
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import check_positive, from_node_major, spmm, to_node_major, weighted_adjacency
+from gnnddm.models.common import check_positive, run_stages, spmm, weighted_adjacency
 from gnnddm.models.graph import Graph
 
 
@@ -126,8 +126,4 @@ class GCN(nn.Module):
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
-        h, batched = to_node_major(x, graph, self.in_channels)
-        state = self.encode(h, graph)
-        for k in range(self.num_layers):
-            state = self.layer(k, state, graph)
-        return from_node_major(self.decode(state, graph), batched)
+        return run_stages(self, x, graph)

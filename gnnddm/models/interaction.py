@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import MLP, check_positive, from_node_major, scatter_sum, to_node_major
+from gnnddm.models.common import MLP, check_positive, run_stages, scatter_sum
 from gnnddm.models.graph import Graph
 
 
@@ -109,8 +109,4 @@ class InteractionNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
-        h, batched = to_node_major(x, graph, self.in_channels)
-        state = self.encode(h, graph)
-        for k in range(self.num_layers):
-            state = self.layer(k, state, graph)
-        return from_node_major(self.decode(state, graph), batched)
+        return run_stages(self, x, graph)

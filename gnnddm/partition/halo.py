@@ -90,7 +90,7 @@ def halo_plan(partition: Partition, edge_index, num_nodes: int, edge_weight=None
     # owned nodes in the order of the partition's subdomains, so that owned rows line up with theirs
     owned = {sd.index: np.asarray(sd.nodes[: sd.num_owned], dtype=np.int64) for sd in partition.subdomains}
     row_in_owner = np.empty(num_nodes, dtype=np.int64)
-    for k, ids in owned.items():
+    for ids in owned.values():
         row_in_owner[ids] = np.arange(len(ids))
     order = np.argsort(dst, kind="stable")
     nodes, num_owned, local_edges, edge_ids, deg, wdeg = {}, {}, {}, {}, {}, {}

@@ -84,8 +84,8 @@ def test_residual_sage_is_exact_too_and_differs_from_the_plain_stack():
         g.step(), h.step()
     torch.testing.assert_close(_flat(m_halo), _flat(m_global), rtol=1e-9, atol=1e-11)
     x = objective.batch.x
-    plain = _model(sage, task)
-    assert not torch.allclose(plain(x, objective.full_graph), _model(sage, task, residual=True)(x, objective.full_graph))
+    plain, residual = _model(sage, task), _model(sage, task, residual=True)
+    assert not torch.allclose(plain(x, objective.full_graph), residual(x, objective.full_graph))
 
 
 def test_accounting_counts_two_exchanges_per_layer_gap_and_one_all_reduce():
