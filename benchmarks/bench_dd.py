@@ -3,9 +3,9 @@
 Regimes (docs/dd_benchmark.md):
 
 - *shallow*: ``+experiment=dd_compare``: next-step forecasting on the synthetic 2.8125 deg reanalysis
-  (8,192 nodes), GraphSAGE hidden 32, 2 layers (1,060 parameters), METIS parts, exact overlap 2.
+  (8,192 nodes), GraphSAGE hidden 32, 2 layers (1,572 parameters), METIS parts, exact overlap 2.
 - *deep*: ``+experiment=dd_deep``: the same task with a residual GraphSAGE of 8 layers, hidden 96
-  (114k parameters); ``sync`` replicates the exact 8-hop overlap, ``halo_sync`` exchanges a one-hop halo
+  (116k parameters); ``sync`` replicates the exact 8-hop overlap, ``halo_sync`` exchanges a one-hop halo
   before every layer, the domain-decomposition (DD) methods run on inexact subdomains (overlap δ < L).
   The shipped experiment is the 0.703125 deg grid (131,072 nodes); ``--deep-resolution`` picks the grid
   the benchmark trains on (default 2.8125 deg, what two cores can run for several methods and seeds).
