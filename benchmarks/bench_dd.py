@@ -233,6 +233,8 @@ def table(groups: dict[str, list[Run]], globals_at: dict[int, Run]) -> str:
 def headline(groups: dict[str, list[Run]], globals_at: dict[int, Run]) -> list[str]:
     seeds = len(globals_at)
     exact = {k: g for k, g in groups.items() if k in EXACT and all(r.reached for r in g)}
+    if not any(k in EXACT for k in groups):
+        return ["no exact baseline in this run (--only): no ratios"]
     if not exact:
         return ["no exact baseline reached the target for every seed: no ratios (raise the budget)"]
     base_label = min(exact, key=lambda k: median_of(exact[k], "model_time_multinode"))
