@@ -196,7 +196,7 @@ class TorchComm:
         buf = self._flat(tensors)
         self._dist.all_reduce(buf)
         self._unflat(buf, tensors)
-        self._finish(start, tensors if account else None)
+        self._finish(start, payload_bytes(tensors) if account else None)
 
     def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
         self._sync()
@@ -204,7 +204,7 @@ class TorchComm:
         buf = self._flat(tensors)
         self._dist.broadcast(buf, src=src)
         self._unflat(buf, tensors)
-        self._finish(start, tensors, kind="broadcast")
+        self._finish(start, payload_bytes(tensors), kind="broadcast")
 
     def all_gather_parts(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Every part's tensor on every rank (one all-gather of the blocks, padded to the largest)."""
@@ -220,11 +220,8 @@ class TorchComm:
         self._dist.all_gather(out, mine)
         dtype = torch.float32 if template is None else template.dtype
         gathered = {k: out[r][i].to(dtype) for r, block in enumerate(self._blocks) for i, k in enumerate(block)}
-        self._mark = time.perf_counter()
-        self.times["communicate"] += self._mark - start
-        if self.accounting is not None:
-            nbytes = self.num_parts * shape.numel() * torch.tensor([], dtype=dtype).element_size()
-            self.accounting.collective(int(nbytes), kind="all_gather", parties=self.world_size)
+        self._finish(start, self.num_parts * shape.numel() * torch.tensor([], dtype=dtype).element_size(),
+                     kind="all_gather")
         return gathered
 
     def _gather_shape(self, template) -> torch.Size:
@@ -248,10 +245,7 @@ class TorchComm:
         rank_of = {k: r for r, block in enumerate(self._blocks) for k in block}
         pairs = sorted(plan.send)
         local = [(j, k) for j, k in pairs if j in mine and k in mine]
-        out = copy_halo(plan, values, local, reverse)
-        for k in self.parts_of_rank:
-            if k not in out:
-                out[k] = template.new_zeros(((plan.num_owned[k] if reverse else plan.num_halo(k)), *tail))
+        out = copy_halo(plan, values, local, reverse, self.parts_of_rank)
         # forward: owners (j) send to halo holders (k); reverse: the other way round
         outgoing, incoming = {}, {}
         for j, k in pairs:
@@ -286,19 +280,15 @@ class TorchComm:
                 else:
                     out[k][torch.as_tensor(plan.recv[(j, k)], device=buf.device)] = buf[i : i + n]
                 i += n
-        self._mark = time.perf_counter()
-        self.times["communicate"] += self._mark - start
-        if self.accounting is not None:
-            nbytes = plan.rows_sent(self._blocks) * row_bytes(values)
-            self.accounting.collective(nbytes, kind="halo", parties=self.world_size)
+        self._finish(start, plan.rows_sent(self._blocks) * row_bytes(values), kind="halo")
         return out
 
-    def _finish(self, start: float, tensors, kind: str = "all_reduce") -> None:
-        """Close the timed collective; account its payload unless ``tensors`` is None (control traffic)."""
+    def _finish(self, start: float, nbytes: int | None, kind: str = "all_reduce") -> None:
+        """Close the timed collective; account ``nbytes`` of payload unless None (control traffic)."""
         self._mark = time.perf_counter()
         self.times["communicate"] += self._mark - start
-        if self.accounting is not None and tensors is not None:
-            self.accounting.collective(payload_bytes(tensors), kind=kind, parties=self.world_size)
+        if self.accounting is not None and nbytes is not None:
+            self.accounting.collective(int(nbytes), kind=kind, parties=self.world_size)
 
     # ---------------------------------------------------------------- control (not accounted)
     def agree(self, flag: bool) -> bool:

@@ -252,23 +252,14 @@ class ASM(Algorithm):
         base = self.flat()
         trial = base + s
         grad = self.needs_gradient
-        g = torch.zeros_like(base) if grad else None
-        f = torch.zeros(2, dtype=base.dtype, device=base.device)  # [f(θ + s), f(θ)]
-        per_part = {}
-        for k in self.parts:
-            with self.timed(k):
-                f[1] += self._loss_value(self._local(k))
+        f_base = self.local_losses()
         self.set_flat(trial)
-        for k in self.parts:
-            with self.timed(k):
-                if grad:
-                    f_k, g_k = self._loss_grad(self._local(k))
-                    g += g_k
-                    if self.foc:
-                        per_part[k] = (f_k, g_k)
-                else:
-                    f_k = self._loss_value(self._local(k))
-                f[0] += f_k
+        g, per_part = None, {}
+        if grad:
+            g, f_trial, per_part = self.local_gradients(keep=self.foc)
+        else:
+            f_trial = self.local_losses()
+        f = torch.cat([f_trial, f_base])  # [f(θ + s), f(θ)]
         self.comm.all_reduce_sum_(([g] if grad else []) + [f])
         self.model.zero_grad(set_to_none=True)
         f_trial, f_base = float(f[0]), float(f[1])

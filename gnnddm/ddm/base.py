@@ -272,6 +272,14 @@ class Algorithm:
         Returns ``(g, f, per_part)`` where ``per_part[k] = (f_k, ∇f_k)`` for this rank's parts when
         ``keep`` (the first-order-coherence terms), else an empty dict.
         """
+        g, f, per_part = self.local_gradients(keep)
+        self.comm.all_reduce_sum_([g, f])
+        self.model.zero_grad(set_to_none=True)
+        return g, float(f), per_part
+
+    def local_gradients(self, keep: bool = False):
+        """Σ_k ∇f_k(θ) and [Σ_k f_k(θ)] over this rank's parts, not yet reduced: ``(g, f [1], per_part)``
+        with ``per_part`` as in :meth:`subdomain_gradients`."""
         theta = self.flat()
         g = torch.zeros_like(theta)
         f = torch.zeros(1, dtype=theta.dtype, device=theta.device)
@@ -283,19 +291,22 @@ class Algorithm:
                 f += fk
             if keep:
                 per_part[k] = (fk, gk)
-        self.comm.all_reduce_sum_([g, f])
-        self.model.zero_grad(set_to_none=True)
-        return g, float(f), per_part
+        return g, f, per_part
 
     def subdomain_losses(self) -> float:
         """f = Σ_k f_k(θ) at the current θ (forward only), with one all-reduce of one number."""
+        f = self.local_losses()
+        self.comm.all_reduce_sum_([f])
+        return float(f)
+
+    def local_losses(self) -> torch.Tensor:
+        """[Σ_k f_k(θ)] over this rank's parts (forward only), not yet reduced."""
         theta = self.flat()
         f = torch.zeros(1, dtype=theta.dtype, device=theta.device)
         for k in self.parts:
             with self.timed(k):
                 f += self._loss_value(self._local(k))
-        self.comm.all_reduce_sum_([f])
-        return float(f)
+        return f
 
     def local_model(self, loss_fn, scale: float = 1.0, corr=None, anchor=None) -> LocalModel:
         """h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩ on this algorithm's parameters."""

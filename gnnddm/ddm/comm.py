@@ -83,27 +83,23 @@ class Communicator(Protocol):
         ...
 
 
-def copy_halo(plan, values: dict[int, torch.Tensor], pairs, reverse: bool) -> dict[int, torch.Tensor]:
+def copy_halo(plan, values: dict[int, torch.Tensor], pairs, reverse: bool, parts) -> dict[int, torch.Tensor]:
     """The halo copies (or their adjoint) for the part pairs ``pairs`` whose both ends are local.
 
-    Forward: ``{k: halo rows}`` for every target part k of ``pairs``; reverse: ``{j: owned-row sums}``
-    for every source part j (see :meth:`Communicator.exchange_halo`). Parts without pairs get zeros
-    or empty tensors from the caller.
+    Forward: ``{k: halo rows}``; reverse: ``{j: owned-row sums}`` (see
+    :meth:`Communicator.exchange_halo`), for every part of ``parts``: zeros where no pair contributes,
+    to be filled by the messages from other ranks.
     """
-    out: dict[int, torch.Tensor] = {}
+    template = next(iter(values.values()))
+    out = {k: template.new_zeros(((plan.num_owned[k] if reverse else plan.num_halo(k)), *template.shape[1:]))
+           for k in parts}
     for j, k in pairs:
-        send, recv = plan.send[(j, k)], plan.recv[(j, k)]
-        if not reverse:
-            src = values[j]
-            if k not in out:
-                out[k] = src.new_zeros((plan.num_halo(k), *src.shape[1:]))
-            out[k][torch.as_tensor(recv, device=src.device)] = src[torch.as_tensor(send, device=src.device)]
+        send = torch.as_tensor(plan.send[(j, k)], device=template.device)
+        recv = torch.as_tensor(plan.recv[(j, k)], device=template.device)
+        if reverse:
+            out[j].index_add_(0, send, values[k][recv])
         else:
-            src = values[k]
-            if j not in out:
-                out[j] = src.new_zeros((plan.num_owned[j], *src.shape[1:]))
-            out[j].index_add_(0, torch.as_tensor(send, device=src.device),
-                              src[torch.as_tensor(recv, device=src.device)])
+            out[k][recv] = values[j][send]
     return out
 
 
@@ -159,12 +155,7 @@ class LocalComm:
 
     def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
         """See :meth:`Communicator.exchange_halo`; every part is its own modelled rank."""
-        out = copy_halo(plan, values, sorted(plan.send), reverse)
-        template = next(iter(values.values()))
-        for k in self.parts_of_rank:
-            if k not in out:
-                rows = plan.num_owned[k] if reverse else plan.num_halo(k)
-                out[k] = template.new_zeros((rows, *template.shape[1:]))
+        out = copy_halo(plan, values, sorted(plan.send), reverse, self.parts_of_rank)
         if self.accounting is not None:
             self.accounting.collective(plan.rows_sent() * row_bytes(values), kind="halo", parties=self.num_parts)
         return out

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from gnnddm.ddm.base import Algorithm
-from gnnddm.ddm.objective import graph_as
 from gnnddm.errors import ConfigError
 from gnnddm.models.graph import Graph, prepare_graph
 from gnnddm.partition.halo import HaloPlan, halo_plan
@@ -92,7 +91,7 @@ class HaloSync(Algorithm):
 
     def _graph(self, k: int, dtype: torch.dtype) -> Graph:
         if self.graphs[k].adj.dtype != dtype:
-            self.graphs[k] = graph_as(self.graphs[k], dtype)
+            self.graphs[k] = self.graphs[k].astype(dtype)
         return self.graphs[k]
 
     # ------------------------------------------------------------------ the outer iteration

@@ -34,23 +34,6 @@ from gnnddm.partition.subdomain import Partition
 from gnnddm.tasks import Batch
 
 
-def graph_as(graph: Graph, dtype: torch.dtype) -> Graph:
-    """The same graph with its floating-point tensors in ``dtype`` (for float64 checks)."""
-
-    def cast(t):
-        return None if t is None else t.to(dtype)
-
-    return Graph(
-        edge_index=graph.edge_index,
-        num_nodes=graph.num_nodes,
-        edge_attr=cast(graph.edge_attr),
-        edge_weight=cast(graph.edge_weight),
-        adj=graph.adj.to(dtype),
-        in_degree=graph.in_degree.to(dtype),
-        in_weight=cast(graph.in_weight),
-    )
-
-
 def _coarse_edge_attr(level, assign: np.ndarray, data) -> np.ndarray | None:
     """Edge features of a coarse graph: the level's own, else the mean over the fine edges it merges."""
     own = getattr(level, "edge_attr", None)
@@ -222,10 +205,10 @@ class Objective:
         dtype = batch.x.dtype
         if dtype != self._dtype:
             self._dtype = dtype
-            self.full_graph = graph_as(self.full_graph, dtype)
-            self.graphs = {k: graph_as(g, dtype) for k, g in self.graphs.items()}
+            self.full_graph = self.full_graph.astype(dtype)
+            self.graphs = {k: g.astype(dtype) for k, g in self.graphs.items()}
             for c in self.coarse:
-                c["graph"] = graph_as(c["graph"], dtype)
+                c["graph"] = c["graph"].astype(dtype)
         rows, whole = self._rows_of(nodes)
         self._local = {}
         for k, r in rows.items():

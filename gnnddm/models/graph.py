@@ -105,6 +105,23 @@ class Graph:
             in_weight=mv(self.in_weight),
         )
 
+    def astype(self, dtype: torch.dtype) -> Graph:
+        """The same graph with its floating-point tensors in ``dtype`` (float64 checks); the topology and
+        the integer tensors are shared."""
+
+        def cast(t):
+            return None if t is None else t.to(dtype)
+
+        return Graph(
+            edge_index=self.edge_index,
+            num_nodes=self.num_nodes,
+            edge_attr=cast(self.edge_attr),
+            edge_weight=cast(self.edge_weight),
+            adj=self.adj.to(dtype),
+            in_degree=self.in_degree.to(dtype),
+            in_weight=cast(self.in_weight),
+        )
+
 
 def prepare_graph(edge_index, num_nodes: int, edge_attr=None, edge_weight=None, in_degree=None,
                   in_weight=None) -> Graph:
