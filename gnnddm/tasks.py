@@ -1,6 +1,6 @@
 """Learning tasks: turn a :class:`WeatherGraphData` into mini-batches ``(input, target, loss weights)``.
 
-Loss (DESIGN.md §2): area-weighted MSE over valid (node, variable) entries, normalised by the global
+Loss: area-weighted MSE over valid (node, variable) entries, normalised by the global
 number of valid entries of the mini-batch. The weights ``w`` of a :class:`Batch` already carry the area,
 the validity mask, the per-variable weights and that normalisation, so that for any set of nodes S
 

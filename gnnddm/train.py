@@ -4,7 +4,7 @@ The loop is written out in :func:`_loop`: sample a mini-batch -> one algorithm s
 and their combination happen inside it) -> account -> evaluate -> log -> checkpoint. :func:`_setup`
 builds what it needs (data, graph, partition, model, communicator, algorithm).
 
-Execution (DESIGN.md §7): with ``distributed.backend=none`` one process computes every subdomain in turn.
+Execution: with ``distributed.backend=none`` one process computes every subdomain in turn.
 With ``gloo`` / ``nccl``, a process started by ``torchrun`` or ``srun`` joins the process group its
 environment describes; a plain ``gnnddm train distributed.nproc_per_node=N`` starts N local ranks itself
 (torch's elastic launcher) and owns the MLflow run, which its ranks log into. Only rank 0 logs and writes

@@ -1,4 +1,4 @@
-"""Domain-decomposition training algorithms (DESIGN.md §4) and their communication accounting (§5).
+"""Domain-decomposition training algorithms and their communication accounting (docs/algorithms.md).
 
 ``build_algorithm`` turns the ``ddm`` and ``optimizer`` config groups into an :class:`Algorithm` whose
 ``step()`` performs one outer iteration on the objective's current batch.

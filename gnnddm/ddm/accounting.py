@@ -1,4 +1,4 @@
-"""Communication and work accounting of a training run (DESIGN.md §5).
+"""Communication and work accounting of a training run (docs/algorithms.md, *Accounting*).
 
 Counters, per outer iteration and cumulative:
 
@@ -19,7 +19,7 @@ ended by one collective. A phase costs the slowest rank's compute plus the colle
 where ``local_time_k`` is the measured (``time.perf_counter``) compute of subdomain k in that phase (each
 subdomain stands for one rank of the modelled run) and ``common_time`` is work every rank does alike
 (a coarse solve, an optimizer step). ``model_time = Σ_t Σ_phases phase_time``; with one phase per
-iteration this is DESIGN.md's Σ_t (max_k local_time_k + Σ_collectives (α + β·bytes)).
+iteration this is Σ_t (max_k local_time_k + Σ_collectives (α + β·bytes)).
 
 Network models. A collective is recorded with its kind and payload, and its time is modelled twice:
 

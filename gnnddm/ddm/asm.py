@@ -1,4 +1,4 @@
-"""``asm``: additive Schwarz in data space with trust-region (APTS) or OFFO globalisation (DESIGN.md §4).
+"""``asm``: additive Schwarz in data space with trust-region (APTS) or OFFO globalisation (docs/algorithms.md).
 
 One outer iteration from θ_t, p subdomains, weights ω_k (``combine: sum`` ω_k = 1; ``average`` and
 ``span`` ω_k = n_k/n), W = Σ_k ω_k (p for ``sum``, 1 otherwise), local scales c_k = W/ω_k (p for ``sum``,

@@ -1,4 +1,4 @@
-"""The communication layer seen by the training algorithms (DESIGN.md §4, §7; STYLE.md 8).
+"""The communication layer seen by the training algorithms.
 
 Algorithms never call ``torch.distributed``: they talk to a :class:`Communicator`. Each rank owns one or
 more subdomains (``parts_of_rank``), sums its own subdomains' contributions locally and then calls one

@@ -1,4 +1,4 @@
-"""``msm``: multiplicative Schwarz, subdomains in sequence (DESIGN.md §4).
+"""``msm``: multiplicative Schwarz, subdomains in sequence (docs/algorithms.md).
 
 One outer iteration from θ_t. With ``foc``, g_t = Σ_k ∇f_k(θ_t) first (one all-reduce of P + 1). The
 subdomains are visited in groups G_1, G_2, ... (one subdomain per group, in part order; with ``colored``

@@ -1,4 +1,4 @@
-"""The losses the training algorithms minimise: global f, subdomain f_k, coarse f_c (DESIGN.md §4).
+"""The losses the training algorithms minimise: global f, subdomain f_k, coarse f_c (docs/algorithms.md).
 
 For a mini-batch with loss weights ``w`` (Σ w = 1, see :mod:`gnnddm.tasks`)
 

@@ -1,4 +1,4 @@
-"""Local solvers of the Schwarz methods and the feasible sets they are kept in (DESIGN.md §4).
+"""Local solvers of the Schwarz methods and the feasible sets they are kept in (docs/algorithms.md).
 
 A local solver is a torch optimizer run for m steps on a subdomain's local model. The names a config
 may use (``ddm.local_solver.name``):

@@ -1,4 +1,4 @@
-"""``two_level``: additive Schwarz plus a coarse-graph correction with the same θ (DESIGN.md §4).
+"""``two_level``: additive Schwarz plus a coarse-graph correction with the same θ (docs/algorithms.md).
 
 Coarse level c: the model on the coarse graph, f_c(θ) (see :mod:`gnnddm.ddm.objective` for how x, y,
 w are restricted). Around an anchor θ_a with global gradient g_a the coarse model is τ-corrected,

@@ -1,4 +1,4 @@
-"""Partitions of a graph into subdomains with overlaps, their quality, and coarse graphs (DESIGN.md §3).
+"""Partitions of a graph into subdomains with overlaps, their quality, and coarse graphs.
 
 - :func:`partition_graph` (the target of the ``partition`` config group): data -> :class:`Partition`.
 - :data:`PARTITIONERS`: metis, random, contiguous, geometric; each ``(edge_index, num_nodes, num_parts,

@@ -1,4 +1,4 @@
-"""Coarse graphs for two-level Schwarz methods: clusters, restriction and prolongation (DESIGN.md §4).
+"""Coarse graphs for two-level Schwarz methods: clusters, restriction and prolongation (docs/algorithms.md).
 
 The fine nodes are aggregated into ``n_c`` clusters (by default METIS with ``n_c`` parts, so clusters are
 compact and balanced). With ``a`` the fine area weights, ``A_c = Σ_{i in c} a_i`` and ``c(i)`` the

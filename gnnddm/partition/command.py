@@ -5,7 +5,7 @@
 prints ``repr(partition)`` and writes into the output directory (``cfg.output_dir`` when set, else Hydra's
 run directory, else the working directory):
 
-- ``summary.json`` (DESIGN.md §6): ``status``, ``partition`` (method, num_parts, overlap,
+- ``summary.json``: ``status``, ``partition`` (method, num_parts, overlap,
   edge_cut_fraction, imbalance, halo_ratio, ...), ``graph`` (num_nodes, num_edges), ``timings``, and
   ``error`` when a configuration or data error stopped the command;
 - ``partition_map.png``: the nodes coloured by part (cut edges with ``partition.plot_cut_edges=true``).

@@ -1,4 +1,4 @@
-"""One-hop halos for layer-by-layer halo exchange, as frozen data (DESIGN.md §3–§4, STYLE.md 8).
+"""One-hop halos for layer-by-layer halo exchange, as frozen data.
 
 A deep GNN does not need an L-hop overlap to be exact: a subdomain can hold its owned nodes ``V_k`` plus
 the one-hop halo ``H¹_k`` (the sources of edges into ``V_k`` that other parts own), compute one layer on

@@ -1,4 +1,4 @@
-"""Quality metrics of a partition, as plain data (DESIGN.md §3).
+"""Quality metrics of a partition, as plain data.
 
 Every function is pure and takes the undirected weighted adjacency ``A`` (scipy CSR [N, N], symmetric,
 no self loops; see :func:`gnnddm.partition.overlap.symmetric_adjacency`) and the part vector. What the

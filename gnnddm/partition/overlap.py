@@ -1,4 +1,4 @@
-"""Subdomains with exact ``delta``-hop overlaps, built from a part vector (DESIGN.md §3).
+"""Subdomains with exact ``delta``-hop overlaps, built from a part vector.
 
 Given owned sets ``V_k = {i : parts[i] = k}``, the overlap of depth ``delta`` is
 

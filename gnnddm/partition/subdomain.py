@@ -1,4 +1,4 @@
-"""Subdomains and partitions as frozen data (DESIGN.md §3).
+"""Subdomains and partitions as frozen data.
 
 A :class:`Partition` is computed once from a graph and a part vector and then only read: algorithms,
 the distributed layer and reports take their topology from it.

@@ -1,4 +1,4 @@
-"""Tiny problems for the training-algorithm tests (STYLE.md 10).
+"""Tiny problems for the training-algorithm tests.
 
 - :func:`grid_data`: a 4 x 8 lat-lon grid (periodic in longitude), 4-neighbour edges, cos-latitude areas.
 - :func:`station_data`: 12 scattered stations joined to their 3 nearest neighbours (both directions),

@@ -1,4 +1,4 @@
-"""Properties of the training algorithms that users rely on (DESIGN.md §4)."""
+"""Properties of the training algorithms that users rely on (docs/algorithms.md)."""
 
 from __future__ import annotations
 
