@@ -85,6 +85,24 @@ def _local_uri(uri: str) -> str:
     return uri
 
 
+def _check_sqlite(uri: str) -> None:
+    """A :class:`ConfigError` when the SQLite library of this process is too old for MLflow's store.
+
+    It happens when eccodes (``gnnddm[grib]``), which bundles SQLite 3.26, was loaded before Python's
+    ``sqlite3``: importing :mod:`gnnddm` first prevents it (see ``gnnddm/__init__.py``).
+    """
+    import sqlite3
+
+    from gnnddm.errors import ConfigError
+
+    if sqlite3.sqlite_version_info < (3, 31, 0):
+        raise ConfigError(
+            f"tracking.uri={uri}: this process loaded SQLite {sqlite3.sqlite_version}, older than the 3.31 "
+            "that MLflow's SQLite store needs (eccodes, imported before gnnddm, bundles SQLite 3.26); "
+            "import gnnddm before eccodes/cfgrib, or set tracking.uri to an MLflow server"
+        )
+
+
 def _server_answers(uri: str, timeout: float) -> bool:
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
@@ -141,6 +159,7 @@ class Tracker:
             uri = LOCAL_URI
         self.uri = _local_uri(uri)
         if self.uri.startswith("sqlite:"):
+            _check_sqlite(self.uri)
             logging.getLogger("alembic").setLevel(logging.WARNING)
         self._client = MlflowClient(tracking_uri=self.uri)
         exp_id = self._experiment_id(self.experiment)

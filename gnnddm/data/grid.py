@@ -95,16 +95,28 @@ def open_dataset(path: Path, engine: str | None = None) -> tuple[xr.Dataset, str
     if engine == "cfgrib" and importlib.util.find_spec("cfgrib") is None:
         raise DataError(f"{path}: reading GRIB needs cfgrib and eccodes; install them with "
                         "`pip install gnnddm[grib]` (or convert the file to netCDF)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); expected {EXPECTED}")
     try:
         if engine == "zarr":
             with warnings.catch_warnings():  # stores without consolidated metadata are fine
                 warnings.filterwarnings("ignore", message=".*consolidated metadata", category=RuntimeWarning)
                 ds = xr.open_zarr(path, chunks=None)
+        elif engine == "cfgrib":
+            # indexpath="": cfgrib keeps its message index in memory instead of writing a .idx file beside
+            # the data (which fails in a read-only folder and litters shared ones)
+            ds = xr.open_dataset(path, engine="cfgrib", chunks=None, backend_kwargs={"indexpath": ""})
         else:
             ds = xr.open_dataset(path, engine=engine, chunks=None)
     except Exception as exc:  # netCDF4, zarr and cfgrib raise many unrelated types for bad files
-        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); expected {EXPECTED}") from exc
+        raise DataError(f"{path}: cannot be read ({_first_line(exc)}); expected {EXPECTED}") from exc
     return ds, engine or "netcdf"
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (xarray's "no backend" message lists every backend)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def detect_layout(ds: xr.Dataset, engine: str = "") -> str:
@@ -131,9 +143,8 @@ def standardise(ds: xr.Dataset, source: str, member=None, notes: list | None = N
     ``expver`` (ERA5 vs ERA5T) is combined by taking, for each entry, the first non-NaN value along it.
     """
     notes = notes if notes is not None else []
-    # GRIB: one forecast with several steps -> index by valid_time
-    if "step" in ds.dims and "valid_time" in ds.coords and ds["valid_time"].dims == ("step",):
-        ds = ds.swap_dims(step="valid_time")
+    if "valid_time" in ds.coords and ds["valid_time"].ndim >= 1:
+        ds = _valid_time_axis(ds, source, notes)
     if "step" in ds.dims and ds.sizes["step"] == 1:
         ds = ds.squeeze("step")
     ds = _rename_first(ds, _TIME, "time")
@@ -162,6 +173,36 @@ def standardise(ds: xr.Dataset, source: str, member=None, notes: list | None = N
             merged = merged.fillna(ds.isel(expver=i, drop=True))
         ds = merged
     return ds.drop_vars([c for c in ("number", "expver", "step") if c in ds.coords])
+
+
+def _valid_time_axis(ds: xr.Dataset, source: str, notes: list) -> xr.Dataset:
+    """Index the data by ``valid_time`` alone, whatever forecast dimensions it spans.
+
+    cfgrib opens a forecast file with dimensions ``time`` (reference time) and ``step`` (lead) and a
+    ``valid_time`` coordinate on both; the CDS netCDF has ``valid_time`` as its own dimension. The
+    reference-time × step pairs become one axis of valid times, sorted; where several forecasts reach
+    the same valid time, the one with the shortest step is kept (with a note).
+    """
+    vt = ds["valid_time"]
+    if vt.dims == ("valid_time",):
+        return ds
+    spans = [d for d in vt.dims if d in ("time", "step")]
+    if len(spans) != vt.ndim:
+        raise DataError(f"{source}: valid_time spans dimensions {vt.dims}; expected time and/or step")
+    stale = [c for c in ("time", "step") if c in ds.coords and c not in spans]
+    ds = ds.drop_vars(stale)
+    if len(spans) == 1:
+        return ds.swap_dims({spans[0]: "valid_time"}).drop_vars(spans[0])
+    flat = ds.stack(_forecast=spans)
+    steps = flat["step"].values if "step" in flat.coords else np.zeros(flat.sizes["_forecast"])
+    valid = flat["valid_time"].values
+    order = np.lexsort((steps, valid))  # by valid time, the shortest step first
+    keep = order[np.concatenate([[True], valid[order][1:] != valid[order][:-1]])]
+    if len(keep) < len(valid):
+        notes.append(f"{source}: {len(valid) - len(keep)} forecast fields repeat a valid time of another; "
+                     "kept the one with the shortest step")
+    flat = flat.isel(_forecast=keep).drop_vars(["_forecast", *spans])
+    return flat.swap_dims(_forecast="valid_time")
 
 
 def _rename_first(ds: xr.Dataset, spellings, target: str) -> xr.Dataset:
