@@ -1,9 +1,11 @@
 """Running a Hydra-configured command with gnnddm's error contract.
 
 A :class:`~gnnddm.errors.GnnddmError` ends the command with its one-line message on stderr and exit
-status 2; an unexpected exception with a one-line message and status 1. The traceback is printed only
-with ``verbose=true``. In a multirun sweep a failing job does not stop the others; the sweep's exit
-status is that of its worst job.
+status 2, and so does a config Hydra cannot compose (an unknown option of a group) or a run folder that
+cannot be created; an unexpected exception with a one-line message and status 1. A run stopped by Ctrl-C,
+SIGTERM or SIGUSR1 prints where it stopped and how to resume, and exits with 128 + the signal number.
+The traceback is printed only with ``verbose=true``. In a multirun sweep a failing job does not stop the
+others; the sweep's exit status is that of its worst job.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 
 from gnnddm.config import config_dir
-from gnnddm.errors import GnnddmError
+from gnnddm.errors import ConfigError, GnnddmError
+from gnnddm.signals import Terminated
+
+_FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "output_dir")
 
 
 def _verbose(argv: list[str]) -> bool:
@@ -36,18 +41,44 @@ def report_error(exc: BaseException, verbose: bool) -> int:
     return 1
 
 
+def _check_folders(argv: list[str]) -> None:
+    """Create the folders named on the command line now, so that one that cannot be created is one error
+    naming its key (Hydra would print a traceback)."""
+    from pathlib import Path
+
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in _FOLDER_KEYS or not value or "${" in value or value == "null":
+            continue
+        try:
+            Path(value).expanduser().mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{key}={value}: the folder cannot be created ({exc.strerror or exc}); "
+                              "choose a writable folder") from None
+
+
 def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[str]) -> int:
     """Run ``fn(cfg)`` under ``hydra.main`` with the command-line overrides ``argv``."""
     import hydra
 
     verbose = _verbose(argv)
     worst = {"code": 0}
+    ran = {"app": False}
+    try:
+        _check_folders(argv)
+    except ConfigError as exc:
+        return report_error(exc, verbose)
 
     def app(cfg: DictConfig):
+        ran["app"] = True
         try:
             return fn(cfg)
-        except KeyboardInterrupt:
-            raise
+        except Terminated as exc:
+            print(f"gnnddm: {exc}", file=sys.stderr)
+            worst["code"] = max(worst["code"], exc.exit_code)
+            if os.environ.get("SUBMITIT_EXECUTOR"):
+                raise
+            return None
         except Exception as exc:  # noqa: BLE001 - reported, not swallowed: the exit status carries it
             logging.getLogger("gnnddm").debug("job failed", exc_info=True)
             worst["code"] = max(worst["code"], report_error(exc, verbose))
@@ -64,6 +95,8 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(app)()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 1 and not ran["app"] and not any(a in ("-m", "--multirun") for a in argv):
+            code = 2  # Hydra refused the command line (unknown option, bad override) before the run began
         return max(code, worst["code"])
     finally:
         sys.argv = saved

@@ -40,7 +40,13 @@ class Evaluator:
                 continue
             starts = range(0, len(a), batch_size)
             # every rank draws every batch (the same random masks as one process), then keeps its share
-            made = [task.batch(a[i : i + batch_size], rng) for i in starts]
+            made = [task.batch(a[i : i + batch_size], rng, split=name) for i in starts]
+            if not any(bool(b.valid.any()) for b in made):
+                from gnnddm.errors import DataError
+
+                raise DataError(f"{task.data.source}: the {len(a)} {name} evaluation samples hold no valid "
+                                f"target, so their loss would be 0 over nothing"
+                                + ("; raise trainer.eval_train_samples" if name == "train" else ""))
             self.batches[name] = [b.to(device) for j, b in enumerate(made) if j % world == rank]
             self.num_batches[name] = len(made)
 

@@ -22,7 +22,13 @@ def output_dir(cfg: DictConfig) -> Path:
             path = Path(HydraConfig.get().runtime.output_dir)
         except ValueError:  # not running under a Hydra main
             path = Path.cwd()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from gnnddm.errors import ConfigError
+
+        raise ConfigError(f"output_dir={path}: the folder cannot be created ({exc.strerror or exc}); "
+                          "choose a writable folder") from None
     return path.resolve()
 
 

@@ -105,8 +105,18 @@ class Task:
         """The time indices within ``steps`` that can anchor a sample."""
         raise NotImplementedError
 
-    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None) -> Batch:
-        """A mini-batch anchored at ``anchors``; with ``nodes``, only those rows (see :class:`Batch`)."""
+    def split_anchors(self, split) -> dict[str, np.ndarray]:
+        """Anchors of the ``train``, ``val`` and ``test`` samples of a :class:`~gnnddm.data.normalise.TimeSplit`."""
+        return {name: self.anchors(getattr(split, name)) for name in ("train", "val", "test")}
+
+    def valid_counts(self, anchors: np.ndarray, split: str = "train") -> np.ndarray:
+        """int64 [V]: valid target entries that the samples at ``anchors`` of ``split`` can score."""
+        raise NotImplementedError
+
+    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None,
+              split: str = "train") -> Batch:
+        """A mini-batch anchored at ``anchors`` for ``split`` (train, val or test); with ``nodes``, only those
+        rows (see :class:`Batch`)."""
         raise NotImplementedError
 
     def _rows(self, a: torch.Tensor, t: torch.Tensor, nodes) -> torch.Tensor:
@@ -160,7 +170,11 @@ class ForecastTask(Task):
         back = (self.history - 1) * self.lead
         return np.array([t for t in steps if (t + self.lead) in s and (t - back) in s], dtype=np.int64)
 
-    def batch(self, anchors: np.ndarray, rng=None, nodes=None) -> Batch:
+    def valid_counts(self, anchors: np.ndarray, split: str = "train") -> np.ndarray:
+        t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
+        return (self._M[t] & self._M[t + self.lead]).sum(dim=(0, 1)).numpy().astype(np.int64)
+
+    def batch(self, anchors: np.ndarray, rng=None, nodes=None, split: str = "train") -> Batch:
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
         b = len(t)
         cur, m_cur = self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
@@ -193,15 +207,27 @@ class InterpolateTask(Task):
 
     Input features per node: the state where visible (0 where hidden or missing), a visibility flag per
     variable, the static features, the time features. Only hidden valid entries are scored.
+
+    Splits (``split_by``): ``time`` takes the samples of each split from its time steps (``data.split``);
+    ``nodes`` holds out nodes instead (held-out stations or cells, as in sensor fusion), so that a single
+    snapshot can be trained on: a fixed random ``node_split`` fraction of the nodes is the validation set,
+    another the test set; they are never visible nor scored in training, and every time step is a sample
+    of every split. A validation (test) sample shows all training nodes and scores the validation (test)
+    nodes. ``auto`` is ``nodes`` when the data holds a single time step, ``time`` otherwise.
     """
 
     name = "interpolate"
 
-    def __init__(self, data: WeatherGraphData, hide_fraction: float = 0.3, var_weights=None):
+    def __init__(self, data: WeatherGraphData, hide_fraction: float = 0.3, var_weights=None,
+                 split_by: str = "auto", node_split: dict | None = None, node_seed: int = 0):
         super().__init__(data, var_weights)
         if not 0.0 < float(hide_fraction) < 1.0:
             raise ConfigError(f"task.hide_fraction: expected a number in (0, 1), got {hide_fraction!r}")
+        if split_by not in ("auto", "time", "nodes"):
+            raise ConfigError(f"task.split_by: expected one of auto, time, nodes; got {split_by!r}")
         self.hide_fraction = float(hide_fraction)
+        self.split_by = split_by if split_by != "auto" else ("nodes" if data.num_times == 1 else "time")
+        self.node_role = _node_roles(data.num_nodes, node_split, node_seed) if self.split_by == "nodes" else None
         self._idw = None
 
     @property
@@ -211,17 +237,45 @@ class InterpolateTask(Task):
     def anchors(self, steps: np.ndarray) -> np.ndarray:
         return np.asarray(steps, dtype=np.int64)
 
-    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None) -> Batch:
+    def split_anchors(self, split) -> dict[str, np.ndarray]:
+        if self.split_by == "time":
+            return super().split_anchors(split)
+        every = np.arange(self.data.num_times, dtype=np.int64)
+        return {"train": every, "val": every, "test": every}
+
+    def valid_counts(self, anchors: np.ndarray, split: str = "train") -> np.ndarray:
+        m = self._M[torch.as_tensor(np.asarray(anchors), dtype=torch.long)]
+        if self.node_role is not None:
+            m = m[:, torch.from_numpy(self.node_role == SPLITS.index(split))]
+        return m.sum(dim=(0, 1)).numpy().astype(np.int64)
+
+    def _hidden(self, rng, b: int, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """bool [B, N]: the nodes scored; bool [N] or None: the nodes never shown (other held-out sets)."""
+        n = self.data.num_nodes
+        if self.node_role is None:
+            return torch.from_numpy(rng.random((b, n)) < self.hide_fraction), None
+        role = torch.from_numpy(self.node_role)
+        if split == "train":
+            draw = torch.from_numpy(rng.random((b, n)) < self.hide_fraction)
+            return draw & (role == 0)[None, :], role != 0
+        scored = role == SPLITS.index(split)
+        return scored[None, :].expand(b, n).clone(), (role != 0) & ~scored
+
+    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None,
+              split: str = "train") -> Batch:
         rng = rng if rng is not None else np.random.default_rng(0)
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
-        b, n = len(t), self.data.num_nodes
-        hidden = torch.from_numpy(rng.random((b, n)) < self.hide_fraction)  # all nodes: same draws everywhere
+        b = len(t)
+        hidden, unseen = self._hidden(rng, b, split)  # all nodes: the same draws on every rank
         count = (self._M[t] & hidden[..., None]).sum()
         if nodes is not None:
             hidden = hidden[:, nodes]
+            unseen = None if unseen is None else unseen[nodes]
         state, m = self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
         static = self._static if nodes is None else self._static[nodes]
         visible = m & ~hidden[..., None]
+        if unseen is not None:
+            visible = visible & ~unseen[None, :, None]
         x = torch.cat([torch.where(visible, state, 0.0), visible.float(), static.expand(b, -1, -1),
                        self.time_features(t, nodes)], -1)
         valid = m & hidden[..., None]
@@ -243,6 +297,29 @@ class InterpolateTask(Task):
         wsum = torch.zeros_like(vals).index_add_(1, dst, vis[:, src] * inv[None, :, None])
         num = torch.zeros_like(vals).index_add_(1, dst, (vis * vals)[:, src] * inv[None, :, None])
         return torch.where(wsum > 0, num / wsum.clamp_min(1e-12), torch.zeros_like(num))
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _node_roles(n: int, node_split: dict | None, seed: int) -> np.ndarray:
+    """int8 [n]: 0 training, 1 validation, 2 test node; a fixed random draw of the ``node_split`` fractions."""
+    fractions = {"val": 0.15, "test": 0.15, **dict(node_split or {})}
+    unknown = sorted(set(fractions) - {"val", "test"})
+    if unknown:
+        raise ConfigError(f"task.node_split: unknown key(s) {unknown}; valid: val, test")
+    fv, ft = fractions["val"], fractions["test"]
+    if not all(isinstance(f, int | float) and not isinstance(f, bool) and 0.0 <= f < 1.0 for f in (fv, ft)) \
+            or fv <= 0.0 or fv + ft >= 1.0:
+        raise ConfigError(f"task.node_split: val in (0, 1), test in [0, 1) and val + test < 1 are needed; got "
+                          f"val={fv!r}, test={ft!r}")
+    n_val, n_test = max(1, int(round(fv * n))), int(round(ft * n))
+    if n_val + n_test >= n:
+        raise ConfigError(f"task.node_split: {n} nodes leave none for training with val={fv}, test={ft}")
+    order = np.random.default_rng(seed).permutation(n)
+    role = np.zeros(n, dtype=np.int8)
+    role[order[:n_val]], role[order[n_val:n_val + n_test]] = 1, 2
+    return role
 
 
 def _edge_distance(data: WeatherGraphData) -> torch.Tensor:
@@ -267,9 +344,10 @@ def squared_errors(pred_state: torch.Tensor, batch: Batch, data: WeatherGraphDat
 
 
 def rmse_from_sums(sums: torch.Tensor, data: WeatherGraphData) -> dict[str, float]:
-    """RMSE of each variable in physical units from :func:`squared_errors` sums."""
+    """RMSE of each variable in physical units from :func:`squared_errors` sums (NaN without a valid entry)."""
     std = torch.from_numpy(np.asarray(data.std, dtype=np.float64)).to(sums.device)
     rmse = torch.sqrt(sums[0] / sums[1].clamp_min(1e-12)) * std
+    rmse = torch.where(sums[1] > 0, rmse, torch.full_like(rmse, float("nan")))  # no valid entry: no RMSE
     return {name: float(rmse[i]) for i, name in enumerate(data.variables)}
 
 

@@ -8,7 +8,9 @@ Execution: with ``distributed.backend=none`` one process computes every subdomai
 With ``gloo`` / ``nccl``, a process started by ``torchrun`` or ``srun`` joins the process group its
 environment describes; a plain ``gnnddm train distributed.nproc_per_node=N`` starts N local ranks itself
 (torch's elastic launcher) and owns the MLflow run, which its ranks log into. Only rank 0 logs and writes
-``summary.json``. Every run ends with ``summary.json`` and its MLflow run FINISHED or FAILED.
+``summary.json``. Every run ends with ``summary.json`` and its MLflow run FINISHED, FAILED or KILLED: Ctrl-C,
+SIGTERM and SIGUSR1 (:mod:`gnnddm.signals`) stop it after the current outer iteration with a checkpoint
+(when ``trainer.checkpoint_every`` > 0), status ``terminated`` and the way to resume.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.checkpoint import find_checkpoint, save_checkpoint
 from gnnddm.config import build, require_choice, require_float, require_int
-from gnnddm.errors import ConfigError, GnnddmError, TrainingDivergedError
+from gnnddm.errors import ConfigError, DataError, GnnddmError, TrainingDivergedError
 from gnnddm.outputs import output_dir, save_torch, write_json
+from gnnddm.signals import StopSignals, Terminated
 from gnnddm.tracking import Tracker, environment_tags, tracker_from_config
 
 log = logging.getLogger("gnnddm.train")
@@ -63,24 +66,27 @@ def _train_process(cfg: DictConfig) -> dict:
     summary: dict = {"status": "running", "mlflow_run_id": None, "output_dir": str(out_dir)}
     tracker = _tracker_for_rank(cfg, rank0)
     finished = False
+    stops = StopSignals()
     try:
-        seed_everything(int(cfg.seed))
-        summary["labels"] = run_labels(cfg)
-        if tracker.run_id is None:
-            _start_run(tracker, cfg)
-        summary["mlflow_run_id"] = tracker.run_id
-        state = _setup(cfg, world, summary, tracker)
-        _loop(cfg, state, tracker, out_dir, summary)
-        if rank0:
-            _write_summary(out_dir, summary)
-            tracker.log_artifact(out_dir / "summary.json")
-        tracker.end("FINISHED")
-        finished = True
-        return summary
+        with stops:
+            seed_everything(int(cfg.seed))
+            summary["labels"] = run_labels(cfg)
+            if tracker.run_id is None:
+                _start_run(tracker, cfg)
+            summary["mlflow_run_id"] = tracker.run_id
+            state = _setup(cfg, world, summary, tracker)
+            _loop(cfg, state, tracker, out_dir, summary, stops)
+            if rank0:
+                _write_summary(out_dir, summary)
+                tracker.log_artifact(out_dir / "summary.json")
+            tracker.end("FINISHED")
+            finished = True
+            return summary
     except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        _fail_run(tracker, out_dir if rank0 else None, summary, "interrupted" if interrupted else str(exc),
-                  interrupted)
+        reason = _stop_reason(exc)
+        _fail_run(tracker, out_dir if rank0 else None, summary, reason or str(exc), reason is not None)
+        if reason is not None:
+            raise Terminated(reason, _resume_advice(summary, out_dir, reason)) from None
         raise
     finally:
         if world.world_size > 1 or cfg.distributed.backend != "none":
@@ -120,11 +126,11 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     problem = build_problem(cfg)
     data, split = problem.data, problem.split
     task = build(cfg.task, "task")(data)
-    anchors = {name: task.anchors(getattr(split, name)) for name in ("train", "val", "test")}
-    if len(anchors["train"]) == 0:
-        raise ConfigError("data.split.train: no training sample (too few time steps for the task)")
-    if len(anchors["val"]) == 0:
-        raise ConfigError("data.split.val: no validation sample; give the validation split more time steps")
+    anchors = task.split_anchors(split)
+    _check_samples(anchors, data, task)
+    summary["valid_targets"] = _check_valid_targets(task, anchors, data)
+    tracker.log_metrics({f"valid_targets/{name}/{var}": n for name, counts in summary["valid_targets"].items()
+                         for var, n in counts.items()}, step=0)
     summary["graph"] = {"num_nodes": data.num_nodes, "num_edges": data.num_edges, "kind": data.kind}
 
     edge_dim = 0 if data.edge_attr is None else int(data.edge_attr.shape[1])
@@ -159,7 +165,7 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
         from gnnddm.distributed import TorchComm
 
         comm = TorchComm(partition.num_parts, accounting=accounting, device=device)
-    objective = Objective(data, partition, device=device, parts=comm.parts_of_rank)
+    objective = Objective(data, partition, device=device, parts=comm.parts_of_rank, graph_builder=problem.rebuild)
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
     # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
     eval_sets = {"train": anchors["train"][: int(cfg.trainer.eval_train_samples)], "val": anchors["val"]}
@@ -171,8 +177,8 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
                   world.rank, world.world_size)
 
 
-def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: dict) -> None:
-    """The outer iterations."""
+def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: dict, stops: StopSignals) -> None:
+    """The outer iterations; a stop signal ends them after the current one (see :mod:`gnnddm.signals`)."""
     rng = np.random.default_rng(int(cfg.seed))
     max_it, eval_every = int(cfg.trainer.max_iterations), int(cfg.trainer.eval_every)
     ckpt_every, target = int(cfg.trainer.checkpoint_every), cfg.trainer.target_val_loss
@@ -191,30 +197,36 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
     if s.world_size > 1:
         s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
     for it in range(first, max_it + 1):
-        _maybe_inject_fault(s.rank, it)
-        batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng, nodes=rows)
-        s.objective.set_batch(batch)
-        stats = s.algorithm.step()
-        _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
-        metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, "iteration": it, **stats}
-        stop = False
-        if it % eval_every == 0 or it == max_it:
-            if s.world_size > 1:
-                metrics.update(_rank_times(s.comm))
-            last_eval = s.evaluator(s.model)  # the same values on every rank
-            _check_finite(last_eval["train_loss"], it, float(cfg.trainer.max_loss), "train_loss")
-            metrics.update(last_eval)
-            stop = target is not None and last_eval["val_loss"] <= float(target)
-            if s.world_size > 1 and target is not None:
-                stop = s.comm.agree(stop)  # rank 0 decides, so that no float difference splits the ranks
-        tracker.log_metrics(metrics, step=it)
-        history.append(metrics)
-        progress.update(1)
-        progress.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}",
-                             val=f"{last_eval.get('val_loss', float('nan')):.4f}")
-        if ckpt_every and it % ckpt_every == 0 and it != max_it:
-            save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
-            tracker.flush()  # what was logged up to a checkpoint survives a crash
+        with stops.deferred():
+            _maybe_inject_fault(s.rank, it)
+            batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng, nodes=rows)
+            if rows is None and not bool(batch.valid.any()):
+                raise DataError(f"{s.data.source}: the mini-batch of iteration {it} has no valid target; the "
+                                "training split is too sparse for trainer.batch_size={bs}")
+            s.objective.set_batch(batch)
+            stats = s.algorithm.step()
+            _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
+            metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, "iteration": it,
+                       **stats}
+            stop = False
+            if it % eval_every == 0 or it == max_it:
+                if s.world_size > 1:
+                    metrics.update(_rank_times(s.comm))
+                last_eval = s.evaluator(s.model)  # the same values on every rank
+                _check_finite(last_eval["train_loss"], it, float(cfg.trainer.max_loss), "train_loss")
+                metrics.update(last_eval)
+                stop = target is not None and last_eval["val_loss"] <= float(target)
+                if s.world_size > 1 and target is not None:
+                    stop = s.comm.agree(stop)  # rank 0 decides, so that no float difference splits the ranks
+            tracker.log_metrics(metrics, step=it)
+            history.append(metrics)
+            progress.update(1)
+            progress.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}",
+                                 val=f"{last_eval.get('val_loss', float('nan')):.4f}")
+            if ckpt_every and it % ckpt_every == 0 and it != max_it:
+                save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
+                tracker.flush()  # what was logged up to a checkpoint survives a crash
+        _stop_if_signalled(cfg, s, stops, out_dir, summary, it, rng, start, last_eval, tracker)
         if stop:
             status = "target_reached"
             break
@@ -264,9 +276,52 @@ def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict) ->
     }
 
 
+def _stop_if_signalled(cfg, s: _State, stops: StopSignals, out_dir, summary, it, rng, start, last_eval,
+                       tracker) -> None:
+    """After iteration ``it``: if a stop signal arrived (on rank 0, for all ranks), checkpoint and stop."""
+    received = stops.received is not None
+    if s.world_size > 1:
+        received = s.comm.agree(received)  # every rank stops after the same iteration
+    if not received:
+        return
+    summary["iteration"] = it
+    if int(cfg.trainer.checkpoint_every):
+        save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
+        summary["checkpoint_iteration"] = it
+    tracker.flush()
+    raise Terminated(stops.received or "a stop signal on rank 0")
+
+
+def _stop_reason(exc: BaseException) -> str | None:
+    """The reason of a stop by signal (Ctrl-C, SIGTERM, SIGUSR1, or the elastic agent's), else None."""
+    if isinstance(exc, Terminated):
+        return exc.reason
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT"
+    if type(exc).__name__ == "SignalException":  # torch's elastic agent received the signal
+        sigval = getattr(exc, "sigval", None)
+        return sigval.name if sigval is not None else "SIGTERM"
+    return None
+
+
+def _resume_advice(summary: dict, out_dir: Path, reason: str) -> str:
+    """What the command line prints: where the run stopped and how to continue it."""
+    it = summary.get("checkpoint_iteration")
+    where = f"after iteration {summary['iteration']}" if "iteration" in summary else "during set-up"
+    if it is not None:
+        how = (f"checkpoint of iteration {it} saved; continue with the same command plus resume=true "
+               f"output_dir={out_dir}")
+    else:
+        how = ("no checkpoint of this run; run the command again (set trainer.checkpoint_every=N to be able to "
+               "continue with resume=true)")
+    return f"run terminated by {reason} {where}; {how}"
+
+
 def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None:
-    """Restore the latest complete checkpoint when ``resume`` is set or the elastic agent restarted us."""
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    """Restore the latest complete checkpoint when ``resume`` is set, or when the elastic agent restarted
+    us or SLURM requeued the job (``SLURM_RESTART_COUNT`` > 0)."""
+    restarted = (int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+                 or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0)
     if not (bool(cfg.resume) or restarted):
         return None
     state = find_checkpoint(out_dir, s.rank, s.world_size)
@@ -348,10 +403,13 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         tracker.end("FINISHED")
         return summary
     except BaseException as exc:
-        message = _child_error(exc, out_dir)
+        reason = _stop_reason(exc)
+        message = reason or _child_error(exc, out_dir)
         summary["mlflow_run_id"] = tracker.run_id
-        _fail_run(tracker, out_dir, summary, message, isinstance(exc, KeyboardInterrupt))
-        if isinstance(exc, KeyboardInterrupt | GnnddmError):
+        _fail_run(tracker, out_dir, summary, message, reason is not None)
+        if reason is not None:
+            raise Terminated(reason, _resume_advice(summary, out_dir, reason)) from None
+        if isinstance(exc, GnnddmError):
             raise
         raise GnnddmError(f"distributed run failed: {message}") from None
 
@@ -366,12 +424,17 @@ def _start_run(tracker: Tracker, cfg: DictConfig, **extra_tags) -> None:
 
 
 def _fail_run(tracker: Tracker, out_dir: Path | None, summary: dict, message: str, interrupted: bool) -> None:
-    """Record a failure: summary.json (when ``out_dir``), the error tag, the run FAILED (or KILLED)."""
-    summary.update(status="failed", error=message)
+    """Record the end of a run that did not finish: summary.json (when ``out_dir``) and the run FAILED with
+    the error tag, or, when ``interrupted`` by a signal, status ``terminated`` with its reason and the run
+    KILLED."""
+    if interrupted:
+        summary.update(status="terminated", reason=message)
+    else:
+        summary.update(status="failed", error=message)
     if out_dir is not None:
         _write_summary(out_dir, summary)
     if tracker.run_id:
-        tracker.set_tags({"gnnddm.error": message[:5000]})
+        tracker.set_tags({"gnnddm.terminated_by" if interrupted else "gnnddm.error": message[:5000]})
     tracker.end("KILLED" if interrupted else "FAILED")
 
 
@@ -444,6 +507,39 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: config group has no _target_; choose one of the options in conf/{key}/")
 
 
+def _check_samples(anchors: dict, data, task) -> None:
+    """A :class:`ConfigError` with advice that can be followed when a split has no sample."""
+    for name in ("train", "val"):
+        if len(anchors[name]):
+            continue
+        if data.num_times == 1:
+            advice = ("the data holds a single time step; train on it with task=interpolate, which holds out "
+                      "nodes instead of time steps (task.split_by=nodes)")
+        elif task.name == "forecast":
+            advice = (f"a forecast sample needs {task.lead * task.history + 1} consecutive time steps in the "
+                      f"split ({data.num_times} in the data); enlarge data.split.{name} or lower task.lead")
+        else:
+            advice = f"give data.split.{name} a larger fraction or a longer date range"
+        raise ConfigError(f"data.split.{name}: no {'training' if name == 'train' else 'validation'} sample; "
+                          f"{advice}")
+
+
+def _check_valid_targets(task, anchors: dict, data) -> dict[str, dict[str, int]]:
+    """Valid target entries per split and variable; a :class:`DataError` where training or validation has
+    none for a variable (its loss and RMSE would be 0 over nothing)."""
+    counts = {name: dict(zip(data.variables, (int(n) for n in task.valid_counts(a, name)), strict=True))
+              for name, a in anchors.items()}
+    for name in ("train", "val"):
+        empty = [v for v, n in counts[name].items() if n == 0]
+        if empty:
+            raise DataError(
+                f"{data.source}: no valid value of {', '.join(empty)} in the {name} split (all missing, "
+                f"non-numeric or masked as implausible); drop {'it' if len(empty) == 1 else 'them'} with "
+                f"data.variables or choose a data.split / data.time range that holds values"
+            )
+    return counts
+
+
 def _check_finite(value, it: int, limit: float, name: str) -> None:
     if value is not None and (not np.isfinite(value) or value > limit):
         raise TrainingDivergedError(
@@ -501,11 +597,12 @@ def run_labels(cfg: DictConfig) -> dict[str, str]:
 
 
 def _is_global(cfg: DictConfig) -> bool:
-    return str(cfg.ddm.get("_target_", "")).endswith(".Global")
+    """Whether the algorithm trains the whole graph in one process (``global``, ``multilevel``)."""
+    return str(cfg.ddm.get("_target_", "")).endswith((".Global", ".Multilevel"))
 
 
 def _partition_cfg(cfg: DictConfig) -> DictConfig:
-    """The partition section; the ``global`` algorithm works on the whole graph: one part, no overlap."""
+    """The partition section; ``global`` and ``multilevel`` work on the whole graph: one part, no overlap."""
     if not _is_global(cfg):
         return cfg.partition
     section = OmegaConf.create(OmegaConf.to_container(cfg.partition, resolve=True))

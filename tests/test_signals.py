@@ -1,0 +1,102 @@
+"""SIGTERM and SIGUSR1 (what SLURM and `timeout` send) end a run like Ctrl-C: checkpoint, summary, KILLED."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gnnddm.signals import StopSignals, Terminated
+
+TINY = ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
+        "partition.num_parts=2", "trainer.eval_every=5", "trainer.progress=false"]
+
+
+def _start(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "gnnddm", "train", *TINY, "hydra.run.dir=run", *extra]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+
+
+def _wait_for(path_glob, folder: Path, timeout=240.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if list(folder.glob(path_glob)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path_glob} did not appear in {folder}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_checkpoints_kills_the_run_and_says_how_to_resume(tmp_path, sig):
+    proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.checkpoint_every=1")
+    _wait_for("run/checkpoints/it*.pt", tmp_path)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + int(sig), err[-3000:]
+    assert "Traceback" not in err
+    assert f"run terminated by {sig.name} after iteration" in err and "resume=true" in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "terminated" and summary["reason"] == sig.name
+    assert summary["checkpoint_iteration"] == summary["iteration"]
+    assert (tmp_path / "run" / "checkpoints" / f"it{summary['iteration']:07d}.rank0.pt").exists()
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+
+
+def test_a_terminated_run_resumes_from_its_checkpoint_and_finishes(tmp_path):
+    proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.checkpoint_every=1")
+    _wait_for("run/checkpoints/it*.pt", tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=240)
+    stopped = json.loads((tmp_path / "run" / "summary.json").read_text())["iteration"]
+    last = stopped + 2
+    resumed = _start(tmp_path, f"trainer.max_iterations={last}", "trainer.checkpoint_every=1", "resume=true")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["resumed_from"] == stopped
+    assert summary["accounting"]["iterations"] == last
+
+
+def test_without_checkpoints_the_message_says_so(tmp_path):
+    proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.eval_every=1")
+    _wait_for("mlflow.db", tmp_path)
+    time.sleep(1.0)  # inside the loop or still setting up: either ends the same way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143 and "Traceback" not in err
+    assert "no checkpoint of this run" in err and "trainer.checkpoint_every" in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "terminated"
+
+
+def test_ctrl_c_prints_two_lines_not_a_traceback(tmp_path):
+    proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.checkpoint_every=1")
+    _wait_for("run/checkpoints/it*.pt", tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "run terminated by SIGINT" in err and "resume=true" in err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "terminated"
+
+
+def test_signal_inside_a_deferred_block_waits_for_its_end():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stops:
+        with stops.deferred():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)  # delivered here, recorded only
+        assert stops.received == "SIGUSR1"
+        with pytest.raises(Terminated, match="SIGUSR1") as info:  # outside: raised, with the first reason
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+        assert info.value.exit_code == 128 + int(signal.SIGUSR1)
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
