@@ -95,8 +95,7 @@ def open_dataset(path: Path, engine: str | None = None) -> tuple[xr.Dataset, str
     if engine == "cfgrib" and importlib.util.find_spec("cfgrib") is None:
         raise DataError(f"{path}: reading GRIB needs cfgrib and eccodes; install them with "
                         "`pip install gnnddm[grib]` (or convert the file to netCDF)")
-    if path.is_file() and path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes); expected {EXPECTED}")
+    check_file(path, EXPECTED)
     try:
         if engine == "zarr":
             with warnings.catch_warnings():  # stores without consolidated metadata are fine
@@ -111,6 +110,34 @@ def open_dataset(path: Path, engine: str | None = None) -> tuple[xr.Dataset, str
     except Exception as exc:  # netCDF4, zarr and cfgrib raise many unrelated types for bad files
         raise DataError(f"{path}: cannot be read ({_first_line(exc)}); expected {EXPECTED}") from exc
     return ds, engine or "netcdf"
+
+
+def check_file(path: Path, expected: str) -> None:
+    """One :class:`DataError` for an empty file or a truncated netCDF-3 file.
+
+    Both would otherwise surface later as misleading errors: a backend list for the empty file, and for
+    the truncated one zeros read past its end ("latitude is not monotonic").
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes); expected {expected}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:3] == b"CDF" and magic[3:] in (b"\x01", b"\x02", b"\x05"):
+        from scipy.io import netcdf_file
+
+        try:  # mapping every variable fails when the file ends before the data its header declares
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                nc = netcdf_file(path, mode="r", mmap=True)
+                shapes = [v.data.shape for v in nc.variables.values()]
+                del shapes
+                nc.close()
+        except Exception as exc:  # scipy raises ValueError / TypeError / OSError for broken files
+            raise DataError(f"{path}: truncated or corrupt netCDF-3 file ({_first_line(exc)}); its header "
+                            f"declares more data than the file holds: copy or download it again") from exc
 
 
 def _first_line(exc: BaseException) -> str:

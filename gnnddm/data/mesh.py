@@ -27,6 +27,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from gnnddm.data import plausibility
+from gnnddm.data.grid import check_file
 from gnnddm.data.samples import resolve_path
 from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
@@ -64,6 +65,7 @@ def load_mesh(path, variables: Sequence[str] | None = None, levels=None, time=No
     if share not in SHARE:
         raise ConfigError(f"data.share: expected one of {list(SHARE)}, got {share!r}")
     p = resolve_path(path)
+    check_file(p, "a netCDF file of an unstructured mesh (cell positions on a cell dimension)")
     try:
         ds = xr.open_dataset(p, decode_times=False, mask_and_scale=True)
     except Exception as exc:  # netCDF4/h5py raise many unrelated types for corrupt files
@@ -107,7 +109,8 @@ def _read(ds: xr.Dataset, p: Path, variables, levels, time, wet_only, share) -> 
                 mask[:, :, k] &= w.to_numpy() != 0
                 wet_cells |= w.to_numpy() != 0
     keep = plausibility.check_coordinates(lat, lon)
-    mask, n_masked = plausibility.check_values(values, mask & keep[None, :, None], names, units)
+    standard = [str(da.attrs.get("standard_name", "")) for da, _, _ in fields]
+    mask, n_masked = plausibility.check_values(values, mask & keep[None, :, None], names, units, standard)
     dropped = [str(i) for i in np.nonzero(~keep)[0]]
     if wet_only and wet is not None:
         keep &= wet_cells

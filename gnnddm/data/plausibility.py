@@ -7,10 +7,11 @@ loaders mask it (``mask = False``, ``X = 0``) instead of training on it, and say
 A station or cell whose coordinates are off the sphere is dropped. Nothing here raises: an odd value
 must never end a run.
 
-Each known variable is recognised by its name (CDS short names, WeatherBench2 long names, CMIP names,
-common station-file headers; a per-level suffix such as ``S_10`` or ``t_850`` is ignored) and checked in
-its own unit: the range is stated once in a reference unit and the values are converted from the unit
-the file gives. Variables with unknown names are not checked.
+Each known variable is recognised by its CF ``standard_name`` when the file gives one, else by its name
+(CDS short names, WeatherBench2 long names, CMIP names, common station-file headers; a per-level suffix
+such as ``S_10`` or ``t_850`` is ignored) and checked in its own unit: the range is stated once in a
+reference unit and the values are converted from the unit the file gives. Variables with unknown names
+are not checked.
 """
 
 from __future__ import annotations
@@ -72,6 +73,24 @@ _NAMES = {
 }
 _QUANTITY_OF_NAME = {name: q for q, names in _NAMES.items() for name in names.split()}
 
+# CF standard names (https://cfconventions.org/standard-names.html) of the quantities above
+_STANDARD_NAMES = {
+    "temperature": "air_temperature sea_surface_temperature surface_temperature sea_water_temperature "
+    "sea_water_potential_temperature",
+    "dewpoint": "dew_point_temperature",
+    "wind_speed": "wind_speed wind_speed_of_gust",
+    "wind_component": "eastward_wind northward_wind x_wind y_wind",
+    "msl": "air_pressure_at_mean_sea_level",
+    "surface_pressure": "surface_air_pressure",
+    "precipitation": "precipitation_amount precipitation_flux lwe_thickness_of_precipitation_amount",
+    "relative_humidity": "relative_humidity",
+    "specific_humidity": "specific_humidity",
+    "salinity": "sea_water_salinity sea_water_practical_salinity sea_water_absolute_salinity",
+    "cloud_cover": "cloud_area_fraction",
+    "wind_direction": "wind_from_direction wind_to_direction",
+}
+_QUANTITY_OF_STANDARD_NAME = {name: q for q, names in _STANDARD_NAMES.items() for name in names.split()}
+
 # factor, offset: value_in_reference_unit = value * factor + offset
 _UNITS = {
     "temperature": {
@@ -102,8 +121,13 @@ _UNIT_FAMILY = {"temperature": "temperature", "dewpoint": "temperature", "wind_s
                 "specific_humidity": "specific_humidity", "salinity": "salinity"}
 
 
-def quantity(name: str) -> str | None:
-    """The physical quantity a variable name denotes (``"t2m"`` -> ``"temperature"``), or None."""
+def quantity(name: str, standard_name: str | None = None) -> str | None:
+    """The physical quantity a variable denotes (``"t2m"`` -> ``"temperature"``), or None.
+
+    A known CF ``standard_name`` decides; otherwise the name.
+    """
+    if standard_name and standard_name.strip().lower() in _QUANTITY_OF_STANDARD_NAME:
+        return _QUANTITY_OF_STANDARD_NAME[standard_name.strip().lower()]
     key = name.strip().lower()
     if key in _QUANTITY_OF_NAME:
         return _QUANTITY_OF_NAME[key]
@@ -111,14 +135,15 @@ def quantity(name: str) -> str | None:
     return _QUANTITY_OF_NAME.get(base)
 
 
-def plausible_range(name: str, unit: str, values: np.ndarray | None = None) -> tuple[float, float, bool] | None:
+def plausible_range(name: str, unit: str, values: np.ndarray | None = None,
+                    standard_name: str | None = None) -> tuple[float, float, bool] | None:
     """``(lo, hi, hi_inclusive)`` of plausible values of ``name`` in ``unit``; None when unknown.
 
     An empty or unrecognised unit is taken as the reference unit of the quantity, except for
     temperatures (K when the median of ``values`` exceeds 100) and pressures (Pa when it exceeds 2000),
     where files without unit attributes are common and both conventions occur.
     """
-    q = quantity(name)
+    q = quantity(name, standard_name)
     if q is None:
         return None
     rng = _RANGES[q]
@@ -146,7 +171,8 @@ def _normalise_unit(unit: str) -> str:
 
 
 def check_values(
-    X: np.ndarray, mask: np.ndarray, variables: Sequence[str], units: Sequence[str]
+    X: np.ndarray, mask: np.ndarray, variables: Sequence[str], units: Sequence[str],
+    standard_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mask physically impossible values.
 
@@ -157,6 +183,8 @@ def check_values(
     mask : bool [..., V]
         True where ``X`` holds an observation; only these entries are checked and counted.
     variables, units : sequences of length V
+    standard_names : sequence of length V, optional
+        CF ``standard_name`` of each variable ("" where none); recognised before the name.
 
     Returns
     -------
@@ -168,9 +196,10 @@ def check_values(
     """
     mask = np.asarray(mask, dtype=bool) & np.isfinite(X)
     n_masked = np.zeros(len(variables), dtype=np.int64)
-    for v, (name, unit) in enumerate(zip(variables, units, strict=True)):
+    standard_names = list(standard_names) if standard_names is not None else [""] * len(variables)
+    for v, (name, unit, std) in enumerate(zip(variables, units, standard_names, strict=True)):
         x, m = X[..., v], mask[..., v]
-        rng = plausible_range(name, unit, x[m])
+        rng = plausible_range(name, unit, x[m], std)
         if rng is None:
             continue
         lo, hi, hi_inclusive = rng

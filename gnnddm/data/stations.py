@@ -16,9 +16,16 @@ Three layouts are read (``layout`` of the result):
     multidimensional representation: dims ``(station, time)`` or ``(time, station)``, ``lat``/``lon``
     per station, station ids in the variable with ``cf_role = "timeseries_id"``.
 
-Missing entries (empty cells, NaN, ``_FillValue``/``missing_value``) get ``mask = False`` and ``X = 0``;
-physically impossible values are masked by :mod:`gnnddm.data.plausibility` and stations with
-impossible coordinates dropped, with one warning per load that counts both. Station areas are all 1.
+Missing entries (empty cells, NaN, ``NA``/``n/a``, ``_FillValue``/``missing_value``) get ``mask = False``
+and ``X = 0``; cells that are not numbers (``abc``) are missing too, counted per column in the load's
+warning with examples. Physically impossible values are masked by :mod:`gnnddm.data.plausibility`
+(recognised by name or CF ``standard_name``) and stations with impossible coordinates dropped, with one
+warning per load that counts both. Station areas are all 1.
+
+CSV dialect: the separator (``,`` ``;`` tab ``|``) is the one the header line uses most, and the decimal
+mark is a comma when the separator is not and the values are written ``12,5``; ``sep`` and ``decimal``
+set them. A station whose coordinates differ between rows (or between rows of the station table) is an
+error listing the stations, unless ``position_conflicts="first"`` takes the first position of each.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ LON_COLS = ("lon", "longitude", "long", "lng")
 ELEV_COLS = ("elevation", "elev", "altitude", "alt", "height", "station_elevation", "hgt")
 NAME_COLS = ("name", "station_name", "site_name")
 DEFAULT_WIDE_VARIABLE = "wind_speed"
+SEPARATORS = (",", ";", "\t", "|")
+CONFLICT_CHOICES = ("error", "first")
 
 
 @dataclass
@@ -62,6 +71,7 @@ class _Raw:
     units: list[str]
     layout: str
     notes: list[str] = field(default_factory=list)
+    standard_names: list[str] | None = None
 
 
 def load_stations(
@@ -72,6 +82,9 @@ def load_stations(
     station_col: str | None = None,
     time_col: str | None = None,
     units=None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    position_conflicts: str = "error",
 ) -> WeatherGraphData:
     """Read a station network into a :class:`WeatherGraphData` (``kind="stations"``, physical units).
 
@@ -92,6 +105,11 @@ def load_stations(
     units : str, list or dict, optional
         Units overriding what the file says (a string for a single variable, a list per variable or a
         mapping name -> unit).
+    sep, decimal : str, optional
+        CSV field separator and decimal mark (default: detected, see the module docstring).
+    position_conflicts : {"error", "first"}
+        A station with several different positions (in the rows or the station table): an error listing
+        them, or the first position of each (with a warning).
 
     Raises
     ------
@@ -100,10 +118,14 @@ def load_stations(
         selection without any time step, no station with valid coordinates.
     """
     p = resolve_path(path)
+    if position_conflicts not in CONFLICT_CHOICES:
+        raise ConfigError(f"data.position_conflicts: expected one of {list(CONFLICT_CHOICES)}, got "
+                          f"{position_conflicts!r}")
+    dialect = _Dialect(sep, decimal, position_conflicts)
     if p.suffix.lower() in (".nc", ".nc4", ".cdf", ".netcdf", ".h5"):
         raw = _read_cf(p, variables)
     else:
-        raw = _read_csv(p, stations_path, variables, station_col, time_col)
+        raw = _read_csv(p, stations_path, variables, station_col, time_col, dialect)
     raw.units = _resolve_units(units, raw.variables, raw.units)
 
     keep_t = time_index(raw.times, time, p.name)
@@ -115,7 +137,8 @@ def load_stations(
         raise DataError(f"{p}: no station has valid coordinates (lat in [-90, 90], lon in [-180, 360])")
     sel = np.nonzero(valid_pos)[0]
     values = values[:, sel]
-    mask, n_masked = plausibility.check_values(values, np.isfinite(values), raw.variables, raw.units)
+    mask, n_masked = plausibility.check_values(values, np.isfinite(values), raw.variables, raw.units,
+                                               raw.standard_names)
     messages = plausibility.report(p.name, raw.variables, n_masked, dropped, "station", raw.notes)
 
     lat = raw.lat[sel].astype(np.float64)
@@ -191,16 +214,101 @@ def _naive(parsed) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- CSV
-def _read_table(p: Path, **kw) -> pd.DataFrame:
-    sep = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
+@dataclass(frozen=True)
+class _Dialect:
+    """How CSV files are read: separator and decimal mark (None: detected), position conflicts."""
+
+    sep: str | None = None
+    decimal: str | None = None
+    conflicts: str = "error"
+
+
+def _read_table(p: Path, dialect: _Dialect = _Dialect(), **kw) -> pd.DataFrame:
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(f"{p}: empty file (0 bytes); expected a CSV table with a header line")
     try:
-        df = pd.read_csv(p, sep=sep, skipinitialspace=True, **kw)
-        if df.shape[1] == 1 and any(s in str(df.columns[0]) for s in (";", "\t", "|")):
-            df = pd.read_csv(p, sep=None, engine="python", skipinitialspace=True, **kw)
+        with open(p, encoding="utf-8", errors="replace") as f:
+            head = [line for _, line in zip(range(200), f, strict=False)]
+        sep = dialect.sep or _detect_sep(p, head)
+        decimal = dialect.decimal or _detect_decimal(head[1:], sep)
+        if sep == decimal:
+            raise DataError(f"{p}: separator and decimal mark are both {sep!r}; set data.sep and data.decimal")
+        df = pd.read_csv(p, sep=sep, decimal=decimal, skipinitialspace=True, **kw)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise DataError(f"{p}: cannot read as a CSV table ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{p}: cannot read as a CSV table ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); set data.sep or check "
+                        "the file") from exc
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def _detect_sep(p: Path, head: list[str]) -> str:
+    """The separator the header line uses most (tab for .tsv / .tab files)."""
+    if p.suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    header = head[0] if head else ""
+    counts = {s: header.count(s) for s in SEPARATORS}
+    best = max(SEPARATORS, key=lambda s: counts[s])
+    return best if counts[best] > 0 else ","
+
+
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
+
+
+def _detect_decimal(lines: list[str], sep: str) -> str:
+    """``,`` when the separator is not a comma and some fields read like ``12,5``; else ``.``."""
+    if sep == ",":
+        return "."
+    fields = (f for line in lines for f in line.rstrip("\r\n").split(sep))
+    return "," if any(_DECIMAL_COMMA.match(f) for f in fields) else "."
+
+
+def _numeric(df: pd.DataFrame, cols, failures: dict) -> dict[str, pd.Series]:
+    """Each column as numbers; cells that are text but not a number are counted in ``failures``
+    (column -> (count, examples)) and become missing."""
+    out = {}
+    for c in cols:
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = df[c].notna() & num.isna()
+        if bad.any():
+            failures[c] = (int(bad.sum()), list(dict.fromkeys(df[c][bad].astype(str)))[:3])
+        out[c] = num
+    return out
+
+
+def _failure_note(failures: dict) -> list[str]:
+    """One note for the load's warning: the cells that are not numbers, per column, with examples."""
+    if not failures:
+        return []
+    per = "; ".join(f"{c}: {n} ({', '.join(repr(e) for e in ex)})" for c, (n, ex) in failures.items())
+    return [f"read as missing {sum(n for n, _ in failures.values())} cells that are not numbers ({per}); "
+            "set data.sep / data.decimal if the file uses another CSV dialect"]
+
+
+def _to_number(column: pd.Series) -> pd.Series:
+    """Numbers from a text column, accepting a decimal comma (``53,1``) as well as a point."""
+    text = column.astype("string").str.strip()
+    return pd.to_numeric(text.where(~text.str.match(_DECIMAL_COMMA), text.str.replace(",", ".")),
+                         errors="coerce").astype(np.float64)
+
+
+def _conflicts(codes: pd.Series, lat: pd.Series, lon: pd.Series, source, policy: str, notes: list) -> None:
+    """A :class:`DataError` listing the stations with more than one position (or a note with ``first``)."""
+    pos = pd.DataFrame({"code": codes.to_numpy(), "lat": pd.to_numeric(lat, errors="coerce").round(6).to_numpy(),
+                        "lon": pd.to_numeric(lon, errors="coerce").round(6).to_numpy()}).dropna()
+    distinct = pos.drop_duplicates().groupby("code", sort=False).size()
+    clash = list(distinct[distinct > 1].index)
+    if not clash:
+        return
+    shown = ", ".join(map(str, clash[:10])) + (", ..." if len(clash) > 10 else "")
+    if policy == "first":
+        notes.append(f"{len(clash)} stations have several positions ({shown}); used the first of each")
+        return
+    first = pos[pos["code"] == clash[0]].drop_duplicates()
+    example = ", ".join(f"({a:g}, {o:g})" for a, o in zip(first["lat"], first["lon"], strict=True))
+    raise DataError(f"{source}: {len(clash)} station(s) with conflicting coordinates: {shown} (e.g. {clash[0]} "
+                    f"at {example}); fix the file, or set data.position_conflicts=first to use the first "
+                    "position of each")
 
 
 def _find(df: pd.DataFrame, candidates, given: str | None = None) -> str | None:
@@ -216,8 +324,8 @@ def _split_unit(header: str) -> tuple[str, str]:
     return (m.group(1).strip(), m.group(2).strip()) if m else (header, "")
 
 
-def _read_csv(p, stations_path, variables, station_col, time_col) -> _Raw:
-    df = _read_table(p)
+def _read_csv(p, stations_path, variables, station_col, time_col, dialect: _Dialect) -> _Raw:
+    df = _read_table(p, dialect)
     scol = _find(df, STATION_COLS, station_col)
     if station_col is not None and scol is None:
         raise DataError(f"{p}: data.station_col={station_col!r} is not a column; columns: {list(df.columns)}")
@@ -226,23 +334,22 @@ def _read_csv(p, stations_path, variables, station_col, time_col) -> _Raw:
     if np.isnat(times).any():
         notes.append(f"ignored {int(np.isnat(times).sum())} rows with unreadable dates")
     if scol is not None:
-        return _long(p, df, scol, times, time_cols, stations_path, variables, notes)
-    return _wide(p, df, times, time_cols, stations_path, variables, notes)
+        return _long(p, df, scol, times, time_cols, stations_path, variables, notes, dialect)
+    return _wide(p, df, times, time_cols, stations_path, variables, notes, dialect)
 
 
-def _long(p, df, scol, times, time_cols, stations_path, variables, notes) -> _Raw:
+def _long(p, df, scol, times, time_cols, stations_path, variables, notes, dialect) -> _Raw:
     latc, lonc, elevc = _find(df, LAT_COLS), _find(df, LON_COLS), _find(df, ELEV_COLS)
     roles = {scol, latc, lonc, elevc, *time_cols, *(c for c in df.columns if c.lower() in NAME_COLS)}
-    avail = {}
-    for c in df.columns:
-        if c in roles or c.lower() in DATE_PART_COLS:
-            continue
-        num = pd.to_numeric(df[c], errors="coerce")
-        if num.notna().any() or df[c].isna().all():
-            avail[c] = num
+    failures: dict = {}
+    candidates = [c for c in df.columns if c not in roles and c.lower() not in DATE_PART_COLS]
+    numbers = _numeric(df, candidates, {})
+    avail = {c: num for c, num in numbers.items() if num.notna().any() or df[c].isna().all()}
     names = {c: _split_unit(c) for c in avail}
     chosen = _pick_variables(variables, [names[c][0] for c in avail], p)
     cols = [next(c for c in avail if names[c][0] == v) for v in chosen]
+    _numeric(df, cols, failures)
+    notes.extend(_failure_note(failures))
 
     ok = ~np.isnat(times) & df[scol].notna().to_numpy()
     codes_all = df[scol].astype(str).str.strip().to_numpy()
@@ -258,17 +365,18 @@ def _long(p, df, scol, times, time_cols, stations_path, variables, notes) -> _Ra
     values[ti[~dup], si[~dup]] = block[~dup]
 
     if stations_path is None and latc is not None and lonc is not None:
+        _conflicts(pd.Series(codes_all[ok]), df[latc][ok], df[lonc][ok], p, dialect.conflicts, notes)
         first = df[ok].assign(_code=codes_all[ok]).groupby("_code", sort=False).first()
         lat = pd.to_numeric(first[latc], errors="coerce").reindex(codes).to_numpy(np.float64)
         lon = pd.to_numeric(first[lonc], errors="coerce").reindex(codes).to_numpy(np.float64)
         elev = pd.to_numeric(first[elevc], errors="coerce").reindex(codes).to_numpy(np.float64) if elevc else None
     else:
-        lat, lon, elev = _positions(p, stations_path, codes, "a long table without lat/lon columns")
+        lat, lon, elev = _positions(p, stations_path, codes, "a long table without lat/lon columns", dialect, notes)
     return _Raw(codes, lat, lon, elev, t_unique, values, chosen, [names[c][1] for c in cols],
                 "stations-long-csv", notes)
 
 
-def _wide(p, df, times, time_cols, stations_path, variables, notes) -> _Raw:
+def _wide(p, df, times, time_cols, stations_path, variables, notes, dialect) -> _Raw:
     if variables is not None and len(variables) != 1:
         raise DataError(f"{p}: a wide table (one column per station) holds one variable; got {list(variables)}")
     name = variables[0] if variables else DEFAULT_WIDE_VARIABLE
@@ -276,10 +384,13 @@ def _wide(p, df, times, time_cols, stations_path, variables, notes) -> _Raw:
     if not cols:
         raise DataError(f"{p}: no station columns besides the date columns {time_cols}")
     ok = ~np.isnat(times)
-    values = df.loc[ok, cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    failures: dict = {}
+    numbers = _numeric(df.loc[ok], cols, failures)
+    notes.extend(_failure_note(failures))
+    values = np.stack([numbers[c].to_numpy(np.float64) for c in cols], axis=1)
     order = np.argsort(times[ok], kind="stable")
     codes = [str(c).strip() for c in cols]
-    lat, lon, elev = _positions(p, stations_path, codes, "a wide table (one column per station)")
+    lat, lon, elev = _positions(p, stations_path, codes, "a wide table (one column per station)", dialect, notes)
     return _Raw(codes, lat, lon, elev, times[ok][order], values[order][:, :, None], [name], [_unit_from_name(p)],
                 "stations-wide-csv", notes)
 
@@ -293,7 +404,7 @@ def _unit_from_name(p: Path) -> str:
     return ""
 
 
-def _positions(p: Path, stations_path, codes, what: str):
+def _positions(p: Path, stations_path, codes, what: str, dialect: _Dialect = _Dialect(), notes=None):
     """lat, lon, elevation [N] of ``codes`` from the station table (NaN for codes it lacks)."""
     if stations_path is not None:
         sp = resolve_path(stations_path)
@@ -304,7 +415,7 @@ def _positions(p: Path, stations_path, codes, what: str):
                 f"{p}: {what} needs a station table with code, latitude, longitude; pass "
                 f"data.stations_path or put stations.csv in {p.parent}"
             )
-    table = _read_table(sp, dtype=str)
+    table = _read_table(sp, _Dialect(dialect.sep, dialect.decimal), dtype=str)
     ccol = _find(table, (*STATION_COLS, "name"))
     latc, lonc, elevc = _find(table, LAT_COLS), _find(table, LON_COLS), _find(table, ELEV_COLS)
     if ccol is None or latc is None or lonc is None:
@@ -312,14 +423,17 @@ def _positions(p: Path, stations_path, codes, what: str):
             f"{sp}: a station table needs a code column (one of {list(STATION_COLS)}) and latitude/longitude "
             f"columns; columns: {list(table.columns)}"
         )
-    table = table.assign(_code=table[ccol].astype(str).str.strip()).drop_duplicates("_code").set_index("_code")
+    table = table.assign(_code=table[ccol].astype(str).str.strip())
+    _conflicts(table["_code"], _to_number(table[latc]), _to_number(table[lonc]), sp, dialect.conflicts,
+               notes if notes is not None else [])
+    table = table.drop_duplicates("_code").set_index("_code")
     index = table.index.get_indexer(codes)
     if (index < 0).any():  # codes differing only in case
         lower = pd.Index(table.index.str.lower())
         index = np.where(index < 0, lower.get_indexer([c.lower() for c in codes]), index)
 
     def column(c):
-        v = pd.to_numeric(table[c], errors="coerce").to_numpy(np.float64)
+        v = _to_number(table[c]).to_numpy(np.float64)
         return np.where(index >= 0, v[np.maximum(index, 0)], np.nan)
 
     return column(latc), column(lonc), (column(elevc) if elevc else None)
@@ -361,7 +475,7 @@ def _read_cf(p: Path, variables) -> _Raw:
         times = to_datetime64(ds[time_v].to_numpy(), p)
         return _Raw(codes, ds[lat_v].to_numpy().astype(np.float64), ds[lon_v].to_numpy().astype(np.float64),
                     elev, times, values, list(chosen), [str(ds[v].attrs.get("units", "")) for v in chosen],
-                    "cf-timeseries")
+                    "cf-timeseries", standard_names=[str(ds[v].attrs.get("standard_name", "")) for v in chosen])
 
 
 def _cf_coord(ds, standard_name: str, names) -> str | None:

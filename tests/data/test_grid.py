@@ -246,3 +246,27 @@ def test_coarsen_real_sample_preserves_global_mean():
     assert coarse.grid_shape == (46, 90)
     assert np.average(coarse.X[0, :, 0], weights=coarse.area) == pytest.approx(
         np.average(data.X[0, :, 0], weights=data.area), abs=0.5)
+
+
+def _small_grid(path, fmt):
+    ds = xr.Dataset({"t2m": (("time", "latitude", "longitude"), _values(3, 4, 8, offset=280.0))},
+                    coords={"time": TIMES, "latitude": LAT_DESC, "longitude": LON_360})
+    ds.to_netcdf(path, format=fmt)
+    return path
+
+
+def test_empty_file_says_empty_not_a_backend_list(tmp_path):
+    path = tmp_path / "empty.nc"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty.nc: empty file \(0 bytes\)"):
+        load_grid(path)
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT"])
+def test_truncated_netcdf3_file_is_named_as_truncated(tmp_path, fmt):
+    whole = _small_grid(tmp_path / "whole.nc", fmt)
+    assert load_grid(whole).num_times == 3
+    cut = tmp_path / "cut.nc"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"cut.nc: truncated or corrupt netCDF-3 file"):
+        load_grid(cut)
