@@ -295,10 +295,11 @@ def machine() -> str:
             f"{platform.python_version()}, torch {torch.__version__}, {platform.platform()}")
 
 
-def write_block(path: Path, name: str, block: str) -> None:
-    """Replace the generated block ``name`` of ``path`` (between its markers), keeping the rest."""
-    begin, end = f"<!-- bench_dd:{name}:begin -->", f"<!-- bench_dd:{name}:end -->"
-    text = path.read_text() if path.exists() else "# Training algorithms compared\n"
+def write_block(path: Path, name: str, block: str, tool: str = "bench_dd",
+                title: str = "# Training algorithms compared") -> None:
+    """Replace the generated block ``name`` of ``path`` (between ``tool``'s markers), keeping the rest."""
+    begin, end = f"<!-- {tool}:{name}:begin -->", f"<!-- {tool}:{name}:end -->"
+    text = path.read_text() if path.exists() else f"{title}\n"
     if begin not in text or end not in text:
         text = text.rstrip() + f"\n\n{begin}\n{end}\n"
     head, rest = text.split(begin, 1)

@@ -6,6 +6,8 @@ section.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +20,15 @@ from gnnddm.data.weather_graph import WeatherGraphData
 
 @dataclass(frozen=True, eq=False)
 class Problem:
-    """Normalised data with its graph, and the time split."""
+    """Normalised data with its graph, the time split, and the graph builder for coarse levels.
+
+    ``rebuild(coarse_data)`` builds the graph of a coarser version of the data exactly as ``data``'s
+    was built (same builder and options, data-dependent weights from the training steps).
+    """
 
     data: WeatherGraphData
     split: TimeSplit
+    rebuild: Callable | None = None
 
 
 def load_data(data_cfg: DictConfig) -> tuple[WeatherGraphData, DictConfig]:
@@ -37,5 +44,6 @@ def build_problem(cfg: DictConfig) -> Problem:
     split = split_times(raw.times, **split_kw)
     data = normalise(raw, split.train)
     builder = build(cfg.graph, "graph")
-    data = builder(data, train_index=np.asarray(split.train))
-    return Problem(data=data, split=split)
+    train = np.asarray(split.train)
+    data = builder(data, train_index=train)
+    return Problem(data=data, split=split, rebuild=functools.partial(builder, train_index=train))

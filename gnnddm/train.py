@@ -21,7 +21,7 @@ import random
 import signal
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,7 @@ class _State:
     anchors: dict
     rank: int
     world_size: int
+    params: dict = field(default_factory=dict)  # the flattened config, kept in checkpoints
 
 
 def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
@@ -132,6 +133,10 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     tracker.log_metrics({f"valid_targets/{name}/{var}": n for name, counts in summary["valid_targets"].items()
                          for var, n in counts.items()}, step=0)
     summary["graph"] = {"num_nodes": data.num_nodes, "num_edges": data.num_edges, "kind": data.kind}
+    parts = int(cfg.partition.num_parts)
+    if parts > data.num_nodes:
+        raise ConfigError(f"partition.num_parts={parts} exceeds the {data.num_nodes} nodes of the graph; valid: 1 .. "
+                          f"{data.num_nodes}")
 
     edge_dim = 0 if data.edge_attr is None else int(data.edge_attr.shape[1])
     torch.manual_seed(int(cfg.seed))  # identical initial weights on every rank
@@ -173,8 +178,10 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
                           seed=int(cfg.seed), device=device, comm=comm)
     summary["baseline"] = {"name": "persistence" if task.name == "forecast" else "inverse_distance",
                            "val_rmse": evaluator.baseline("val")}
+    from gnnddm.tracking import flatten
+
     return _State(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors,
-                  world.rank, world.world_size)
+                  world.rank, world.world_size, flatten(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: dict, stops: StopSignals) -> None:
@@ -273,6 +280,7 @@ def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict) ->
         "torch_rng": torch.get_rng_state(),
         "last_eval": last_eval,
         "world_size": s.world_size,
+        "config": s.params,
     }
 
 
@@ -329,12 +337,30 @@ def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None
         if restarted:
             return None  # failed before the first checkpoint: start again
         raise ConfigError(f"resume=true: no complete checkpoint in {out_dir} (set output_dir to the run's folder)")
-    s.model.load_state_dict(state["model"])
-    s.algorithm.load_state_dict(state["algorithm"])
+    try:
+        s.model.load_state_dict(state["model"])
+        s.algorithm.load_state_dict(state["algorithm"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ConfigError(f"resume=true: the checkpoint of iteration {state['iteration']} in {out_dir} does not "
+                          f"fit this configuration ({_config_changes(state.get('config'), s.params)}); resume with "
+                          "the values it was made with, or start afresh in another output_dir") from exc
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
     log.info("resumed from iteration %d", state["iteration"])
     return state
+
+
+def _config_changes(saved: dict | None, now: dict) -> str:
+    """The keys whose values differ between a checkpoint's config and this one, e.g. ``model.hidden: 8 -> 16``."""
+    if not saved:
+        return "the checkpoint does not record its configuration"
+    ignore = ("resume", "output_dir", "trainer.max_iterations", "trainer.progress", "tracking.")
+    keys = sorted(k for k in set(saved) | set(now)
+                  if saved.get(k) != now.get(k) and not k.startswith(ignore))
+    if not keys:
+        return "no configuration key differs"
+    shown = [f"{k}: {saved.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:8]]
+    return "changed: " + "; ".join(shown) + (f"; and {len(keys) - 8} more" if len(keys) > 8 else "")
 
 
 def _maybe_inject_fault(rank: int, it: int) -> None:
@@ -377,8 +403,9 @@ def _launch_ranks(cfg: DictConfig) -> dict:
     restarts = require_int(cfg, "distributed.max_restarts", minimum=0)
     check_backend(str(cfg.distributed.backend), str(cfg.trainer.device))
     if _is_global(cfg) and nproc > 1:
-        raise ConfigError("ddm=global is the single-process baseline and works on one part; use ddm=sync for "
-                          f"the partition-parallel baseline on distributed.nproc_per_node={nproc} ranks")
+        raise ConfigError(f"ddm={cfg.ddm.name} trains the whole graph in one process; use ddm=sync (or "
+                          "ddm=two_level ddm.coarsening=grid for a grid coarse space) to train partitions on "
+                          f"distributed.nproc_per_node={nproc} ranks")
     if nproc > int(cfg.partition.num_parts):
         raise ConfigError(f"distributed.nproc_per_node={nproc} exceeds partition.num_parts="
                           f"{cfg.partition.num_parts}: every rank needs at least one subdomain")
@@ -497,6 +524,9 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg, "distributed.max_restarts", minimum=0)
     require_float(cfg, "distributed.timeout", minimum=1.0)
     require_float(cfg, "tracking.flush_seconds", minimum=0.0)
+    for key in ("optimizer.lr", "ddm.local_solver.lr", "ddm.coarse_solver.lr"):
+        if OmegaConf.select(cfg, key) is not None and require_float(cfg, key) <= 0.0:
+            raise ConfigError(f"{key}: a learning rate must be > 0, got {OmegaConf.select(cfg, key)}")
     if not isinstance(cfg.resume, bool):
         raise ConfigError(f"resume: expected true or false, got {cfg.resume!r}")
     dev = str(cfg.trainer.device)

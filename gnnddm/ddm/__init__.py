@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from gnnddm.ddm.base import Algorithm
 from gnnddm.errors import ConfigError
 
-ALGORITHMS = ("global", "sync", "halo_sync", "local_avg", "llcg", "asm", "msm", "two_level")
+ALGORITHMS = ("global", "sync", "halo_sync", "local_avg", "llcg", "asm", "msm", "two_level", "multilevel")
 
 
 def _partial(cfg: DictConfig | dict, group: str):

@@ -70,12 +70,17 @@ class Objective:
         is composed with it (recursive coarsening).
     parts : sequence of int, optional
         Subdomains to prepare (a rank's own); all by default.
+    graph_builder : callable, optional
+        ``graph_builder(coarse_data) -> coarse_data with its graph``: how the data's graph was built, for
+        algorithms that rebuild it on coarser grids (:mod:`gnnddm.partition.hierarchy`).
     """
 
-    def __init__(self, data, partition: Partition, device="cpu", coarse_levels: Sequence = (), parts=None):
+    def __init__(self, data, partition: Partition, device="cpu", coarse_levels: Sequence = (), parts=None,
+                 graph_builder=None):
         if data.edge_index is None:
             raise ValueError("the objective needs the graph (data.edge_index)")
         self.data = data
+        self.graph_builder = graph_builder
         self.partition = partition
         self.device = torch.device(device)
         self.num_nodes = int(data.num_nodes)
@@ -100,15 +105,15 @@ class Objective:
             self._nodes[sd.index] = torch.as_tensor(sd.nodes, dtype=torch.long, device=self.device)
             self._owned[sd.index] = self._nodes[sd.index][: sd.num_owned]
         self.coarse: list[dict] = []
-        for level in coarse_levels:
-            self.add_coarse_level(level)
         self.batch: Batch | None = None
         self._local_nodes: torch.Tensor | None = None
         self._rows_cache: tuple | None = None
         self._dtype = torch.float32
         self._local: dict[int, tuple] = {}
-        self._coarse_batch: list[tuple] = []
+        self._coarse_batch: dict[int, tuple] = {}
         self.last_work = 0.0
+        for level in coarse_levels:
+            self.add_coarse_level(level)
 
     # ------------------------------------------------------------------ set-up
     def add_coarse_level(self, level) -> None:
@@ -217,7 +222,7 @@ class Objective:
                 self._local[k] = (batch.x, batch.y[:, :o], batch.w[:, :o])
             else:
                 self._local[k] = (batch.x[:, r], batch.y[:, r[:o]], batch.w[:, r[:o]])
-        self._coarse_batch = [self._restrict(batch, c) for c in self.coarse] if batch.nodes is None else []
+        self._coarse_batch = {}  # restricted on first use, inside the algorithm's timed work
 
     def _restrict(self, batch: Batch, level: dict) -> tuple:
         b, n, f = batch.x.shape
@@ -262,10 +267,17 @@ class Objective:
         self.last_work = 1.0
         return (self.batch.w * (out - self.batch.y) ** 2).sum()
 
+    def coarse_batch(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_c, y_c, w_c)``: the current batch restricted to coarse level ``level`` (module docstring),
+        computed on first use after :meth:`set_batch`."""
+        self._need_batch(full=True)
+        if level not in self._coarse_batch:
+            self._coarse_batch[level] = self._restrict(self.batch, self.coarse[level])
+        return self._coarse_batch[level]
+
     def coarse_loss(self, model, level: int = 0) -> torch.Tensor:
         """f_c(θ): loss of the same model on coarse level ``level`` (scalar)."""
-        self._need_batch(full=True)
-        x, y, w = self._coarse_batch[level]
+        x, y, w = self.coarse_batch(level)
         out = model(x, self.coarse[level]["graph"])
         self.last_work = self.coarse_work(level)
         return (w * (out - y) ** 2).sum()

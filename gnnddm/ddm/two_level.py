@@ -23,9 +23,11 @@ The trust-region test is made once for the whole outer iteration: ρ = (f(θ_t) 
 ``combine: span`` f(θ_t + s_t) is known and the separate test costs no collective). With
 ``coarse_steps: 0`` the method is ``asm``.
 
-Coarse levels come from the objective or, when it has none, from
-``gnnddm.partition.coarse.coarsen`` on the data graph (``coarse_clusters`` clusters, then a quarter as
-many per further level, each coarsening the previous level).
+Coarse levels come from the objective or, when it has none, from the data graph by ``coarsening``:
+``clusters`` (METIS, ``coarse_clusters`` clusters, then a quarter as many per further level, each
+coarsening the previous level), ``grid`` (the grid hierarchy of :mod:`gnnddm.partition.hierarchy`:
+2 x 2 cells per level, conservative restriction, the graph rebuilt with the run's builder) or
+``matching`` (heavy-edge matching, for meshes and station networks).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.base import check_choice, check_int
 from gnnddm.errors import ConfigError
+from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
 
 
 def build_coarse_levels(data, clusters, levels: int, method: str = "metis", seed: int = 0) -> list:
@@ -71,7 +74,9 @@ class TwoLevel(ASM):
     coarse_levels : int
         Number of coarse levels.
     coarse_method : str
-        Clustering method passed to ``coarsen``.
+        Clustering method passed to ``coarsen`` (``coarsening: clusters``).
+    coarsening : {"clusters", "grid", "matching"}
+        How the coarse levels are made (module docstring).
     """
 
     name = "two_level"
@@ -79,13 +84,19 @@ class TwoLevel(ASM):
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, coarse: str = "pre",
                  coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1, coarse_method: str = "metis",
-                 **asm_options):
+                 coarsening: str = "clusters", **asm_options):
         super().__init__(model, objective, comm, accounting, optimizer, **asm_options)
         self.coarse = check_choice("coarse", coarse, ("pre", "post", "additive"))
         self.coarse_steps = check_int("coarse_steps", coarse_steps, 0)
         levels = check_int("coarse_levels", coarse_levels, 1)
+        coarsening = check_choice("coarsening", coarsening, COARSENINGS)
         if self.coarse_steps and objective.num_coarse_levels == 0:
-            for level in build_coarse_levels(objective.data, coarse_clusters, levels, coarse_method):
+            if coarsening == "clusters":
+                made = build_coarse_levels(objective.data, coarse_clusters, levels, coarse_method)
+            else:
+                made = build_hierarchy(objective.data, levels, coarsening, levels_key="ddm.coarse_levels",
+                                       levels_offset=0, rebuild=getattr(objective, "graph_builder", None))
+            for level in made:
                 objective.add_coarse_level(level)
         self.levels = objective.num_coarse_levels if self.coarse_steps else 0
         for level in range(self.levels):

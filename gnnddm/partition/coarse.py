@@ -124,8 +124,19 @@ def coarsen(
         edge_index, num_nodes, int(num_clusters), edge_weight=edge_weight, node_weight=node_weight,
         lat=lat, lon=lon, seed=seed,
     )
-    _, assign = np.unique(parts, return_inverse=True)
-    assign = assign.astype(np.int64)
+    return aggregate(parts, edge_index, num_nodes, edge_weight=edge_weight, area=area, lat=lat, lon=lon)
+
+
+def aggregate(parts, edge_index, num_nodes: int, edge_weight=None, area=None, lat=None, lon=None) -> CoarseLevel:
+    """The coarse level whose clusters are the distinct labels of ``parts`` [N] (any integers).
+
+    Clusters are numbered in increasing label order; R, P, the coarse edges ``P^T A P`` (diagonal
+    dropped), centroids and edge features as described in the module docstring.
+    """
+    _, assign = np.unique(np.asarray(parts), return_inverse=True)
+    assign = assign.astype(np.int64).reshape(-1)
+    if assign.shape[0] != num_nodes:
+        raise ValueError(f"parts must label each of the {num_nodes} nodes, got {assign.shape[0]} labels")
     n_c = int(assign.max()) + 1
     area = np.ones(num_nodes) if area is None else np.asarray(area, dtype=np.float64)
     nodes = np.arange(num_nodes)
@@ -144,10 +155,7 @@ def coarsen(
 
     clat = clon = attr = None
     if lat is not None and lon is not None:
-        centre = restriction @ unit_vectors(lat, lon)
-        centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-300)
-        clat = np.rad2deg(np.arcsin(np.clip(centre[:, 2], -1.0, 1.0)))
-        clon = (np.rad2deg(np.arctan2(centre[:, 1], centre[:, 0])) + 180.0) % 360.0 - 180.0
+        clat, clon = centroids(restriction, lat, lon)
         attr = edge_features(clat, clon, coarse_edges)
     return CoarseLevel(
         assign=assign,
@@ -161,6 +169,15 @@ def coarsen(
         lon=clon,
         area=cluster_area / cluster_area.mean(),
     )
+
+
+def centroids(restriction: sp.csr_matrix, lat, lon) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted centroids on the sphere of the clusters of ``restriction`` (degrees, lon in [-180, 180))."""
+    centre = restriction @ unit_vectors(lat, lon)
+    centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-300)
+    clat = np.rad2deg(np.arcsin(np.clip(centre[:, 2], -1.0, 1.0)))
+    clon = (np.rad2deg(np.arctan2(centre[:, 1], centre[:, 0])) + 180.0) % 360.0 - 180.0
+    return clat, clon
 
 
 def coarsen_levels(

@@ -31,6 +31,8 @@ def test_every_config_option_builds_and_steps(name, optimizer):
     overrides = [f"ddm={name}", f"optimizer={optimizer}"]
     if name == "two_level":
         overrides.append("ddm.coarse_clusters=8")
+    if name == "multilevel":  # the gallery grid carries no grid_shape; 32 nodes allow 2 levels
+        overrides += ["ddm.coarsening=matching", "ddm.levels=2", "ddm.post_smooth=[1,2]"]
     algo, cfg = _build(overrides)
     assert algo.name == cfg.ddm.name == name
     stats = algo.step()

@@ -82,7 +82,7 @@ def test_coarse_batch_is_area_weighted_cluster_mean_with_total_weight_one():
         objective.add_coarse_level(level)
     b = objective.batch
     for lev, assign in ((0, levels[0].assign), (1, levels[1].assign[levels[0].assign])):
-        x_c, y_c, w_c = objective._coarse_batch[lev]
+        x_c, y_c, w_c = objective.coarse_batch(lev)
         assert float(w_c.sum()) == pytest.approx(float(b.w.sum()), rel=1e-12)  # = 1 up to float32
         for c in range(objective.coarse[lev]["num_clusters"]):
             members = np.flatnonzero(assign == c)
@@ -94,7 +94,7 @@ def test_coarse_batch_is_area_weighted_cluster_mean_with_total_weight_one():
     # the coarse loss is the w_c-weighted squared error of the same model on the coarse graph
     torch.manual_seed(0)
     model = EdgeGNN(b.x.shape[2], 2, 3).double()
-    x_c, y_c, w_c = objective._coarse_batch[1]
+    x_c, y_c, w_c = objective.coarse_batch(1)
     out = model(x_c, objective.coarse[1]["graph"])
     assert float(objective.coarse_loss(model, 1)) == pytest.approx(float((w_c * (out - y_c) ** 2).sum()))
     assert objective.last_work == levels[1].num_clusters / data.num_nodes

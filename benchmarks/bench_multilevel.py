@@ -1,0 +1,372 @@
+"""Multilevel training against ``global`` (one process) and ``two_level`` on the grid hierarchy against ``sync``.
+
+Problem (docs/multilevel.md): next-step forecasting on the synthetic reanalysis, GraphSAGE hidden 32,
+2 layers (``+experiment=dd_compare``) on the 0.703125 deg grid (256 x 512 = 131,072 nodes) by default.
+
+Procedure, in one run:
+
+1. Learning rate of ``global`` Adam from a sweep over ``--lrs`` (seed 0, the lowest best val_loss within
+   the budget); the winner is also every multilevel variant's fine-level (global optimizer) rate.
+2. Per seed: ``global`` for ``--budget`` iterations (the converged reference); target = its best val_loss
+   x (1 + ``--tol``). Every variant then trains until its first evaluation at or below the target.
+3. At the target, from the MLflow histories: training time (``compute_time``: the algorithm's own
+   measured work, evaluations excluded; same thread count for every run), wall time (evaluations
+   included), fine-level gradient evaluations (``fine_grad_evals``; ``grad_evals`` for ``global``),
+   gradient work over all levels (``grad_evals``, a level counting n_ℓ / n) and the val RMSE of every
+   variable, compared with ``global`` stopped at the same target (same seed).
+4. Goal, printed: the best multilevel variant reaches the target in <= 1/3 of ``global``'s training time
+   and <= 1/4 of its fine gradient evaluations, every variable's RMSE within 2 % of ``global``'s.
+5. ``--parts P``: ``sync`` and ``two_level ddm.coarsening=grid`` with P METIS parts (exact overlap), seed 0,
+   to the same target; modelled time under the default and the multi-node network model. Goal:
+   ``two_level`` <= 1/2 of ``sync``'s modelled time.
+6. ``--level-costs RES``: seconds per step of every level of the grid hierarchy of the RES grid (e.g. 0.25
+   deg, 1,038,240 nodes): a global step on each level's graph with the restricted batch.
+
+    python3 benchmarks/bench_multilevel.py --output docs/multilevel.md
+    python3 benchmarks/bench_multilevel.py --level-costs 0.25 --seeds none --parts 0 --output docs/multilevel.md
+    python3 benchmarks/bench_multilevel.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_dd import _fmt, histories, machine, median_range, write_block  # noqa: E402
+
+GOAL_TIME, GOAL_GRADS, GOAL_RMSE, GOAL_TWO_LEVEL = 1 / 3, 1 / 4, 0.02, 0.5
+KEYS = ("compute_time", "wall_time", "grad_evals", "fine_grad_evals", "model_time", "model_time_multinode",
+        "rounds")
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    overrides: tuple[str, ...]
+    max_iterations: int
+
+
+@dataclass
+class Run:
+    variant: Variant
+    seed: int
+    step: int | None
+    at: dict = field(default_factory=dict)
+    rmse: dict = field(default_factory=dict)
+    best: float = math.nan
+
+    @property
+    def reached(self) -> bool:
+        return self.step is not None
+
+
+def variants(budget: int, lr: float) -> list[Variant]:
+    """The multilevel variants (fine rate ``lr``; coarse Adam at the same rate)."""
+    coarse = f"ddm.coarse_solver.lr={lr}"
+    ml = ("ddm=multilevel", coarse)
+    return [
+        Variant("multilevel L=3, ν₂=(1,4,4)", (*ml, "ddm.levels=3", "ddm.post_smooth=[1,4,4]"), budget),
+        Variant("multilevel L=4, ν₂=(0,2,4,8)", (*ml, "ddm.levels=4", "ddm.post_smooth=[0,2,4,8]"), budget),
+        Variant("multilevel L=4, ν₂=(1,2,4,8)", (*ml, "ddm.levels=4", "ddm.post_smooth=[1,2,4,8]"), budget),
+        Variant("multilevel L=4 offo, ν₂=(1,2,4,8)", (*ml, "ddm.levels=4", "ddm.post_smooth=[1,2,4,8]",
+                                                     "ddm.globalization=offo"), budget),
+        Variant("multilevel L=3 matching, ν₂=(1,4,4)", (*ml, "ddm.levels=3", "ddm.post_smooth=[1,4,4]",
+                                                       "ddm.coarsening=matching"), budget),
+    ]
+
+
+def train_run(variant: Variant, base: list[str], seed: int, target: float | None, client) -> tuple[Run, dict]:
+    """Train ``variant`` (stopping at ``target`` when given); the run read at ``target`` and its histories."""
+    from gnnddm.config import compose
+    from gnnddm.train import train
+
+    overrides = [*base, f"seed={seed}", f"trainer.max_iterations={variant.max_iterations}", *variant.overrides]
+    if target is not None:
+        overrides.append(f"trainer.target_val_loss={target!r}")
+    summary = train(compose(overrides))
+    names = ("val_loss", *KEYS, *(f"val_rmse/{v}" for v in summary["final"]["val_rmse"]))
+    hist = histories(client, summary["mlflow_run_id"], names)
+    return read_at(variant, seed, hist, target), hist
+
+
+def read_at(variant: Variant, seed: int, hist: dict, target: float | None) -> Run:
+    """The run's counters and val RMSEs at its first evaluation with val_loss <= ``target``."""
+    from gnnddm.report.metrics import first_crossing, value_at_step
+
+    steps, values = hist["val_loss"]
+    run = Run(variant, seed, None, best=min(values))
+    if target is not None:
+        run.step = first_crossing(steps, values, target)
+    if run.step is not None:
+        run.at = {k: value_at_step(*hist[k], run.step) for k in KEYS if k in hist}
+        if "fine_grad_evals" not in run.at:  # global and the DD methods: every gradient is a fine one
+            run.at["fine_grad_evals"] = run.at.get("grad_evals")
+        run.rmse = {k.split("/", 1)[1]: value_at_step(*v, run.step) for k, v in hist.items()
+                    if k.startswith("val_rmse/")}
+    return run
+
+
+def rmse_devs(runs: list[Run], ref: dict[int, Run]) -> dict[str, float]:
+    out = {}
+    for var in next(iter(ref.values())).rmse:
+        devs = [r.rmse[var] / ref[r.seed].rmse[var] - 1 for r in runs if r.reached and ref[r.seed].rmse.get(var)]
+        if devs:
+            out[var] = statistics.median(devs)
+    return out
+
+
+def ratio(runs: list[Run], ref: dict[int, Run], key: str) -> float | None:
+    vals = [r.at[key] / ref[r.seed].at[key] for r in runs if r.reached and ref[r.seed].at.get(key)]
+    return statistics.median(vals) if vals else None
+
+
+def table(groups: dict[str, list[Run]], ref: dict[int, Run]) -> list[str]:
+    head = ["method", "reached", "training time (s)", "x global", "wall (s)", "fine grads", "x global",
+            "grad work (all levels)", "best val_loss", "val RMSE Δ vs global at target"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, runs in groups.items():
+        ok = [r for r in runs if r.reached]
+        devs = rmse_devs(runs, ref) if label != "global" else {}
+        dev = ", ".join(f"{v} {d:+.1%}" for v, d in devs.items()) if devs else "–"
+        rows.append("| " + " | ".join([
+            label, f"{len(ok)}/{len(runs)}",
+            median_range([r.at["compute_time"] for r in ok], ".1f"), _fmt(ratio(runs, ref, "compute_time"), ".2f"),
+            median_range([r.at["wall_time"] for r in ok], ".1f"),
+            median_range([r.at["fine_grad_evals"] for r in ok], ".0f"),
+            _fmt(ratio(runs, ref, "fine_grad_evals"), ".2f"),
+            median_range([r.at["grad_evals"] for r in ok], ".0f"),
+            median_range([r.best for r in runs], ".4g"), dev,
+        ]) + " |")
+    return rows
+
+
+def verdict(groups: dict[str, list[Run]], ref: dict[int, Run]) -> list[str]:
+    best, best_time = None, math.inf
+    for label, runs in groups.items():
+        if label == "global" or not all(r.reached for r in runs):
+            continue
+        t = ratio(runs, ref, "compute_time")
+        if t is not None and t < best_time:
+            best, best_time = label, t
+    if best is None:
+        return ["**Goal not met**: no multilevel variant reached the target for every seed."]
+    grads = ratio(groups[best], ref, "fine_grad_evals")
+    devs = rmse_devs(groups[best], ref)
+    worst = max(abs(d) for d in devs.values()) if devs else math.nan
+    met = best_time <= GOAL_TIME and grads <= GOAL_GRADS and worst <= GOAL_RMSE
+    return [
+        f"Best multilevel variant: **{best}**: training time {best_time:.2f}x of `global` (goal <= {GOAL_TIME:.2f}), "
+        f"fine gradient evaluations {grads:.2f}x (goal <= {GOAL_GRADS:.2f}), worst variable RMSE "
+        f"{worst:+.1%} of `global` at the same target (goal within {GOAL_RMSE:.0%}): "
+        f"**goal {'met' if met else 'not met'}** (medians over the seeds).",
+    ]
+
+
+def lr_sweep(args, base, client, log) -> tuple[float, list[str]]:
+    rows, best_lr, best = [], None, math.inf
+    for lr in (float(x) for x in args.lrs.split(",")):
+        run, _ = train_run(Variant(f"global lr {lr:g}", ("ddm=global", f"optimizer.lr={lr}"), args.budget),
+                           base, 0, None, client)
+        log(f"lr sweep: global lr={lr:g}: best val_loss {run.best:.5g}")
+        rows.append(f"| {lr:g} | {run.best:.5g} |")
+        if run.best < best:
+            best_lr, best = lr, run.best
+    md = [f"Learning-rate sweep of `global` Adam, seed 0, {args.budget} iterations:", "",
+          "| lr | best val_loss |", "|---|---|", *rows, "", f"Chosen: lr = {best_lr:g}.", ""]
+    return best_lr, md
+
+
+def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
+    """Seconds per global-optimizer step on every level of the grid hierarchy of ``resolution``."""
+    import numpy as np
+    import torch
+
+    from gnnddm.config import build, compose
+    from gnnddm.ddm.objective import Objective
+    from gnnddm.partition.hierarchy import build_hierarchy, grid_levels_allowed
+    from gnnddm.partition.partitioners import partition_graph
+    from gnnddm.pipeline import build_problem
+
+    torch.set_num_threads(threads)
+    cfg = compose(["+experiment=dd_compare", f"data.resolution={resolution}", f"data.steps={steps}",
+                   "tracking.enabled=false"])
+    t = time.perf_counter()
+    problem = build_problem(cfg)
+    data = problem.data
+    log(f"level costs: {data.num_nodes} nodes loaded and graph built in {time.perf_counter() - t:.0f} s")
+    levels = min(4, grid_levels_allowed(data.grid_shape))
+    t = time.perf_counter()
+    hierarchy = build_hierarchy(data, levels, "grid", rebuild=problem.rebuild)
+    log(f"level costs: grid hierarchy of {levels} coarse levels in {time.perf_counter() - t:.1f} s")
+    task = build(cfg.task, "task")(data)
+    model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
+                                      edge_dim=int(data.edge_attr.shape[1]))
+    objective = Objective(data, partition_graph(data, num_parts=1, overlap=0), coarse_levels=hierarchy)
+    rng = np.random.default_rng(0)
+    objective.set_batch(task.batch(task.anchors(np.arange(data.times.shape[0]))[:4], rng))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rows = []
+
+    def timed(loss_fn, repeats: int = 3) -> float:
+        best = math.inf
+        for _ in range(repeats + 1):  # the first is a warm-up
+            start = time.perf_counter()
+            opt.zero_grad()
+            loss_fn(model).backward()
+            opt.step()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    fine = timed(objective.global_loss)
+    rows.append(f"| 0 | {data.grid_shape[0]} x {data.grid_shape[1]} | {data.num_nodes:,} | {fine * 1e3:.2f} | 1.00 |")
+    shape = data.grid_shape
+    for i, level in enumerate(hierarchy):
+        shape = (-(-shape[0] // 2), -(-shape[1] // 2))
+        objective.coarse_batch(i)  # restriction once, outside the timing
+        sec = timed(lambda m, i=i: objective.coarse_loss(m, i))
+        rows.append(f"| {i + 1} | {shape[0]} x {shape[1]} | {level.num_clusters:,} | {sec * 1e3:.2f} | "
+                    f"{sec / fine:.3f} |")
+        log(f"level costs: level {i + 1}: {level.num_clusters} nodes, {sec:.3f} s per step")
+    return [f"Milliseconds per Adam step (forward + backward + update, best of 3, {threads} threads, batch 4) on "
+            f"each level of the grid hierarchy of the {resolution} deg synthetic grid, GraphSAGE hidden 32, "
+            "2 layers:", "", "| level | grid | nodes | ms per step | x level 0 |", "|---|---|---|---|---|", *rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolution", type=float, default=0.703125, help="grid spacing of the study (deg)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, or none")
+    parser.add_argument("--lrs", default="3e-3,1e-2,3e-2", help="learning rates of global's sweep")
+    parser.add_argument("--budget", type=int, default=200, help="iterations of global (the converged reference)")
+    parser.add_argument("--variant-budget", type=int, default=150, help="outer iterations of a multilevel run")
+    parser.add_argument("--tol", type=float, default=0.02, help="target = best global val_loss * (1 + tol)")
+    parser.add_argument("--eval-every", type=int, default=5, help="iterations between evaluations")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of every run")
+    parser.add_argument("--only", default=None, help="comma-separated indices of the variants to run")
+    parser.add_argument("--parts", type=int, default=8, help="sync vs two_level with this many parts (0: skip)")
+    parser.add_argument("--level-costs", type=float, default=None, help="grid (deg) of the per-level step costs")
+    parser.add_argument("--level-steps", type=int, default=12, help="time steps of the level-costs data")
+    parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, one seed, short budgets")
+    parser.add_argument("--output", type=Path, default=None, help="markdown page whose generated blocks are rewritten")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.resolution, args.seeds, args.lrs, args.budget, args.variant_budget = 5.625, "0", "1e-2", 30, 20
+
+    import logging
+    import warnings
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    command = "python3 benchmarks/bench_multilevel.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+
+    blocks: dict[str, list[str]] = {}
+    seeds = [] if args.seeds == "none" else [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        client = MlflowClient(tracking_uri=uri)
+        base = ["+experiment=dd_compare", f"data.resolution={args.resolution}", f"trainer.threads={args.threads}",
+                "trainer.progress=false", f"trainer.eval_every={args.eval_every}", f"tracking.uri={uri}",
+                "tracking.experiment=bench_multilevel", f"output_dir={tmp}/run"]
+        if args.quick:
+            base.append("data.steps=60")
+        if seeds:
+            lr, md = lr_sweep(args, base, client, log)
+            chosen = variants(args.variant_budget, lr)
+            if args.only:
+                chosen = [chosen[int(i)] for i in args.only.split(",")]
+            groups: dict[str, list[Run]] = {"global": []}
+            ref: dict[int, Run] = {}
+            targets: dict[int, float] = {}
+            for seed in seeds:
+                glob = Variant("global", ("ddm=global", f"optimizer.lr={lr}"), args.budget)
+                reference, hist = train_run(glob, base, seed, None, client)
+                targets[seed] = reference.best * (1 + args.tol)
+                ref[seed] = read_at(glob, seed, hist, targets[seed])
+                groups["global"].append(ref[seed])
+                log(f"seed {seed}: global best {reference.best:.5g}, target {targets[seed]:.5g}, reached at "
+                    f"iteration {ref[seed].step}, {ref[seed].at.get('compute_time', math.nan):.1f} s")
+                for v in chosen:
+                    run, _ = train_run(Variant(v.label, (*v.overrides, f"optimizer.lr={lr}"), v.max_iterations),
+                                       base, seed, targets[seed], client)
+                    groups.setdefault(v.label, []).append(run)
+                    log(f"seed {seed}: {v.label}: step {run.step}, "
+                        f"{run.at.get('compute_time', math.nan):.1f} s, fine grads {run.at.get('fine_grad_evals')}")
+            md += [f"Target per seed: best `global` val_loss within {args.budget} iterations x {1 + args.tol:g} "
+                   f"({', '.join(f'seed {s}: {t:.5g}' for s, t in targets.items())}). Medians [min, max] over "
+                   f"{len(seeds)} seeds; ratios are per-seed ratios to `global`, medians over the seeds.", "",
+                   *table(groups, ref), "", *verdict(groups, ref)]
+            blocks["study"] = md
+            print("\n".join(md))
+            if args.parts:
+                blocks["two-level"] = two_level_block(args, base, lr, targets[seeds[0]], seeds[0], client, log)
+                print("\n".join(blocks["two-level"]))
+    if args.level_costs is not None:
+        blocks["level-costs"] = level_costs(args.level_costs, args.level_steps, args.threads, log)
+        print("\n".join(blocks["level-costs"]))
+    elapsed = time.perf_counter() - t0
+    print(f"\ntotal {elapsed:.0f} s")
+    if args.output is not None:
+        for name, md in blocks.items():
+            header = [f"Command: `{command}`  ", f"Machine: {machine()}  ",
+                      f"Total time of the command: {elapsed:.0f} s.", ""]
+            write_block(args.output, name, "\n".join(header + md).rstrip(), tool="bench_multilevel",
+                        title="# Multilevel training")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def two_level_block(args, base, lr, target, seed, client, log) -> list[str]:
+    """``sync`` against ``two_level`` with the grid hierarchy at p = ``args.parts``, seed ``seed``."""
+    p = args.parts
+    common = (f"partition.num_parts={p}", "partition.overlap=2", f"optimizer.lr={lr}")
+    runs = {}
+    budget = args.variant_budget
+    for label, overrides in (
+        ("sync", ("ddm=sync",)),
+        ("two_level, grid hierarchy L=3", ("ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=2",
+                                           f"ddm.local_solver.lr={lr}")),
+        ("two_level, METIS clusters (64)", ("ddm=two_level", f"ddm.local_solver.lr={lr}")),
+    ):
+        run, _ = train_run(Variant(label, (*overrides, *common), budget), base, seed, target, client)
+        runs[label] = run
+        log(f"p={p}: {label}: step {run.step}, model time {run.at.get('model_time')}")
+    head = ["method", "reached at", "collectives", "model time (s), default", "x sync", "model time (s), multi-node",
+            "x sync", "training time (s)", "best val_loss"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    s = runs["sync"]
+    for label, r in runs.items():
+        def x(key, r=r):
+            return _fmt(r.at[key] / s.at[key], ".2f") if r.reached and s.reached and s.at.get(key) else "–"
+        rows.append("| " + " | ".join([
+            label, str(r.step) if r.reached else f"not in {budget}", _fmt(r.at.get("rounds"), ".0f"),
+            _fmt(r.at.get("model_time"), ".1f"), x("model_time"), _fmt(r.at.get("model_time_multinode"), ".1f"),
+            x("model_time_multinode"), _fmt(r.at.get("compute_time"), ".1f"), f"{r.best:.5g}",
+        ]) + " |")
+    best = min((r.at["model_time_multinode"] / s.at["model_time_multinode"] for k, r in runs.items()
+                if k.startswith("two_level") and r.reached and s.reached), default=None)
+    verdict_line = ("**Goal not met**: no two_level variant reached the target." if best is None else
+                    f"Best two_level: {best:.2f}x of sync's multi-node modelled time (goal <= {GOAL_TWO_LEVEL}): "
+                    f"**goal {'met' if best <= GOAL_TWO_LEVEL else 'not met'}**.")
+    return [f"p = {p} METIS parts with the exact overlap 2, seed {seed}, the target of the study above "
+            f"({target:.5g}), budget {budget} outer iterations. Modelled time: per phase the slowest subdomain's "
+            "measured compute plus, per collective, α + bytes·β (default: α = 10 µs, β = 1 ns/byte; multi-node: "
+            "α = 25 µs, ring all-reduce 2(p−1)/p·b / 12.5 GB/s; docs/algorithms.md, *Accounting*).", "",
+            *rows, "", verdict_line]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

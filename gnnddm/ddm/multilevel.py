@@ -1,0 +1,244 @@
+"""``multilevel``: V-cycles on a hierarchy of coarse problems (MG/OPT, RMTR, RB-AdaGrad; docs/multilevel.md).
+
+Levels ℓ = 0 (the data's graph) .. L − 1 (``ddm.levels`` = L), from
+:func:`gnnddm.partition.hierarchy.build_hierarchy` (``ddm.coarsening``). Level ℓ's loss f_ℓ is the same
+model on the level's graph with the batch restricted to it (area-weighted cell means of inputs and
+targets, :class:`~gnnddm.ddm.objective.Objective`), so every level has the same parameters θ and a step
+costs about n_ℓ / n of a fine step. One outer iteration is one V-cycle from θ_t:
+
+1. ν₁(0) steps of the global optimizer on f (pre-smoothing; each one fine gradient).
+2. g = ∇f(θ_a), f(θ_a) at the current point θ_a (one fine gradient). The feasible set C of the cycle:
+   - ``trust_region``: the ball ‖θ − θ_a‖ ≤ Δ_t,
+   - ``offo``: the box |θ_i − θ_a,i| ≤ κ·|g_i| / w_i, w² = ς + Σ_τ g_τ² (RB-AdaGrad: the coarse steps
+     stay inside the box the fine level allows),
+   - ``none``: no constraint.
+3. Coarse cycle on level ℓ = 1 from θ_a with the gradient g_{ℓ−1} of the level above:
+
+       h_ℓ(θ) = f_ℓ(θ) + ⟨g_{ℓ−1} − ∇f_ℓ(θ_a), θ − θ_a⟩,      ∇h_ℓ(θ_a) = g_{ℓ−1}
+
+   (first-order coherence; one coarse gradient), then ν₁(ℓ) local-solver steps on h_ℓ (``coarse_solver``,
+   one solver per level whose state persists between cycles), each projected onto C; then, when ℓ < L − 1,
+   the coarse cycle of level ℓ + 1 from the current point with g_ℓ = ∇h_ℓ there, kept only if it
+   decreases h_ℓ (one coarse forward); then ν₂(ℓ) post-smoothing steps on h_ℓ. It returns θ_c ∈ C.
+4. s = θ_c − θ_a is tested on the fine level (``trust_region``): ρ = (f(θ_a) − f(θ_a + s)) /
+   (h_1(θ_a) − h_1(θ_c)); accepted if ρ > η₁, Δ updated as in ``asm`` (γ_dec, γ_inc, clamped into
+   [radius_min, radius_max]). With ν₂(0) ≥ 1 the first post-smoothing gradient is taken at θ_a + s and
+   gives f(θ_a + s) with it (no extra evaluation; a rejected s falls back to g at θ_a); with ν₂(0) = 0
+   the test costs one fine forward. ``offo`` and ``none`` accept every s.
+5. ν₂(0) steps of the global optimizer on f (post-smoothing).
+
+With one level (L = 1) an iteration is ν₁(0) + ν₂(0) steps of the global optimizer: ``global`` when
+ν₁(0) + ν₂(0) = 1. Fine-level gradient evaluations are counted in ``fine_grad_evals`` (cumulative);
+``grad_evals`` counts every level at n_ℓ / n.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gnnddm.ddm.base import Algorithm, TrustRegion, check_choice, check_float, check_int
+from gnnddm.ddm.solvers import Ball, Box
+from gnnddm.errors import ConfigError
+from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
+
+GLOBALIZATIONS = ("trust_region", "offo", "none")
+
+
+def _per_level(key: str, value, levels: int) -> list[int]:
+    """An int for every level, or a list with one int per level (finest first)."""
+    if isinstance(value, list | tuple):
+        if len(value) != levels:
+            raise ConfigError(f"ddm.{key}: expected one value per level ({levels}, ddm.levels) or one integer, "
+                              f"got {list(value)!r}")
+        return [check_int(key, v, 0) for v in value]
+    return [check_int(key, value, 0)] * levels
+
+
+class Multilevel(Algorithm):
+    """V-cycles over a level hierarchy; see the module docstring.
+
+    Parameters
+    ----------
+    levels : int
+        L >= 1, the fine level included.
+    coarsening : {"grid", "matching", "clusters"}
+        How coarse levels are made (:mod:`gnnddm.partition.hierarchy`).
+    clusters : int, optional
+        ``clusters``: clusters of the first coarse level (default N / 4).
+    pre_smooth, post_smooth : int or list of int
+        ν₁, ν₂ per level (one value for all levels, or a list finest first).
+    coarse_solver : dict
+        ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ...}``; one per coarse level.
+    globalization : {"trust_region", "offo", "none"}
+    eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min, radius_max : float
+        Trust region (as in ``asm``).
+    kappa, varsigma : float
+        OFFO box scale κ and accumulator offset ς.
+    seed : int
+        Tie-breaking of the matching / METIS seed of ``clusters``.
+    """
+
+    name = "multilevel"
+    uses_full_batch = True  # the fine level is the whole graph, as for ``global`` (subdomains are not used)
+
+    def __init__(self, model, objective, comm, accounting, optimizer=None, levels: int = 3,
+                 coarsening: str = "grid", clusters: int | None = None, pre_smooth=0, post_smooth=1,
+                 coarse_solver: dict | None = None, globalization: str = "trust_region", eta1: float = 0.25,
+                 eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1,
+                 radius_min: float = 1e-4, radius_max: float = float("inf"), kappa: float = 1.0,
+                 varsigma: float = 1e-2, seed: int = 0):
+        super().__init__(model, objective, comm, accounting, optimizer)
+        self.levels = check_int("levels", levels, 1)
+        self.coarsening = check_choice("coarsening", coarsening, COARSENINGS)
+        self.pre = _per_level("pre_smooth", pre_smooth, self.levels)
+        self.post = _per_level("post_smooth", post_smooth, self.levels)
+        if not any(self.pre) and not any(self.post):
+            raise ConfigError("ddm.pre_smooth / ddm.post_smooth: ν = 0 at every level, so a cycle does nothing; "
+                              "give at least one level a smoothing step (e.g. ddm.post_smooth=1)")
+        self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
+        self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,
+                              radius_max=radius_max)
+        self.kappa = check_float("kappa", kappa)
+        self.varsigma = check_float("varsigma", varsigma)
+        self.coarse_solver = dict(coarse_solver or {"name": "adam", "lr": 1e-3})
+        self._global_optimizer()
+        if self.levels > 1 and objective.num_coarse_levels == 0:
+            rebuild = getattr(objective, "graph_builder", None)
+            for level in build_hierarchy(objective.data, self.levels - 1, self.coarsening, rebuild=rebuild,
+                                         clusters=clusters, seed=check_int("seed", seed, 0)):
+                objective.add_coarse_level(level)
+        if objective.num_coarse_levels < self.levels - 1:
+            raise ConfigError(f"ddm.levels: {self.levels} levels need {self.levels - 1} coarse levels, the "
+                              f"objective has {objective.num_coarse_levels}")
+        for level in range(1, self.levels):
+            self._make_solver(f"level{level}", self.coarse_solver)
+        self.accumulator: torch.Tensor | None = None
+        self.fine_grads = 0.0
+
+    # ------------------------------------------------------------------ fine level
+    def _fine_grad(self) -> tuple[float, torch.Tensor]:
+        with self.timed(None):
+            f, g = self._loss_grad(self.objective.global_loss)
+        self.model.zero_grad(set_to_none=True)
+        self.fine_grads += 1.0
+        return f, g
+
+    def _smooth_fine(self, steps: int, grad: torch.Tensor | None = None) -> None:
+        """``steps`` global-optimizer steps on f; the first uses ``grad`` when given (at the current θ)."""
+        for i in range(steps):
+            g = grad if (i == 0 and grad is not None) else self._fine_grad()[1]
+            self.optimizer_step(g)
+
+    def constraint(self, center: torch.Tensor, g: torch.Tensor) -> Ball | Box | None:
+        """The feasible set C of a cycle around θ_a (module docstring, step 2)."""
+        if self.globalization == "trust_region":
+            return Ball(center, self.tr.radius)
+        if self.globalization == "offo":
+            if self.accumulator is None:
+                self.accumulator = torch.full_like(g, self.varsigma)
+            self.accumulator += g * g
+            half = self.kappa * g.abs() / torch.sqrt(self.accumulator)
+            return Box(center - half, center + half)
+        return None
+
+    # ------------------------------------------------------------------ coarse levels
+    def coherent_model(self, level: int, anchor: torch.Tensor, g_up: torch.Tensor):
+        """(h_ℓ, f_ℓ(anchor)): level ``level``'s model made first-order coherent with ``g_up`` at ``anchor``."""
+        self.set_flat(anchor)
+
+        def loss(model):
+            return self.objective.coarse_loss(model, level - 1)
+
+        with self.timed(None):
+            f_c, grad_c = self._loss_grad(loss)
+        return self.local_model(loss, corr=g_up - grad_c, anchor=anchor), f_c
+
+    def _h_value(self, h, theta: torch.Tensor) -> float:
+        """h(θ), forward only (one coarse loss evaluation)."""
+        self.set_flat(theta)
+        with self.timed(None), torch.no_grad():
+            value = float(h(self.model))
+            self.accounting.add_work(loss_evals=self.objective.last_work)
+        return value
+
+    def coarse_cycle(self, level: int, anchor: torch.Tensor, g_up: torch.Tensor, constraint):
+        """The V-cycle of ``level`` >= 1 from ``anchor`` (module docstring, step 3).
+
+        Returns ``(θ_c, h_ℓ(anchor) − h_ℓ(θ_c))``: the end point (in C) and the decrease of the level's
+        coherent model (one coarse forward).
+        """
+        h, f_anchor = self.coherent_model(level, anchor, g_up)
+        solver = self.solvers[f"level{level}"]
+        theta = anchor
+        if self.pre[level]:
+            with self.timed(None):
+                theta, _, _ = self.local_solve(h, anchor, self.pre[level], solver, constraint=constraint,
+                                               first=(f_anchor, g_up))
+        if level + 1 < self.levels:
+            if self.pre[level]:
+                self.set_flat(theta)
+                with self.timed(None):
+                    self.model.zero_grad(set_to_none=True)
+                    value = h(self.model)
+                    value.backward()
+                    self.accounting.add_work(grad_evals=self.objective.last_work)
+                    h_theta, g_level = float(value.detach()), self.flat_grad()
+                self.model.zero_grad(set_to_none=True)
+            else:
+                h_theta, g_level = f_anchor, g_up  # h_ℓ(anchor) = f_ℓ(anchor), ∇h_ℓ(anchor) = g_up
+            theta_c, decrease = self.coarse_cycle(level + 1, theta, g_level, constraint)
+            if decrease > 0 and self._h_value(h, theta_c) < h_theta:
+                theta = theta_c
+        if self.post[level]:
+            with self.timed(None):
+                theta, _, _ = self.local_solve(h, theta, self.post[level], solver, constraint=constraint)
+        decrease = f_anchor - self._h_value(h, theta)
+        self.set_flat(anchor)
+        return theta, decrease
+
+    # ------------------------------------------------------------------ the outer iteration
+    def _step(self) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        self._smooth_fine(self.pre[0])
+        if self.levels == 1:
+            self._smooth_fine(self.post[0])
+            stats["fine_grad_evals"] = self.fine_grads
+            return stats
+        theta_a = self.flat()
+        f_a, g = self._fine_grad()
+        stats["loss"] = f_a
+        constraint = self.constraint(theta_a, g)
+        theta_c, predicted = self.coarse_cycle(1, theta_a, g, constraint)
+        s = theta_c - theta_a
+        stats["coarse_step_norm"] = float(torch.linalg.vector_norm(s))
+        grad_next = None
+        if self.globalization == "trust_region":
+            self.set_flat(theta_c)
+            if self.post[0]:
+                f_new, g_new = self._fine_grad()
+            else:
+                with self.timed(None):
+                    f_new = self._loss_value(self.objective.global_loss)
+                g_new = None
+            rho, accepted = self.tr.update(f_a - f_new, predicted)
+            stats.update(rho=rho, accepted=float(accepted), tr_radius=self.tr.radius, predicted=predicted,
+                         actual=f_a - f_new)
+            self.set_flat(theta_c if accepted else theta_a)
+            grad_next = g_new if accepted else g
+        else:
+            self.set_flat(theta_c)
+            stats["accepted"] = 1.0
+            if self.globalization == "offo":
+                stats["box_width"] = float((constraint.hi - constraint.lo).mean() / 2)
+        self._smooth_fine(self.post[0], grad=grad_next)
+        stats["fine_grad_evals"] = self.fine_grads
+        return stats
+
+    # ------------------------------------------------------------------ checkpoints
+    def _extra_state(self) -> dict:
+        return {"radius": self.tr.radius, "accumulator": self.accumulator, "fine_grads": self.fine_grads}
+
+    def _load_extra_state(self, state: dict) -> None:
+        self.tr.radius = float(state["radius"])
+        self.accumulator = state["accumulator"]
+        self.fine_grads = float(state["fine_grads"])
