@@ -170,18 +170,19 @@ def verdict(groups: dict[str, list[Run]], ref: dict[int, Run]) -> list[str]:
     ]
 
 
-def lr_sweep(args, base, client, log) -> tuple[float, list[str]]:
-    rows, best_lr, best = [], None, math.inf
+def lr_sweep(args, base, seed, client, log) -> tuple[float, dict, list[str]]:
+    """The rate of ``global`` with the lowest best val_loss (seed ``seed``), that run's histories, the table."""
+    rows, best_lr, best, best_hist = [], None, math.inf, None
     for lr in (float(x) for x in args.lrs.split(",")):
-        run, _ = train_run(Variant(f"global lr {lr:g}", ("ddm=global", f"optimizer.lr={lr}"), args.budget),
-                           base, 0, None, client)
+        run, hist = train_run(Variant(f"global lr {lr:g}", ("ddm=global", f"optimizer.lr={lr}"), args.budget),
+                              base, seed, None, client)
         log(f"lr sweep: global lr={lr:g}: best val_loss {run.best:.5g}")
         rows.append(f"| {lr:g} | {run.best:.5g} |")
         if run.best < best:
-            best_lr, best = lr, run.best
-    md = [f"Learning-rate sweep of `global` Adam, seed 0, {args.budget} iterations:", "",
+            best_lr, best, best_hist = lr, run.best, hist
+    md = [f"Learning-rate sweep of `global` Adam, seed {seed}, {args.budget} iterations:", "",
           "| lr | best val_loss |", "|---|---|", *rows, "", f"Chosen: lr = {best_lr:g}.", ""]
-    return best_lr, md
+    return best_lr, best_hist, md
 
 
 def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             base.append("data.steps=60")
         if seeds:
-            lr, md = lr_sweep(args, base, client, log)
+            lr, sweep_hist, md = lr_sweep(args, base, seeds[0], client, log)
             chosen = variants(args.variant_budget, lr)
             if args.only:
                 chosen = [chosen[int(i)] for i in args.only.split(",")]
@@ -293,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
             targets: dict[int, float] = {}
             for seed in seeds:
                 glob = Variant("global", ("ddm=global", f"optimizer.lr={lr}"), args.budget)
-                reference, hist = train_run(glob, base, seed, None, client)
+                if seed == seeds[0]:  # the sweep's run at the chosen rate is this seed's reference
+                    hist = sweep_hist
+                    reference = read_at(glob, seed, hist, None)
+                else:
+                    reference, hist = train_run(glob, base, seed, None, client)
                 targets[seed] = reference.best * (1 + args.tol)
                 ref[seed] = read_at(glob, seed, hist, targets[seed])
                 groups["global"].append(ref[seed])

@@ -107,9 +107,11 @@ def test_multirun_sweep_groups_jobs_under_one_parent_and_keeps_failed_jobs(tmp_p
 @pytest.mark.parametrize("override,key", [
     ("ddm=halo_sync", "partition.overlap"),   # its halo's inputs come from the subdomain rows: overlap >= 1
     ("ddm=two_level", "ddm.coarse"),
+    ("ddm=multilevel", "ddm.levels"),         # the 32 x 64 grid allows 5 levels
 ])
 def test_bad_decomposition_settings_exit_2_naming_the_key_and_fail_the_run(tmp_path, override, key):
-    extra = ["partition.overlap=0"] if override == "ddm=halo_sync" else ["ddm.coarse=middle"]
+    extra = {"ddm=halo_sync": ["partition.overlap=0"], "ddm=two_level": ["ddm.coarse=middle"],
+             "ddm=multilevel": ["ddm.levels=9"]}[override]
     out = gnnddm("train", *TINY, override, *extra, "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert key in out.stderr and "Traceback" not in out.stderr

@@ -45,12 +45,13 @@ GLOBALIZATIONS = ("trust_region", "offo", "none")
 
 
 def _per_level(key: str, value, levels: int) -> list[int]:
-    """An int for every level, or a list with one int per level (finest first)."""
+    """ν for every level: one integer for all, or a list finest first whose last value repeats."""
     if isinstance(value, list | tuple):
-        if len(value) != levels:
-            raise ConfigError(f"ddm.{key}: expected one value per level ({levels}, ddm.levels) or one integer, "
-                              f"got {list(value)!r}")
-        return [check_int(key, v, 0) for v in value]
+        if not 1 <= len(value) <= levels:
+            raise ConfigError(f"ddm.{key}: expected one integer or a list of 1 to {levels} values (ddm.levels), "
+                              f"finest level first, got {list(value)!r}")
+        values = [check_int(key, v, 0) for v in value]
+        return values + [values[-1]] * (levels - len(values))
     return [check_int(key, value, 0)] * levels
 
 
@@ -66,7 +67,8 @@ class Multilevel(Algorithm):
     clusters : int, optional
         ``clusters``: clusters of the first coarse level (default N / 4).
     pre_smooth, post_smooth : int or list of int
-        ν₁, ν₂ per level (one value for all levels, or a list finest first).
+        ν₁, ν₂ per level: one value for all levels, or a list finest first whose last value also holds
+        for the levels beyond it.
     coarse_solver : dict
         ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ...}``; one per coarse level.
     globalization : {"trust_region", "offo", "none"}
@@ -190,8 +192,11 @@ class Multilevel(Algorithm):
             if decrease > 0 and self._h_value(h, theta_c) < h_theta:
                 theta = theta_c
         if self.post[level]:
+            # still at the anchor (no pre-smoothing, no accepted recursion): its value and gradient are known
+            first = (f_anchor, g_up) if theta is anchor else None
             with self.timed(None):
-                theta, _, _ = self.local_solve(h, theta, self.post[level], solver, constraint=constraint)
+                theta, _, _ = self.local_solve(h, theta, self.post[level], solver, constraint=constraint,
+                                               first=first)
         decrease = f_anchor - self._h_value(h, theta)
         self.set_flat(anchor)
         return theta, decrease

@@ -1,6 +1,8 @@
 """Tiny problems for the training-algorithm tests.
 
 - :func:`grid_data`: a 4 x 8 lat-lon grid (periodic in longitude), 4-neighbour edges, cos-latitude areas.
+- :func:`regular_grid`: a global lat-lon grid with ``grid_shape`` and the 8-neighbour graph of
+  ``graph=grid8`` (what the grid hierarchy coarsens).
 - :func:`station_data`: 12 scattered stations joined to their 3 nearest neighbours (both directions),
   with some missing observations.
 - :class:`LinearGNN`: out = mean_{j -> i}(x_j) W1 + x_i W2, one message-passing layer; its squared loss
@@ -65,6 +67,19 @@ def grid_data(nlat: int = 4, nlon: int = 8, **kw) -> WeatherGraphData:
                 edges.append((a, (i + 1) * nlon + j))
     e = np.array(edges).T
     return _data("grid", lat, lon, np.cos(np.deg2rad(lat)), np.hstack([e, e[::-1]]), **kw)
+
+
+def regular_grid(nlat: int = 8, nlon: int = 16, times: int = 6, variables: int = 2, seed: int = 0) -> WeatherGraphData:
+    """A global grid (latitudes centred in their rows, north first), with ``graph=grid8``'s graph."""
+    from gnnddm.graph.build import grid_graph
+
+    res = 180.0 / nlat
+    lats = 90.0 - res / 2 - res * np.arange(nlat)
+    lons = np.arange(nlon) * 360.0 / nlon - 180.0
+    lat, lon = (a.ravel() for a in np.meshgrid(lats, lons, indexing="ij"))
+    data = _data("grid", lat, lon, np.cos(np.deg2rad(lat)), np.zeros((2, 0)), times=times, variables=variables,
+                 seed=seed)
+    return grid_graph(data.replace(grid_shape=(nlat, nlon), edge_index=None, edge_weight=None, edge_attr=None))
 
 
 def station_data(n: int = 12, k: int = 3, **kw) -> WeatherGraphData:

@@ -1,0 +1,206 @@
+"""ddm=multilevel: reduction to global, first-order coherence at every level, monotone accepted cycles,
+the OFFO box, accounting, bad input; two_level on the grid hierarchy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ddm.gallery import EdgeGNN, comm_for, regular_grid, station_data, to_dtype
+from omegaconf import OmegaConf
+
+from gnnddm.config import compose
+from gnnddm.ddm import build_algorithm
+from gnnddm.ddm.objective import Objective
+from gnnddm.errors import ConfigError
+from gnnddm.partition.overlap import build_partition
+from gnnddm.tasks import ForecastTask
+
+
+def _problem(data=None, parts: int = 1, batch: int = 2):
+    data = regular_grid(16, 32) if data is None else data
+    labels = (np.arange(data.num_nodes) * parts // data.num_nodes).astype(np.int64)
+    objective = Objective(data, build_partition(data.edge_index, data.num_nodes, labels, 2 if parts > 1 else 0))
+    task = ForecastTask(data)
+    objective.set_batch(to_dtype(task.batch(np.arange(batch)), torch.float64))
+    return objective, task
+
+
+def _algorithm(overrides, objective=None, task=None, seed: int = 0):
+    if objective is None:
+        objective, task = _problem()
+    cfg = compose(overrides)
+    torch.manual_seed(seed)
+    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
+    comm, acc = comm_for(objective)
+    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, acc)
+
+
+def test_one_level_is_the_global_method():
+    objective, task = _problem()
+    ml = _algorithm(["ddm=multilevel", "ddm.levels=1", "ddm.pre_smooth=0", "ddm.post_smooth=1"], objective, task)
+    glob = _algorithm(["ddm=global"], objective, task)
+    for _ in range(4):
+        ml.step()
+        glob.step()
+    torch.testing.assert_close(ml.flat(), glob.flat(), rtol=0, atol=0)
+    assert ml.accounting.total["grad_evals"] == glob.accounting.total["grad_evals"] == 4
+    assert ml.fine_grads == 4
+
+
+def test_every_level_is_first_order_coherent_with_the_fine_gradient():
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=3"])
+    theta = algo.flat()
+    f, g = algo._fine_grad()
+    g_up = g
+    for level in (1, 2):
+        h, _ = algo.coherent_model(level, theta, g_up)
+        algo.set_flat(theta)
+        algo.model.zero_grad(set_to_none=True)
+        h(algo.model).backward()
+        grad_h = algo.flat_grad()
+        torch.testing.assert_close(grad_h, g, rtol=1e-10, atol=1e-12)
+        # the coarse loss alone is not coherent: the correction does real work
+        algo.model.zero_grad(set_to_none=True)
+        algo.objective.coarse_loss(algo.model, level - 1).backward()
+        assert not torch.allclose(algo.flat_grad(), g, rtol=1e-3, atol=1e-6)
+        g_up = grad_h
+
+
+@pytest.mark.parametrize("post", ["[0,3,3]", "[1,3,3]"])
+def test_an_accepted_cycle_never_increases_f_and_a_rejected_one_changes_nothing(post):
+    objective, task = _problem()
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=3", f"ddm.post_smooth={post}", "ddm.radius0=2.0",
+                       "ddm.radius_max=5.0", "ddm.coarse_solver.lr=0.05"], objective, task)
+    seen = set()
+    for _ in range(12):
+        theta_a = algo.flat()
+        with torch.no_grad():
+            f_a = float(objective.global_loss(algo.model))
+        fine_before = algo.fine_grads
+        # the fine smoothing (global optimizer) comes after the test: stop the cycle there to see its end point
+        stats = _cycle_without_post_smoothing(algo)
+        with torch.no_grad():
+            f_end = float(objective.global_loss(algo.model))
+        accepted = bool(stats["accepted"])
+        seen.add(accepted)
+        if accepted:
+            assert f_end <= f_a
+            assert stats["rho"] > 0.25 and stats["actual"] >= 0
+        else:
+            torch.testing.assert_close(algo.flat(), theta_a, rtol=0, atol=0)
+        assert algo.fine_grads - fine_before == (2 if post.startswith("[1") else 1)
+    assert True in seen
+
+
+def _cycle_without_post_smoothing(algo):
+    """One outer iteration with the fine post-smoothing replaced by nothing (the test's end point)."""
+    smooth = algo._smooth_fine
+    calls = []
+
+    def record(steps, grad=None):
+        calls.append(steps)
+        if grad is None and steps:  # the fine gradient the post-smoothing would take, counted as the method does
+            algo._fine_grad()
+
+    algo._smooth_fine = record
+    try:
+        return algo.step()
+    finally:
+        algo._smooth_fine = smooth
+
+
+@pytest.mark.parametrize("solver", ["adagrad_box", "adam"])
+def test_offo_cycles_never_leave_the_box_the_fine_level_allows(solver):
+    objective, task = _problem()
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=3", "ddm.globalization=offo", "ddm.post_smooth=[0,4,4]",
+                       "ddm.pre_smooth=[0,2,2]", f"ddm.coarse_solver.name={solver}", "ddm.coarse_solver.lr=0.5",
+                       "ddm.kappa=0.05"], objective, task)
+    iterates = []
+    solve = algo.local_solve
+
+    def record(*args, **kwargs):
+        out = solve(*args, **kwargs)
+        iterates.append(out[0].clone())
+        return out
+
+    algo.local_solve = record
+    for _ in range(4):
+        theta_a = algo.flat()
+        _, g = algo._loss_grad(objective.global_loss)
+        acc_before = torch.full_like(g, algo.varsigma) if algo.accumulator is None else algo.accumulator.clone()
+        iterates.clear()
+        algo.step()
+        half = algo.kappa * g.abs() / torch.sqrt(acc_before + g * g)
+        assert iterates, "the coarse levels did no step"
+        for theta in [*iterates, algo.flat()]:
+            assert bool(((theta - theta_a).abs() <= half * (1 + 1e-9) + 1e-15).all())
+        assert float((algo.flat() - theta_a).abs().max()) > 0
+
+
+def test_fine_and_coarse_work_are_counted_per_level():
+    objective, task = _problem()
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.post_smooth=[1,3]", "ddm.globalization=none"],
+                      objective, task)
+    algo.step()
+    n, n1 = objective.num_nodes, objective.coarse[0]["num_clusters"]
+    # fine: g at θ_a and the post-smoothing gradient; level 1: coherence, then 3 steps of which the first
+    # reuses the coherent gradient (still at the anchor); one forward h-value at the level's end
+    assert algo.accounting.total["grad_evals"] == pytest.approx(2 + (1 + 2) * n1 / n)
+    assert algo.accounting.total["loss_evals"] == pytest.approx(n1 / n)
+    assert algo.fine_grads == 2
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["ddm.pre_smooth=0", "ddm.post_smooth=0"], r"ddm.pre_smooth / ddm.post_smooth: ν = 0 at every level"),
+        (["ddm.levels=9"], r"ddm.levels: the 16 x 32 grid allows at most 4 levels .* got 9"),
+        (["ddm.post_smooth=[1,2,2,2]"], r"ddm.post_smooth: expected one integer or a list of 1 to 3 values"),
+        (["ddm.coarsening=octree"], r"ddm.coarsening: expected one of"),
+        (["ddm.levels=0"], r"ddm.levels: expected an integer >= 1"),
+    ],
+)
+def test_bad_options_name_their_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        _algorithm(["ddm=multilevel", *overrides])
+
+
+def test_grid_coarsening_on_stations_names_the_key():
+    objective, task = _problem(station_data(40, k=4))
+    with pytest.raises(ConfigError, match=r"ddm.coarsening: grid .*stations"):
+        _algorithm(["ddm=multilevel", "ddm.levels=2"], objective, task)
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.coarsening=matching", "ddm.post_smooth=[1,2]"],
+                      *_problem(station_data(40, k=4)))
+    assert np.isfinite(algo.step()["loss"])
+
+
+def test_multilevel_trains_the_fine_loss_down():
+    objective, task = _problem()
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=3", "ddm.coarse_solver.lr=0.01", "optimizer.lr=0.01"],
+                      objective, task)
+    first = algo.step()["loss"]
+    for _ in range(15):
+        last = algo.step()["loss"]
+    assert last < 0.8 * first
+
+
+def test_two_level_takes_the_grid_hierarchy_as_coarse_space():
+    objective, task = _problem(parts=4)
+    algo = _algorithm(["ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=2"], objective, task)
+    assert [c["num_clusters"] for c in objective.coarse] == [8 * 16, 4 * 8]
+    stats = algo.step()
+    assert np.isfinite(stats["loss"]) and stats["coarse_step_norm"] > 0
+    with pytest.raises(ConfigError, match=r"ddm.coarse_levels: the 16 x 32 grid allows at most 3 levels .* got 5"):
+        _algorithm(["ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=5"], *_problem(parts=4))
+
+
+def test_checkpoint_state_round_trips():
+    objective, task = _problem()
+    algo = _algorithm(["ddm=multilevel", "ddm.globalization=offo"], objective, task)
+    algo.step()
+    state = algo.state_dict()
+    other = _algorithm(["ddm=multilevel", "ddm.globalization=offo"], objective, task)
+    other.load_state_dict(state)
+    assert other.fine_grads == algo.fine_grads and torch.equal(other.accumulator, algo.accumulator)
+    assert OmegaConf.is_config(compose(["ddm=multilevel"]).ddm)
