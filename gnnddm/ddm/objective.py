@@ -120,8 +120,10 @@ class Objective:
         """Append a coarse level (acting on the fine graph or on the previous coarse level)."""
         assign = np.asarray(level.assign, dtype=np.int64)
         restriction = sp.csr_matrix(level.restriction)
+        own, source = restriction, None  # the level's own operator and the level it acts on (None: fine)
         if self.coarse and restriction.shape[1] == self.coarse[-1]["num_clusters"] != self.num_nodes:
             prev = self.coarse[-1]
+            source = len(self.coarse) - 1
             assign = assign[prev["assign"]]
             restriction = restriction @ prev["restriction"]
         if restriction.shape[1] != self.num_nodes or assign.shape != (self.num_nodes,):
@@ -130,18 +132,18 @@ class Objective:
         graph = prepare_graph(
             level.edge_index, n_c, _coarse_edge_attr(level, assign, self.data), level.edge_weight
         ).to(self.device)
-        coo = restriction.tocoo()
+        coo = own.tocoo()
         r = torch.sparse_coo_tensor(
-            np.vstack([coo.row, coo.col]), coo.data, size=restriction.shape, dtype=torch.float64,
-            check_invariants=True,
+            np.vstack([coo.row, coo.col]), coo.data, size=own.shape, dtype=torch.float64, check_invariants=True,
         ).coalesce().to_sparse_csr()
         self.coarse.append(
             {
                 "num_clusters": n_c,
                 "assign": assign,
                 "restriction": restriction,
-                "R": r.to(self.device),
-                "assign_t": torch.as_tensor(assign, device=self.device),
+                "source": source,
+                "R": {torch.float64: r.to(self.device)},  # the level's own R, per dtype
+                "assign_t": torch.as_tensor(np.asarray(level.assign, dtype=np.int64), device=self.device),
                 "graph": graph,
             }
         )
@@ -224,14 +226,17 @@ class Objective:
                 self._local[k] = (batch.x[:, r], batch.y[:, r[:o]], batch.w[:, r[:o]])
         self._coarse_batch = {}  # restricted on first use, inside the algorithm's timed work
 
-    def _restrict(self, batch: Batch, level: dict) -> tuple:
-        b, n, f = batch.x.shape
-        v = batch.y.shape[2]
-        r = level["R"].to(batch.x.dtype)
-        x_c = (r @ batch.x.permute(1, 0, 2).reshape(n, b * f)).reshape(-1, b, f).permute(1, 0, 2)
+    def _restrict(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, level: dict) -> tuple:
+        """``(x, y, w)`` of the level's source (the fine batch or the previous level) restricted by its own R."""
+        b, n, f = x.shape
+        v = y.shape[2]
+        if x.dtype not in level["R"]:
+            level["R"][x.dtype] = level["R"][torch.float64].to(x.dtype)
+        r = level["R"][x.dtype]
+        x_c = (r @ x.permute(1, 0, 2).reshape(n, b * f)).reshape(-1, b, f).permute(1, 0, 2)
         n_c, a = level["num_clusters"], level["assign_t"]
-        w_c = torch.zeros(b, n_c, v, dtype=batch.w.dtype, device=batch.w.device).index_add_(1, a, batch.w)
-        wy = torch.zeros_like(w_c).index_add_(1, a, batch.w * batch.y)
+        w_c = torch.zeros(b, n_c, v, dtype=w.dtype, device=w.device).index_add_(1, a, w)
+        wy = torch.zeros_like(w_c).index_add_(1, a, w * y)
         y_c = torch.where(w_c > 0, wy / w_c.clamp_min(torch.finfo(w_c.dtype).tiny), torch.zeros_like(wy))
         return x_c.contiguous(), y_c, w_c
 
@@ -269,10 +274,15 @@ class Objective:
 
     def coarse_batch(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_c, y_c, w_c)``: the current batch restricted to coarse level ``level`` (module docstring),
-        computed on first use after :meth:`set_batch`."""
+        computed on first use after :meth:`set_batch`, from the previous level's when the level coarsens
+        it (the same values as restricting the fine batch with the composed R: area-weighted means and
+        weight sums compose)."""
         self._need_batch(full=True)
         if level not in self._coarse_batch:
-            self._coarse_batch[level] = self._restrict(self.batch, self.coarse[level])
+            c = self.coarse[level]
+            b = self.batch
+            source = (b.x, b.y, b.w) if c["source"] is None else self.coarse_batch(c["source"])
+            self._coarse_batch[level] = self._restrict(*source, c)
         return self._coarse_batch[level]
 
     def coarse_loss(self, model, level: int = 0) -> torch.Tensor:
