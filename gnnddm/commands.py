@@ -3,7 +3,8 @@
 A :class:`~gnnddm.errors.GnnddmError` ends the command with its one-line message on stderr and exit
 status 2, and so does a config Hydra cannot compose (an unknown option of a group) or a run folder that
 cannot be created; an unexpected exception with a one-line message and status 1. A run stopped by Ctrl-C,
-SIGTERM or SIGUSR1 prints where it stopped and how to resume, and exits with 128 + the signal number.
+SIGTERM or SIGUSR1 prints where it stopped and how to resume, and exits with 128 + the signal number; a
+submitit job stopped by submitit's time-out / preemption signal is requeued by submitit first.
 The traceback is printed only with ``verbose=true``. In a multirun sweep a failing job does not stop the
 others; the sweep's exit status is that of its worst job.
 """
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 
 from gnnddm.config import config_dir
 from gnnddm.errors import ConfigError, GnnddmError
-from gnnddm.signals import Terminated
+from gnnddm.signals import Terminated, requeue_if_preempted
 
 _FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "output_dir")
 
@@ -77,7 +78,10 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
             print(f"gnnddm: {exc}", file=sys.stderr)
             worst["code"] = max(worst["code"], exc.exit_code)
             if os.environ.get("SUBMITIT_EXECUTOR"):
-                raise
+                # a submitit job: on rank 0 submitit requeues a timed-out or preempted job and exits;
+                # otherwise the job ends with the signal's status, without a traceback
+                requeue_if_preempted(exc)
+                raise SystemExit(exc.exit_code) from None
             return None
         except Exception as exc:  # noqa: BLE001 - reported, not swallowed: the exit status carries it
             logging.getLogger("gnnddm").debug("job failed", exc_info=True)

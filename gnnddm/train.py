@@ -15,6 +15,7 @@ SIGTERM and SIGUSR1 (:mod:`gnnddm.signals`) stop it after the current outer iter
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -86,7 +87,8 @@ def _train_process(cfg: DictConfig) -> dict:
         reason = _stop_reason(exc)
         _fail_run(tracker, out_dir if rank0 else None, summary, reason or str(exc), reason is not None)
         if reason is not None:
-            raise Terminated(reason, _resume_advice(summary, out_dir, reason)) from None
+            advice = _resume_advice(summary, out_dir, reason, requeued=stops.preempted)
+            raise Terminated(reason, advice, preempted=stops.preempted) from None
         raise
     finally:
         if world.world_size > 1 or cfg.distributed.backend != "none":
@@ -197,6 +199,10 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
         summary["resumed_from"] = resumed["iteration"]
         tracker.set_tags({"gnnddm.resumed_from": resumed["iteration"],
                           "gnnddm.restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")})
+        previous = _previous_run_id(out_dir) if s.rank == 0 else None
+        if previous and previous != tracker.run_id:  # a new MLflow run continues the stopped one
+            summary["resumed_run_id"] = previous
+            tracker.set_tags({"gnnddm.resumed_run_id": previous})
     status, start, it = "finished", time.perf_counter() - elapsed0, first - 1
     progress = _progress(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
     # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
@@ -312,10 +318,16 @@ def _stop_reason(exc: BaseException) -> str | None:
     return None
 
 
-def _resume_advice(summary: dict, out_dir: Path, reason: str) -> str:
-    """What the command line prints: where the run stopped and how to continue it."""
+def _resume_advice(summary: dict, out_dir: Path, reason: str, requeued: bool = False) -> str:
+    """What the command line prints: where the run stopped and how to continue it (``requeued``: submitit
+    requeues the job, which resumes by itself)."""
     it = summary.get("checkpoint_iteration")
     where = f"after iteration {summary['iteration']}" if "iteration" in summary else "during set-up"
+    if requeued:
+        requeue = "if submitit requeues the job (up to hydra.launcher.max_num_timeout times), it"
+        how = (f"checkpoint of iteration {it} saved; {requeue} resumes from there" if it is not None else
+               f"no checkpoint of this run; {requeue} starts again (set trainer.checkpoint_every=N to resume)")
+        return f"run terminated by {reason} {where} (time limit or preemption); {how}"
     if it is not None:
         how = (f"checkpoint of iteration {it} saved; continue with the same command plus resume=true "
                f"output_dir={out_dir}")
@@ -348,6 +360,14 @@ def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None
     torch.set_rng_state(state["torch_rng"])
     log.info("resumed from iteration %d", state["iteration"])
     return state
+
+
+def _previous_run_id(out_dir: Path) -> str | None:
+    """The MLflow run of the stopped run that this one resumes (from its summary.json), if recorded."""
+    try:
+        return json.loads((out_dir / "summary.json").read_text()).get("mlflow_run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _config_changes(saved: dict | None, now: dict) -> str:

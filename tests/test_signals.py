@@ -1,4 +1,5 @@
-"""SIGTERM and SIGUSR1 (what SLURM and `timeout` send) end a run like Ctrl-C: checkpoint, summary, KILLED."""
+"""SIGTERM and SIGUSR1 (what SLURM and `timeout` send) end a run like Ctrl-C: checkpoint, summary, KILLED;
+in a submitit job its preemption signal too, which then goes on to submitit's handler (the requeue)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gnnddm.signals import StopSignals, Terminated
+from gnnddm.signals import STOP_SIGNALS, StopSignals, Terminated, preemption_signal, requeue_if_preempted
 
 TINY = ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
         "partition.num_parts=2", "trainer.eval_every=5", "trainer.progress=false"]
@@ -100,3 +101,37 @@ def test_signal_inside_a_deferred_block_waits_for_its_end():
             time.sleep(1.0)
         assert info.value.exit_code == 128 + int(signal.SIGUSR1)
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+
+def test_the_preemption_signal_is_a_stop_signal_only_in_submitit_jobs(monkeypatch):
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert preemption_signal() is None and StopSignals().signals == STOP_SIGNALS
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    assert preemption_signal() == signal.SIGUSR2 and StopSignals().signals == (*STOP_SIGNALS, signal.SIGUSR2)
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")  # submitit's own setting: no duplicate
+    assert preemption_signal() == signal.SIGUSR1 and StopSignals().signals == STOP_SIGNALS
+
+
+def test_submitit_gets_its_preemption_signal_only_after_the_run_stopped(monkeypatch):
+    """SIGUSR2 in a deferred block is recorded like SIGTERM; afterwards submitit's handler (here a stand-in)
+    receives it, also when SIGTERM came first (a preempted job may get both)."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    to_submitit = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: to_submitit.append(signum))
+    try:
+        for first in (signal.SIGUSR2, signal.SIGTERM):
+            with StopSignals() as stops:
+                with stops.deferred():
+                    os.kill(os.getpid(), first)
+                    os.kill(os.getpid(), signal.SIGUSR2)
+                    time.sleep(0.05)
+                assert stops.received == first.name and stops.preempted and not to_submitit
+            requeue_if_preempted(Terminated(stops.received, preempted=stops.preempted))
+            assert to_submitit == [signal.SIGUSR2]
+            to_submitit.clear()
+        requeue_if_preempted(Terminated("SIGTERM"))  # an ordinary stop: no requeue
+        assert not to_submitit
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

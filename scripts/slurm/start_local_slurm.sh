@@ -109,6 +109,9 @@ SlurmctldHost=${HOST}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits the credential lifetime before it starts again (default 120 s); 10 s keeps the
+# requeue test short and still leaves a loaded 2-core machine time to launch a job step.
+AuthInfo=cred_expire=10
 MpiDefault=none
 # No systemd and no delegated cgroup v2 in containers: track processes by parent id, bind no tasks.
 ProctrackType=proctrack/linuxproc
@@ -119,6 +122,8 @@ JobCompType=jobcomp/none
 # CPUs are the consumable resource: a 2-task job of 1 CPU per task takes 2 cores, and a job that does
 # not fit the free cores waits in the queue instead of oversubscribing the node.
 SchedulerType=sched/backfill
+# The backfill pass starts a requeued job once its begin time has passed: every 5 s rather than 30 s.
+SchedulerParameters=bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 # Trust the CPU and memory figures below rather than the detected hardware (containers misreport it).

@@ -4,7 +4,8 @@ The ``slurm`` tests need a running SLURM whose node is up; on a single machine s
 ``scripts/slurm/start_local_slurm.sh`` (root, Debian/Ubuntu). Without it they are skipped. They check
 what users of ``gnnddm train -m hydra/launcher=slurm hydra.launcher.tasks_per_node=N`` rely on: every
 task of a job runs with the rank variables a torch.distributed world is built from, in the submitting
-Python, and a sweep of multi-task jobs ends with one finished MLflow run per job.
+Python, a sweep of multi-task jobs ends with one finished MLflow run per job, and a job that reaches its
+time limit is requeued and resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -201,3 +202,68 @@ def test_train_sweep_on_slurm_finishes_two_distributed_runs(slurm, tmp_path):
         assert "val_loss" in runs[run_id].data.metrics
     others = [r for run_id, r in runs.items() if run_id not in job_ids]
     assert [r.data.tags.get("gnnddm.kind") for r in others] == ["sweep"], [r.data.tags for r in others]
+
+
+# A run of about a minute on one core (about 16 iterations per second here): longer than what a job of
+# `timeout_min=1` can do before submitit's signal, so that the first attempt is always interrupted.
+REQUEUE_RUN = ["data=synthetic", "data.resolution=5.625", "data.steps=80", "model.hidden=64", "model.layers=3",
+               "trainer.batch_size=16", "trainer.max_iterations=1000", "trainer.eval_every=100",
+               "trainer.checkpoint_every=100", "trainer.progress=false", "trainer.threads=1"]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_timed_out_job_is_requeued_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
+    """A job of a 1-minute limit gets submitit's SIGUSR2 (signal_delay_s before the limit) and stops after
+    its iteration with a checkpoint; submitit requeues it, it resumes (SLURM_RESTART_COUNT > 0), and it
+    ends FINISHED with the final losses of the same run without interruption. Each attempt is its own
+    MLflow run: the stopped ones KILLED, each later one naming the one it continues."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = tmp_path / "multirun"
+    name = f"gnnddm-requeue-{uuid.uuid4().hex[:8]}"
+    env = {**_env(), "OMP_NUM_THREADS": "1"}
+    job = [sys.executable, "-m", "gnnddm", "train", "-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=1",
+           "hydra.launcher.signal_delay_s=5", "hydra.launcher.max_num_timeout=4", f"hydra.launcher.name={name}",
+           *REQUEUE_RUN, f"tracking.uri={uri}", f"hydra.sweep.dir={sweep}"]
+    reference = [sys.executable, "-m", "gnnddm", "train", *REQUEUE_RUN, "tracking.enabled=false",
+                 f"hydra.run.dir={tmp_path / 'reference'}"]
+    sweep_proc = subprocess.Popen(job, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+    try:
+        # the uninterrupted run, on the other core while the job runs and waits in the queue
+        ref = subprocess.run(reference, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert ref.returncode == 0, ref.stderr[-3000:]
+        out, _ = sweep_proc.communicate(timeout=600)
+    finally:
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
+        subprocess.run(["scancel", "--name", name], capture_output=True, timeout=30)
+    assert sweep_proc.returncode == 0, out[-3000:]
+
+    (folder,) = [p for p in (sweep / ".submitit").iterdir() if p.is_dir()]
+    log = "\n".join(p.read_text() for p in sorted(folder.glob("*_log.*")))
+    assert "Requeued job" in log, log[-3000:]
+    assert "run terminated by SIGUSR2 after iteration" in log and "Traceback" not in log, log[-3000:]
+    with open(next(folder.glob("*_result.pkl")), "rb") as f:
+        assert pickle.load(f)[0] == "success"
+
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["resumed_from"] > 0, summary
+    assert summary["accounting"]["iterations"] == expected["accounting"]["iterations"] == 1000
+    assert summary["final"] == expected["final"]
+
+    # The attempts' runs, newest first: FINISHED, then KILLED by SIGUSR2 back to the first; nothing RUNNING.
+    client = MlflowClient(tracking_uri=uri)
+    runs = {r.info.run_id: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+    chain = [runs[summary["mlflow_run_id"]]]
+    while "gnnddm.resumed_run_id" in chain[-1].data.tags:
+        chain.append(runs[chain[-1].data.tags["gnnddm.resumed_run_id"]])
+    assert [r.info.status for r in chain] == ["FINISHED"] + ["KILLED"] * (len(chain) - 1), len(chain)
+    assert len(chain) >= 2 and all(r.data.tags["gnnddm.terminated_by"] == "SIGUSR2" for r in chain[1:])
+    assert chain[0].data.metrics["val_loss"] == expected["final"]["val_loss"]
+    others = [r for r in runs.values() if r not in chain]
+    assert [r.data.tags.get("gnnddm.kind") for r in others] == ["sweep"]
+    assert all(r.info.status != "RUNNING" for r in runs.values())
