@@ -23,6 +23,8 @@ Procedure, in one run:
    deg, 1,038,240 nodes): a global step on each level's graph with the restricted batch.
 
     python3 benchmarks/bench_multilevel.py --output docs/multilevel.md
+    python3 benchmarks/bench_multilevel.py --resolution 0.25 --steps 120 --seeds 0 --lrs 1e-2 --budget 200 \
+        --only 0 --parts 0 --eval-every 20 --variant-eval-every 10 --block 0.25 --output docs/multilevel.md
     python3 benchmarks/bench_multilevel.py --level-costs 0.25 --seeds none --parts 0 --output docs/multilevel.md
     python3 benchmarks/bench_multilevel.py --quick
 """
@@ -36,11 +38,11 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dd import _fmt, histories, machine, median_range, write_block  # noqa: E402
+from bench_dd import Run, _fmt, histories, machine, median_range, write_block  # noqa: E402
 
 GOAL_TIME, GOAL_GRADS, GOAL_RMSE, GOAL_TWO_LEVEL = 1 / 3, 1 / 4, 0.02, 0.5
 KEYS = ("compute_time", "wall_time", "grad_evals", "fine_grad_evals", "model_time", "model_time_multinode",
@@ -53,20 +55,6 @@ class Variant:
     overrides: tuple[str, ...]
     max_iterations: int
     eval_every: int | None = None  # None: the command's --eval-every
-
-
-@dataclass
-class Run:
-    variant: Variant
-    seed: int
-    step: int | None
-    at: dict = field(default_factory=dict)
-    rmse: dict = field(default_factory=dict)
-    best: float = math.nan
-
-    @property
-    def reached(self) -> bool:
-        return self.step is not None
 
 
 def variants(budget: int, lr: float, every: int) -> list[Variant]:
@@ -104,7 +92,7 @@ def read_at(variant: Variant, seed: int, hist: dict, target: float | None) -> Ru
     from gnnddm.report.metrics import first_crossing, value_at_step
 
     steps, values = hist["val_loss"]
-    run = Run(variant, seed, None, best=min(values))
+    run = Run(variant, seed, int(max(steps)), None, best_val_loss=min(values))
     if target is not None:
         run.step = first_crossing(steps, values, target)
     if run.step is not None:
@@ -145,7 +133,7 @@ def table(groups: dict[str, list[Run]], ref: dict[int, Run]) -> list[str]:
             median_range([r.at["fine_grad_evals"] for r in ok], ".0f"),
             _fmt(ratio(runs, ref, "fine_grad_evals"), ".2f"),
             median_range([r.at["grad_evals"] for r in ok], ".0f"),
-            median_range([r.best for r in runs], ".4g"), dev,
+            median_range([r.best_val_loss for r in runs], ".4g"), dev,
         ]) + " |")
     return rows
 
@@ -178,10 +166,10 @@ def lr_sweep(args, base, seed, client, log) -> tuple[float, dict, list[str]]:
     for lr in (float(x) for x in args.lrs.split(",")):
         run, hist = train_run(Variant(f"global lr {lr:g}", ("ddm=global", f"optimizer.lr={lr}"), args.budget),
                               base, seed, None, client)
-        log(f"lr sweep: global lr={lr:g}: best val_loss {run.best:.5g}")
-        rows.append(f"| {lr:g} | {run.best:.5g} |")
-        if run.best < best:
-            best_lr, best, best_hist = lr, run.best, hist
+        log(f"lr sweep: global lr={lr:g}: best val_loss {run.best_val_loss:.5g}")
+        rows.append(f"| {lr:g} | {run.best_val_loss:.5g} |")
+        if run.best_val_loss < best:
+            best_lr, best, best_hist = lr, run.best_val_loss, hist
     md = [f"Learning-rate sweep of `global` Adam, seed {seed}, {args.budget} iterations:", "",
           "| lr | best val_loss |", "|---|---|", *rows, "", f"Chosen: lr = {best_lr:g}.", ""]
     return best_lr, best_hist, md
@@ -259,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", type=int, default=8, help="sync vs two_level with this many parts (0: skip)")
     parser.add_argument("--level-costs", type=float, default=None, help="grid (deg) of the per-level step costs")
     parser.add_argument("--level-steps", type=int, default=12, help="time steps of the level-costs data")
+    parser.add_argument("--steps", type=int, default=None, help="time steps of the synthetic data (default 240)")
+    parser.add_argument("--block", default=None, help="suffix of the generated blocks' names (e.g. 0.25)")
     parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, one seed, short budgets")
     parser.add_argument("--output", type=Path, default=None, help="markdown page whose generated blocks are rewritten")
     args = parser.parse_args(argv)
@@ -288,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                 "tracking.experiment=bench_multilevel", f"output_dir={tmp}/run"]
         if args.quick:
             base.append("data.steps=60")
+        elif args.steps is not None:
+            base.append(f"data.steps={args.steps}")
         if seeds:
             lr, sweep_hist, md = lr_sweep(args, base, seeds[0], client, log)
             chosen = variants(args.variant_budget, lr, args.variant_eval_every)
@@ -303,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                     reference = read_at(glob, seed, hist, None)
                 else:
                     reference, hist = train_run(glob, base, seed, None, client)
-                targets[seed] = reference.best * (1 + args.tol)
+                targets[seed] = reference.best_val_loss * (1 + args.tol)
                 ref[seed] = read_at(glob, seed, hist, targets[seed])
                 groups["global"].append(ref[seed])
-                log(f"seed {seed}: global best {reference.best:.5g}, target {targets[seed]:.5g}, reached at "
+                log(f"seed {seed}: global best {reference.best_val_loss:.5g}, target {targets[seed]:.5g}, reached at "
                     f"iteration {ref[seed].step}, {ref[seed].at.get('compute_time', math.nan):.1f} s")
                 for v in chosen:
                     run, _ = train_run(Variant(v.label, (*v.overrides, f"optimizer.lr={lr}"), v.max_iterations,
@@ -330,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal {elapsed:.0f} s")
     if args.output is not None:
         for name, md in blocks.items():
+            name = f"{name}-{args.block}" if args.block else name
             header = [f"Command: `{command}`  ", f"Machine: {machine()}  ",
                       f"Total time of the command: {elapsed:.0f} s.", ""]
             write_block(args.output, name, "\n".join(header + md).rstrip(), tool="bench_multilevel",
@@ -364,7 +357,7 @@ def two_level_block(args, base, lr, target, seed, client, log) -> list[str]:
         rows.append("| " + " | ".join([
             label, str(r.step) if r.reached else "not reached", _fmt(r.at.get("rounds"), ".0f"),
             _fmt(r.at.get("model_time"), ".1f"), x("model_time"), _fmt(r.at.get("model_time_multinode"), ".1f"),
-            x("model_time_multinode"), _fmt(r.at.get("compute_time"), ".1f"), f"{r.best:.5g}",
+            x("model_time_multinode"), _fmt(r.at.get("compute_time"), ".1f"), f"{r.best_val_loss:.5g}",
         ]) + " |")
     grid = runs["two_level, grid hierarchy L=3"]
     if not s.reached:

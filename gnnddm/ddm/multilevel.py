@@ -125,11 +125,18 @@ class Multilevel(Algorithm):
         self.fine_grads += 1.0
         return f, g
 
-    def _smooth_fine(self, steps: int, grad: torch.Tensor | None = None) -> None:
-        """``steps`` global-optimizer steps on f; the first uses ``grad`` when given (at the current θ)."""
+    def _smooth_fine(self, steps: int, grad: torch.Tensor | None = None) -> float | None:
+        """``steps`` global-optimizer steps on f; the first uses ``grad`` when given (at the current θ).
+        Returns f at the first point whose gradient was evaluated here (None if none was)."""
+        first = None
         for i in range(steps):
-            g = grad if (i == 0 and grad is not None) else self._fine_grad()[1]
+            if i == 0 and grad is not None:
+                g = grad
+            else:
+                f, g = self._fine_grad()
+                first = f if first is None else first
             self.optimizer_step(g)
+        return first
 
     def constraint(self, center: torch.Tensor, g: torch.Tensor) -> Ball | Box | None:
         """The feasible set C of a cycle around θ_a (module docstring, step 2)."""
@@ -204,14 +211,15 @@ class Multilevel(Algorithm):
     # ------------------------------------------------------------------ the outer iteration
     def _step(self) -> dict[str, float]:
         stats: dict[str, float] = {}
-        self._smooth_fine(self.pre[0])
+        f_pre = self._smooth_fine(self.pre[0])
         if self.levels == 1:
-            self._smooth_fine(self.post[0])
+            f_post = self._smooth_fine(self.post[0])
+            stats["loss"] = f_pre if f_pre is not None else f_post
             stats["fine_grad_evals"] = self.fine_grads
             return stats
         theta_a = self.flat()
         f_a, g = self._fine_grad()
-        stats["loss"] = f_a
+        stats["loss"] = f_pre if f_pre is not None else f_a
         constraint = self.constraint(theta_a, g)
         theta_c, predicted = self.coarse_cycle(1, theta_a, g, constraint)
         s = theta_c - theta_a

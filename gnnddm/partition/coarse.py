@@ -127,11 +127,13 @@ def coarsen(
     return aggregate(parts, edge_index, num_nodes, edge_weight=edge_weight, area=area, lat=lat, lon=lon)
 
 
-def aggregate(parts, edge_index, num_nodes: int, edge_weight=None, area=None, lat=None, lon=None) -> CoarseLevel:
+def aggregate(parts, edge_index, num_nodes: int, edge_weight=None, area=None, lat=None, lon=None,
+              edges: bool = True) -> CoarseLevel:
     """The coarse level whose clusters are the distinct labels of ``parts`` [N] (any integers).
 
     Clusters are numbered in increasing label order; R, P, the coarse edges ``P^T A P`` (diagonal
-    dropped), centroids and edge features as described in the module docstring.
+    dropped), centroids and edge features as described in the module docstring. ``edges=False`` skips
+    the coarse edges (empty), for callers that build the coarse graph themselves.
     """
     _, assign = np.unique(np.asarray(parts), return_inverse=True)
     assign = assign.astype(np.int64).reshape(-1)
@@ -145,7 +147,8 @@ def aggregate(parts, edge_index, num_nodes: int, edge_weight=None, area=None, la
     restriction = sp.csr_matrix((area / cluster_area[assign], (assign, nodes)), shape=(n_c, num_nodes))
     prolongation = sp.csr_matrix((np.ones(num_nodes), (nodes, assign)), shape=(num_nodes, n_c))
 
-    fine = symmetric_adjacency(edge_index, num_nodes, edge_weight)
+    fine = symmetric_adjacency(edge_index if edges else np.zeros((2, 0), dtype=np.int64), num_nodes,
+                               edge_weight if edges else None)
     coarse = (prolongation.T @ fine @ prolongation).tocsr()
     coarse.setdiag(0)
     coarse.eliminate_zeros()

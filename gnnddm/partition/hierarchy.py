@@ -131,7 +131,7 @@ def coarsen_grid(data, rebuild: Callable) -> tuple[CoarseLevel, object]:
     rows = np.repeat(np.arange(nlat) // 2, nlon)
     cols = np.tile(np.arange(nlon) // 2, nlat)
     assign = rows * clon_n + cols
-    level = aggregate(assign, data.edge_index, data.num_nodes, edge_weight=data.edge_weight, area=data.area)
+    level = aggregate(assign, data.edge_index, data.num_nodes, area=data.area, edges=False)  # graph rebuilt below
     restrict = level.restriction
     # a regular grid again: one latitude per row (area-weighted), one longitude per column (circular mean)
     lat_rows = np.asarray(data.lat, dtype=np.float64).reshape(nlat, nlon)[:, 0]
