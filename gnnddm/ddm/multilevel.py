@@ -48,8 +48,9 @@ def _per_level(key: str, value, levels: int) -> list[int]:
     """ν for every level: one integer for all, or a list finest first whose last value repeats."""
     if isinstance(value, list | tuple):
         if not 1 <= len(value) <= levels:
-            raise ConfigError(f"ddm.{key}: expected one integer or a list of 1 to {levels} values (ddm.levels), "
-                              f"finest level first, got {list(value)!r}")
+            raise ConfigError(f"ddm.{key}: expected one integer or a list of 1 to {levels} values "
+                              f"(ddm.levels={levels}), finest level first, got {list(value)!r}; set ddm.{key} "
+                              "with ddm.levels")
         values = [check_int(key, v, 0) for v in value]
         return values + [values[-1]] * (levels - len(values))
     return [check_int(key, value, 0)] * levels
@@ -70,7 +71,8 @@ class Multilevel(Algorithm):
         ν₁, ν₂ per level: one value for all levels, or a list finest first whose last value also holds
         for the levels beyond it.
     coarse_solver : dict
-        ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ...}``; one per coarse level.
+        ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ...}``; one per coarse level. ``lr`` None:
+        the global optimizer's rate.
     globalization : {"trust_region", "offo", "none"}
     eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min, radius_max : float
         Trust region (as in ``asm``).
@@ -102,8 +104,10 @@ class Multilevel(Algorithm):
                               radius_max=radius_max)
         self.kappa = check_float("kappa", kappa)
         self.varsigma = check_float("varsigma", varsigma)
-        self.coarse_solver = dict(coarse_solver or {"name": "adam", "lr": 1e-3})
-        self._global_optimizer()
+        optimizer_lr = self._global_optimizer().param_groups[0]["lr"]
+        self.coarse_solver = dict(coarse_solver or {"name": "adam"})
+        if self.coarse_solver.get("lr") is None:  # the coarse steps take the fine optimizer's rate
+            self.coarse_solver["lr"] = float(optimizer_lr)
         if self.levels > 1 and objective.num_coarse_levels == 0:
             rebuild = getattr(objective, "graph_builder", None)
             for level in build_hierarchy(objective.data, self.levels - 1, self.coarsening, rebuild=rebuild,

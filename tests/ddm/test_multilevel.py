@@ -169,7 +169,7 @@ def test_bad_options_name_their_key(overrides, match):
 def test_grid_coarsening_on_stations_names_the_key():
     objective, task = _problem(station_data(40, k=4))
     with pytest.raises(ConfigError, match=r"ddm.coarsening: grid .*stations"):
-        _algorithm(["ddm=multilevel", "ddm.levels=2"], objective, task)
+        _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.post_smooth=[0,4]"], objective, task)
     algo = _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.coarsening=matching", "ddm.post_smooth=[1,2]"],
                       *_problem(station_data(40, k=4)))
     assert np.isfinite(algo.step()["loss"])
@@ -193,6 +193,16 @@ def test_two_level_takes_the_grid_hierarchy_as_coarse_space():
     assert np.isfinite(stats["loss"]) and stats["coarse_step_norm"] > 0
     with pytest.raises(ConfigError, match=r"ddm.coarse_levels: the 16 x 32 grid allows at most 3 levels .* got 5"):
         _algorithm(["ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=5"], *_problem(parts=4))
+
+
+def test_coarse_solvers_take_the_global_rate_unless_given_and_list_lengths_follow_the_levels():
+    objective, task = _problem()
+    algo = _algorithm(["ddm=multilevel", "optimizer.lr=0.02"], objective, task)
+    assert [s.param_groups[0]["lr"] for s in algo.solvers.values()] == [0.02, 0.02]
+    algo = _algorithm(["ddm=multilevel", "optimizer.lr=0.02", "ddm.coarse_solver.lr=0.005"], objective, task)
+    assert [s.param_groups[0]["lr"] for s in algo.solvers.values()] == [0.005, 0.005]
+    with pytest.raises(ConfigError, match=r"ddm.post_smooth: .*\(ddm.levels=2\).*\[0, 4, 8\]; set ddm.post_smooth"):
+        _algorithm(["ddm=multilevel", "ddm.levels=2"], *_problem())
 
 
 def test_checkpoint_state_round_trips():
