@@ -295,6 +295,23 @@ def machine() -> str:
             f"{platform.python_version()}, torch {torch.__version__}, {platform.platform()}")
 
 
+def session(script: str, argv: list[str] | None):
+    """Start a benchmark: MLflow and library warnings silenced; returns (the command line as it ran, a
+    logger that prefixes the seconds since now, the start time)."""
+    import logging
+    import warnings
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    command = f"python3 benchmarks/{script} " + shlex.join(argv if argv is not None else sys.argv[1:])
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+
+    return command, log, t0
+
+
 def write_block(path: Path, name: str, block: str, tool: str = "bench_dd",
                 title: str = "# Training algorithms compared") -> None:
     """Replace the generated block ``name`` of ``path`` (between ``tool``'s markers), keeping the rest."""
@@ -459,19 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds = args.seeds.split(",")[0]
 
-    import logging
-    import warnings
-
     from mlflow.tracking import MlflowClient
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore")
-    command = "python3 benchmarks/bench_dd.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
-
+    command, log, t0 = session("bench_dd.py", argv)
     regimes = {"both": ("shallow", "deep"), "none": ()}.get(args.regime, (args.regime,))
     blocks: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dd import Run, _fmt, histories, machine, median_range, write_block  # noqa: E402
+from bench_dd import Run, _fmt, histories, machine, median_range, session, write_block  # noqa: E402
 
 GOAL_TIME, GOAL_GRADS, GOAL_RMSE, GOAL_TWO_LEVEL = 1 / 3, 1 / 4, 0.02, 0.5
 KEYS = ("compute_time", "wall_time", "grad_evals", "fine_grad_evals", "model_time", "model_time_multinode",
@@ -255,19 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.resolution, args.seeds, args.lrs, args.budget, args.variant_budget = 5.625, "0", "1e-2", 30, 20
 
-    import logging
-    import warnings
-
     from mlflow.tracking import MlflowClient
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore")
-    command = "python3 benchmarks/bench_multilevel.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
-
+    command, log, t0 = session("bench_multilevel.py", argv)
     blocks: dict[str, list[str]] = {}
     seeds = [] if args.seeds == "none" else [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

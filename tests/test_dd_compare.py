@@ -55,3 +55,14 @@ def test_benchmark_help_exits_zero():
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--quick" in out.stdout and "--output" in out.stdout
+
+
+def test_multilevel_benchmark_quick_run_writes_its_blocks(tmp_path):
+    page = tmp_path / "multilevel.md"
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_multilevel.py"), "--quick", "--parts", "0",
+                          "--only", "0", "--output", str(page)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = page.read_text()
+    assert "<!-- bench_multilevel:study:begin -->" in text and "| global | 1/1 |" in text
+    assert "multilevel grid L=3" in text and "goal" in text
