@@ -58,6 +58,34 @@ def _check_folders(argv: list[str]) -> None:
                               "choose a writable folder") from None
 
 
+#: Hydra's command-line flags that take a value (``--info`` an optional one)
+_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name",
+                          "-cn", "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"})
+
+
+def split_hydra_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides), each in the order given.
+
+    Hydra's parser takes the overrides as one run of positional arguments, so an override after a flag
+    (``ddm=asm --cfg job hydra.job.name=train``) would be refused; putting every flag first lets flags
+    stand anywhere on the command line. A flag's value is the next argument when that is neither a flag
+    nor an override (``key=value``).
+    """
+    flags, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            flags.append(arg)
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if arg in _VALUE_FLAGS and nxt is not None and not nxt.startswith("-") and "=" not in nxt:
+                flags.append(nxt)
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return flags, overrides
+
+
 def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[str]) -> int:
     """Run ``fn(cfg)`` under ``hydra.main`` with the command-line overrides ``argv``."""
     import hydra
@@ -94,7 +122,8 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
     saved = sys.argv
     # name the job after the command (its log file is <command>.log), unless the user chose a name
     job_name = [] if any(a.startswith("hydra.job.name=") for a in argv) else [f"hydra.job.name={name}"]
-    sys.argv = [f"gnnddm {name}", *argv, *job_name]  # after the flags: Hydra parses `-m` before overrides
+    flags, overrides = split_hydra_args(argv)
+    sys.argv = [f"gnnddm {name}", *flags, *overrides, *job_name]
     try:
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(app)()
     except SystemExit as exc:

@@ -118,3 +118,18 @@ def test_bad_decomposition_settings_exit_2_naming_the_key_and_fail_the_run(tmp_p
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
     assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("args", [["ddm=asm", "--cfg", "job"], ["--cfg", "job", "ddm=asm"], ["ddm=asm", "-c", "job"]])
+def test_hydra_flags_stand_anywhere_on_the_command_line(tmp_path, args):
+    out = gnnddm("train", *args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "name: asm" in out.stdout
+
+
+def test_flags_go_before_the_overrides_with_their_values():
+    from gnnddm.commands import split_hydra_args
+
+    flags, overrides = split_hydra_args(["ddm=asm", "--cfg", "job", "-m", "seed=0,1", "--info", "-p", "ddm"])
+    assert flags == ["--cfg", "job", "-m", "--info", "-p", "ddm"]
+    assert overrides == ["ddm=asm", "seed=0,1"]
