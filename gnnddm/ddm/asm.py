@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import torch
 
-from gnnddm.ddm.base import Algorithm, TrustRegion, check_bool, check_choice, check_float, check_int
+from gnnddm.ddm.base import Algorithm, TrustRegion, check_bool, check_choice, check_float, check_int, offo_box
 from gnnddm.ddm.solvers import Ball, Box, span_minimize
 from gnnddm.errors import ConfigError
 
@@ -140,10 +140,7 @@ class ASM(Algorithm):
 
     def _update_offo(self, g: torch.Tensor) -> None:
         """Accumulate g_t² and set the box half-widths κ·|g_t| / w_t (before division by W)."""
-        if self.accumulator is None:
-            self.accumulator = torch.full_like(g, self.varsigma)
-        self.accumulator += g * g
-        self._box_half = self.kappa * g.abs() / torch.sqrt(self.accumulator)
+        self.accumulator, self._box_half = offo_box(self.accumulator, g, self.kappa, self.varsigma)
 
     def constraint(self, center: torch.Tensor, share: float) -> Ball | Box | None:
         """The feasible set of one correction around ``center``, scaled by ``share`` of the region."""

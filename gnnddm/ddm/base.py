@@ -56,6 +56,15 @@ def check_bool(key: str, value) -> bool:
     return value
 
 
+def offo_box(accumulator: torch.Tensor | None, g: torch.Tensor, kappa: float, varsigma: float):
+    """One update of the OFFO (RB-AdaGrad) box: ``(w², half)`` with the accumulator w² = ς + Σ_τ g_τ²
+    (started at ς when None, else updated in place) and the box half-widths κ·|g| / w."""
+    if accumulator is None:
+        accumulator = torch.full_like(g, varsigma)
+    accumulator += g * g
+    return accumulator, kappa * g.abs() / torch.sqrt(accumulator)
+
+
 # ---------------------------------------------------------------------------------------- trust region
 @dataclass
 class TrustRegion:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from gnnddm.ddm.base import Algorithm, TrustRegion, check_choice, check_float, check_int
+from gnnddm.ddm.base import Algorithm, TrustRegion, check_choice, check_float, check_int, offo_box
 from gnnddm.ddm.solvers import Ball, Box
 from gnnddm.errors import ConfigError
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
@@ -109,8 +109,8 @@ class Multilevel(Algorithm):
         if self.coarse_solver.get("lr") is None:  # the coarse steps take the fine optimizer's rate
             self.coarse_solver["lr"] = float(optimizer_lr)
         if self.levels > 1 and objective.num_coarse_levels == 0:
-            rebuild = getattr(objective, "graph_builder", None)
-            for level in build_hierarchy(objective.data, self.levels - 1, self.coarsening, rebuild=rebuild,
+            for level in build_hierarchy(objective.data, self.levels - 1, self.coarsening,
+                                         rebuild=objective.graph_builder,
                                          clusters=clusters, seed=check_int("seed", seed, 0)):
                 objective.add_coarse_level(level)
         if objective.num_coarse_levels < self.levels - 1:
@@ -147,10 +147,7 @@ class Multilevel(Algorithm):
         if self.globalization == "trust_region":
             return Ball(center, self.tr.radius)
         if self.globalization == "offo":
-            if self.accumulator is None:
-                self.accumulator = torch.full_like(g, self.varsigma)
-            self.accumulator += g * g
-            half = self.kappa * g.abs() / torch.sqrt(self.accumulator)
+            self.accumulator, half = offo_box(self.accumulator, g, self.kappa, self.varsigma)
             return Box(center - half, center + half)
         return None
 
@@ -191,11 +188,7 @@ class Multilevel(Algorithm):
             if self.pre[level]:
                 self.set_flat(theta)
                 with self.timed(None):
-                    self.model.zero_grad(set_to_none=True)
-                    value = h(self.model)
-                    value.backward()
-                    self.accounting.add_work(grad_evals=self.objective.last_work)
-                    h_theta, g_level = float(value.detach()), self.flat_grad()
+                    h_theta, g_level = self._loss_grad(h)
                 self.model.zero_grad(set_to_none=True)
             else:
                 h_theta, g_level = f_anchor, g_up  # h_ℓ(anchor) = f_ℓ(anchor), ∇h_ℓ(anchor) = g_up

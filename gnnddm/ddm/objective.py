@@ -67,7 +67,7 @@ class Objective:
     coarse_levels : sequence of CoarseLevel
         Each with ``assign`` [N or n_prev], ``num_clusters``, ``restriction`` (scipy [n_c, N or n_prev]),
         ``edge_index``, ``edge_weight``. A level whose restriction acts on the previous level's clusters
-        is composed with it (recursive coarsening).
+        coarsens that level (recursive coarsening): its batch is restricted from the previous level's.
     parts : sequence of int, optional
         Subdomains to prepare (a rank's own); all by default.
     graph_builder : callable, optional
@@ -119,14 +119,14 @@ class Objective:
     def add_coarse_level(self, level) -> None:
         """Append a coarse level (acting on the fine graph or on the previous coarse level)."""
         assign = np.asarray(level.assign, dtype=np.int64)
-        restriction = sp.csr_matrix(level.restriction)
-        own, source = restriction, None  # the level's own operator and the level it acts on (None: fine)
-        if self.coarse and restriction.shape[1] == self.coarse[-1]["num_clusters"] != self.num_nodes:
-            prev = self.coarse[-1]
+        own = sp.csr_matrix(level.restriction)  # R from the graph the level coarsens
+        source = None  # the coarse level it coarsens (None: the fine graph)
+        if self.coarse and own.shape[1] == self.coarse[-1]["num_clusters"] != self.num_nodes:
             source = len(self.coarse) - 1
-            assign = assign[prev["assign"]]
-            restriction = restriction @ prev["restriction"]
-        if restriction.shape[1] != self.num_nodes or assign.shape != (self.num_nodes,):
+            assign = assign[self.coarse[-1]["assign"]]  # fine node -> cluster of this level
+        elif own.shape[1] != self.num_nodes:
+            raise ValueError(f"coarse level does not act on the {self.num_nodes}-node graph")
+        if assign.shape != (self.num_nodes,):
             raise ValueError(f"coarse level does not act on the {self.num_nodes}-node graph")
         n_c = int(level.num_clusters)
         graph = prepare_graph(
@@ -140,7 +140,6 @@ class Objective:
             {
                 "num_clusters": n_c,
                 "assign": assign,
-                "restriction": restriction,
                 "source": source,
                 "R": {torch.float64: r.to(self.device)},  # the level's own R, per dtype
                 "assign_t": torch.as_tensor(np.asarray(level.assign, dtype=np.int64), device=self.device),

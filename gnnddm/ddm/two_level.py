@@ -95,7 +95,7 @@ class TwoLevel(ASM):
                 made = build_coarse_levels(objective.data, coarse_clusters, levels, coarse_method)
             else:
                 made = build_hierarchy(objective.data, levels, coarsening, levels_key="ddm.coarse_levels",
-                                       levels_offset=0, rebuild=getattr(objective, "graph_builder", None))
+                                       levels_offset=0, rebuild=objective.graph_builder)
             for level in made:
                 objective.add_coarse_level(level)
         self.levels = objective.num_coarse_levels if self.coarse_steps else 0

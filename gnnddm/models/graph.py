@@ -92,34 +92,27 @@ class Graph:
         return int(self.edge_index.shape[1])
 
     def to(self, device) -> Graph:
-        def mv(t):
-            return None if t is None else t.to(device)
-
-        return Graph(
-            edge_index=self.edge_index.to(device),
-            num_nodes=self.num_nodes,
-            edge_attr=mv(self.edge_attr),
-            edge_weight=mv(self.edge_weight),
-            adj=self.adj.to(device),
-            in_degree=self.in_degree.to(device),
-            in_weight=mv(self.in_weight),
-        )
+        return self._mapped(lambda t: t.to(device), index=lambda t: t.to(device))
 
     def astype(self, dtype: torch.dtype) -> Graph:
         """The same graph with its floating-point tensors in ``dtype`` (float64 checks); the topology and
         the integer tensors are shared."""
+        return self._mapped(lambda t: t.to(dtype))
 
-        def cast(t):
-            return None if t is None else t.to(dtype)
+    def _mapped(self, values, index=lambda t: t) -> Graph:
+        """A new graph with ``values`` applied to the valued tensors and ``index`` to ``edge_index``."""
+
+        def opt(t):
+            return None if t is None else values(t)
 
         return Graph(
-            edge_index=self.edge_index,
+            edge_index=index(self.edge_index),
             num_nodes=self.num_nodes,
-            edge_attr=cast(self.edge_attr),
-            edge_weight=cast(self.edge_weight),
-            adj=self.adj.to(dtype),
-            in_degree=self.in_degree.to(dtype),
-            in_weight=cast(self.in_weight),
+            edge_attr=opt(self.edge_attr),
+            edge_weight=opt(self.edge_weight),
+            adj=values(self.adj),
+            in_degree=values(self.in_degree),
+            in_weight=opt(self.in_weight),
         )
 
 

@@ -23,6 +23,7 @@ Three coarsenings (``ddm.coarsening``):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -132,7 +133,6 @@ def coarsen_grid(data, rebuild: Callable) -> tuple[CoarseLevel, object]:
     cols = np.tile(np.arange(nlon) // 2, nlat)
     assign = rows * clon_n + cols
     level = aggregate(assign, data.edge_index, data.num_nodes, area=data.area, edges=False)  # graph rebuilt below
-    restrict = level.restriction
     # a regular grid again: one latitude per row (area-weighted), one longitude per column (circular mean)
     lat_rows = np.asarray(data.lat, dtype=np.float64).reshape(nlat, nlon)[:, 0]
     area_rows = np.asarray(data.area, dtype=np.float64).reshape(nlat, nlon).sum(axis=1)
@@ -153,11 +153,8 @@ def coarsen_grid(data, rebuild: Callable) -> tuple[CoarseLevel, object]:
         warnings=(),
     )
     coarse = rebuild(coarse)
-    level = CoarseLevel(
-        assign=level.assign, num_clusters=level.num_clusters, restriction=restrict,
-        prolongation=level.prolongation, edge_index=coarse.edge_index, edge_weight=coarse.edge_weight,
-        edge_attr=coarse.edge_attr, lat=lat, lon=lon, area=level.area,
-    )
+    level = dataclasses.replace(level, edge_index=coarse.edge_index, edge_weight=coarse.edge_weight,
+                                edge_attr=coarse.edge_attr, lat=lat, lon=lon)
     return level, coarse
 
 
@@ -200,12 +197,11 @@ def _matching_hierarchy(data, coarse_levels, seed, levels_key, levels_offset) ->
     edge_index, n, weight, area, lat, lon = (data.edge_index, data.num_nodes, data.edge_weight, data.area,
                                              data.lat, data.lon)
     for level_no in range(coarse_levels):
-        labels = np.arange(n)
-        for r in range(2):  # two matchings: about 4x fewer nodes per level
-            once = aggregate(labels, edge_index, n, edge_weight=weight, area=area)
-            pairs = heavy_edge_matching(once.edge_index, once.num_clusters, once.edge_weight,
-                                        seed=seed + 2 * level_no + r)
-            labels = pairs[once.assign]
+        # two matchings: about 4x fewer nodes per level; the second matches the graph of the pairs
+        labels = heavy_edge_matching(edge_index, n, weight, seed=seed + 2 * level_no)
+        pairs = aggregate(labels, edge_index, n, edge_weight=weight)
+        labels = heavy_edge_matching(pairs.edge_index, pairs.num_clusters, pairs.edge_weight,
+                                     seed=seed + 2 * level_no + 1)[pairs.assign]
         level = aggregate(labels, edge_index, n, edge_weight=weight, area=area, lat=lat, lon=lon)
         if level.num_clusters < 2 or level.num_clusters == n:
             raise ConfigError(
