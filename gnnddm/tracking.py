@@ -27,6 +27,40 @@ log = logging.getLogger(__name__)
 
 LOCAL_URI = "sqlite:///mlflow.db"
 
+#: the accounting counters and clocks, logged under ``cost/`` (cumulative over the run)
+COST = ("rounds", "comm_bytes", "grad_evals", "loss_evals", "fine_grad_evals", "model_time",
+        "model_time_multinode", "compute_time", "wall_time", "seconds_per_iteration")
+SPLITS = ("train", "val", "test")
+
+
+def metric_name(key: str) -> str:
+    """The MLflow name of a metric of the training loop (docs/report.md, *Metrics*).
+
+    ``train/``, ``val/``, ``test/``: losses, RMSE and skill per split (``train/batch_loss`` is the
+    algorithm's loss of the iteration's mini-batch; ``train/loss`` the evaluation on fixed training samples);
+    ``cost/``: rounds, bytes, work and times; ``ddm/``: what an algorithm reports of itself (trust-region
+    radius, acceptance, step norms). Names that already carry a namespace pass unchanged.
+
+    >>> [metric_name(k) for k in ("loss", "val_loss", "val_rmse/t2m", "rounds", "time/wait/rank1", "tr_radius")]
+    ['train/batch_loss', 'val/loss', 'val/rmse/t2m', 'cost/rounds', 'cost/rank1/wait', 'ddm/tr_radius']
+    """
+    if key == "loss":
+        return "train/batch_loss"
+    if key in COST:
+        return f"cost/{key}"
+    for split in SPLITS:
+        if key == f"{split}_loss":
+            return f"{split}/loss"
+        for kind in ("rmse", "skill", "baseline_rmse"):
+            if key.startswith(f"{split}_{kind}/"):
+                return f"{split}/{kind}/{key.split('/', 1)[1]}"
+    if key.startswith("time/"):  # time/<kind>/rank<r>: one rank's clocks
+        _, kind, rank = key.split("/")
+        return f"cost/{rank}/{kind}"
+    if "/" in key:
+        return key
+    return f"ddm/{key}"
+
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     """Nested dict -> {"a.b.c": "value"} with string values (MLflow params)."""

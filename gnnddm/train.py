@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from gnnddm.bundle import save_model
 from gnnddm.checkpoint import find_checkpoint, save_checkpoint
 from gnnddm.config import build, require_choice, require_float, require_int
 from gnnddm.errors import ConfigError, DataError, GnnddmError, TrainingDivergedError
-from gnnddm.outputs import output_dir, save_torch, write_json
+from gnnddm.outputs import output_dir, write_json
 from gnnddm.signals import StopSignals, Terminated
 from gnnddm.tracking import Tracker, environment_tags, tracker_from_config
 
@@ -266,8 +267,7 @@ def _finish(cfg, s: _State, tracker, out_dir, summary, history, last_eval, statu
     if s.rank != 0:
         return
     model_path = out_dir / "model.pt"
-    save_torch({"model": s.model.state_dict(), "iteration": it,
-                        "config": OmegaConf.to_container(cfg, resolve=True)}, model_path)
+    save_model(model_path, s.model, cfg, s.data, s.task, it)
     tracker.log_artifact(model_path)
     if history:
         _plot_history(history, out_dir / "loss_curve.png")
