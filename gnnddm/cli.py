@@ -2,6 +2,7 @@
 
     gnnddm train [+experiment=NAME] [key=value ...]      train (Hydra; -m for sweeps)
     gnnddm partition [+experiment=NAME] [key=value ...]  build graph and partition, report quality
+    gnnddm evaluate output_dir=PATH [split=test|val]     score a trained model (PATH/model.pt)
     gnnddm report [options]                              tables and plots from MLflow runs
     gnnddm data info PATH | data synth ...               inspect or generate data files
 """
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from gnnddm.partition.command import run_partition
 
         return run_hydra_command("partition", run_partition, rest)
+    if command == "evaluate":
+        from gnnddm.evaluate_command import main as evaluate_main
+
+        return evaluate_main(rest)
     if command == "data":
         from gnnddm.data.info import main as data_main
 
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"gnnddm {__version__}")
         return 0
-    print(f"gnnddm: error: unknown command {command!r}; valid: train, partition, report, data", file=sys.stderr)
+    print(f"gnnddm: error: unknown command {command!r}; valid: train, partition, evaluate, report, "
+          "data", file=sys.stderr)
     return 2
 
 

@@ -3,9 +3,16 @@
 With several ranks the evaluation samples are shared out (batch ``i`` to rank ``i mod world_size``):
 each rank evaluates its share on the full graph and one sum over ranks gives every rank the same
 losses and RMSEs as one process evaluating all of them (up to the order of float64 sums).
+
+The random draws of a split (interpolation masks) come from that split's own generator, seeded from
+``(seed, split name)`` (:func:`split_rng`): a split's samples are the same whichever other splits an
+evaluator holds, so ``gnnddm evaluate`` scoring the test split alone reproduces the test metrics of the
+training run.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import torch
@@ -13,13 +20,18 @@ import torch
 from gnnddm.tasks import Task, loss, rmse_from_sums, squared_errors
 
 
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """The generator of the random draws of ``split``'s evaluation samples (independent of other splits)."""
+    return np.random.default_rng([zlib.crc32(split.encode()), 7919, int(seed) % (1 << 64)])
+
+
 class Evaluator:
     """Loss and metrics of a model on fixed sets of samples.
 
-    Samples are fixed at construction (interpolation masks drawn once from ``seed``), so successive
-    evaluations of a run, runs of different algorithms with the same seed, and runs on any number of
-    ranks see the same samples. Losses are averaged over mini-batches of ``batch_size`` samples, each
-    normalised as in training.
+    Samples are fixed at construction (interpolation masks drawn once per split from ``(seed, split)``),
+    so successive evaluations of a run, runs of different algorithms with the same seed, runs on any
+    number of ranks and evaluators holding other splits see the same samples. Losses are averaged over
+    mini-batches of ``batch_size`` samples, each normalised as in training.
 
     Parameters
     ----------
@@ -32,12 +44,13 @@ class Evaluator:
                  device="cpu", comm=None):
         self.task, self.graph, self.device, self.comm = task, graph, device, comm
         rank, world = (0, 1) if comm is None else (int(comm.rank), int(comm.world_size))
-        rng = np.random.default_rng(seed + 7919)
         self.batches: dict[str, list] = {}
         self.num_batches: dict[str, int] = {}
+        self.num_samples: dict[str, int] = {}
         for name, a in anchors.items():
             if not len(a):
                 continue
+            rng = split_rng(seed, name)
             starts = range(0, len(a), batch_size)
             # every rank draws every batch (the same random masks as one process), then keeps its share
             made = [task.batch(a[i : i + batch_size], rng, split=name) for i in starts]
@@ -49,6 +62,7 @@ class Evaluator:
                                 + ("; raise trainer.eval_train_samples" if name == "train" else ""))
             self.batches[name] = [b.to(device) for j, b in enumerate(made) if j % world == rank]
             self.num_batches[name] = len(made)
+            self.num_samples[name] = len(a)
 
     def __call__(self, model, splits=("train", "val")) -> dict[str, float]:
         """``{split}_loss`` for each split and ``{split}_rmse/{variable}`` for all but ``train``."""
@@ -71,6 +85,26 @@ class Evaluator:
             return {}
         out = self._reduce({split: self._sums(split, self.task.baseline)})
         return {k.split("/", 1)[1]: v for k, v in out.items() if k.startswith(f"{split}_rmse/")}
+
+    def scores(self, model, split: str = "test") -> dict[str, float]:
+        """Everything reported of ``split`` (not ``train``), keyed for :func:`gnnddm.tracking.metric_name`.
+
+        ``{split}_loss``; per variable ``{split}_rmse/{v}`` and ``{split}_baseline_rmse/{v}`` (physical
+        units) and ``{split}_skill/{v}`` = 100·(1 − rmse / baseline_rmse) in % (NaN where the baseline
+        RMSE is 0 or NaN); ``data/samples/{split}``, the number of samples. Empty if the evaluator holds
+        no sample of ``split``.
+        """
+        if split == "train":
+            raise ValueError("scores: the train split has no RMSE (see __call__)")
+        if split not in self.num_batches:
+            return {}
+        out = self(model, splits=(split,))
+        for var, base in self.baseline(split).items():
+            rmse = out[f"{split}_rmse/{var}"]
+            out[f"{split}_baseline_rmse/{var}"] = base
+            out[f"{split}_skill/{var}"] = 100.0 * (1.0 - rmse / base) if base > 0 else float("nan")
+        out[f"data/samples/{split}"] = self.num_samples[split]
+        return out
 
     def _sums(self, name: str, predict) -> torch.Tensor:
         """Σ of the loss and of the RMSE sums over this rank's batches of ``name``; ``predict(batch)`` is
