@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
 def parse_args(argv: list[str]) -> Request:
     """A :class:`Request` from ``key=value`` tokens; a :class:`ConfigError` naming a bad token."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    from hydra.errors import HydraException
 
     out_dir, split, verbose, overrides, values = None, "test", False, [], {}
     parser = OverridesParser.create()
@@ -89,7 +89,7 @@ def parse_args(argv: list[str]) -> Request:
         elif _overridable(key.lstrip("+")):
             try:
                 value = parser.parse_override(arg).value()
-            except OverrideParseException as exc:
+            except HydraException as exc:
                 raise ConfigError(f"{arg}: not a valid override ({str(exc).strip().splitlines()[0]})") from None
             values[key.lstrip("+")] = (value, key.startswith("+"))
             overrides.append(arg)
@@ -138,8 +138,8 @@ def evaluate(req: Request) -> dict:
     tracker = _start_run(cfg, bundle, req)
     result["mlflow_run_id"] = tracker.run_id
     try:
-        scores = _score(cfg, bundle, req.split)
-        result.update(_summarise(scores, bundle, req.split))
+        scores, baseline = _score(cfg, bundle, req.split)
+        result.update(_summarise(scores, bundle, req.split, baseline))
         result["status"] = "finished"
         write_json(json_path, result)
         tracker.log_metrics({metric_name(k): v for k, v in scores.items()}, step=bundle.iteration)
@@ -158,17 +158,18 @@ def evaluate(req: Request) -> dict:
         raise
 
 
-def _score(cfg: DictConfig, bundle, split: str) -> dict[str, float]:
-    """Rebuild data, task and model as in training; the :meth:`Evaluator.scores` of ``split``."""
+def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str]:
+    """Rebuild data, task and model as in training; the :meth:`Evaluator.scores` of ``split`` and the name of
+    the task's baseline."""
     import torch
 
     from gnnddm.config import build
     from gnnddm.evaluate import Evaluator
     from gnnddm.models.graph import prepare_graph
     from gnnddm.pipeline import build_problem
-    from gnnddm.train import seed_everything
 
-    seed_everything(int(cfg.seed))  # as in training: any draw while building the problem is the same
+    # no seeding: building the problem draws nothing at random, the weights are loaded, and the evaluator's
+    # draws come from its own generators (seeded from cfg.seed)
     if cfg.trainer.get("threads"):
         torch.set_num_threads(int(cfg.trainer.threads))
     device = torch.device(str(cfg.trainer.device))
@@ -176,8 +177,9 @@ def _score(cfg: DictConfig, bundle, split: str) -> dict[str, float]:
     data = problem.data
     diffs = bundle.differences(data)
     if diffs:
+        more = f"; and {len(diffs) - 4} more" if len(diffs) > 4 else ""
         raise DataError(f"{bundle.path}: the data rebuilt from its configuration is not the data the model was "
-                        f"trained on: {'; '.join(diffs)}; evaluate it on data with the training split's "
+                        f"trained on: {'; '.join(diffs[:4])}{more}; evaluate it on data with the training split's "
                         "variables, normalisation and graph")
     task = build(cfg.task, "task")(data)
     anchors = task.split_anchors(problem.split)[split]
@@ -195,17 +197,17 @@ def _score(cfg: DictConfig, bundle, split: str) -> dict[str, float]:
     graph = prepare_graph(data.edge_index, data.num_nodes, data.edge_attr, data.edge_weight).to(device)
     evaluator = Evaluator(task, graph, {split: anchors}, batch_size=int(cfg.trainer.batch_size),
                           seed=int(cfg.seed), device=device)
-    return evaluator.scores(model, split)
+    baseline = getattr(task, "baseline_name", None) or BASELINES.get(task.name, "baseline")
+    return evaluator.scores(model, split), baseline
 
 
-def _summarise(scores: dict, bundle, split: str) -> dict:
+def _summarise(scores: dict, bundle, split: str, baseline: str) -> dict:
     """The result's numbers: loss, samples, and per variable RMSE, baseline RMSE and skill."""
-    task = str(bundle.task["name"])
     return {
         "samples": int(scores[f"data/samples/{split}"]),
         "loss": scores[f"{split}_loss"],
-        "baseline": BASELINES.get(task, "baseline"),
-        "task": task,
+        "baseline": baseline,
+        "task": str(bundle.task["name"]),
         "variables": {
             var: {"units": unit, "rmse": scores[f"{split}_rmse/{var}"],
                   "baseline_rmse": scores[f"{split}_baseline_rmse/{var}"], "skill": scores[f"{split}_skill/{var}"]}
@@ -221,7 +223,11 @@ def _start_run(cfg: DictConfig, bundle, req: Request):
     tracker = tracker_from_config(cfg.tracking, run_name=f"evaluate-{req.split}")
     tags = {**environment_tags(), "gnnddm.command": "evaluate", "gnnddm.split": req.split,
             "gnnddm.evaluated_run_id": bundle.run_id or "unknown", "gnnddm.model_path": str(bundle.path)}
-    tracker.start(tags=tags)
+    try:
+        tracker.start(tags=tags)
+    except OSError as exc:
+        raise ConfigError(f"tracking.uri={tracker.uri}: the store cannot be opened ({exc.strerror or exc}); "
+                          "give a writable store with tracking.uri=..., or tracking.enabled=false") from None
     if tracker.run_id is None:
         return tracker
     try:

@@ -60,3 +60,29 @@ def test_two_ranks_share_the_batches_and_their_sums_add_up_to_one_process():
     single = one.local_sums(model)
     for k in total:
         torch.testing.assert_close(total[k], single[k], rtol=1e-12, atol=0)
+
+
+def test_a_splits_samples_do_not_depend_on_the_other_splits():
+    """``gnnddm evaluate`` scores the test split alone; the training loop holds it beside train and val."""
+    data, task, graph, model, sets = _setup()
+    alone = Evaluator(task, graph, {"test": sets["val"]}, batch_size=2, seed=3)
+    beside = Evaluator(task, graph, {"train": sets["train"], "test": sets["val"]}, batch_size=2, seed=3)
+    for a, b in zip(alone.batches["test"], beside.batches["test"], strict=True):
+        assert torch.equal(a.x, b.x) and torch.equal(a.valid, b.valid)
+    other_seed = Evaluator(task, graph, {"test": sets["val"]}, batch_size=2, seed=4)
+    assert not torch.equal(other_seed.batches["test"][0].valid, alone.batches["test"][0].valid)
+    assert alone.scores(model, "test") == beside.scores(model, "test")
+
+
+def test_scores_hold_loss_rmse_baseline_skill_and_samples():
+    data, task, graph, model, sets = _setup()
+    ev = Evaluator(task, graph, sets, batch_size=2, seed=3)
+    got = ev.scores(model, "val")
+    assert got["val_loss"] == ev(model, splits=("val",))["val_loss"]
+    assert got["data/samples/val"] == len(sets["val"])
+    for var, base in ev.baseline("val").items():
+        assert got[f"val_baseline_rmse/{var}"] == base
+        assert got[f"val_skill/{var}"] == pytest.approx(100 * (1 - got[f"val_rmse/{var}"] / base))
+    assert ev.scores(model, "test") == {}  # no test samples held
+    with pytest.raises(ValueError, match="train"):
+        ev.scores(model, "train")
