@@ -4,11 +4,13 @@
                   [--baseline SPEC] [--target-val-loss X | --target-from SPEC [--target-tol 0.02]]
                   [--group-by algorithm,num_parts,...] [--output DIR] [--no-log]
 
-Writes ``comparison.md``, ``comparison.csv`` and PNG plots into ``--output`` (default ``report/``)
-and attaches them to the sweep's parent run. The pieces: :mod:`~gnnddm.report.metrics` (time-to-target
-arithmetic), :mod:`~gnnddm.report.records` (run snapshots, specs), :mod:`~gnnddm.report.store`
-(reading MLflow), :mod:`~gnnddm.report.tables`, :mod:`~gnnddm.report.plots`,
-:mod:`~gnnddm.report.build` (:func:`build_report`, the importable core).
+Writes ``comparison.md``, ``comparison.csv``, ``groups.csv``, ``skill.csv`` and plots (PNG and PDF) into
+``--output`` (default ``report/``) and attaches them to the sweep's parent run. The pieces:
+:mod:`~gnnddm.report.metrics` (time-to-target, scaling and spread arithmetic),
+:mod:`~gnnddm.report.records` (run snapshots, specs, seeds and baselines), :mod:`~gnnddm.report.store`
+(reading MLflow), :mod:`~gnnddm.report.tables` (one row per run), :mod:`~gnnddm.report.groups` (seeds
+summarised, skill), :mod:`~gnnddm.report.plots`, :mod:`~gnnddm.report.build` (:func:`build_report`,
+the importable core).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def build_report(*args, **kwargs) -> dict:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gnnddm report",
-        description="Comparison tables and plots (time to target, speedup, efficiency) from MLflow runs.",
+        description="Comparison tables and plots (time to target, speedup, efficiency, skill) from MLflow runs.",
     )
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default: %(default)s)")
     sel = p.add_mutually_exclusive_group(required=True)
@@ -39,14 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     sel.add_argument("--parent", metavar="RUN_ID", help="the runs of one sweep, given its parent run id")
     sel.add_argument("--runs", nargs="+", metavar="ID", help="these run ids")
     p.add_argument("--baseline", metavar="SPEC",
-                   help="run id or key=value[,key=value] (first match), default: the first algorithm=global run")
+                   help="run id or key=value[,key=value]; a key=value spec picks one baseline per seed "
+                        "(default: algorithm=global)")
     tgt = p.add_mutually_exclusive_group()
     tgt.add_argument("--target-val-loss", type=float, metavar="X", help="target validation loss")
     tgt.add_argument("--target-from", metavar="SPEC",
-                     help="target = final val_loss of this run x (1 + --target-tol)")
+                     help="target = final val/loss of this run x (1 + --target-tol)")
     p.add_argument("--target-tol", type=float, default=0.02, help="relative tolerance (default: %(default)s)")
-    p.add_argument("--group-by", default="algorithm,num_parts",
-                   help="comma-separated keys ordering rows and forming the groups table (default: %(default)s)")
+    p.add_argument("--group-by", metavar="KEYS",
+                   help="comma-separated keys ordering rows and forming the groups (default: every run label "
+                        "that differs among the runs, never the seed)")
     p.add_argument("--output", default="report", help="output folder (default: %(default)s)")
     p.add_argument("--no-log", action="store_true", help="do not attach the report to the sweep's parent run")
     return p
@@ -68,17 +72,18 @@ def main(argv: list[str] | None = None) -> int:
             target_val_loss=args.target_val_loss,
             target_from=args.target_from,
             target_tol=args.target_tol,
-            group_by=[k.strip() for k in args.group_by.split(",") if k.strip()],
+            group_by=None if args.group_by is None else [k.strip() for k in args.group_by.split(",") if k.strip()],
             output=args.output,
             log=not args.no_log,
         )
     except GnnddmError as exc:
         print(f"gnnddm: error: {exc}", file=sys.stderr)
         return 2
-    target = "none" if result["target"] is None else f"val_loss <= {result['target']:.6g}"
-    print(f"wrote {result['output'] / 'comparison.md'}, comparison.csv and "
-          f"{sum(p.suffix == '.png' for p in result['files'])} plots for {len(result['rows'])} runs "
-          f"(target {target})")
+    target = "none" if result["target"] is None else f"val/loss <= {result['target']:.6g}"
+    plots = sum(p.suffix == ".pdf" for p in result["files"])
+    print(f"wrote {result['output'] / 'comparison.md'}, comparison.csv, groups.csv, skill.csv and "
+          f"{plots} plots (PNG and PDF) for {len(result['rows'])} runs in {len(result['groups'])} groups "
+          f"by {', '.join(result['group_by']) or 'nothing'} (target {target})")
     if result["logged_to"]:
         print(f"attached to MLflow run {result['logged_to']} under report/")
     return 0

@@ -1,9 +1,10 @@
-"""``build_report``: select runs, fix the target and baseline, write tables and plots, attach them.
+"""``build_report``: select runs, fix the target and the baselines, write tables and plots, attach them.
 
-Target, in order of precedence: ``target_val_loss``; the final val_loss of the ``target_from`` run
+Target, in order of precedence: ``target_val_loss``; the final ``val/loss`` of the ``target_from`` run
 times ``1 + target_tol``; the ``trainer.target_val_loss`` all runs were trained with (if they agree);
-the baseline's final val_loss times ``1 + target_tol``. Baseline: the ``baseline`` spec, else the
-first run with ``algorithm=global``, else none (then no speedups).
+the overall baseline's final ``val/loss`` times ``1 + target_tol``. Baseline spec: ``baseline``, else
+``algorithm=global``; the overall baseline is the first (oldest) run it matches, and every seed gets its
+own, the first run of that seed it matches (:func:`~gnnddm.report.records.pair_by_seed`).
 """
 
 from __future__ import annotations
@@ -14,18 +15,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gnnddm.errors import GnnddmError
-from gnnddm.report import plots, tables
-from gnnddm.report.records import RunRecord, check_keys, get_field, matches, parse_spec
+from gnnddm.report import groups, plots, tables
+from gnnddm.report.records import (
+    VAL_LOSS,
+    Baselines,
+    RunRecord,
+    check_keys,
+    default_group_keys,
+    get_field,
+    matches,
+    num_parts,
+    pair_by_seed,
+    parse_spec,
+    seed,
+)
 from gnnddm.report.store import RunStore
 
 CONVENTION = (
-    "A run reaches the target at its first evaluation with val_loss <= target; rounds, epochs "
-    "(grad_evals), wall and model time to target are the cumulative metrics at that iteration. "
-    "speedup = baseline time-to-target / run time-to-target; efficiency = speedup / p."
+    f"A run reaches the target at its first evaluation with {VAL_LOSS} <= target; rounds, epochs "
+    "(grad_evals), wall time, model time and bytes to target are the cumulative cost/ counters at that "
+    "iteration. speedup = baseline time-to-target / run time-to-target, against the baseline run of the "
+    "same seed; efficiency = speedup x p_baseline / p."
 )
-PLOTS = {f"val_loss_vs_{m}.png": m for m in plots.XLABELS}
-SCALING_PLOTS = {"speedup.png": "speedup", "efficiency.png": "efficiency"}
-RANK_PLOT = "rank_times.png"
+SPREAD = ("Each cell is the mean over the group's runs (its seeds) with the range [min, max]; "
+          "n = runs in the group, and (n=k) marks a cell that only k of them have (e.g. reached the target).")
+DEFAULT_BASELINE = {"algorithm": "global"}
+PLOTS = {f"val_loss_vs_{m}": m for m in plots.XLABELS}
+SCALING_PLOTS = ("speedup", "efficiency")
+COMM_PLOT = "comm_bytes"
+RANK_PLOT = "rank_times"
+TABLES = ("comparison.md", "comparison.csv", "groups.csv", "skill.csv")
 MAPS_DIR = "partition_maps"
 
 
@@ -45,21 +64,25 @@ def build_report(
     target_val_loss: float | None = None,
     target_from: str | None = None,
     target_tol: float = 0.02,
-    group_by: Sequence[str] = ("algorithm", "num_parts"),
+    group_by: Sequence[str] | None = None,
     output: str | Path = "report",
     log: bool = True,
 ) -> dict:
-    """Write ``comparison.md``, ``comparison.csv`` and the PNG plots into ``output``.
+    """Write ``comparison.md``, ``comparison.csv``, ``groups.csv``, ``skill.csv`` and the plots (PNG and
+    PDF) into ``output``.
 
     Exactly one of ``experiment``, ``parent`` (a sweep's parent run id) and ``runs`` (run ids) selects
     the runs. Specs (``baseline``, ``target_from``) are a run id or ``key=value[,key=value]``
-    (first matching run, oldest first), e.g. ``algorithm=global``.
+    (first matching run, oldest first), e.g. ``algorithm=global``. ``group_by`` None groups by every
+    identity label that differs among the runs (never the seed).
 
     Returns
     -------
     dict
-        ``output``, ``files`` (paths written), ``rows`` (the table), ``target``, ``target_source``,
-        ``baseline`` (run id or None), ``logged_to`` (run id the report was attached to, or None).
+        ``output``, ``files`` (paths written), ``rows`` (the per-run table), ``groups``, ``skill``,
+        ``group_by`` (the keys used), ``target``, ``target_source``, ``baseline`` (the overall baseline's
+        run id or None), ``baselines`` (seed -> run id), ``logged_to`` (run id the report was attached
+        to, or None).
     """
     if sum(x is not None for x in (experiment, parent, runs)) != 1:
         raise GnnddmError("choose the runs with exactly one of --experiment, --parent, --runs")
@@ -72,42 +95,45 @@ def build_report(
         records, source = store.child_runs(parent), f"sweep `{store.run_name(parent)}` (parent run `{parent}`)"
     else:
         records, source = store.runs_by_id(list(runs)), f"{len(runs)} runs given by id"
-    group_by = list(group_by)
-    check_keys(group_by, records, "--group-by")
-    if not any("val_loss" in r.histories for r in records):
+    if group_by is not None:
+        group_by = list(group_by)
+        check_keys(group_by, records, "--group-by")
+    if not any(VAL_LOSS in r.histories for r in records):
         raise GnnddmError(
-            f"none of the {len(records)} runs logged the metric val_loss "
+            f"none of the {len(records)} runs logged the metric {VAL_LOSS} "
             f"({', '.join(r.name for r in records[:10])}); nothing to compare (evaluations are logged "
             "every trainer.eval_every iterations)"
         )
 
-    base = _resolve(baseline, records, store, "--baseline") if baseline else _default_baseline(records)
+    baselines = _baselines(baseline, records, store)
+    base = baselines.overall
     selected_parents = {r.parent_id for r in records}
     if base is not None and base.run_id not in {r.run_id for r in records}:
         records.append(base)  # a baseline from outside the selection is shown, but does not pick the parent
-    if baseline and "val_loss" not in base.histories:
-        raise GnnddmError(_no_val_loss(base, "--baseline"))
     target = _target(records, base, store, target_val_loss, target_from, target_tol)
+    group_by = default_group_keys(records) if group_by is None else group_by
 
     records = tables.sort_records(records, group_by)
-    rows = tables.build_rows(records, target.value, base)
+    rows = tables.build_rows(records, target.value, baselines)
+    group_table = groups.group_rows(records, rows, group_by)
+    skill_table = groups.skill_rows(records, group_by)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     _clear(out)
-    written = [tables.write_csv(rows, tables.columns(records), out / "comparison.csv")]
-    figures: dict[str, Path | str] = {}
-    for name, metric in PLOTS.items():
-        figures[name] = plots.plot_val_loss(records, metric, target.value, out / name)
-    for name, kind in SCALING_PLOTS.items():
-        figures[name] = plots.plot_scaling(rows, kind, out / name)
-    figures[RANK_PLOT] = plots.plot_rank_times(records, out / RANK_PLOT)
+    written = [
+        tables.write_csv(rows, tables.columns(records), out / "comparison.csv"),
+        tables.write_csv(group_table, groups.group_columns(group_by), out / "groups.csv"),
+        tables.write_csv(skill_table, groups.skill_columns(group_by), out / "skill.csv"),
+    ]
+    figures = _figures(records, rows, group_by, target, base, out)
     maps = {}
     for r in records:
         dest = store.copy_artifact(r, "partition_map.png", out / MAPS_DIR / f"{_safe(r.name)}-{r.short_id}.png")
         if dest is not None:
             maps[r.run_id] = dest
-    written += [p for p in figures.values() if isinstance(p, Path)] + list(maps.values())
-    md = _markdown(records, rows, group_by, source, target, base, figures, maps, out)
+    written += [p for paths in figures.values() if isinstance(paths, list) for p in paths] + list(maps.values())
+    md = _markdown(records, rows, group_table, skill_table, group_by, source, target, baselines, figures,
+                   maps, out)
     (out / "comparison.md").write_text(md)
     written.insert(0, out / "comparison.md")
 
@@ -116,11 +142,37 @@ def build_report(
         store.attach_report(logged_to, written, out)
     else:
         logged_to = None
-    return {"output": out, "files": written, "rows": rows, "target": target.value,
-            "target_source": target.source, "baseline": base.run_id if base else None, "logged_to": logged_to}
+    return {"output": out, "files": written, "rows": rows, "groups": group_table, "skill": skill_table,
+            "group_by": group_by, "target": target.value, "target_source": target.source,
+            "baseline": base.run_id if base else None,
+            "baselines": {s: r.run_id for s, r in baselines.by_seed.items()}, "logged_to": logged_to}
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _figures(records, rows, group_by, target: Target, base, out: Path) -> dict[str, list[Path] | str]:
+    """Every plot, saved as PNG and PDF (or why it was not drawn), by file stem."""
+    runs = plots.series_labels(records, group_by)
+    series = plots.series_labels(records, [k for k in group_by if k not in ("num_parts", "p")] or ["algorithm"])
+    made = {stem: plots.val_loss_figure(records, metric, target.value, runs) for stem, metric in PLOTS.items()}
+    for kind in SCALING_PLOTS:
+        made[kind] = plots.scaling_figure(rows, kind, series, (num_parts(base) or 1) if base else 1)
+    made[COMM_PLOT] = plots.comm_bytes_figure(rows, series)
+    made[RANK_PLOT] = plots.rank_times_figure(records, runs)
+    return {stem: fig if isinstance(fig, str) else plots.save(fig, out / stem) for stem, fig in made.items()}
+
+
+def _baselines(spec: str | None, records: list[RunRecord], store: RunStore) -> Baselines:
+    if spec is None:
+        overall = next((r for r in sorted(records, key=lambda r: r.start_time)
+                        if matches(r, DEFAULT_BASELINE) and VAL_LOSS in r.histories), None)
+        return pair_by_seed(records, overall, DEFAULT_BASELINE)
+    overall = _resolve(spec, records, store, "--baseline")
+    if VAL_LOSS not in overall.histories:
+        raise GnnddmError(_no_val_loss(overall, "--baseline"))
+    conditions = parse_spec(spec)
+    return pair_by_seed(records, overall, conditions if isinstance(conditions, dict) else None)
+
+
 def _resolve(spec: str, records: list[RunRecord], store: RunStore, option: str) -> RunRecord:
     parsed = parse_spec(spec)
     if isinstance(parsed, str):
@@ -137,15 +189,8 @@ def _resolve(spec: str, records: list[RunRecord], store: RunStore, option: str) 
     raise GnnddmError(f"{option} {spec}: matches none of the {len(records)} selected runs ({hint})")
 
 
-def _default_baseline(records: Sequence[RunRecord]) -> RunRecord | None:
-    for r in sorted(records, key=lambda r: r.start_time):
-        if get_field(r, "algorithm") == "global" and "val_loss" in r.histories:
-            return r
-    return None
-
-
 def _no_val_loss(r: RunRecord, option: str) -> str:
-    return f"{option}: run {r.name!r} ({r.run_id}) logged no val_loss metric; choose a run that evaluated"
+    return f"{option}: run {r.name!r} ({r.run_id}) logged no {VAL_LOSS} metric; choose a run that evaluated"
 
 
 def _target(records, base, store, value, spec, tol) -> Target:
@@ -153,20 +198,22 @@ def _target(records, base, store, value, spec, tol) -> Target:
         return Target(float(value), "--target-val-loss")
     if spec is not None:
         ref = _resolve(spec, records, store, "--target-from")
-        if "val_loss" not in ref.metrics:
+        if VAL_LOSS not in ref.metrics:
             raise GnnddmError(_no_val_loss(ref, "--target-from"))
-        return Target(ref.metrics["val_loss"] * (1 + tol), f"final val_loss of `{ref.name}` x (1 + {tol:g})")
+        return Target(ref.metrics[VAL_LOSS] * (1 + tol), f"final {VAL_LOSS} of `{ref.name}` x (1 + {tol:g})")
     configured = {r.params.get("trainer.target_val_loss") for r in records} - {None, "None", "null", ""}
     if len(configured) == 1:
         return Target(float(configured.pop()), "trainer.target_val_loss of the runs")
-    if base is not None and "val_loss" in base.metrics:
-        return Target(base.metrics["val_loss"] * (1 + tol), f"final val_loss of baseline `{base.name}` x (1 + {tol:g})")
+    if base is not None and VAL_LOSS in base.metrics:
+        return Target(base.metrics[VAL_LOSS] * (1 + tol),
+                      f"final {VAL_LOSS} of baseline `{base.name}` x (1 + {tol:g})")
     return Target(None, "none (give --target-val-loss or --target-from)")
 
 
 def _clear(out: Path) -> None:
     """Remove the files an earlier report left, so no stale plot survives."""
-    for name in ("comparison.md", "comparison.csv", *PLOTS, *SCALING_PLOTS, RANK_PLOT):
+    stems = [*PLOTS, *SCALING_PLOTS, COMM_PLOT, RANK_PLOT]
+    for name in [*TABLES, *(f"{s}.{ext}" for s in stems for ext in ("png", "pdf"))]:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / MAPS_DIR, ignore_errors=True)
 
@@ -175,34 +222,57 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _markdown(records, rows, group_by, source, target, base, figures, maps, out: Path) -> str:
+def _markdown(records, rows, group_table, skill_table, group_by, source, target, baselines: Baselines,
+              figures, maps, out: Path) -> str:
     failed = [r for r in records if r.status == "failed"]
     lines = [f"# Comparison of {len(records)} runs", "", f"- runs: {source}"]
     if target.value is None:
         lines.append(f"- target: {target.source}")
     else:
-        lines.append(f"- target: val_loss <= {target.value:.6g} ({target.source})")
-    if base is None:
-        lines.append("- baseline: none (no run with algorithm=global; give --baseline), so no speedups")
-    else:
-        row = next(row for row in rows if row["run_id"] == base.run_id)
-        missed = row["rounds_to_target"] == tables.NOT_REACHED
-        lines.append(f"- baseline: `{base.name}` (`{base.short_id}`, algorithm {row['algorithm']}, p={row['p']})"
-                     + ("; it did not reach the target, so no speedups" if missed else ""))
+        lines.append(f"- target: {VAL_LOSS} <= {target.value:.6g} ({target.source})")
+    lines += _baseline_lines(records, rows, baselines)
     lines.append(f"- failed runs: {len(failed)}" + (f" ({', '.join(r.name for r in failed)})" if failed else ""))
     lines += ["", f"Convention: {CONVENTION}", "", "## Runs", "",
               tables.markdown_table(rows, tables.columns(records)), ""]
-    groups = tables.group_rows(records, rows, group_by)
-    lines += [f"## Groups by {', '.join(group_by)}", "",
-              tables.markdown_table(groups, list(groups[0]) if groups else group_by), "", "## Plots", ""]
-    for name, result in figures.items():
-        if isinstance(result, Path):
-            lines.append(f"![{name[:-4]}]({result.relative_to(out).as_posix()})")
+    keys = ", ".join(group_by) or "nothing (the runs differ only by seed)"
+    lines += [f"## Groups by {keys}", "", SPREAD, "",
+              tables.markdown_table(group_table, groups.group_columns(group_by), n_col="n"), ""]
+    lines += ["## Skill against the reference forecast", "",
+              f"Root-mean-square error per variable (physical units) at the end of each run, of the model and of "
+              f"the reference method ({groups.reference(records)}), and skill = 100 (1 - RMSE / reference "
+              f"RMSE) in percent; {SPREAD[0].lower()}{SPREAD[1:]}", ""]
+    if skill_table:
+        lines.append(tables.markdown_table(skill_table, groups.skill_columns(group_by), n_col="n"))
+    else:
+        lines.append("No run logged an RMSE per variable.")
+    lines += ["", "## Plots", ""]
+    for stem, result in figures.items():
+        if isinstance(result, list):
+            png, pdf = result
+            lines.append(f"![{stem}]({png.relative_to(out).as_posix()}) ([PDF]({pdf.relative_to(out).as_posix()}))")
         else:
-            lines.append(f"- {name}: not drawn, {result}")
+            lines.append(f"- {stem}: not drawn, {result}")
     if maps:
         lines += ["", "## Partition maps", ""]
         by_id = {r.run_id: r for r in records}
         for run_id, path in maps.items():
             lines.append(f"![{by_id[run_id].name}]({path.relative_to(out).as_posix()})")
     return "\n".join(lines) + "\n"
+
+
+def _baseline_lines(records, rows, baselines: Baselines) -> list[str]:
+    base = baselines.overall
+    if base is None:
+        return ["- baseline: none (no run with algorithm=global; give --baseline), so no speedups"]
+    row = next(row for row in rows if row["run_id"] == base.run_id)
+    missed = row["rounds_to_target"] == tables.NOT_REACHED
+    lines = [f"- baseline: `{base.name}` (`{base.short_id}`, algorithm {row['algorithm']}, p={row['p']})"
+             + ("; it did not reach the target" if missed else "")]
+    seeds = sorted({seed(r) for r in records}, key=lambda s: (s is None, len(s or ""), s or ""))  # 2 before 10
+    if len(seeds) > 1 or seeds != [seed(base)]:
+        paired = [f"seed {s}: `{baselines.by_seed[s].name}` (`{baselines.by_seed[s].short_id}`)"
+                  for s in seeds if s in baselines.by_seed]
+        alone = [str(s) for s in seeds if s not in baselines.by_seed]
+        lines.append("- each run is compared with the baseline of its own seed: " + "; ".join(paired)
+                     + (f"; seeds without one ({', '.join(alone)}) use the baseline above" if alone else ""))
+    return lines
