@@ -90,7 +90,7 @@ def save_model(path: Path, model, cfg: DictConfig, data, task, iteration: int, r
     }, path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Bundle:
     """A model file read by :func:`load_model` (see the module docstring for the fields)."""
 
@@ -160,12 +160,13 @@ def load_model(path) -> Bundle:
         raise DataError(f"{path}: not a readable gnnddm model file ({first[:200]})") from None
     if not isinstance(raw, dict) or "model" not in raw:
         raise DataError(f"{path}: not a gnnddm model file (no weights)")
-    if raw.get("format") != FORMAT or int(raw.get("version", 1)) < VERSION:
+    version = raw.get("version", 1)
+    if raw.get("format") != FORMAT or not isinstance(version, int) or version < VERSION:
         missing = [k for k in _FIELDS if k not in raw]
         raise DataError(f"{path}: written by an older gnnddm, without {', '.join(missing) or 'the bundle format'}; "
                         "retrain the model with this version to evaluate it")
-    if int(raw["version"]) > VERSION:
-        raise DataError(f"{path}: written by a newer gnnddm (model file version {raw['version']}, this one reads "
+    if version > VERSION:
+        raise DataError(f"{path}: written by a newer gnnddm (model file version {version}, this one reads "
                         f"{VERSION}); upgrade gnnddm")
     missing = [k for k in _FIELDS if k not in raw]
     if missing:
