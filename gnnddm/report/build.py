@@ -2,7 +2,8 @@
 
 Target, in order of precedence: ``target_val_loss``; the final ``val/loss`` of the ``target_from`` run
 times ``1 + target_tol``; the ``trainer.target_val_loss`` all runs were trained with (if they agree);
-the overall baseline's final ``val/loss`` times ``1 + target_tol``. Baseline spec: ``baseline``, else
+the largest final ``val/loss`` of the seeds' baselines times ``1 + target_tol`` (so that every seed's
+baseline reaches it; with one seed, the baseline's). Baseline spec: ``baseline``, else
 ``algorithm=global``; the overall baseline is the first (oldest) run it matches, and every seed gets its
 own, the first run of that seed it matches (:func:`~gnnddm.report.records.pair_by_seed`).
 """
@@ -110,7 +111,7 @@ def build_report(
     selected_parents = {r.parent_id for r in records}
     if base is not None and base.run_id not in {r.run_id for r in records}:
         records.append(base)  # a baseline from outside the selection is shown, but does not pick the parent
-    target = _target(records, base, store, target_val_loss, target_from, target_tol)
+    target = _target(records, baselines, store, target_val_loss, target_from, target_tol)
     group_by = default_group_keys(records) if group_by is None else group_by
 
     records = tables.sort_records(records, group_by)
@@ -193,7 +194,7 @@ def _no_val_loss(r: RunRecord, option: str) -> str:
     return f"{option}: run {r.name!r} ({r.run_id}) logged no {VAL_LOSS} metric; choose a run that evaluated"
 
 
-def _target(records, base, store, value, spec, tol) -> Target:
+def _target(records, baselines: Baselines, store, value, spec, tol) -> Target:
     if value is not None:
         return Target(float(value), "--target-val-loss")
     if spec is not None:
@@ -204,9 +205,15 @@ def _target(records, base, store, value, spec, tol) -> Target:
     configured = {r.params.get("trainer.target_val_loss") for r in records} - {None, "None", "null", ""}
     if len(configured) == 1:
         return Target(float(configured.pop()), "trainer.target_val_loss of the runs")
-    if base is not None and VAL_LOSS in base.metrics:
-        return Target(base.metrics[VAL_LOSS] * (1 + tol),
-                      f"final {VAL_LOSS} of baseline `{base.name}` x (1 + {tol:g})")
+    finals = [r for r in baselines.by_seed.values() if VAL_LOSS in r.metrics]
+    if finals:
+        # the loosest of the seeds' baselines, so that each of them reaches the target
+        worst = max(finals, key=lambda r: r.metrics[VAL_LOSS])
+        if len(finals) == 1:
+            source = f"final {VAL_LOSS} of baseline `{worst.name}`"
+        else:
+            source = f"largest final {VAL_LOSS} of the {len(finals)} seed baselines (`{worst.name}`)"
+        return Target(worst.metrics[VAL_LOSS] * (1 + tol), f"{source} x (1 + {tol:g})")
     return Target(None, "none (give --target-val-loss or --target-from)")
 
 

@@ -90,10 +90,10 @@ def store(tmp_path_factory):
 
 def _log_seed_sweep(c, exp, unit) -> str:
     """global p=1, sync p=2 (one process) and sync p=2 (gloo, 2 ranks), seeds 0 and 1, all reaching val/loss
-    0.3 at step 6; seed 1's global run spends 2.25 s of model time per step, the others as listed."""
+    0.3 at step 6 and ending at 0.2 (seed 0) or 0.25 (seed 1); seed 1's global run spends 2.25 s of model time
+    per step, the others as listed."""
     parent = c.create_run(exp, run_name="seeds", tags={"gnnddm.kind": "sweep"}).info.run_id
     c.set_terminated(parent, "FINISHED")
-    val = [1.0, 0.5, 0.3, 0.2]
     skill = {"val/baseline_rmse/t2m": 4.0, "test/baseline_rmse/t2m": 5.0, "test/rmse/t2m": 2.0,
              "test/skill/t2m": 60.0, "test/loss": 0.25, "cost/iterations": 8}
     model_time = {("global", 0): 1.0, ("global", 1): 2.25, ("sync", 0): 0.5, ("sync", 1): 1.0,
@@ -104,6 +104,7 @@ def _log_seed_sweep(c, exp, unit) -> str:
             per_step = {**unit, "model_time": model_time[kind, seed], "comm_bytes": 100.0 * (p - 1) * (1 + seed)}
             clocks = {f"cost/rank{r}/{ph}": 1.0 for r in range(ranks) for ph in ("compute", "wait")} \
                 if ranks > 1 else {}
+            val = [1.0, 0.5, 0.3, 0.2 + 0.05 * seed]
             _log_run(c, exp, f"{kind}-s{seed}", per_step, val, parent, _tags(algo, p, seed, backend, ranks),
                      extra={**skill, "val/skill/t2m": 100 * (1 - 2.0 / 4.0) + seed, **clocks},
                      params={"seed": seed, "task.lead": 1})
@@ -252,6 +253,14 @@ def test_each_seed_is_compared_with_its_own_baseline(seeds):
     assert [r["seed"] for r in seeds["rows"]][:2] == [0, 1]
 
 
+def test_the_default_target_is_reached_by_every_seeds_baseline(store, tmp_path):
+    res = build_report(store["uri"], experiment="seeds", output=tmp_path, log=False)
+    assert res["target"] == pytest.approx(0.25 * 1.02)
+    assert res["target_source"] == "largest final val/loss of the 2 seed baselines (`global-s1`) x (1 + 0.02)"
+    assert all(r["rounds_to_target"] == 8 for r in res["rows"])
+    assert [r["speedup_model_time"] for r in res["rows"] if r["algorithm"] == "global"] == [1.0, 1.0]
+
+
 def test_default_groups_separate_backend_and_ranks_and_summarise_the_seeds(seeds):
     assert seeds["group_by"] == ["algorithm", "num_parts", "backend", "ranks"]
     groups = {(g["algorithm"], g["backend"]): g for g in seeds["groups"]}
@@ -278,7 +287,9 @@ def test_skill_table_per_group_and_variable(seeds):
     sync = rows["sync", "none", "t2m"]
     assert float(sync["val_skill_pct"]) == pytest.approx(50.5)  # 50 and 51 over the two seeds
     assert (float(sync["val_skill_pct_min"]), float(sync["val_skill_pct_max"]), sync["n"]) == (50.0, 51.0, "2")
-    assert float(sync["val_rmse"]) == pytest.approx(2.0) and float(sync["val_baseline_rmse"]) == 4.0
+    # the last val/rmse/t2m: 10 x the final loss 0.2 (seed 0) and 0.25 (seed 1)
+    assert [float(sync[k]) for k in ("val_rmse", "val_rmse_min", "val_rmse_max")] == pytest.approx([2.25, 2.0, 2.5])
+    assert float(sync["val_baseline_rmse"]) == 4.0
     assert (float(sync["test_rmse"]), float(sync["test_skill_pct"])) == (2.0, 60.0)
     md = (seeds["output"] / "comparison.md").read_text()
     assert "## Skill against the reference forecast" in md and "persistence" in md
