@@ -191,8 +191,11 @@ def build(study: Study, work: Path) -> dict:
 
 
 def _extra_columns(uri: str, rows: list[dict]) -> None:
-    """Edge weighting, partition quality (logged at step 0), trust-region acceptance rate, total model time."""
+    """Edge weighting, partition quality (logged at step 0), trust-region acceptance rate, total model time
+    (the cumulative ``cost/model_time`` at the last step)."""
     from mlflow.tracking import MlflowClient
+
+    from gnnddm.tracking import metric_name
 
     client = MlflowClient(tracking_uri=uri)
     for row in rows:
@@ -201,8 +204,8 @@ def _extra_columns(uri: str, rows: list[dict]) -> None:
         row["edge_weights"] = run.data.tags.get("gnnddm.edge_weights", "n/a")
         for key in ("edge_cut_fraction", "halo_ratio", "imbalance"):
             row[key] = metrics.get(f"partition/{key}", "n/a")
-        row["model_time_total"] = metrics.get("total/model_time", "n/a")
-        accepted = [m.value for m in client.get_metric_history(row["run_id"], "accepted")]
+        row["model_time_total"] = metrics.get(metric_name("model_time"), "n/a")
+        accepted = [m.value for m in client.get_metric_history(row["run_id"], metric_name("accepted"))]
         row["accept_rate"] = sum(accepted) / len(accepted) if accepted else "n/a"
 
 
@@ -261,10 +264,10 @@ def _study_section(name, study: Study, sweep: dict, result: dict, docs: Path, ma
     if study.order:
         rank = {a: i for i, a in enumerate(study.order)}
         rows = sorted(rows, key=lambda r: rank.get(str(r["algorithm"]), len(rank)))  # stable: p order kept
-    target = "none" if result["target"] is None else f"val_loss <= {result['target']:.4g}"
+    target = "none" if result["target"] is None else f"val/loss <= {result['target']:.4g}"
     base = next((r for r in rows if r["run_id"] == result["baseline"]), None)
     failed = [r["run_name"] for r in rows if r["status"] != "finished"]
-    cols = [*study.identity, "iterations", *TIME_COLS, *study.scaling, "final_val_loss", "val_rmse/t2m",
+    cols = [*study.identity, "seed", "iterations", *TIME_COLS, *study.scaling, "final_val_loss", "val/rmse/t2m",
             *study.extra]
     lines = [
         f"## {study.title}",
