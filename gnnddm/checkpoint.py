@@ -47,6 +47,14 @@ def _prune(d: Path, rank: int) -> None:
         (d / f"it{it:07d}.rank{rank}.pt").unlink(missing_ok=True)
 
 
+def has_checkpoint(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an iteration that every rank of its run (ranks 0 .. highest) checkpointed."""
+    d = checkpoint_dir(out_dir)
+    if not d.is_dir():
+        return False
+    return any(ranks == set(range(max(ranks) + 1)) for ranks in _iterations(d).values())
+
+
 def find_checkpoint(out_dir: Path, rank: int, world_size: int) -> dict | None:
     """This rank's state at the newest iteration that all ranks checkpointed (None if there is none)."""
     d = checkpoint_dir(out_dir)

@@ -17,6 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gnnddm.config import config_dir
@@ -86,6 +87,60 @@ def split_hydra_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
+_INSPECT_FLAGS = frozenset({"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"})
+
+
+def _check_flags(flags: list[str]) -> None:
+    """Flag combinations Hydra refuses with a traceback, as one error."""
+    if any(f in ("-m", "--multirun") for f in flags) and any(f in _INSPECT_FLAGS for f in flags):
+        shown = next(f for f in flags if f in _INSPECT_FLAGS)
+        raise ConfigError(f"{shown} shows the configuration of one job and cannot be combined with -m/--multirun; "
+                          f"drop -m and give one value per key (e.g. gnnddm train ddm=asm {shown} job)")
+
+
+def _launcher_advice(exc: BaseException) -> str:
+    text = str(exc)
+    if "srun" in text or "sbatch" in text:
+        return ("; hydra/launcher=slurm needs a SLURM cluster (srun and sbatch on PATH): run on one, start the "
+                "local one with scripts/slurm/start_local_slurm.sh, or use hydra/launcher=local")
+    return ""
+
+
+class SweepSummary(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml): at the end of a sweep, print how its jobs
+    ended, the MLflow parent run that groups them and the ``gnnddm report`` command for it, and keep the
+    same in ``<sweep dir>/sweep.json`` (the jobs record the parent run there)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        import json
+        from collections import Counter
+        from pathlib import Path
+
+        from gnnddm.outputs import write_json
+
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        statuses = Counter()
+        for path in sorted(sweep_dir.glob("*/summary.json")):
+            try:
+                statuses[json.loads(path.read_text()).get("status", "unknown")] += 1
+            except (OSError, ValueError):
+                statuses["unreadable"] += 1
+        ended = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())) or "no summary.json"
+        note_path = sweep_dir / "sweep.json"
+        try:
+            note = json.loads(note_path.read_text())
+        except (OSError, ValueError):
+            note = {}
+        note["jobs"] = dict(statuses)
+        if sweep_dir.is_dir():
+            write_json(note_path, note)
+        print(f"sweep {sweep_dir}: {sum(statuses.values())} jobs ({ended})")
+        if note.get("parent_run_id"):
+            print(f"MLflow parent run {note['parent_run_id']} (experiment {note.get('experiment')}); compare "
+                  f"the runs with:\n  {note['report']}")
+
+
+
 def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[str]) -> int:
     """Run ``fn(cfg)`` under ``hydra.main`` with the command-line overrides ``argv``."""
     import hydra
@@ -93,7 +148,10 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
     verbose = _verbose(argv)
     worst = {"code": 0}
     ran = {"app": False}
+    flags, overrides = split_hydra_args(argv)
+    multirun = any(a in ("-m", "--multirun") for a in flags)
     try:
+        _check_flags(flags)
         _check_folders(argv)
     except ConfigError as exc:
         return report_error(exc, verbose)
@@ -119,18 +177,34 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
                 raise
             return None
 
-    saved = sys.argv
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's own INFO lines (store set-up) are noise
+    saved, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     # name the job after the command (its log file is <command>.log), unless the user chose a name
-    job_name = [] if any(a.startswith("hydra.job.name=") for a in argv) else [f"hydra.job.name={name}"]
-    flags, overrides = split_hydra_args(argv)
-    sys.argv = [f"gnnddm {name}", *flags, *overrides, *job_name]
+    extra = [] if any(a.startswith("hydra.job.name=") for a in argv) else [f"hydra.job.name={name}"]
+    # a run given output_dir keeps Hydra's files (.hydra/, <command>.log) there too
+    out = next((a.partition("=")[2] for a in overrides if a.lstrip("+").startswith("output_dir=")), None)
+    if out and out != "null" and not multirun and not any(a.startswith("hydra.run.dir=") for a in overrides):
+        extra.append(f"hydra.run.dir={out}")
+    sys.argv = [f"gnnddm {name}", *flags, *overrides, *extra]
+    if multirun:
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # a launcher's failure reaches us as an exception, not a traceback
     try:
         hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(app)()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code == 1 and not ran["app"] and not any(a in ("-m", "--multirun") for a in argv):
+        if code == 1 and not ran["app"] and not multirun:
             code = 2  # Hydra refused the command line (unknown option, bad override) before the run began
         return max(code, worst["code"])
+    except Exception as exc:  # noqa: BLE001 - the sweep could not be launched: one line, exit 2
+        if verbose:
+            traceback.print_exception(exc)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"gnnddm: error: the sweep could not run: {message}{_launcher_advice(exc)}", file=sys.stderr)
+        return 2
     finally:
         sys.argv = saved
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
     return worst["code"]

@@ -148,8 +148,6 @@ class TorchComm:
     ``measure_wait``) and moving the payload (``communicate``).
     """
 
-    redundant_copies = 1
-
     def __init__(self, num_parts: int, accounting: Accounting | None = None, measure_wait: bool = True,
                  device="cpu"):
         import torch.distributed as dist
@@ -159,11 +157,24 @@ class TorchComm:
         self.num_parts = int(num_parts)
         self._blocks = assign_parts(self.num_parts, self.world_size)
         self.parts_of_rank = self._blocks[self.rank]
+        # work that "every rank does" stands for this rank's subdomains, so the sum over ranks counts p copies
+        self.redundant_copies = len(self.parts_of_rank)
         self.accounting = accounting
         self.measure_wait = measure_wait
         self.device = torch.device(device)
         self.times = {"compute": 0.0, "wait": 0.0, "communicate": 0.0}
         self._mark = time.perf_counter()
+
+    @property
+    def accounting(self) -> Accounting | None:
+        """Where collectives are recorded; its iterations are reduced over the ranks (:meth:`reduce_iteration`)."""
+        return self._accounting
+
+    @accounting.setter
+    def accounting(self, accounting: Accounting | None) -> None:
+        self._accounting = accounting
+        if accounting is not None:
+            accounting.world = self.reduce_iteration
 
     def owner(self, part: int) -> int:
         for r, block in enumerate(self._blocks):
@@ -280,7 +291,8 @@ class TorchComm:
                 else:
                     out[k][torch.as_tensor(plan.recv[(j, k)], device=buf.device)] = buf[i : i + n]
                 i += n
-        self._finish(start, plan.rows_sent(self._blocks) * row_bytes(values), kind="halo")
+        # accounted as the modelled p-way exchange (one part per rank), as in one process
+        self._finish(start, plan.rows_sent() * row_bytes(values), kind="halo")
         return out
 
     def _finish(self, start: float, nbytes: int | None, kind: str = "all_reduce") -> None:
@@ -288,7 +300,7 @@ class TorchComm:
         self._mark = time.perf_counter()
         self.times["communicate"] += self._mark - start
         if self.accounting is not None and nbytes is not None:
-            self.accounting.collective(int(nbytes), kind=kind, parties=self.world_size)
+            self.accounting.collective(int(nbytes), kind=kind, parties=self.num_parts)
 
     # ---------------------------------------------------------------- control (not accounted)
     def agree(self, flag: bool) -> bool:
@@ -300,6 +312,21 @@ class TorchComm:
     def sum_control_(self, tensor: torch.Tensor) -> None:
         """Sum over ranks for evaluation and control: timed like the others, not accounted."""
         self.all_reduce_sum_([tensor], account=False)
+
+    def reduce_iteration(self, work: list[float], phases: list[float]) -> tuple[list[float], list[float]]:
+        """One iteration's work summed over the ranks and each phase's slowest compute (one control
+        all-gather, timed, not accounted): what makes the accounting of R ranks that of the p-way run."""
+        self._sync()
+        start = time.perf_counter()
+        mine = torch.tensor([float(len(phases)), *work, *phases], dtype=torch.float64, device=self.device)
+        out = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        self._dist.all_gather(out, mine)
+        every = torch.stack(out).cpu()
+        if bool((every[:, 0] != every[0, 0]).any()):
+            raise RuntimeError(f"ranks closed different numbers of phases: {every[:, 0].tolist()}")
+        n = len(work)
+        self._finish(start, None)
+        return every[:, 1 : 1 + n].sum(0).tolist(), every[:, 1 + n :].max(0).values.tolist()
 
     def reset_times(self) -> None:
         """Start the compute / wait / communicate clocks afresh (at the first outer iteration)."""

@@ -218,7 +218,7 @@ def _summarise(scores: dict, bundle, split: str, baseline: str) -> dict:
 
 def _start_run(cfg: DictConfig, bundle, req: Request):
     """Open the evaluate run in the training run's store (its config's ``tracking`` section, overridden)."""
-    from gnnddm.tracking import environment_tags, tracker_from_config
+    from gnnddm.tracking import config_params, environment_tags, tracker_from_config
 
     tracker = tracker_from_config(cfg.tracking, run_name=f"evaluate-{req.split}")
     tags = {**environment_tags(), "gnnddm.command": "evaluate", "gnnddm.split": req.split,
@@ -231,28 +231,16 @@ def _start_run(cfg: DictConfig, bundle, req: Request):
     if tracker.run_id is None:
         return tracker
     try:
-        if bundle.run_id and _run_exists(tracker.uri, bundle.run_id):
+        if bundle.run_id and tracker.has_run(bundle.run_id):
             tracker.set_tags({"mlflow.parentRunId": bundle.run_id})
         tracker.log_params({"evaluate": {"split": req.split, "output_dir": str(req.output_dir),
                                          "iteration": bundle.iteration, "overrides": list(req.overrides)},
-                            **OmegaConf.to_container(cfg, resolve=True)})
+                            **config_params(OmegaConf.to_container(cfg, resolve=True))})
     except BaseException as exc:
         tracker.set_tags({"gnnddm.error": str(exc)[:5000]})
         tracker.end("FAILED")
         raise
     return tracker
-
-
-def _run_exists(uri: str, run_id: str) -> bool:
-    """Whether the store at ``uri`` holds the run ``run_id`` (the training run of a moved model may not)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=uri).get_run(run_id)
-    except MlflowException:
-        return False
-    return True
 
 
 def format_table(result: dict) -> str:

@@ -59,6 +59,7 @@ class Task:
     """Base class: the variables a task reads and predicts, and how batches are made."""
 
     name = "task"
+    baseline_name = "baseline"  # the reference method of :meth:`baseline`, named in summaries
 
     def __init__(self, data: WeatherGraphData, var_weights: dict | None = None):
         if not data.normalised:
@@ -150,6 +151,7 @@ class ForecastTask(Task):
     """
 
     name = "forecast"
+    baseline_name = "persistence"
 
     def __init__(self, data: WeatherGraphData, history: int = 1, lead: int = 1, var_weights=None):
         super().__init__(data, var_weights)
@@ -217,6 +219,7 @@ class InterpolateTask(Task):
     """
 
     name = "interpolate"
+    baseline_name = "inverse_distance"
 
     def __init__(self, data: WeatherGraphData, hide_fraction: float = 0.3, var_weights=None,
                  split_by: str = "auto", node_split: dict | None = None, node_seed: int = 0):

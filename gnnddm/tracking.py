@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 LOCAL_URI = "sqlite:///mlflow.db"
 
 #: the accounting counters and clocks, logged under ``cost/`` (cumulative over the run)
-COST = ("rounds", "comm_bytes", "grad_evals", "loss_evals", "fine_grad_evals", "model_time",
+COST = ("iterations", "rounds", "comm_bytes", "grad_evals", "loss_evals", "fine_grad_evals", "model_time",
         "model_time_multinode", "compute_time", "wall_time", "seconds_per_iteration")
 SPLITS = ("train", "val", "test")
 
@@ -74,6 +74,17 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+#: config keys that are Hydra's or the tracker's own, not the experiment's: left out of the params
+_INTERNAL = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+
+
+def config_params(config: dict) -> dict[str, str]:
+    """The flattened config as MLflow params, without Hydra's instantiation keys and the ``tracking``
+    section (the full config is the run's ``config.yaml`` artifact)."""
+    return {k: v for k, v in flatten(config).items()
+            if not k.startswith(("tracking.", "hydra.")) and k.rsplit(".", 1)[-1] not in _INTERNAL}
+
+
 def git_commit() -> str:
     here = Path(__file__).resolve().parent
     try:
@@ -98,8 +109,11 @@ def environment_tags() -> dict[str, str]:
 
     import gnnddm
 
+    commit = git_commit()
     tags = {
-        "gnnddm.git_commit": git_commit(),
+        "gnnddm.git_commit": commit,
+        # MLflow's own key, shown in its UI (the commit alone; gnnddm.git_commit marks a dirty tree)
+        "mlflow.source.git.commit": commit.removesuffix("-dirty"),
         "gnnddm.version": gnnddm.__version__,
         "version.python": platform.python_version(),
         "host": socket.gethostname(),
@@ -181,6 +195,50 @@ class Tracker:
     def start(self, tags: dict | None = None, sweep_dir: str | None = None) -> str | None:
         if not self.enabled:
             return None
+        exp_id = self._connect()
+        all_tags = dict(tags or {})
+        if sweep_dir:
+            all_tags["mlflow.parentRunId"] = self._parent_run(exp_id, sweep_dir)
+            all_tags["gnnddm.sweep_dir"] = sweep_dir
+        run = self._client.create_run(exp_id, run_name=self.run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def reopen(self, run_id: str) -> bool:
+        """Continue the run ``run_id`` of this experiment (a resumed training): set it RUNNING again and log
+        into it. False, with nothing changed, when the store does not hold that run."""
+        if not self.enabled:
+            return False
+        exp_id = self._connect()
+        try:
+            run = self._client.get_run(run_id)
+        except Exception:  # not in this store
+            return False
+        if run.info.experiment_id != exp_id or run.info.lifecycle_stage != "active":
+            return False
+        self._client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        return True
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store holds the run ``run_id`` (after :meth:`start`)."""
+        if not self.enabled or self._client is None:
+            return False
+        try:
+            self._client.get_run(run_id)
+        except Exception:
+            return False
+        return True
+
+    @property
+    def parent_run_id(self) -> str | None:
+        """The sweep's parent run of this run (None outside a sweep)."""
+        if not self.enabled or self.run_id is None:
+            return None
+        return self._client.get_run(self.run_id).data.tags.get("mlflow.parentRunId")
+
+    def _connect(self) -> str:
+        """Open the store (falling back to the local one when a server does not answer); the experiment id."""
         from mlflow.tracking import MlflowClient
 
         uri = self.uri
@@ -196,14 +254,7 @@ class Tracker:
             _check_sqlite(self.uri)
             logging.getLogger("alembic").setLevel(logging.WARNING)
         self._client = MlflowClient(tracking_uri=self.uri)
-        exp_id = self._experiment_id(self.experiment)
-        all_tags = dict(tags or {})
-        if sweep_dir:
-            all_tags["mlflow.parentRunId"] = self._parent_run(exp_id, sweep_dir)
-            all_tags["gnnddm.sweep_dir"] = sweep_dir
-        run = self._client.create_run(exp_id, run_name=self.run_name, tags=all_tags)
-        self.run_id = run.info.run_id
-        return self.run_id
+        return self._experiment_id(self.experiment)
 
     def attach(self, run_id: str) -> None:
         """Log into an existing run that another process started and will end (the rank launcher)."""
@@ -250,6 +301,9 @@ class Tracker:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        if self.run_id is not None and items:  # a reopened run holds them already (params are write-once)
+            logged = self._client.get_run(self.run_id).data.params
+            items = [i for i in items if i.key not in logged]
         for i in range(0, len(items), 100):
             self._client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -300,6 +354,12 @@ class Tracker:
         if not self.enabled or not Path(path).exists():
             return
         self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, folder, artifact_path: str | None = None) -> None:
+        """Every file under ``folder`` (kept relative), e.g. Hydra's ``.hydra/``."""
+        if not self.enabled or not Path(folder).is_dir():
+            return
+        self._client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
         if not self.enabled:

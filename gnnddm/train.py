@@ -15,7 +15,6 @@ SIGTERM and SIGUSR1 (:mod:`gnnddm.signals`) stop it after the current outer iter
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -30,17 +29,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.bundle import save_model
-from gnnddm.checkpoint import find_checkpoint, save_checkpoint
+from gnnddm.checkpoint import find_checkpoint, has_checkpoint, save_checkpoint
 from gnnddm.config import build, require_choice, require_float, require_int
 from gnnddm.errors import ConfigError, DataError, GnnddmError, TrainingDivergedError
 from gnnddm.outputs import output_dir, write_json
+from gnnddm.runbook import FILE_ONLY, RunBook, skill
 from gnnddm.signals import StopSignals, Terminated
-from gnnddm.tracking import Tracker, environment_tags, tracker_from_config
+from gnnddm.tracking import Tracker, tracker_from_config
 
 log = logging.getLogger("gnnddm.train")
 
 ENV_RUN_ID = "GNNDDM_MLFLOW_RUN_ID"
 ENV_TRACKING_URI = "GNNDDM_TRACKING_URI"
+ENV_RUN_CONTINUES = "GNNDDM_RUN_CONTINUES"  # "1": the launcher's MLflow run continues a stopped training
 ENV_FAULT = "GNNDDM_FAULT"  # testing aid: "kill:rank=R:iteration=I" kills that rank once (first attempt)
 
 
@@ -52,6 +53,7 @@ def train(cfg: DictConfig) -> dict:
         if int(os.environ.get("RANK", "0")) == 0:
             _write_summary(output_dir(cfg), {"status": "failed", "mlflow_run_id": None, "error": str(exc)})
         raise
+    _check_resume(cfg)  # the folder holds the stopped run's summary: nothing is written on this error
     if cfg.distributed.backend != "none":
         from gnnddm.distributed import world_from_env
 
@@ -63,30 +65,28 @@ def train(cfg: DictConfig) -> dict:
 # ------------------------------------------------------------------------------------ one process
 def _train_process(cfg: DictConfig) -> dict:
     world = _join_world(cfg)
-    rank0 = world.rank == 0
     out_dir = output_dir(cfg)
-    summary: dict = {"status": "running", "mlflow_run_id": None, "output_dir": str(out_dir)}
-    tracker = _tracker_for_rank(cfg, rank0)
+    tracker = _tracker_for_rank(cfg, world.rank == 0)
+    book = RunBook(tracker, out_dir, rank0=world.rank == 0, hold=int(cfg.trainer.checkpoint_every) > 0)
+    # a rank of a local launcher logs into the launcher's run, which holds the history when it continues
+    # a stopped training or when the elastic agent restarted this rank
+    book.reopened = tracker.run_id is not None and (os.environ.get(ENV_RUN_CONTINUES) == "1" or _restarted())
+    summary = book.summary
     finished = False
     stops = StopSignals()
     try:
         with stops:
             seed_everything(int(cfg.seed))
             summary["labels"] = run_labels(cfg)
-            if tracker.run_id is None:
-                _start_run(tracker, cfg)
-            summary["mlflow_run_id"] = tracker.run_id
-            state = _setup(cfg, world, summary, tracker)
-            _loop(cfg, state, tracker, out_dir, summary, stops)
-            if rank0:
-                _write_summary(out_dir, summary)
-                tracker.log_artifact(out_dir / "summary.json")
-            tracker.end("FINISHED")
+            book.open(cfg, summary["labels"], resuming=_resuming(cfg), sweep_dir=_sweep_dir())
+            state = _setup(cfg, world, book)
+            _loop(cfg, state, book, out_dir, stops)
+            book.finish(announce=tracker.owns_run)
             finished = True
             return summary
     except BaseException as exc:
         reason = _stop_reason(exc)
-        _fail_run(tracker, out_dir if rank0 else None, summary, reason or str(exc), reason is not None)
+        book.fail(reason or str(exc), interrupted=reason is not None)
         if reason is not None:
             advice = _resume_advice(summary, out_dir, reason, requeued=stops.preempted)
             raise Terminated(reason, advice, preempted=stops.preempted) from None
@@ -114,9 +114,10 @@ class _State:
     rank: int
     world_size: int
     params: dict = field(default_factory=dict)  # the flattened config, kept in checkpoints
+    start_metrics: dict = field(default_factory=dict)  # logged at step 0 of a new MLflow run
 
 
-def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
+def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     from gnnddm.ddm import build_algorithm
     from gnnddm.ddm.accounting import Accounting
     from gnnddm.ddm.comm import LocalComm
@@ -130,11 +131,17 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     problem = build_problem(cfg)
     data, split = problem.data, problem.split
     task = build(cfg.task, "task")(data)
+    summary = book.summary
     anchors = task.split_anchors(split)
     _check_samples(anchors, data, task)
     summary["valid_targets"] = _check_valid_targets(task, anchors, data)
-    tracker.log_metrics({f"valid_targets/{name}/{var}": n for name, counts in summary["valid_targets"].items()
-                         for var, n in counts.items()}, step=0)
+    start_metrics = {f"data/valid_targets/{name}/{var}": n for name, counts in summary["valid_targets"].items()
+                     for var, n in counts.items()}
+    eval_train = anchors["train"][: int(cfg.trainer.eval_train_samples)]
+    summary["samples"] = {"train": len(anchors["train"]), "train evaluated": len(eval_train),
+                          "val": len(anchors["val"]), "test": len(anchors["test"])}
+    start_metrics.update({f"data/samples/{k.replace(' ', '_')}": n for k, n in summary["samples"].items()})
+    summary["units"] = dict(zip(data.variables, data.units, strict=True))
     summary["graph"] = {"num_nodes": data.num_nodes, "num_edges": data.num_edges, "kind": data.kind}
     parts = int(cfg.partition.num_parts)
     if parts > data.num_nodes:
@@ -152,8 +159,8 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
         from gnnddm.partition.plot import plot_partition
 
         title = f"{partition.method}: {partition.num_parts} parts, overlap {partition.overlap}"
-        tracker.log_artifact(plot_partition(output_dir(cfg) / "partition_map.png", data.lat, data.lon,
-                                            partition.parts, title=title))
+        book.artifact(plot_partition(output_dir(cfg) / "partition_map.png", data.lat, data.lon,
+                                     partition.parts, title=title))
     hops = int(getattr(model, "num_message_passing_layers", 0))
     summary["partition"]["exact"] = partition.num_parts == 1 or partition.overlap >= hops
     if not summary["partition"]["exact"]:
@@ -163,8 +170,8 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
             f"global method); set partition.overlap={hops} for exact subdomain problems",
             stacklevel=2,
         )
-    tracker.log_metrics({f"partition/{k}": v for k, v in summary["partition"].items()
-                         if isinstance(v, int | float)}, step=0)
+    start_metrics.update({f"partition/{k}": v for k, v in summary["partition"].items()
+                          if isinstance(v, int | float)})
 
     accounting = Accounting(alpha=float(cfg.accounting.alpha), beta=float(cfg.accounting.beta))
     if world.source == "single":
@@ -176,18 +183,20 @@ def _setup(cfg: DictConfig, world, summary: dict, tracker: Tracker) -> _State:
     objective = Objective(data, partition, device=device, parts=comm.parts_of_rank, graph_builder=problem.rebuild)
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
     # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
-    eval_sets = {"train": anchors["train"][: int(cfg.trainer.eval_train_samples)], "val": anchors["val"]}
+    eval_sets = {"train": eval_train, "val": anchors["val"], "test": anchors["test"]}
     evaluator = Evaluator(task, objective.full_graph, eval_sets, batch_size=int(cfg.trainer.batch_size),
                           seed=int(cfg.seed), device=device, comm=comm)
-    summary["baseline"] = {"name": "persistence" if task.name == "forecast" else "inverse_distance",
-                           "val_rmse": evaluator.baseline("val")}
+    summary["baseline"] = {"name": task.baseline_name, **{f"{split}_rmse": evaluator.baseline(split)
+                                                          for split in ("val", "test")}}
+    for split in ("val", "test"):
+        start_metrics.update({f"{split}_baseline_rmse/{v}": x for v, x in summary["baseline"][f"{split}_rmse"].items()})
     from gnnddm.tracking import flatten
 
     return _State(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors,
-                  world.rank, world.world_size, flatten(OmegaConf.to_container(cfg, resolve=True)))
+                  world.rank, world.world_size, flatten(OmegaConf.to_container(cfg, resolve=True)), start_metrics)
 
 
-def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: dict, stops: StopSignals) -> None:
+def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopSignals) -> None:
     """The outer iterations; a stop signal ends them after the current one (see :mod:`gnnddm.signals`)."""
     rng = np.random.default_rng(int(cfg.seed))
     max_it, eval_every = int(cfg.trainer.max_iterations), int(cfg.trainer.eval_every)
@@ -197,19 +206,19 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
     resumed = _maybe_resume(cfg, s, rng, out_dir)
     if resumed is not None:
         first, elapsed0, last_eval = resumed["iteration"] + 1, resumed["elapsed"], resumed.get("last_eval", {})
-        summary["resumed_from"] = resumed["iteration"]
-        tracker.set_tags({"gnnddm.resumed_from": resumed["iteration"],
-                          "gnnddm.restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")})
-        previous = _previous_run_id(out_dir) if s.rank == 0 else None
-        if previous and previous != tracker.run_id:  # a new MLflow run continues the stopped one
-            summary["resumed_run_id"] = previous
-            tracker.set_tags({"gnnddm.resumed_run_id": previous})
+        history = list(resumed.get("history", []))
+        book.summary["resumed_from"] = resumed["iteration"]
+        book.tags({"gnnddm.resumed_from": resumed["iteration"],
+                   "gnnddm.restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")})
+    if not book.reopened:  # a new MLflow run: its history from iteration 1, the checkpoint's included
+        book.log(s.start_metrics, step=0)
+        for metrics in history:
+            book.log(metrics, step=int(metrics["iteration"]))
     status, start, it = "finished", time.perf_counter() - elapsed0, first - 1
     progress = _progress(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
     # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
     rows = None if s.algorithm.uses_full_batch or s.world_size == 1 else s.objective.local_nodes
-    if s.world_size > 1:
-        s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
+    s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
     for it in range(first, max_it + 1):
         with stops.deferred():
             _maybe_inject_fault(s.rank, it)
@@ -220,65 +229,80 @@ def _loop(cfg: DictConfig, s: _State, tracker: Tracker, out_dir: Path, summary: 
             s.objective.set_batch(batch)
             stats = s.algorithm.step()
             _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
-            metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, "iteration": it,
-                       **stats}
+            metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, **stats}
             stop = False
             if it % eval_every == 0 or it == max_it:
-                if s.world_size > 1:
-                    metrics.update(_rank_times(s.comm))
+                metrics.update(_rank_times(s.comm))
                 last_eval = s.evaluator(s.model)  # the same values on every rank
                 _check_finite(last_eval["train_loss"], it, float(cfg.trainer.max_loss), "train_loss")
                 metrics.update(last_eval)
+                metrics.update(_skills(last_eval, book.summary["baseline"], "val"))
                 stop = target is not None and last_eval["val_loss"] <= float(target)
-                if s.world_size > 1 and target is not None:
-                    stop = s.comm.agree(stop)  # rank 0 decides, so that no float difference splits the ranks
-            tracker.log_metrics(metrics, step=it)
-            history.append(metrics)
+                stop = s.comm.agree(stop)  # rank 0 decides, so that no float difference splits the ranks
+                log.info("iteration %d: val loss %.6g, train loss %.6g", it, last_eval["val_loss"],
+                         last_eval["train_loss"], extra=FILE_ONLY)
+            book.log(metrics, step=it)
+            history.append({"iteration": it, **metrics})
             progress.update(1)
             progress.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}",
                                  val=f"{last_eval.get('val_loss', float('nan')):.4f}")
             if ckpt_every and it % ckpt_every == 0 and it != max_it:
-                save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
-                tracker.flush()  # what was logged up to a checkpoint survives a crash
-        _stop_if_signalled(cfg, s, stops, out_dir, summary, it, rng, start, last_eval, tracker)
+                save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval, history))
+                book.commit()  # what was logged up to a checkpoint survives a crash
+        _stop_if_signalled(cfg, s, stops, out_dir, book, it, rng, start, last_eval, history)
         if stop:
             status = "target_reached"
             break
     progress.close()
-    _finish(cfg, s, tracker, out_dir, summary, history, last_eval, status, it, start, rng)
+    _finish(cfg, s, book, out_dir, history, last_eval, status, it, start, rng)
 
 
-def _finish(cfg, s: _State, tracker, out_dir, summary, history, last_eval, status, it, start, rng) -> None:
+def _skills(scores: dict, baseline: dict, split: str) -> dict[str, float]:
+    """``{split}_skill/<var>`` from the ``{split}_rmse/<var>`` of ``scores`` and the baseline's RMSE."""
+    rmse = {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith(f"{split}_rmse/")}
+    return {f"{split}_skill/{v}": x for v, x in skill(rmse, baseline.get(f"{split}_rmse", {})).items()}
+
+
+def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, it, start, rng) -> None:
     acc = s.accounting.as_dict()
     acc.update(iterations=it, wall_time=time.perf_counter() - start)
     acc["seconds_per_iteration"] = acc["wall_time"] / max(it, 1)
-    if s.world_size > 1:
-        summary["rank_times"] = s.comm.gather_times()
+    summary = book.summary
+    rank_times = s.comm.gather_times()
+    if rank_times:
+        summary["rank_times"] = rank_times
+    test = s.evaluator(s.model, splits=("test",))
+    scores = {**last_eval, **test}
+
+    def rmse(split):
+        return {k.split("/", 1)[1]: v for k, v in scores.items() if k.startswith(f"{split}_rmse/")}
+
     summary.update(
         status=status,
-        final={
-            "train_loss": last_eval.get("train_loss"),
-            "val_loss": last_eval.get("val_loss"),
-            "val_rmse": {k.split("/", 1)[1]: v for k, v in last_eval.items() if k.startswith("val_rmse/")},
-        },
+        final={"train_loss": last_eval.get("train_loss"), "val_loss": last_eval.get("val_loss"),
+               "val_rmse": rmse("val"), "test_loss": test.get("test_loss"), "test_rmse": rmse("test"),
+               "val_skill": skill(rmse("val"), summary["baseline"]["val_rmse"]),
+               "test_skill": skill(rmse("test"), summary["baseline"]["test_rmse"])},
         accounting=acc,
     )
-    save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
+    book.log({"iterations": it, "seconds_per_iteration": acc["seconds_per_iteration"], **test,
+              **_skills(test, summary["baseline"], "test")}, step=it)
+    save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval, history))
     if s.rank != 0:
         return
     model_path = out_dir / "model.pt"
-    save_model(model_path, s.model, cfg, s.data, s.task, it)
-    tracker.log_artifact(model_path)
+    save_model(model_path, s.model, cfg, s.data, s.task, it, run_id=summary.get("mlflow_run_id"))
+    book.artifact(model_path)
     if history:
         _plot_history(history, out_dir / "loss_curve.png")
-        tracker.log_artifact(out_dir / "loss_curve.png")
-    tracker.log_metrics({f"total/{k}": v for k, v in acc.items()}, step=it)
+        book.artifact(out_dir / "loss_curve.png")
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict) -> dict:
+def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict, history: list) -> dict:
     return {
         "iteration": it,
+        "history": history if s.rank == 0 else [],  # the logged metrics, for a resumed run's history
         "elapsed": time.perf_counter() - start,
         "model": s.model.state_dict(),
         "algorithm": s.algorithm.state_dict(),
@@ -290,19 +314,17 @@ def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict) ->
     }
 
 
-def _stop_if_signalled(cfg, s: _State, stops: StopSignals, out_dir, summary, it, rng, start, last_eval,
-                       tracker) -> None:
+def _stop_if_signalled(cfg, s: _State, stops: StopSignals, out_dir, book: RunBook, it, rng, start, last_eval,
+                       history) -> None:
     """After iteration ``it``: if a stop signal arrived (on rank 0, for all ranks), checkpoint and stop."""
-    received = stops.received is not None
-    if s.world_size > 1:
-        received = s.comm.agree(received)  # every rank stops after the same iteration
+    received = s.comm.agree(stops.received is not None)  # every rank stops after the same iteration
     if not received:
         return
-    summary["iteration"] = it
+    book.summary["iteration"] = it
     if int(cfg.trainer.checkpoint_every):
-        save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval))
-        summary["checkpoint_iteration"] = it
-    tracker.flush()
+        save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval, history))
+        book.summary["checkpoint_iteration"] = it
+    book.commit()
     raise Terminated(stops.received or "a stop signal on rank 0")
 
 
@@ -340,8 +362,7 @@ def _resume_advice(summary: dict, out_dir: Path, reason: str, requeued: bool = F
 def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None:
     """Restore the latest complete checkpoint when ``resume`` is set, or when the elastic agent restarted
     us or SLURM requeued the job (``SLURM_RESTART_COUNT`` > 0)."""
-    restarted = (int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-                 or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0)
+    restarted = _restarted()
     if not (bool(cfg.resume) or restarted):
         return None
     state = find_checkpoint(out_dir, s.rank, s.world_size)
@@ -362,12 +383,24 @@ def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None
     return state
 
 
-def _previous_run_id(out_dir: Path) -> str | None:
-    """The MLflow run of the stopped run that this one resumes (from its summary.json), if recorded."""
-    try:
-        return json.loads((out_dir / "summary.json").read_text()).get("mlflow_run_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+def _restarted() -> bool:
+    """Whether the elastic agent restarted this process or SLURM requeued its job."""
+    return (int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+            or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0)
+
+
+def _resuming(cfg: DictConfig) -> bool:
+    return bool(cfg.resume) or _restarted()
+
+
+def _check_resume(cfg: DictConfig) -> None:
+    """``resume=true`` needs a complete checkpoint in ``output_dir``: one clear error before anything starts."""
+    if not bool(cfg.resume):
+        return
+    out_dir = output_dir(cfg)
+    if not has_checkpoint(out_dir):
+        raise ConfigError(f"resume=true: no complete checkpoint in {out_dir}; set output_dir to the folder of "
+                          "the run to continue (it must have run with trainer.checkpoint_every > 0 or have ended)")
 
 
 def _config_changes(saved: dict | None, now: dict) -> str:
@@ -430,59 +463,32 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         raise ConfigError(f"distributed.nproc_per_node={nproc} exceeds partition.num_parts="
                           f"{cfg.partition.num_parts}: every rank needs at least one subdomain")
     out_dir = output_dir(cfg)
-    summary: dict = {"status": "running", "mlflow_run_id": None, "output_dir": str(out_dir)}
-    tracker = tracker_from_config(cfg.tracking, run_name=_default_run_name(cfg))
+    book = RunBook(tracker_from_config(cfg.tracking, run_name=_default_run_name(cfg)), out_dir)
     try:
-        _start_run(tracker, cfg, **{"gnnddm.ranks": nproc})
+        labels = run_labels(cfg)
+        book.summary["labels"] = labels
+        book.open(cfg, labels, resuming=_resuming(cfg), sweep_dir=_sweep_dir())
         worker_cfg = OmegaConf.to_container(cfg, resolve=True)
         worker_cfg["output_dir"] = str(out_dir)
-        env = {ENV_RUN_ID: tracker.run_id or "", ENV_TRACKING_URI: tracker.uri,
-               ENV_ATTEMPT_PORTS: attempt_ports(restarts)}
+        env = {ENV_RUN_ID: book.tracker.run_id or "", ENV_TRACKING_URI: book.tracker.uri,
+               ENV_RUN_CONTINUES: "1" if book.reopened else "", ENV_ATTEMPT_PORTS: attempt_ports(restarts)}
         results = launch(_rank_entry, (worker_cfg, env), nproc=nproc, max_restarts=restarts,
                          run_id=f"gnnddm-{os.getpid()}")
-        summary = results[0]
+        book.summary.update(results[0])
         restart_count = _read_restarts(out_dir)
-        summary["restarts"] = restart_count
-        summary["ranks"] = nproc
-        tracker.set_tags({"gnnddm.restarts": restart_count})
-        _write_summary(out_dir, summary)
-        tracker.log_artifact(out_dir / "summary.json")
-        tracker.end("FINISHED")
-        return summary
+        book.summary.update(restarts=restart_count, ranks=nproc)
+        book.tags({"gnnddm.restarts": restart_count})
+        book.finish()
+        return book.summary
     except BaseException as exc:
         reason = _stop_reason(exc)
         message = reason or _child_error(exc, out_dir)
-        summary["mlflow_run_id"] = tracker.run_id
-        _fail_run(tracker, out_dir, summary, message, reason is not None)
+        book.fail(message, interrupted=reason is not None)
         if reason is not None:
-            raise Terminated(reason, _resume_advice(summary, out_dir, reason)) from None
+            raise Terminated(reason, _resume_advice(book.summary, out_dir, reason)) from None
         if isinstance(exc, GnnddmError):
             raise
         raise GnnddmError(f"distributed run failed: {message}") from None
-
-
-def _start_run(tracker: Tracker, cfg: DictConfig, **extra_tags) -> None:
-    """Open the MLflow run: tags (environment, labels), the flattened config as params, the YAML."""
-    labels = {f"gnnddm.{k}": v for k, v in run_labels(cfg).items()}
-    tracker.start(tags={**environment_tags(), "gnnddm.command": "train", **labels, **extra_tags},
-                  sweep_dir=_sweep_dir())
-    tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
-    tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-
-
-def _fail_run(tracker: Tracker, out_dir: Path | None, summary: dict, message: str, interrupted: bool) -> None:
-    """Record the end of a run that did not finish: summary.json (when ``out_dir``) and the run FAILED with
-    the error tag, or, when ``interrupted`` by a signal, status ``terminated`` with its reason and the run
-    KILLED."""
-    if interrupted:
-        summary.update(status="terminated", reason=message)
-    else:
-        summary.update(status="failed", error=message)
-    if out_dir is not None:
-        _write_summary(out_dir, summary)
-    if tracker.run_id:
-        tracker.set_tags({"gnnddm.terminated_by" if interrupted else "gnnddm.error": message[:5000]})
-    tracker.end("KILLED" if interrupted else "FAILED")
 
 
 def _rank_entry(cfg_container: dict, env: dict) -> dict:
@@ -643,7 +649,21 @@ def run_labels(cfg: DictConfig) -> dict[str, str]:
         "data": pick("data"),
         "experiment": str(choices.get("experiment") or cfg.get("experiment_name") or "-"),
         "edge_weights": str(cfg.graph.get("weights", "distance")),
+        "seed": str(cfg.seed),
+        "backend": str(cfg.distributed.backend),
+        "ranks": str(_ranks(cfg)),
     }
+
+
+def _ranks(cfg: DictConfig) -> int:
+    """The processes of the run: 1 without a backend, else the world's size (torchrun, SLURM, or the
+    ranks the local launcher starts)."""
+    if str(cfg.distributed.backend) == "none":
+        return 1
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(key):
+            return int(os.environ[key])
+    return int(cfg.distributed.nproc_per_node)
 
 
 def _is_global(cfg: DictConfig) -> bool:

@@ -65,6 +65,16 @@ def test_a_terminated_run_resumes_from_its_checkpoint_and_finishes(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["resumed_from"] == stopped
     assert summary["accounting"]["iterations"] == last
+    # one MLflow run from the first iteration to the last, each step once; the log and Hydra's files with it
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("gnnddm").experiment_id])
+    assert run.info.run_id == summary["mlflow_run_id"] and run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "cost/rounds"))
+    assert steps == list(range(1, last + 1))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"train.log", "hydra", "summary.json", "model.pt"} <= artifacts
+    text = (tmp_path / "run" / "train.log").read_text()
+    assert "terminated: SIGTERM" in text and "gnnddm train: finished" in text
 
 
 def test_without_checkpoints_the_message_says_so(tmp_path):

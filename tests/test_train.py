@@ -53,16 +53,28 @@ def test_mlflow_run_carries_params_metrics_tags_and_artifacts(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["partition.num_parts"] == "2"
     assert run.data.params["model.hidden"] == "8"
-    for key in ("train_loss", "val_loss", "val_rmse/t2m", "rounds", "comm_bytes", "grad_evals", "wall_time",
-                "model_time", "partition/edge_cut_fraction"):
+    for key in ("train/loss", "train/batch_loss", "val/loss", "val/rmse/t2m", "val/skill/t2m",
+                "val/baseline_rmse/t2m", "test/loss", "test/rmse/t2m", "test/skill/t2m", "test/baseline_rmse/t2m",
+                "cost/rounds", "cost/comm_bytes", "cost/grad_evals", "cost/wall_time", "cost/model_time",
+                "cost/iterations", "cost/seconds_per_iteration", "data/samples/val", "data/samples/test",
+                "partition/edge_cut_fraction"):
         assert key in run.data.metrics, key
+    # one bucket per concern, no duplicates of the cumulative counters, no step counter as a metric
+    assert not [k for k in run.data.metrics if k.startswith("total/") or "/" not in k], run.data.metrics
+    assert run.data.metrics["val/skill/t2m"] == pytest.approx(
+        100 * (1 - run.data.metrics["val/rmse/t2m"] / run.data.metrics["val/baseline_rmse/t2m"]))
+    assert summary["final"]["test_rmse"]["t2m"] == run.data.metrics["test/rmse/t2m"]
+    # the experiment's params only: no Hydra instantiation keys, no tracking settings
+    assert not [k for k in run.data.params if k.endswith(("_target_", "_partial_")) or k.startswith("tracking.")]
     assert run.data.tags["gnnddm.algorithm"] == "sync"
     assert run.data.tags["gnnddm.git_commit"]
+    assert run.data.tags["mlflow.source.git.commit"] == run.data.tags["gnnddm.git_commit"].removesuffix("-dirty")
+    assert run.data.tags["gnnddm.seed"] == "0" and run.data.tags["gnnddm.ranks"] == "1"
     assert "version.torch" in run.data.tags
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "summary.json", "model.pt", "loss_curve.png", "partition_map.png"} <= names
-    hist = client.get_metric_history(run.info.run_id, "val_loss")
+    hist = client.get_metric_history(run.info.run_id, "val/loss")
     assert [m.step for m in hist] == [2, 4]
 
 
@@ -121,6 +133,20 @@ def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, ddm):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_a_resumed_run_continues_its_mlflow_run_with_one_history(tmp_path):
+    first = train(compose(tiny(tmp_path, "trainer.max_iterations=3", "trainer.checkpoint_every=2")))
+    resumed = train(compose(tiny(tmp_path, "trainer.max_iterations=6", "trainer.checkpoint_every=2", "resume=true")))
+    assert resumed["mlflow_run_id"] == first["mlflow_run_id"] and resumed["resumed_from"] == 3
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["gnnddm.resumed_from"] == "3"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "cost/rounds")) == [1, 2, 3, 4, 5, 6]
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    # the checkpoint carries the history: the loss curve covers the run from iteration 1
+    state = torch.load(tmp_path / "out" / "checkpoints" / "it0000006.rank0.pt", weights_only=False)
+    assert [h["iteration"] for h in state["history"]] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_without_checkpoint_is_a_config_error(tmp_path):

@@ -72,7 +72,7 @@ def test_valid_target_counts_per_split_and_variable_in_summary_and_mlflow(tmp_pa
     assert counts["train"] == {"t2m": 13 * 32, "msl": 10 * 32}
     assert counts["val"] == {"t2m": 2 * 32, "msl": 2 * 32}
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
-    assert run.data.metrics["valid_targets/train/msl"] == 10 * 32
+    assert run.data.metrics["data/valid_targets/train/msl"] == 10 * 32
     assert all(v > 0 for v in summary["final"]["val_rmse"].values())
 
 

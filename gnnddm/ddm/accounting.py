@@ -30,7 +30,16 @@ Network models. A collective is recorded with its kind and payload, and its time
   a broadcast α + b / 12.5e9, and a halo exchange (point-to-point messages, ``b`` = the largest number of
   bytes one rank sends) α + b / 12.5e9.
 
-``p`` is the number of ranks of the modelled run (``parties``; each subdomain one rank in one process).
+``p`` is the number of ranks of the modelled run (``parties``): the number of subdomains, each standing for
+one rank, in one process and on real ranks alike.
+
+World-consistent on real ranks. A real run on R ranks (each computing several subdomains) accounts the
+same modelled p-way run as one process: each rank records its own subdomains' work and compute, and at the
+end of every outer iteration one control all-gather over the ranks (:attr:`Accounting.world`, set by the
+communicator; not itself accounted) sums the work and takes, phase by phase, the slowest subdomain of any
+rank. So one process and R ranks log the same ``rounds``, ``comm_bytes``, ``grad_evals`` and
+``loss_evals`` for the same problem (tested); the seconds each real rank spent are reported apart, under
+their own names (``cost/rank<r>/...``).
 """
 
 from __future__ import annotations
@@ -82,7 +91,7 @@ class Accounting:
     beta : float
         Inverse bandwidth, seconds per byte.
     parties : int
-        Ranks of the modelled run (the communicator sets it: p in one process, the world size on ranks).
+        Ranks of the modelled run (the communicator sets it to p, the number of subdomains).
     """
 
     def __init__(self, alpha: float = 0.0, beta: float = 0.0, parties: int = 1):
@@ -95,8 +104,11 @@ class Accounting:
         self.current = dict.fromkeys(COUNTERS, 0.0)
         self.last: dict[str, float] = dict.fromkeys(COUNTERS, 0.0)
         self.iterations = 0
+        #: reduces one iteration's work and phase times over real ranks (None: one process); see the module
+        self.world = None
         self._phase: dict[int, float] = {}
         self._common = 0.0
+        self._phases: list[tuple[float, float, float]] = []  # (compute, comm default, comm multinode)
 
     # ------------------------------------------------------------------ recording
     def add_compute(self, part: int, seconds: float) -> None:
@@ -123,6 +135,15 @@ class Accounting:
     def end_iteration(self) -> dict[str, float]:
         """Close the outer iteration; returns its own counters (also kept in :attr:`last`)."""
         self._close_phase(0.0, 0.0)
+        compute = [c for c, _, _ in self._phases]
+        if self.world is not None:
+            work, compute = self.world([self.current["grad_evals"], self.current["loss_evals"]], compute)
+            self.current["grad_evals"], self.current["loss_evals"] = work
+        for c, (_, comm, comm_multinode) in zip(compute, self._phases, strict=True):
+            self.current["compute_time"] += c
+            self.current["model_time"] += c + comm
+            self.current["model_time_multinode"] += c + comm_multinode
+        self._phases = []
         self.last = self.current
         for key in COUNTERS:
             self.total[key] += self.current[key]
@@ -132,9 +153,7 @@ class Accounting:
 
     def _close_phase(self, comm_time: float, comm_time_multinode: float) -> None:
         compute = max(self._phase.values(), default=0.0) + self._common
-        self.current["compute_time"] += compute
-        self.current["model_time"] += compute + comm_time
-        self.current["model_time_multinode"] += compute + comm_time_multinode
+        self._phases.append((compute, comm_time, comm_time_multinode))
         self._phase, self._common = {}, 0.0
 
     # ------------------------------------------------------------------ reading

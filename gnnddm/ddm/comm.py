@@ -37,8 +37,8 @@ class Communicator(Protocol):
         The subdomains this rank computes (all of them in one process).
     redundant_copies : int
         How many ranks of the modelled parallel run each computation that "every rank does" stands for
-        (a coarse solve repeated on every rank): p for :class:`LocalComm`, which plays all p ranks, and 1
-        for a real distributed run, where every rank records its own copy.
+        (a coarse solve repeated on every rank): p for :class:`LocalComm`, which plays all p ranks, and the
+        rank's number of subdomains on a real rank, so that the work summed over the ranks counts p copies.
     accounting : Accounting or None
         Where collectives are recorded.
     """
@@ -80,6 +80,19 @@ class Communicator(Protocol):
 
     def sum_control_(self, tensor: torch.Tensor) -> None:
         """Sum ``tensor`` over all ranks in place for work outside the algorithm (evaluation): not accounted."""
+        ...
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank (for stopping together): not accounted."""
+        ...
+
+    def reset_times(self) -> None:
+        """Start this rank's compute / wait / communicate clocks afresh."""
+        ...
+
+    def gather_times(self) -> list[dict[str, float]]:
+        """Every rank's compute / wait / communicate seconds, on every rank (empty in one process, where the
+        subdomains' times are in the accounting)."""
         ...
 
 
@@ -148,6 +161,15 @@ class LocalComm:
 
     def sum_control_(self, tensor: torch.Tensor) -> None:
         """Sum over ranks outside the algorithm (evaluation, control): not accounted; the identity here."""
+
+    def agree(self, flag: bool) -> bool:
+        return bool(flag)
+
+    def reset_times(self) -> None:
+        """No rank clocks in one process."""
+
+    def gather_times(self) -> list[dict[str, float]]:
+        return []
 
     def all_gather_parts(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         self._record(list(values.values()), kind="all_gather")

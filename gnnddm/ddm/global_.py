@@ -26,7 +26,8 @@ class Global(Algorithm):
             opt.zero_grad(set_to_none=True)
             loss = self.objective.global_loss(self.model)
             loss.backward()
-            self.accounting.add_work(grad_evals=self.objective.last_work)
+            if self.comm.rank == 0:  # one computation, however many processes repeat it
+                self.accounting.add_work(grad_evals=self.objective.last_work)
             opt.step()
             opt.zero_grad(set_to_none=True)
         return {"loss": float(loss.detach())}

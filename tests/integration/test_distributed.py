@@ -77,7 +77,7 @@ def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
     try:
         for name in ALGORITHMS:
             theta, acc = _run(name, lambda a: TorchComm(PARTS, accounting=a))
-            torch.save({"theta": theta, "rounds": acc.as_dict()["rounds"]}, Path(out) / f"{name}.rank{rank}.pt")
+            torch.save({"theta": theta, "accounting": acc.as_dict()}, Path(out) / f"{name}.rank{rank}.pt")
         comm = TorchComm(PARTS)
         gathered = comm.all_gather_parts({k: torch.full((2, 3), float(k)) for k in comm.parts_of_rank})
         torch.save(gathered, Path(out) / f"gathered.rank{rank}.pt")
@@ -103,8 +103,12 @@ def test_two_gloo_ranks_reproduce_the_single_process_run_for_every_algorithm(tmp
             got = torch.load(tmp_path / f"{name}.rank{rank}.pt")
             rel = float((got["theta"] - single).norm() / single.norm())
             assert rel < 1e-5, f"{name} rank {rank}: relative difference {rel:.2e}"
-            # the distributed run performs the collectives the one-process run accounts
-            assert got["rounds"] == acc.as_dict()["rounds"], name
+            # every rank logs the accounting of the one-process run: the same collectives, payload and work
+            single_acc = acc.as_dict()
+            for key in ("rounds", "comm_bytes"):
+                assert got["accounting"][key] == single_acc[key], (name, key)
+            for key in ("grad_evals", "loss_evals"):
+                assert got["accounting"][key] == pytest.approx(single_acc[key], rel=1e-12, abs=1e-12), (name, key)
     for rank in (0, 1):  # every rank receives every part's tensor
         gathered = torch.load(tmp_path / f"gathered.rank{rank}.pt")
         assert sorted(gathered) == list(range(PARTS))
@@ -148,7 +152,7 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     assert run.info.status == "FINISHED"
     for r in (0, 1):
         for kind in ("compute", "communicate", "wait"):
-            assert f"time/{kind}/rank{r}" in run.data.metrics
+            assert f"cost/rank{r}/{kind}" in run.data.metrics
     assert json.loads((tmp_path / "ranks" / "summary.json").read_text())["status"] == "finished"
 
 
@@ -171,8 +175,8 @@ def test_killed_rank_restarts_from_the_checkpoint_and_completes(tmp_path, monkey
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["gnnddm.restarts"] == "1"
-    steps = {m.step for m in client.get_metric_history(run.info.run_id, "rounds")}
-    assert steps == set(range(1, 7))  # nothing logged before the kill is lost
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "cost/rounds"))
+    assert steps == list(range(1, 7))  # nothing logged before the kill is lost, and no step twice
 
 
 def test_a_failing_rank_fails_the_job_with_its_message_and_a_failed_run(tmp_path):
@@ -235,4 +239,4 @@ def test_torchrun_starts_the_ranks_and_rank0_owns_the_run(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("gnnddm").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"]  # one run, from rank 0 only
-    assert "time/communicate/rank1" in runs[0].data.metrics
+    assert "cost/rank1/communicate" in runs[0].data.metrics

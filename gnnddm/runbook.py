@@ -1,0 +1,236 @@
+"""What a training run leaves behind: ``summary.json``, its MLflow run, its log and the summary it prints.
+
+A :class:`RunBook` owns them for one process. Rank 0 writes; on other ranks every call does nothing. It
+opens the MLflow run (a new one, the stopped run that a resumed training continues, or the run of the
+launcher that started this rank), logs metrics under their MLflow names (:func:`gnnddm.tracking.metric_name`)
+and ends the run FINISHED, FAILED or KILLED, never RUNNING.
+
+When the run checkpoints (``trainer.checkpoint_every`` > 0), the metrics of the iterations after the last
+checkpoint are held back and stored with the next checkpoint (or at the end): what the store holds is then
+exactly what a resumed run continues from, and a resumed run's history is one series without repeated
+steps.
+
+The log. Under ``gnnddm train``, the run's log is ``train.log`` in its output folder (timestamps, levels,
+every evaluation); the terminal shows the start, the end-of-run summary, warnings and errors. A record
+logged with ``extra={"console": False}`` goes to the file only (:class:`ConsoleFilter`, used by
+``conf/hydra/job_logging/gnnddm.yaml``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from gnnddm.outputs import write_json
+from gnnddm.tracking import Tracker, config_params, environment_tags, metric_name
+
+log = logging.getLogger("gnnddm.train")
+
+FILE_ONLY = {"console": False}
+
+
+class ConsoleFilter(logging.Filter):
+    """Keeps records marked ``console=False`` off the terminal (they go to ``train.log`` only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "console", True)
+
+
+class RunBook:
+    """The summary, the MLflow run and the log of one training process.
+
+    Parameters
+    ----------
+    tracker : Tracker
+        Disabled on ranks other than 0; attached (not owning the run) on the ranks of a local launcher.
+    out_dir : Path
+    rank0 : bool
+    hold : bool
+        Hold back metrics until :meth:`commit` (runs that checkpoint).
+    """
+
+    def __init__(self, tracker: Tracker, out_dir: Path, rank0: bool = True, hold: bool = False):
+        self.tracker, self.out_dir, self.rank0, self.hold = tracker, Path(out_dir), rank0, hold
+        self.summary: dict = {"status": "running", "mlflow_run_id": tracker.run_id, "output_dir": str(out_dir)}
+        self.reopened = False  # continues the MLflow run of a stopped training
+        self._held: list[tuple[dict, int]] = []
+
+    # ------------------------------------------------------------------ the MLflow run
+    def open(self, cfg: DictConfig, labels: dict, resuming: bool, sweep_dir: str | None = None, **tags) -> None:
+        """Start the MLflow run, or continue the previous run of ``out_dir`` when ``resuming`` (the run id
+        recorded in its ``summary.json``, when the store holds it). A rank of a local launcher is attached
+        to the launcher's run already and opens nothing."""
+        tracker = self.tracker
+        if not tracker.enabled or tracker.run_id is not None:
+            self.summary["mlflow_run_id"] = tracker.run_id
+            return
+        previous = previous_run_id(self.out_dir) if resuming else None
+        self.reopened = bool(previous) and tracker.reopen(previous)
+        if not self.reopened:
+            all_tags = {**environment_tags(), "gnnddm.command": "train",
+                        **{f"gnnddm.{k}": v for k, v in labels.items()}, **tags}
+            overrides = hydra_overrides()
+            if overrides is not None:
+                all_tags["gnnddm.overrides"] = " ".join(overrides) or "(none)"
+            tracker.start(tags=all_tags, sweep_dir=sweep_dir)
+            tracker.log_params(config_params(OmegaConf.to_container(cfg, resolve=True)))
+            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        self.summary["mlflow_run_id"] = tracker.run_id
+        if sweep_dir and self.rank0:
+            self._note_sweep(Path(sweep_dir))
+        log.info("run %s%s: output folder %s", tracker.run_id or "(not tracked)",
+                 " (continued)" if self.reopened else "", self.out_dir)
+
+    def _note_sweep(self, sweep_dir: Path) -> None:
+        """``<sweep>/sweep.json``: the parent run and how to report on the sweep (read at its end)."""
+        parent = self.tracker.parent_run_id
+        if parent is None:
+            return
+        write_json(sweep_dir / "sweep.json", {
+            "parent_run_id": parent, "tracking_uri": self.tracker.uri, "experiment": self.tracker.experiment,
+            "report": report_command(self.tracker.uri, parent)})
+
+    # ------------------------------------------------------------------ metrics
+    def log(self, metrics: dict, step: int) -> None:
+        """Log ``metrics`` (loop names) at ``step`` under their MLflow names (held back when :attr:`hold`)."""
+        named = {metric_name(k): v for k, v in metrics.items()}
+        if self.hold:
+            self._held.append((named, step))
+        else:
+            self.tracker.log_metrics(named, step=step)
+
+    def commit(self) -> None:
+        """Everything logged so far into the store (at a checkpoint, at the end)."""
+        held, self._held = self._held, []
+        for named, step in held:
+            self.tracker.log_metrics(named, step=step)
+        self.tracker.flush()
+
+    def tags(self, tags: dict) -> None:
+        self.tracker.set_tags(tags)
+
+    def artifact(self, path: Path) -> None:
+        self.tracker.log_artifact(path)
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, announce: bool = True) -> None:
+        """The run finished: ``summary.json``, the summary printed and logged, the log and Hydra's config
+        uploaded, the MLflow run FINISHED (``announce``: print the summary; the ranks of a local launcher
+        leave it to the launcher)."""
+        self.commit()
+        if self.rank0:
+            write_json(self.out_dir / "summary.json", self.summary)
+            self.tracker.log_artifact(self.out_dir / "summary.json")
+            if announce:
+                log.info("%s", describe(self.summary, self.tracker))
+            self.upload_logs()
+        self.tracker.end("FINISHED")
+
+    def fail(self, message: str, interrupted: bool) -> None:
+        """The run did not finish: ``summary.json`` with status ``failed`` (the error) or ``terminated`` (by
+        a signal), the MLflow run FAILED or KILLED with the reason as a tag."""
+        if interrupted:
+            self.summary.update(status="terminated", reason=message)
+        else:
+            self.summary.update(status="failed", error=message)
+        try:
+            self.commit()
+        except Exception as exc:  # the store failing must not hide the run's own error
+            log.warning("could not store the last metrics: %s", exc)
+        if self.rank0:
+            write_json(self.out_dir / "summary.json", self.summary)
+            log.info("%s: %s", self.summary["status"], message, extra=FILE_ONLY)
+            self.upload_logs()
+        if self.tracker.run_id:
+            self.tracker.set_tags({"gnnddm.terminated_by" if interrupted else "gnnddm.error": message[:5000]})
+        self.tracker.end("KILLED" if interrupted else "FAILED")
+
+    def upload_logs(self) -> None:
+        """``train.log`` and Hydra's ``.hydra/`` (composed config, overrides) of the output folder."""
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.flush()
+        for path in sorted(self.out_dir.glob("*.log")):
+            self.tracker.log_artifact(path)
+        self.tracker.log_artifacts(self.out_dir / ".hydra", "hydra")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def previous_run_id(out_dir: Path) -> str | None:
+    """The MLflow run recorded in ``out_dir/summary.json`` (the run a resumed training continues)."""
+    import json
+
+    try:
+        return json.loads((Path(out_dir) / "summary.json").read_text()).get("mlflow_run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def hydra_overrides() -> list[str] | None:
+    """The command line's overrides of this Hydra job (None outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
+
+
+def ui_command(uri: str) -> str:
+    """How to look at the runs of the store ``uri`` in MLflow's UI."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def report_command(uri: str, parent: str) -> str:
+    return f"gnnddm report --tracking-uri {uri} --parent {parent}"
+
+
+def skill(rmse: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """Skill in percent against the baseline, per variable: 100 · (1 − rmse / baseline_rmse)."""
+    return {v: 100.0 * (1.0 - r / baseline[v]) for v, r in rmse.items()
+            if baseline.get(v) and math.isfinite(baseline[v]) and baseline[v] > 0}
+
+
+def describe(summary: dict, tracker: Tracker | None = None) -> str:
+    """The end-of-run summary: status, iterations, losses, per-variable RMSE against the baseline with
+    skill, sample counts, seconds per iteration, output folder and MLflow run."""
+    acc, final = summary.get("accounting", {}), summary.get("final", {})
+    base = summary.get("baseline", {})
+    units = summary.get("units", {})
+    samples = summary.get("samples", {})
+    lines = [f"gnnddm train: {summary.get('status')} after {acc.get('iterations', '?')} iterations "
+             f"({_num(acc.get('seconds_per_iteration'), '.3g')} s per iteration, "
+             f"{_num(acc.get('wall_time'), '.1f')} s)"]
+    lines.append(f"  loss: train {_num(final.get('train_loss'))}, val {_num(final.get('val_loss'))}"
+                 + (f", test {_num(final.get('test_loss'))}" if final.get("test_loss") is not None else ""))
+    lines.append("  samples: " + ", ".join(f"{k} {v}" for k, v in samples.items()))
+    name = base.get("name", "baseline")
+    for split in ("val", "test"):
+        rmse = final.get(f"{split}_rmse") or {}
+        if not rmse:
+            continue
+        ref = base.get(f"{split}_rmse", {})
+        sk = skill(rmse, ref)
+        lines.append(f"  {split} RMSE against {name}:")
+        width = max(len(v) for v in rmse)
+        for var, value in rmse.items():
+            unit = f" {units[var]}" if units.get(var) else ""
+            lines.append(f"    {var:<{width}}  {value:.4g}{unit}  ({name} {_num(ref.get(var), '.4g')}{unit}; "
+                         f"skill {_num(sk.get(var), '+.1f')} %)")
+    lines.append(f"  output folder: {summary.get('output_dir')}")
+    run_id = summary.get("mlflow_run_id")
+    if run_id and tracker is not None and tracker.enabled:
+        lines.append(f"  MLflow run: {run_id} (experiment {tracker.experiment}); see it with: "
+                     f"{ui_command(tracker.uri)}")
+    else:
+        lines.append("  MLflow: not tracked (tracking.enabled=false)")
+    return "\n".join(lines)
+
+
+def _num(value, fmt: str = ".5g") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
