@@ -137,7 +137,12 @@ def val_loss_figure(records: Sequence[RunRecord], x_metric: str, target: float |
 
 
 def _against_p(ax, rows: Sequence[dict], col: str, labels: Mapping[str, str]) -> set[int]:
-    """Mean of ``col`` per series and p with min-max error bars; returns the p values drawn."""
+    """Mean of ``col`` per series and p with min-max error bars; returns the p values drawn.
+
+    Series are shifted sideways by a few points each, so that equal values at one p stay visible.
+    """
+    from matplotlib.transforms import offset_copy
+
     styles = _styles(labels)
     by_series: dict[str, dict[int, list[float]]] = {}
     for row in rows:
@@ -145,13 +150,16 @@ def _against_p(ax, rows: Sequence[dict], col: str, labels: Mapping[str, str]) ->
         if isinstance(v, int | float) and isinstance(p, int):
             by_series.setdefault(labels[row["run_id"]], {}).setdefault(p, []).append(float(v))
     drawn: set[int] = set()
-    for label, by_p in by_series.items():
+    for i, (label, by_p) in enumerate(by_series.items()):
         ps = sorted(by_p)
         spreads = [spread(by_p[p]) for p in ps]
         means = [s.mean for s in spreads]
+        shift = offset_copy(ax.transData, fig=ax.figure, x=4.0 * (i - (len(by_series) - 1) / 2), units="points")
         ax.errorbar(ps, means, yerr=[[m - s.low for m, s in zip(means, spreads, strict=True)],
                                      [s.high - m for m, s in zip(means, spreads, strict=True)]],
-                    marker="o", capsize=3, label=label, **styles[label])
+                    marker="o", capsize=3, label=label, transform=shift, **styles[label])
+        # the shifted artists do not widen the axes' limits themselves
+        ax.update_datalim([(p, y) for p, sp in zip(ps, spreads, strict=True) for y in (sp.low, sp.high)])
         drawn.update(ps)
     return drawn
 

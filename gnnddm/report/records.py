@@ -244,9 +244,6 @@ class Baselines:
         """The run ``record`` is compared with: its seed's baseline, else the overall one."""
         return self.by_seed.get(seed(record), self.overall)
 
-    def ids(self) -> set[str]:
-        return {r.run_id for r in (*self.by_seed.values(), *([self.overall] if self.overall else []))}
-
 
 def pair_by_seed(records: Sequence[RunRecord], overall: RunRecord | None,
                  conditions: Mapping[str, str] | None) -> Baselines:

@@ -47,6 +47,9 @@ def test_error_bars_span_the_seeds_from_min_to_max():
     assert line.get_ydata() == pytest.approx([0.8 * p + 0.1 for p in (2, 3, 4)])  # mean of the two seeds
     low_high = np.array([sorted(seg[:, 1]) for seg in vertical.get_segments()])
     np.testing.assert_allclose(low_high, [[0.8 * p - 0.1, 0.8 * p + 0.3] for p in (2, 3, 4)])
+    # series are shifted sideways by a few points, and the axes still hold every bar
+    values = [r["speedup_model_time"] for r in rows]
+    assert ax.get_ylim()[0] <= min(values) and ax.get_ylim()[1] >= max(values)
     plt.close(fig)
 
 
