@@ -244,7 +244,7 @@ def _markdown(records, rows, group_table, skill_table, group_by, source, target,
     keys = ", ".join(group_by) or "nothing (the runs differ only by seed)"
     lines += [f"## Groups by {keys}", "", SPREAD, "",
               tables.markdown_table(group_table, groups.group_columns(group_by), n_col="n"), ""]
-    lines += ["## Skill against the reference forecast", "",
+    lines += ["## Skill against the reference method", "",
               f"Root-mean-square error per variable (physical units) at the end of each run, of the model and of "
               f"the reference method ({groups.reference(records)}), and skill = 100 (1 - RMSE / reference "
               f"RMSE) in percent; {SPREAD[0].lower()}{SPREAD[1:]}", ""]

@@ -292,7 +292,7 @@ def test_skill_table_per_group_and_variable(seeds):
     assert float(sync["val_baseline_rmse"]) == 4.0
     assert (float(sync["test_rmse"]), float(sync["test_skill_pct"])) == (2.0, 60.0)
     md = (seeds["output"] / "comparison.md").read_text()
-    assert "## Skill against the reference forecast" in md and "persistence" in md
+    assert "## Skill against the reference method" in md and "persistence" in md
 
 
 def test_the_command_prints_what_it_wrote(store, tmp_path, capsys):
