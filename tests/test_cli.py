@@ -35,6 +35,26 @@ def test_train_writes_summary_and_a_finished_mlflow_run(tmp_path):
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
+    # the end of the run says its result and where to find it, on the terminal and in train.log
+    for text in (out.stdout, (tmp_path / "run" / "train.log").read_text()):
+        assert "gnnddm train: finished after 2 iterations" in text, text
+        assert summary["mlflow_run_id"] in text and str(tmp_path / "run") in text
+        assert "skill" in text and "persistence" in text and "samples: train" in text
+        assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in text
+    assert "iteration 2: val loss" in (tmp_path / "run" / "train.log").read_text()  # evaluations: file only
+    assert "iteration 2: val loss" not in out.stdout
+    assert run.data.tags["gnnddm.overrides"] == " ".join(TINY)  # the job's own (hydra.* are Hydra's)
+    artifacts = {a.path for a in MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(
+        run.info.run_id)}
+    assert {"train.log", "hydra", "summary.json"} <= artifacts
+
+
+def test_output_dir_holds_every_file_of_the_run(tmp_path):
+    out = gnnddm("train", *TINY, "output_dir=mine", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "mine"
+    assert {"summary.json", "model.pt", "train.log", ".hydra"} <= {p.name for p in run_dir.iterdir()}
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_bad_value_exits_2_naming_the_key_without_traceback(tmp_path):
@@ -102,6 +122,27 @@ def test_multirun_sweep_groups_jobs_under_one_parent_and_keeps_failed_jobs(tmp_p
     assert len({r.data.tags["mlflow.parentRunId"] for r in jobs}) == 1
     assert sorted(r.info.status for r in jobs) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
     assert all(r.info.status != "RUNNING" for r in runs)
+    # the sweep ends saying how its jobs ended, its parent run and the report command, also in its folder
+    parent = jobs[0].data.tags["mlflow.parentRunId"]
+    note = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert note["parent_run_id"] == parent and note["jobs"] == {"failed": 2, "finished": 2}
+    assert "4 jobs (2 failed, 2 finished)" in out.stdout
+    assert f"gnnddm report --tracking-uri sqlite:///{tmp_path}/mlflow.db --parent {parent}" in out.stdout
+    assert note["report"] in out.stdout
+
+
+def test_multirun_with_an_inspection_flag_is_one_error(tmp_path):
+    out = gnnddm("train", "-m", "ddm=global,sync", "--cfg", "job", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "--cfg" in out.stderr and "-m" in out.stderr
+
+
+def test_a_slurm_sweep_without_slurm_is_one_error(tmp_path):
+    env = {**os.environ, "MPLBACKEND": "Agg", "PATH": str(tmp_path)}  # no srun, no sbatch
+    out = subprocess.run([sys.executable, "-m", "gnnddm", "train", "-m", "hydra/launcher=slurm", *TINY,
+                          "hydra.sweep.dir=sweep"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "srun" in out.stderr and "hydra/launcher=local" in out.stderr
 
 
 @pytest.mark.parametrize("override,key", [

@@ -116,9 +116,9 @@ def test_two_gloo_ranks_reproduce_the_single_process_run_for_every_algorithm(tmp
 
 
 # --------------------------------------------------------------------------- through `gnnddm train`
-def _tiny(tmp_path: Path, *extra: str, out="out") -> list[str]:
+def _tiny(tmp_path: Path, *extra: str, out="out", parts=2) -> list[str]:
     return ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
-            "partition.num_parts=2", "partition.overlap=2", "trainer.eval_every=2", "trainer.progress=false",
+            f"partition.num_parts={parts}", "partition.overlap=2", "trainer.eval_every=2", "trainer.progress=false",
             f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_dir={tmp_path / out}", *extra]
 
 
@@ -134,11 +134,18 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     from gnnddm.config import compose
     from gnnddm.train import train
 
-    common = ["ddm=asm", "trainer.max_iterations=4"]
-    single = train(compose(_tiny(tmp_path, *common, "tracking.enabled=false", out="single")))
+    common = ["ddm=asm", "trainer.max_iterations=4"]  # p = 8 subdomains: 4 on each of the 2 ranks
+    single = train(compose(_tiny(tmp_path, *common, out="single", parts=8)))
     summary = train(compose(_tiny(tmp_path, *common, "distributed.backend=gloo", "distributed.nproc_per_node=2",
-                                  out="ranks")))
+                                  out="ranks", parts=8)))
     assert summary["status"] == "finished" and summary["ranks"] == 2
+    # world-consistent accounting: the ranks log the one-process run's collectives, payload and work
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    for key in ("rounds", "comm_bytes", "grad_evals", "loss_evals"):
+        assert summary["accounting"][key] == pytest.approx(single["accounting"][key], rel=1e-12), key
+        hist = [[m.value for m in sorted(client.get_metric_history(run_id, f"cost/{key}"), key=lambda m: m.step)]
+                for run_id in (single["mlflow_run_id"], summary["mlflow_run_id"])]
+        assert hist[0] == pytest.approx(hist[1], rel=1e-12) and len(hist[0]) == 4, key
     a, b = _theta(tmp_path / "single"), _theta(tmp_path / "ranks")
     assert float((a - b).norm() / a.norm()) < 1e-5
     # the ranks share the evaluation samples out and sum: the same metrics as one process evaluating all
