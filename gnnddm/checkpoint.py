@@ -47,12 +47,18 @@ def _prune(d: Path, rank: int) -> None:
         (d / f"it{it:07d}.rank{rank}.pt").unlink(missing_ok=True)
 
 
-def has_checkpoint(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds an iteration that every rank of its run (ranks 0 .. highest) checkpointed."""
+def latest_checkpoint(out_dir: Path) -> int | None:
+    """The newest iteration that every rank of the run in ``out_dir`` checkpointed (None if none)."""
     d = checkpoint_dir(out_dir)
     if not d.is_dir():
-        return False
-    return any(ranks == set(range(max(ranks) + 1)) for ranks in _iterations(d).values())
+        return None
+    complete = [it for it, ranks in _iterations(d).items() if ranks == set(range(max(ranks) + 1))]
+    return max(complete, default=None)
+
+
+def has_checkpoint(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds an iteration that every rank of its run (ranks 0 .. highest) checkpointed."""
+    return latest_checkpoint(out_dir) is not None
 
 
 def find_checkpoint(out_dir: Path, rank: int, world_size: int) -> dict | None:

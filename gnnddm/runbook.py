@@ -60,15 +60,24 @@ class RunBook:
 
     # ------------------------------------------------------------------ the MLflow run
     def open(self, cfg: DictConfig, labels: dict, resuming: bool, sweep_dir: str | None = None, **tags) -> None:
-        """Start the MLflow run, or continue the previous run of ``out_dir`` when ``resuming`` (the run id
-        recorded in its ``summary.json``, when the store holds it). A rank of a local launcher is attached
-        to the launcher's run already and opens nothing."""
+        """Start the MLflow run, or continue the previous run of ``out_dir`` when ``resuming``: the run id
+        recorded in its ``summary.json``, when the store holds it and its history ends at the checkpoint
+        resumed from. A run that failed after logging beyond its last checkpoint is left as it is: the
+        resumed training opens a new run, linked by the tag ``gnnddm.resumed_run_id``, that holds the history
+        from iteration 1. A rank of a local launcher is attached to the launcher's run already and opens
+        nothing."""
         tracker = self.tracker
         if not tracker.enabled or tracker.run_id is not None:
             self.summary["mlflow_run_id"] = tracker.run_id
             return
         previous = previous_run_id(self.out_dir) if resuming else None
-        self.reopened = bool(previous) and tracker.reopen(previous)
+        if previous:
+            from gnnddm.checkpoint import latest_checkpoint
+
+            self.reopened = tracker.reopen(previous, up_to=latest_checkpoint(self.out_dir))
+            if not self.reopened:
+                tags = {**tags, "gnnddm.resumed_run_id": previous}
+                self.summary["resumed_run_id"] = previous
         if not self.reopened:
             all_tags = {**environment_tags(), "gnnddm.command": "train",
                         **{f"gnnddm.{k}": v for k, v in labels.items()}, **tags}
@@ -131,11 +140,14 @@ class RunBook:
 
     def fail(self, message: str, interrupted: bool) -> None:
         """The run did not finish: ``summary.json`` with status ``failed`` (the error) or ``terminated`` (by
-        a signal), the MLflow run FAILED or KILLED with the reason as a tag."""
+        a signal), the MLflow run FAILED or KILLED with the reason as a tag. The metrics held since the last
+        checkpoint are stored, unless the elastic agent will restart the ranks from that checkpoint."""
         if interrupted:
             self.summary.update(status="terminated", reason=message)
         else:
             self.summary.update(status="failed", error=message)
+        if _restart_follows():
+            self._held = []  # the next attempt recomputes and logs them
         try:
             self.commit()
         except Exception as exc:  # the store failing must not hide the run's own error
@@ -159,6 +171,14 @@ class RunBook:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _restart_follows() -> bool:
+    """Whether torch's elastic agent restarts this rank's group after a failure (restarts left)."""
+    import os
+
+    env = os.environ
+    return int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
 def previous_run_id(out_dir: Path) -> str | None:
     """The MLflow run recorded in ``out_dir/summary.json`` (the run a resumed training continues)."""
     import json

@@ -204,9 +204,10 @@ class Tracker:
         self.run_id = run.info.run_id
         return self.run_id
 
-    def reopen(self, run_id: str) -> bool:
+    def reopen(self, run_id: str, up_to: int | None = None) -> bool:
         """Continue the run ``run_id`` of this experiment (a resumed training): set it RUNNING again and log
-        into it. False, with nothing changed, when the store does not hold that run."""
+        into it. False, with nothing changed, when the store does not hold that run, or when ``up_to`` is
+        given and the run logged steps after it (continuing would repeat them)."""
         if not self.enabled:
             return False
         exp_id = self._connect()
@@ -216,6 +217,10 @@ class Tracker:
             return False
         if run.info.experiment_id != exp_id or run.info.lifecycle_stage != "active":
             return False
+        if up_to is not None:
+            steps = [m.step for m in self._client.get_metric_history(run_id, "cost/wall_time")]  # every iteration
+            if max(steps, default=0) > up_to:
+                return False
         self._client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
         return True

@@ -149,6 +149,31 @@ def test_a_resumed_run_continues_its_mlflow_run_with_one_history(tmp_path):
     assert [h["iteration"] for h in state["history"]] == [1, 2, 3, 4, 5, 6]
 
 
+def test_resuming_after_a_failure_past_the_checkpoint_opens_a_linked_run_with_one_history(tmp_path, monkeypatch):
+    from gnnddm.ddm.global_ import Global
+
+    step = Global._step
+
+    def failing(self):
+        if self.iteration == 3:  # the fourth iteration: the third was logged after the checkpoint of the second
+            raise RuntimeError("injected failure")
+        return step(self)
+
+    monkeypatch.setattr(Global, "_step", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        train(compose(tiny(tmp_path, "trainer.max_iterations=5", "trainer.checkpoint_every=2")))
+    failed = json.loads((tmp_path / "out" / "summary.json").read_text())
+    monkeypatch.setattr(Global, "_step", step)
+    resumed = train(compose(tiny(tmp_path, "trainer.max_iterations=5", "trainer.checkpoint_every=2", "resume=true")))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    old, new = client.get_run(failed["mlflow_run_id"]), client.get_run(resumed["mlflow_run_id"])
+    assert old.info.status == "FAILED" and new.info.status == "FINISHED"
+    assert new.data.tags["gnnddm.resumed_run_id"] == old.info.run_id
+    # the failed run keeps what it logged (iteration 3 included); the new one holds iterations 1-5 once each
+    assert sorted(m.step for m in client.get_metric_history(old.info.run_id, "cost/rounds")) == [1, 2, 3]
+    assert sorted(m.step for m in client.get_metric_history(new.info.run_id, "cost/rounds")) == [1, 2, 3, 4, 5]
+
+
 def test_resume_without_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint"):
         train(compose(tiny(tmp_path, "resume=true", "tracking.enabled=false")))
