@@ -141,9 +141,12 @@ def base_overrides(args, regime: str, parts: int, seed: int, lr: float, uri: str
 
 
 def histories(client, run_id: str, names) -> dict:
+    """``{name: (steps, values)}`` for the loop's metric ``names`` (read under their MLflow names)."""
+    from gnnddm.tracking import metric_name
+
     out = {}
     for name in names:
-        h = client.get_metric_history(run_id, name)
+        h = client.get_metric_history(run_id, metric_name(name))
         if h:
             out[name] = ([m.step for m in h], [m.value for m in h])
     return out
@@ -353,7 +356,7 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
         else:
             summary, _ = train_variant(ref, base_overrides(args, regime, parts, seed, lr, uri, tmp / f"ref{seed}"),
                                        None, client)
-        best = min(h.value for h in client.get_metric_history(summary["mlflow_run_id"], "val_loss"))
+        best = min(h.value for h in client.get_metric_history(summary["mlflow_run_id"], "val/loss"))
         targets[seed] = best * (1 + args.tol)
         globals_at[seed] = read_run(ref, seed, summary, client, targets[seed])
         groups["global"].append(globals_at[seed])

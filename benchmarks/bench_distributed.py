@@ -49,9 +49,11 @@ def run(overrides: list[str], store: Path, out: Path) -> tuple[dict, dict[int, d
                    "tracking.experiment=bench_distributed"])
     summary = train(cfg)
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    from gnnddm.tracking import metric_name
+
     hist: dict[int, dict] = {}
     for key in ("wall_time", "val_loss"):
-        for m in client.get_metric_history(summary["mlflow_run_id"], key):
+        for m in client.get_metric_history(summary["mlflow_run_id"], metric_name(key)):
             hist.setdefault(m.step, {})[key] = m.value
     return summary, hist
 
