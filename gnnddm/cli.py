@@ -17,6 +17,9 @@ import sys
 # 1.28 s instead of 1.88 s). Read by torch when it starts, so it is set before anything imports torch;
 # set THP_MEM_ALLOC_ENABLE=0 to opt out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# MLflow's own INFO lines (store set-up) and artifact-download progress bars are noise on our terminal
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 USAGE = __doc__.split("\n", 2)[2]
 

@@ -177,7 +177,6 @@ def run_hydra_command(name: str, fn: Callable[[DictConfig], object], argv: list[
                 raise
             return None
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's own INFO lines (store set-up) are noise
     saved, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     # name the job after the command (its log file is <command>.log), unless the user chose a name
     extra = [] if any(a.startswith("hydra.job.name=") for a in argv) else [f"hydra.job.name={name}"]

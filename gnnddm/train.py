@@ -699,7 +699,8 @@ def _write_summary(out_dir: Path, summary: dict) -> None:
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="outer iterations", unit="it",
+    # on a terminal only (None: off when stdout is not a TTY, e.g. a batch job's log); train.log has the evaluations
+    return tqdm(total=total, initial=initial, disable=None if enabled else True, desc="outer iterations", unit="it",
                 leave=False)
 
 
