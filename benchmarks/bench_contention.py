@@ -34,9 +34,9 @@ def _worker(resolution: str, part: int, iterations: int, start, result) -> None:
 
     from gnnddm.config import build, compose
     from gnnddm.ddm import build_algorithm
-    from gnnddm.ddm.accounting import Accounting
-    from gnnddm.ddm.comm import LocalComm
     from gnnddm.ddm.objective import Objective
+    from gnnddm.distributed.accounting import Accounting
+    from gnnddm.distributed.comm import LocalComm
     from gnnddm.pipeline import build_problem
 
     torch.set_num_threads(1)

@@ -1,11 +1,4 @@
-"""``gnnddm <command>``: dispatch only.
-
-    gnnddm train [+experiment=NAME] [key=value ...]      train (Hydra; -m for sweeps)
-    gnnddm partition [+experiment=NAME] [key=value ...]  build graph and partition, report quality
-    gnnddm evaluate output_dir=PATH [split=test|val]     score a trained model (PATH/model.pt)
-    gnnddm report [options]                              tables and plots from MLflow runs
-    gnnddm data info PATH | data synth ...               inspect or generate data files
-"""
+"""``gnnddm <command>``: dispatch only, to the modules of :data:`gnnddm.commands.COMMANDS`."""
 
 from __future__ import annotations
 
@@ -21,45 +14,25 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-USAGE = __doc__.split("\n", 2)[2]
-
-
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
+    from gnnddm.commands import COMMANDS
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage: gnnddm <command> [args]\n" + USAGE)
+        print("usage: gnnddm <command> [args]\n" + "\n".join(f"    gnnddm {line}" for _, line in COMMANDS.values()))
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        from gnnddm.commands import run_hydra_command
-        from gnnddm.train import train
-
-        return run_hydra_command("train", train, rest)
-    if command == "partition":
-        from gnnddm.commands import run_hydra_command
-        from gnnddm.partition.command import run_partition
-
-        return run_hydra_command("partition", run_partition, rest)
-    if command == "evaluate":
-        from gnnddm.evaluate_command import main as evaluate_main
-
-        return evaluate_main(rest)
-    if command == "data":
-        from gnnddm.data.info import main as data_main
-
-        return data_main(rest)
-    if command == "report":
-        from gnnddm.report import main as report_main
-
-        return report_main(rest)
     if command in ("-V", "--version"):
         from gnnddm import __version__
 
         print(f"gnnddm {__version__}")
         return 0
-    print(f"gnnddm: error: unknown command {command!r}; valid: train, partition, evaluate, report, "
-          "data", file=sys.stderr)
-    return 2
+    if command not in COMMANDS:
+        print(f"gnnddm: error: unknown command {command!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[command][0]).main(rest)
 
 
 def entry() -> None:

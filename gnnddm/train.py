@@ -119,9 +119,9 @@ class _State:
 
 def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     from gnnddm.ddm import build_algorithm
-    from gnnddm.ddm.accounting import Accounting
-    from gnnddm.ddm.comm import LocalComm
     from gnnddm.ddm.objective import Objective
+    from gnnddm.distributed.accounting import Accounting
+    from gnnddm.distributed.comm import LocalComm
     from gnnddm.evaluate import Evaluator
     from gnnddm.pipeline import build_problem
 
@@ -226,8 +226,7 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
             if rows is None and not bool(batch.valid.any()):
                 raise DataError(f"{s.data.source}: the mini-batch of iteration {it} has no valid target; the "
                                 "training split is too sparse for trainer.batch_size={bs}")
-            s.objective.set_batch(batch)
-            stats = s.algorithm.step()
+            stats = s.algorithm.step(batch)
             _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
             metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, **stats}
             stop = False
@@ -450,7 +449,7 @@ def _tracker_for_rank(cfg: DictConfig, rank0: bool) -> Tracker:
 
 def _launch_ranks(cfg: DictConfig) -> dict:
     """Start ``distributed.nproc_per_node`` local ranks; own the MLflow run and the summary."""
-    from gnnddm.distributed import ENV_ATTEMPT_PORTS, attempt_ports, check_backend, launch
+    from gnnddm.distributed import check_backend, run_ranks
 
     nproc = require_int(cfg, "distributed.nproc_per_node", minimum=1)
     restarts = require_int(cfg, "distributed.max_restarts", minimum=0)
@@ -471,18 +470,16 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         worker_cfg = OmegaConf.to_container(cfg, resolve=True)
         worker_cfg["output_dir"] = str(out_dir)
         env = {ENV_RUN_ID: book.tracker.run_id or "", ENV_TRACKING_URI: book.tracker.uri,
-               ENV_RUN_CONTINUES: "1" if book.reopened else "", ENV_ATTEMPT_PORTS: attempt_ports(restarts)}
-        results = launch(_rank_entry, (worker_cfg, env), nproc=nproc, max_restarts=restarts,
-                         run_id=f"gnnddm-{os.getpid()}")
-        book.summary.update(results[0])
-        restart_count = _read_restarts(out_dir)
+               ENV_RUN_CONTINUES: "1" if book.reopened else ""}
+        result, restart_count = run_ranks(_rank_worker, worker_cfg, nproc, restarts, out_dir, env)
+        book.summary.update(result)
         book.summary.update(restarts=restart_count, ranks=nproc)
         book.tags({"gnnddm.restarts": restart_count})
         book.finish()
         return book.summary
     except BaseException as exc:
         reason = _stop_reason(exc)
-        message = reason or _child_error(exc, out_dir)
+        message = reason or str(exc)
         book.fail(message, interrupted=reason is not None)
         if reason is not None:
             raise Terminated(reason, _resume_advice(book.summary, out_dir, reason)) from None
@@ -491,43 +488,16 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         raise GnnddmError(f"distributed run failed: {message}") from None
 
 
-def _rank_entry(cfg_container: dict, env: dict) -> dict:
-    """Entry point of one rank started by :func:`_launch_ranks`."""
-    from gnnddm.distributed import use_attempt_store
-
-    os.environ.update({k: v for k, v in env.items() if v})
-    use_attempt_store()
+def _rank_worker(cfg_container: dict) -> dict:
+    """One rank started by :func:`_launch_ranks` (through :func:`gnnddm.distributed.run_ranks`)."""
     cfg = OmegaConf.create(cfg_container)
     cfg.trainer.progress = cfg.trainer.progress and int(os.environ.get("RANK", "0")) == 0
-    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    if int(os.environ.get("RANK", "0")) == 0:
-        (Path(cfg.output_dir) / ".restarts").write_text(str(restarts))
-    try:
-        return _train_process(cfg)
-    except Exception as exc:
-        # Leave the message where the launcher finds it; the elastic agent only reports exit codes.
-        (Path(cfg.output_dir) / f".error.rank{os.environ.get('RANK', '0')}").write_text(str(exc))
-        raise
-
-
-def _read_restarts(out_dir: Path) -> int:
-    p = out_dir / ".restarts"
-    return int(p.read_text()) if p.exists() else 0
-
-
-def _child_error(exc: BaseException, out_dir: Path) -> str:
-    msgs = [f"rank {p.name.rsplit('rank', 1)[1]}: {p.read_text()}" for p in sorted(out_dir.glob(".error.rank*"))]
-    if msgs:
-        return "; ".join(msgs)
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _train_process(cfg)
 
 
 def _rank_times(comm) -> dict[str, float]:
-    out = {}
-    for r, t in enumerate(comm.gather_times()):
-        for key, v in t.items():
-            out[f"time/{key}/rank{r}"] = v
-    return out
+    """Every rank's clocks (none in one process), as ``time/<kind>/rank<r>``."""
+    return {f"time/{key}/rank{r}": v for r, t in enumerate(comm.gather_times()) for key, v in t.items()}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -667,8 +637,14 @@ def _ranks(cfg: DictConfig) -> int:
 
 
 def _is_global(cfg: DictConfig) -> bool:
-    """Whether the algorithm trains the whole graph in one process (``global``, ``multilevel``)."""
-    return str(cfg.ddm.get("_target_", "")).endswith((".Global", ".Multilevel"))
+    """Whether the algorithm trains the whole graph in one process (its class's ``whole_graph``)."""
+    from hydra.utils import get_class
+
+    target = str(cfg.ddm.get("_target_", ""))
+    try:
+        return bool(getattr(get_class(target), "whole_graph", False))
+    except Exception:  # noqa: BLE001 - named as the config error it is
+        raise ConfigError(f"ddm._target_: cannot import {target!r}; choose one of the options in conf/ddm/") from None
 
 
 def _partition_cfg(cfg: DictConfig) -> DictConfig:

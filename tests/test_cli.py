@@ -169,7 +169,7 @@ def test_hydra_flags_stand_anywhere_on_the_command_line(tmp_path, args):
 
 
 def test_flags_go_before_the_overrides_with_their_values():
-    from gnnddm.commands import split_hydra_args
+    from gnnddm.commands.hydra_app import split_hydra_args
 
     flags, overrides = split_hydra_args(["ddm=asm", "--cfg", "job", "-m", "seed=0,1", "--info", "-p", "ddm"])
     assert flags == ["--cfg", "job", "-m", "--info", "-p", "ddm"]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from gnnddm.commands.data import main as data_main
 from gnnddm.config import compose
-from gnnddm.data.info import main as data_main
 from gnnddm.errors import GnnddmError
 from gnnddm.train import train
 

@@ -1,62 +1,15 @@
-"""``gnnddm data ...``: see how a file will be read, and write synthetic data sets.
-
-``gnnddm data info PATH [--kind grid|mesh|stations] [--verbose]``
-    Print the detected layout and kind, variables with units and long names, node count, grid shape,
-    time span, missing-value fraction and the loader's warnings.
-``gnnddm data synth --resolution R --steps T [--seed S] [--dt-hours H] [--start DATE] --output PATH``
-    Write a synthetic series (see :mod:`gnnddm.data.synthetic`) to a netCDF file.
-
-Errors caused by the input end with ``gnnddm: error: <message>`` on stderr and exit status 2 (with the
-traceback only under ``--verbose``).
-"""
+"""How a file will be read: its kind, layout, variables, nodes, times and missing values
+(``gnnddm data info``, :mod:`gnnddm.commands.data`)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
 
 from gnnddm.data import names
 from gnnddm.data.samples import resolve_path
-from gnnddm.errors import DataError, GnnddmError
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gnnddm data", description="Inspect and prepare gnnddm data sets.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="print how a file will be read")
-    info.add_argument("path", help='a file, a zarr store, or "sample:NAME"')
-    info.add_argument("--kind", choices=("grid", "mesh", "stations"), default=None,
-                      help="how to read the file (default: detected)")
-    info.add_argument("--verbose", action="store_true", help="per-variable statistics; tracebacks on errors")
-    synth = sub.add_parser("synth", help="write a synthetic data set")
-    synth.add_argument("--resolution", type=float, required=True, help="grid spacing in degrees (divides 180)")
-    synth.add_argument("--steps", type=int, required=True, help="number of time steps")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--dt-hours", type=float, default=6.0, help="time step in hours")
-    synth.add_argument("--start", default="2000-01-01", help="first time stamp")
-    synth.add_argument("--output", required=True, help="netCDF file to write")
-    synth.add_argument("--verbose", action="store_true", help="tracebacks on errors")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """Run ``gnnddm data`` with the arguments that follow ``data``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "info":
-            print(describe(load(args.path, args.kind), verbose=args.verbose))
-        else:
-            write_synthetic(args)
-    except GnnddmError as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"gnnddm: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+from gnnddm.errors import DataError
 
 
 def detect_kind(path: Path) -> str:
@@ -136,17 +89,3 @@ def _spacing(times) -> str:
     hours = np.diff(times) / np.timedelta64(1, "h")
     lo, hi = float(hours.min()), float(hours.max())
     return f" (every {lo:g} h)" if lo == hi else f" (spacing {lo:g} .. {hi:g} h, irregular)"
-
-
-def write_synthetic(args) -> None:
-    from gnnddm.data.synthetic import grid_coords, write
-
-    lat, lon = grid_coords(args.resolution)
-    try:
-        path = write(args.output, resolution=args.resolution, steps=args.steps, seed=args.seed,
-                     dt_hours=args.dt_hours, start=args.start)
-    except OSError as exc:
-        raise DataError(f"--output {args.output}: cannot be written ({exc})") from exc
-    size = path.stat().st_size / 2**20
-    print(f"wrote {path}: {args.steps} steps every {args.dt_hours:g} h from {args.start}, grid "
-          f"{lat.size} x {lon.size} ({lat.size * lon.size} nodes), seed {args.seed}, {size:.1f} MiB")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gnnddm.ddm.accounting import Accounting
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
+from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
 
 
@@ -160,7 +160,7 @@ class Algorithm:
     model : torch.nn.Module
         Trained in place.
     objective : Objective
-        Losses on the current batch (set by the training loop before each step).
+        Losses on the batch of the current step (:meth:`step` sets it).
     comm : Communicator
     accounting : Accounting
         Attached to ``comm`` when the communicator has none.
@@ -172,6 +172,9 @@ class Algorithm:
     #: whether a step needs the full-graph batch (global or coarse losses); False: the rows of the
     #: rank's own subdomains (``Objective.local_nodes``) are enough
     uses_full_batch = True
+    #: whether the algorithm trains the whole graph in one process (no subdomains: one part, no overlap,
+    #: one rank), as ``global`` and ``multilevel`` do
+    whole_graph = False
 
     def __init__(self, model, objective, comm, accounting: Accounting, optimizer=None):
         self.model = model
@@ -194,8 +197,11 @@ class Algorithm:
         self.iteration = 0
 
     # ------------------------------------------------------------------ the outer iteration
-    def step(self) -> dict[str, float]:
-        """One outer iteration; returns statistics (``loss`` = f(θ_t) on the batch where known)."""
+    def step(self, batch=None) -> dict[str, float]:
+        """One outer iteration on ``batch`` (None: the batch of the previous step again); returns
+        statistics (``loss`` = f(θ_t) on the batch where known)."""
+        if batch is not None:
+            self.objective.set_batch(batch)
         stats = self._step()
         self.accounting.end_iteration()
         self.iteration += 1

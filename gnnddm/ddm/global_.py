@@ -15,6 +15,7 @@ class Global(Algorithm):
     """One step of the global optimizer (config group ``optimizer``) on f per outer iteration."""
 
     name = "global"
+    whole_graph = True
 
     def __init__(self, model, objective, comm, accounting, optimizer=None):
         super().__init__(model, objective, comm, accounting, optimizer)

@@ -83,6 +83,7 @@ class Multilevel(Algorithm):
     """
 
     name = "multilevel"
+    whole_graph = True
     uses_full_batch = True  # the fine level is the whole graph, as for ``global`` (subdomains are not used)
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, levels: int = 3,

@@ -3,7 +3,8 @@
 import numpy as np
 import xarray as xr
 
-from gnnddm.data.info import detect_kind, main
+from gnnddm.commands.data import main
+from gnnddm.data.info import detect_kind
 
 
 def test_info_on_real_sample(capsys):

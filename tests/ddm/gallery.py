@@ -25,9 +25,9 @@ import yaml
 from torch import nn
 
 from gnnddm.data.weather_graph import WeatherGraphData
-from gnnddm.ddm.accounting import Accounting
-from gnnddm.ddm.comm import LocalComm
 from gnnddm.ddm.objective import Objective
+from gnnddm.distributed.accounting import Accounting
+from gnnddm.distributed.comm import LocalComm
 from gnnddm.graph.features import edge_features
 from gnnddm.partition.overlap import build_partition
 from gnnddm.tasks import Batch, ForecastTask

@@ -12,7 +12,6 @@ import pytest
 import torch
 from ddm.gallery import EdgeGNN, comm_for, problem
 
-from gnnddm.ddm.accounting import Accounting
 from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.llcg import LLCG
@@ -20,6 +19,7 @@ from gnnddm.ddm.local_avg import LocalAvg
 from gnnddm.ddm.msm import MSM
 from gnnddm.ddm.sync import Sync
 from gnnddm.ddm.two_level import TwoLevel
+from gnnddm.distributed.accounting import Accounting
 from gnnddm.partition.coarse import coarsen
 
 ADAM = {"name": "adam", "lr": 0.01}

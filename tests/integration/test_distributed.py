@@ -36,8 +36,8 @@ def _run(name: str, comm_factory) -> torch.Tensor:
     from ddm.gallery import EdgeGNN, contiguous_parts, grid_data
 
     from gnnddm.ddm import build_algorithm
-    from gnnddm.ddm.accounting import Accounting
     from gnnddm.ddm.objective import Objective
+    from gnnddm.distributed.accounting import Accounting
     from gnnddm.partition import build_partition
     from gnnddm.tasks import ForecastTask
 
@@ -93,8 +93,8 @@ def _rank_main(rank: int, world_size: int, port: int, out: str) -> None:
 
 
 def test_two_gloo_ranks_reproduce_the_single_process_run_for_every_algorithm(tmp_path):
-    from gnnddm.ddm.comm import LocalComm
     from gnnddm.distributed import free_port
+    from gnnddm.distributed.comm import LocalComm
 
     torch.multiprocessing.spawn(_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for name in ALGORITHMS:

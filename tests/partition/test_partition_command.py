@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from gnnddm import pipeline
+from gnnddm.commands.partition import run_partition
 from gnnddm.errors import ConfigError
-from gnnddm.partition.command import run_partition
 
 ROOT = Path(__file__).resolve().parents[2]
 

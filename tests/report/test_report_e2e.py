@@ -18,7 +18,7 @@ import matplotlib.image
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gnnddm.report import main
+from gnnddm.commands.report import main
 
 ALGORITHMS = ("global", "sync")
 SEEDS = (0, 1)

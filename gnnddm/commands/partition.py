@@ -90,3 +90,9 @@ def run_partition(cfg: DictConfig) -> dict:
     write_json(out / SUMMARY, summary)
     print(f"wrote {out / SUMMARY} and {out / MAP}")
     return summary
+
+
+def main(argv: list[str]) -> int:
+    from gnnddm.commands.hydra_app import run_hydra_command
+
+    return run_hydra_command("partition", run_partition, argv)

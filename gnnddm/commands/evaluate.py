@@ -53,7 +53,7 @@ class Request:
 
 def main(argv: list[str]) -> int:
     """The command line's entry point: exit status 0, or 2 (1) after one line naming the error."""
-    from gnnddm.commands import report_error
+    from gnnddm.commands.hydra_app import report_error
 
     if any(a in ("-h", "--help", "help") for a in argv):
         print(USAGE + "\n\n" + __doc__.split("\n", 2)[2])

@@ -1,146 +1,200 @@
-"""The only module that talks to ``torch.distributed``.
+"""The communication layer seen by the training algorithms, and the only code that calls ``torch.distributed``
+collectives.
 
-- :func:`world_from_env` reads rank and world size from torchrun (``RANK``, ``WORLD_SIZE``,
-  ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) or from SLURM (``SLURM_PROCID``, ``SLURM_NTASKS``,
-  ``SLURM_LOCALID``, the master address from ``SLURM_JOB_NODELIST``, a port from ``SLURM_JOB_ID``).
-- :func:`init` starts the process group (gloo on CPU, nccl on GPUs) with a timeout on every collective,
-  so that a rank that dies makes the others fail with a message instead of hanging.
-- :class:`TorchComm` implements the algorithms' :class:`~gnnddm.ddm.comm.Communicator` on real ranks:
-  subdomains are assigned to ranks in contiguous balanced blocks (p may exceed the number of ranks).
-- :func:`launch` starts ``nproc_per_node`` local ranks with torch's elastic launcher (restarts included).
+Algorithms never call ``torch.distributed``: they talk to a :class:`Communicator`. Each rank owns one or
+more subdomains (``parts_of_rank``), sums its own subdomains' contributions locally and then calls one
+collective, so the same algorithm code runs in one process (:class:`LocalComm`, every subdomain on rank 0)
+and across processes (:class:`TorchComm`, subdomains assigned to ranks in contiguous balanced blocks).
 
-A world of size 1 is not a special case: the same algorithms run with :class:`~gnnddm.ddm.comm.LocalComm`.
+Every collective is recorded in the communicator's :class:`~gnnddm.distributed.accounting.Accounting`: one round
+and its payload bytes per rank (an all-reduce or broadcast of ``n`` bytes counts ``n``).
 """
 
 from __future__ import annotations
 
-import datetime
-import os
-import re
-import socket
 import time
-from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
-from gnnddm.ddm.accounting import Accounting
-from gnnddm.ddm.comm import copy_halo, payload_bytes, row_bytes
-from gnnddm.errors import ConfigError
-
-SLURM_KEYS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
+from gnnddm.distributed.accounting import Accounting
+from gnnddm.distributed.world import assign_parts
 
 
-@dataclass(frozen=True)
-class World:
-    """Where this process stands: rank, world size, local rank, rendezvous address, and who said so."""
+def payload_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of the flattened list of tensors (what one collective on them sends per rank)."""
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """What an algorithm may ask of the communication layer.
+
+    Attributes
+    ----------
+    rank, world_size : int
+        This process and the number of processes.
+    num_parts : int
+        p, the number of subdomains of the whole run.
+    parts_of_rank : tuple[int, ...]
+        The subdomains this rank computes (all of them in one process).
+    redundant_copies : int
+        How many ranks of the modelled parallel run each computation that "every rank does" stands for
+        (a coarse solve repeated on every rank): p for :class:`LocalComm`, which plays all p ranks, and the
+        rank's number of subdomains on a real rank, so that the work summed over the ranks counts p copies.
+    accounting : Accounting or None
+        Where collectives are recorded.
+    """
 
     rank: int
     world_size: int
-    local_rank: int
-    master_addr: str
-    master_port: int
-    source: str  # "torchrun" | "slurm" | "single"
+    num_parts: int
+    parts_of_rank: tuple[int, ...]
+    redundant_copies: int
+    accounting: Accounting | None
+
+    def owner(self, part: int) -> int:
+        """The rank that computes subdomain ``part``."""
+        ...
+
+    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+        """Sum each tensor over all ranks, in place, as one collective on the flattened list."""
+        ...
+
+    def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
+        """Overwrite each tensor with rank ``src``'s copy, as one collective."""
+        ...
+
+    def all_gather_parts(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Every part's tensor on every rank, from ``values`` = this rank's parts' tensors (equal shapes),
+        as one collective (accounted with the gathered bytes, all parts together)."""
+        ...
+
+    def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
+        """The halo exchange of a :class:`~gnnddm.partition.halo.HaloPlan`, as one collective.
+
+        Forward: ``values[k]`` = node-major rows of this rank's part k (owned rows first); returns, per
+        part k of this rank, the rows of its halo nodes ``[n_halo_k, ...]`` copied from their owners.
+        ``reverse``: ``values[k]`` = gradients of part k's halo rows; returns, per part j of this rank,
+        ``[n_owned_j, ...]``: the sum of what its halo copies received (the adjoint of the copy).
+        Accounted as kind ``halo`` with the largest number of bytes one rank sends.
+        """
+        ...
+
+    def sum_control_(self, tensor: torch.Tensor) -> None:
+        """Sum ``tensor`` over all ranks in place for work outside the algorithm (evaluation): not accounted."""
+        ...
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank (for stopping together): not accounted."""
+        ...
+
+    def reset_times(self) -> None:
+        """Start this rank's compute / wait / communicate clocks afresh."""
+        ...
+
+    def gather_times(self) -> list[dict[str, float]]:
+        """Every rank's compute / wait / communicate seconds, on every rank (empty in one process, where the
+        subdomains' times are in the accounting)."""
+        ...
 
 
-def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: ``node[03-05,9],gpu1`` -> ``node03``."""
-    nodelist = nodelist.strip()
-    m = re.match(r"^([^,\[]+)(\[([^\]]+)\])?", nodelist)
-    if not m:
-        raise ConfigError(f"SLURM_JOB_NODELIST: cannot parse {nodelist!r}")
-    prefix, bracket = m.group(1), m.group(3)
-    if not bracket:
-        return prefix
-    first = bracket.split(",")[0].split("-")[0]
-    return prefix + first
+def copy_halo(plan, values: dict[int, torch.Tensor], pairs, reverse: bool, parts) -> dict[int, torch.Tensor]:
+    """The halo copies (or their adjoint) for the part pairs ``pairs`` whose both ends are local.
+
+    Forward: ``{k: halo rows}``; reverse: ``{j: owned-row sums}`` (see
+    :meth:`Communicator.exchange_halo`), for every part of ``parts``: zeros where no pair contributes,
+    to be filled by the messages from other ranks.
+    """
+    template = next(iter(values.values()))
+    out = {k: template.new_zeros(((plan.num_owned[k] if reverse else plan.num_halo(k)), *template.shape[1:]))
+           for k in parts}
+    for j, k in pairs:
+        send = torch.as_tensor(plan.send[(j, k)], device=template.device)
+        recv = torch.as_tensor(plan.recv[(j, k)], device=template.device)
+        if reverse:
+            out[j].index_add_(0, send, values[k][recv])
+        else:
+            out[k][recv] = values[j][send]
+    return out
 
 
-def world_from_env(env: dict | None = None) -> World:
-    """The world described by torchrun's or SLURM's variables (torchrun's win when both are set)."""
-    env = dict(os.environ if env is None else env)
-    if "RANK" in env and "WORLD_SIZE" in env:
-        try:
-            return World(
-                rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
-                local_rank=int(env.get("LOCAL_RANK", 0)), master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                master_port=int(env.get("MASTER_PORT", 29500)), source="torchrun",
-            )
-        except ValueError as exc:
-            raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK / MASTER_PORT: not integers ({exc})") from None
-    present = [k for k in SLURM_KEYS if k in env]
-    # Inside an allocation but outside a task step (only the node list is set): a single process.
-    if present and any(k in env for k in SLURM_KEYS[:3]):
-        missing = [k for k in SLURM_KEYS if k not in env]
-        if missing:
-            raise ConfigError(
-                f"SLURM variables half set: {', '.join(present)} present but {', '.join(missing)} missing; "
-                "start with srun (which sets them all) or unset them"
-            )
-        try:
-            rank, size, local = (int(env[k]) for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
-        except ValueError as exc:
-            raise ConfigError(f"SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID: not integers ({exc})") from None
-        if not 0 <= rank < size:
-            raise ConfigError(f"SLURM_PROCID={rank} is not in 0..SLURM_NTASKS-1={size - 1}")
-        job = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0")) or 0)
-        port = int(env.get("MASTER_PORT", 15000 + job % 20000))
-        addr = env.get("MASTER_ADDR") or first_host(env["SLURM_JOB_NODELIST"])
-        return World(rank, size, local, addr, port, "slurm")
-    return World(0, 1, 0, "127.0.0.1", 0, "single")
+def row_bytes(values: dict[int, torch.Tensor]) -> int:
+    """Bytes of one row (first dimension) of the tensors in ``values``."""
+    t = next(iter(values.values()))
+    return int(t.shape[1:].numel() * t.element_size())
 
 
-def assign_parts(num_parts: int, world_size: int) -> list[tuple[int, ...]]:
-    """Contiguous, balanced blocks of subdomains per rank (the first ``p mod R`` ranks get one more)."""
-    if world_size > num_parts:
-        raise ConfigError(
-            f"distributed: {world_size} ranks but only partition.num_parts={num_parts} subdomains; "
-            f"use at most {num_parts} ranks or more parts"
-        )
-    bounds = np.linspace(0, num_parts, world_size + 1).round().astype(int)
-    return [tuple(range(bounds[r], bounds[r + 1])) for r in range(world_size)]
+class LocalComm:
+    """One process computing all ``num_parts`` subdomains in turn (world size 1).
 
+    The collectives are identities (the one rank already holds the sum), but they are accounted as if
+    ``num_parts`` ranks took part, so that rounds, bytes and the modelled time describe the p-way
+    parallel run this process simulates.
 
-def check_backend(backend: str, device: str) -> None:
-    if backend == "nccl" and not torch.cuda.is_available():
-        raise ConfigError("distributed.backend=nccl needs CUDA GPUs, and none is available; use gloo")
-    if backend == "nccl" and not str(device).startswith("cuda"):
-        raise ConfigError("distributed.backend=nccl needs trainer.device=cuda")
-    if backend not in ("gloo", "nccl"):
-        raise ConfigError(f"distributed.backend: expected none, gloo or nccl, got {backend!r}")
+    Parameters
+    ----------
+    num_parts : int
+        p.
+    accounting : Accounting, optional
+        Records every collective; an algorithm attaches its own when this is None.
+    """
 
+    rank = 0
+    world_size = 1
 
-def init(world: World, backend: str, timeout_s: float, device: str = "cpu") -> None:
-    """Join the process group described by ``world`` (no-op if already joined)."""
-    import torch.distributed as dist
+    def __init__(self, num_parts: int, accounting: Accounting | None = None):
+        if num_parts < 1:
+            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        self.num_parts = int(num_parts)
+        self.parts_of_rank = tuple(range(self.num_parts))
+        self.redundant_copies = self.num_parts
+        self.accounting = accounting
 
-    check_backend(backend, device)
-    if dist.is_initialized():
-        return
-    os.environ.setdefault("MASTER_ADDR", world.master_addr)
-    os.environ.setdefault("MASTER_PORT", str(world.master_port))
-    if backend == "nccl":
-        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
-    dist.init_process_group(
-        backend=backend, rank=world.rank, world_size=world.world_size,
-        timeout=datetime.timedelta(seconds=float(timeout_s)),
-    )
+    def owner(self, part: int) -> int:
+        return 0
 
+    def all_reduce_sum_(self, tensors: list[torch.Tensor]) -> None:
+        self._record(tensors)
 
-def shutdown(synchronise: bool = False) -> None:
-    """Leave the process group; with ``synchronise`` (a run that ended normally on every rank) wait for
-    the other ranks first, so that no rank tears down its connections while a peer's last messages are
-    still in flight (gloo then aborts the process)."""
-    import torch.distributed as dist
+    def broadcast_(self, tensors: list[torch.Tensor], src: int) -> None:
+        if src != 0:
+            raise ValueError(f"broadcast source rank {src} does not exist in a world of size 1")
+        self._record(tensors, kind="broadcast")
 
-    if dist.is_initialized():
-        if synchronise:
-            dist.barrier()
-        dist.destroy_process_group()
+    def sum_control_(self, tensor: torch.Tensor) -> None:
+        """Sum over ranks outside the algorithm (evaluation, control): not accounted; the identity here."""
+
+    def agree(self, flag: bool) -> bool:
+        return bool(flag)
+
+    def reset_times(self) -> None:
+        """No rank clocks in one process."""
+
+    def gather_times(self) -> list[dict[str, float]]:
+        return []
+
+    def all_gather_parts(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        self._record(list(values.values()), kind="all_gather")
+        return dict(values)
+
+    def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
+        """See :meth:`Communicator.exchange_halo`; every part is its own modelled rank."""
+        out = copy_halo(plan, values, sorted(plan.send), reverse, self.parts_of_rank)
+        if self.accounting is not None:
+            self.accounting.collective(plan.rows_sent() * row_bytes(values), kind="halo", parties=self.num_parts)
+        return out
+
+    def _record(self, tensors: list[torch.Tensor], kind: str = "all_reduce") -> None:
+        if self.accounting is not None:
+            self.accounting.collective(payload_bytes(tensors), kind=kind, parties=self.num_parts)
+
+    def __repr__(self) -> str:
+        return f"LocalComm(num_parts={self.num_parts})"
 
 
 class TorchComm:
-    """:class:`~gnnddm.ddm.comm.Communicator` over ``torch.distributed`` (an initialised process group).
+    """:class:`~gnnddm.distributed.comm.Communicator` over ``torch.distributed`` (an initialised process group).
 
     Each collective flattens its tensors into one buffer (one round), and records in :attr:`times`
     the seconds this rank spent computing since the previous collective (``compute``), waiting for the
@@ -245,7 +299,7 @@ class TorchComm:
         return torch.Size(int(d) for d in dims[1 : 1 + int(dims[0])])
 
     def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
-        """See :meth:`gnnddm.ddm.comm.Communicator.exchange_halo`: point-to-point messages between the
+        """See :meth:`gnnddm.distributed.comm.Communicator.exchange_halo`: point-to-point messages between the
         ranks that share halo rows (``batch_isend_irecv``), copies within a rank."""
         self._sync()
         start = time.perf_counter()
@@ -343,61 +397,3 @@ class TorchComm:
 
     def __repr__(self) -> str:
         return f"TorchComm(rank={self.rank}/{self.world_size}, parts={self.parts_of_rank})"
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports that were free a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: str = "gnnddm") -> dict:
-    """Run ``entrypoint(*args)`` on ``nproc`` local ranks (torch elastic); returns {rank: return value}.
-
-    The agent restarts all ranks up to ``max_restarts`` times when one fails; the workers see the
-    restart count in ``TORCHELASTIC_RESTART_COUNT``. Each attempt's process group meets on a fresh store
-    of its own (:func:`use_attempt_store`), never on one that still holds the failed attempt's keys.
-    """
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=run_id,
-        rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=int(max_restarts),
-        monitor_interval=0.2, start_method="spawn",
-    )
-    return elastic_launch(config, entrypoint)(*args)
-
-
-ENV_ATTEMPT_PORTS = "GNNDDM_ATTEMPT_PORTS"
-
-
-def attempt_ports(max_restarts: int) -> str:
-    """One rendezvous port per launch attempt, for :func:`use_attempt_store` (comma-separated)."""
-    return ",".join(str(p) for p in free_ports(int(max_restarts) + 1))
-
-
-def use_attempt_store() -> None:
-    """In a rank started by :func:`launch`: meet on this attempt's own port, with rank 0 hosting the store.
-
-    The elastic agent's store outlives a failed attempt; gloo's connection set-up can then read the
-    dead ranks' addresses and hang. A fresh store per attempt avoids that.
-    """
-    ports = os.environ.get(ENV_ATTEMPT_PORTS)
-    if not ports:
-        return
-    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = ports.split(",")[attempt]
-    os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"

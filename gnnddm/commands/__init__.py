@@ -1,0 +1,19 @@
+"""The commands of ``gnnddm``, one module each (each with ``main(argv) -> exit status``).
+
+:mod:`~gnnddm.commands.hydra_app` runs a Hydra-configured command with the error contract of all of them:
+one line ``gnnddm: error: ...`` and exit status 2 for bad input.
+"""
+
+#: command -> (module, usage line)
+COMMANDS = {
+    "train": ("gnnddm.commands.train",
+              "train [+experiment=NAME] [key=value ...]      train (Hydra; -m for sweeps)"),
+    "partition": ("gnnddm.commands.partition",
+                  "partition [+experiment=NAME] [key=value ...]  build graph and partition, report quality"),
+    "evaluate": ("gnnddm.commands.evaluate",
+                 "evaluate output_dir=PATH [split=test|val]     score a trained model (PATH/model.pt)"),
+    "report": ("gnnddm.commands.report",
+               "report [options]                              tables and plots from MLflow runs"),
+    "data": ("gnnddm.commands.data",
+             "data info PATH | data synth ...               inspect or generate data files"),
+}

@@ -1,0 +1,13 @@
+"""``gnnddm train [+experiment=NAME] [key=value ...]``: train as configured (Hydra; ``-m`` for sweeps).
+
+The loop is :func:`gnnddm.train.train`; what a run prints and leaves is described in docs/runs.md.
+"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str]) -> int:
+    from gnnddm.commands.hydra_app import run_hydra_command
+    from gnnddm.train import train
+
+    return run_hydra_command("train", train, argv)
