@@ -29,6 +29,14 @@ def config_dir() -> Path:
     raise ConfigError("cannot find the gnnddm config tree (conf/config.yaml); reinstall gnnddm")
 
 
+def options(group: str) -> list[str]:
+    """The options of a config group: the names of ``conf/<group>/*.yaml`` (registration is a YAML file)."""
+    folder = config_dir() / group
+    if not folder.is_dir():
+        raise ConfigError(f"{group}: no such config group in {config_dir()}")
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
     """Compose the config as the command line would, without running anything (for tests and scripts)."""
     from hydra import compose as hydra_compose

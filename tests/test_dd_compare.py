@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gnnddm.config import compose
-from gnnddm.ddm import ALGORITHMS
+from gnnddm.config import compose, options
 from gnnddm.train import train
+
+ALGORITHMS = options("ddm")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,13 @@
 """Domain-decomposition training algorithms and their communication accounting (docs/algorithms.md).
 
 ``build_algorithm`` turns the ``ddm`` and ``optimizer`` config groups into an :class:`Algorithm` whose
-``step()`` performs one outer iteration on the objective's current batch.
+``step(batch)`` performs one outer iteration. An algorithm is registered by its YAML file alone:
+``conf/ddm/<name>.yaml`` names its class in ``_target_`` (``gnnddm.config.options("ddm")`` lists them).
 """
 
 from __future__ import annotations
+
+import re
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -12,8 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.ddm.base import Algorithm
 from gnnddm.errors import ConfigError
-
-ALGORITHMS = ("global", "sync", "halo_sync", "local_avg", "llcg", "asm", "msm", "two_level", "multilevel")
 
 
 def _partial(cfg: DictConfig | dict, group: str):
@@ -26,7 +27,11 @@ def _partial(cfg: DictConfig | dict, group: str):
     try:
         return instantiate(container, _convert_="all")
     except InstantiationException as exc:
-        raise ConfigError(f"{group}._target_: cannot instantiate {container['_target_']!r} ({exc})") from None
+        # Hydra names a nested node's failure as "full_key: local_solver"
+        nested = re.search(r"full_key: (\S+)", str(exc))
+        key = f"{group}.{nested.group(1)}._target_" if nested else f"{group}._target_"
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{key}: cannot instantiate it ({first})") from None
 
 
 def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) -> Algorithm:
@@ -54,4 +59,4 @@ def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) 
     return algorithm
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "build_algorithm"]
+__all__ = ["Algorithm", "build_algorithm"]

@@ -43,7 +43,16 @@ from __future__ import annotations
 
 import torch
 
-from gnnddm.ddm.base import Algorithm, TrustRegion, check_bool, check_choice, check_float, check_int, offo_box
+from gnnddm.ddm.base import (
+    DEFAULT_SOLVER,
+    Algorithm,
+    TrustRegion,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    offo_box,
+)
 from gnnddm.ddm.solvers import Ball, Box, span_minimize
 from gnnddm.errors import ConfigError
 
@@ -59,8 +68,9 @@ class ASM(Algorithm):
     ----------
     local_steps : int
         m >= 1 local-solver steps per subdomain and outer iteration.
-    local_solver : dict
-        ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ..., ...}``; one per subdomain.
+    local_solver : callable
+        ``params -> torch.optim.Optimizer`` (e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``); one
+        per subdomain.
     foc : bool
         First-order coherence term in h_k.
     combine : {"average", "sum", "span"}
@@ -86,14 +96,14 @@ class ASM(Algorithm):
     uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
-                 local_solver: dict | None = None, foc: bool = True, combine: str = "average",
+                 local_solver=None, foc: bool = True, combine: str = "average",
                  globalization: str = "trust_region", eta1: float = 0.25, eta2: float = 0.75,
                  gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
                  radius_max: float = float("inf"), trial: str = "fused", global_pass: bool = False,
                  span_steps: int = 4, kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
         super().__init__(model, objective, comm, accounting, optimizer)
         self.local_steps = check_int("local_steps", local_steps, 1)
-        self.local_solver = dict(local_solver or {"name": "adam", "lr": 1e-3})
+        self.local_solver = local_solver or DEFAULT_SOLVER
         self.foc = check_bool("foc", foc)
         self.combine = check_choice("combine", combine, COMBINES)
         self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)

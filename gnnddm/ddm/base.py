@@ -17,6 +17,7 @@ h(θ_start) − h(θ_end) = scale·(loss(θ_start) − loss(θ_end)) − ⟨corr
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ import torch
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
+
+#: the local solver when none is given: Adam with lr 1e-3 (as conf/ddm/*.yaml)
+DEFAULT_SOLVER = functools.partial(torch.optim.Adam, lr=1e-3)
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -218,8 +222,8 @@ class Algorithm:
             self.optimizer = self._optimizer_factory(self.params)
         return self.optimizer
 
-    def _make_solver(self, name: str, spec: dict) -> torch.optim.Optimizer:
-        self.solvers[name] = make_local_solver(spec, self.params)
+    def _make_solver(self, name: str, factory, key: str = "ddm.local_solver") -> torch.optim.Optimizer:
+        self.solvers[name] = make_local_solver(factory, self.params, key)
         return self.solvers[name]
 
     # ------------------------------------------------------------------ flat parameter vector

@@ -23,7 +23,7 @@ class LLCG(LocalAvg):
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
-                 local_solver: dict | None = None, server_steps: int = 1):
+                 local_solver=None, server_steps: int = 1):
         super().__init__(model, objective, comm, accounting, optimizer, local_steps, local_solver)
         self.server_steps = check_int("server_steps", server_steps, 0)
         self._global_optimizer()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from gnnddm.ddm.base import Algorithm, check_int
+from gnnddm.ddm.base import DEFAULT_SOLVER, Algorithm, check_int
 
 
 class LocalAvg(Algorithm):
@@ -24,21 +24,20 @@ class LocalAvg(Algorithm):
     ----------
     local_steps : int
         m >= 1.
-    local_solver : dict
-        ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ..., ...}``; one solver (and its state)
-        per subdomain, kept across outer iterations.
+    local_solver : callable
+        ``params -> torch.optim.Optimizer``; one solver (and its state) per subdomain, kept across outer
+        iterations.
     """
 
     name = "local_avg"
     uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
-                 local_solver: dict | None = None):
+                 local_solver=None):
         super().__init__(model, objective, comm, accounting, optimizer)
         self.local_steps = check_int("local_steps", local_steps, 1)
-        spec = local_solver or {"name": "adam", "lr": 1e-3}
         for k in self.parts:
-            self._make_solver(f"part{k}", spec)
+            self._make_solver(f"part{k}", local_solver or DEFAULT_SOLVER)
 
     def _average(self, theta_t: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Σ_k ω_k θ_k and f(θ_t), after the local solves and one all-reduce; θ is left at θ_t."""

@@ -68,7 +68,7 @@ class MSM(ASM):
     name = "msm"
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
-                 local_solver: dict | None = None, foc: bool = True, colored: bool = False,
+                 local_solver=None, foc: bool = True, colored: bool = False,
                  globalization: str = "none", eta1: float = 0.25, eta2: float = 0.75, gamma_dec: float = 0.9,
                  gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
                  radius_max: float = float("inf"), trial: str = "fused", global_pass: bool = False,

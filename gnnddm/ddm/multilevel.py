@@ -34,6 +34,8 @@ With one level (L = 1) an iteration is ν₁(0) + ν₂(0) steps of the global o
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from gnnddm.ddm.base import Algorithm, TrustRegion, check_choice, check_float, check_int, offo_box
@@ -70,9 +72,9 @@ class Multilevel(Algorithm):
     pre_smooth, post_smooth : int or list of int
         ν₁, ν₂ per level: one value for all levels, or a list finest first whose last value also holds
         for the levels beyond it.
-    coarse_solver : dict
-        ``{"name": sgd | adam | adagrad | adagrad_box, "lr": ...}``; one per coarse level. ``lr`` None:
-        the global optimizer's rate.
+    coarse_solver : callable
+        ``params -> torch.optim.Optimizer`` (a ``functools.partial``); one per coarse level. Without an
+        ``lr`` (or ``lr=None``): the global optimizer's rate.
     globalization : {"trust_region", "offo", "none"}
     eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min, radius_max : float
         Trust region (as in ``asm``).
@@ -88,7 +90,7 @@ class Multilevel(Algorithm):
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, levels: int = 3,
                  coarsening: str = "grid", clusters: int | None = None, pre_smooth=0, post_smooth=1,
-                 coarse_solver: dict | None = None, globalization: str = "trust_region", eta1: float = 0.25,
+                 coarse_solver=None, globalization: str = "trust_region", eta1: float = 0.25,
                  eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1,
                  radius_min: float = 1e-4, radius_max: float = float("inf"), kappa: float = 1.0,
                  varsigma: float = 1e-2, seed: int = 0):
@@ -106,9 +108,9 @@ class Multilevel(Algorithm):
         self.kappa = check_float("kappa", kappa)
         self.varsigma = check_float("varsigma", varsigma)
         optimizer_lr = self._global_optimizer().param_groups[0]["lr"]
-        self.coarse_solver = dict(coarse_solver or {"name": "adam"})
-        if self.coarse_solver.get("lr") is None:  # the coarse steps take the fine optimizer's rate
-            self.coarse_solver["lr"] = float(optimizer_lr)
+        self.coarse_solver = coarse_solver or functools.partial(torch.optim.Adam, lr=None)
+        if getattr(self.coarse_solver, "keywords", {}).get("lr") is None:  # the fine optimizer's rate
+            self.coarse_solver = functools.partial(self.coarse_solver, lr=float(optimizer_lr))
         if self.levels > 1 and objective.num_coarse_levels == 0:
             for level in build_hierarchy(objective.data, self.levels - 1, self.coarsening,
                                          rebuild=objective.graph_builder,
@@ -118,7 +120,7 @@ class Multilevel(Algorithm):
             raise ConfigError(f"ddm.levels: {self.levels} levels need {self.levels - 1} coarse levels, the "
                               f"objective has {objective.num_coarse_levels}")
         for level in range(1, self.levels):
-            self._make_solver(f"level{level}", self.coarse_solver)
+            self._make_solver(f"level{level}", self.coarse_solver, key="ddm.coarse_solver")
         self.accumulator: torch.Tensor | None = None
         self.fine_grads = 0.0
 

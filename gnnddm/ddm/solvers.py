@@ -1,12 +1,13 @@
 """Local solvers of the Schwarz methods and the feasible sets they are kept in (docs/algorithms.md).
 
-A local solver is a torch optimizer run for m steps on a subdomain's local model. The names a config
-may use (``ddm.local_solver.name``):
+A local solver is a torch optimizer run for m steps on a subdomain's local model, given as a factory
+``params -> Optimizer``: in a config, a node with ``_target_`` and ``_partial_: true`` (as the
+``optimizer`` group), e.g. ``ddm.local_solver._target_``:
 
-- ``sgd``: θ ← θ − lr·∇h
-- ``adam``: torch.optim.Adam
-- ``adagrad``: θ_i ← θ_i − lr·∇h_i / (√(a_i) + eps), a_i ← a_i + ∇h_i² (torch.optim.Adagrad, no momentum)
-- ``adagrad_box``: :class:`BoxAdagrad`, AdaGrad for a per-coordinate box with the accumulator of ADAGB2
+- ``torch.optim.SGD``: θ ← θ − lr·∇h
+- ``torch.optim.Adam``
+- ``torch.optim.Adagrad``: θ_i ← θ_i − lr·∇h_i / (√(a_i) + eps), a_i ← a_i + ∇h_i² (no momentum)
+- ``gnnddm.ddm.solvers.BoxAdagrad``: AdaGrad for a per-coordinate box with the accumulator of ADAGB2
   (squared projected steps, not squared gradients).
 
 Feasible sets: :class:`Ball` (trust region ‖θ − c‖₂ ≤ r) and :class:`Box` (lo ≤ θ ≤ hi), both on the flat
@@ -23,8 +24,6 @@ from dataclasses import dataclass
 import torch
 
 from gnnddm.errors import ConfigError
-
-SOLVERS = ("sgd", "adam", "adagrad", "adagrad_box")
 
 
 @dataclass(frozen=True)
@@ -244,28 +243,22 @@ def span_minimize(gram: torch.Tensor, phi0: float, grad0: torch.Tensor, start: t
     return best[0], best[2], used
 
 
-def make_local_solver(spec: dict, params, key: str = "ddm.local_solver") -> torch.optim.Optimizer:
-    """The torch optimizer named by ``spec`` ({"name": ..., "lr": ..., other keyword arguments}).
+def make_local_solver(factory, params, key: str = "ddm.local_solver") -> torch.optim.Optimizer:
+    """``factory(params)``: a local solver from its factory, e.g. ``functools.partial(torch.optim.Adam,
+    lr=1e-3)`` (what the config's ``_target_`` / ``_partial_: true`` node instantiates to).
 
     Raises
     ------
     ConfigError
-        Unknown name, missing or non-positive lr, or keyword arguments the solver does not take.
+        ``factory`` is not callable, has no positive ``lr``, or passes options the solver does not take.
     """
-    spec = dict(spec or {})
-    name = spec.pop("name", None)
-    if name not in SOLVERS:
-        raise ConfigError(f"{key}.name: expected one of {list(SOLVERS)}, got {name!r}")
-    lr = spec.pop("lr", None)
+    if not callable(factory):
+        raise ConfigError(f"{key}: expected a solver factory (a _target_ with _partial_: true, e.g. "
+                          f"torch.optim.Adam), got {factory!r}")
+    lr = getattr(factory, "keywords", {}).get("lr")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
         raise ConfigError(f"{key}.lr: expected a positive number, got {lr!r}")
-    cls = {
-        "sgd": torch.optim.SGD,
-        "adam": torch.optim.Adam,
-        "adagrad": torch.optim.Adagrad,
-        "adagrad_box": BoxAdagrad,
-    }[name]
     try:
-        return cls(params, lr=float(lr), **spec)
+        return factory(params)
     except TypeError as exc:
-        raise ConfigError(f"{key}: {name} does not take the options {sorted(spec)} ({exc})") from None
+        raise ConfigError(f"{key}: {getattr(factory, 'func', factory)!r} does not take these options ({exc})") from None

@@ -7,6 +7,7 @@ n_loc = Σ_k |V_k ∪ H_k| / N (the work of one gradient on every subdomain, in 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
 import torch
@@ -17,12 +18,13 @@ from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.llcg import LLCG
 from gnnddm.ddm.local_avg import LocalAvg
 from gnnddm.ddm.msm import MSM
+from gnnddm.ddm.solvers import BoxAdagrad
 from gnnddm.ddm.sync import Sync
 from gnnddm.ddm.two_level import TwoLevel
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.partition.coarse import coarsen
 
-ADAM = {"name": "adam", "lr": 0.01}
+ADAM = partial(torch.optim.Adam, lr=0.01)
 
 
 def test_model_time_is_sum_over_phases_of_slowest_rank_plus_collective():
@@ -118,7 +120,7 @@ def test_asm_variants():
     it, P, _ = _one_iteration(ASM, objective, model, local_steps=3, local_solver=ADAM)
     _check(it, 3, (P + 1) + (P + 1) + 1, n_loc + 2 * n_loc, 2 * n_loc)
     # offo: [g, f(θ_t)], [s]; no loss values
-    it, P, _ = _one_iteration(ASM, objective, model, local_steps=3, local_solver={"name": "adagrad_box", "lr": 0.1},
+    it, P, _ = _one_iteration(ASM, objective, model, local_steps=3, local_solver=partial(BoxAdagrad, lr=0.1),
                            globalization="offo")
     _check(it, 2, (P + 1) + P, 3 * n_loc)
     # no foc, no globalisation: nothing needs g_t; one all-reduce [s, f(θ_t)], m full local steps

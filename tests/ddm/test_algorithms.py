@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -13,11 +14,12 @@ from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.llcg import LLCG
 from gnnddm.ddm.local_avg import LocalAvg
 from gnnddm.ddm.msm import MSM, colour_parts
+from gnnddm.ddm.solvers import BoxAdagrad
 from gnnddm.ddm.sync import Sync
 from gnnddm.ddm.two_level import TwoLevel
 from gnnddm.partition.coarse import coarsen
 
-ADAM = {"name": "adam", "lr": 0.01}
+ADAM = partial(torch.optim.Adam, lr=0.01)
 
 
 def _model(task, seed=0):
@@ -68,7 +70,7 @@ def test_local_avg_with_one_sgd_step_is_one_global_sgd_step():
     # Σ_k ω_k ∇(f_k / ω_k) = Σ_k ∇f_k = ∇f with exact overlaps, for any number of parts
     _, _, objective, task = problem(parts=3, overlap=2)
     model, ref = _model(task), _model(task)
-    algo = _algo(LocalAvg, objective, model, local_steps=1, local_solver={"name": "sgd", "lr": 0.1})
+    algo = _algo(LocalAvg, objective, model, local_steps=1, local_solver=partial(torch.optim.SGD, lr=0.1))
     algo.step()
     expected = _solver_steps(ref, objective, 1, lambda ps: torch.optim.SGD(ps, lr=0.1))
     torch.testing.assert_close(_flat(model), expected, rtol=1e-10, atol=1e-12)
@@ -148,7 +150,7 @@ def test_rejected_step_leaves_parameters_and_shrinks_radius():
     model = _model(task)
     theta0 = _flat(model).clone()
     # huge SGD steps inside a huge region overshoot: f increases, ρ < η₁
-    algo = _algo(ASM, objective, model, local_solver={"name": "sgd", "lr": 1e3}, radius0=50.0, trial="separate")
+    algo = _algo(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1e3), radius0=50.0, trial="separate")
     stats = algo.step()
     assert stats["accepted"] == 0.0 and stats["rho"] < 0.25
     assert stats["actual"] < 0  # the loss went up
@@ -159,14 +161,14 @@ def test_rejected_step_leaves_parameters_and_shrinks_radius():
 def test_accepted_steps_stay_in_the_trust_region_and_grow_it_on_good_agreement():
     _, _, objective, task = problem(parts=3, overlap=2)
     model = _model(task)
-    algo = _algo(ASM, objective, model, local_solver={"name": "sgd", "lr": 1e-3}, radius0=0.01, trial="separate")
+    algo = _algo(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1e-3), radius0=0.01, trial="separate")
     theta0 = _flat(model).clone()
     stats = algo.step()
     assert stats["accepted"] == 1.0 and stats["rho"] > 0.75
     assert algo.tr.radius == pytest.approx(0.01 * 1.2)
     assert float(torch.linalg.vector_norm(_flat(model) - theta0)) <= 0.01 * (1 + 1e-12)
     # with large local steps the combined step is cut to the radius Δ (each local one to Δ/p)
-    algo = _algo(ASM, objective, _model(task), local_solver={"name": "sgd", "lr": 1.0}, radius0=0.01,
+    algo = _algo(ASM, objective, _model(task), local_solver=partial(torch.optim.SGD, lr=1.0), radius0=0.01,
                  combine="sum")
     assert algo.step()["step_norm"] <= 0.01 * (1 + 1e-12)
 
@@ -175,7 +177,7 @@ def test_offo_keeps_the_combined_step_in_the_adagrad_box_and_evaluates_no_loss()
     _, _, objective, task = problem(parts=3, overlap=2)
     model = _model(task)
     algo = _algo(ASM, objective, model, globalization="offo", kappa=0.5, varsigma=1e-2,
-                 local_solver={"name": "adagrad_box", "lr": 10.0})
+                 local_solver=partial(BoxAdagrad, lr=10.0))
     for _ in range(3):
         theta_t = _flat(model).clone()
         g = algo.subdomain_gradients()[0]
@@ -195,7 +197,7 @@ def test_offo_keeps_the_combined_step_in_the_adagrad_box_and_evaluates_no_loss()
     "cls,kw",
     [
         (ASM, {}),
-        (ASM, {"local_solver": {"name": "sgd", "lr": 0.5}, "combine": "average"}),
+        (ASM, {"local_solver": partial(torch.optim.SGD, lr=0.5), "combine": "average"}),
         (TwoLevel, {"coarse": "additive"}),
         (TwoLevel, {"coarse": "pre"}),
         (TwoLevel, {"coarse": "post"}),
@@ -208,7 +210,7 @@ def test_converges_to_the_least_squares_minimiser(cls, kw):
         _with_coarse(objective, objective.data, clusters=8)
     torch.manual_seed(0)
     model = LinearGNN(task.in_channels, task.out_channels).double()
-    opts = {"local_steps": 3, "local_solver": {"name": "adam", "lr": 0.05}, "radius0": 0.5, **kw}
+    opts = {"local_steps": 3, "local_solver": partial(torch.optim.Adam, lr=0.05), "radius0": 0.5, **kw}
     algo = _algo(cls, objective, model, **opts)
     start = float(objective.global_loss(model))
     for _ in range(100):
@@ -227,7 +229,7 @@ def test_msm_converges_and_colored_groups_are_independent():
         torch.manual_seed(0)
         model = LinearGNN(task.in_channels, task.out_channels).double()
         algo = _algo(MSM, objective, model, colored=colored, globalization="trust_region", radius0=0.5,
-                     local_solver={"name": "adam", "lr": 0.05})
+                     local_solver=partial(torch.optim.Adam, lr=0.05))
         assert len(algo.groups) == (len(groups) if colored else 4)
         for _ in range(100):
             algo.step()
@@ -236,7 +238,7 @@ def test_msm_converges_and_colored_groups_are_independent():
 
 # ------------------------------------------------------------------------------------ checkpoints
 @pytest.mark.parametrize("cls,kw", [(ASM, {}), (ASM, {"globalization": "offo", "local_solver":
-                                    {"name": "adagrad_box", "lr": 0.1}}), (LLCG, {})], ids=["asm", "offo", "llcg"])
+                                    partial(BoxAdagrad, lr=0.1)}), (LLCG, {})], ids=["asm", "offo", "llcg"])
 def test_resuming_from_state_dict_continues_the_same_run(cls, kw):
     _, _, objective, task = problem(parts=3, overlap=2)
     adam = lambda ps: torch.optim.Adam(ps, lr=0.01)  # noqa: E731

@@ -7,10 +7,12 @@ import torch
 from ddm.gallery import EdgeGNN, comm_for, problem
 from omegaconf import OmegaConf
 
-from gnnddm.config import compose
-from gnnddm.ddm import ALGORITHMS, build_algorithm
+from gnnddm.config import compose, options
+from gnnddm.ddm import build_algorithm
 from gnnddm.errors import ConfigError
 from gnnddm.models.sage import GraphSAGE
+
+ALGORITHMS = options("ddm")
 
 
 def _build(overrides, data=None):
@@ -48,7 +50,8 @@ def test_every_config_option_builds_and_steps(name, optimizer):
         ("ddm.local_steps=0", "ddm.local_steps"),
         ("ddm.combine=max", "ddm.combine"),
         ("ddm.eta1=2.0", "ddm.eta1"),
-        ("ddm.local_solver.name=lbfgs", "ddm.local_solver.name"),
+        ("ddm.local_solver._target_=torch.optim.LBFGSX", "ddm.local_solver._target_"),
+        ("+ddm.local_solver.nesterov=true", "ddm.local_solver"),
         ("+ddm.colour=true", "ddm: unknown"),
     ],
 )
@@ -71,4 +74,4 @@ def test_ddm_configs_start_with_target_and_are_partial():
 
     for name in ALGORITHMS:
         raw = OmegaConf.load(config_dir() / "ddm" / f"{name}.yaml")
-        assert list(raw)[0] == "_target_" and raw._partial_ is True and raw.name == name
+        assert [k for k in raw if k != "defaults"][0] == "_target_" and raw._partial_ is True and raw.name == name

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -26,8 +27,8 @@ from gnnddm.ddm.two_level import TwoLevel
 from gnnddm.errors import ConfigError
 from gnnddm.partition.coarse import coarsen
 
-SGD_SMALL = {"name": "sgd", "lr": 1e-3}   # short local steps: the trial is accepted
-SGD_HUGE = {"name": "sgd", "lr": 1e3}     # overshooting local steps: the trial is rejected
+SGD_SMALL = partial(torch.optim.SGD, lr=1e-3)   # short local steps: the trial is accepted
+SGD_HUGE = partial(torch.optim.SGD, lr=1e3)     # overshooting local steps: the trial is rejected
 
 
 def _setup(parts=3, seed=0, coarse=False):
@@ -56,7 +57,7 @@ def _n_loc(objective):
 # ------------------------------------------------------------------------------ predicted decrease
 def _rho(combine, radius):
     objective, model = _setup()
-    algo, _ = _algo(ASM, objective, model, local_solver={"name": "sgd", "lr": 1.0}, combine=combine,
+    algo, _ = _algo(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1.0), combine=combine,
                     radius0=radius, radius_min=0.0, trial="separate")
     return algo.step()["rho"]
 
@@ -128,7 +129,7 @@ def test_fused_trial_costs_two_collectives_when_accepted_and_three_when_rejected
 def test_fused_trial_with_one_subdomain_is_the_local_solver_one_iteration_late():
     objective, model = _setup(parts=1)
     ref = copy.deepcopy(model)
-    adam = {"name": "adam", "lr": 0.01}
+    adam = partial(torch.optim.Adam, lr=0.01)
     algo, _ = _algo(ASM, objective, model, local_solver=adam, radius0=1e6, trial="fused")
     for _ in range(3):
         stats = algo.step()
@@ -148,7 +149,7 @@ def test_fused_trial_with_one_subdomain_is_the_local_solver_one_iteration_late()
                          ids=["asm", "asm_span", "two_level"])
 def test_fused_trial_resumes_from_its_checkpoint_state(cls, kw):
     objective, model = _setup(coarse=cls is TwoLevel)
-    opts = {"local_solver": {"name": "adam", "lr": 0.01}, "trial": "fused", **kw}
+    opts = {"local_solver": partial(torch.optim.Adam, lr=0.01), "trial": "fused", **kw}
     algo, _ = _algo(cls, objective, model, **opts)
     for _ in range(2):
         algo.step()
@@ -167,7 +168,7 @@ def test_fused_trial_resumes_from_its_checkpoint_state(cls, kw):
 def test_span_combination_beats_average_and_is_accounted():
     objective, model = _setup()
     n_loc, p = _n_loc(objective), 3
-    opts = {"local_solver": {"name": "adam", "lr": 0.05}, "radius0": 1.0, "trial": "separate"}
+    opts = {"local_solver": partial(torch.optim.Adam, lr=0.05), "radius0": 1.0, "trial": "separate"}
     f_t = float(objective.global_loss(model).detach())
     avg, _ = _algo(ASM, objective, copy.deepcopy(model), combine="average", **opts)
     f_avg = f_t - avg.step()["actual"]
@@ -232,7 +233,7 @@ def test_two_level_additive_keeps_the_sum_of_both_corrections_in_the_region():
     objective, model = _setup(coarse=True)
     theta0 = _flat(model)
     algo, _ = _algo(TwoLevel, objective, model, coarse="additive", coarse_steps=3, radius0=0.01,
-                    local_solver={"name": "sgd", "lr": 1.0}, trial="separate", globalization="trust_region")
+                    local_solver=partial(torch.optim.SGD, lr=1.0), trial="separate", globalization="trust_region")
     stats = algo.step()
     assert 0.9 * 0.005 < stats["coarse_step_norm"] <= 0.005 * (1 + 1e-12)  # half the region each
     if stats["accepted"]:

@@ -110,11 +110,11 @@ def _cycle_without_post_smoothing(algo):
         algo._smooth_fine = smooth
 
 
-@pytest.mark.parametrize("solver", ["adagrad_box", "adam"])
+@pytest.mark.parametrize("solver", ["gnnddm.ddm.solvers.BoxAdagrad", "torch.optim.Adam"])
 def test_offo_cycles_never_leave_the_box_the_fine_level_allows(solver):
     objective, task = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.levels=3", "ddm.globalization=offo", "ddm.post_smooth=[0,4,4]",
-                       "ddm.pre_smooth=[0,2,2]", f"ddm.coarse_solver.name={solver}", "ddm.coarse_solver.lr=0.5",
+                       "ddm.pre_smooth=[0,2,2]", f"ddm.coarse_solver._target_={solver}", "ddm.coarse_solver.lr=0.5",
                        "ddm.kappa=0.05"], objective, task)
     iterates = []
     solve = algo.local_solve

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -52,10 +54,10 @@ def test_projections_are_onto_the_nearest_feasible_point():
 
 def test_make_local_solver_names_the_bad_key():
     p = [torch.nn.Parameter(torch.zeros(2))]
-    assert isinstance(make_local_solver({"name": "adagrad_box", "lr": 0.1}, p), BoxAdagrad)
-    with pytest.raises(ConfigError, match=r"ddm.local_solver.name: expected one of"):
-        make_local_solver({"name": "lbfgs", "lr": 0.1}, p)
+    assert isinstance(make_local_solver(partial(BoxAdagrad, lr=0.1), p), BoxAdagrad)
+    with pytest.raises(ConfigError, match=r"ddm.local_solver: expected a solver factory"):
+        make_local_solver({"lr": 0.1}, p)
     with pytest.raises(ConfigError, match=r"ddm.local_solver.lr"):
-        make_local_solver({"name": "sgd"}, p)
-    with pytest.raises(ConfigError, match=r"ddm.local_solver: adam does not take"):
-        make_local_solver({"name": "adam", "lr": 0.1, "nesterov": True}, p)
+        make_local_solver(partial(torch.optim.SGD), p)
+    with pytest.raises(ConfigError, match=r"ddm.local_solver: .*Adam.* does not take"):
+        make_local_solver(partial(torch.optim.Adam, lr=0.1, nesterov=True), p)
