@@ -30,10 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.bundle import save_model
 from gnnddm.checkpoint import find_checkpoint, has_checkpoint, save_checkpoint
-from gnnddm.config import build, require_choice, require_float, require_int
+from gnnddm.config import build
 from gnnddm.errors import ConfigError, DataError, GnnddmError, TrainingDivergedError
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.runbook import FILE_ONLY, RunBook, skill
+from gnnddm.schema import validate
 from gnnddm.signals import StopSignals, Terminated
 from gnnddm.tracking import Tracker, tracker_from_config
 
@@ -451,8 +452,7 @@ def _launch_ranks(cfg: DictConfig) -> dict:
     """Start ``distributed.nproc_per_node`` local ranks; own the MLflow run and the summary."""
     from gnnddm.distributed import check_backend, run_ranks
 
-    nproc = require_int(cfg, "distributed.nproc_per_node", minimum=1)
-    restarts = require_int(cfg, "distributed.max_restarts", minimum=0)
+    nproc, restarts = int(cfg.distributed.nproc_per_node), int(cfg.distributed.max_restarts)  # validated
     check_backend(str(cfg.distributed.backend), str(cfg.trainer.device))
     if _is_global(cfg) and nproc > 1:
         raise ConfigError(f"ddm={cfg.ddm.name} trains the whole graph in one process; use ddm=sync (or "
@@ -501,38 +501,6 @@ def _rank_times(comm) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def validate(cfg: DictConfig) -> None:
-    """Check the values every run relies on, naming the key of any bad one."""
-    require_int(cfg, "seed")
-    require_int(cfg, "trainer.max_iterations", minimum=1)
-    require_int(cfg, "trainer.batch_size", minimum=1)
-    require_int(cfg, "trainer.eval_every", minimum=1)
-    require_int(cfg, "trainer.checkpoint_every", minimum=0)
-    require_int(cfg, "trainer.eval_train_samples", minimum=1)
-    require_float(cfg, "trainer.target_val_loss", minimum=0.0, allow_none=True)
-    require_float(cfg, "trainer.max_loss", minimum=0.0)
-    require_int(cfg, "partition.num_parts", minimum=1)
-    require_int(cfg, "partition.overlap", minimum=0)
-    require_float(cfg, "accounting.alpha", minimum=0.0)
-    require_float(cfg, "accounting.beta", minimum=0.0)
-    require_choice(cfg, "distributed.backend", ("none", "gloo", "nccl"))
-    require_int(cfg, "distributed.nproc_per_node", minimum=1)
-    require_int(cfg, "distributed.max_restarts", minimum=0)
-    require_float(cfg, "distributed.timeout", minimum=1.0)
-    require_float(cfg, "tracking.flush_seconds", minimum=0.0)
-    for key in ("optimizer.lr", "ddm.local_solver.lr", "ddm.coarse_solver.lr"):
-        if OmegaConf.select(cfg, key) is not None and require_float(cfg, key) <= 0.0:
-            raise ConfigError(f"{key}: a learning rate must be > 0, got {OmegaConf.select(cfg, key)}")
-    if not isinstance(cfg.resume, bool):
-        raise ConfigError(f"resume: expected true or false, got {cfg.resume!r}")
-    dev = str(cfg.trainer.device)
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={dev}: no CUDA device is available; use trainer.device=cpu")
-    for key in ("data", "graph", "partition", "model", "task", "optimizer", "ddm"):
-        if OmegaConf.select(cfg, f"{key}._target_") is None:
-            raise ConfigError(f"{key}: config group has no _target_; choose one of the options in conf/{key}/")
-
-
 def _check_samples(anchors: dict, data, task) -> None:
     """A :class:`ConfigError` with advice that can be followed when a split has no sample."""
     for name in ("train", "val"):

@@ -1,0 +1,45 @@
+"""One schema for the whole config: dataclasses that say every key, its type, default and valid values.
+
+``validate(cfg)`` checks a composed config before any work starts (``gnnddm train``, ``gnnddm partition``,
+``gnnddm config validate``): unknown keys, wrong types, values out of range, unknown choices. Each
+problem is a :class:`~gnnddm.errors.ConfigError` whose message names the full key (``trainer.max_iterations``),
+the bad value and what is valid; :func:`problems` lists them all.
+
+Layout: :mod:`~gnnddm.schema.fields` holds the machinery (typed fields with bounds or choices, the
+checker), :mod:`~gnnddm.schema.root` the top-level keys and the ``trainer``, ``accounting``, ``tracking``
+and ``distributed`` sections, and one module per config group (:mod:`~gnnddm.schema.data`,
+:mod:`~gnnddm.schema.graph`, :mod:`~gnnddm.schema.partition`, :mod:`~gnnddm.schema.model`,
+:mod:`~gnnddm.schema.task`, :mod:`~gnnddm.schema.optimizer`) the schema of each option, a subclass of
+:class:`~gnnddm.schema.fields.Component` whose ``_target_`` default names the component it describes.
+:data:`~gnnddm.schema.validate.GROUPS` is the one table from a group to its schemas; a section's schema
+is the first whose ``_target_`` matches (exactly, or by ``target_prefix``).
+
+The components check their own arguments against the same schemas, so that a Python caller gets the
+same errors as the command line: ``check_args(GraphSAGEConfig, "model", hidden=hidden, ...)``. What
+depends on the data (``graph.k`` below the number of nodes, ``partition.num_parts`` at most the nodes,
+variable names) stays in the component. The schemas import nothing of the components (no torch, no
+xarray), so validating is cheap; the few choice tuples they repeat (``KERNELS``, ``AGGREGATIONS``, ...)
+are compared with the components' own by ``tests/test_schema.py``.
+
+Adding the ``ddm`` group (the pattern of every group):
+
+1. Write ``gnnddm/schema/ddm.py``: one dataclass per algorithm, subclassing
+   :class:`~gnnddm.schema.fields.Component` with its ``_target_`` as default (``"gnnddm.ddm.asm.ASM"``),
+   one field per key with its YAML default, bounds and choices as metadata (``at_least``, ``above``,
+   ``between``, ``one_of``), shared keys in a common base class, rules joining several keys in
+   ``__post_init__`` raising :class:`~gnnddm.schema.fields.Invalid`. Optimizer factories such as
+   ``local_solver`` can reuse the optimizer schemas (``schema_of("optimizer", target)``) in
+   ``__post_init__``. End with ``DDMS = (...)``.
+2. Add ``"ddm": DDMS`` to :data:`~gnnddm.schema.validate.GROUPS` and drop ``_check_ddm_rates`` there (the
+   interim check of ``ddm.local_solver.lr`` and ``ddm.coarse_solver.lr``).
+3. In the algorithms, replace the ``check_*`` helpers of :mod:`gnnddm.ddm.base` by
+   ``check_args(ASMConfig, "ddm", **their own arguments)``.
+4. Add ``"ddm"`` to ``COVERED`` in ``tests/test_schema.py``: every key of every ``conf/ddm/*.yaml`` then
+   needs a field.
+"""
+
+from gnnddm.schema.fields import ConfigError, Invalid, check, check_args
+from gnnddm.schema.validate import GROUPS, group_choices, problems, schema_of, validate
+
+__all__ = ["GROUPS", "ConfigError", "Invalid", "check", "check_args", "group_choices", "problems", "schema_of",
+           "validate"]

@@ -1,0 +1,242 @@
+"""The building blocks of a schema: a typed dataclass field with its bounds or choices, and the checker.
+
+A schema is a dataclass whose fields are the keys of one config section; the annotation is the type
+(``int``, ``float``, ``bool``, ``str``, ``X | None``, ``list[X]``, ``dict[str, X]``, a nested schema) and
+the field's metadata holds what else is valid::
+
+    @dataclass
+    class TrainerConfig:
+        max_iterations: int = field(default=200, metadata=at_least(1))
+        device: str = field(default="cpu", metadata=one_of("cpu", "cuda"))
+
+Rules that join several keys go in ``__post_init__``, which raises :class:`Invalid` naming the key
+relative to the section; it runs only once every field has the right type. :func:`check` turns every
+problem into a :class:`~gnnddm.errors.ConfigError` whose message names the full key, the bad value and
+what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Union
+
+from gnnddm.errors import ConfigError
+
+#: OmegaConf's mark of a value that must be given (``path: ???``); also the default of a required field
+REQUIRED = "???"
+
+
+class Invalid(ValueError):
+    """Raised by a schema's ``__post_init__``: ``key`` (relative to the section) and what is wrong with it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+
+@dataclasses.dataclass
+class Component:
+    """Base of the schema of one option of a config group: the ``_target_`` it builds and ``_partial_``.
+
+    A schema matches the sections whose ``_target_`` equals its own default ``_target_``, or, when it sets
+    :attr:`target_prefix`, any target that starts with that prefix. :attr:`open` schemas also accept keys
+    they do not list (passed on to a component that checks them itself, e.g. any ``torch.optim`` class).
+    """
+
+    _target_: str = REQUIRED
+    _partial_: bool = True
+
+    target_prefix: ClassVar[str | None] = None
+    open: ClassVar[bool] = False
+
+    @classmethod
+    def matches(cls, target: str) -> bool:
+        if cls.target_prefix is not None:
+            return target.startswith(cls.target_prefix)
+        return target == cls.__dataclass_fields__["_target_"].default
+
+
+# ----------------------------------------------------------------------------------------- metadata
+def at_least(low, what: str = "") -> dict:
+    """``value >= low``; ``what`` names the quantity in the message (``"a learning rate "``)."""
+    return {"min": low, "what": what}
+
+
+def above(low, what: str = "") -> dict:
+    """``value > low``."""
+    return {"gt": low, "what": what}
+
+
+def between(low, high, *, low_open: bool = False, high_open: bool = False, what: str = "") -> dict:
+    """``low <= value <= high`` (either end open)."""
+    return {"between": (low, high, low_open, high_open), "what": what}
+
+
+def one_of(*choices, noun: str = "value") -> dict:
+    """``value in choices``; ``noun`` names a choice in the message (``unknown kernel 'cubic'``)."""
+    return {"choices": choices, "noun": noun}
+
+
+# ------------------------------------------------------------------------------------------ checking
+def check(schema: type, values: Mapping, prefix: str, label: str | None = None) -> list[ConfigError]:
+    """Every problem of the section ``values`` against ``schema``, each a ConfigError naming its full key.
+
+    ``prefix`` is the section's key with a trailing dot (``"model."``; ``""`` for the root); ``label``
+    names the section in the message of an unknown key (default: the schema's ``_target_``).
+    """
+    return _check(schema, values, prefix, label)[0]
+
+
+def _check(schema: type, values, prefix: str, label: str | None = None) -> tuple[list[ConfigError], object]:
+    """``(problems, the schema instance)``; the instance (``None`` with problems) runs ``__post_init__``."""
+    if not isinstance(values, Mapping):
+        return [ConfigError(f"{prefix.rstrip('.')}: expected {describe(schema)}, got {values!r}")], None
+    spec = _spec(schema)
+    found: list[ConfigError] = []
+    if not getattr(schema, "open", False):
+        for key in values:
+            if key not in spec:
+                valid = ", ".join(k for k in spec if not k.startswith("_"))
+                of = label or _default_target(schema) or prefix.rstrip(".") or "the configuration"
+                found.append(ConfigError(f"{prefix}{key}: not a key of {of}; valid: {valid}"))
+    given = {}
+    for name, (hint, meta, default) in spec.items():
+        value = values.get(name, default)
+        key = f"{prefix}{name}"
+        if isinstance(value, str) and value == REQUIRED:
+            found.append(ConfigError(f"{key}: required, but not given; set it, e.g. on the command line {key}=..."))
+        elif dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            nested, given[name] = _check(hint, value, f"{key}.")
+            found += nested
+        elif problem := _type_problem(hint, value) or _bound_problem(hint, meta, value):
+            found.append(ConfigError(f"{key}: {problem}"))
+        else:
+            given[name] = value
+    if found:
+        return found, None
+    try:
+        return [], schema(**given)
+    except Invalid as exc:
+        key = f"{prefix}{exc.key}" if exc.key else prefix.rstrip(".")
+        return [ConfigError(f"{key}: {exc.message}")], None
+
+
+def check_args(schema: type, section: str, **values) -> None:
+    """Check a component's own arguments against its schema (a Python caller's values); raise the first
+    problem as the ConfigError naming ``<section>.<key>``."""
+    found = check(schema, values, f"{section}.")
+    if found:
+        raise found[0]
+
+
+def describe(hint) -> str:
+    """``int | None`` -> ``"an integer or null"``."""
+    if hint is Any:
+        return "any value"
+    if hint is type(None):
+        return "null"
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of " + ", ".join(f.name for f in dataclasses.fields(hint))
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_plural(describe(args[0]))}" if args else "a list"
+    if origin is dict:
+        return f"a mapping to {_plural(describe(args[1]))}" if args else "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _plural(text: str) -> str:
+    return {"an integer": "integers", "a number": "numbers", "a string": "strings", "true or false": "booleans",
+            "any value": "values"}.get(text, text)
+
+
+def _type_problem(hint, value) -> str | None:
+    return None if _is_instance(hint, value) else f"expected {describe(hint)}, got {value!r}"
+
+
+def _is_instance(hint, value) -> bool:
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_is_instance(a, value) for a in args)
+    if origin is list:
+        return isinstance(value, list | tuple) and all(_is_instance(args[0], v) for v in value) if args else \
+            isinstance(value, list | tuple)
+    if origin is dict:
+        return isinstance(value, Mapping) and all(
+            _is_instance(args[0], k) and _is_instance(args[1], v) for k, v in value.items())
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, Mapping | hint)
+    return isinstance(value, hint)
+
+
+def _bound_problem(hint, meta: Mapping, value) -> str | None:
+    if value is None:
+        return None
+    what = meta.get("what", "")
+    if "choices" in meta:
+        if value in meta["choices"] and not isinstance(value, bool):
+            return None
+        valid = [*(["null"] if _allows_none(hint) else []), *(str(c) for c in meta["choices"])]
+        return f"unknown {meta['noun']} {value!r}; valid: {', '.join(valid)}"
+    if "min" in meta and value < meta["min"]:
+        return f"{what}must be >= {meta['min']:g}, got {value}"
+    if "gt" in meta and not value > meta["gt"]:
+        return f"{what}must be > {meta['gt']:g}, got {value}"
+    if "between" in meta:
+        low, high, low_open, high_open = meta["between"]
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            return f"{what}must be in {interval}, got {value}"
+    return None
+
+
+def _allows_none(hint) -> bool:
+    return hint is type(None) or type(None) in typing.get_args(hint)
+
+
+def _default_target(schema: type) -> str | None:
+    f = schema.__dataclass_fields__.get("_target_")
+    return None if f is None or f.default == REQUIRED else f.default
+
+
+@functools.cache
+def _spec(schema: type) -> dict[str, tuple[Any, Mapping, Any]]:
+    """``{key: (type, metadata, default)}`` of a schema, in field order."""
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = REQUIRED
+        out[f.name] = (hints[f.name], f.metadata, default)
+    return out

@@ -1,0 +1,74 @@
+"""The top-level keys of ``conf/config.yaml`` and its sections ``trainer``, ``accounting``, ``tracking``,
+``distributed`` (docs/configuration.md, *Top-level keys*)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from gnnddm.schema.fields import Invalid, above, at_least, one_of
+
+BACKENDS = ("none", "gloo", "nccl")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+@dataclass
+class TrainerConfig:
+    max_iterations: int = field(default=200, metadata=at_least(1))
+    batch_size: int = field(default=4, metadata=at_least(1))
+    eval_every: int = field(default=10, metadata=at_least(1))
+    eval_train_samples: int = field(default=8, metadata=at_least(1))
+    target_val_loss: float | None = field(default=None, metadata=at_least(0.0))
+    max_loss: float = field(default=1.0e6, metadata=at_least(0.0))
+    checkpoint_every: int = field(default=0, metadata=at_least(0))
+    progress: bool = True
+    device: str = "cpu"
+    threads: int | None = field(default=None, metadata=at_least(1))
+
+    def __post_init__(self):
+        if not _DEVICE.fullmatch(self.device):
+            raise Invalid("device", f"expected cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise Invalid("device", f"{self.device}: no CUDA device is available; use trainer.device=cpu")
+
+
+@dataclass
+class AccountingConfig:
+    alpha: float = field(default=1.0e-5, metadata=at_least(0.0))
+    beta: float = field(default=1.0e-9, metadata=at_least(0.0))
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "gnnddm"
+    run_name: str | None = None
+    timeout: float = field(default=5, metadata=above(0.0))
+    flush_seconds: float = field(default=5, metadata=at_least(0.0))
+
+
+@dataclass
+class DistributedConfig:
+    backend: str = field(default="none", metadata=one_of(*BACKENDS, noun="backend"))
+    nproc_per_node: int = field(default=1, metadata=at_least(1))
+    max_restarts: int = field(default=0, metadata=at_least(0))
+    timeout: float = field(default=300, metadata=at_least(1.0))
+
+
+@dataclass
+class RootConfig:
+    """The keys of the root config other than the groups (see :data:`gnnddm.schema.GROUPS`)."""
+
+    seed: int = field(default=0, metadata=at_least(0))
+    verbose: bool = False
+    resume: bool = False
+    output_dir: str | None = None
+    experiment_name: str | None = None  # the experiment label of runs composed without +experiment
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)

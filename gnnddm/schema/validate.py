@@ -1,0 +1,102 @@
+"""Checking a composed config against the schemas before any work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gnnddm.errors import ConfigError
+from gnnddm.schema.data import DATA
+from gnnddm.schema.fields import check
+from gnnddm.schema.graph import GRAPHS
+from gnnddm.schema.model import MODELS
+from gnnddm.schema.optimizer import LEARNING_RATE, OPTIMIZERS
+from gnnddm.schema.partition import PARTITIONS
+from gnnddm.schema.root import RootConfig
+from gnnddm.schema.task import TASKS
+
+#: group -> the schemas of its options, each found from a section's ``_target_`` (first match wins)
+GROUPS: dict[str, tuple[type, ...]] = {
+    "data": DATA,
+    "graph": GRAPHS,
+    "partition": PARTITIONS,
+    "model": MODELS,
+    "task": TASKS,
+    "optimizer": OPTIMIZERS,
+}
+#: every group of the root config's defaults list: each section must name a ``_target_``
+GROUP_NAMES = ("data", "graph", "partition", "model", "task", "optimizer", "ddm")
+#: until ``ddm`` has schemas: its optimizer factories' learning rates (``null``: the global optimizer's)
+_DDM_RATES = ("local_solver", "coarse_solver")
+
+
+def validate(cfg: DictConfig | Mapping) -> None:
+    """Raise the problem of a composed config as a :class:`ConfigError` (several: one listing them all)."""
+    found = problems(cfg)
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise ConfigError(f"{len(found)} problems in the configuration:\n" + "\n".join(f"  {p}" for p in found))
+
+
+def problems(cfg: DictConfig | Mapping) -> list[ConfigError]:
+    """Every problem of a composed config, in key order: unknown keys, wrong types, values out of range,
+    unknown choices, a group without ``_target_`` or with one that no schema describes."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except OmegaConfBaseException as exc:
+        return [ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: cannot be resolved ({exc.msg})")]
+    root = {k: v for k, v in tree.items() if k not in GROUP_NAMES and k != "hydra"}
+    found = check(RootConfig, root, "", label="the root config (or a group: " + ", ".join(GROUP_NAMES) + ")")
+    choices = group_choices()
+    for group in GROUP_NAMES:
+        found += _check_group(group, tree.get(group), choices.get(group))
+    return found
+
+
+def group_choices() -> dict[str, str]:
+    """The option chosen in each group (``{"model": "sage", ...}``) when Hydra composed the running app."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+    except ValueError:  # not inside a Hydra app (compose API, tests, a config loaded from a file)
+        return {}
+
+
+def schema_of(group: str, target: str) -> type | None:
+    """The schema of the option of ``group`` whose ``_target_`` is ``target``; None if there is none."""
+    return next((s for s in GROUPS.get(group, ()) if s.matches(target)), None)
+
+
+def _check_group(group: str, section, option: str | None) -> list[ConfigError]:
+    target = section.get("_target_") if isinstance(section, Mapping) else None
+    if target is None:
+        return [ConfigError(f"{group}: config group has no _target_; choose one of the options in conf/{group}/")]
+    if group == "ddm":
+        return _check_ddm_rates(section)
+    schema = schema_of(group, str(target))
+    if schema is None:
+        known = ", ".join(s.__dataclass_fields__["_target_"].default for s in GROUPS[group])
+        return [ConfigError(f"{group}._target_: no schema describes {target!r}; known: {known} (a new component "
+                            f"needs its schema in gnnddm/schema/{group}.py)")]
+    label = f"{group}={option} ({target})" if option else str(target)
+    return check(schema, section, f"{group}.", label=label)
+
+
+def _check_ddm_rates(section: Mapping) -> list[ConfigError]:
+    return [p for name in _DDM_RATES if isinstance(section.get(name), Mapping)
+            for p in check(_SolverRate, section[name], f"ddm.{name}.")]
+
+
+@dataclass
+class _SolverRate:
+    """The learning rate of a ``ddm`` optimizer factory (its other keys are the ddm schema's to come)."""
+
+    lr: float | None = field(default=None, metadata=LEARNING_RATE)
+
+    open: ClassVar[bool] = True
