@@ -8,6 +8,8 @@ one line ``gnnddm: error: ...`` and exit status 2 for bad input.
 COMMANDS = {
     "train": ("gnnddm.commands.train",
               "train [+experiment=NAME] [key=value ...]      train (Hydra; -m for sweeps)"),
+    "config": ("gnnddm.commands.config",
+               "config validate [+experiment=NAME] [k=v ...]  check a composed config, run nothing"),
     "partition": ("gnnddm.commands.partition",
                   "partition [+experiment=NAME] [key=value ...]  build graph and partition, report quality"),
     "evaluate": ("gnnddm.commands.evaluate",
