@@ -19,12 +19,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gnnddm import pipeline
-from gnnddm.config import require_int
 from gnnddm.errors import GnnddmError
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.partition.metrics import color_parts
-from gnnddm.partition.partitioners import get_partitioner
 from gnnddm.partition.plot import plot_partition
+from gnnddm.schema import validate
 
 SUMMARY = "summary.json"
 MAP = "partition_map.png"
@@ -41,12 +40,7 @@ def run_partition(cfg: DictConfig) -> dict:
     out = output_dir(cfg)
     t0 = time.perf_counter()
     try:
-        method = OmegaConf.select(cfg, "partition.method", default=None)
-        if method is not None:
-            get_partitioner(method)  # fail before loading any data
-        require_int(cfg, "partition.num_parts", minimum=1)
-        require_int(cfg, "partition.overlap", minimum=0)
-
+        validate(cfg)  # before loading any data
         problem = pipeline.build_problem(cfg)
         data = problem.data
         t1 = time.perf_counter()

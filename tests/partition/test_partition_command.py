@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from gnnddm import pipeline
 from gnnddm.commands.partition import run_partition
+from gnnddm.config import compose
 from gnnddm.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def config(name: str = "metis", **values):
-    part = OmegaConf.load(ROOT / "conf" / "partition" / f"{name}.yaml")
-    cfg = OmegaConf.create({"seed": 0, "partition": part})
+    cfg = compose([f"partition={name}"])
     for key, value in values.items():
         OmegaConf.update(cfg, key, value, force_add=True)
     return cfg
