@@ -53,36 +53,6 @@ def select(cfg: DictConfig, key: str, default=None):
     return OmegaConf.select(cfg, key, default=default)
 
 
-def require_int(cfg: DictConfig, key: str, minimum: int | None = None, allow_none: bool = False):
-    """The integer at ``key``; a :class:`ConfigError` naming the key otherwise."""
-    v = OmegaConf.select(cfg, key)
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{key}: expected an integer, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise ConfigError(f"{key}: must be >= {minimum}, got {v}")
-    return v
-
-
-def require_float(cfg: DictConfig, key: str, minimum: float | None = None, allow_none: bool = False):
-    v = OmegaConf.select(cfg, key)
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ConfigError(f"{key}: expected a number, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise ConfigError(f"{key}: must be >= {minimum}, got {v}")
-    return float(v)
-
-
-def require_choice(cfg: DictConfig, key: str, choices) -> str:
-    v = OmegaConf.select(cfg, key)
-    if v not in choices:
-        raise ConfigError(f"{key}: expected one of {sorted(choices)}, got {v!r}")
-    return v
-
-
 def build(section: DictConfig, group: str, *args, **kwargs):
     """``hydra.utils.instantiate(section, *args, **kwargs)``, re-raising our own errors unwrapped.
 

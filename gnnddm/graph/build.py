@@ -29,11 +29,13 @@ from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.graph.edges import add_self_loops, coalesce, degrees, symmetrise
 from gnnddm.graph.features import EDGE_ATTR_NAMES, edge_features
-from gnnddm.graph.grid import STENCILS, geometry_latitudes, grid_edges, is_periodic, pole_ring_mask
+from gnnddm.graph.grid import geometry_latitudes, grid_edges, is_periodic, pole_ring_mask
 from gnnddm.graph.knn import knn_edges, radius_edges
 from gnnddm.graph.mesh import mesh_edges
 from gnnddm.graph.sphere import EARTH_RADIUS_KM
-from gnnddm.graph.weights import KERNELS, WEIGHTINGS, edge_weights
+from gnnddm.graph.weights import edge_weights
+from gnnddm.schema.fields import check_args
+from gnnddm.schema.graph import GridGraphConfig, KnnGraphConfig, MeshGraphConfig, RadiusGraphConfig
 
 
 def grid_graph(
@@ -59,9 +61,8 @@ def grid_graph(
     ConfigError
         For an invalid option, naming it (``graph.neighbours``, ``graph.kernel``, ...).
     """
-    _check_common(kernel, length_scale, weights, self_loops, directed)
-    if neighbours not in STENCILS:
-        raise ConfigError(f"graph.neighbours: expected one of {sorted(STENCILS)}, got {neighbours!r}")
+    check_args(GridGraphConfig, "graph", neighbours=neighbours, kernel=kernel, length_scale=length_scale,
+               weights=weights, self_loops=self_loops, directed=directed)
     shape = data.grid_shape
     if shape is None or shape[0] * shape[1] != data.num_nodes:
         raise DataError(
@@ -95,9 +96,10 @@ def knn_graph(
     neighbours) unless ``directed=True``, which keeps exactly the ``k`` nearest sources of each target.
     Suits station networks and unstructured points; for regular grids prefer :func:`grid_graph`.
     """
-    _check_common(kernel, length_scale, weights, self_loops, directed)
+    check_args(KnnGraphConfig, "graph", k=k, kernel=kernel, length_scale=length_scale, weights=weights,
+               self_loops=self_loops, directed=directed)
     n = data.num_nodes
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n:
+    if k >= n:
         raise ConfigError(f"graph.k: expected an integer in [1, {n - 1}] for {n} nodes, got {k!r}")
     edge_index = knn_edges(data.lat, data.lon, int(k))
     return _finish(data, edge_index, train_index, kernel, length_scale, weights, self_loops, directed)
@@ -119,11 +121,8 @@ def radius_graph(
 
     Warns when nodes are left without neighbours (the radius is below their nearest-neighbour distance).
     """
-    _check_common(kernel, length_scale, weights, self_loops, directed)
-    if isinstance(radius_km, bool) or not isinstance(radius_km, int | float) or not radius_km > 0:
-        raise ConfigError(f"graph.radius_km: expected a positive number of kilometres, got {radius_km!r}")
-    if isinstance(max_neighbours, bool) or not isinstance(max_neighbours, int) or max_neighbours < 1:
-        raise ConfigError(f"graph.max_neighbours: expected an integer >= 1, got {max_neighbours!r}")
+    check_args(RadiusGraphConfig, "graph", radius_km=radius_km, max_neighbours=max_neighbours, kernel=kernel,
+               length_scale=length_scale, weights=weights, self_loops=self_loops, directed=directed)
     edge_index = radius_edges(data.lat, data.lon, radius_km / EARTH_RADIUS_KM, max_neighbours)
     isolated = int(np.count_nonzero(degrees(edge_index, data.num_nodes) == 0))
     if isolated:
@@ -153,29 +152,13 @@ def mesh_graph(
     DataError
         When the data carries no native edges (grids and station networks).
     """
-    _check_common(kernel, length_scale, weights, self_loops, directed)
+    check_args(MeshGraphConfig, "graph", kernel=kernel, length_scale=length_scale, weights=weights,
+               self_loops=self_loops, directed=directed)
     edge_index = mesh_edges(data.native_edges, data.num_nodes, source=data.source or "the data")
     return _finish(data, edge_index, train_index, kernel, length_scale, weights, self_loops, directed)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _check_common(kernel, length_scale, weights, self_loops, directed) -> None:
-    if kernel not in KERNELS:
-        raise ConfigError(f"graph.kernel: expected one of {list(KERNELS)}, got {kernel!r}")
-    if weights not in WEIGHTINGS:
-        raise ConfigError(f"graph.weights: expected one of {list(WEIGHTINGS)}, got {weights!r}")
-    if length_scale is not None and (
-        isinstance(length_scale, bool) or not isinstance(length_scale, int | float) or not length_scale > 0
-    ):
-        raise ConfigError(
-            f"graph.length_scale: expected a positive number of kilometres or null (median edge length), "
-            f"got {length_scale!r}"
-        )
-    for key, value in (("self_loops", self_loops), ("directed", directed)):
-        if not isinstance(value, bool):
-            raise ConfigError(f"graph.{key}: expected true or false, got {value!r}")
-
-
 def _finish(data, edge_index, train_index, kernel, length_scale, weights, self_loops, directed):
     """Symmetrise (unless directed), add self loops if asked, compute features and weights."""
     n = data.num_nodes

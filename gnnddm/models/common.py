@@ -17,15 +17,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gnnddm.errors import ConfigError
 from gnnddm.models.graph import Graph
 
 
-def check_positive(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int, or a :class:`ConfigError` naming ``model.<name>``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"model.{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
+def check_edge_dim(edge_dim) -> None:
+    """``edge_dim`` comes from the data (the width of ``edge_attr``), not from the config."""
+    if isinstance(edge_dim, bool) or not isinstance(edge_dim, int) or edge_dim < 0:
+        raise ValueError(f"edge_dim: expected an integer >= 0 (the width of the edge features), got {edge_dim!r}")
 
 
 def to_node_major(x: torch.Tensor, graph: Graph, in_channels: int) -> tuple[torch.Tensor, bool]:

@@ -9,8 +9,10 @@ from torch_geometric.nn import GATv2Conv
 from torch_geometric.utils import softmax
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import check_positive, run_stages
+from gnnddm.models.common import check_edge_dim, run_stages
 from gnnddm.models.graph import Graph
+from gnnddm.schema.fields import check_args
+from gnnddm.schema.model import GATv2Config
 
 
 def _with_self_loops(graph: Graph):
@@ -107,12 +109,8 @@ class GATv2(nn.Module):
         negative_slope: float = 0.2,
     ):
         super().__init__()
-        check_positive("hidden", hidden)
-        check_positive("layers", layers)
-        check_positive("heads", heads)
-        check_positive("edge_dim", edge_dim, minimum=0)
-        if hidden % heads:
-            raise ConfigError(f"model.hidden: must be divisible by model.heads={heads}, got {hidden}")
+        check_args(GATv2Config, "model", hidden=hidden, layers=layers, heads=heads, negative_slope=negative_slope)
+        check_edge_dim(edge_dim)
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
         self.num_message_passing_layers = self.num_layers = layers
         kw = dict(negative_slope=negative_slope, edge_dim=edge_dim or None)

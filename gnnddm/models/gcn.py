@@ -8,8 +8,10 @@ from torch import nn
 from torch_geometric.nn import GCNConv
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import check_positive, run_stages, spmm, weighted_adjacency
+from gnnddm.models.common import run_stages, spmm, weighted_adjacency
 from gnnddm.models.graph import Graph
+from gnnddm.schema.fields import check_args
+from gnnddm.schema.model import GCNConfig
 
 
 def gcn_normalisation(graph: Graph, use_edge_weight: bool = False):
@@ -102,8 +104,7 @@ class GCN(nn.Module):
         use_edge_weight: bool = False,
     ):
         super().__init__()
-        check_positive("hidden", hidden)
-        check_positive("layers", layers)
+        check_args(GCNConfig, "model", hidden=hidden, layers=layers, use_edge_weight=use_edge_weight)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.use_edge_weight = bool(use_edge_weight)
         # The symmetric normalisation reads the degree of each message's source, which depends on that

@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import MLP, check_positive, run_stages, scatter_sum
+from gnnddm.models.common import MLP, check_edge_dim, run_stages, scatter_sum
 from gnnddm.models.graph import Graph
+from gnnddm.schema.fields import check_args
+from gnnddm.schema.model import InteractionNetworkConfig
 
 
 class InteractionBlock(nn.Module):
@@ -72,10 +74,8 @@ class InteractionNetwork(nn.Module):
         mlp_layers: int = 2,
     ):
         super().__init__()
-        check_positive("hidden", hidden)
-        check_positive("layers", layers)
-        check_positive("mlp_layers", mlp_layers)
-        check_positive("edge_dim", edge_dim, minimum=0)
+        check_args(InteractionNetworkConfig, "model", hidden=hidden, layers=layers, mlp_layers=mlp_layers)
+        check_edge_dim(edge_dim)
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
         self.num_message_passing_layers = self.num_layers = layers
         self.node_encoder = MLP(in_channels, hidden, hidden, mlp_layers, norm=True)

@@ -6,11 +6,10 @@ import torch
 from torch import nn
 from torch_geometric.nn import SAGEConv
 
-from gnnddm.errors import ConfigError
-from gnnddm.models.common import adjacency, check_positive, run_stages
+from gnnddm.models.common import adjacency, run_stages
 from gnnddm.models.graph import Graph
-
-AGGREGATIONS = ("mean", "sum")
+from gnnddm.schema.fields import check_args
+from gnnddm.schema.model import GraphSAGEConfig
 
 
 class _SAGEFunction(torch.autograd.Function):
@@ -133,12 +132,7 @@ class GraphSAGE(nn.Module):
         residual: bool = False,
     ):
         super().__init__()
-        check_positive("hidden", hidden)
-        check_positive("layers", layers)
-        if aggr not in AGGREGATIONS:
-            raise ConfigError(f"model.aggr: expected one of {list(AGGREGATIONS)}, got {aggr!r}")
-        if not isinstance(residual, bool):
-            raise ConfigError(f"model.residual: expected true or false, got {residual!r}")
+        check_args(GraphSAGEConfig, "model", hidden=hidden, layers=layers, aggr=aggr, residual=residual)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_message_passing_layers = self.num_layers = layers
         self.residual = residual

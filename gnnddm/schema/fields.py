@@ -92,8 +92,13 @@ def check(schema: type, values: Mapping, prefix: str, label: str | None = None) 
     return _check(schema, values, prefix, label)[0]
 
 
-def _check(schema: type, values, prefix: str, label: str | None = None) -> tuple[list[ConfigError], object]:
-    """``(problems, the schema instance)``; the instance (``None`` with problems) runs ``__post_init__``."""
+def _check(schema: type, values, prefix: str, label: str | None = None,
+           given_only: bool = False) -> tuple[list[ConfigError], object]:
+    """``(problems, the schema instance)``; the instance (``None`` with problems) runs ``__post_init__``.
+
+    ``given_only``: a key absent from ``values`` takes its default without being required (the arguments
+    of a Python call, which need not name every key, such as the path of a loader).
+    """
     if not isinstance(values, Mapping):
         return [ConfigError(f"{prefix.rstrip('.')}: expected {describe(schema)}, got {values!r}")], None
     spec = _spec(schema)
@@ -106,6 +111,8 @@ def _check(schema: type, values, prefix: str, label: str | None = None) -> tuple
                 found.append(ConfigError(f"{prefix}{key}: not a key of {of}; valid: {valid}"))
     given = {}
     for name, (hint, meta, default) in spec.items():
+        if given_only and name not in values:
+            continue
         value = values.get(name, default)
         key = f"{prefix}{name}"
         if isinstance(value, str) and value == REQUIRED:
@@ -129,7 +136,7 @@ def _check(schema: type, values, prefix: str, label: str | None = None) -> tuple
 def check_args(schema: type, section: str, **values) -> None:
     """Check a component's own arguments against its schema (a Python caller's values); raise the first
     problem as the ConfigError naming ``<section>.<key>``."""
-    found = check(schema, values, f"{section}.")
+    found, _ = _check(schema, values, f"{section}.", given_only=True)
     if found:
         raise found[0]
 

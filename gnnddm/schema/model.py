@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from gnnddm.schema.fields import Component, Invalid, at_least, one_of
 
-AGGREGATIONS = ("mean", "sum")  # gnnddm.models.sage.AGGREGATIONS
+AGGREGATIONS = ("mean", "sum")  # the neighbour aggregations of GraphSAGE (gnnddm.models.common.adjacency)
 
 
 @dataclass
