@@ -48,11 +48,16 @@ class Batch:
         return Batch(*moved, nodes=None if self.nodes is None else self.nodes.to(device))
 
 
+def weighted_sq_error(out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ w · (out − y)²: the loss of every task and every (global, subdomain, coarse) problem (scalar)."""
+    return (w * (out - y) ** 2).sum()
+
+
 def loss(out: torch.Tensor, batch: Batch, nodes=None) -> torch.Tensor:
     """Weighted squared error of ``out`` on ``nodes`` (all nodes when None); see module docstring."""
     if nodes is None:
-        return (batch.w * (out - batch.y) ** 2).sum()
-    return (batch.w[:, nodes] * (out - batch.y[:, nodes]) ** 2).sum()
+        return weighted_sq_error(out, batch.y, batch.w)
+    return weighted_sq_error(out, batch.y[:, nodes], batch.w[:, nodes])
 
 
 class Task:

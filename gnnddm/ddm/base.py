@@ -229,7 +229,7 @@ class Algorithm:
     # ------------------------------------------------------------------ flat parameter vector
     def flat(self) -> torch.Tensor:
         """θ as one vector (a copy)."""
-        return torch.cat([p.detach().reshape(-1) for p in self.params]).clone()
+        return torch.nn.utils.parameters_to_vector(self.params).detach()
 
     def split(self, vec: torch.Tensor) -> list[torch.Tensor]:
         """``vec`` cut into views shaped like the parameters."""

@@ -37,6 +37,7 @@ from gnnddm.ddm.base import Algorithm
 from gnnddm.errors import ConfigError
 from gnnddm.models.graph import Graph, prepare_graph
 from gnnddm.partition.halo import HaloPlan, halo_plan
+from gnnddm.tasks import weighted_sq_error
 
 STAGES = ("encode", "layer", "decode", "num_layers")
 
@@ -120,7 +121,7 @@ class HaloSync(Algorithm):
                     out = model.layer(stage, state, graph)
                     if stage == layers - 1:
                         pred = model.decode(out, graph).transpose(0, 1)[:, :owned]
-                        losses[k] = (w * (pred - y) ** 2).sum()
+                        losses[k] = weighted_sq_error(pred, y, w)
                 tape[k], states[k] = (leaves, out), out
             tapes.append(tape)
         f = torch.zeros(1, dtype=torch.float64)

@@ -28,6 +28,7 @@ import torch
 
 from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.base import check_bool
+from gnnddm.partition.metrics import greedy_colouring
 
 
 def colour_parts(parts: np.ndarray, edge_index: np.ndarray, active) -> list[list[int]]:
@@ -44,10 +45,7 @@ def colour_parts(parts: np.ndarray, edge_index: np.ndarray, active) -> list[list
         if u in neighbours and v in neighbours:
             neighbours[u].add(v)
             neighbours[v].add(u)
-    colour: dict[int, int] = {}
-    for k in sorted(active, key=lambda k: (-len(neighbours[k]), k)):
-        used = {colour[n] for n in neighbours[k] if n in colour}
-        colour[k] = next(c for c in range(len(active) + 1) if c not in used)
+    colour = greedy_colouring(neighbours)
     classes = [sorted(k for k in active if colour[k] == c) for c in range(max(colour.values(), default=-1) + 1)]
     return [c for c in classes if c]
 

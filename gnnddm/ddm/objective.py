@@ -31,7 +31,7 @@ import torch
 
 from gnnddm.models.graph import Graph, prepare_graph
 from gnnddm.partition.subdomain import Partition
-from gnnddm.tasks import Batch
+from gnnddm.tasks import Batch, weighted_sq_error
 
 
 def _coarse_edge_attr(level, assign: np.ndarray, data) -> np.ndarray | None:
@@ -262,14 +262,14 @@ class Objective:
         x, y, w = self._local[k]
         out = model(x, self.graphs[k])
         self.last_work = self.local_work(k)
-        return (w * (out[:, : self.num_owned[k]] - y) ** 2).sum()
+        return weighted_sq_error(out[:, : self.num_owned[k]], y, w)
 
     def global_loss(self, model) -> torch.Tensor:
         """f(θ): loss on the full graph (scalar)."""
         self._need_batch(full=True)
         out = model(self.batch.x, self.full_graph)
         self.last_work = 1.0
-        return (self.batch.w * (out - self.batch.y) ** 2).sum()
+        return weighted_sq_error(out, self.batch.y, self.batch.w)
 
     def coarse_batch(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_c, y_c, w_c)``: the current batch restricted to coarse level ``level`` (module docstring),
@@ -289,7 +289,7 @@ class Objective:
         x, y, w = self.coarse_batch(level)
         out = model(x, self.coarse[level]["graph"])
         self.last_work = self.coarse_work(level)
-        return (w * (out - y) ** 2).sum()
+        return weighted_sq_error(out, y, w)
 
     def __repr__(self) -> str:
         return (

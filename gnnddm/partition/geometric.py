@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def sphere_xyz(lat, lon) -> np.ndarray:
-    """Unit vectors of positions given in degrees, float64 [N, 3]."""
-    la, lo = np.deg2rad(np.asarray(lat, np.float64)), np.deg2rad(np.asarray(lon, np.float64))
-    return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
+from gnnddm.graph.sphere import unit_vectors
 
 
 def geometric(
@@ -37,7 +33,7 @@ def geometric(
     """
     if lat is None or lon is None:
         raise ValueError("the geometric partitioner needs node positions (lat, lon)")
-    xyz = sphere_xyz(lat, lon)
+    xyz = unit_vectors(lat, lon)
     w = np.ones(num_nodes) if node_weight is None else np.asarray(node_weight, dtype=np.float64)
     parts = np.zeros(num_nodes, dtype=np.int64)
     stack = [(np.arange(num_nodes), 0, int(num_parts))]  # (nodes, first part id, number of parts)

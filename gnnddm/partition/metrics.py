@@ -122,11 +122,18 @@ def color_parts(partition) -> np.ndarray:
     pairs = partition.part_adjacency
     if pairs is None:
         pairs = np.zeros((2, 0), dtype=np.int64)
-    neighbours = [[] for _ in range(p)]
+    neighbours: dict[int, set[int]] = {k: set() for k in range(p)}
     for k, l in pairs.T.tolist():
-        neighbours[k].append(l)
-    colors = np.full(p, -1, dtype=np.int64)
-    for k in sorted(range(p), key=lambda k: (-len(neighbours[k]), k)):
-        taken = {int(colors[l]) for l in neighbours[k]}
-        colors[k] = next(c for c in range(p + 1) if c not in taken)
-    return colors
+        neighbours[k].add(l)
+    colour = greedy_colouring(neighbours)
+    return np.array([colour[k] for k in range(p)], dtype=np.int64)
+
+
+def greedy_colouring(neighbours: dict[int, set[int]]) -> dict[int, int]:
+    """Welsh-Powell: vertices by decreasing degree (ties: smaller id first), each the smallest colour none
+    of its coloured neighbours holds (at most max degree + 1 colours). The one colouring of the package."""
+    colour: dict[int, int] = {}
+    for k in sorted(neighbours, key=lambda k: (-len(neighbours[k]), k)):
+        used = {colour[n] for n in neighbours[k] if n in colour}
+        colour[k] = next(c for c in range(len(neighbours) + 1) if c not in used)
+    return colour
