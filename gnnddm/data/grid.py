@@ -35,6 +35,8 @@ from gnnddm.data.samples import resolve_path
 from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
+from gnnddm.schema.data import GridDataConfig
+from gnnddm.schema.fields import check_args
 
 GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
 EXPECTED = "a netCDF, zarr or GRIB file with latitude/longitude coordinates (latitude/lat, longitude/lon)"
@@ -76,6 +78,7 @@ def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen
         ``X [T, nlat*nlon, V]`` float32 in physical units, cos-latitude area weights with mean 1,
         static features sin/cos lat/lon plus ``orography_km`` and ``lsm`` when the file holds them.
     """
+    check_args(GridDataConfig, "data", coarsen=coarsen)
     p = resolve_path(path)
     ds, engine = open_dataset(p, engine)
     try:
@@ -243,7 +246,7 @@ def _rename_first(ds: xr.Dataset, spellings, target: str) -> xr.Dataset:
 
 
 def _read(ds, source, engine, variables, levels, time, member, coarsen) -> WeatherGraphData:
-    coarsen = _check_coarsen(coarsen)
+    coarsen = int(coarsen)
     layout = detect_layout(ds, engine)
     notes: list[str] = []
     ds = standardise(ds, source, member, notes)
@@ -313,12 +316,6 @@ def _read(ds, source, engine, variables, levels, time, member, coarsen) -> Weath
         static=np.concatenate([pos, S], axis=1), static_names=pos_names + tuple(static_names),
         grid_shape=(nlat, nlon), source=source, layout=layout, warnings=tuple(notes),
     )
-
-
-def _check_coarsen(coarsen) -> int:
-    if isinstance(coarsen, bool) or not isinstance(coarsen, int | np.integer) or coarsen < 1:
-        raise ConfigError(f"data.coarsen: expected an integer >= 1, got {coarsen!r}")
-    return int(coarsen)
 
 
 def _times(ds: xr.Dataset, source: str) -> np.ndarray:

@@ -31,7 +31,9 @@ from gnnddm.data.grid import check_file
 from gnnddm.data.samples import resolve_path
 from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
-from gnnddm.errors import ConfigError, DataError
+from gnnddm.errors import DataError
+from gnnddm.schema.data import MeshDataConfig
+from gnnddm.schema.fields import check_args
 
 CELL_DIMS = ("ncells", "ncell", "cell", "cells", "ncol", "npix", "nod2", "values")
 LAT_NAMES = ("clat", "lat", "latitude", "latcell", "grid_center_lat", "lat_cell")
@@ -40,7 +42,6 @@ AREA_NAMES = ("cell_area", "area", "areacell", "cell_area_p", "areacello")
 WET_NAMES = ("wet_c", "wet", "wet_mask", "sea_mask")
 TIME_NAMES = ("time", "valid_time")
 VERTEX_ROUND = 1e-6  # unit-vector rounding step for vertex matching (about 6 m on the Earth)
-SHARE = ("edge", "vertex")
 
 
 def load_mesh(path, variables: Sequence[str] | None = None, levels=None, time=None, wet_only: bool = False,
@@ -62,8 +63,7 @@ def load_mesh(path, variables: Sequence[str] | None = None, levels=None, time=No
     share : {"edge", "vertex"}
         Neighbour rule of ``native_edges``: cells sharing an edge (>= 2 vertices) or any vertex.
     """
-    if share not in SHARE:
-        raise ConfigError(f"data.share: expected one of {list(SHARE)}, got {share!r}")
+    check_args(MeshDataConfig, "data", wet_only=wet_only, share=share)
     p = resolve_path(path)
     check_file(p, "a netCDF file of an unstructured mesh (cell positions on a cell dimension)")
     try:

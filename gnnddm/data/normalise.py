@@ -9,6 +9,8 @@ import numpy as np
 from gnnddm.data.times import covers, time_mask
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError
+from gnnddm.schema.data import SplitConfig
+from gnnddm.schema.fields import check_args
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,11 @@ def split_times(times: np.ndarray, train=0.7, val=0.15, test=None) -> TimeSplit:
     ``data.time``: :mod:`gnnddm.data.times`). With fractions the
     blocks follow each other in time (train first); ``test`` defaults to the rest.
     """
+    check_args(SplitConfig, "data.split", train=train, val=val, test=test)
     t = len(times)
     if all(_is_fraction(v) or v is None for v in (train, val, test)):
         ftr, fva = float(train), float(val or 0.0)
         fte = 1.0 - ftr - fva if test is None else float(test)
-        if min(ftr, fva, fte) < 0 or ftr + fva + fte > 1.0 + 1e-9 or ftr <= 0:
-            raise ConfigError(
-                f"data.split: fractions train={train}, val={val}, test={test} must be >= 0, train > 0, "
-                "and sum to at most 1"
-            )
         n_tr = max(1, int(round(ftr * t)))
         n_va = int(round(fva * t))
         n_te = min(t - n_tr - n_va, int(round(fte * t))) if test is not None else t - n_tr - n_va
@@ -50,8 +48,6 @@ def split_times(times: np.ndarray, train=0.7, val=0.15, test=None) -> TimeSplit:
         if rng is None:
             out[name] = np.arange(0)
             continue
-        if _is_fraction(rng):
-            raise ConfigError("data.split: give all splits as fractions or all as [start, end] date pairs")
         out[name] = np.nonzero(time_mask(times, rng, f"data.split.{name}"))[0]
     if len(out["train"]) == 0:
         raise ConfigError(f"data.split.train: the range {train} selects no time step; data covers {covers(times)}")

@@ -43,6 +43,8 @@ from gnnddm.data.samples import resolve_path
 from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
+from gnnddm.schema.data import StationsDataConfig
+from gnnddm.schema.fields import check_args
 
 STATION_COLS = ("station", "station_id", "stationid", "station_code", "code", "id", "site", "site_id",
                 "stid", "wmo", "wmo_id", "station_name")
@@ -54,7 +56,6 @@ ELEV_COLS = ("elevation", "elev", "altitude", "alt", "height", "station_elevatio
 NAME_COLS = ("name", "station_name", "site_name")
 DEFAULT_WIDE_VARIABLE = "wind_speed"
 SEPARATORS = (",", ";", "\t", "|")
-CONFLICT_CHOICES = ("error", "first")
 
 
 @dataclass
@@ -118,9 +119,7 @@ def load_stations(
         selection without any time step, no station with valid coordinates.
     """
     p = resolve_path(path)
-    if position_conflicts not in CONFLICT_CHOICES:
-        raise ConfigError(f"data.position_conflicts: expected one of {list(CONFLICT_CHOICES)}, got "
-                          f"{position_conflicts!r}")
+    check_args(StationsDataConfig, "data", position_conflicts=position_conflicts)
     dialect = _Dialect(sep, decimal, position_conflicts)
     if p.suffix.lower() in (".nc", ".nc4", ".cdf", ".netcdf", ".h5"):
         raw = _read_cf(p, variables)

@@ -36,6 +36,8 @@ import numpy as np
 import xarray as xr
 
 from gnnddm.errors import ConfigError
+from gnnddm.schema.data import SyntheticDataConfig
+from gnnddm.schema.fields import check_args
 
 GENERATOR_VERSION = 1
 VARIABLES = {
@@ -150,15 +152,8 @@ class _Model:
 
 
 def _check(steps, dt_hours, variables) -> tuple[str, ...]:
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-        raise ConfigError(f"data.steps: expected an integer >= 1, got {steps!r}")
-    if not isinstance(dt_hours, int | float) or dt_hours <= 0:
-        raise ConfigError(f"data.dt_hours: expected a number > 0, got {dt_hours!r}")
-    variables = (variables,) if isinstance(variables, str) else tuple(variables)
-    bad = [v for v in variables if v not in VARIABLES]
-    if bad or not variables:
-        raise ConfigError(f"data.variables: {bad or variables} not generated; choose from {list(VARIABLES)}")
-    return variables
+    check_args(SyntheticDataConfig, "data", steps=steps, dt_hours=dt_hours, variables=variables)
+    return (variables,) if isinstance(variables, str) else tuple(variables)
 
 
 def iter_chunks(resolution=5.625, steps=200, dt_hours=6, start="2000-01-01", seed=0,
@@ -290,14 +285,12 @@ def load_synthetic(resolution=2.8125, steps=200, seed=0, cache_dir=None, variabl
     """
     from gnnddm.data.grid import load_grid
 
+    check_args(SyntheticDataConfig, "data", resolution=resolution, steps=steps, seed=seed, variables=variables,
+               coarsen=coarsen, **gen_kw)
     gen = {"resolution": float(resolution), "steps": steps, "seed": int(seed),
            "variables": list(variables) if variables is not None else list(VARIABLES), **gen_kw}
     if isinstance(gen.get("dt_hours"), int) and not isinstance(gen["dt_hours"], bool):
         gen["dt_hours"] = float(gen["dt_hours"])  # 6 and 6.0 name the same file
-    unknown = set(gen_kw) - {"dt_hours", "start", "poles", "chunk_time"}
-    if unknown:
-        raise ConfigError(f"data: unknown synthetic option(s) {sorted(unknown)}; valid: resolution, steps, seed, "
-                          "dt_hours, start, poles, chunk_time, variables, time, coarsen, cache_dir")
     key = {k: v for k, v in gen.items() if k != "chunk_time"}
     path = cache_path(cache_dir, **key)
     if not path.exists():

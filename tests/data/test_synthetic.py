@@ -69,7 +69,7 @@ def test_load_synthetic_caches_by_parameters(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.X, data.X)
     load_synthetic(resolution=11.25, steps=4, seed=1)
     assert len(list((tmp_path / "synthetic").iterdir())) == 2
-    with pytest.raises(ConfigError, match="unknown synthetic option"):
+    with pytest.raises(ConfigError, match="data.sead: not a key of gnnddm.data.synthetic.load_synthetic"):
         load_synthetic(resolution=11.25, steps=4, sead=1)
     with pytest.raises(ConfigError, match="data.variables"):
         load_synthetic(resolution=11.25, steps=4, variables=["tp"])
