@@ -18,6 +18,8 @@ import torch
 
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError
+from gnnddm.schema.fields import check_args
+from gnnddm.schema.task import ForecastTaskConfig, InterpolateTaskConfig
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,11 +161,8 @@ class ForecastTask(Task):
     baseline_name = "persistence"
 
     def __init__(self, data: WeatherGraphData, history: int = 1, lead: int = 1, var_weights=None):
+        check_args(ForecastTaskConfig, "task", history=history, lead=lead, var_weights=var_weights)
         super().__init__(data, var_weights)
-        if history not in (1, 2):
-            raise ConfigError(f"task.history: expected 1 or 2, got {history!r}")
-        if not isinstance(lead, int) or lead < 1:
-            raise ConfigError(f"task.lead: expected a positive integer, got {lead!r}")
         self.history, self.lead = history, lead
         self._pair_counts: dict[int, int] = {}
 
@@ -228,11 +227,9 @@ class InterpolateTask(Task):
 
     def __init__(self, data: WeatherGraphData, hide_fraction: float = 0.3, var_weights=None,
                  split_by: str = "auto", node_split: dict | None = None, node_seed: int = 0):
+        check_args(InterpolateTaskConfig, "task", hide_fraction=hide_fraction, var_weights=var_weights,
+                   split_by=split_by, node_split=node_split or {}, node_seed=node_seed)
         super().__init__(data, var_weights)
-        if not 0.0 < float(hide_fraction) < 1.0:
-            raise ConfigError(f"task.hide_fraction: expected a number in (0, 1), got {hide_fraction!r}")
-        if split_by not in ("auto", "time", "nodes"):
-            raise ConfigError(f"task.split_by: expected one of auto, time, nodes; got {split_by!r}")
         self.hide_fraction = float(hide_fraction)
         self.split_by = split_by if split_by != "auto" else ("nodes" if data.num_times == 1 else "time")
         self.node_role = _node_roles(data.num_nodes, node_split, node_seed) if self.split_by == "nodes" else None
@@ -312,15 +309,8 @@ SPLITS = ("train", "val", "test")
 
 def _node_roles(n: int, node_split: dict | None, seed: int) -> np.ndarray:
     """int8 [n]: 0 training, 1 validation, 2 test node; a fixed random draw of the ``node_split`` fractions."""
-    fractions = {"val": 0.15, "test": 0.15, **dict(node_split or {})}
-    unknown = sorted(set(fractions) - {"val", "test"})
-    if unknown:
-        raise ConfigError(f"task.node_split: unknown key(s) {unknown}; valid: val, test")
+    fractions = {"val": 0.15, "test": 0.15, **dict(node_split or {})}  # checked by InterpolateTaskConfig
     fv, ft = fractions["val"], fractions["test"]
-    if not all(isinstance(f, int | float) and not isinstance(f, bool) and 0.0 <= f < 1.0 for f in (fv, ft)) \
-            or fv <= 0.0 or fv + ft >= 1.0:
-        raise ConfigError(f"task.node_split: val in (0, 1), test in [0, 1) and val + test < 1 are needed; got "
-                          f"val={fv!r}, test={ft!r}")
     n_val, n_test = max(1, int(round(fv * n))), int(round(ft * n))
     if n_val + n_test >= n:
         raise ConfigError(f"task.node_split: {n} nodes leave none for training with val={fv}, test={ft}")
