@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnddm.config import options
 from gnnddm.graph.grid import grid_edges
 from gnnddm.graph.sphere import haversine
-from gnnddm.partition import PARTITIONERS, build_partition
+from gnnddm.partition import build_partition, get_partitioner
 from gnnddm.partition.metis import metis
 
 TARGET_SECONDS = 15.0
@@ -80,7 +81,7 @@ def bench_quality() -> tuple[str, int]:
             "|---:|---|---:|---:|---:|---:|"]
     cut = {}
     for p in (4, 16, 64):
-        for name, fn in PARTITIONERS.items():
+        for name, fn in ((n, get_partitioner(n)) for n in options("partition")):
             t0 = time.perf_counter()
             parts = fn(ei, n, p, edge_weight=w, lat=lat, lon=lon, seed=0)
             with warnings.catch_warnings():

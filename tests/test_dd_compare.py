@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_experiment_composes_with_every_algorithm_and_an_exact_overlap(experiment, algorithm):
     cfg = compose([f"+experiment={experiment}", f"ddm={algorithm}", "partition.num_parts=4"])
     assert cfg.ddm.name == algorithm
-    assert cfg.partition.method == "metis"
+    assert cfg.partition.name == "metis"
     assert cfg.partition.num_parts == 4
     # overlap = message-passing layers: the subdomain losses sum to the global loss (sync == global)
     assert cfg.partition.overlap == cfg.model.layers == 2

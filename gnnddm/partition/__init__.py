@@ -1,7 +1,8 @@
 """Partitions of a graph into subdomains with overlaps, their quality, and coarse graphs.
 
-- :func:`partition_graph` (the target of the ``partition`` config group): data -> :class:`Partition`.
-- :data:`PARTITIONERS`: metis, random, contiguous, geometric; each ``(edge_index, num_nodes, num_parts,
+- :class:`Partitioner`: a partitioner lifted to data, ``partitioner(data, ...) -> Partition``; each module
+  ``metis``, ``random``, ``contiguous``, ``geometric`` has one, ``partition`` (the config option's target).
+- :func:`get_partitioner`: the partitioner function of a name; each ``(edge_index, num_nodes, num_parts,
   edge_weight, node_weight, lat, lon, *, seed, ...) -> parts``.
 - :func:`build_partition`: part vector -> subdomains with exact ``delta``-hop overlaps and metrics.
 - :func:`color_parts`: colouring of the part adjacency for multiplicative Schwarz.
@@ -11,13 +12,13 @@
 from gnnddm.partition.coarse import CoarseLevel, coarsen, coarsen_levels
 from gnnddm.partition.metrics import color_parts, partition_metrics
 from gnnddm.partition.overlap import build_partition, symmetric_adjacency
-from gnnddm.partition.partitioners import PARTITIONERS, get_partitioner, partition_graph
+from gnnddm.partition.partitioners import Partitioner, get_partitioner, partition_graph
 from gnnddm.partition.subdomain import Partition, Subdomain
 
 __all__ = [
-    "PARTITIONERS",
     "CoarseLevel",
     "Partition",
+    "Partitioner",
     "Subdomain",
     "build_partition",
     "coarsen",

@@ -98,7 +98,7 @@ def coarsen(
     seed: int = 0,
     node_weight=None,
 ) -> CoarseLevel:
-    """Aggregate a graph into ``num_clusters`` clusters with a partitioner of :data:`PARTITIONERS`.
+    """Aggregate a graph into ``num_clusters`` clusters with the partitioner named ``method``.
 
     Parameters
     ----------

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gnnddm.partition.partitioners import Partitioner
+
 
 def contiguous(
     edge_index,
@@ -35,3 +37,7 @@ def contiguous(
         return (np.arange(num_nodes, dtype=np.int64) * num_parts) // max(num_nodes, 1)
     mid = np.cumsum(w) - 0.5 * w
     return np.minimum(num_parts - 1, np.floor(mid * num_parts / total)).astype(np.int64)
+
+
+#: the partitioner on graph-carrying data: the ``_target_`` of conf/partition/contiguous.yaml
+partition = Partitioner(contiguous)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from gnnddm.graph.sphere import unit_vectors
+from gnnddm.partition.partitioners import Partitioner
 
 
 def geometric(
@@ -53,3 +54,7 @@ def geometric(
         stack.append((idx[order[:m]], first, k1))
         stack.append((idx[order[m:]], first + k1, k - k1))
     return parts
+
+
+#: the partitioner on graph-carrying data: the ``_target_`` of conf/partition/geometric.yaml
+partition = Partitioner(geometric)

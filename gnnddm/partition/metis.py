@@ -13,6 +13,7 @@ import pymetis
 
 from gnnddm.errors import ConfigError
 from gnnddm.partition.overlap import symmetric_adjacency
+from gnnddm.partition.partitioners import Partitioner
 
 
 def metis(
@@ -75,3 +76,7 @@ def metis(
         options=options,
     )
     return np.asarray(result.vertex_part, dtype=np.int64)
+
+
+#: the partitioner on graph-carrying data: the ``_target_`` of conf/partition/metis.yaml
+partition = Partitioner(metis)

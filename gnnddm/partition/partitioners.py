@@ -1,54 +1,58 @@
 """From a graph-carrying :class:`WeatherGraphData` and the ``partition`` config section to a Partition.
 
-Every partitioner is a function with one signature,
+Every partitioner is a function with one signature, in a module of its own name (``gnnddm/partition/<name>.py``),
 
-    partitioner(edge_index, num_nodes, num_parts, edge_weight=None, node_weight=None, lat=None, lon=None,
-                *, seed=0, **options) -> parts int64 [N]
+    <name>(edge_index, num_nodes, num_parts, edge_weight=None, node_weight=None, lat=None, lon=None,
+           *, seed=0, **options) -> parts int64 [N]
 
-that ignores what it does not need. They are listed in :data:`PARTITIONERS` (the one place short names
-are resolved). The config group ``partition`` selects one through :func:`partition_graph`::
+that ignores what it does not need, and the same module lifts it to data: ``partition = Partitioner(<name>)``.
+Its config option ``conf/partition/<name>.yaml`` names that object::
 
     # conf/partition/metis.yaml
-    _target_: gnnddm.partition.partitioners.partition_graph
+    _target_: gnnddm.partition.metis.partition
     _partial_: true
+    name: metis
     num_parts: 4
     overlap: 1
     seed: 0
-    method: metis
     imbalance: 1.03
     ...
 
-``make = hydra.utils.instantiate(cfg.partition)`` is then ``partition_graph`` with these values bound, and
+``make = hydra.utils.instantiate(cfg.partition)`` is then that partitioner with these values bound, and
 ``make(data) -> Partition`` partitions ``data.edge_index`` with its own ``num_parts``, ``overlap`` and
-``seed``. Keys that are not arguments of :func:`partition_graph` are options of the chosen partitioner;
-an option it does not know is a :class:`ConfigError`.
+``seed``. Keys that are not arguments of :meth:`Partitioner.__call__` are options of the partitioner; an
+option it does not know is a :class:`ConfigError`. Adding a partitioner: its module, its YAML, its tests.
+:func:`get_partitioner` finds a partitioner by its name (the coarse levels' ``coarse_method``), among the
+options of the ``partition`` config group.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 
 import numpy as np
 
 from gnnddm.errors import ConfigError
-from gnnddm.partition.contiguous import contiguous
-from gnnddm.partition.geometric import geometric
-from gnnddm.partition.metis import metis
 from gnnddm.partition.overlap import build_partition
-from gnnddm.partition.random import random
 from gnnddm.partition.subdomain import Partition
 
-PARTITIONERS = {"metis": metis, "random": random, "contiguous": contiguous, "geometric": geometric}
 NODE_WEIGHTS = (None, "valid_count")
+
+
+def names() -> list[str]:
+    """The partitioners: the options of the ``partition`` config group."""
+    from gnnddm.config import options
+
+    return options("partition")
 
 
 def get_partitioner(method: str):
     """The partitioner function called ``method``; a ConfigError listing the valid names otherwise."""
-    if method not in PARTITIONERS:
-        raise ConfigError(
-            f"partition.method: unknown partitioner {method!r}; valid: {', '.join(sorted(PARTITIONERS))}"
-        )
-    return PARTITIONERS[method]
+    valid = names()
+    if method not in valid:
+        raise ConfigError(f"partition.method: unknown partitioner {method!r}; valid: {', '.join(valid)}")
+    return getattr(importlib.import_module(f"gnnddm.partition.{method}"), method)
 
 
 def node_weights_of(data, node_weights: str | None) -> np.ndarray | None:
@@ -71,65 +75,65 @@ def check_sizes(num_parts, overlap, num_nodes: int) -> None:
         raise ConfigError(f"partition.overlap: expected an integer >= 0 (hops), got {overlap!r}")
 
 
-def partition_graph(
-    data,
-    method: str = "metis",
-    num_parts: int = 4,
-    overlap: int = 1,
-    seed: int = 0,
-    node_weights: str | None = None,
-    plot_cut_edges: bool = False,
-    **options,
-) -> Partition:
-    """Partition the graph of ``data`` and build its subdomains with ``overlap``-hop halos.
+class Partitioner:
+    """A partitioning function lifted to graph-carrying data: ``partitioner(data, ...) -> Partition``.
 
     Parameters
     ----------
-    data : WeatherGraphData
-        Must carry a graph (``edge_index``, ``edge_weight``); ``lat``/``lon`` feed the geometric method.
-    method : str
-        A key of :data:`PARTITIONERS`.
-    num_parts : int
-        p, 1 <= p <= N.
-    overlap : int
-        delta >= 0 hops; choose delta >= number of message-passing layers for exact local problems.
-    seed : int
-        Seed of the partitioner (METIS, random).
-    node_weights : {None, "valid_count"}
-        Balance the parts by node count or by number of valid observations (station data with gaps).
-    plot_cut_edges : bool
-        Read by ``gnnddm partition`` only (draw the cut edges on the map).
-    **options
-        Options of the partitioner (e.g. ``imbalance``, ``weight_scale`` for METIS).
-
-    Returns
-    -------
-    Partition
+    fn : callable
+        ``fn(edge_index, num_nodes, num_parts, edge_weight, node_weight, lat, lon, *, seed, **options)``;
+        its keyword-only arguments are the options a config may set.
     """
-    fn = get_partitioner(method)
-    if getattr(data, "edge_index", None) is None:
-        raise ConfigError("graph: the data carries no graph to partition; select a graph builder (graph=...)")
-    n = data.num_nodes
-    check_sizes(num_parts, overlap, n)
-    known = [name for name, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
-    for key in options:
-        if key not in known:
-            raise ConfigError(
-                f"partition.{key}: not an option of the {method} partitioner; "
-                f"its options are: {', '.join(['seed', *[k for k in known if k != 'seed']])}"
-            )
-    parts = fn(
-        data.edge_index,
-        n,
-        int(num_parts),
-        edge_weight=data.edge_weight,
-        node_weight=node_weights_of(data, node_weights),
-        lat=data.lat,
-        lon=data.lon,
-        seed=int(seed),
-        **options,
-    )
-    return build_partition(
-        data.edge_index, n, parts, int(overlap), edge_weight=data.edge_weight, method=method,
-        num_parts=int(num_parts),
-    )
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.name = fn.__name__
+        self.options = [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+
+    def __call__(self, data, num_parts: int = 4, overlap: int = 1, seed: int = 0, node_weights: str | None = None,
+                 plot_cut_edges: bool = False, name: str | None = None, **options) -> Partition:
+        """Partition the graph of ``data`` and build its subdomains with ``overlap``-hop halos.
+
+        Parameters
+        ----------
+        data : WeatherGraphData
+            Must carry a graph (``edge_index``, ``edge_weight``); ``lat``/``lon`` feed the geometric method.
+        num_parts : int
+            p, 1 <= p <= N.
+        overlap : int
+            delta >= 0 hops; choose delta >= number of message-passing layers for exact local problems.
+        seed : int
+            Seed of the partitioner (METIS, random).
+        node_weights : {None, "valid_count"}
+            Balance the parts by node count or by number of valid observations (station data with gaps).
+        plot_cut_edges : bool
+            Read by ``gnnddm partition`` only (draw the cut edges on the map).
+        name : str, optional
+            The option's label (the config's ``name``); the partition is labelled with this partitioner's.
+        **options
+            Options of the partitioner (e.g. ``imbalance``, ``weight_scale`` for METIS).
+        """
+        if getattr(data, "edge_index", None) is None:
+            raise ConfigError("graph: the data carries no graph to partition; select a graph builder (graph=...)")
+        n = data.num_nodes
+        check_sizes(num_parts, overlap, n)
+        for key in options:
+            if key not in self.options:
+                raise ConfigError(
+                    f"partition.{key}: not an option of the {self.name} partitioner; "
+                    f"its options are: {', '.join(['seed', *[k for k in self.options if k != 'seed']])}"
+                )
+        parts = self.fn(data.edge_index, n, int(num_parts), edge_weight=data.edge_weight,
+                        node_weight=node_weights_of(data, node_weights), lat=data.lat, lon=data.lon,
+                        seed=int(seed), **options)
+        return build_partition(data.edge_index, n, parts, int(overlap), edge_weight=data.edge_weight,
+                               method=self.name, num_parts=int(num_parts))
+
+    def __repr__(self) -> str:
+        return f"Partitioner({self.name})"
+
+
+def partition_graph(data, method: str = "metis", **kwargs) -> Partition:
+    """``Partitioner(get_partitioner(method))(data, **kwargs)``: partition ``data`` with the partitioner
+    named ``method`` (see :meth:`Partitioner.__call__` for the keys)."""
+    return Partitioner(get_partitioner(method))(data, **kwargs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gnnddm.partition.partitioners import Partitioner
+
 
 def random(
     edge_index,
@@ -27,3 +29,7 @@ def random(
     parts = np.empty(num_nodes, dtype=np.int64)
     parts[np.random.default_rng(seed).permutation(num_nodes)] = np.arange(num_nodes) % num_parts
     return parts
+
+
+#: the partitioner on graph-carrying data: the ``_target_`` of conf/partition/random.yaml
+partition = Partitioner(random)

@@ -39,7 +39,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "algorithm": ("tag:gnnddm.algorithm", "param:ddm.name"),
     "num_parts": ("tag:gnnddm.num_parts", "param:partition.num_parts"),
     "overlap": ("tag:gnnddm.overlap", "param:partition.overlap"),
-    "partitioner": ("tag:gnnddm.partitioner", "param:partition.method"),
+    "partitioner": ("tag:gnnddm.partitioner", "param:partition.name"),
     "model": ("tag:gnnddm.model", "param:model.name"),
     "data": ("tag:gnnddm.data",),
     "edge_weights": ("tag:gnnddm.edge_weights", "param:graph.weights"),

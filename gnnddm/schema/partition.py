@@ -1,8 +1,8 @@
 """The ``partition`` group: the partitioners of :mod:`gnnddm.partition`, built later with the graph.
 
-One schema serves every option: each is a ``gnnddm.partition.*`` callable taking the same keys, of which
-``imbalance`` and ``weight_scale`` are METIS's own. Which partitioner an option uses is its ``method`` key
-where it has one, else the name of its ``_target_``.
+One schema serves every option: each targets ``gnnddm.partition.<name>.partition`` (a
+:class:`~gnnddm.partition.partitioners.Partitioner`) and takes the same keys, of which ``imbalance`` and
+``weight_scale`` are METIS's own. The partitioner is the module of the ``_target_``.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ from dataclasses import dataclass, field
 
 from gnnddm.schema.fields import Component, Invalid, at_least, one_of
 
-PARTITIONERS = ("contiguous", "geometric", "metis", "random")  # gnnddm.partition.partitioners.PARTITIONERS
 NODE_WEIGHTS = ("valid_count",)
 METIS_ONLY = ("imbalance", "weight_scale")
 
 
 @dataclass
 class PartitionConfig(Component):
-    _target_: str = "gnnddm.partition.partitioners.partition_graph"
+    _target_: str = "gnnddm.partition.metis.partition"
     num_parts: int = field(default=4, metadata=at_least(1))
     overlap: int = field(default=1, metadata=at_least(0))
     seed: int = field(default=0, metadata=at_least(0))
-    method: str | None = field(default=None, metadata=one_of(*PARTITIONERS, noun="partitioner"))
+    name: str | None = None  # the option's label
     node_weights: str | None = field(default=None, metadata=one_of(*NODE_WEIGHTS, noun="node weighting"))
     plot_cut_edges: bool = False  # read by gnnddm partition only
     imbalance: float | None = field(default=None, metadata=at_least(1.0, "max part size / mean "))
@@ -32,10 +31,18 @@ class PartitionConfig(Component):
 
     @property
     def partitioner(self) -> str:
-        return self.method or self._target_.rsplit(".", 1)[-1]
+        """``metis`` of ``gnnddm.partition.metis.partition``."""
+        parts = self._target_.split(".")
+        return parts[-2] if len(parts) >= 2 else self._target_
 
     def __post_init__(self):
-        if self.partitioner in PARTITIONERS and self.partitioner != "metis":
+        from gnnddm.config import options
+
+        valid = options("partition")
+        if self.partitioner not in valid or self._target_ != f"gnnddm.partition.{self.partitioner}.partition":
+            raise Invalid("_target_", f"{self._target_!r} is no partitioner; valid: "
+                          + ", ".join(f"gnnddm.partition.{n}.partition" for n in valid))
+        if self.partitioner != "metis":
             for key in METIS_ONLY:
                 if getattr(self, key) is not None:
                     raise Invalid(key, f"not an option of the {self.partitioner} partitioner; only METIS takes it")

@@ -59,7 +59,7 @@ def test_defaults_to_the_working_directory(tiny_problem, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("values", "match"),
     [
-        ({"partition.method": "spectral"}, "partition.method: unknown partitioner 'spectral'; valid: "),
+        ({"partition._target_": "gnnddm.partition.spectral.partition"}, "partition._target_: "),
         ({"partition.overlap": -1}, "partition.overlap: must be >= 0"),
         ({"partition.num_parts": 0}, "partition.num_parts: must be >= 1"),
     ],

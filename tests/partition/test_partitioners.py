@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from gnnddm.errors import ConfigError
 from gnnddm.graph.sphere import haversine
-from gnnddm.partition import PARTITIONERS, Partition, partition_graph, symmetric_adjacency
+from gnnddm.partition import Partition, get_partitioner, partition_graph, symmetric_adjacency
 from gnnddm.partition.metrics import edge_cut, imbalance
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,8 +40,8 @@ def test_metis_cuts_far_less_than_random_on_era5_grid(era5_grid):
     n = lat.size
     assert n == 181 * 360
     a = symmetric_adjacency(ei, n, w)
-    parts = PARTITIONERS["metis"](ei, n, 8, edge_weight=w, seed=0)
-    rand = PARTITIONERS["random"](ei, n, 8, seed=0)
+    parts = get_partitioner("metis")(ei, n, 8, edge_weight=w, seed=0)
+    rand = get_partitioner("random")(ei, n, 8, seed=0)
     assert np.bincount(parts).size == 8
     assert imbalance(parts, 8) <= 1.05
     assert edge_cut(a, parts)[1] < edge_cut(a, rand)[1] / 5
@@ -50,14 +50,14 @@ def test_metis_cuts_far_less_than_random_on_era5_grid(era5_grid):
 def test_metis_is_deterministic_for_a_seed(era5_grid):
     ei, w, _, _ = era5_grid
     n = int(ei.max()) + 1
-    first = PARTITIONERS["metis"](ei, n, 16, edge_weight=w, seed=3)
-    again = PARTITIONERS["metis"](ei, n, 16, edge_weight=w, seed=3)
+    first = get_partitioner("metis")(ei, n, 16, edge_weight=w, seed=3)
+    again = get_partitioner("metis")(ei, n, 16, edge_weight=w, seed=3)
     assert np.array_equal(first, again)
 
 
 def test_metis_single_part_is_all_zeros(grid4x8):
     ei, n, _, _ = grid4x8
-    parts = PARTITIONERS["metis"](ei, n, 1)
+    parts = get_partitioner("metis")(ei, n, 1)
     assert parts.dtype == np.int64 and not parts.any()
 
 
@@ -67,7 +67,7 @@ def test_metis_follows_strong_couplings():
     weak = np.array([[0, 4, 1, 5], [4, 0, 5, 1]])
     ei = np.concatenate([ei, weak], axis=1)
     w = np.concatenate([np.full(ei.shape[1] - 4, 10.0), np.full(4, 0.1)])
-    parts = PARTITIONERS["metis"](ei, 8, 2, edge_weight=w, seed=0)
+    parts = get_partitioner("metis")(ei, 8, 2, edge_weight=w, seed=0)
     assert len(set(parts[:4])) == 1 and len(set(parts[4:])) == 1 and parts[0] != parts[4]
 
 
@@ -76,7 +76,7 @@ def test_metis_follows_strong_couplings():
 def test_balanced_partitioners_are_exactly_balanced(era5_grid, method, p):
     ei, w, lat, lon = era5_grid
     n = lat.size
-    parts = PARTITIONERS[method](ei, n, p, edge_weight=w, lat=lat, lon=lon, seed=0)
+    parts = get_partitioner(method)(ei, n, p, edge_weight=w, lat=lat, lon=lon, seed=0)
     sizes = np.bincount(parts, minlength=p)
     assert sizes.size == p and sizes.max() - sizes.min() <= 1
 
@@ -85,8 +85,8 @@ def test_geometric_parts_are_compact(era5_grid):
     ei, w, lat, lon = era5_grid
     n = lat.size
     a = symmetric_adjacency(ei, n, w)
-    geo = PARTITIONERS["geometric"](ei, n, 6, lat=lat, lon=lon)
-    rand = PARTITIONERS["random"](ei, n, 6)
+    geo = get_partitioner("geometric")(ei, n, 6, lat=lat, lon=lon)
+    rand = get_partitioner("random")(ei, n, 6)
     assert edge_cut(a, geo)[1] < edge_cut(a, rand)[1] / 10
 
 
@@ -96,7 +96,7 @@ def test_node_weights_balance_weight_not_count():
     lat = np.linspace(-80, 80, n)
     lon = np.zeros(n)
     for method in ("contiguous", "geometric"):
-        parts = PARTITIONERS[method](None, n, 2, node_weight=w, lat=lat, lon=lon)
+        parts = get_partitioner(method)(None, n, 2, node_weight=w, lat=lat, lon=lon)
         load = np.bincount(parts, weights=w)
         assert abs(load[0] - load[1]) <= 3.0, method
 
@@ -106,7 +106,8 @@ def test_node_weights_balance_weight_not_count():
 def test_config_group_makes_a_partition_from_data(tiny_data, name):
     cfg = OmegaConf.load(ROOT / "conf" / "partition" / f"{name}.yaml")
     assert next(iter(cfg)) == "_target_" and cfg._partial_ is True
-    assert (cfg.num_parts, cfg.overlap, cfg.seed, cfg.method) == (4, 1, 0, name)
+    assert cfg._target_ == f"gnnddm.partition.{name}.partition"  # one target per partitioner
+    assert (cfg.num_parts, cfg.overlap, cfg.seed, cfg.name) == (4, 1, 0, name)
     make = instantiate(cfg)
     part = make(tiny_data)
     assert isinstance(part, Partition)
