@@ -111,9 +111,10 @@ def test_unknown_command_exits_2():
 
 
 def test_multirun_sweep_groups_jobs_under_one_parent_and_keeps_failed_jobs(tmp_path):
-    out = gnnddm("train", "-m", *TINY, "ddm=global,sync", "model.hidden=8,-1", "hydra.sweep.dir=sweep",
+    out = gnnddm("train", "-m", *TINY, "ddm=global,sync", "partition.num_parts=2,100000", "hydra.sweep.dir=sweep",
                  cwd=tmp_path, timeout=600)
-    # model.hidden=-1 cannot build a model: those jobs fail, the others finish, the sweep reports it
+    # 100000 parts exceed the graph's nodes, which only the data tells: those jobs fail after their runs
+    # started, the others finish, the sweep reports it
     assert out.returncode != 0
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("gnnddm").experiment_id])

@@ -128,6 +128,7 @@ def test_every_schema_default_is_valid():
     (["partition.num_parts=0"], "partition.num_parts: must be >= 1, got 0"),
     (["task=interpolate", "task.hide_fraction=1.0"], "task.hide_fraction: must be in (0, 1), got 1.0"),
     (["data=synthetic", "data.resolution=7"], "data.resolution: 7 must divide 180 degrees"),
+    (["data=synthetic", "data.variables=[t2m,nope]"], "data.variables: ['nope'] not generated"),
     # unknown choice
     (["distributed.backend=mpi"], "distributed.backend: unknown backend 'mpi'; valid: none, gloo, nccl"),
     (["graph.kernel=cubic"], "graph.kernel: unknown kernel 'cubic'; valid: gaussian, inverse, uniform"),

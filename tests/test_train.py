@@ -78,8 +78,8 @@ def test_mlflow_run_carries_params_metrics_tags_and_artifacts(tmp_path):
     assert [m.step for m in hist] == [2, 4]
 
 
-def test_bad_data_key_fails_the_run_with_a_named_error_and_no_running_run(tmp_path):
-    cfg = compose(tiny(tmp_path, "data.variables=[t2m,nope]"))
+def test_a_key_only_the_data_refutes_fails_the_run_with_a_named_error_and_no_running_run(tmp_path):
+    cfg = compose(tiny(tmp_path, "task.var_weights={t2m:1.0,nope:2.0}"))  # valid for the schema, not for the data
     with pytest.raises(GnnddmError, match="nope"):
         train(cfg)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
