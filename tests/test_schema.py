@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from gnnddm.config import compose, config_dir
 from gnnddm.errors import ConfigError
 from gnnddm.schema import GROUPS, problems, schema_of, validate
-from gnnddm.schema.fields import REQUIRED, _spec
+from gnnddm.schema.fields import REQUIRED, spec
 from gnnddm.schema.root import RootConfig
 
 CONF = config_dir()
@@ -55,9 +55,9 @@ def _keys(section, prefix=""):
 def _field(schema, dotted: str):
     """The field type of ``dotted`` in ``schema``; a failed assertion naming what is missing."""
     head, _, rest = dotted.partition(".")
-    spec = _spec(schema)
-    assert head in spec, f"{schema.__name__} has no field {head!r}"
-    hint = spec[head][0]
+    keys = spec(schema)
+    assert head in keys, f"{schema.__name__} has no field {head!r}"
+    hint = keys[head][0]
     return _field(hint, rest) if rest else hint
 
 
@@ -79,7 +79,7 @@ def test_every_root_key_has_a_schema_field_with_the_yaml_default():
     for key, value in _keys(root):
         _field(RootConfig, key)
         head, _, rest = key.partition(".")
-        default = _spec(RootConfig)[head][2]
+        default = spec(RootConfig)[head][2]
         for part in rest.split(".") if rest else ():
             default = getattr(default, part)
         assert default == value, (key, default, value)
@@ -108,7 +108,7 @@ def test_the_choices_the_schemas_repeat_are_the_components_own():
 def test_every_schema_default_is_valid():
     for schemas in GROUPS.values():
         for schema in schemas:
-            values = {k: d for k, (_, _, d) in _spec(schema).items() if d != REQUIRED}
+            values = {k: d for k, (_, _, d) in spec(schema).items() if d != REQUIRED}
             instance = schema(**values)  # __post_init__ accepts the defaults
             assert dataclasses.is_dataclass(instance)
 

@@ -18,8 +18,9 @@ The components check their own arguments against the same schemas, so that a Pyt
 same errors as the command line: ``check_args(GraphSAGEConfig, "model", hidden=hidden, ...)``. What
 depends on the data (``graph.k`` below the number of nodes, ``partition.num_parts`` at most the nodes,
 variable names) stays in the component. The schemas import nothing of the components (no torch, no
-xarray), so validating is cheap; the few choice tuples they repeat (``KERNELS``, ``AGGREGATIONS``, ...)
-are compared with the components' own by ``tests/test_schema.py``.
+xarray), so validating is cheap; where a lower layer keeps its own list of names (``KERNELS`` and
+``WEIGHTINGS`` of :mod:`gnnddm.graph.weights`, the grid stencils, the synthetic variables),
+``tests/test_schema.py`` compares the schema's copy with it.
 
 Adding the ``ddm`` group (the pattern of every group):
 
@@ -38,8 +39,7 @@ Adding the ``ddm`` group (the pattern of every group):
    needs a field.
 """
 
-from gnnddm.schema.fields import ConfigError, Invalid, check, check_args
+from gnnddm.schema.fields import Invalid, check, check_args, spec
 from gnnddm.schema.validate import GROUPS, group_choices, problems, schema_of, validate
 
-__all__ = ["GROUPS", "ConfigError", "Invalid", "check", "check_args", "group_choices", "problems", "schema_of",
-           "validate"]
+__all__ = ["GROUPS", "Invalid", "check", "check_args", "group_choices", "problems", "schema_of", "spec", "validate"]

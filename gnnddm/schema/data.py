@@ -12,9 +12,9 @@ from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, 
 
 #: what ``time`` (of a loader, or a split given as dates) may be: null, one period, or [start, end]
 TimeSelection = str | int | list[str | int | None] | None
-SHARE = ("edge", "vertex")  # gnnddm.data.mesh.SHARE
-CONFLICT_CHOICES = ("error", "first")  # gnnddm.data.stations.CONFLICT_CHOICES
-SYNTHETIC_VARIABLES = ("t2m", "msl", "u10", "v10")  # gnnddm.data.synthetic.VARIABLES
+SHARE = ("edge", "vertex")  # the neighbour rules of a mesh's native edges
+CONFLICT_CHOICES = ("error", "first")  # a station with several positions: an error, or the first position
+SYNTHETIC_VARIABLES = ("t2m", "msl", "u10", "v10")  # as gnnddm.data.synthetic.VARIABLES
 
 
 def check_time(key: str, selection) -> None:

@@ -22,7 +22,7 @@ import functools
 import numbers
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Union
 
 from gnnddm.errors import ConfigError
@@ -101,16 +101,16 @@ def _check(schema: type, values, prefix: str, label: str | None = None,
     """
     if not isinstance(values, Mapping):
         return [ConfigError(f"{prefix.rstrip('.')}: expected {describe(schema)}, got {values!r}")], None
-    spec = _spec(schema)
+    fields = spec(schema)
     found: list[ConfigError] = []
     if not getattr(schema, "open", False):
         for key in values:
-            if key not in spec:
-                valid = ", ".join(k for k in spec if not k.startswith("_"))
+            if key not in fields:
+                valid = ", ".join(k for k in fields if not k.startswith("_"))
                 of = label or _default_target(schema) or prefix.rstrip(".") or "the configuration"
                 found.append(ConfigError(f"{prefix}{key}: not a key of {of}; valid: {valid}"))
     given = {}
-    for name, (hint, meta, default) in spec.items():
+    for name, (hint, meta, default) in fields.items():
         if given_only and name not in values:
             continue
         value = values.get(name, default)
@@ -161,15 +161,19 @@ def describe(hint) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a) for a in args)
     if origin is list:
-        return f"a list of {_plural(describe(args[0]))}" if args else "a list"
+        return f"a list of {_plural(args[0])}" if args else "a list"
     if origin is dict:
-        return f"a mapping to {_plural(describe(args[1]))}" if args else "a mapping"
+        return f"a mapping to {_plural(args[1])}" if args else "a mapping"
     return getattr(hint, "__name__", str(hint))
 
 
-def _plural(text: str) -> str:
+def _plural(hint) -> str:
+    """``str | None`` -> ``"strings or nulls"``."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_plural(a) for a in typing.get_args(hint))
+    text = describe(hint)
     return {"an integer": "integers", "a number": "numbers", "a string": "strings", "true or false": "booleans",
-            "any value": "values"}.get(text, text)
+            "any value": "values", "null": "nulls"}.get(text, text)
 
 
 def _type_problem(hint, value) -> str | None:
@@ -192,9 +196,9 @@ def _is_instance(hint, value) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (Union, types.UnionType):
         return any(_is_instance(a, value) for a in args)
-    if origin is list:
-        return isinstance(value, list | tuple) and all(_is_instance(args[0], v) for v in value) if args else \
-            isinstance(value, list | tuple)
+    if origin is list:  # a list, a tuple from a Python caller, a ListConfig
+        is_list = isinstance(value, Sequence) and not isinstance(value, str)
+        return is_list and (not args or all(_is_instance(args[0], v) for v in value))
     if origin is dict:
         return isinstance(value, Mapping) and all(
             _is_instance(args[0], k) and _is_instance(args[1], v) for k, v in value.items())
@@ -234,7 +238,7 @@ def _default_target(schema: type) -> str | None:
 
 
 @functools.cache
-def _spec(schema: type) -> dict[str, tuple[Any, Mapping, Any]]:
+def spec(schema: type) -> dict[str, tuple[Any, Mapping, Any]]:
     """``{key: (type, metadata, default)}`` of a schema, in field order."""
     hints = typing.get_type_hints(schema)
     out = {}

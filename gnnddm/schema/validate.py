@@ -54,7 +54,9 @@ def problems(cfg: DictConfig | Mapping) -> list[ConfigError]:
     found = check(RootConfig, root, "", label="the root config (or a group: " + ", ".join(GROUP_NAMES) + ")")
     choices = group_choices()
     for group in GROUP_NAMES:
-        found += _check_group(group, tree.get(group), choices.get(group))
+        section = tree.get(group)
+        option = choices.get(group) or (section.get("name") if isinstance(section, Mapping) else None)
+        found += _check_group(group, section, option)
     return found
 
 
