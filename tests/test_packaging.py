@@ -58,3 +58,12 @@ def test_wheel_ships_the_config_tree_and_it_resolves(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().isdigit()
+
+
+def test_every_package_of_the_source_tree_is_in_the_wheel_list():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "gnnddm").rglob("__init__.py")}
+    assert found - listed == set(), "packages missing from pyproject.toml [tool.setuptools] packages"
