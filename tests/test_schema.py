@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from gnnddm.config import compose, config_dir
+from gnnddm.config import compose, config_dir, options
 from gnnddm.errors import ConfigError
 from gnnddm.schema import GROUPS, problems, schema_of, validate
 from gnnddm.schema.fields import REQUIRED, spec
@@ -214,3 +214,32 @@ def test_config_validate_takes_hydra_flags_as_train_does(tmp_path):
     out = _gnnddm("config", "validate", "model=gcn", "--cfg", "job", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "_target_: gnnddm.models.gcn.GCN" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------ ddm
+@pytest.mark.parametrize("name", options("ddm"))
+def test_every_composed_ddm_option_validates_and_each_key_has_a_field_of_its_class_schema(name):
+    """The ddm options extend each other through defaults lists: the composed keys are what is checked."""
+    from dataclasses import fields
+
+    from hydra.utils import get_class
+
+    cfg = compose([f"ddm={name}"])
+    assert problems(cfg) == []
+    schema = get_class(cfg.ddm._target_).Config
+    assert schema.matches(cfg.ddm._target_)
+    assert set(cfg.ddm) <= {f.name for f in fields(schema)}, set(cfg.ddm) - {f.name for f in fields(schema)}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["ddm=asm", "ddm.eta2=0.1"], "ddm.eta2: must be >= ddm.eta1 = 0.25, got 0.1"),
+    (["ddm=asm", "ddm.combine=max"], "ddm.combine: unknown combination 'max'"),
+    (["ddm=asm", "+ddm.colour=1"], "ddm.colour: not a key of"),
+    (["ddm=asm", "ddm.local_solver.lr=0"], "ddm.local_solver.lr: a learning rate must be > 0"),
+    (["ddm=asm", "ddm.global_pass=true", "ddm.globalization=offo"], "ddm.global_pass: needs globalization"),
+    (["ddm=two_level", "ddm.coarse=middle"], "ddm.coarse: unknown coarse placement 'middle'"),
+    (["ddm=multilevel", "ddm.levels=0"], "ddm.levels: must be >= 1"),
+    (["ddm=asm", "ddm._target_=gnnddm.ddm.asm.Nope"], "ddm._target_: cannot import"),
+])
+def test_ddm_problems_name_the_key(overrides, message):
+    assert any(message in str(p) for p in problems(compose(overrides))), [str(p) for p in problems(compose(overrides))]

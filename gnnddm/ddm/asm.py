@@ -41,12 +41,17 @@ The loss values f_k used in ρ are the subdomain losses, exact when the overlap 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from gnnddm.ddm.base import (
     DEFAULT_SOLVER,
+    GLOBALIZATIONS,
     Algorithm,
+    SolverConfig,
     TrustRegion,
+    TrustRegionConfig,
     check_bool,
     check_choice,
     check_float,
@@ -55,11 +60,45 @@ from gnnddm.ddm.base import (
 )
 from gnnddm.ddm.solvers import Ball, Box, span_minimize
 from gnnddm.errors import ConfigError
+from gnnddm.schema.fields import Invalid, at_least, one_of
 
-GLOBALIZATIONS = ("trust_region", "offo", "none")
 COMBINES = ("sum", "average", "span")
 TRIALS = ("fused", "separate")
 
+
+@dataclass
+class SchwarzConfig(TrustRegionConfig):
+    """The keys the Schwarz methods share (conf/ddm_shared/schwarz.yaml)."""
+
+    local_steps: int = field(default=3, metadata=at_least(1))
+    local_solver: SolverConfig = field(default_factory=SolverConfig)
+    foc: bool = True
+    trial: str = field(default="fused", metadata=one_of(*TRIALS, noun="trial"))
+    global_pass: bool = False
+    global_steps: int = field(default=0, metadata=at_least(0))
+
+    def __post_init__(self):
+        super().__post_init__()
+        tr = self.globalization == "trust_region"
+        if self.global_pass and not tr:
+            raise Invalid("global_pass", f"needs globalization trust_region, got {self.globalization!r}")
+        if self.global_steps and tr and self.trial == "fused":
+            raise Invalid("global_steps", "global-optimizer steps would move θ away from the pending trial of "
+                                          "trial: fused; set ddm.trial=separate")
+
+
+@dataclass
+class ASMConfig(SchwarzConfig):
+    _target_: str = "gnnddm.ddm.asm.ASM"
+    name: str = "asm"
+    combine: str = field(default="average", metadata=one_of(*COMBINES, noun="combination"))
+    span_steps: int = field(default=4, metadata=at_least(1))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.combine == "span" and self.globalization == "offo":
+            raise Invalid("combine", "span evaluates the loss, which globalization offo never does; use "
+                                     "trust_region or none")
 
 class ASM(Algorithm):
     """Additive Schwarz (APTS in data space); see the module docstring for the update.
@@ -93,6 +132,7 @@ class ASM(Algorithm):
     """
 
     name = "asm"
+    Config = ASMConfig
     uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,

@@ -20,16 +20,66 @@ from __future__ import annotations
 import functools
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
+from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, between, one_of
 
 #: the local solver when none is given: Adam with lr 1e-3 (as conf/ddm/*.yaml)
 DEFAULT_SOLVER = functools.partial(torch.optim.Adam, lr=1e-3)
+GLOBALIZATIONS = ("trust_region", "offo", "none")
+
+
+# ------------------------------------------------------------------------------------------ schemas
+# Each algorithm class names its config schema in ``Config`` (a dataclass of gnnddm.schema): the ``ddm``
+# section of a composed config is checked against the schema of its ``_target_`` class before any work.
+@dataclass
+class SolverConfig:
+    """A local solver node: ``_target_`` an optimizer class taking ``(params, lr, ...)``, ``_partial_: true``;
+    its other keys are the class's options (checked by the class when it is built)."""
+
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = field(default=1.0e-3, metadata=above(0.0, "a learning rate "))
+
+    open: ClassVar[bool] = True
+
+
+@dataclass
+class AlgorithmConfig(Component):
+    """The keys of every ``ddm`` option: ``_target_`` (the class), ``_partial_: true``, ``name`` (its label)."""
+
+    name: str = REQUIRED
+
+
+@dataclass
+class TrustRegionConfig(AlgorithmConfig):
+    """The trust region's keys (APTS defaults) and the OFFO box's κ and ς."""
+
+    globalization: str = field(default="trust_region", metadata=one_of(*GLOBALIZATIONS, noun="globalization"))
+    eta1: float = field(default=0.25, metadata=between(0.0, 1.0))
+    eta2: float = field(default=0.75, metadata=between(0.0, 1.0))
+    gamma_dec: float = field(default=0.9, metadata=between(0.0, 1.0, low_open=True))
+    gamma_inc: float = field(default=1.2, metadata=at_least(1.0))
+    radius0: float = field(default=0.1, metadata=above(0.0))
+    radius_min: float = field(default=1.0e-4, metadata=at_least(0.0))
+    radius_max: float = field(default=10.0, metadata=above(0.0))
+    kappa: float = field(default=1.0, metadata=above(0.0))
+    varsigma: float = field(default=1.0e-2, metadata=above(0.0))
+
+    def __post_init__(self):
+        if self.eta2 < self.eta1:
+            raise Invalid("eta2", f"must be >= ddm.eta1 = {self.eta1}, got {self.eta2}")
+        if self.radius_max < self.radius_min:
+            raise Invalid("radius_max", f"must be >= ddm.radius_min = {self.radius_min}, got {self.radius_max}")
+        if not self.radius_min <= self.radius0 <= self.radius_max:
+            raise Invalid("radius0", f"must be in [radius_min, radius_max] = [{self.radius_min}, "
+                                     f"{self.radius_max}], got {self.radius0}")
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -173,6 +223,8 @@ class Algorithm:
     """
 
     name = "algorithm"
+    #: the schema of the algorithm's ``ddm`` section (a dataclass; see AlgorithmConfig)
+    Config: ClassVar[type] = AlgorithmConfig
     #: whether a step needs the full-graph batch (global or coarse losses); False: the rows of the
     #: rank's own subdomains (``Objective.local_nodes``) are enough
     uses_full_batch = True

@@ -8,13 +8,21 @@ whole graph is one computation (grad_evals 1 per iteration).
 
 from __future__ import annotations
 
-from gnnddm.ddm.base import Algorithm
+from dataclasses import dataclass
 
+from gnnddm.ddm.base import Algorithm, AlgorithmConfig
+
+
+@dataclass
+class GlobalConfig(AlgorithmConfig):
+    _target_: str = "gnnddm.ddm.global_.Global"
+    name: str = "global"
 
 class Global(Algorithm):
     """One step of the global optimizer (config group ``optimizer``) on f per outer iteration."""
 
     name = "global"
+    Config = GlobalConfig
     whole_graph = True
 
     def __init__(self, model, objective, comm, accounting, optimizer=None):

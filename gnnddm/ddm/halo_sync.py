@@ -30,10 +30,12 @@ phases of the modelled time) and the same code runs in one process and on ranks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from gnnddm.ddm.base import Algorithm
+from gnnddm.ddm.base import Algorithm, AlgorithmConfig
 from gnnddm.errors import ConfigError
 from gnnddm.models.graph import Graph, prepare_graph
 from gnnddm.partition.halo import HaloPlan, halo_plan
@@ -41,6 +43,11 @@ from gnnddm.tasks import weighted_sq_error
 
 STAGES = ("encode", "layer", "decode", "num_layers")
 
+
+@dataclass
+class HaloSyncConfig(AlgorithmConfig):
+    _target_: str = "gnnddm.ddm.halo_sync.HaloSync"
+    name: str = "halo_sync"
 
 class HaloSync(Algorithm):
     """Synchronous training with a halo exchange at every message-passing layer (module docstring).
@@ -53,6 +60,7 @@ class HaloSync(Algorithm):
     """
 
     name = "halo_sync"
+    Config = HaloSyncConfig
     uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None):

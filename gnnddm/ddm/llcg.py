@@ -12,14 +12,24 @@ of [Σ ω_k θ_k, f(θ_t)] (P + 1 numbers) and, when S > 0, 1 broadcast of P num
 
 from __future__ import annotations
 
-from gnnddm.ddm.base import check_int
-from gnnddm.ddm.local_avg import LocalAvg
+from dataclasses import dataclass, field
 
+from gnnddm.ddm.base import check_int
+from gnnddm.ddm.local_avg import LocalAvg, LocalAvgConfig
+from gnnddm.schema.fields import at_least
+
+
+@dataclass
+class LLCGConfig(LocalAvgConfig):
+    _target_: str = "gnnddm.ddm.llcg.LLCG"
+    name: str = "llcg"
+    server_steps: int = field(default=1, metadata=at_least(0))
 
 class LLCG(LocalAvg):
     """``local_avg`` followed by ``server_steps`` global-optimizer steps on the full graph."""
 
     name = "llcg"
+    Config = LLCGConfig
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,

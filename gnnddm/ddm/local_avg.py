@@ -12,10 +12,20 @@ change Adam or AdaGrad iterates beyond their eps. Communication: 1 all-reduce of
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from gnnddm.ddm.base import DEFAULT_SOLVER, Algorithm, check_int
+from gnnddm.ddm.base import DEFAULT_SOLVER, Algorithm, AlgorithmConfig, SolverConfig, check_int
+from gnnddm.schema.fields import at_least
 
+
+@dataclass
+class LocalAvgConfig(AlgorithmConfig):
+    _target_: str = "gnnddm.ddm.local_avg.LocalAvg"
+    name: str = "local_avg"
+    local_steps: int = field(default=3, metadata=at_least(1))
+    local_solver: SolverConfig = field(default_factory=SolverConfig)
 
 class LocalAvg(Algorithm):
     """m local steps per subdomain from θ_t, then the owned-node-weighted parameter average.
@@ -30,6 +40,7 @@ class LocalAvg(Algorithm):
     """
 
     name = "local_avg"
+    Config = LocalAvgConfig
     uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,

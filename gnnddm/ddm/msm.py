@@ -23,12 +23,15 @@ the next iteration's first all-reduce, as in ``asm``; radius kept in [radius_min
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
-from gnnddm.ddm.asm import ASM
-from gnnddm.ddm.base import check_bool
+from gnnddm.ddm.asm import ASM, SchwarzConfig
+from gnnddm.ddm.base import GLOBALIZATIONS, check_bool
 from gnnddm.partition.metrics import greedy_colouring
+from gnnddm.schema.fields import one_of
 
 
 def colour_parts(parts: np.ndarray, edge_index: np.ndarray, active) -> list[list[int]]:
@@ -50,6 +53,13 @@ def colour_parts(parts: np.ndarray, edge_index: np.ndarray, active) -> list[list
     return [c for c in classes if c]
 
 
+@dataclass
+class MSMConfig(SchwarzConfig):
+    _target_: str = "gnnddm.ddm.msm.MSM"
+    name: str = "msm"
+    colored: bool = False
+    globalization: str = field(default="none", metadata=one_of(*GLOBALIZATIONS, noun="globalization"))
+
 class MSM(ASM):
     """Multiplicative Schwarz; see the module docstring for the update.
 
@@ -64,6 +74,7 @@ class MSM(ASM):
     """
 
     name = "msm"
+    Config = MSMConfig
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
                  local_solver=None, foc: bool = True, colored: bool = False,

@@ -35,15 +35,25 @@ With one level (L = 1) an iteration is ν₁(0) + ν₂(0) steps of the global o
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 
 import torch
 
-from gnnddm.ddm.base import Algorithm, TrustRegion, check_choice, check_float, check_int, offo_box
+from gnnddm.ddm.base import (
+    GLOBALIZATIONS,
+    Algorithm,
+    SolverConfig,
+    TrustRegion,
+    TrustRegionConfig,
+    check_choice,
+    check_float,
+    check_int,
+    offo_box,
+)
 from gnnddm.ddm.solvers import Ball, Box
 from gnnddm.errors import ConfigError
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
-
-GLOBALIZATIONS = ("trust_region", "offo", "none")
+from gnnddm.schema.fields import above, at_least, one_of
 
 
 def _per_level(key: str, value, levels: int) -> list[int]:
@@ -57,6 +67,25 @@ def _per_level(key: str, value, levels: int) -> list[int]:
         return values + [values[-1]] * (levels - len(values))
     return [check_int(key, value, 0)] * levels
 
+
+@dataclass
+class CoarseSolverConfig(SolverConfig):
+    """A coarse level's solver; ``lr`` null: the global optimizer's rate."""
+
+    lr: float | None = field(default=None, metadata=above(0.0, "a learning rate "))
+
+
+@dataclass
+class MultilevelConfig(TrustRegionConfig):
+    _target_: str = "gnnddm.ddm.multilevel.Multilevel"
+    name: str = "multilevel"
+    levels: int = field(default=3, metadata=at_least(1))
+    coarsening: str = field(default="grid", metadata=one_of(*COARSENINGS, noun="coarsening"))
+    clusters: int | None = field(default=None, metadata=at_least(1))
+    pre_smooth: int | list[int] = 0
+    post_smooth: int | list[int] = 1
+    coarse_solver: CoarseSolverConfig = field(default_factory=CoarseSolverConfig)
+    seed: int = field(default=0, metadata=at_least(0))
 
 class Multilevel(Algorithm):
     """V-cycles over a level hierarchy; see the module docstring.
@@ -85,6 +114,7 @@ class Multilevel(Algorithm):
     """
 
     name = "multilevel"
+    Config = MultilevelConfig
     whole_graph = True
     uses_full_batch = True  # the fine level is the whole graph, as for ``global`` (subdomains are not used)
 

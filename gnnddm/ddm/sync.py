@@ -9,13 +9,21 @@ Communication per iteration: 1 all-reduce of P + 1 numbers.
 
 from __future__ import annotations
 
-from gnnddm.ddm.base import Algorithm
+from dataclasses import dataclass
 
+from gnnddm.ddm.base import Algorithm, AlgorithmConfig
+
+
+@dataclass
+class SyncConfig(AlgorithmConfig):
+    _target_: str = "gnnddm.ddm.sync.Sync"
+    name: str = "sync"
 
 class Sync(Algorithm):
     """Sum of exact subdomain gradients, then one step of the global optimizer."""
 
     name = "sync"
+    Config = SyncConfig
     uses_full_batch = False
 
     def __init__(self, model, objective, comm, accounting, optimizer=None):

@@ -32,12 +32,15 @@ coarsening the previous level), ``grid`` (the grid hierarchy of :mod:`gnnddm.par
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from gnnddm.ddm.asm import ASM
+from gnnddm.ddm.asm import ASM, ASMConfig
 from gnnddm.ddm.base import check_choice, check_int
 from gnnddm.errors import ConfigError
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
+from gnnddm.schema.fields import at_least, one_of
 
 
 def build_coarse_levels(data, clusters, levels: int, method: str = "metis", seed: int = 0) -> list:
@@ -58,6 +61,17 @@ def build_coarse_levels(data, clusters, levels: int, method: str = "metis", seed
     return coarsen_levels(data.edge_index, data.num_nodes, sizes, edge_weight=data.edge_weight, area=data.area,
                           lat=data.lat, lon=data.lon, method=method, seed=seed)
 
+
+@dataclass
+class TwoLevelConfig(ASMConfig):
+    _target_: str = "gnnddm.ddm.two_level.TwoLevel"
+    name: str = "two_level"
+    coarse: str = field(default="pre", metadata=one_of("pre", "post", "additive", noun="coarse placement"))
+    coarse_steps: int = field(default=3, metadata=at_least(0))
+    coarse_clusters: int | list[int] = 64
+    coarse_levels: int = field(default=1, metadata=at_least(1))
+    coarse_method: str = "metis"
+    coarsening: str = field(default="clusters", metadata=one_of(*COARSENINGS, noun="coarsening"))
 
 class TwoLevel(ASM):
     """``asm`` with a coarse correction; see the module docstring.
@@ -80,6 +94,7 @@ class TwoLevel(ASM):
     """
 
     name = "two_level"
+    Config = TwoLevelConfig
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, coarse: str = "pre",

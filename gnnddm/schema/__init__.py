@@ -22,21 +22,10 @@ xarray), so validating is cheap; where a lower layer keeps its own list of names
 ``WEIGHTINGS`` of :mod:`gnnddm.graph.weights`, the grid stencils, the synthetic variables),
 ``tests/test_schema.py`` compares the schema's copy with it.
 
-Adding the ``ddm`` group (the pattern of every group):
-
-1. Write ``gnnddm/schema/ddm.py``: one dataclass per algorithm, subclassing
-   :class:`~gnnddm.schema.fields.Component` with its ``_target_`` as default (``"gnnddm.ddm.asm.ASM"``),
-   one field per key with its YAML default, bounds and choices as metadata (``at_least``, ``above``,
-   ``between``, ``one_of``), shared keys in a common base class, rules joining several keys in
-   ``__post_init__`` raising :class:`~gnnddm.schema.fields.Invalid`. Optimizer factories such as
-   ``local_solver`` can reuse the optimizer schemas (``schema_of("optimizer", target)``) in
-   ``__post_init__``. End with ``DDMS = (...)``.
-2. Add ``"ddm": DDMS`` to :data:`~gnnddm.schema.validate.GROUPS` and drop ``_check_ddm_rates`` there (the
-   interim check of ``ddm.local_solver.lr`` and ``ddm.coarse_solver.lr``).
-3. In the algorithms, replace the ``check_*`` helpers of :mod:`gnnddm.ddm.base` by
-   ``check_args(ASMConfig, "ddm", **their own arguments)``.
-4. Add ``"ddm"`` to ``COVERED`` in ``tests/test_schema.py``: every key of every ``conf/ddm/*.yaml`` then
-   needs a field.
+The ``ddm`` group is the exception that keeps an algorithm in one module: each algorithm class names
+its schema in ``Config`` (a :class:`~gnnddm.schema.fields.Component` subclass, with the shared keys in
+:mod:`gnnddm.ddm.base`: ``AlgorithmConfig``, ``TrustRegionConfig``, ``SolverConfig``), found from the
+section's ``_target_`` class. Adding an algorithm touches its module, its YAML and its tests only.
 """
 
 from gnnddm.schema.fields import Invalid, check, check_args, spec

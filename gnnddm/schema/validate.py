@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -14,12 +12,13 @@ from gnnddm.schema.data import DATA
 from gnnddm.schema.fields import check
 from gnnddm.schema.graph import GRAPHS
 from gnnddm.schema.model import MODELS
-from gnnddm.schema.optimizer import LEARNING_RATE, OPTIMIZERS
+from gnnddm.schema.optimizer import OPTIMIZERS
 from gnnddm.schema.partition import PARTITIONS
 from gnnddm.schema.root import RootConfig
 from gnnddm.schema.task import TASKS
 
-#: group -> the schemas of its options, each found from a section's ``_target_`` (first match wins)
+#: group -> the schemas of its options, each found from a section's ``_target_`` (first match wins); the
+#: ``ddm`` group's schemas are declared by the algorithm classes themselves (``Config``)
 GROUPS: dict[str, tuple[type, ...]] = {
     "data": DATA,
     "graph": GRAPHS,
@@ -30,8 +29,6 @@ GROUPS: dict[str, tuple[type, ...]] = {
 }
 #: every group of the root config's defaults list: each section must name a ``_target_``
 GROUP_NAMES = ("data", "graph", "partition", "model", "task", "optimizer", "ddm")
-#: until ``ddm`` has schemas: its optimizer factories' learning rates (``null``: the global optimizer's)
-_DDM_RATES = ("local_solver", "coarse_solver")
 
 
 def validate(cfg: DictConfig | Mapping) -> None:
@@ -79,9 +76,9 @@ def _check_group(group: str, section, option: str | None) -> list[ConfigError]:
     target = section.get("_target_") if isinstance(section, Mapping) else None
     if target is None:
         return [ConfigError(f"{group}: config group has no _target_; choose one of the options in conf/{group}/")]
-    if group == "ddm":
-        return _check_ddm_rates(section)
-    schema = schema_of(group, str(target))
+    schema = _algorithm_schema(str(target)) if group == "ddm" else schema_of(group, str(target))
+    if isinstance(schema, ConfigError):
+        return [schema]
     if schema is None:
         known = ", ".join(s.__dataclass_fields__["_target_"].default for s in GROUPS[group])
         return [ConfigError(f"{group}._target_: no schema describes {target!r}; known: {known} (a new component "
@@ -90,15 +87,17 @@ def _check_group(group: str, section, option: str | None) -> list[ConfigError]:
     return check(schema, section, f"{group}.", label=label)
 
 
-def _check_ddm_rates(section: Mapping) -> list[ConfigError]:
-    return [p for name in _DDM_RATES if isinstance(section.get(name), Mapping)
-            for p in check(_SolverRate, section[name], f"ddm.{name}.")]
+def _algorithm_schema(target: str):
+    """The ``Config`` schema that an algorithm class declares (the ``ddm`` group: an algorithm is its module
+    and its YAML file, with no table to extend); a ConfigError when the class cannot be found."""
+    from hydra.utils import get_class
 
-
-@dataclass
-class _SolverRate:
-    """The learning rate of a ``ddm`` optimizer factory (its other keys are the ddm schema's to come)."""
-
-    lr: float | None = field(default=None, metadata=LEARNING_RATE)
-
-    open: ClassVar[bool] = True
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - named as the config error it is
+        return ConfigError(f"ddm._target_: cannot import {target!r}; choose one of the options in conf/ddm/")
+    schema = getattr(cls, "Config", None)
+    if schema is None or not schema.matches(target):
+        return ConfigError(f"ddm._target_: {target!r} declares no config schema (a Config dataclass whose "
+                           "_target_ is the class; see gnnddm.ddm.base.AlgorithmConfig)")
+    return schema

@@ -295,4 +295,4 @@ def test_cli_refuses_a_negative_radius_bound_with_exit_2(tmp_path):
     out = subprocess.run([*cmd, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "MPLBACKEND": "Agg"})
     assert out.returncode == 2
-    assert "ddm.radius_min: expected" in out.stderr and "Traceback" not in out.stderr
+    assert "ddm.radius_min: must be >= 0, got -1" in out.stderr and "Traceback" not in out.stderr
