@@ -18,7 +18,8 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from gnnddm.report import build_report, main
+from gnnddm.commands.report import main
+from gnnddm.report import build_report
 from gnnddm.tracking import metric_name
 
 
