@@ -47,20 +47,14 @@ import torch
 
 from gnnddm.ddm.base import (
     DEFAULT_SOLVER,
-    GLOBALIZATIONS,
     Algorithm,
     SolverConfig,
     TrustRegion,
     TrustRegionConfig,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
     offo_box,
 )
 from gnnddm.ddm.solvers import Ball, Box, span_minimize
-from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import Invalid, at_least, one_of
+from gnnddm.schema.fields import Invalid, at_least, check_args, one_of
 
 COMBINES = ("sum", "average", "span")
 TRIALS = ("fused", "separate")
@@ -141,29 +135,17 @@ class ASM(Algorithm):
                  gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
                  radius_max: float = float("inf"), trial: str = "fused", global_pass: bool = False,
                  span_steps: int = 4, kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
+        check_args(ASMConfig, "ddm", local_steps=local_steps, foc=foc, combine=combine, globalization=globalization,
+                   eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc, radius0=radius0,
+                   radius_min=radius_min, radius_max=radius_max, trial=trial, global_pass=global_pass,
+                   span_steps=span_steps, kappa=kappa, varsigma=varsigma, global_steps=global_steps)
         super().__init__(model, objective, comm, accounting, optimizer)
-        self.local_steps = check_int("local_steps", local_steps, 1)
+        self.local_steps, self.foc, self.combine, self.globalization = local_steps, foc, combine, globalization
         self.local_solver = local_solver or DEFAULT_SOLVER
-        self.foc = check_bool("foc", foc)
-        self.combine = check_choice("combine", combine, COMBINES)
-        self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
         self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,
                               radius_max=radius_max)
-        self.trial = check_choice("trial", trial, TRIALS)
-        self.global_pass = check_bool("global_pass", global_pass)
-        self.span_steps = check_int("span_steps", span_steps, 1)
-        self.kappa = check_float("kappa", kappa)
-        self.varsigma = check_float("varsigma", varsigma)
-        self.global_steps = check_int("global_steps", global_steps, 0)
-        tr = self.globalization == "trust_region"
-        if self.global_pass and not tr:
-            raise ConfigError(f"ddm.global_pass: needs globalization trust_region, got {self.globalization!r}")
-        if self.combine == "span" and self.globalization == "offo":
-            raise ConfigError("ddm.combine: span evaluates the loss, which globalization offo never does; "
-                              "use trust_region or none")
-        if self.global_steps and tr and self.trial == "fused":
-            raise ConfigError("ddm.global_steps: global-optimizer steps would move θ away from the pending "
-                              "trial of trial: fused; set ddm.trial=separate")
+        self.trial, self.global_pass, self.span_steps = trial, global_pass, span_steps
+        self.kappa, self.varsigma, self.global_steps = float(kappa), float(varsigma), global_steps
         if self.global_steps:
             self._global_optimizer()
         for k in self.parts:

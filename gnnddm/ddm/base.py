@@ -28,7 +28,7 @@ import torch
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, between, one_of
+from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, between, check_args, one_of
 
 #: the local solver when none is given: Adam with lr 1e-3 (as conf/ddm/*.yaml)
 DEFAULT_SOLVER = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -83,33 +83,6 @@ class TrustRegionConfig(AlgorithmConfig):
 
 
 # ---------------------------------------------------------------------------------------- validation
-def check_int(key: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"ddm.{key}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float(key: str, value, low: float = 0.0, high: float = float("inf"), open_low=True) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    ok = ok and (value > low if open_low else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise ConfigError(f"ddm.{key}: expected a number in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def check_choice(key: str, value, choices) -> str:
-    if value not in choices:
-        raise ConfigError(f"ddm.{key}: expected one of {list(choices)}, got {value!r}")
-    return value
-
-
-def check_bool(key: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"ddm.{key}: expected true or false, got {value!r}")
-    return value
-
-
 def offo_box(accumulator: torch.Tensor | None, g: torch.Tensor, kappa: float, varsigma: float):
     """One update of the OFFO (RB-AdaGrad) box: ``(w², half)`` with the accumulator w² = ς + Σ_τ g_τ²
     (started at ς when None, else updated in place) and the box half-widths κ·|g| / w."""
@@ -144,17 +117,9 @@ class TrustRegion:
     radius_max: float = float("inf")
 
     def __post_init__(self):
-        check_float("radius_min", self.radius_min, 0.0, open_low=False)
-        check_float("radius_max", self.radius_max, 0.0)
-        if self.radius_max < self.radius_min:
-            raise ConfigError(f"ddm.radius_max: expected a number >= ddm.radius_min = {self.radius_min!r}, "
-                              f"got {self.radius_max!r}")
-        check_float("radius0", self.radius)
-        check_float("radius0", self.radius, self.radius_min, self.radius_max, open_low=False)
-        check_float("eta1", self.eta1, 0.0, 1.0, open_low=False)
-        check_float("eta2", self.eta2, self.eta1, 1.0, open_low=False)
-        check_float("gamma_dec", self.gamma_dec, 0.0, 1.0)
-        check_float("gamma_inc", self.gamma_inc, 1.0, float("inf"), open_low=False)
+        check_args(TrustRegionConfig, "ddm", radius0=self.radius, eta1=self.eta1, eta2=self.eta2,
+                   gamma_dec=self.gamma_dec, gamma_inc=self.gamma_inc, radius_min=self.radius_min,
+                   radius_max=self.radius_max)
         self.radius = float(self.radius)
 
     def update(self, actual: float, predicted: float) -> tuple[float, bool]:

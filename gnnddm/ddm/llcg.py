@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gnnddm.ddm.base import check_int
 from gnnddm.ddm.local_avg import LocalAvg, LocalAvgConfig
-from gnnddm.schema.fields import at_least
+from gnnddm.schema.fields import at_least, check_args
 
 
 @dataclass
@@ -35,7 +34,8 @@ class LLCG(LocalAvg):
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
                  local_solver=None, server_steps: int = 1):
         super().__init__(model, objective, comm, accounting, optimizer, local_steps, local_solver)
-        self.server_steps = check_int("server_steps", server_steps, 0)
+        check_args(LLCGConfig, "ddm", server_steps=server_steps)
+        self.server_steps = server_steps
         self._global_optimizer()
 
     def _step(self) -> dict[str, float]:

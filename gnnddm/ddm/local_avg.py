@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gnnddm.ddm.base import DEFAULT_SOLVER, Algorithm, AlgorithmConfig, SolverConfig, check_int
-from gnnddm.schema.fields import at_least
+from gnnddm.ddm.base import DEFAULT_SOLVER, Algorithm, AlgorithmConfig, SolverConfig
+from gnnddm.schema.fields import at_least, check_args
 
 
 @dataclass
@@ -45,8 +45,9 @@ class LocalAvg(Algorithm):
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
                  local_solver=None):
+        check_args(LocalAvgConfig, "ddm", local_steps=local_steps)
         super().__init__(model, objective, comm, accounting, optimizer)
-        self.local_steps = check_int("local_steps", local_steps, 1)
+        self.local_steps = local_steps
         for k in self.parts:
             self._make_solver(f"part{k}", local_solver or DEFAULT_SOLVER)
 

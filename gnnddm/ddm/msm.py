@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from gnnddm.ddm.asm import ASM, SchwarzConfig
-from gnnddm.ddm.base import GLOBALIZATIONS, check_bool
+from gnnddm.ddm.base import GLOBALIZATIONS
 from gnnddm.partition.metrics import greedy_colouring
-from gnnddm.schema.fields import one_of
+from gnnddm.schema.fields import check_args, one_of
 
 
 def colour_parts(parts: np.ndarray, edge_index: np.ndarray, active) -> list[list[int]]:
@@ -87,7 +87,8 @@ class MSM(ASM):
                          eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc, radius0=radius0,
                          radius_min=radius_min, radius_max=radius_max, trial=trial, global_pass=global_pass,
                          kappa=kappa, varsigma=varsigma, global_steps=global_steps)
-        self.colored = check_bool("colored", colored)
+        check_args(MSMConfig, "ddm", colored=colored)
+        self.colored = colored
         active = sorted(self.omega)
         if self.colored:
             data = objective.data

@@ -40,20 +40,16 @@ from dataclasses import dataclass, field
 import torch
 
 from gnnddm.ddm.base import (
-    GLOBALIZATIONS,
     Algorithm,
     SolverConfig,
     TrustRegion,
     TrustRegionConfig,
-    check_choice,
-    check_float,
-    check_int,
     offo_box,
 )
 from gnnddm.ddm.solvers import Ball, Box
 from gnnddm.errors import ConfigError
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
-from gnnddm.schema.fields import above, at_least, one_of
+from gnnddm.schema.fields import above, at_least, check_args, one_of
 
 
 def _per_level(key: str, value, levels: int) -> list[int]:
@@ -63,9 +59,15 @@ def _per_level(key: str, value, levels: int) -> list[int]:
             raise ConfigError(f"ddm.{key}: expected one integer or a list of 1 to {levels} values "
                               f"(ddm.levels={levels}), finest level first, got {list(value)!r}; set ddm.{key} "
                               "with ddm.levels")
-        values = [check_int(key, v, 0) for v in value]
+        values = [_count(key, v) for v in value]
         return values + [values[-1]] * (levels - len(values))
-    return [check_int(key, value, 0)] * levels
+    return [_count(key, value)] * levels
+
+
+def _count(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"ddm.{key}: expected integers >= 0, got {value!r}")
+    return value
 
 
 @dataclass
@@ -125,18 +127,20 @@ class Multilevel(Algorithm):
                  radius_min: float = 1e-4, radius_max: float = float("inf"), kappa: float = 1.0,
                  varsigma: float = 1e-2, seed: int = 0):
         super().__init__(model, objective, comm, accounting, optimizer)
-        self.levels = check_int("levels", levels, 1)
-        self.coarsening = check_choice("coarsening", coarsening, COARSENINGS)
+        check_args(MultilevelConfig, "ddm", levels=levels, coarsening=coarsening, clusters=clusters,
+                   globalization=globalization, eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc,
+                   radius0=radius0, radius_min=radius_min, radius_max=radius_max, kappa=kappa, varsigma=varsigma,
+                   seed=seed)
+        self.levels, self.coarsening = levels, coarsening
         self.pre = _per_level("pre_smooth", pre_smooth, self.levels)
         self.post = _per_level("post_smooth", post_smooth, self.levels)
         if not any(self.pre) and not any(self.post):
             raise ConfigError("ddm.pre_smooth / ddm.post_smooth: ν = 0 at every level, so a cycle does nothing; "
                               "give at least one level a smoothing step (e.g. ddm.post_smooth=1)")
-        self.globalization = check_choice("globalization", globalization, GLOBALIZATIONS)
+        self.globalization = globalization
         self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,
                               radius_max=radius_max)
-        self.kappa = check_float("kappa", kappa)
-        self.varsigma = check_float("varsigma", varsigma)
+        self.kappa, self.varsigma = float(kappa), float(varsigma)
         optimizer_lr = self._global_optimizer().param_groups[0]["lr"]
         self.coarse_solver = coarse_solver or functools.partial(torch.optim.Adam, lr=None)
         if getattr(self.coarse_solver, "keywords", {}).get("lr") is None:  # the fine optimizer's rate
@@ -144,7 +148,7 @@ class Multilevel(Algorithm):
         if self.levels > 1 and objective.num_coarse_levels == 0:
             for level in build_hierarchy(objective.data, self.levels - 1, self.coarsening,
                                          rebuild=objective.graph_builder,
-                                         clusters=clusters, seed=check_int("seed", seed, 0)):
+                                         clusters=clusters, seed=seed):
                 objective.add_coarse_level(level)
         if objective.num_coarse_levels < self.levels - 1:
             raise ConfigError(f"ddm.levels: {self.levels} levels need {self.levels - 1} coarse levels, the "

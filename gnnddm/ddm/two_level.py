@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 import torch
 
 from gnnddm.ddm.asm import ASM, ASMConfig
-from gnnddm.ddm.base import check_choice, check_int
 from gnnddm.errors import ConfigError
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
-from gnnddm.schema.fields import at_least, one_of
+from gnnddm.schema.fields import at_least, check_args, one_of
 
 
 def build_coarse_levels(data, clusters, levels: int, method: str = "metis", seed: int = 0) -> list:
@@ -101,10 +100,9 @@ class TwoLevel(ASM):
                  coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1, coarse_method: str = "metis",
                  coarsening: str = "clusters", **asm_options):
         super().__init__(model, objective, comm, accounting, optimizer, **asm_options)
-        self.coarse = check_choice("coarse", coarse, ("pre", "post", "additive"))
-        self.coarse_steps = check_int("coarse_steps", coarse_steps, 0)
-        levels = check_int("coarse_levels", coarse_levels, 1)
-        coarsening = check_choice("coarsening", coarsening, COARSENINGS)
+        check_args(TwoLevelConfig, "ddm", coarse=coarse, coarse_steps=coarse_steps, coarse_clusters=coarse_clusters,
+                   coarse_levels=coarse_levels, coarse_method=coarse_method, coarsening=coarsening)
+        self.coarse, self.coarse_steps, levels = coarse, coarse_steps, coarse_levels
         if self.coarse_steps and objective.num_coarse_levels == 0:
             if coarsening == "clusters":
                 made = build_coarse_levels(objective.data, coarse_clusters, levels, coarse_method)
