@@ -53,18 +53,28 @@ def select(cfg: DictConfig, key: str, default=None):
     return OmegaConf.select(cfg, key, default=default)
 
 
-def build(section: DictConfig, group: str, *args, **kwargs):
-    """``hydra.utils.instantiate(section, *args, **kwargs)``, re-raising our own errors unwrapped.
+def build(section, group: str, *args, partial: bool = False, **kwargs):
+    """``hydra.utils.instantiate(section, *args, **kwargs)``: the one way a config section becomes an object.
 
-    Hydra wraps exceptions raised by a ``_target_`` in ``InstantiationException``; a
-    :class:`~gnnddm.errors.GnnddmError` from the component is re-raised as itself so the user sees its
-    message, and any other failure becomes a :class:`ConfigError` naming the group.
+    ``partial``: a factory (``functools.partial``) whatever the section says, without its ``name`` key (the
+    label of the option, not an argument). Hydra wraps exceptions raised by a ``_target_`` in
+    ``InstantiationException``; a :class:`~gnnddm.errors.GnnddmError` from the component is re-raised as
+    itself so the user sees its message, and any other failure becomes a :class:`ConfigError` naming the
+    key (a nested node's own ``_target_``, e.g. ``ddm.local_solver._target_``).
     """
+    import re
+
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from gnnddm.errors import GnnddmError
 
+    if partial:
+        section = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+        section.pop("name", None)
+        section["_partial_"] = True
+    if section.get("_target_") is None:
+        raise ConfigError(f"{group}._target_: missing; each {group} option names its class in _target_")
     try:
         return instantiate(section, *args, _convert_="all", **kwargs)
     except InstantiationException as exc:
@@ -73,4 +83,7 @@ def build(section: DictConfig, group: str, *args, **kwargs):
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
-        raise ConfigError(f"{group}: cannot build {section.get('_target_')!r}: {exc}") from exc
+        nested = re.search(r"full_key: (\S+)", str(exc))  # Hydra names a nested node "full_key: local_solver"
+        key = f"{group}.{nested.group(1)}._target_" if nested else f"{group}._target_"
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{key}: cannot build {section.get('_target_')!r}: {first}") from None

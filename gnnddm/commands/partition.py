@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gnnddm import pipeline
+from gnnddm.config import build
 from gnnddm.errors import GnnddmError
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.partition.metrics import color_parts
@@ -44,7 +44,7 @@ def run_partition(cfg: DictConfig) -> dict:
         problem = pipeline.build_problem(cfg)
         data = problem.data
         t1 = time.perf_counter()
-        make = instantiate(cfg.partition)
+        make = build(cfg.partition, "partition")
         partition = make(data)
         t2 = time.perf_counter()
     except GnnddmError as err:

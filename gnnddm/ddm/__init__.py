@@ -7,31 +7,9 @@
 
 from __future__ import annotations
 
-import re
-
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-
+from gnnddm.config import build
 from gnnddm.ddm.base import Algorithm
 from gnnddm.errors import ConfigError
-
-
-def _partial(cfg: DictConfig | dict, group: str):
-    """Instantiate a ``_partial_`` config (without its ``name`` key), naming the group on failure."""
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    container.pop("name", None)
-    if "_target_" not in container:
-        raise ConfigError(f"{group}._target_: missing; each {group} option names its class in _target_")
-    container["_partial_"] = True
-    try:
-        return instantiate(container, _convert_="all")
-    except InstantiationException as exc:
-        # Hydra names a nested node's failure as "full_key: local_solver"
-        nested = re.search(r"full_key: (\S+)", str(exc))
-        key = f"{group}.{nested.group(1)}._target_" if nested else f"{group}._target_"
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{key}: cannot instantiate it ({first})") from None
 
 
 def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) -> Algorithm:
@@ -47,8 +25,8 @@ def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) 
     model, objective, comm, accounting
         See :class:`gnnddm.ddm.base.Algorithm`.
     """
-    factory = _partial(ddm_cfg, "ddm")
-    optimizer = None if optimizer_cfg is None else _partial(optimizer_cfg, "optimizer")
+    factory = build(ddm_cfg, "ddm", partial=True)
+    optimizer = None if optimizer_cfg is None else build(optimizer_cfg, "optimizer", partial=True)
     try:
         algorithm = factory(model=model, objective=objective, comm=comm, accounting=accounting,
                             optimizer=optimizer)
