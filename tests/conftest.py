@@ -1,4 +1,7 @@
-"""Shared test set-up: quiet plotting, a private synthetic-data cache, tiny gallery problems."""
+"""Shared test set-up: quiet plotting, a private synthetic-data cache, two torch threads.
+
+The tiny problems the tests share are in :mod:`gnnddm.gallery` (``from gnnddm.gallery import ...``).
+"""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ one process evaluating all of them."""
 import numpy as np
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, grid_data
 
 from gnnddm.evaluate import Evaluator
+from gnnddm.gallery import EdgeGNN, grid_data
 from gnnddm.models.graph import prepare_graph
 from gnnddm.tasks import Batch, InterpolateTask, loss, rmse_per_variable
 

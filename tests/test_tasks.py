@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from ddm.gallery import grid_data
 
+from gnnddm.gallery import grid_data
 from gnnddm.tasks import ForecastTask, InterpolateTask
 
 

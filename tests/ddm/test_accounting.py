@@ -11,7 +11,6 @@ from functools import partial
 
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, comm_for, problem
 
 from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.global_ import Global
@@ -22,6 +21,7 @@ from gnnddm.ddm.solvers import BoxAdagrad
 from gnnddm.ddm.sync import Sync
 from gnnddm.ddm.two_level import TwoLevel
 from gnnddm.distributed.accounting import Accounting
+from gnnddm.gallery import EdgeGNN, comm_for, problem
 from gnnddm.partition.coarse import coarsen
 
 ADAM = partial(torch.optim.Adam, lr=0.01)

@@ -7,7 +7,6 @@ from functools import partial
 
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, LinearGNN, comm_for, least_squares_problem, problem
 
 from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.global_ import Global
@@ -17,6 +16,7 @@ from gnnddm.ddm.msm import MSM, colour_parts
 from gnnddm.ddm.solvers import BoxAdagrad
 from gnnddm.ddm.sync import Sync
 from gnnddm.ddm.two_level import TwoLevel
+from gnnddm.gallery import EdgeGNN, LinearGNN, comm_for, least_squares_problem, problem
 from gnnddm.partition.coarse import coarsen
 
 ADAM = partial(torch.optim.Adam, lr=0.01)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, comm_for, problem
 from omegaconf import OmegaConf
 
 from gnnddm.config import compose, options
 from gnnddm.ddm import build_algorithm
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import EdgeGNN, comm_for, problem
 from gnnddm.models.sage import GraphSAGE
 
 ALGORITHMS = options("ddm")
@@ -33,7 +33,7 @@ def test_every_config_option_builds_and_steps(name, optimizer):
     overrides = [f"ddm={name}", f"optimizer={optimizer}"]
     if name == "two_level":
         overrides.append("ddm.coarse_clusters=8")
-    if name == "multilevel":  # the gallery grid carries no grid_shape; 32 nodes allow 2 levels
+    if name == "multilevel":  # graph coarsening (matching): 32 nodes allow 2 levels
         overrides += ["ddm.coarsening=matching", "ddm.levels=2", "ddm.post_smooth=[1,2]"]
     algo, cfg = _build(overrides)
     assert algo.name == cfg.ddm.name == name

@@ -18,13 +18,13 @@ from functools import partial
 
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, comm_for, problem
 
 from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.msm import MSM
 from gnnddm.ddm.solvers import BoxAdagrad, span_minimize
 from gnnddm.ddm.two_level import TwoLevel
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import EdgeGNN, comm_for, problem
 from gnnddm.partition.coarse import coarsen
 
 SGD_SMALL = partial(torch.optim.SGD, lr=1e-3)   # short local steps: the trial is accepted

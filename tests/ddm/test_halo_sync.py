@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, comm_for, grid_data, problem, real_models
 
 from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.halo_sync import HaloSync
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import EdgeGNN, comm_for, grid_data, problem, real_models
 from gnnddm.partition.halo import halo_plan
 
 MODELS = real_models()

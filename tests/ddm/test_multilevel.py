@@ -6,19 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, comm_for, regular_grid, station_data, to_dtype
 from omegaconf import OmegaConf
 
 from gnnddm.config import compose
 from gnnddm.ddm import build_algorithm
 from gnnddm.ddm.objective import Objective
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import EdgeGNN, comm_for, grid_data, station_data, to_dtype
 from gnnddm.partition.overlap import build_partition
 from gnnddm.tasks import ForecastTask
 
 
 def _problem(data=None, parts: int = 1, batch: int = 2):
-    data = regular_grid(16, 32) if data is None else data
+    data = grid_data(16, 32, neighbours=8) if data is None else data
     labels = (np.arange(data.num_nodes) * parts // data.num_nodes).astype(np.int64)
     objective = Objective(data, build_partition(data.edge_index, data.num_nodes, labels, 2 if parts > 1 else 0))
     task = ForecastTask(data)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ddm.gallery import EdgeGNN, LinearGNN, grid_data, problem, real_models, station_data
 
+from gnnddm.config import options
+from gnnddm.gallery import EdgeGNN, LinearGNN, grid_data, problem, real_models, station_data
 from gnnddm.partition.coarse import coarsen_levels
 
 GRAPHS = {"grid": lambda: grid_data(6, 12), "stations": lambda: station_data(16)}
+MODELS = real_models()  # raises if a shipped model cannot be imported
 
 
 def _grads(model, loss):
@@ -50,13 +52,18 @@ def test_subdomain_gradients_sum_to_global_gradient_gallery_models(graph, layers
 
 
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
-@pytest.mark.parametrize("name", sorted(real_models()))
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_subdomain_gradients_sum_to_global_gradient_real_models(name, graph):
-    cls = real_models()[name]
+    cls = MODELS[name]
     probe = cls(in_channels=3, out_channels=2, edge_dim=3, hidden=8, layers=2)
     layers = int(probe.num_message_passing_layers)
     _check_exactness(lambda i, o, e: cls(in_channels=i, out_channels=o, edge_dim=e, hidden=8, layers=2), graph,
                      layers)
+
+
+def test_the_exactness_test_covers_every_shipped_model():
+    assert options("model"), "conf/model/ holds no model"
+    assert sorted(MODELS) == options("model")
 
 
 def test_local_loss_scores_owned_nodes_with_global_normalisation():

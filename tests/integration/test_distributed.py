@@ -15,8 +15,6 @@ from omegaconf import OmegaConf
 
 from gnnddm.config import options
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests/ folder, for ddm.gallery
-
 pytestmark = pytest.mark.distributed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +34,10 @@ def _run(name: str, comm_factory) -> torch.Tensor:
     """ITERATIONS outer iterations of algorithm ``name`` on the gallery grid; returns θ (float64)."""
     import warnings
 
-    from ddm.gallery import EdgeGNN, contiguous_parts, grid_data
-
     from gnnddm.ddm import build_algorithm
     from gnnddm.ddm.objective import Objective
     from gnnddm.distributed.accounting import Accounting
+    from gnnddm.gallery import EdgeGNN, contiguous_parts, grid_data
     from gnnddm.partition import build_partition
     from gnnddm.tasks import ForecastTask
 

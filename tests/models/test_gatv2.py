@@ -5,8 +5,8 @@ import torch
 from torch_geometric.nn import GATv2Conv
 
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import model_graph
 from gnnddm.models.gatv2 import GATv2, gatv2_layer
-from tests.models.conftest import build
 
 
 @pytest.mark.parametrize("edge_dim", [None, 3])
@@ -15,7 +15,7 @@ def test_batched_layer_equals_pyg_gatv2conv(grid, edge_dim, concat):
     torch.manual_seed(0)
     conv = GATv2Conv(5, 4, heads=2, concat=concat, edge_dim=edge_dim)
     torch.nn.init.normal_(conv.bias)
-    graph = build(grid)
+    graph = model_graph(grid)
     x = torch.randn(3, 32, 5)
     fast = gatv2_layer(conv, x.transpose(0, 1), graph).transpose(0, 1)
     ea = grid["edge_attr"] if edge_dim else None

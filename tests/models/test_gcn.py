@@ -5,9 +5,9 @@ import torch
 from torch_geometric.nn import GCNConv
 
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import model_graph
 from gnnddm.models.gcn import GCN, gcn_layer
 from gnnddm.models.graph import prepare_graph
-from tests.models.conftest import build
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -16,7 +16,7 @@ def test_fast_layer_equals_pyg_gcnconv(grid, weighted, f_in, f_out):
     torch.manual_seed(0)
     conv = GCNConv(f_in, f_out)
     torch.nn.init.normal_(conv.bias)
-    graph = build(grid)
+    graph = model_graph(grid)
     x = torch.randn(3, 32, f_in, requires_grad=True)
     fast = gcn_layer(conv, x.transpose(0, 1), graph, use_edge_weight=weighted).transpose(0, 1)
     ew = grid["edge_weight"] if weighted else None

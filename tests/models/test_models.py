@@ -8,12 +8,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import model_graph
 from gnnddm.models.gatv2 import GATv2
 from gnnddm.models.gcn import GCN
 from gnnddm.models.graph import prepare_graph
 from gnnddm.models.interaction import InteractionNetwork
 from gnnddm.models.sage import GraphSAGE
-from tests.models.conftest import build
 
 MODELS = {"gcn": GCN, "sage": GraphSAGE, "gatv2": GATv2, "interaction": InteractionNetwork}
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
@@ -30,7 +30,7 @@ def make(name, **kw):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_output_shapes_batched_and_unbatched(name, grid):
-    model, graph = make(name), build(grid)
+    model, graph = make(name), model_graph(grid)
     x = torch.randn(3, 32, F_IN)
     out = model(x, graph)
     assert out.shape == (3, 32, F_OUT)
@@ -40,7 +40,7 @@ def test_output_shapes_batched_and_unbatched(name, grid):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_permutation_equivariance(name, grid):
-    model, graph = make(name), build(grid)
+    model, graph = make(name), model_graph(grid)
     x = torch.randn(2, 32, F_IN)
     perm = torch.randperm(32, generator=torch.Generator().manual_seed(1))
     inv = torch.argsort(perm)  # new id of old node k is inv[k]
@@ -73,7 +73,7 @@ def test_receptive_field_is_num_message_passing_layers(name, layers):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_gradients_reach_every_parameter(name, grid):
-    model, graph = make(name), build(grid)
+    model, graph = make(name), model_graph(grid)
     model(torch.randn(2, 32, F_IN), graph).square().sum().backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
@@ -82,14 +82,14 @@ def test_gradients_reach_every_parameter(name, grid):
 @pytest.mark.parametrize("name", MODELS)
 def test_deterministic(name, grid):
     x = torch.randn(2, 32, F_IN)
-    outs = [make(name)(x, build(grid)) for _ in range(2)]
+    outs = [make(name)(x, model_graph(grid)) for _ in range(2)]
     assert torch.equal(outs[0], outs[1])
 
 
 def test_interaction_network_without_edge_features(grid):
     grid = {**grid, "edge_attr": None}
     model = InteractionNetwork(F_IN, F_OUT, edge_dim=0, hidden=8, layers=2)
-    model(torch.randn(2, 32, F_IN), build(grid)).sum().backward()
+    model(torch.randn(2, 32, F_IN), model_graph(grid)).sum().backward()
     assert model.edge_latent.grad.abs().sum() > 0
 
 

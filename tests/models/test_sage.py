@@ -5,8 +5,8 @@ import torch
 from torch_geometric.nn import SAGEConv
 
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import model_graph
 from gnnddm.models.sage import GraphSAGE, sage_layer
-from tests.models.conftest import build
 
 
 @pytest.mark.parametrize("aggr", ["mean", "sum"])
@@ -15,7 +15,7 @@ from tests.models.conftest import build
 def test_fast_layer_equals_pyg_sageconv(grid, aggr, f_in, f_out, relu):
     torch.manual_seed(0)
     conv = SAGEConv(f_in, f_out, aggr=aggr)
-    graph = build(grid)
+    graph = model_graph(grid)
     x = torch.randn(3, 32, f_in, requires_grad=True)
     fast = sage_layer(conv, x.transpose(0, 1), graph, relu=relu).transpose(0, 1)
     ref = torch.stack([conv(x[b], grid["edge_index"]) for b in range(3)])
@@ -39,6 +39,6 @@ def test_backward_accepts_broadcast_gradients(grid):
     torch.manual_seed(0)
     conv = SAGEConv(5, 3)
     x = torch.randn(32, 5, requires_grad=True)
-    (g_fast,) = torch.autograd.grad(sage_layer(conv, x.unsqueeze(1), build(grid)).sum(), x)
+    (g_fast,) = torch.autograd.grad(sage_layer(conv, x.unsqueeze(1), model_graph(grid)).sum(), x)
     (g_ref,) = torch.autograd.grad(conv(x, grid["edge_index"]).sum(), x)
     torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-5)

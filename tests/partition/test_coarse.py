@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gnnddm.gallery import grid_edge_index, latlon
 from gnnddm.partition import coarsen, coarsen_levels, symmetric_adjacency
 
 
 @pytest.fixture
-def grid12x24(gallery):
-    lat, lon = gallery.grid_latlon(12, 24)
-    ei = gallery.grid8_edges(12, 24)
+def grid12x24():
+    lat, lon = latlon(12, 24)
+    ei = grid_edge_index(12, 24, neighbours=8)
     w = np.random.default_rng(0).uniform(0.5, 2.0, ei.shape[1])
     w = 0.5 * (w + symmetric_adjacency(ei, lat.size, w)[ei[0], ei[1]].A1)  # symmetric weights
     area = np.cos(np.deg2rad(lat))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ddm.gallery import regular_grid, station_data
 
 from gnnddm.errors import ConfigError
+from gnnddm.gallery import grid_data, station_data
 from gnnddm.graph.build import grid_graph
 from gnnddm.graph.grid import grid_edges
 from gnnddm.partition.hierarchy import build_hierarchy, grid_levels_allowed, heavy_edge_matching
@@ -25,7 +25,7 @@ def _composed(levels):
 
 @pytest.mark.parametrize("coarsening", COARSENINGS)
 def test_restriction_keeps_constants_and_conserves_the_area_weighted_mean(coarsening):
-    data = regular_grid(16, 32)
+    data = grid_data(16, 32, neighbours=8)
     levels = build_hierarchy(data, 3, coarsening)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(data.num_nodes)
@@ -38,7 +38,7 @@ def test_restriction_keeps_constants_and_conserves_the_area_weighted_mean(coarse
 
 
 def test_grid_levels_are_grids_of_half_the_rows_and_columns_with_rebuilt_physical_graphs():
-    data = regular_grid(16, 32)
+    data = grid_data(16, 32, neighbours=8)
     levels = build_hierarchy(data, 2, "grid")
     assert [lv.num_clusters for lv in levels] == [8 * 16, 4 * 8]
     first = levels[0]
@@ -64,7 +64,7 @@ def test_grid_levels_are_grids_of_half_the_rows_and_columns_with_rebuilt_physica
 
 
 def test_odd_rows_leave_a_single_row_block_and_the_rows_stay_constant():
-    data = regular_grid(5, 8)
+    data = grid_data(5, 8, neighbours=8)
     (level,) = build_hierarchy(data, 1, "grid")
     assert level.num_clusters == 3 * 4
     assert np.bincount(level.assign).tolist() == [4] * 8 + [2] * 4
@@ -73,7 +73,7 @@ def test_odd_rows_leave_a_single_row_block_and_the_rows_stay_constant():
 
 
 def test_more_levels_than_the_grid_allows_is_one_error_naming_the_key():
-    data = regular_grid(8, 16)
+    data = grid_data(8, 16, neighbours=8)
     assert grid_levels_allowed((8, 16)) == 2  # 4 x 8, 2 x 4
     with pytest.raises(ConfigError, match=r"ddm.levels: the 8 x 16 grid allows at most 3 levels"):
         build_hierarchy(data, 3, "grid")

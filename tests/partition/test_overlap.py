@@ -7,6 +7,7 @@ from collections import deque
 import numpy as np
 import pytest
 
+from gnnddm.gallery import random_graph
 from gnnddm.partition import build_partition, symmetric_adjacency
 
 
@@ -33,10 +34,10 @@ def bfs_hops(edge_index: np.ndarray, num_nodes: int, sources, depth: int) -> dic
 @pytest.mark.filterwarnings("ignore::UserWarning")  # random graphs have isolated nodes and split parts
 @pytest.mark.parametrize("delta", [0, 1, 2, 3])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_overlap_equals_exact_delta_hop_neighbourhood(gallery, delta, seed):
+def test_overlap_equals_exact_delta_hop_neighbourhood(delta, seed):
     rng = np.random.default_rng(seed)
     n = 40
-    ei = gallery.random_graph(rng, n, 50)
+    ei = random_graph(rng, n, 50)
     ei = ei[:, rng.permutation(ei.shape[1])]  # edge order must not matter
     parts = rng.integers(0, 4, size=n)
     part = build_partition(ei, n, parts, overlap=delta)
@@ -58,10 +59,10 @@ def test_overlap_equals_exact_delta_hop_neighbourhood(gallery, delta, seed):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("delta", [0, 2])
-def test_local_edges_are_exactly_the_induced_global_edges(gallery, delta):
+def test_local_edges_are_exactly_the_induced_global_edges(delta):
     rng = np.random.default_rng(5)
     n = 60
-    ei = gallery.random_graph(rng, n, 90)
+    ei = random_graph(rng, n, 90)
     ei = np.concatenate([ei, [[3, 7], [3, 3]]], axis=1)  # a one-directional edge and a self loop
     w = rng.random(ei.shape[1])
     part = build_partition(ei, n, rng.integers(0, 3, size=n), overlap=delta, edge_weight=w)
@@ -121,13 +122,13 @@ def test_bad_node_ids_are_rejected():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(("layers", "delta"), [(1, 1), (2, 2), (2, 3), (3, 3)])
-def test_message_passing_on_subdomains_is_exact_when_overlap_covers_the_layers(gallery, layers, delta):
+def test_message_passing_on_subdomains_is_exact_when_overlap_covers_the_layers(layers, delta):
     # L rounds of weighted aggregation over directed edges j -> i (a linear GNN without weights)
     import scipy.sparse as sp
 
     rng = np.random.default_rng(layers + 10 * delta)
     n = 80
-    ei = gallery.random_graph(rng, n, 120)
+    ei = random_graph(rng, n, 120)
     ei = ei[:, rng.random(ei.shape[1]) < 0.8]  # drop some directions: the graph is not symmetric
     w = rng.random(ei.shape[1])
     x = rng.standard_normal(n)

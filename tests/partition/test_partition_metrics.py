@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gnnddm.gallery import random_graph
 from gnnddm.partition import build_partition, color_parts, symmetric_adjacency
 from gnnddm.partition.metrics import boundary_fraction, components_per_part, edge_cut, imbalance
 
@@ -55,9 +56,9 @@ def test_part_adjacency_and_colouring_of_rows(grid4x8):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_colouring_separates_adjacent_parts(gallery, seed):
+def test_colouring_separates_adjacent_parts(seed):
     rng = np.random.default_rng(seed)
-    ei = gallery.random_graph(rng, 200, 300)
+    ei = random_graph(rng, 200, 300)
     part = build_partition(ei, 200, rng.integers(0, 12, size=200), overlap=0)
     colors = color_parts(part)
     k, l = part.part_adjacency
