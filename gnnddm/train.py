@@ -26,17 +26,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from gnnddm.bundle import save_model
 from gnnddm.checkpoint import find_checkpoint, has_checkpoint, save_checkpoint
 from gnnddm.config import build
+from gnnddm.ddm import build_algorithm
+from gnnddm.ddm.objective import Objective
+from gnnddm.distributed import (
+    Accounting,
+    LocalComm,
+    TorchComm,
+    World,
+    check_backend,
+    init,
+    run_ranks,
+    shutdown,
+    world_from_env,
+)
 from gnnddm.errors import ConfigError, DataError, GnnddmError, TrainingDivergedError
+from gnnddm.evaluate import Evaluator
 from gnnddm.outputs import output_dir, write_json
+from gnnddm.pipeline import build_problem
 from gnnddm.runbook import FILE_ONLY, RunBook, skill
 from gnnddm.schema import validate
 from gnnddm.signals import StopSignals, Terminated
-from gnnddm.tracking import Tracker, tracker_from_config
+from gnnddm.tracking import Tracker, flatten, tracker_from_config
 
 log = logging.getLogger("gnnddm.train")
 
@@ -56,8 +75,6 @@ def train(cfg: DictConfig) -> dict:
         raise
     _check_resume(cfg)  # the folder holds the stopped run's summary: nothing is written on this error
     if cfg.distributed.backend != "none":
-        from gnnddm.distributed import world_from_env
-
         if world_from_env().source == "single":
             return _launch_ranks(cfg)
     return _train_process(cfg)
@@ -94,8 +111,6 @@ def _train_process(cfg: DictConfig) -> dict:
         raise
     finally:
         if world.world_size > 1 or cfg.distributed.backend != "none":
-            from gnnddm.distributed import shutdown
-
             shutdown(synchronise=finished)
 
 
@@ -119,13 +134,6 @@ class _State:
 
 
 def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
-    from gnnddm.ddm import build_algorithm
-    from gnnddm.ddm.objective import Objective
-    from gnnddm.distributed.accounting import Accounting
-    from gnnddm.distributed.comm import LocalComm
-    from gnnddm.evaluate import Evaluator
-    from gnnddm.pipeline import build_problem
-
     device = torch.device(cfg.trainer.device)
     if cfg.trainer.get("threads"):
         torch.set_num_threads(int(cfg.trainer.threads))
@@ -178,8 +186,6 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     if world.source == "single":
         comm = LocalComm(partition.num_parts, accounting=accounting)
     else:
-        from gnnddm.distributed import TorchComm
-
         comm = TorchComm(partition.num_parts, accounting=accounting, device=device)
     objective = Objective(data, partition, device=device, parts=comm.parts_of_rank, graph_builder=problem.rebuild)
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
@@ -191,8 +197,6 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
                                                           for split in ("val", "test")}}
     for split in ("val", "test"):
         start_metrics.update({f"{split}_baseline_rmse/{v}": x for v, x in summary["baseline"][f"{split}_rmse"].items()})
-    from gnnddm.tracking import flatten
-
     return _State(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors,
                   world.rank, world.world_size, flatten(OmegaConf.to_container(cfg, resolve=True)), start_metrics)
 
@@ -428,8 +432,6 @@ def _maybe_inject_fault(rank: int, it: int) -> None:
 
 # ------------------------------------------------------------------------------------ ranks
 def _join_world(cfg: DictConfig):
-    from gnnddm.distributed import World, init, world_from_env
-
     if cfg.distributed.backend == "none":
         return World(0, 1, 0, "127.0.0.1", 0, "single")
     world = world_from_env()
@@ -450,8 +452,6 @@ def _tracker_for_rank(cfg: DictConfig, rank0: bool) -> Tracker:
 
 def _launch_ranks(cfg: DictConfig) -> dict:
     """Start ``distributed.nproc_per_node`` local ranks; own the MLflow run and the summary."""
-    from gnnddm.distributed import check_backend, run_ranks
-
     nproc, restarts = int(cfg.distributed.nproc_per_node), int(cfg.distributed.max_restarts)  # validated
     check_backend(str(cfg.distributed.backend), str(cfg.trainer.device))
     if _is_global(cfg) and nproc > 1:
@@ -551,9 +551,6 @@ def seed_everything(seed: int) -> None:
 
 def _sweep_dir() -> str | None:
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:
             return str(Path(hc.sweep.dir).resolve())
@@ -565,8 +562,6 @@ def _sweep_dir() -> str | None:
 def run_labels(cfg: DictConfig) -> dict[str, str]:
     """Short names of the chosen components (Hydra's group choices where available), for tags and tables."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         choices = dict(HydraConfig.get().runtime.choices)
     except ValueError:
         choices = {}
@@ -606,8 +601,6 @@ def _ranks(cfg: DictConfig) -> int:
 
 def _is_global(cfg: DictConfig) -> bool:
     """Whether the algorithm trains the whole graph in one process (its class's ``whole_graph``)."""
-    from hydra.utils import get_class
-
     target = str(cfg.ddm.get("_target_", ""))
     try:
         return bool(getattr(get_class(target), "whole_graph", False))
@@ -641,8 +634,6 @@ def _write_summary(out_dir: Path, summary: dict) -> None:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
     # on a terminal only (None: off when stdout is not a TTY, e.g. a batch job's log); train.log has the evaluations
     return tqdm(total=total, initial=initial, disable=None if enabled else True, desc="outer iterations", unit="it",
                 leave=False)
