@@ -21,17 +21,20 @@ def _one_error(out, *words):
         assert w in out.stderr, (w, out.stderr[-2000:])
 
 
+@pytest.mark.slow
 def test_unknown_option_of_a_group_exits_2_listing_the_options(tmp_path):
     _one_error(gnnddm("train", "model=no_such_model", cwd=tmp_path), "model/no_such_model", "sage")
 
 
 @pytest.mark.parametrize("key", ["hydra.run.dir", "output_dir"])
+@pytest.mark.slow
 def test_a_folder_that_cannot_be_created_names_its_key(tmp_path, key):
     _one_error(gnnddm("train", *TINY, f"{key}=/proc/gnnddm/x", cwd=tmp_path), f"{key}=/proc/gnnddm/x",
                "cannot be created")
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_more_parts_than_nodes_is_an_error_also_for_the_global_baseline(tmp_path):
     out = gnnddm("train", *TINY, "ddm=global", "partition.num_parts=10000000", "hydra.run.dir=run", cwd=tmp_path)
     _one_error(out, "partition.num_parts=10000000 exceeds the 2048 nodes")
@@ -47,11 +50,13 @@ def test_a_learning_rate_that_is_not_positive_names_the_key(tmp_path, override, 
         train(compose(tiny(tmp_path, *override.split())))
 
 
+@pytest.mark.slow
 def test_documented_var_weights_override_works(tmp_path):
     summary = train(compose(tiny(tmp_path, "task.var_weights={t2m:2.0}", "trainer.max_iterations=1")))
     assert summary["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_resume_after_changing_the_model_names_the_changed_keys(tmp_path):
     train(compose(tiny(tmp_path, "trainer.max_iterations=2")))
     with pytest.raises(ConfigError, match=r"resume=true: .*model.hidden: 8 -> 16"):

@@ -39,6 +39,7 @@ def test_synthetic_experiment_is_the_documented_problem():
     assert era5.data.path == "sample:era5_sample_1deg.nc"
 
 
+@pytest.mark.slow
 def test_one_tiny_sweep_cell_runs_and_counts_rounds(tmp_path):
     cfg = compose(["+experiment=dd_compare", "ddm=asm", "partition.num_parts=2", "data.resolution=5.625",
                    "data.steps=40", "model.hidden=8", "trainer.max_iterations=2", "trainer.eval_every=1",
@@ -51,6 +52,7 @@ def test_one_tiny_sweep_cell_runs_and_counts_rounds(tmp_path):
     assert set(summary["final"]["val_rmse"]) == {"t2m", "msl", "u10", "v10"}
 
 
+@pytest.mark.slow
 def test_benchmark_help_exits_zero():
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_dd.py"), "--help"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -58,6 +60,7 @@ def test_benchmark_help_exits_zero():
     assert "--quick" in out.stdout and "--output" in out.stdout
 
 
+@pytest.mark.slow
 def test_multilevel_benchmark_quick_run_writes_its_blocks(tmp_path):
     page = tmp_path / "multilevel.md"
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_multilevel.py"), "--quick", "--parts", "0",

@@ -46,6 +46,7 @@ def test_metrics_equal_the_direct_computation():
     assert "train_rmse/" not in " ".join(got)
 
 
+@pytest.mark.slow
 def test_two_ranks_share_the_batches_and_their_sums_add_up_to_one_process():
     data, task, graph, model, sets = _setup()
     one = Evaluator(task, graph, sets, batch_size=2, seed=3)

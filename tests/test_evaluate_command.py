@@ -59,6 +59,7 @@ def _error(capsys, argv: list[str], *words: str) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_the_bundle_holds_what_using_the_model_needs(forecast):
     out, summary = forecast
     bundle = load_model(out / "model.pt")
@@ -80,6 +81,7 @@ def test_the_bundle_holds_what_using_the_model_needs(forecast):
     assert bundle.differences(data) == []
 
 
+@pytest.mark.slow
 def test_test_scores_are_those_of_the_training_runs_evaluator(interpolate):
     """Interpolation draws its masks at random: the test split alone gets the masks it gets beside train and
     val in the training loop's evaluator."""
@@ -111,6 +113,7 @@ def test_test_scores_are_those_of_the_training_runs_evaluator(interpolate):
         assert got["skill"] == pytest.approx(100 * (1 - got["rmse"] / got["baseline_rmse"]))
 
 
+@pytest.mark.slow
 def test_evaluate_is_deterministic_and_prints_the_table(forecast, capsys):
     out, _ = forecast
     first = _evaluate(out)
@@ -123,6 +126,7 @@ def test_evaluate_is_deterministic_and_prints_the_table(forecast, capsys):
         assert var in table
 
 
+@pytest.mark.slow
 def test_the_mlflow_run_is_a_finished_child_of_the_training_run(forecast):
     out, summary = forecast
     result = _evaluate(out, split="val")
@@ -143,6 +147,7 @@ def test_the_mlflow_run_is_a_finished_child_of_the_training_run(forecast):
     assert "evaluate_val.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+@pytest.mark.slow
 def test_a_data_override_that_changes_the_normalisation_fails_naming_it(forecast, capsys):
     out, _ = forecast
     _error(capsys, [f"output_dir={out}", "data.split.train=0.5", "data.split.val=0.25", "data.split.test=0.25"],
@@ -153,6 +158,7 @@ def test_a_data_override_that_changes_the_normalisation_fails_naming_it(forecast
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_bad_command_lines_are_one_error_naming_the_key_or_file(forecast, tmp_path, capsys):
     out, _ = forecast
     _error(capsys, [f"output_dir={tmp_path / 'nowhere'}"], "output_dir=", "nowhere", "no such folder")

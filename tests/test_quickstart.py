@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gnnddm.config import compose
 from gnnddm.train import train
 
 
+@pytest.mark.slow
 def test_quickstart_beats_persistence_on_real_era5(tmp_path):
     summary = train(compose(["+experiment=quickstart", "trainer.progress=false", "tracking.enabled=false",
                              f"output_dir={tmp_path}"]))

@@ -36,6 +36,7 @@ def _wait_for(path_glob, folder: Path, timeout=240.0) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.slow
 def test_stop_signal_checkpoints_kills_the_run_and_says_how_to_resume(tmp_path, sig):
     proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.checkpoint_every=1")
     _wait_for("run/checkpoints/it*.pt", tmp_path)
@@ -52,6 +53,7 @@ def test_stop_signal_checkpoints_kills_the_run_and_says_how_to_resume(tmp_path, 
     assert run.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_terminated_run_resumes_from_its_checkpoint_and_finishes(tmp_path):
     proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.checkpoint_every=1")
     _wait_for("run/checkpoints/it*.pt", tmp_path)
@@ -77,6 +79,7 @@ def test_a_terminated_run_resumes_from_its_checkpoint_and_finishes(tmp_path):
     assert "terminated: SIGTERM" in text and "gnnddm train: finished" in text
 
 
+@pytest.mark.slow
 def test_without_checkpoints_the_message_says_so(tmp_path):
     proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.eval_every=1")
     _wait_for("mlflow.db", tmp_path)
@@ -89,6 +92,7 @@ def test_without_checkpoints_the_message_says_so(tmp_path):
     assert summary["status"] == "terminated"
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_two_lines_not_a_traceback(tmp_path):
     proc = _start(tmp_path, "trainer.max_iterations=100000", "trainer.checkpoint_every=1")
     _wait_for("run/checkpoints/it*.pt", tmp_path)

@@ -45,6 +45,7 @@ def test_unreachable_server_falls_back_to_local_store(tmp_path, monkeypatch):
     assert _client(tmp_path).get_run(run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_sweep_jobs_share_one_terminated_parent(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ids = []

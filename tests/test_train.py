@@ -30,6 +30,7 @@ def run_of(tmp_path, summary):
     return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
 
 
+@pytest.mark.slow
 def test_summary_json_holds_the_contract_keys(tmp_path):
     summary = train(compose(tiny(tmp_path)))
     on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -47,6 +48,7 @@ def test_summary_json_holds_the_contract_keys(tmp_path):
     assert (tmp_path / "out" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_mlflow_run_carries_params_metrics_tags_and_artifacts(tmp_path):
     summary = train(compose(tiny(tmp_path, "ddm=sync")))
     run = run_of(tmp_path, summary)
@@ -95,6 +97,7 @@ def test_wrongly_typed_override_is_a_config_error_naming_the_key(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # no run was started, so none is left RUNNING
 
 
+@pytest.mark.slow
 def test_exploding_loss_stops_with_the_iteration_and_a_failed_run(tmp_path):
     cfg = compose(tiny(tmp_path, "optimizer=sgd", "optimizer.lr=1.0e6", "trainer.max_loss=1.0e3"))
     with pytest.raises(TrainingDivergedError, match="iteration"):
@@ -120,6 +123,7 @@ def _params(out: Path):
 
 
 @pytest.mark.parametrize("ddm", ["global", "asm"])
+@pytest.mark.slow
 def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, ddm):
     full = tiny(tmp_path, f"ddm={ddm}", "trainer.max_iterations=6", "tracking.enabled=false", out="full")
     train(compose(full))
@@ -135,6 +139,7 @@ def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, ddm):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_mlflow_run_with_one_history(tmp_path):
     first = train(compose(tiny(tmp_path, "trainer.max_iterations=3", "trainer.checkpoint_every=2")))
     resumed = train(compose(tiny(tmp_path, "trainer.max_iterations=6", "trainer.checkpoint_every=2", "resume=true")))
@@ -149,6 +154,7 @@ def test_a_resumed_run_continues_its_mlflow_run_with_one_history(tmp_path):
     assert [h["iteration"] for h in state["history"]] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_resuming_after_a_failure_past_the_checkpoint_opens_a_linked_run_with_one_history(tmp_path, monkeypatch):
     from gnnddm.ddm.global_ import Global
 
@@ -180,6 +186,7 @@ def test_resume_without_checkpoint_is_a_config_error(tmp_path):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.slow
 def test_every_experiment_composes_and_runs_one_iteration(tmp_path, experiment):
     # one small iteration: the point is that the composition runs, not the model size
     overrides = [f"+experiment={experiment}", "trainer.max_iterations=1", "trainer.progress=false",

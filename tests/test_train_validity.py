@@ -64,6 +64,7 @@ def test_a_variable_missing_in_the_validation_split_only_is_named_with_the_split
         train(cfg_for(tmp_path, path))
 
 
+@pytest.mark.slow
 def test_valid_target_counts_per_split_and_variable_in_summary_and_mlflow(tmp_path):
     path = write_grid(tmp_path / "part.nc", nan_in=("msl", slice(0, 3)))
     summary = train(cfg_for(tmp_path, path))
@@ -108,6 +109,7 @@ def test_single_snapshot_grid_trains_by_node_split(tmp_path):
     assert np.isfinite(summary["final"]["val_loss"]) and summary["final"]["val_loss"] > 0
 
 
+@pytest.mark.slow
 def test_shipped_icon_mesh_snapshot_trains_two_iterations_by_node_split(tmp_path):
     cfg = compose(["data=icon_mesh", "graph=mesh", "task=interpolate", "model.hidden=8", "model.layers=2",
                    "partition.num_parts=2", "trainer.max_iterations=2", "trainer.eval_every=1",

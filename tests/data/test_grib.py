@@ -93,6 +93,7 @@ def test_overlapping_forecasts_keep_the_shortest_step(tmp_path):
     assert any("repeat a valid time" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_data_info_describes_a_cds_grib_file(tmp_path):
     path = tmp_path / "cds.grib2"
     write_grib(path)
@@ -127,6 +128,7 @@ print("ok")
 
 
 @pytest.mark.parametrize("order", ["grib-first", "store-first"])
+@pytest.mark.slow
 def test_grib_reading_and_the_sqlite_store_work_in_one_process_in_either_order(tmp_path, order):
     script = IMPORT_ORDER.format(tests=os.path.dirname(__file__))
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path), order], capture_output=True, text=True,
@@ -134,6 +136,7 @@ def test_grib_reading_and_the_sqlite_store_work_in_one_process_in_either_order(t
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_eccodes_loaded_before_gnnddm_is_one_error_naming_tracking_uri(tmp_path):
     script = ("import eccodes\nfrom gnnddm.tracking import Tracker\n"
               f"Tracker(uri='sqlite:///{tmp_path}/mlflow.db').start()\n")

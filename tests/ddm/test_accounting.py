@@ -113,6 +113,7 @@ def test_local_avg_and_llcg():
     _check(it, 2, (P + 1) + P, 3 * n_loc + 2)               # + broadcast θ; 2 full-graph gradients
 
 
+@pytest.mark.slow
 def test_asm_variants():
     objective, model, n_loc, _, _ = _setup()
     # trust region + foc: [g, f(θ_t)], [s, predicted], [f(θ_t + s)]; m steps but the first uses g_t;

@@ -88,6 +88,7 @@ P1_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(P1_CASES))
+@pytest.mark.slow
 def test_one_subdomain_reduces_to_local_solver_on_global_loss(case):
     cls, kw = P1_CASES[case]
     _, _, objective, task = problem(parts=1, overlap=0)

@@ -91,6 +91,7 @@ def test_radius_is_clamped_into_its_bounds():
 
 
 # ------------------------------------------------------------------------------ fused trial
+@pytest.mark.slow
 def test_fused_trial_costs_two_collectives_when_accepted_and_three_when_rejected():
     objective, model = _setup()
     n_loc = _n_loc(objective)
@@ -147,6 +148,7 @@ def test_fused_trial_with_one_subdomain_is_the_local_solver_one_iteration_late()
 
 @pytest.mark.parametrize("cls,kw", [(ASM, {}), (ASM, {"combine": "span"}), (TwoLevel, {"coarse": "pre"})],
                          ids=["asm", "asm_span", "two_level"])
+@pytest.mark.slow
 def test_fused_trial_resumes_from_its_checkpoint_state(cls, kw):
     objective, model = _setup(coarse=cls is TwoLevel)
     opts = {"local_solver": partial(torch.optim.Adam, lr=0.01), "trial": "fused", **kw}
@@ -286,6 +288,7 @@ def test_bad_options_name_their_key(cls, kw, key):
         _algo(cls, objective, model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1), **kw)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_negative_radius_bound_with_exit_2(tmp_path):
     exe = shutil.which("gnnddm")
     cmd = [exe] if exe else [sys.executable, "-m", "gnnddm"]

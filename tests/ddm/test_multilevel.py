@@ -175,6 +175,7 @@ def test_grid_coarsening_on_stations_names_the_key():
     assert np.isfinite(algo.step()["loss"])
 
 
+@pytest.mark.slow
 def test_multilevel_trains_the_fine_loss_down():
     objective, task = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.levels=3", "ddm.coarse_solver.lr=0.01", "optimizer.lr=0.01"],

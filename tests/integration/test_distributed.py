@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from gnnddm.config import options
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # every test starts gloo ranks
 
 ROOT = Path(__file__).resolve().parents[2]
 # every algorithm of conf/ddm/ but multilevel, which trains in one process only (it refuses ranks)
@@ -127,7 +127,6 @@ def _theta(out: Path) -> torch.Tensor:
     return torch.cat([v.reshape(-1).double() for v in state.values()])
 
 
-@pytest.mark.slow
 def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -163,7 +162,6 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     assert json.loads((tmp_path / "ranks" / "summary.json").read_text())["status"] == "finished"
 
 
-@pytest.mark.slow
 def test_killed_rank_restarts_from_the_checkpoint_and_completes(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -224,7 +222,6 @@ def test_nccl_without_gpu_is_refused(tmp_path):
         train(compose(_tiny(tmp_path, "distributed.backend=nccl", "distributed.nproc_per_node=2")))
 
 
-@pytest.mark.slow
 def test_torchrun_starts_the_ranks_and_rank0_owns_the_run(tmp_path):
     import shutil
     import subprocess

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test launches jobs
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHERS = REPO / "conf" / "hydra" / "launcher"
 START_SCRIPT = "scripts/slurm/start_local_slurm.sh"
@@ -146,7 +148,6 @@ def test_local_launcher_runs_each_job_in_the_same_python(tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.slow
 def test_train_sweep_on_slurm_finishes_two_distributed_runs(slurm, tmp_path):
     """`gnnddm train -m hydra/launcher=slurm` with 2 gloo tasks per job: both sweep jobs finish in MLflow."""
     from mlflow.tracking import MlflowClient
@@ -212,7 +213,6 @@ REQUEUE_RUN = ["data=synthetic", "data.resolution=5.625", "data.steps=80", "mode
 
 
 @pytest.mark.slurm
-@pytest.mark.slow
 def test_a_timed_out_job_is_requeued_and_ends_as_an_uninterrupted_run(slurm, tmp_path):
     """A job of a 1-minute limit gets submitit's SIGUSR2 (signal_delay_s before the limit) and stops after
     its iteration with a checkpoint; submitit requeues it, it resumes (SLURM_RESTART_COUNT > 0), and it

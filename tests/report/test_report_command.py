@@ -22,6 +22,8 @@ from gnnddm.commands.report import main
 from gnnddm.report import build_report
 from gnnddm.tracking import metric_name
 
+pytestmark = pytest.mark.slow  # two SQLite MLflow stores, seconds each
+
 
 def _log_run(c, exp, name, per_step, val, parent=None, tags=(), status="FINISHED", extra=None, artifact=None,
              params=None):

@@ -20,6 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from gnnddm.commands.report import main
 
+pytestmark = pytest.mark.slow  # the sweep runs gnnddm train -m in a subprocess
+
 ALGORITHMS = ("global", "sync")
 SEEDS = (0, 1)
 EXPERIMENT = "e2e"
