@@ -7,12 +7,15 @@ ranks wrote it; the two newest complete iterations are kept.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
-from gnnddm.outputs import save_torch
+from gnnddm.errors import ConfigError
+from gnnddm.outputs import output_dir, save_torch
 
 _NAME = re.compile(r"^it(\d{7})\.rank(\d+)\.pt$")
 KEEP = 2
@@ -71,3 +74,36 @@ def find_checkpoint(out_dir: Path, rank: int, world_size: int) -> dict | None:
         return None
     it = max(complete)
     return torch.load(d / f"it{it:07d}.rank{rank}.pt", weights_only=False)
+
+
+def restarted() -> bool:
+    """Whether the elastic agent restarted this process or SLURM requeued its job."""
+    return (int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+            or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0)
+
+
+def resuming(cfg: DictConfig) -> bool:
+    return bool(cfg.resume) or restarted()
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """``resume=true`` needs a complete checkpoint in ``output_dir``: one clear error before anything starts."""
+    if not bool(cfg.resume):
+        return
+    out_dir = output_dir(cfg)
+    if not has_checkpoint(out_dir):
+        raise ConfigError(f"resume=true: no complete checkpoint in {out_dir}; set output_dir to the folder of "
+                          "the run to continue (it must have run with trainer.checkpoint_every > 0 or have ended)")
+
+
+def config_changes(saved: dict | None, now: dict) -> str:
+    """The keys whose values differ between a checkpoint's config and this one, e.g. ``model.hidden: 8 -> 16``."""
+    if not saved:
+        return "the checkpoint does not record its configuration"
+    ignore = ("resume", "output_dir", "trainer.max_iterations", "trainer.progress", "tracking.")
+    keys = sorted(k for k in set(saved) | set(now)
+                  if saved.get(k) != now.get(k) and not k.startswith(ignore))
+    if not keys:
+        return "no configuration key differs"
+    shown = [f"{k}: {saved.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:8]]
+    return "changed: " + "; ".join(shown) + (f"; and {len(keys) - 8} more" if len(keys) > 8 else "")

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from gnnddm.outputs import write_json
+from gnnddm.signals import Terminated
 from gnnddm.tracking import Tracker, config_params, environment_tags, metric_name
 
 log = logging.getLogger("gnnddm.train")
@@ -254,3 +259,73 @@ def describe(summary: dict, tracker: Tracker | None = None) -> str:
 
 def _num(value, fmt: str = ".5g") -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
+
+
+def stop_reason(exc: BaseException) -> str | None:
+    """The reason of a stop by signal (Ctrl-C, SIGTERM, SIGUSR1, or the elastic agent's), else None."""
+    if isinstance(exc, Terminated):
+        return exc.reason
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT"
+    if type(exc).__name__ == "SignalException":  # torch's elastic agent received the signal
+        sigval = getattr(exc, "sigval", None)
+        return sigval.name if sigval is not None else "SIGTERM"
+    return None
+
+
+def resume_advice(summary: dict, out_dir: Path, reason: str, requeued: bool = False) -> str:
+    """What the command line prints: where the run stopped and how to continue it (``requeued``: submitit
+    requeues the job, which resumes by itself)."""
+    it = summary.get("checkpoint_iteration")
+    where = f"after iteration {summary['iteration']}" if "iteration" in summary else "during set-up"
+    if requeued:
+        requeue = "if submitit requeues the job (up to hydra.launcher.max_num_timeout times), it"
+        how = (f"checkpoint of iteration {it} saved; {requeue} resumes from there" if it is not None else
+               f"no checkpoint of this run; {requeue} starts again (set trainer.checkpoint_every=N to resume)")
+        return f"run terminated by {reason} {where} (time limit or preemption); {how}"
+    if it is not None:
+        how = (f"checkpoint of iteration {it} saved; continue with the same command plus resume=true "
+               f"output_dir={out_dir}")
+    else:
+        how = ("no checkpoint of this run; run the command again (set trainer.checkpoint_every=N to be able to "
+               "continue with resume=true)")
+    return f"run terminated by {reason} {where}; {how}"
+
+
+def sweep_dir() -> str | None:
+    try:
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return str(Path(hc.sweep.dir).resolve())
+    except ValueError:
+        pass
+    return None
+
+
+def progress_bar(total: int, initial: int, enabled: bool):
+    # on a terminal only (None: off when stdout is not a TTY, e.g. a batch job's log); train.log has the evaluations
+    return tqdm(total=total, initial=initial, disable=None if enabled else True, desc="outer iterations", unit="it",
+                leave=False)
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("loss", "train_loss", "val_loss"):
+        pts = [(h["iteration"], h[key]) for h in history if key in h and h[key] > 0]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=key, marker="." if key != "loss" else None)
+    ax.set_xlabel("outer iteration")
+    ax.set_ylabel("loss (normalised units)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -27,13 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from gnnddm.bundle import save_model
-from gnnddm.checkpoint import find_checkpoint, has_checkpoint, save_checkpoint
+from gnnddm.checkpoint import check_resume, config_changes, find_checkpoint, restarted, resuming, save_checkpoint
 from gnnddm.config import build
 from gnnddm.ddm import build_algorithm
 from gnnddm.ddm.objective import Objective
@@ -52,7 +50,16 @@ from gnnddm.errors import ConfigError, DataError, GnnddmError, TrainingDivergedE
 from gnnddm.evaluate import Evaluator
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.pipeline import build_problem
-from gnnddm.runbook import FILE_ONLY, RunBook, skill
+from gnnddm.runbook import (
+    FILE_ONLY,
+    RunBook,
+    plot_history,
+    progress_bar,
+    resume_advice,
+    skill,
+    stop_reason,
+    sweep_dir,
+)
 from gnnddm.schema import validate
 from gnnddm.signals import StopSignals, Terminated
 from gnnddm.tracking import Tracker, flatten, tracker_from_config
@@ -73,7 +80,7 @@ def train(cfg: DictConfig) -> dict:
         if int(os.environ.get("RANK", "0")) == 0:
             _write_summary(output_dir(cfg), {"status": "failed", "mlflow_run_id": None, "error": str(exc)})
         raise
-    _check_resume(cfg)  # the folder holds the stopped run's summary: nothing is written on this error
+    check_resume(cfg)  # the folder holds the stopped run's summary: nothing is written on this error
     if cfg.distributed.backend != "none":
         if world_from_env().source == "single":
             return _launch_ranks(cfg)
@@ -88,7 +95,7 @@ def _train_process(cfg: DictConfig) -> dict:
     book = RunBook(tracker, out_dir, rank0=world.rank == 0, hold=int(cfg.trainer.checkpoint_every) > 0)
     # a rank of a local launcher logs into the launcher's run, which holds the history when it continues
     # a stopped training or when the elastic agent restarted this rank
-    book.reopened = tracker.run_id is not None and (os.environ.get(ENV_RUN_CONTINUES) == "1" or _restarted())
+    book.reopened = tracker.run_id is not None and (os.environ.get(ENV_RUN_CONTINUES) == "1" or restarted())
     summary = book.summary
     finished = False
     stops = StopSignals()
@@ -96,17 +103,17 @@ def _train_process(cfg: DictConfig) -> dict:
         with stops:
             seed_everything(int(cfg.seed))
             summary["labels"] = run_labels(cfg)
-            book.open(cfg, summary["labels"], resuming=_resuming(cfg), sweep_dir=_sweep_dir())
+            book.open(cfg, summary["labels"], resuming=resuming(cfg), sweep_dir=sweep_dir())
             state = _setup(cfg, world, book)
             _loop(cfg, state, book, out_dir, stops)
             book.finish(announce=tracker.owns_run)
             finished = True
             return summary
     except BaseException as exc:
-        reason = _stop_reason(exc)
+        reason = stop_reason(exc)
         book.fail(reason or str(exc), interrupted=reason is not None)
         if reason is not None:
-            advice = _resume_advice(summary, out_dir, reason, requeued=stops.preempted)
+            advice = resume_advice(summary, out_dir, reason, requeued=stops.preempted)
             raise Terminated(reason, advice, preempted=stops.preempted) from None
         raise
     finally:
@@ -220,7 +227,7 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
         for metrics in history:
             book.log(metrics, step=int(metrics["iteration"]))
     status, start, it = "finished", time.perf_counter() - elapsed0, first - 1
-    progress = _progress(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
+    progress = progress_bar(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
     # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
     rows = None if s.algorithm.uses_full_batch or s.world_size == 1 else s.objective.local_nodes
     s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
@@ -298,7 +305,7 @@ def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, 
     save_model(model_path, s.model, cfg, s.data, s.task, it, run_id=summary.get("mlflow_run_id"))
     book.artifact(model_path)
     if history:
-        _plot_history(history, out_dir / "loss_curve.png")
+        plot_history(history, out_dir / "loss_curve.png")
         book.artifact(out_dir / "loss_curve.png")
 
 
@@ -332,46 +339,15 @@ def _stop_if_signalled(cfg, s: _State, stops: StopSignals, out_dir, book: RunBoo
     raise Terminated(stops.received or "a stop signal on rank 0")
 
 
-def _stop_reason(exc: BaseException) -> str | None:
-    """The reason of a stop by signal (Ctrl-C, SIGTERM, SIGUSR1, or the elastic agent's), else None."""
-    if isinstance(exc, Terminated):
-        return exc.reason
-    if isinstance(exc, KeyboardInterrupt):
-        return "SIGINT"
-    if type(exc).__name__ == "SignalException":  # torch's elastic agent received the signal
-        sigval = getattr(exc, "sigval", None)
-        return sigval.name if sigval is not None else "SIGTERM"
-    return None
-
-
-def _resume_advice(summary: dict, out_dir: Path, reason: str, requeued: bool = False) -> str:
-    """What the command line prints: where the run stopped and how to continue it (``requeued``: submitit
-    requeues the job, which resumes by itself)."""
-    it = summary.get("checkpoint_iteration")
-    where = f"after iteration {summary['iteration']}" if "iteration" in summary else "during set-up"
-    if requeued:
-        requeue = "if submitit requeues the job (up to hydra.launcher.max_num_timeout times), it"
-        how = (f"checkpoint of iteration {it} saved; {requeue} resumes from there" if it is not None else
-               f"no checkpoint of this run; {requeue} starts again (set trainer.checkpoint_every=N to resume)")
-        return f"run terminated by {reason} {where} (time limit or preemption); {how}"
-    if it is not None:
-        how = (f"checkpoint of iteration {it} saved; continue with the same command plus resume=true "
-               f"output_dir={out_dir}")
-    else:
-        how = ("no checkpoint of this run; run the command again (set trainer.checkpoint_every=N to be able to "
-               "continue with resume=true)")
-    return f"run terminated by {reason} {where}; {how}"
-
-
 def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None:
     """Restore the latest complete checkpoint when ``resume`` is set, or when the elastic agent restarted
     us or SLURM requeued the job (``SLURM_RESTART_COUNT`` > 0)."""
-    restarted = _restarted()
-    if not (bool(cfg.resume) or restarted):
+    again = restarted()
+    if not (bool(cfg.resume) or again):
         return None
     state = find_checkpoint(out_dir, s.rank, s.world_size)
     if state is None:
-        if restarted:
+        if again:
             return None  # failed before the first checkpoint: start again
         raise ConfigError(f"resume=true: no complete checkpoint in {out_dir} (set output_dir to the run's folder)")
     try:
@@ -379,45 +355,12 @@ def _maybe_resume(cfg: DictConfig, s: _State, rng, out_dir: Path) -> dict | None
         s.algorithm.load_state_dict(state["algorithm"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ConfigError(f"resume=true: the checkpoint of iteration {state['iteration']} in {out_dir} does not "
-                          f"fit this configuration ({_config_changes(state.get('config'), s.params)}); resume with "
+                          f"fit this configuration ({config_changes(state.get('config'), s.params)}); resume with "
                           "the values it was made with, or start afresh in another output_dir") from exc
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
     log.info("resumed from iteration %d", state["iteration"])
     return state
-
-
-def _restarted() -> bool:
-    """Whether the elastic agent restarted this process or SLURM requeued its job."""
-    return (int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-            or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0)
-
-
-def _resuming(cfg: DictConfig) -> bool:
-    return bool(cfg.resume) or _restarted()
-
-
-def _check_resume(cfg: DictConfig) -> None:
-    """``resume=true`` needs a complete checkpoint in ``output_dir``: one clear error before anything starts."""
-    if not bool(cfg.resume):
-        return
-    out_dir = output_dir(cfg)
-    if not has_checkpoint(out_dir):
-        raise ConfigError(f"resume=true: no complete checkpoint in {out_dir}; set output_dir to the folder of "
-                          "the run to continue (it must have run with trainer.checkpoint_every > 0 or have ended)")
-
-
-def _config_changes(saved: dict | None, now: dict) -> str:
-    """The keys whose values differ between a checkpoint's config and this one, e.g. ``model.hidden: 8 -> 16``."""
-    if not saved:
-        return "the checkpoint does not record its configuration"
-    ignore = ("resume", "output_dir", "trainer.max_iterations", "trainer.progress", "tracking.")
-    keys = sorted(k for k in set(saved) | set(now)
-                  if saved.get(k) != now.get(k) and not k.startswith(ignore))
-    if not keys:
-        return "no configuration key differs"
-    shown = [f"{k}: {saved.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:8]]
-    return "changed: " + "; ".join(shown) + (f"; and {len(keys) - 8} more" if len(keys) > 8 else "")
 
 
 def _maybe_inject_fault(rank: int, it: int) -> None:
@@ -466,7 +409,7 @@ def _launch_ranks(cfg: DictConfig) -> dict:
     try:
         labels = run_labels(cfg)
         book.summary["labels"] = labels
-        book.open(cfg, labels, resuming=_resuming(cfg), sweep_dir=_sweep_dir())
+        book.open(cfg, labels, resuming=resuming(cfg), sweep_dir=sweep_dir())
         worker_cfg = OmegaConf.to_container(cfg, resolve=True)
         worker_cfg["output_dir"] = str(out_dir)
         env = {ENV_RUN_ID: book.tracker.run_id or "", ENV_TRACKING_URI: book.tracker.uri,
@@ -478,11 +421,11 @@ def _launch_ranks(cfg: DictConfig) -> dict:
         book.finish()
         return book.summary
     except BaseException as exc:
-        reason = _stop_reason(exc)
+        reason = stop_reason(exc)
         message = reason or str(exc)
         book.fail(message, interrupted=reason is not None)
         if reason is not None:
-            raise Terminated(reason, _resume_advice(book.summary, out_dir, reason)) from None
+            raise Terminated(reason, resume_advice(book.summary, out_dir, reason)) from None
         if isinstance(exc, GnnddmError):
             raise
         raise GnnddmError(f"distributed run failed: {message}") from None
@@ -547,16 +490,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def _sweep_dir() -> str | None:
-    try:
-        hc = HydraConfig.get()
-        if hc.mode == RunMode.MULTIRUN:
-            return str(Path(hc.sweep.dir).resolve())
-    except ValueError:
-        pass
-    return None
 
 
 def run_labels(cfg: DictConfig) -> dict[str, str]:
@@ -631,32 +564,3 @@ def _partition_summary(partition) -> dict:
 
 def _write_summary(out_dir: Path, summary: dict) -> None:
     write_json(out_dir / "summary.json", summary)
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    # on a terminal only (None: off when stdout is not a TTY, e.g. a batch job's log); train.log has the evaluations
-    return tqdm(total=total, initial=initial, disable=None if enabled else True, desc="outer iterations", unit="it",
-                leave=False)
-
-
-def _plot_history(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("loss", "train_loss", "val_loss"):
-        pts = [(h["iteration"], h[key]) for h in history if key in h and h[key] > 0]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), label=key, marker="." if key != "loss" else None)
-    ax.set_xlabel("outer iteration")
-    ax.set_ylabel("loss (normalised units)")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fig.savefig(path, dpi=100)
-    plt.close(fig)
