@@ -138,13 +138,15 @@ class TrustRegion:
 class LocalModel:
     """The local model h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩, differentiable in the parameters.
 
-    ``loss`` is a subdomain or coarse loss ``loss_fn(model) -> Tensor``; ``corr`` and ``anchor`` are
+    ``loss`` is a subdomain or coarse :class:`~gnnddm.ddm.objective.Loss` (a function of the model with its
+    ``work``); ``corr`` and ``anchor`` are
     given per parameter tensor (None: no linear term). :attr:`last_loss` holds the unscaled loss value
     of the last evaluation.
     """
 
     def __init__(self, params, loss_fn, scale: float = 1.0, corr=None, anchor=None):
         self.params, self.loss_fn, self.scale = params, loss_fn, float(scale)
+        self.work = float(loss_fn.work)  # an evaluation of h costs one of its loss
         if (corr is None) != (anchor is None):
             raise ValueError("the linear term needs both corr and anchor")
         self.corr, self.anchor = corr, anchor
@@ -285,22 +287,22 @@ class Algorithm:
                 self.accounting.add_compute(part, seconds)
 
     def _loss_grad(self, loss_fn, copies: int = 1) -> tuple[float, torch.Tensor]:
-        """loss_fn(model) and its gradient (flat), accounted as one forward+backward."""
+        """loss_fn(model) and its gradient (flat), accounted as one forward+backward of its ``work``."""
         self.model.zero_grad(set_to_none=True)
         loss = loss_fn(self.model)
         loss.backward()
-        self.accounting.add_work(grad_evals=self.objective.last_work * copies)
+        self.accounting.add_work(grad_evals=loss_fn.work * copies)
         return float(loss.detach()), self.flat_grad()
 
     def _loss_value(self, loss_fn, copies: int = 1) -> float:
-        """loss_fn(model) without gradient, accounted as one forward."""
+        """loss_fn(model) without gradient, accounted as one forward of its ``work``."""
         with torch.no_grad():
             value = float(loss_fn(self.model))
-        self.accounting.add_work(loss_evals=self.objective.last_work * copies)
+        self.accounting.add_work(loss_evals=loss_fn.work * copies)
         return value
 
     def _local(self, k: int):
-        return lambda model: self.objective.local_loss(model, k)
+        return self.objective.part(k)
 
     def subdomain_gradients(self, keep: bool = False):
         """g = Σ_k ∇f_k(θ) and f = Σ_k f_k(θ) at the current θ, with one all-reduce of [g, f].
@@ -393,7 +395,7 @@ class Algorithm:
             else:
                 value = h(self.model)
                 value.backward()
-                self.accounting.add_work(grad_evals=self.objective.last_work * copies)
+                self.accounting.add_work(grad_evals=h.work * copies)
                 if i == 0:
                     loss_start, h_start = h.last_loss, float(value.detach())
             solver.step()

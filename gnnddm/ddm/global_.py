@@ -33,10 +33,11 @@ class Global(Algorithm):
         opt = self._global_optimizer()
         with self.timed(None):
             opt.zero_grad(set_to_none=True)
-            loss = self.objective.global_loss(self.model)
+            whole = self.objective.whole()
+            loss = whole(self.model)
             loss.backward()
             if self.comm.rank == 0:  # one computation, however many processes repeat it
-                self.accounting.add_work(grad_evals=self.objective.last_work)
+                self.accounting.add_work(grad_evals=whole.work)
             opt.step()
             opt.zero_grad(set_to_none=True)
         return {"loss": float(loss.detach())}

@@ -50,9 +50,10 @@ class LLCG(LocalAvg):
             with self.timed(None):
                 for _ in range(self.server_steps):
                     opt.zero_grad(set_to_none=True)
-                    loss = self.objective.global_loss(self.model)
+                    whole = self.objective.whole()
+                    loss = whole(self.model)
                     loss.backward()
-                    self.accounting.add_work(grad_evals=self.objective.last_work)
+                    self.accounting.add_work(grad_evals=whole.work)
                     opt.step()
                     server_loss = float(loss.detach())
                 opt.zero_grad(set_to_none=True)

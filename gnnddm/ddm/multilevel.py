@@ -161,7 +161,7 @@ class Multilevel(Algorithm):
     # ------------------------------------------------------------------ fine level
     def _fine_grad(self) -> tuple[float, torch.Tensor]:
         with self.timed(None):
-            f, g = self._loss_grad(self.objective.global_loss)
+            f, g = self._loss_grad(self.objective.whole())
         self.model.zero_grad(set_to_none=True)
         self.fine_grads += 1.0
         return f, g
@@ -193,9 +193,7 @@ class Multilevel(Algorithm):
         """(h_ℓ, f_ℓ(anchor)): level ``level``'s model made first-order coherent with ``g_up`` at ``anchor``."""
         self.set_flat(anchor)
 
-        def loss(model):
-            return self.objective.coarse_loss(model, level - 1)
-
+        loss = self.objective.coarse_level(level - 1)
         with self.timed(None):
             f_c, grad_c = self._loss_grad(loss)
         return self.local_model(loss, corr=g_up - grad_c, anchor=anchor), f_c
@@ -205,7 +203,7 @@ class Multilevel(Algorithm):
         self.set_flat(theta)
         with self.timed(None), torch.no_grad():
             value = float(h(self.model))
-            self.accounting.add_work(loss_evals=self.objective.last_work)
+            self.accounting.add_work(loss_evals=h.work)
         return value
 
     def coarse_cycle(self, level: int, anchor: torch.Tensor, g_up: torch.Tensor, constraint):
@@ -265,7 +263,7 @@ class Multilevel(Algorithm):
                 f_new, g_new = self._fine_grad()
             else:
                 with self.timed(None):
-                    f_new = self._loss_value(self.objective.global_loss)
+                    f_new = self._loss_value(self.objective.whole())
                 g_new = None
             rho, accepted = self.tr.update(f_a - f_new, predicted)
             stats.update(rho=rho, accepted=float(accepted), tr_radius=self.tr.radius, predicted=predicted,

@@ -17,13 +17,15 @@ Coarse levels (two-level methods) use the *same* model on the coarse graph: with
 so Σ w_c = 1 and f_c is the area-weighted MSE of the cluster means over valid entries, normalised like f
 (y_c is the w-weighted mean, i.e. the area-weighted mean of the valid targets of the cluster).
 
-Every call records how many nodes it computed on (``last_work``, as a fraction of N) so that algorithms
-can account grad_evals.
+:meth:`Objective.part`, :meth:`Objective.coarse_level` and :meth:`Objective.whole` give each loss as a
+:class:`Loss`: a function of the model that carries the work one evaluation costs (nodes computed on, as
+a fraction of N), which the algorithms account as grad_evals / loss_evals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,6 +54,18 @@ def _coarse_edge_attr(level, assign: np.ndarray, data) -> np.ndarray | None:
         np.add.at(sums, order[pos[ok]], data.edge_attr[ok])
         np.add.at(counts, order[pos[ok]], 1.0)
     return (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One of the objective's losses as a function of the model, with the work of one evaluation (the
+    nodes it computes on / N: 1 for f, n_local,k / N for f_k, n_c / N for a coarse level)."""
+
+    fn: Callable[[torch.nn.Module], torch.Tensor]
+    work: float
+
+    def __call__(self, model) -> torch.Tensor:
+        return self.fn(model)
 
 
 class Objective:
@@ -111,7 +125,6 @@ class Objective:
         self._dtype = torch.float32
         self._local: dict[int, tuple] = {}
         self._coarse_batch: dict[int, tuple] = {}
-        self.last_work = 0.0
         for level in coarse_levels:
             self.add_coarse_level(level)
 
@@ -163,6 +176,18 @@ class Objective:
 
     def coarse_work(self, level: int = 0) -> float:
         return self.coarse[level]["num_clusters"] / self.num_nodes
+
+    def part(self, k: int) -> Loss:
+        """f_k with its work n_local,k / N."""
+        return Loss(lambda model: self.local_loss(model, k), self.local_work(k))
+
+    def coarse_level(self, level: int = 0) -> Loss:
+        """f_c of coarse level ``level`` with its work n_c / N."""
+        return Loss(lambda model: self.coarse_loss(model, level), self.coarse_work(level))
+
+    def whole(self) -> Loss:
+        """f with its work 1 (one full-graph evaluation)."""
+        return Loss(self.global_loss, 1.0)
 
     # ------------------------------------------------------------------ batches
     @property
@@ -261,14 +286,12 @@ class Objective:
         self._need_batch()
         x, y, w = self._local[k]
         out = model(x, self.graphs[k])
-        self.last_work = self.local_work(k)
         return weighted_sq_error(out[:, : self.num_owned[k]], y, w)
 
     def global_loss(self, model) -> torch.Tensor:
         """f(θ): loss on the full graph (scalar)."""
         self._need_batch(full=True)
         out = model(self.batch.x, self.full_graph)
-        self.last_work = 1.0
         return weighted_sq_error(out, self.batch.y, self.batch.w)
 
     def coarse_batch(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -288,7 +311,6 @@ class Objective:
         """f_c(θ): loss of the same model on coarse level ``level`` (scalar)."""
         x, y, w = self.coarse_batch(level)
         out = model(x, self.coarse[level]["graph"])
-        self.last_work = self.coarse_work(level)
         return weighted_sq_error(out, y, w)
 
     def __repr__(self) -> str:

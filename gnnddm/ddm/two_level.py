@@ -119,9 +119,7 @@ class TwoLevel(ASM):
         """(h_c, first): the τ-corrected coarse model around ``anchor`` and its value and gradient there."""
         self.set_flat(anchor)
 
-        def loss(model):
-            return self.objective.coarse_loss(model, level)
-
+        loss = self.objective.coarse_level(level)
         f_c, grad_c = self._loss_grad(loss, copies=self.copies)
         h = self.local_model(loss, corr=g - grad_c, anchor=anchor)
         return h, (f_c, g)

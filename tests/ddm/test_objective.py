@@ -104,7 +104,7 @@ def test_coarse_batch_is_area_weighted_cluster_mean_with_total_weight_one():
     x_c, y_c, w_c = objective.coarse_batch(1)
     out = model(x_c, objective.coarse[1]["graph"])
     assert float(objective.coarse_loss(model, 1)) == pytest.approx(float((w_c * (out - y_c) ** 2).sum()))
-    assert objective.last_work == levels[1].num_clusters / data.num_nodes
+    assert objective.coarse_level(1).work == levels[1].num_clusters / data.num_nodes
 
 
 @pytest.mark.parametrize("parts", [(1,), (1, 2)], ids=["one-part", "two-parts"])
