@@ -33,8 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from gnnddm.bundle import save_model
 from gnnddm.checkpoint import check_resume, config_changes, find_checkpoint, restarted, resuming, save_checkpoint
 from gnnddm.config import build
-from gnnddm.ddm import build_algorithm
-from gnnddm.ddm.objective import Objective
+from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.distributed import (
     Accounting,
     LocalComm,
@@ -194,7 +193,8 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
         comm = LocalComm(partition.num_parts, accounting=accounting)
     else:
         comm = TorchComm(partition.num_parts, accounting=accounting, device=device)
-    objective = Objective(data, partition, device=device, parts=comm.parts_of_rank, graph_builder=problem.rebuild)
+    objective = build_objective(cfg.ddm, data, partition, device=device, parts=comm.parts_of_rank,
+                                graph_builder=problem.rebuild)
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
     # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
     eval_sets = {"train": eval_train, "val": anchors["val"], "test": anchors["test"]}

@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+from omegaconf import DictConfig, OmegaConf
+
 from gnnddm.config import build
 from gnnddm.ddm.base import Algorithm
 from gnnddm.errors import ConfigError
+from gnnddm.schema.fields import check_args
 
 
 def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) -> Algorithm:
@@ -37,4 +40,19 @@ def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) 
     return algorithm
 
 
-__all__ = ["Algorithm", "build_algorithm"]
+def build_objective(ddm_cfg, data, partition, device="cpu", parts=None, graph_builder=None):
+    """The objective of the algorithm of ``ddm_cfg``, built once with the coarse levels it needs
+    (``Algorithm.coarse_levels`` of its class, from its options)."""
+    from hydra.utils import get_class
+
+    from gnnddm.ddm.objective import Objective
+
+    options = OmegaConf.to_container(ddm_cfg, resolve=True) if isinstance(ddm_cfg, DictConfig) else dict(ddm_cfg)
+    cls = get_class(options.pop("_target_"))
+    options = {k: v for k, v in options.items() if k not in ("_partial_", "name")}
+    check_args(cls.Config, "ddm", **options)  # before the levels are built from them
+    levels = cls.coarse_levels(data, graph_builder, **options)
+    return Objective(data, partition, device=device, coarse_levels=levels, parts=parts, graph_builder=graph_builder)
+
+
+__all__ = ["Algorithm", "build_algorithm", "build_objective"]

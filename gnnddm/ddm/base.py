@@ -199,6 +199,12 @@ class Algorithm:
     #: one rank), as ``global`` and ``multilevel`` do
     whole_graph = False
 
+    @classmethod
+    def coarse_levels(cls, data, graph_builder=None, **options) -> list:
+        """The coarse levels the algorithm's objective needs, from its ``ddm`` options (none here); the
+        objective is built with them once (:func:`gnnddm.ddm.build_objective`)."""
+        return []
+
     def __init__(self, model, objective, comm, accounting: Accounting, optimizer=None):
         self.model = model
         self.objective = objective

@@ -25,32 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from gnnddm.ddm.asm import ASM, SchwarzConfig
 from gnnddm.ddm.base import GLOBALIZATIONS
-from gnnddm.partition.metrics import greedy_colouring
 from gnnddm.schema.fields import check_args, one_of
-
-
-def colour_parts(parts: np.ndarray, edge_index: np.ndarray, active) -> list[list[int]]:
-    """Greedy colouring of the subdomain adjacency graph (parts joined by an edge get different colours).
-
-    Parts are coloured in order of decreasing degree (ties: part order); returns the colour classes,
-    each sorted, in colour order.
-    """
-    active = [int(k) for k in active]
-    a, b = parts[edge_index[0]], parts[edge_index[1]]
-    cut = a != b
-    neighbours = {k: set() for k in active}
-    for u, v in zip(a[cut].tolist(), b[cut].tolist(), strict=True):
-        if u in neighbours and v in neighbours:
-            neighbours[u].add(v)
-            neighbours[v].add(u)
-    colour = greedy_colouring(neighbours)
-    classes = [sorted(k for k in active if colour[k] == c) for c in range(max(colour.values(), default=-1) + 1)]
-    return [c for c in classes if c]
 
 
 @dataclass
@@ -91,8 +70,7 @@ class MSM(ASM):
         self.colored = colored
         active = sorted(self.omega)
         if self.colored:
-            data = objective.data
-            self.groups = colour_parts(np.asarray(objective.partition.parts), np.asarray(data.edge_index), active)
+            self.groups = objective.colour_classes(active)
         else:
             self.groups = [[k] for k in active]
 

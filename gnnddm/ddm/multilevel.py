@@ -145,18 +145,22 @@ class Multilevel(Algorithm):
         self.coarse_solver = coarse_solver or functools.partial(torch.optim.Adam, lr=None)
         if getattr(self.coarse_solver, "keywords", {}).get("lr") is None:  # the fine optimizer's rate
             self.coarse_solver = functools.partial(self.coarse_solver, lr=float(optimizer_lr))
-        if self.levels > 1 and objective.num_coarse_levels == 0:
-            for level in build_hierarchy(objective.data, self.levels - 1, self.coarsening,
-                                         rebuild=objective.graph_builder,
-                                         clusters=clusters, seed=seed):
-                objective.add_coarse_level(level)
         if objective.num_coarse_levels < self.levels - 1:
             raise ConfigError(f"ddm.levels: {self.levels} levels need {self.levels - 1} coarse levels, the "
-                              f"objective has {objective.num_coarse_levels}")
+                              f"objective has {objective.num_coarse_levels}; build it with them "
+                              "(gnnddm.ddm.build_objective, or Multilevel.coarse_levels(data, ...))")
         for level in range(1, self.levels):
             self._make_solver(f"level{level}", self.coarse_solver, key="ddm.coarse_solver")
         self.accumulator: torch.Tensor | None = None
         self.fine_grads = 0.0
+
+    @classmethod
+    def coarse_levels(cls, data, graph_builder=None, levels: int = 3, coarsening: str = "grid",
+                      clusters: int | None = None, seed: int = 0, **_) -> list:
+        """The ``levels`` − 1 coarse levels of the hierarchy (:func:`gnnddm.partition.hierarchy.build_hierarchy`)."""
+        if levels <= 1:
+            return []
+        return build_hierarchy(data, levels - 1, coarsening, rebuild=graph_builder, clusters=clusters, seed=seed)
 
     # ------------------------------------------------------------------ fine level
     def _fine_grad(self) -> tuple[float, torch.Tensor]:

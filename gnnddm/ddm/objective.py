@@ -119,6 +119,7 @@ class Objective:
             self._nodes[sd.index] = torch.as_tensor(sd.nodes, dtype=torch.long, device=self.device)
             self._owned[sd.index] = self._nodes[sd.index][: sd.num_owned]
         self.coarse: list[dict] = []
+        self._levels: list = []  # the CoarseLevel objects the objective was built with
         self.batch: Batch | None = None
         self._local_nodes: torch.Tensor | None = None
         self._rows_cache: tuple | None = None
@@ -126,11 +127,21 @@ class Objective:
         self._local: dict[int, tuple] = {}
         self._coarse_batch: dict[int, tuple] = {}
         for level in coarse_levels:
-            self.add_coarse_level(level)
+            self._add_coarse_level(level)
 
     # ------------------------------------------------------------------ set-up
-    def add_coarse_level(self, level) -> None:
-        """Append a coarse level (acting on the fine graph or on the previous coarse level)."""
+    def with_coarse_level(self, level) -> Objective:
+        """A new objective: this one's data, partition, parts and batch, with ``level`` appended to its
+        coarse levels (an objective never changes after it is built)."""
+        made = Objective(self.data, self.partition, device=self.device,
+                         coarse_levels=[*self._levels, level], parts=self.parts, graph_builder=self.graph_builder)
+        if self.batch is not None:
+            made.set_batch(self.batch)
+        return made
+
+    def _add_coarse_level(self, level) -> None:
+        """Append a coarse level (acting on the fine graph or on the previous coarse level); construction only."""
+        self._levels.append(level)
         assign = np.asarray(level.assign, dtype=np.int64)
         own = sp.csr_matrix(level.restriction)  # R from the graph the level coarsens
         source = None  # the coarse level it coarsens (None: the fine graph)
@@ -159,8 +170,6 @@ class Objective:
                 "graph": graph,
             }
         )
-        if self.batch is not None:
-            self.set_batch(self.batch)
 
     @property
     def num_coarse_levels(self) -> int:
@@ -176,6 +185,13 @@ class Objective:
 
     def coarse_work(self, level: int = 0) -> float:
         return self.coarse[level]["num_clusters"] / self.num_nodes
+
+    def colour_classes(self, parts) -> list[list[int]]:
+        """``parts`` grouped by a greedy colouring of the subdomain adjacency: no two parts of one class share
+        an edge (multiplicative Schwarz solves a class together)."""
+        from gnnddm.partition.metrics import colour_classes
+
+        return colour_classes(np.asarray(self.partition.parts), np.asarray(self.data.edge_index), parts)
 
     def part(self, k: int) -> Loss:
         """f_k with its work n_local,k / N."""

@@ -102,18 +102,25 @@ class TwoLevel(ASM):
         super().__init__(model, objective, comm, accounting, optimizer, **asm_options)
         check_args(TwoLevelConfig, "ddm", coarse=coarse, coarse_steps=coarse_steps, coarse_clusters=coarse_clusters,
                    coarse_levels=coarse_levels, coarse_method=coarse_method, coarsening=coarsening)
-        self.coarse, self.coarse_steps, levels = coarse, coarse_steps, coarse_levels
+        self.coarse, self.coarse_steps = coarse, coarse_steps
         if self.coarse_steps and objective.num_coarse_levels == 0:
-            if coarsening == "clusters":
-                made = build_coarse_levels(objective.data, coarse_clusters, levels, coarse_method)
-            else:
-                made = build_hierarchy(objective.data, levels, coarsening, levels_key="ddm.coarse_levels",
-                                       levels_offset=0, rebuild=objective.graph_builder)
-            for level in made:
-                objective.add_coarse_level(level)
+            raise ConfigError("ddm.coarse_steps: the coarse correction needs the objective's coarse levels; build "
+                              "the objective with them (gnnddm.ddm.build_objective, or Objective(..., "
+                              "coarse_levels=TwoLevel.coarse_levels(data, ...)))")
         self.levels = objective.num_coarse_levels if self.coarse_steps else 0
         for level in range(self.levels):
             self._make_solver(f"coarse{level}", self.local_solver)
+
+    @classmethod
+    def coarse_levels(cls, data, graph_builder=None, coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1,
+                      coarse_method: str = "metis", coarsening: str = "clusters", **_) -> list:
+        """The coarse space: ``coarse_levels`` levels of METIS clusters, grid cells or matchings."""
+        if not coarse_steps:
+            return []
+        if coarsening == "clusters":
+            return build_coarse_levels(data, coarse_clusters, coarse_levels, coarse_method)
+        return build_hierarchy(data, coarse_levels, coarsening, levels_key="ddm.coarse_levels", levels_offset=0,
+                               rebuild=graph_builder)
 
     def coarse_model(self, level: int, anchor: torch.Tensor, g: torch.Tensor):
         """(h_c, first): the τ-corrected coarse model around ``anchor`` and its value and gradient there."""

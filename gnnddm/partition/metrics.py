@@ -137,3 +137,22 @@ def greedy_colouring(neighbours: dict[int, set[int]]) -> dict[int, int]:
         used = {colour[n] for n in neighbours[k] if n in colour}
         colour[k] = next(c for c in range(len(neighbours) + 1) if c not in used)
     return colour
+
+
+def colour_classes(parts: np.ndarray, edge_index: np.ndarray, active) -> list[list[int]]:
+    """Greedy colouring of the subdomain adjacency graph (parts joined by an edge get different colours).
+
+    Parts are coloured in order of decreasing degree (ties: part order); returns the colour classes,
+    each sorted, in colour order.
+    """
+    active = [int(k) for k in active]
+    a, b = parts[edge_index[0]], parts[edge_index[1]]
+    cut = a != b
+    neighbours = {k: set() for k in active}
+    for u, v in zip(a[cut].tolist(), b[cut].tolist(), strict=True):
+        if u in neighbours and v in neighbours:
+            neighbours[u].add(v)
+            neighbours[v].add(u)
+    colour = greedy_colouring(neighbours)
+    classes = [sorted(k for k in active if colour[k] == c) for c in range(max(colour.values(), default=-1) + 1)]
+    return [c for c in classes if c]

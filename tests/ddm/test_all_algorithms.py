@@ -51,16 +51,18 @@ def _solver_steps(model, objective, steps, make_opt=lambda ps: torch.optim.Adam(
 
 
 def _with_coarse(objective, data, clusters=6):
-    objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, clusters, edge_weight=data.edge_weight,
-                                       area=data.area, lat=data.lat, lon=data.lon))
+    objective = objective.with_coarse_level(coarsen(
+        data.edge_index, data.num_nodes, clusters, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+        lon=data.lon))
     return objective
 
 
 def _setup(parts=3, seed=0, coarse=False):
     data, _, objective, task = problem(parts=parts, overlap=2)
     if coarse:
-        objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                           area=data.area, lat=data.lat, lon=data.lon))
+        objective = objective.with_coarse_level(coarsen(
+            data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+            lon=data.lon))
     torch.manual_seed(seed)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
     return objective, model
@@ -117,7 +119,7 @@ def test_one_subdomain_reduces_to_local_solver_on_global_loss(case):
 def test_converges_to_the_least_squares_minimiser(cls, kw):
     objective, task, truth = least_squares_problem(parts=3, overlap=1)
     if cls is TwoLevel:
-        _with_coarse(objective, objective.data, clusters=8)
+        objective = _with_coarse(objective, objective.data, clusters=8)
     torch.manual_seed(0)
     model = LinearGNN(task.in_channels, task.out_channels).double()
     opts = {"local_steps": 3, "local_solver": partial(torch.optim.Adam, lr=0.05), "radius0": 0.5, **kw}

@@ -48,8 +48,9 @@ def _flat(model):
 def _setup(parts=3, seed=0, coarse=False):
     data, _, objective, task = problem(parts=parts, overlap=2)
     if coarse:
-        objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                           area=data.area, lat=data.lat, lon=data.lon))
+        objective = objective.with_coarse_level(coarsen(
+            data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+            lon=data.lon))
     torch.manual_seed(seed)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
     return objective, model
@@ -66,8 +67,9 @@ def _n_loc(objective):
 
 def _counting_setup():
     data, _, objective, task = problem(parts=3, overlap=2)
-    objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                       area=data.area, lat=data.lat, lon=data.lon))
+    objective = objective.with_coarse_level(coarsen(
+        data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+        lon=data.lon))
     torch.manual_seed(0)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     n_loc = sum(objective.local_work(k) for k in range(3))

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gnnddm.config import compose, options
-from gnnddm.ddm import build_algorithm
+from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.errors import ConfigError
 from gnnddm.gallery import EdgeGNN, comm_for, problem
 from gnnddm.models.sage import GraphSAGE
@@ -17,7 +17,9 @@ ALGORITHMS = options("ddm")
 
 def _build(overrides, data=None):
     cfg = compose(overrides)
-    _, _, objective, task = problem(data, parts=3, overlap=2)
+    _, _, plain, task = problem(data, parts=3, overlap=2)
+    objective = build_objective(cfg.ddm, plain.data, plain.partition)  # with the coarse levels it needs
+    objective.set_batch(plain.batch)
     torch.manual_seed(0)
     if cfg.ddm.name == "halo_sync":  # exchanges halos between the layers of a model that exposes them
         model = GraphSAGE(task.in_channels, task.out_channels, hidden=6, layers=2).double()
@@ -52,7 +54,7 @@ def test_every_config_option_builds_and_steps(name, optimizer):
         ("ddm.eta1=2.0", "ddm.eta1"),
         ("ddm.local_solver._target_=torch.optim.LBFGSX", "ddm.local_solver._target_"),
         ("+ddm.local_solver.nesterov=true", "ddm.local_solver"),
-        ("+ddm.colour=true", "ddm: unknown"),
+        ("+ddm.colour=true", "ddm.colour: not a key of"),
     ],
 )
 def test_bad_option_raises_config_error_naming_the_key(override, key):

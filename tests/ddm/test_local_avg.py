@@ -47,7 +47,7 @@ def _solver_steps(model, objective, steps, make_opt=lambda ps: torch.optim.Adam(
 
 def _counting_setup():
     data, _, objective, task = problem(parts=3, overlap=2)
-    objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
+    objective = objective.with_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
                                        area=data.area, lat=data.lat, lon=data.lon))
     torch.manual_seed(0)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()

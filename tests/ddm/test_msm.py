@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from gnnddm.ddm.asm import ASM
-from gnnddm.ddm.msm import MSM, colour_parts
+from gnnddm.ddm.msm import MSM
 from gnnddm.gallery import EdgeGNN, LinearGNN, comm_for, least_squares_problem, problem
 from gnnddm.partition.coarse import coarsen
+from gnnddm.partition.metrics import colour_classes
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 SGD_SMALL = partial(torch.optim.SGD, lr=1e-3)   # short local steps: the trial is accepted
@@ -33,8 +34,9 @@ def _flat(model):
 def _setup(parts=3, seed=0, coarse=False):
     data, _, objective, task = problem(parts=parts, overlap=2)
     if coarse:
-        objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                           area=data.area, lat=data.lat, lon=data.lon))
+        objective = objective.with_coarse_level(coarsen(
+            data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+            lon=data.lon))
     torch.manual_seed(seed)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
     return objective, model
@@ -47,8 +49,9 @@ def _algo_acc(cls, objective, model, **kw):
 
 def _counting_setup():
     data, _, objective, task = problem(parts=3, overlap=2)
-    objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                       area=data.area, lat=data.lat, lon=data.lon))
+    objective = objective.with_coarse_level(coarsen(
+        data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+        lon=data.lon))
     torch.manual_seed(0)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     n_loc = sum(objective.local_work(k) for k in range(3))
@@ -81,7 +84,7 @@ def _check(it, rounds, numbers, grad_evals, loss_evals=0.0):
 # ------------------------------------------------------------------- convergence
 def test_msm_converges_and_colored_groups_are_independent():
     objective, task, truth = least_squares_problem(parts=4, overlap=1)
-    groups = colour_parts(objective.partition.parts, objective.data.edge_index, range(4))
+    groups = colour_classes(objective.partition.parts, objective.data.edge_index, range(4))
     adjacent = {(int(a), int(b)) for a, b in objective.partition.part_adjacency.T}
     assert sorted(k for grp in groups for k in grp) == [0, 1, 2, 3]
     assert all((a, b) not in adjacent for grp in groups for a in grp for b in grp if a != b)

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gnnddm.config import compose
-from gnnddm.ddm import build_algorithm
+from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.ddm.objective import Objective
 from gnnddm.errors import ConfigError
 from gnnddm.gallery import EdgeGNN, comm_for, grid_data, station_data, to_dtype
@@ -30,10 +30,18 @@ def _algorithm(overrides, objective=None, task=None, seed: int = 0):
     if objective is None:
         objective, task = _problem()
     cfg = compose(overrides)
+    objective = _with_levels(cfg, objective)
     torch.manual_seed(seed)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     comm, acc = comm_for(objective)
     return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, acc)
+
+
+def _with_levels(cfg, objective):
+    """The objective of ``cfg.ddm``'s algorithm: ``objective``'s problem and batch, with its coarse levels."""
+    made = build_objective(cfg.ddm, objective.data, objective.partition, graph_builder=objective.graph_builder)
+    made.set_batch(objective.batch)
+    return made
 
 
 def test_one_level_is_the_global_method():
@@ -127,7 +135,7 @@ def test_offo_cycles_never_leave_the_box_the_fine_level_allows(solver):
     algo.local_solve = record
     for _ in range(4):
         theta_a = algo.flat()
-        _, g = algo._loss_grad(objective.global_loss)
+        _, g = algo._loss_grad(objective.whole())
         acc_before = torch.full_like(g, algo.varsigma) if algo.accumulator is None else algo.accumulator.clone()
         iterates.clear()
         algo.step()
@@ -143,7 +151,7 @@ def test_fine_and_coarse_work_are_counted_per_level():
     algo = _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.post_smooth=[1,3]", "ddm.globalization=none"],
                       objective, task)
     algo.step()
-    n, n1 = objective.num_nodes, objective.coarse[0]["num_clusters"]
+    n, n1 = objective.num_nodes, algo.objective.coarse[0]["num_clusters"]
     # fine: g at θ_a and the post-smoothing gradient; level 1: coherence, then 3 steps of which the first
     # reuses the coherent gradient (still at the anchor); one forward h-value at the level's end
     assert algo.accounting.total["grad_evals"] == pytest.approx(2 + (1 + 2) * n1 / n)
@@ -189,7 +197,7 @@ def test_multilevel_trains_the_fine_loss_down():
 def test_two_level_takes_the_grid_hierarchy_as_coarse_space():
     objective, task = _problem(parts=4)
     algo = _algorithm(["ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=2"], objective, task)
-    assert [c["num_clusters"] for c in objective.coarse] == [8 * 16, 4 * 8]
+    assert [c["num_clusters"] for c in algo.objective.coarse] == [8 * 16, 4 * 8]
     stats = algo.step()
     assert np.isfinite(stats["loss"]) and stats["coarse_step_norm"] > 0
     with pytest.raises(ConfigError, match=r"ddm.coarse_levels: the 16 x 32 grid allows at most 3 levels .* got 5"):

@@ -86,7 +86,7 @@ def test_coarse_batch_is_area_weighted_cluster_mean_with_total_weight_one():
     levels = coarsen_levels(data.edge_index, data.num_nodes, [6, 3], edge_weight=data.edge_weight,
                             area=data.area, lat=data.lat, lon=data.lon)
     for level in levels:
-        objective.add_coarse_level(level)
+        objective = objective.with_coarse_level(level)
     b = objective.batch
     for lev, assign in ((0, levels[0].assign), (1, levels[1].assign[levels[0].assign])):
         x_c, y_c, w_c = objective.coarse_batch(lev)

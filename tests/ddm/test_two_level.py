@@ -37,16 +37,18 @@ def _flat(model):
 
 
 def _with_coarse(objective, data, clusters=6):
-    objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, clusters, edge_weight=data.edge_weight,
-                                       area=data.area, lat=data.lat, lon=data.lon))
+    objective = objective.with_coarse_level(coarsen(
+        data.edge_index, data.num_nodes, clusters, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+        lon=data.lon))
     return objective
 
 
 def _setup(parts=3, seed=0, coarse=False):
     data, _, objective, task = problem(parts=parts, overlap=2)
     if coarse:
-        objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                           area=data.area, lat=data.lat, lon=data.lon))
+        objective = objective.with_coarse_level(coarsen(
+            data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+            lon=data.lon))
     torch.manual_seed(seed)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
     return objective, model
@@ -59,8 +61,9 @@ def _algo_acc(cls, objective, model, **kw):
 
 def _counting_setup():
     data, _, objective, task = problem(parts=3, overlap=2)
-    objective.add_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                       area=data.area, lat=data.lat, lon=data.lon))
+    objective = objective.with_coarse_level(coarsen(
+        data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+        lon=data.lon))
     torch.manual_seed(0)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     n_loc = sum(objective.local_work(k) for k in range(3))
@@ -104,7 +107,7 @@ def test_two_level_without_coarse_steps_is_asm():
 # --------------------------------------------------------------------- coherence
 def test_local_models_are_first_order_coherent():
     data, _, objective, task = problem(parts=3, overlap=2)
-    _with_coarse(objective, data)
+    objective = _with_coarse(objective, data)
     model = _model(task)
     full = objective.global_loss(model)
     grad_f = torch.autograd.grad(full, list(model.parameters()))

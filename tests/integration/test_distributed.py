@@ -36,8 +36,7 @@ def _run(name: str, comm_factory) -> torch.Tensor:
     """ITERATIONS outer iterations of algorithm ``name`` on the gallery grid; returns θ (float64)."""
     import warnings
 
-    from gnnddm.ddm import build_algorithm
-    from gnnddm.ddm.objective import Objective
+    from gnnddm.ddm import build_algorithm, build_objective
     from gnnddm.distributed.accounting import Accounting
     from gnnddm.gallery import EdgeGNN, contiguous_parts, grid_data
     from gnnddm.partition import build_partition
@@ -49,7 +48,7 @@ def _run(name: str, comm_factory) -> torch.Tensor:
         partition = build_partition(data.edge_index, data.num_nodes, contiguous_parts(data.num_nodes, PARTS), 2)
     accounting = Accounting()
     comm = comm_factory(accounting)
-    objective = Objective(data, partition, parts=comm.parts_of_rank)
+    objective = build_objective(_algorithm_cfg(name), data, partition, parts=comm.parts_of_rank)
     task = ForecastTask(data)
     torch.manual_seed(0)
     if name == "halo_sync":  # exchanges halos between the layers of a model that exposes them
