@@ -243,3 +243,24 @@ def test_every_composed_ddm_option_validates_and_each_key_has_a_field_of_its_cla
 ])
 def test_ddm_problems_name_the_key(overrides, message):
     assert any(message in str(p) for p in problems(compose(overrides))), [str(p) for p in problems(compose(overrides))]
+
+
+def test_a_partition_key_is_a_field_or_an_option_of_the_partitioner_itself():
+    """A new partitioner's own options (keyword-only arguments of its function) need no schema field."""
+    assert [str(p) for p in problems(compose(["+partition.bogus=1"]))] == [
+        "partition.bogus: not a key of the metis partitioner; valid: num_parts, overlap, seed, name, node_weights, "
+        "plot_cut_edges, imbalance, weight_scale"]
+
+
+def test_the_communication_layer_imports_nothing_of_the_algorithms():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "gnnddm" / "distributed"
+    imported = set()
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+    assert len(list(root.glob("*.py"))) >= 4 and not [m for m in imported if m.startswith("gnnddm.ddm")]

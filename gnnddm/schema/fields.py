@@ -103,7 +103,9 @@ def _check(schema: type, values, prefix: str, label: str | None = None,
         return [ConfigError(f"{prefix.rstrip('.')}: expected {describe(schema)}, got {values!r}")], None
     fields = spec(schema)
     found: list[ConfigError] = []
-    if not getattr(schema, "open", False):
+    if hasattr(schema, "extra_problems"):  # a schema whose further keys depend on its target
+        found += schema.extra_problems(values, prefix)
+    elif not getattr(schema, "open", False):
         for key in values:
             if key not in fields:
                 valid = ", ".join(k for k in fields if not k.startswith("_"))

@@ -35,6 +35,30 @@ class PartitionConfig(Component):
         parts = self._target_.split(".")
         return parts[-2] if len(parts) >= 2 else self._target_
 
+    @classmethod
+    def extra_problems(cls, values, prefix: str) -> list:
+        """Keys beyond the fields are options of the partitioner itself: the keyword-only arguments of its
+        function (``gnnddm/partition/<name>.py``), so a new partitioner's options need no field here."""
+        import dataclasses
+        import importlib
+        import inspect
+
+        from gnnddm.errors import ConfigError
+
+        fields = [f.name for f in dataclasses.fields(cls)]
+        extra = [k for k in values if k not in fields]
+        if not extra:
+            return []
+        name = str(values.get("_target_", "")).split(".")[-2:-1]
+        try:
+            fn = getattr(importlib.import_module(f"gnnddm.partition.{name[0]}"), name[0])
+        except (ImportError, AttributeError, IndexError):
+            return []  # the _target_ check names it
+        own = [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        valid = ", ".join([k for k in fields if not k.startswith("_")] + [k for k in own if k not in fields])
+        return [ConfigError(f"{prefix}{k}: not a key of the {name[0]} partitioner; valid: {valid}")
+                for k in extra if k not in own]
+
     def __post_init__(self):
         from gnnddm.config import options
 
