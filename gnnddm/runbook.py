@@ -45,7 +45,8 @@ class ConsoleFilter(logging.Filter):
 
 
 class RunBook:
-    """The summary, the MLflow run and the log of one training process.
+    """The summary, the MLflow run and the log of one training process; as a context (``with book:``) it
+    records a run that an exception ends as failed or terminated.
 
     Parameters
     ----------
@@ -62,6 +63,18 @@ class RunBook:
         self.summary: dict = {"status": "running", "mlflow_run_id": tracker.run_id, "output_dir": str(out_dir)}
         self.reopened = False  # continues the MLflow run of a stopped training
         self._held: list[tuple[dict, int]] = []
+
+    # ------------------------------------------------------------------ as a context
+    def __enter__(self) -> RunBook:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """A run left by an exception is recorded as failed, or as terminated when a stop signal ended it
+        (:func:`stop_reason`); the exception goes on."""
+        if exc is not None:
+            reason = stop_reason(exc)
+            self.fail(reason or str(exc), interrupted=reason is not None)
+        return False
 
     # ------------------------------------------------------------------ the MLflow run
     def open(self, cfg: DictConfig, labels: dict, resuming: bool, sweep_dir: str | None = None, **tags) -> None:

@@ -99,7 +99,7 @@ def _train_process(cfg: DictConfig) -> dict:
     finished = False
     stops = StopSignals()
     try:
-        with stops:
+        with stops, book:
             seed_everything(int(cfg.seed))
             summary["labels"] = run_labels(cfg)
             book.open(cfg, summary["labels"], resuming=resuming(cfg), sweep_dir=sweep_dir())
@@ -110,7 +110,6 @@ def _train_process(cfg: DictConfig) -> dict:
             return summary
     except BaseException as exc:
         reason = stop_reason(exc)
-        book.fail(reason or str(exc), interrupted=reason is not None)
         if reason is not None:
             advice = resume_advice(summary, out_dir, reason, requeued=stops.preempted)
             raise Terminated(reason, advice, preempted=stops.preempted) from None
@@ -407,28 +406,27 @@ def _launch_ranks(cfg: DictConfig) -> dict:
     out_dir = output_dir(cfg)
     book = RunBook(tracker_from_config(cfg.tracking, run_name=_default_run_name(cfg)), out_dir)
     try:
-        labels = run_labels(cfg)
-        book.summary["labels"] = labels
-        book.open(cfg, labels, resuming=resuming(cfg), sweep_dir=sweep_dir())
-        worker_cfg = OmegaConf.to_container(cfg, resolve=True)
-        worker_cfg["output_dir"] = str(out_dir)
-        env = {ENV_RUN_ID: book.tracker.run_id or "", ENV_TRACKING_URI: book.tracker.uri,
-               ENV_RUN_CONTINUES: "1" if book.reopened else ""}
-        result, restart_count = run_ranks(_rank_worker, worker_cfg, nproc, restarts, out_dir, env)
-        book.summary.update(result)
-        book.summary.update(restarts=restart_count, ranks=nproc)
-        book.tags({"gnnddm.restarts": restart_count})
-        book.finish()
-        return book.summary
+        with book:
+            labels = run_labels(cfg)
+            book.summary["labels"] = labels
+            book.open(cfg, labels, resuming=resuming(cfg), sweep_dir=sweep_dir())
+            worker_cfg = OmegaConf.to_container(cfg, resolve=True)
+            worker_cfg["output_dir"] = str(out_dir)
+            env = {ENV_RUN_ID: book.tracker.run_id or "", ENV_TRACKING_URI: book.tracker.uri,
+                   ENV_RUN_CONTINUES: "1" if book.reopened else ""}
+            result, restart_count = run_ranks(_rank_worker, worker_cfg, nproc, restarts, out_dir, env)
+            book.summary.update(result)
+            book.summary.update(restarts=restart_count, ranks=nproc)
+            book.tags({"gnnddm.restarts": restart_count})
+            book.finish()
+            return book.summary
     except BaseException as exc:
         reason = stop_reason(exc)
-        message = reason or str(exc)
-        book.fail(message, interrupted=reason is not None)
         if reason is not None:
             raise Terminated(reason, resume_advice(book.summary, out_dir, reason)) from None
         if isinstance(exc, GnnddmError):
             raise
-        raise GnnddmError(f"distributed run failed: {message}") from None
+        raise GnnddmError(f"distributed run failed: {exc}") from None
 
 
 def _rank_worker(cfg_container: dict) -> dict:
