@@ -70,3 +70,13 @@ def test_multilevel_benchmark_quick_run_writes_its_blocks(tmp_path):
     text = page.read_text()
     assert "<!-- bench_multilevel:study:begin -->" in text and "| global | 1/1 |" in text
     assert "multilevel grid L=3" in text and "goal" in text
+
+
+@pytest.mark.slow
+def test_iteration_benchmark_quick_run_prints_both_times_and_their_ratio(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_iteration.py"), "--resolution", "5.625",
+                          "--iterations", "4", "--repeats", "2"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "whole iteration of gnnddm train:" in out.stdout and "bare step of the same network:" in out.stdout
+    assert "ratio iteration / bare step:" in out.stdout
