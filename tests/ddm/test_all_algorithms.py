@@ -11,6 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from algorithm_support import (
+    algorithm_and_accounting,
+    flat_params,
+    make_algorithm,
+    optimizer_steps,
+    seeded_model,
+    seeded_problem,
+    with_coarse,
+)
 
 from gnnddm.config import options
 from gnnddm.ddm.asm import ASM
@@ -20,57 +29,9 @@ from gnnddm.ddm.msm import MSM
 from gnnddm.ddm.solvers import BoxAdagrad
 from gnnddm.ddm.two_level import TwoLevel
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import EdgeGNN, LinearGNN, comm_for, least_squares_problem, problem
-from gnnddm.partition.coarse import coarsen
+from gnnddm.gallery import LinearGNN, least_squares_problem, problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
-
-
-def _model(task, seed=0):
-    torch.manual_seed(seed)
-    return EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
-
-
-def _algo(cls, objective, model, optimizer=None, **kw):
-    comm, accounting = comm_for(objective)
-    return cls(model, objective, comm, accounting, optimizer, **kw)
-
-
-def _flat(model):
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
-def _solver_steps(model, objective, steps, make_opt=lambda ps: torch.optim.Adam(ps, lr=0.01)):
-    """Reference: ``steps`` steps of a torch optimizer on the global loss."""
-    opt = make_opt(model.parameters())
-    for _ in range(steps):
-        opt.zero_grad()
-        objective.global_loss(model).backward()
-        opt.step()
-    return _flat(model)
-
-
-def _with_coarse(objective, data, clusters=6):
-    objective = objective.with_coarse_level(coarsen(
-        data.edge_index, data.num_nodes, clusters, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
-        lon=data.lon))
-    return objective
-
-
-def _setup(parts=3, seed=0, coarse=False):
-    data, _, objective, task = problem(parts=parts, overlap=2)
-    if coarse:
-        objective = objective.with_coarse_level(coarsen(
-            data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
-            lon=data.lon))
-    torch.manual_seed(seed)
-    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
-    return objective, model
-
-
-def _algo_acc(cls, objective, model, **kw):
-    comm, acc = comm_for(objective)
-    return cls(model, objective, comm, acc, **kw), acc
 
 
 # -------------------------------------------------------------------- test files
@@ -95,13 +56,13 @@ P1_CASES = {
 def test_one_subdomain_reduces_to_local_solver_on_global_loss(case):
     cls, kw = P1_CASES[case]
     _, _, objective, task = problem(parts=1, overlap=0)
-    model, ref = _model(task), _model(task)
-    algo = _algo(cls, objective, model, local_steps=3, local_solver=ADAM, **kw)
+    model, ref = seeded_model(task), seeded_model(task)
+    algo = make_algorithm(cls, objective, model, local_steps=3, local_solver=ADAM, **kw)
     for _ in range(2):
         stats = algo.step()
         assert stats.get("accepted", 1.0) == 1.0
     # the local solver (one Adam, state kept across outer iterations) ran 2 x 3 steps on f
-    torch.testing.assert_close(_flat(model), _solver_steps(ref, objective, 6), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(flat_params(model), optimizer_steps(ref, objective, 6), rtol=1e-9, atol=1e-11)
 
 
 # ------------------------------------------------------------------- convergence
@@ -119,16 +80,16 @@ def test_one_subdomain_reduces_to_local_solver_on_global_loss(case):
 def test_converges_to_the_least_squares_minimiser(cls, kw):
     objective, task, truth = least_squares_problem(parts=3, overlap=1)
     if cls is TwoLevel:
-        objective = _with_coarse(objective, objective.data, clusters=8)
+        objective = with_coarse(objective, clusters=8)
     torch.manual_seed(0)
     model = LinearGNN(task.in_channels, task.out_channels).double()
     opts = {"local_steps": 3, "local_solver": partial(torch.optim.Adam, lr=0.05), "radius0": 0.5, **kw}
-    algo = _algo(cls, objective, model, **opts)
+    algo = make_algorithm(cls, objective, model, **opts)
     start = float(objective.global_loss(model))
     for _ in range(100):
         algo.step()
     assert float(objective.global_loss(model)) < 1e-6 * start
-    torch.testing.assert_close(_flat(model), _flat(truth), rtol=0, atol=1e-3)
+    torch.testing.assert_close(flat_params(model), flat_params(truth), rtol=0, atol=1e-3)
 
 
 # ------------------------------------------------------------------- checkpoints
@@ -137,22 +98,22 @@ def test_converges_to_the_least_squares_minimiser(cls, kw):
 def test_resuming_from_state_dict_continues_the_same_run(cls, kw):
     _, _, objective, task = problem(parts=3, overlap=2)
     adam = lambda ps: torch.optim.Adam(ps, lr=0.01)  # noqa: E731
-    model = _model(task)
-    algo = _algo(cls, objective, model, adam, local_solver=ADAM, **kw) if not kw else \
-        _algo(cls, objective, model, adam, **kw)
+    model = seeded_model(task)
+    algo = make_algorithm(cls, objective, model, adam, local_solver=ADAM, **kw) if not kw else \
+        make_algorithm(cls, objective, model, adam, **kw)
     for _ in range(2):
         algo.step()
     saved_model, saved_algo = copy.deepcopy(model.state_dict()), copy.deepcopy(algo.state_dict())
     for _ in range(2):
         algo.step()
-    resumed = _model(task, seed=5)
+    resumed = seeded_model(task, seed=5)
     resumed.load_state_dict(saved_model)
-    again = _algo(cls, objective, resumed, adam, local_solver=ADAM, **kw) if not kw else \
-        _algo(cls, objective, resumed, adam, **kw)
+    again = make_algorithm(cls, objective, resumed, adam, local_solver=ADAM, **kw) if not kw else \
+        make_algorithm(cls, objective, resumed, adam, **kw)
     again.load_state_dict(saved_algo)
     for _ in range(2):
         again.step()
-    torch.testing.assert_close(_flat(resumed), _flat(model), rtol=0, atol=0)
+    torch.testing.assert_close(flat_params(resumed), flat_params(model), rtol=0, atol=0)
     assert again.accounting.as_dict()["rounds"] == algo.accounting.as_dict()["rounds"]
 
 
@@ -160,9 +121,9 @@ def test_resuming_from_state_dict_continues_the_same_run(cls, kw):
                          ids=["asm", "asm_span", "two_level"])
 @pytest.mark.slow
 def test_fused_trial_resumes_from_its_checkpoint_state(cls, kw):
-    objective, model = _setup(coarse=cls is TwoLevel)
+    objective, model = seeded_problem(coarse=cls is TwoLevel)
     opts = {"local_solver": partial(torch.optim.Adam, lr=0.01), "trial": "fused", **kw}
-    algo, _ = _algo_acc(cls, objective, model, **opts)
+    algo, _ = algorithm_and_accounting(cls, objective, model, **opts)
     for _ in range(2):
         algo.step()
     assert algo.pending is not None
@@ -170,10 +131,10 @@ def test_fused_trial_resumes_from_its_checkpoint_state(cls, kw):
     runs = [algo.step() for _ in range(2)]
     resumed = copy.deepcopy(model)
     resumed.load_state_dict(saved_model)
-    again, _ = _algo_acc(cls, objective, resumed, **opts)
+    again, _ = algorithm_and_accounting(cls, objective, resumed, **opts)
     again.load_state_dict(saved)
     assert [again.step() for _ in range(2)] == runs
-    torch.testing.assert_close(_flat(resumed), _flat(model), rtol=0, atol=0)
+    torch.testing.assert_close(flat_params(resumed), flat_params(model), rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------- bad input
@@ -190,6 +151,6 @@ def test_fused_trial_resumes_from_its_checkpoint_state(cls, kw):
     (ASM, {"global_steps": 1, "trial": "fused"}, "global_steps"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_options_name_their_key(cls, kw, key):
-    objective, model = _setup(coarse=cls is TwoLevel)
+    objective, model = seeded_problem(coarse=cls is TwoLevel)
     with pytest.raises(ConfigError, match=rf"ddm\.{key}"):
-        _algo_acc(cls, objective, model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1), **kw)
+        algorithm_and_accounting(cls, objective, model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1), **kw)

@@ -13,135 +13,80 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from functools import partial
 
 import pytest
 import torch
+from algorithm_support import (
+    algorithm_and_accounting,
+    check_counts,
+    counting_setup,
+    flat_params,
+    make_algorithm,
+    one_iteration,
+    seeded_model,
+    seeded_problem,
+)
 
 from gnnddm.ddm.asm import ASM
-from gnnddm.ddm.msm import MSM
 from gnnddm.ddm.solvers import BoxAdagrad
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import EdgeGNN, comm_for, problem
-from gnnddm.partition.coarse import coarsen
+from gnnddm.gallery import problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 SGD_SMALL = partial(torch.optim.SGD, lr=1e-3)   # short local steps: the trial is accepted
 SGD_HUGE = partial(torch.optim.SGD, lr=1e3)     # overshooting local steps: the trial is rejected
 
 
-def _model(task, seed=0):
-    torch.manual_seed(seed)
-    return EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
-
-
-def _algo(cls, objective, model, optimizer=None, **kw):
-    comm, accounting = comm_for(objective)
-    return cls(model, objective, comm, accounting, optimizer, **kw)
-
-
-def _flat(model):
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
-def _setup(parts=3, seed=0, coarse=False):
-    data, _, objective, task = problem(parts=parts, overlap=2)
-    if coarse:
-        objective = objective.with_coarse_level(coarsen(
-            data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
-            lon=data.lon))
-    torch.manual_seed(seed)
-    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
-    return objective, model
-
-
-def _algo_acc(cls, objective, model, **kw):
-    comm, acc = comm_for(objective)
-    return cls(model, objective, comm, acc, **kw), acc
-
-
 def _n_loc(objective):
     return sum(objective.local_work(k) for k in range(objective.num_parts))
-
-
-def _counting_setup():
-    data, _, objective, task = problem(parts=3, overlap=2)
-    objective = objective.with_coarse_level(coarsen(
-        data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
-        lon=data.lon))
-    torch.manual_seed(0)
-    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
-    n_loc = sum(objective.local_work(k) for k in range(3))
-    loc = [objective.local_work(k) for k in range(3)]
-    return objective, model, n_loc, loc, objective.coarse_work(0)
-
-
-def _one_iteration(cls, objective, model, **kw):
-    if issubclass(cls, ASM | MSM):  # the hand counts below are those of a trial with its own all-reduce
-        kw.setdefault("trial", "separate")
-    comm, acc = comm_for(objective, alpha=1.0, beta=1e-3)
-    algo = cls(model, objective, comm, acc, lambda ps: torch.optim.Adam(ps, lr=0.01), **kw)
-    start = time.perf_counter()
-    algo.step()
-    elapsed = time.perf_counter() - start
-    it = acc.last
-    comm_time = it["rounds"] * 1.0 + it["comm_bytes"] * 1e-3
-    # the modelled time = collectives + slowest compute per phase, which cannot exceed the serial run
-    assert comm_time < it["model_time"] <= comm_time + elapsed
-    return it, algo.num_params, algo
-
-
-def _check(it, rounds, numbers, grad_evals, loss_evals=0.0):
-    assert it["rounds"] == rounds
-    assert it["comm_bytes"] == 8 * numbers
-    assert it["grad_evals"] == pytest.approx(grad_evals)
-    assert it["loss_evals"] == pytest.approx(loss_evals)
 
 
 # ----------------------------------------------------------------- globalisation
 def test_rejected_step_leaves_parameters_and_shrinks_radius():
     _, _, objective, task = problem(parts=3, overlap=2)
-    model = _model(task)
-    theta0 = _flat(model).clone()
+    model = seeded_model(task)
+    theta0 = flat_params(model).clone()
     # huge SGD steps inside a huge region overshoot: f increases, ρ < η₁
-    algo = _algo(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1e3), radius0=50.0, trial="separate")
+    algo = make_algorithm(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1e3), radius0=50.0,
+                          trial="separate")
     stats = algo.step()
     assert stats["accepted"] == 0.0 and stats["rho"] < 0.25
     assert stats["actual"] < 0  # the loss went up
-    torch.testing.assert_close(_flat(model), theta0, rtol=0, atol=0)
+    torch.testing.assert_close(flat_params(model), theta0, rtol=0, atol=0)
     assert algo.tr.radius == pytest.approx(50.0 * 0.9)
 
 
 def test_accepted_steps_stay_in_the_trust_region_and_grow_it_on_good_agreement():
     _, _, objective, task = problem(parts=3, overlap=2)
-    model = _model(task)
-    algo = _algo(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1e-3), radius0=0.01, trial="separate")
-    theta0 = _flat(model).clone()
+    model = seeded_model(task)
+    algo = make_algorithm(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1e-3), radius0=0.01,
+                          trial="separate")
+    theta0 = flat_params(model).clone()
     stats = algo.step()
     assert stats["accepted"] == 1.0 and stats["rho"] > 0.75
     assert algo.tr.radius == pytest.approx(0.01 * 1.2)
-    assert float(torch.linalg.vector_norm(_flat(model) - theta0)) <= 0.01 * (1 + 1e-12)
+    assert float(torch.linalg.vector_norm(flat_params(model) - theta0)) <= 0.01 * (1 + 1e-12)
     # with large local steps the combined step is cut to the radius Δ (each local one to Δ/p)
-    algo = _algo(ASM, objective, _model(task), local_solver=partial(torch.optim.SGD, lr=1.0), radius0=0.01,
-                 combine="sum")
+    algo = make_algorithm(ASM, objective, seeded_model(task), local_solver=partial(torch.optim.SGD, lr=1.0),
+                          radius0=0.01, combine="sum")
     assert algo.step()["step_norm"] <= 0.01 * (1 + 1e-12)
 
 
 def test_offo_keeps_the_combined_step_in_the_adagrad_box_and_evaluates_no_loss():
     _, _, objective, task = problem(parts=3, overlap=2)
-    model = _model(task)
-    algo = _algo(ASM, objective, model, globalization="offo", kappa=0.5, varsigma=1e-2,
-                 local_solver=partial(BoxAdagrad, lr=10.0))
+    model = seeded_model(task)
+    algo = make_algorithm(ASM, objective, model, globalization="offo", kappa=0.5, varsigma=1e-2,
+                          local_solver=partial(BoxAdagrad, lr=10.0))
     for _ in range(3):
-        theta_t = _flat(model).clone()
+        theta_t = flat_params(model).clone()
         g = algo.subdomain_gradients()[0]
         algo.accounting.end_iteration()
         acc = (1e-2 if algo.accumulator is None else algo.accumulator) + g * g
         half = 0.5 * g.abs() / acc.sqrt()
         stats = algo.step()
         assert stats["accepted"] == 1.0
-        step = _flat(model) - theta_t
+        step = flat_params(model) - theta_t
         assert bool((step.abs() <= half * (1 + 1e-9) + 1e-15).all())
         assert float(step.abs().max()) > 0.2 * float(half.max())  # large lr: the box is what limits the step
     assert algo.accounting.as_dict()["loss_evals"] == 0.0
@@ -149,9 +94,9 @@ def test_offo_keeps_the_combined_step_in_the_adagrad_box_and_evaluates_no_loss()
 
 # ------------------------------------------------------------ predicted decrease
 def _rho(combine, radius):
-    objective, model = _setup()
-    algo, _ = _algo_acc(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1.0), combine=combine,
-                        radius0=radius, radius_min=0.0, trial="separate")
+    objective, model = seeded_problem()
+    algo, _ = algorithm_and_accounting(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1.0),
+                                       combine=combine, radius0=radius, radius_min=0.0, trial="separate")
     return algo.step()["rho"]
 
 
@@ -171,14 +116,16 @@ def test_average_is_calibrated_and_sum_under_counts_curvature():
 
 # ----------------------------------------------------------------- radius bounds
 def test_radius_is_clamped_into_its_bounds():
-    objective, model = _setup()
+    objective, model = seeded_problem()
     # every iteration rejected: the radius shrinks by 0.9 but stops at radius_min
-    algo, _ = _algo_acc(ASM, objective, model, local_solver=SGD_HUGE, radius0=50.0, radius_min=44.0, trial="separate")
+    algo, _ = algorithm_and_accounting(ASM, objective, model, local_solver=SGD_HUGE, radius0=50.0, radius_min=44.0,
+                                       trial="separate")
     radii = [algo.step()["tr_radius"] for _ in range(3)]
     assert radii == [pytest.approx(45.0), 44.0, 44.0]
     # every iteration accepted with ρ > η₂: the radius grows by 1.2 up to radius_max
-    algo, _ = _algo_acc(ASM, objective, _setup()[1], local_solver=SGD_SMALL, radius0=0.01, radius_max=0.013,
-                        trial="separate")
+    algo, _ = algorithm_and_accounting(ASM, objective, seeded_problem()[1], local_solver=SGD_SMALL, radius0=0.01,
+                                       radius_max=0.013,
+                                       trial="separate")
     radii = [algo.step()["tr_radius"] for _ in range(2)]
     assert radii == [pytest.approx(0.012), 0.013]
 
@@ -186,9 +133,9 @@ def test_radius_is_clamped_into_its_bounds():
 # ------------------------------------------------------------------- fused trial
 @pytest.mark.slow
 def test_fused_trial_costs_two_collectives_when_accepted_and_three_when_rejected():
-    objective, model = _setup()
+    objective, model = seeded_problem()
     n_loc = _n_loc(objective)
-    algo, acc = _algo_acc(ASM, objective, model, local_solver=SGD_SMALL, radius0=0.01, trial="fused")
+    algo, acc = algorithm_and_accounting(ASM, objective, model, local_solver=SGD_SMALL, radius0=0.01, trial="fused")
     P = algo.num_params
     first = algo.step()
     # [g, f], [s, predicted]; no loss value of the trial yet; θ stays at θ_0 with a pending trial
@@ -196,7 +143,7 @@ def test_fused_trial_costs_two_collectives_when_accepted_and_three_when_rejected
     assert (it["rounds"], it["comm_bytes"]) == (2, 8 * (2 * (P + 1)))
     assert it["grad_evals"] == pytest.approx(3 * n_loc) and it["loss_evals"] == pytest.approx(n_loc)
     assert "rho" not in first and algo.pending is not None
-    theta0 = _flat(model)
+    theta0 = flat_params(model)
     s0 = algo.pending[0].clone()
     stats = algo.step()
     assert stats["accepted"] == 1.0 and stats["rho"] > 0.75
@@ -204,11 +151,11 @@ def test_fused_trial_costs_two_collectives_when_accepted_and_three_when_rejected
     it = acc.last
     assert (it["rounds"], it["comm_bytes"]) == (2, 8 * ((P + 2) + (P + 1)))
     assert it["grad_evals"] == pytest.approx(3 * n_loc) and it["loss_evals"] == pytest.approx(2 * n_loc)
-    torch.testing.assert_close(_flat(model), theta0 + s0, rtol=0, atol=0)
+    torch.testing.assert_close(flat_params(model), theta0 + s0, rtol=0, atol=0)
 
-    objective, model = _setup()
-    algo, acc = _algo_acc(ASM, objective, model, local_solver=SGD_HUGE, radius0=50.0, trial="fused")
-    theta0 = _flat(model)
+    objective, model = seeded_problem()
+    algo, acc = algorithm_and_accounting(ASM, objective, model, local_solver=SGD_HUGE, radius0=50.0, trial="fused")
+    theta0 = flat_params(model)
     algo.step()
     stats = algo.step()
     assert stats["accepted"] == 0.0 and stats["actual"] < 0
@@ -217,14 +164,14 @@ def test_fused_trial_costs_two_collectives_when_accepted_and_three_when_rejected
     it = acc.last
     assert (it["rounds"], it["comm_bytes"]) == (3, 8 * ((P + 2) + 2 * (P + 1)))
     assert it["grad_evals"] == pytest.approx(4 * n_loc) and it["loss_evals"] == pytest.approx(2 * n_loc)
-    torch.testing.assert_close(_flat(model), theta0, rtol=0, atol=0)
+    torch.testing.assert_close(flat_params(model), theta0, rtol=0, atol=0)
 
 
 def test_fused_trial_with_one_subdomain_is_the_local_solver_one_iteration_late():
-    objective, model = _setup(parts=1)
+    objective, model = seeded_problem(parts=1)
     ref = copy.deepcopy(model)
     adam = partial(torch.optim.Adam, lr=0.01)
-    algo, _ = _algo_acc(ASM, objective, model, local_solver=adam, radius0=1e6, trial="fused")
+    algo, _ = algorithm_and_accounting(ASM, objective, model, local_solver=adam, radius0=1e6, trial="fused")
     for _ in range(3):
         stats = algo.step()
         assert stats.get("accepted", 1.0) == 1.0
@@ -232,22 +179,22 @@ def test_fused_trial_with_one_subdomain_is_the_local_solver_one_iteration_late()
     opt = torch.optim.Adam(ref.parameters(), lr=0.01)
     for i in range(9):
         if i == 6:
-            torch.testing.assert_close(_flat(model), _flat(ref), rtol=1e-9, atol=1e-11)
+            torch.testing.assert_close(flat_params(model), flat_params(ref), rtol=1e-9, atol=1e-11)
         opt.zero_grad()
         objective.global_loss(ref).backward()
         opt.step()
-    torch.testing.assert_close(_flat(model) + algo.pending[0], _flat(ref), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(flat_params(model) + algo.pending[0], flat_params(ref), rtol=1e-9, atol=1e-11)
 
 
 # -------------------------------------------------------------------------- span
 def test_span_combination_beats_average_and_is_accounted():
-    objective, model = _setup()
+    objective, model = seeded_problem()
     n_loc, p = _n_loc(objective), 3
     opts = {"local_solver": partial(torch.optim.Adam, lr=0.05), "radius0": 1.0, "trial": "separate"}
     f_t = float(objective.global_loss(model).detach())
-    avg, _ = _algo_acc(ASM, objective, copy.deepcopy(model), combine="average", **opts)
+    avg, _ = algorithm_and_accounting(ASM, objective, copy.deepcopy(model), combine="average", **opts)
     f_avg = f_t - avg.step()["actual"]
-    span, acc = _algo_acc(ASM, objective, model, combine="span", span_steps=4, **opts)
+    span, acc = algorithm_and_accounting(ASM, objective, model, combine="span", span_steps=4, **opts)
     P = span.num_params
     stats = span.step()
     f_span = f_t - stats["actual"]
@@ -265,41 +212,41 @@ def test_span_combination_beats_average_and_is_accounted():
 
 # ------------------------------------------------------------------- global pass
 def test_global_pass_is_one_tested_global_step_and_one_collective():
-    objective, model = _setup()
-    algo, acc = _algo_acc(ASM, objective, model, local_solver=SGD_SMALL, radius0=0.01, global_pass=True,
-                          trial="fused")
-    theta0 = _flat(model)
+    objective, model = seeded_problem()
+    algo, acc = algorithm_and_accounting(ASM, objective, model, local_solver=SGD_SMALL, radius0=0.01, global_pass=True,
+                                         trial="fused")
+    theta0 = flat_params(model)
     g = algo.subdomain_gradients()[0]
     acc.end_iteration()
     stats = algo.step()
     assert stats["global_accepted"] == 1.0 and stats["global_rho"] > 0.75
     # the global step went to the region's boundary along −g; then 1 more round than without the pass
     expected = theta0 - 0.01 * g / torch.linalg.vector_norm(g)
-    torch.testing.assert_close(_flat(model), expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(flat_params(model), expected, rtol=1e-12, atol=1e-14)
     assert acc.last["rounds"] == 3
     with pytest.raises(ConfigError, match=r"ddm\.global_pass"):
-        _algo_acc(ASM, objective, model, globalization="none", global_pass=True)
+        algorithm_and_accounting(ASM, objective, model, globalization="none", global_pass=True)
 
 
 # -------------------------------------------------------------------- accounting
 @pytest.mark.slow
 def test_asm_variants():
-    objective, model, n_loc, _, _ = _counting_setup()
+    objective, model, n_loc, _, _ = counting_setup()
     # trust region + foc: [g, f(θ_t)], [s, predicted], [f(θ_t + s)]; m steps but the first uses g_t;
     # forward-only: h_k(θ_k) and f_k(θ_t + s) on every subdomain
-    it, P, _ = _one_iteration(ASM, objective, model, local_steps=3, local_solver=ADAM)
-    _check(it, 3, (P + 1) + (P + 1) + 1, n_loc + 2 * n_loc, 2 * n_loc)
+    it, P, _ = one_iteration(ASM, objective, model, local_steps=3, local_solver=ADAM)
+    check_counts(it, 3, (P + 1) + (P + 1) + 1, n_loc + 2 * n_loc, 2 * n_loc)
     # offo: [g, f(θ_t)], [s]; no loss values
-    it, P, _ = _one_iteration(ASM, objective, model, local_steps=3, local_solver=partial(BoxAdagrad, lr=0.1),
-                           globalization="offo")
-    _check(it, 2, (P + 1) + P, 3 * n_loc)
+    it, P, _ = one_iteration(ASM, objective, model, local_steps=3, local_solver=partial(BoxAdagrad, lr=0.1),
+                             globalization="offo")
+    check_counts(it, 2, (P + 1) + P, 3 * n_loc)
     # no foc, no globalisation: nothing needs g_t; one all-reduce [s, f(θ_t)], m full local steps
-    it, P, _ = _one_iteration(ASM, objective, model, local_steps=3, local_solver=ADAM, foc=False,
-                           globalization="none")
-    _check(it, 1, P + 1, 3 * n_loc)
+    it, P, _ = one_iteration(ASM, objective, model, local_steps=3, local_solver=ADAM, foc=False,
+                             globalization="none")
+    check_counts(it, 1, P + 1, 3 * n_loc)
     # two global steps add two all-reduces [g, f]
-    it, P, _ = _one_iteration(ASM, objective, model, local_steps=3, local_solver=ADAM, global_steps=2)
-    _check(it, 5, (P + 1) + (P + 1) + 1 + 2 * (P + 1), 5 * n_loc, 2 * n_loc)
+    it, P, _ = one_iteration(ASM, objective, model, local_steps=3, local_solver=ADAM, global_steps=2)
+    check_counts(it, 5, (P + 1) + (P + 1) + 1 + 2 * (P + 1), 5 * n_loc, 2 * n_loc)
 
 
 # --------------------------------------------------------------------- bad input

@@ -6,56 +6,18 @@ work of one gradient on every subdomain, in epochs), m = 3 local steps.
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
-import pytest
 import torch
+from algorithm_support import check_counts, counting_setup, one_iteration
 
-from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.global_ import Global
-from gnnddm.ddm.msm import MSM
-from gnnddm.gallery import EdgeGNN, comm_for, problem
-from gnnddm.partition.coarse import coarsen
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 
 
-def _counting_setup():
-    data, _, objective, task = problem(parts=3, overlap=2)
-    objective = objective.with_coarse_level(coarsen(data.edge_index, data.num_nodes, 6, edge_weight=data.edge_weight,
-                                       area=data.area, lat=data.lat, lon=data.lon))
-    torch.manual_seed(0)
-    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
-    n_loc = sum(objective.local_work(k) for k in range(3))
-    loc = [objective.local_work(k) for k in range(3)]
-    return objective, model, n_loc, loc, objective.coarse_work(0)
-
-
-def _one_iteration(cls, objective, model, **kw):
-    if issubclass(cls, ASM | MSM):  # the hand counts below are those of a trial with its own all-reduce
-        kw.setdefault("trial", "separate")
-    comm, acc = comm_for(objective, alpha=1.0, beta=1e-3)
-    algo = cls(model, objective, comm, acc, lambda ps: torch.optim.Adam(ps, lr=0.01), **kw)
-    start = time.perf_counter()
-    algo.step()
-    elapsed = time.perf_counter() - start
-    it = acc.last
-    comm_time = it["rounds"] * 1.0 + it["comm_bytes"] * 1e-3
-    # the modelled time = collectives + slowest compute per phase, which cannot exceed the serial run
-    assert comm_time < it["model_time"] <= comm_time + elapsed
-    return it, algo.num_params, algo
-
-
-def _check(it, rounds, numbers, grad_evals, loss_evals=0.0):
-    assert it["rounds"] == rounds
-    assert it["comm_bytes"] == 8 * numbers
-    assert it["grad_evals"] == pytest.approx(grad_evals)
-    assert it["loss_evals"] == pytest.approx(loss_evals)
-
-
 # -------------------------------------------------------------------- accounting
 def test_global_accounting():
-    objective, model, n_loc, _, _ = _counting_setup()
-    it, _, _ = _one_iteration(Global, objective, model)
-    _check(it, 0, 0, 1.0)                                   # one full-graph gradient, no communication
+    objective, model, n_loc, _, _ = counting_setup()
+    it, _, _ = one_iteration(Global, objective, model)
+    check_counts(it, 0, 0, 1.0)                                   # one full-graph gradient, no communication

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from algorithm_support import flat_params
 
 from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.halo_sync import HaloSync
@@ -24,10 +25,6 @@ def _model(cls, task, seed=0, **kw):
     if cls.__name__ in ("GATv2", "InteractionNetwork"):
         kw["edge_dim"] = 3
     return cls(task.in_channels, task.out_channels, **kw).double()
-
-
-def _flat(model):
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 def _adam(params):
@@ -69,8 +66,8 @@ def test_halo_sync_follows_the_global_trajectory(name, parts):
     for _ in range(3):
         loss_g, loss_h = g.step()["loss"], h.step()["loss"]
         assert loss_h == pytest.approx(loss_g, rel=1e-10)
-    torch.testing.assert_close(_flat(m_halo), _flat(m_global), rtol=1e-9, atol=1e-11)
-    assert float(torch.linalg.vector_norm(_flat(m_halo) - _flat(_model(MODELS[name], task, **kw)))) > 1e-3
+    torch.testing.assert_close(flat_params(m_halo), flat_params(m_global), rtol=1e-9, atol=1e-11)
+    assert float(torch.linalg.vector_norm(flat_params(m_halo) - flat_params(_model(MODELS[name], task, **kw)))) > 1e-3
 
 
 def test_residual_sage_is_exact_too_and_differs_from_the_plain_stack():
@@ -82,7 +79,7 @@ def test_residual_sage_is_exact_too_and_differs_from_the_plain_stack():
     h = HaloSync(m_halo, objective, comm, acc, _adam)
     for _ in range(2):
         g.step(), h.step()
-    torch.testing.assert_close(_flat(m_halo), _flat(m_global), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(flat_params(m_halo), flat_params(m_global), rtol=1e-9, atol=1e-11)
     x = objective.batch.x
     plain, residual = _model(sage, task), _model(sage, task, residual=True)
     assert not torch.allclose(plain(x, objective.full_graph), residual(x, objective.full_graph))

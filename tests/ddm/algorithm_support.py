@@ -1,0 +1,103 @@
+"""What the training-algorithm tests share: seeded models and problems, algorithms on the one-process
+communicator, a reference run of a torch optimizer, and one accounted iteration checked by hand counts.
+
+The tests of ``tests/ddm`` import it as ``from algorithm_support import ...`` (pytest puts this folder on
+the path); the problems themselves come from :mod:`gnnddm.gallery`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from gnnddm.ddm.asm import ASM
+from gnnddm.ddm.msm import MSM
+from gnnddm.gallery import EdgeGNN, comm_for, problem
+from gnnddm.partition.coarse import coarsen
+
+
+def seeded_model(task, seed=0):
+    """The two-layer EdgeGNN of the tests, float64, seeded."""
+    torch.manual_seed(seed)
+    return EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
+
+
+def make_algorithm(cls, objective, model, optimizer=None, **kw):
+    """``cls`` on ``objective`` with the one-process communicator and its accounting."""
+    comm, accounting = comm_for(objective)
+    return cls(model, objective, comm, accounting, optimizer, **kw)
+
+
+def algorithm_and_accounting(cls, objective, model, **kw):
+    comm, acc = comm_for(objective)
+    return cls(model, objective, comm, acc, **kw), acc
+
+
+def flat_params(model):
+    """The model's parameters as one vector (a copy)."""
+    return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+
+
+def optimizer_steps(model, objective, steps, make_opt=lambda ps: torch.optim.Adam(ps, lr=0.01)):
+    """Reference: ``steps`` steps of a torch optimizer on the global loss; the parameters after them."""
+    opt = make_opt(model.parameters())
+    for _ in range(steps):
+        opt.zero_grad()
+        objective.global_loss(model).backward()
+        opt.step()
+    return flat_params(model)
+
+
+def with_coarse(objective, clusters=6):
+    """``objective`` with one coarse level of ``clusters`` METIS clusters of its data."""
+    data = objective.data
+    return objective.with_coarse_level(coarsen(
+        data.edge_index, data.num_nodes, clusters, edge_weight=data.edge_weight, area=data.area, lat=data.lat,
+        lon=data.lon))
+
+
+def seeded_problem(parts=3, seed=0, coarse=False):
+    """(objective, model): ``parts`` subdomains with a 2-hop overlap, optionally a coarse level of 6 clusters."""
+    _, _, objective, task = problem(parts=parts, overlap=2)
+    if coarse:
+        objective = with_coarse(objective)
+    torch.manual_seed(seed)
+    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
+    return objective, model
+
+
+def counting_setup():
+    """(objective, model, n_loc, per-part work, coarse work) of the hand counts: p = 3, 6 coarse clusters."""
+    _, _, objective, task = problem(parts=3, overlap=2)
+    objective = with_coarse(objective)
+    torch.manual_seed(0)
+    model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
+    n_loc = sum(objective.local_work(k) for k in range(3))
+    loc = [objective.local_work(k) for k in range(3)]
+    return objective, model, n_loc, loc, objective.coarse_work(0)
+
+
+def one_iteration(cls, objective, model, **kw):
+    """One outer iteration under α = 1 s, β = 1 ms/byte: (its counters, P, the algorithm)."""
+    if issubclass(cls, ASM | MSM):  # the hand counts below are those of a trial with its own all-reduce
+        kw.setdefault("trial", "separate")
+    comm, acc = comm_for(objective, alpha=1.0, beta=1e-3)
+    algo = cls(model, objective, comm, acc, lambda ps: torch.optim.Adam(ps, lr=0.01), **kw)
+    start = time.perf_counter()
+    algo.step()
+    elapsed = time.perf_counter() - start
+    it = acc.last
+    comm_time = it["rounds"] * 1.0 + it["comm_bytes"] * 1e-3
+    # the modelled time = collectives + slowest compute per phase, which cannot exceed the serial run
+    assert comm_time < it["model_time"] <= comm_time + elapsed
+    return it, algo.num_params, algo
+
+
+def check_counts(it, rounds, numbers, grad_evals, loss_evals=0.0):
+    """The iteration's collectives, payload (float64 numbers) and work against the hand counts."""
+    assert it["rounds"] == rounds
+    assert it["comm_bytes"] == 8 * numbers
+    assert it["grad_evals"] == pytest.approx(grad_evals)
+    assert it["loss_evals"] == pytest.approx(loss_evals)
