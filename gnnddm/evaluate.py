@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 import torch
 
+from gnnddm.report.metrics import skill
 from gnnddm.tasks import Task, loss, rmse_from_sums, squared_errors
 
 
@@ -102,7 +103,8 @@ class Evaluator:
         for var, base in self.baseline(split).items():
             rmse = out[f"{split}_rmse/{var}"]
             out[f"{split}_baseline_rmse/{var}"] = base
-            out[f"{split}_skill/{var}"] = 100.0 * (1.0 - rmse / base) if base > 0 else float("nan")
+            value = skill(rmse, base)
+            out[f"{split}_skill/{var}"] = float("nan") if value is None else value
         out[f"data/samples/{split}"] = self.num_samples[split]
         return out
 

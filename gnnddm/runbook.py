@@ -229,9 +229,12 @@ def report_command(uri: str, parent: str) -> str:
 
 
 def skill(rmse: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """Skill in percent against the baseline, per variable: 100 · (1 − rmse / baseline_rmse)."""
-    return {v: 100.0 * (1.0 - r / baseline[v]) for v, r in rmse.items()
-            if baseline.get(v) and math.isfinite(baseline[v]) and baseline[v] > 0}
+    """Skill in percent against the baseline, per variable (:func:`gnnddm.report.metrics.skill`); variables
+    without a usable baseline RMSE are left out."""
+    from gnnddm.report.metrics import skill as one
+
+    scored = {v: one(r, baseline.get(v)) for v, r in rmse.items()}
+    return {v: s for v, s in scored.items() if s is not None}
 
 
 def describe(summary: dict, tracker: Tracker | None = None) -> str:
