@@ -306,9 +306,6 @@ class Tracker:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-        if self.run_id is not None and items:  # a reopened run holds them already (params are write-once)
-            logged = self._client.get_run(self.run_id).data.params
-            items = [i for i in items if i.key not in logged]
         for i in range(0, len(items), 100):
             self._client.log_batch(self.run_id, params=items[i : i + 100])
 
