@@ -238,6 +238,7 @@ def test_every_composed_ddm_option_validates_and_each_key_has_a_field_of_its_cla
     (["ddm=asm", "ddm.local_solver.lr=0"], "ddm.local_solver.lr: a learning rate must be > 0"),
     (["ddm=asm", "ddm.global_pass=true", "ddm.globalization=offo"], "ddm.global_pass: needs globalization"),
     (["ddm=two_level", "ddm.coarse=middle"], "ddm.coarse: unknown coarse placement 'middle'"),
+    (["ddm=two_level", "ddm.coarse_method=kahip"], "ddm.coarse_method: unknown partitioner 'kahip'"),
     (["ddm=multilevel", "ddm.levels=0"], "ddm.levels: must be >= 1"),
     (["ddm=asm", "ddm._target_=gnnddm.ddm.asm.Nope"], "ddm._target_: cannot import"),
 ])

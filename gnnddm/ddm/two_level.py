@@ -39,7 +39,7 @@ import torch
 from gnnddm.ddm.asm import ASM, ASMConfig
 from gnnddm.errors import ConfigError
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
-from gnnddm.schema.fields import at_least, check_args, one_of
+from gnnddm.schema.fields import Invalid, at_least, check_args, one_of
 
 
 def build_coarse_levels(data, clusters, levels: int, method: str = "metis", seed: int = 0) -> list:
@@ -71,6 +71,15 @@ class TwoLevelConfig(ASMConfig):
     coarse_levels: int = field(default=1, metadata=at_least(1))
     coarse_method: str = "metis"
     coarsening: str = field(default="clusters", metadata=one_of(*COARSENINGS, noun="coarsening"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        from gnnddm.config import options
+
+        if self.coarse_method not in options("partition"):
+            raise Invalid("coarse_method", f"unknown partitioner {self.coarse_method!r}; valid: "
+                                           + ", ".join(options("partition")))
+
 
 class TwoLevel(ASM):
     """``asm`` with a coarse correction; see the module docstring.
