@@ -62,6 +62,7 @@ class RunBook:
         self.tracker, self.out_dir, self.rank0, self.hold = tracker, Path(out_dir), rank0, hold
         self.summary: dict = {"status": "running", "mlflow_run_id": tracker.run_id, "output_dir": str(out_dir)}
         self.reopened = False  # continues the MLflow run of a stopped training
+        self.holds_start = False  # the continued run holds the start's metrics (step 0) already
         self._held: list[tuple[dict, int]] = []
 
     # ------------------------------------------------------------------ as a context
@@ -82,7 +83,8 @@ class RunBook:
         recorded in its ``summary.json``, when the store holds it and its history ends at the checkpoint
         resumed from. A run that failed after logging beyond its last checkpoint is left as it is: the
         resumed training opens a new run, linked by the tag ``gnnddm.resumed_run_id``, that holds the history
-        from iteration 1. A rank of a local launcher is attached to the launcher's run already and opens
+        from iteration 1. A training started again without a checkpoint continues its run only when that
+        logged no iteration. A rank of a local launcher is attached to the launcher's run already and opens
         nothing."""
         tracker = self.tracker
         if not tracker.enabled or tracker.run_id is not None:
@@ -92,7 +94,9 @@ class RunBook:
         if previous:
             from gnnddm.checkpoint import latest_checkpoint
 
-            self.reopened = tracker.reopen(previous, up_to=latest_checkpoint(self.out_dir))
+            # without a checkpoint the training starts again: only a run that logged no iteration continues
+            self.reopened = tracker.reopen(previous, up_to=latest_checkpoint(self.out_dir) or 0)
+            self.holds_start = self.reopened and tracker.logged_up_to is not None
             if not self.reopened:
                 tags = {**tags, "gnnddm.resumed_run_id": previous}
                 self.summary["resumed_run_id"] = previous
@@ -103,6 +107,8 @@ class RunBook:
             if overrides is not None:
                 all_tags["gnnddm.overrides"] = " ".join(overrides) or "(none)"
             tracker.start(tags=all_tags, sweep_dir=sweep_dir)
+            self.summary["mlflow_run_id"] = tracker.run_id  # named by summary.json even if stopped from here
+        if not self.holds_start:  # a new run, or one stopped before it logged anything (its params maybe)
             tracker.log_params(config_params(OmegaConf.to_container(cfg, resolve=True)))
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         self.summary["mlflow_run_id"] = tracker.run_id

@@ -6,9 +6,11 @@ both is to die on the spot, which would leave the MLflow run RUNNING and no ``su
 :class:`StopSignals` they end the run as Ctrl-C does: :class:`Terminated` is raised, and the training loop
 turns it into a checkpoint, ``summary.json`` with status ``terminated`` and the MLflow run KILLED.
 
-Between outer iterations the stop is immediate. During one (see :meth:`StopSignals.deferred`) the signal
-is only recorded, and the loop stops after that iteration, so that the checkpoint it writes is a
-consistent state and every rank of a distributed run stops at the same iteration.
+During the set-up the stop is immediate. Once the outer iterations begin (see
+:meth:`StopSignals.deferred`) the signal is only recorded, and the loop stops after the current
+iteration, so that the checkpoint it writes is a consistent state, every iteration logged is one the
+checkpoint holds, and every rank of a distributed run stops at the same iteration. A signal during the
+last iteration or the final evaluation lets the run finish.
 
 A job of the Hydra submitit launchers (``hydra/launcher=slurm``) is warned before its time limit, and on
 preemption, with submitit's own signal (SIGUSR2, ``hydra.launcher.signal_delay_s`` before the limit).

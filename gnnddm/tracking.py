@@ -180,6 +180,7 @@ class Tracker:
                  flush_seconds=5.0):
         self.enabled = bool(enabled)
         self.run_id: str | None = None
+        self.logged_up_to: int | None = None  # of a reopened run
         self.uri = uri or LOCAL_URI
         self.experiment = experiment or "gnnddm"
         self.run_name = run_name
@@ -207,7 +208,8 @@ class Tracker:
     def reopen(self, run_id: str, up_to: int | None = None) -> bool:
         """Continue the run ``run_id`` of this experiment (a resumed training): set it RUNNING again and log
         into it. False, with nothing changed, when the store does not hold that run, or when ``up_to`` is
-        given and the run logged steps after it (continuing would repeat them)."""
+        given and the run logged steps after it (continuing would repeat them). ``logged_up_to`` is then the
+        last step the run holds (0: only the start's metrics; None: nothing)."""
         if not self.enabled:
             return False
         exp_id = self._connect()
@@ -217,12 +219,12 @@ class Tracker:
             return False
         if run.info.experiment_id != exp_id or run.info.lifecycle_stage != "active":
             return False
-        if up_to is not None:
-            steps = [m.step for m in self._client.get_metric_history(run_id, "cost/wall_time")]  # every iteration
-            if max(steps, default=0) > up_to:
-                return False
+        steps = [m.step for m in self._client.get_metric_history(run_id, "cost/wall_time")]  # every iteration
+        last = max(steps, default=0 if run.data.metrics else None)  # only the start's metrics: step 0
+        if up_to is not None and last is not None and last > up_to:
+            return False
         self._client.update_run(run_id, status="RUNNING")
-        self.run_id = run_id
+        self.run_id, self.logged_up_to = run_id, last
         return True
 
     def has_run(self, run_id: str) -> bool:

@@ -95,6 +95,7 @@ def _train_process(cfg: DictConfig) -> dict:
     # a rank of a local launcher logs into the launcher's run, which holds the history when it continues
     # a stopped training or when the elastic agent restarted this rank
     book.reopened = tracker.run_id is not None and (os.environ.get(ENV_RUN_CONTINUES) == "1" or restarted())
+    book.holds_start = book.reopened
     summary = book.summary
     finished = False
     stops = StopSignals()
@@ -221,8 +222,9 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
         book.summary["resumed_from"] = resumed["iteration"]
         book.tags({"gnnddm.resumed_from": resumed["iteration"],
                    "gnnddm.restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")})
-    if not book.reopened:  # a new MLflow run: its history from iteration 1, the checkpoint's included
+    if not book.holds_start:  # a new MLflow run, or a continued one that logged nothing yet
         book.log(s.start_metrics, step=0)
+    if not book.reopened:  # its history from iteration 1, the checkpoint's included
         for metrics in history:
             book.log(metrics, step=int(metrics["iteration"]))
     status, start, it = "finished", time.perf_counter() - elapsed0, first - 1
@@ -230,8 +232,10 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
     # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
     rows = None if s.algorithm.uses_full_batch or s.world_size == 1 else s.objective.local_nodes
     s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
-    for it in range(first, max_it + 1):
-        with stops.deferred():
+    # a stop signal from here on ends the run after an iteration, with its checkpoint, or not at all once
+    # the last one is done: never between a logged iteration and its checkpoint
+    with stops.deferred():
+        for it in range(first, max_it + 1):
             _maybe_inject_fault(s.rank, it)
             batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng, nodes=rows)
             if rows is None and not bool(batch.valid.any()):
@@ -259,12 +263,12 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
             if ckpt_every and it % ckpt_every == 0 and it != max_it:
                 save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval, history))
                 book.commit()  # what was logged up to a checkpoint survives a crash
-        _stop_if_signalled(cfg, s, stops, out_dir, book, it, rng, start, last_eval, history)
-        if stop:
-            status = "target_reached"
-            break
-    progress.close()
-    _finish(cfg, s, book, out_dir, history, last_eval, status, it, start, rng)
+            _stop_if_signalled(cfg, s, stops, out_dir, book, it, rng, start, last_eval, history)
+            if stop:
+                status = "target_reached"
+                break
+        progress.close()
+        _finish(cfg, s, book, out_dir, history, last_eval, status, it, start, rng)
 
 
 def _skills(scores: dict, baseline: dict, split: str) -> dict[str, float]:

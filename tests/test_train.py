@@ -180,6 +180,81 @@ def test_resuming_after_a_failure_past_the_checkpoint_opens_a_linked_run_with_on
     assert sorted(m.step for m in client.get_metric_history(new.info.run_id, "cost/rounds")) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
+def test_a_job_stopped_in_its_set_up_and_requeued_continues_its_mlflow_run(tmp_path, monkeypatch):
+    """A stop signal right after the MLflow run was created (before its params): summary.json names the
+    run, and the requeued job, which starts again without a checkpoint, continues that run (params, the
+    start's metrics at step 0 and each iteration once) instead of leaving it behind."""
+    from gnnddm.signals import Terminated
+    from gnnddm.tracking import Tracker
+
+    log_params = Tracker.log_params
+
+    def stopped(self, params):
+        raise Terminated("SIGUSR2")
+
+    monkeypatch.setattr(Tracker, "log_params", stopped)
+    with pytest.raises(Terminated):
+        train(compose(tiny(tmp_path, "trainer.checkpoint_every=2")))
+    first = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert first["status"] == "terminated" and first["mlflow_run_id"]
+    monkeypatch.setattr(Tracker, "log_params", log_params)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    again = train(compose(tiny(tmp_path, "trainer.checkpoint_every=2")))
+    assert again["mlflow_run_id"] == first["mlflow_run_id"] and "resumed_from" not in again
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["model.hidden"] == "8"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "data/samples/train")] == [0]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "cost/rounds")) == [1, 2, 3, 4]
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_a_restart_without_checkpoint_after_logged_iterations_opens_a_linked_run(tmp_path, monkeypatch):
+    """Started again without a checkpoint, a run that had logged iterations is not continued (they would
+    repeat): the new run names it."""
+    from gnnddm.ddm.global_ import Global
+
+    step = Global._step
+
+    def failing(self):
+        if self.iteration == 2:
+            raise RuntimeError("injected failure")
+        return step(self)
+
+    monkeypatch.setattr(Global, "_step", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        train(compose(tiny(tmp_path, "trainer.checkpoint_every=0")))
+    failed = json.loads((tmp_path / "out" / "summary.json").read_text())
+    monkeypatch.setattr(Global, "_step", step)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    again = train(compose(tiny(tmp_path, "trainer.checkpoint_every=0")))
+    assert again["mlflow_run_id"] != failed["mlflow_run_id"] and again["resumed_run_id"] == failed["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert sorted(m.step for m in client.get_metric_history(again["mlflow_run_id"], "cost/rounds")) == [1, 2, 3, 4]
+
+
+def test_a_stop_signal_during_the_final_evaluation_lets_the_run_finish(tmp_path, monkeypatch):
+    """From the first iteration on a stop signal is deferred: one that arrives while the test split is
+    scored (after the last iteration) does not throw away the finished run."""
+    import os
+    import signal
+
+    from gnnddm import train as train_module
+
+    evaluate = train_module.Evaluator.__call__
+
+    def signalled(self, model, splits=("train", "val")):
+        if splits == ("test",):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(self, model, splits)
+
+    monkeypatch.setattr(train_module.Evaluator, "__call__", signalled)
+    summary = train(compose(tiny(tmp_path, "trainer.checkpoint_every=2")))
+    assert summary["status"] == "finished" and summary["accounting"]["iterations"] == 4
+    assert run_of(tmp_path, summary).info.status == "FINISHED"
+
+
 def test_resume_without_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint"):
         train(compose(tiny(tmp_path, "resume=true", "tracking.enabled=false")))
