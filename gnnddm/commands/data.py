@@ -4,7 +4,8 @@
     Print the detected layout and kind, variables with units and long names, node count, grid shape,
     time span, missing-value fraction and the loader's warnings.
 ``gnnddm data synth --resolution R --steps T [--seed S] [--dt-hours H] [--start DATE] --output PATH``
-    Write a synthetic series (see :mod:`gnnddm.data.synthetic`) to a netCDF file.
+    Write a synthetic series (see :mod:`gnnddm.data.synthetic`) to a netCDF file, or to a zarr store
+    when PATH ends in ``.zarr``; time step by time step, so a series larger than memory can be written.
 
 Errors caused by the input end with ``gnnddm: error: <message>`` on stderr and exit status 2 (with the
 traceback only under ``--verbose``).
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--dt-hours", type=float, default=6.0, help="time step in hours")
     synth.add_argument("--start", default="2000-01-01", help="first time stamp")
-    synth.add_argument("--output", required=True, help="netCDF file to write")
+    synth.add_argument("--output", required=True,
+                       help="netCDF file to write, or zarr store when the path ends in .zarr")
     synth.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return parser
 
@@ -64,6 +66,7 @@ def write_synthetic(args) -> None:
                      dt_hours=args.dt_hours, start=args.start)
     except OSError as exc:
         raise DataError(f"--output {args.output}: cannot be written ({exc})") from exc
-    size = path.stat().st_size / 2**20
+    files = path.rglob("*") if path.is_dir() else [path]
+    size = sum(f.stat().st_size for f in files if f.is_file()) / 2**20
     print(f"wrote {path}: {args.steps} steps every {args.dt_hours:g} h from {args.start}, grid "
           f"{lat.size} x {lon.size} ({lat.size * lon.size} nodes), seed {args.seed}, {size:.1f} MiB")
