@@ -44,26 +44,43 @@ class Evaluator:
     def __init__(self, task: Task, graph, anchors: dict[str, np.ndarray], batch_size: int = 4, seed=0,
                  device="cpu", comm=None):
         self.task, self.graph, self.device, self.comm = task, graph, device, comm
-        rank, world = (0, 1) if comm is None else (int(comm.rank), int(comm.world_size))
-        self.batches: dict[str, list] = {}
+        self.seed, self.batch_size = seed, int(batch_size)
+        self.rank, self.world = (0, 1) if comm is None else (int(comm.rank), int(comm.world_size))
+        self.anchors = {name: np.asarray(a) for name, a in anchors.items() if len(a)}
+        # held in memory, unless the fields stay in their file (gnnddm.data.lazy): then every evaluation
+        # reads its samples again, with the same random masks
+        self.batches: dict[str, list | None] = {}
         self.num_batches: dict[str, int] = {}
         self.num_samples: dict[str, int] = {}
-        for name, a in anchors.items():
-            if not len(a):
-                continue
-            rng = split_rng(seed, name)
-            starts = range(0, len(a), batch_size)
-            # every rank draws every batch (the same random masks as one process), then keeps its share
-            made = [task.batch(a[i : i + batch_size], rng, split=name) for i in starts]
-            if not any(bool(b.valid.any()) for b in made):
+        for name, a in self.anchors.items():
+            if task.data.lazy:
+                self.batches[name] = None
+                empty = not task.valid_counts(a, name).any()
+            else:
+                self.batches[name] = list(self._make(name))
+                empty = not any(bool(b.valid.any()) for b in self.batches[name])
+            if empty:
                 from gnnddm.errors import DataError
 
                 raise DataError(f"{task.data.source}: the {len(a)} {name} evaluation samples hold no valid "
                                 f"target, so their loss would be 0 over nothing"
                                 + ("; raise trainer.eval_train_samples" if name == "train" else ""))
-            self.batches[name] = [b.to(device) for j, b in enumerate(made) if j % world == rank]
-            self.num_batches[name] = len(made)
+            self.num_batches[name] = -(-len(a) // self.batch_size)
             self.num_samples[name] = len(a)
+
+    def _make(self, name: str):
+        """This rank's batches of ``name``, in order. Every rank draws every batch's random masks (the same
+        as one process), and assembles only its share."""
+        a, rng = self.anchors[name], split_rng(self.seed, name)
+        for j, i in enumerate(range(0, len(a), self.batch_size)):
+            chosen = a[i : i + self.batch_size]
+            if j % self.world == self.rank:
+                yield self.task.batch(chosen, rng, split=name).to(self.device)
+            else:
+                self.task.draw(chosen, rng, split=name)
+
+    def _batches(self, name: str):
+        return self.batches[name] if self.batches[name] is not None else self._make(name)
 
     def __call__(self, model, splits=("train", "val")) -> dict[str, float]:
         """``{split}_loss`` for each split and ``{split}_rmse/{variable}`` for all but ``train``."""
@@ -112,7 +129,7 @@ class Evaluator:
         """Σ of the loss and of the RMSE sums over this rank's batches of ``name``; ``predict(batch)`` is
         the prediction in model-output space (added to ``batch.base`` for the state)."""
         total = torch.zeros(1 + 2 * self.task.data.num_vars, dtype=torch.float64, device=self.device)
-        for b in self.batches[name]:
+        for b in self._batches(name):
             o = predict(b)
             total[0] += float(loss(o, b))
             if name != "train":

@@ -78,8 +78,9 @@ class Task:
                 raise ConfigError(f"task.var_weights: unknown variable {name!r}; valid: {list(data.variables)}")
             vw[data.variables.index(name)] = float(value)
         self.var_weights = torch.from_numpy(vw)
-        self._X = torch.from_numpy(np.ascontiguousarray(data.X))
-        self._M = torch.from_numpy(np.ascontiguousarray(data.mask))
+        # fields in memory as tensors; lazily read ones (gnnddm.data.lazy) stay in their file
+        self._X = None if data.lazy else torch.from_numpy(np.ascontiguousarray(data.X))
+        self._M = None if data.lazy else torch.from_numpy(np.ascontiguousarray(data.mask))
         self._area = torch.from_numpy(data.area.astype(np.float32))
         self._static = torch.from_numpy(data.static.astype(np.float32))
         # hours since the epoch and year fraction of every time step, for the time features
@@ -122,10 +123,41 @@ class Task:
         raise NotImplementedError
 
     def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None,
-              split: str = "train") -> Batch:
+              split: str = "train", fields=None) -> Batch:
         """A mini-batch anchored at ``anchors`` for ``split`` (train, val or test); with ``nodes``, only those
-        rows (see :class:`Batch`)."""
+        rows (see :class:`Batch`). ``fields``: what :meth:`read` returned for these anchors and nodes (read
+        ahead by a prefetcher); read here when None."""
         raise NotImplementedError
+
+    def draw(self, anchors: np.ndarray, rng: np.random.Generator | None, split: str = "train") -> None:
+        """Advance ``rng`` as :meth:`batch` would for these anchors, without assembling the batch (the
+        samples another rank evaluates). Forecast batches draw nothing."""
+
+    def steps_of(self, t: torch.Tensor) -> torch.Tensor:
+        """The time steps a batch anchored at ``t`` reads, in blocks of ``len(t)`` (see :meth:`read`)."""
+        return t
+
+    def read(self, anchors, nodes=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, mask)`` [K * B, n, V] of the steps :meth:`steps_of` the anchors (all nodes, or ``nodes``):
+        the only part of a batch that touches the data, so that it can be read ahead."""
+        t = self.steps_of(torch.as_tensor(np.asarray(anchors), dtype=torch.long))
+        if self._X is not None:
+            return self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
+        x, m = self.data.X.reader.fields(t.numpy(), None if nodes is None else np.asarray(nodes))
+        return torch.from_numpy(x), torch.from_numpy(m)
+
+    def _step_mask(self, t: int) -> torch.Tensor:
+        """bool [N, V]: the valid entries of step ``t`` on the whole graph."""
+        if self._M is not None:
+            return self._M[t]
+        return torch.from_numpy(self.data.X.reader.fields(np.array([t]))[1][0])
+
+    def _complete(self, t) -> bool:
+        """Whether every entry of the steps ``t`` is valid (known without reading them for lazy data)."""
+        counts = self.data.X.reader.step_counts if self.data.lazy else None
+        if counts is None:
+            return False
+        return bool((counts[np.asarray(t)] == self.data.num_nodes).all())
 
     def _rows(self, a: torch.Tensor, t: torch.Tensor, nodes) -> torch.Tensor:
         """``a[t]`` ([B, N, ...]) restricted to ``nodes`` without copying the other rows.
@@ -177,18 +209,27 @@ class ForecastTask(Task):
         return np.array([t for t in steps if (t + self.lead) in s and (t - back) in s], dtype=np.int64)
 
     def valid_counts(self, anchors: np.ndarray, split: str = "train") -> np.ndarray:
-        t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
-        return (self._M[t] & self._M[t + self.lead]).sum(dim=(0, 1)).numpy().astype(np.int64)
+        anchors = np.asarray(anchors, dtype=np.int64)
+        if self._M is not None:
+            t = torch.from_numpy(anchors)
+            return (self._M[t] & self._M[t + self.lead]).sum(dim=(0, 1)).numpy().astype(np.int64)
+        if self._complete(anchors) and self._complete(anchors + self.lead):
+            return np.full(self.data.num_vars, anchors.size * self.data.num_nodes, dtype=np.int64)
+        return sum((self._step_mask(int(a)) & self._step_mask(int(a) + self.lead)).sum(dim=0).numpy()
+                   for a in anchors).astype(np.int64) if anchors.size else np.zeros(self.data.num_vars, np.int64)
 
-    def batch(self, anchors: np.ndarray, rng=None, nodes=None, split: str = "train") -> Batch:
+    def steps_of(self, t: torch.Tensor) -> torch.Tensor:
+        """t, t + lead, then t - lead, t - 2 lead, ... for the history."""
+        return torch.cat([t, t + self.lead, *(t - h * self.lead for h in range(1, self.history))])
+
+    def batch(self, anchors: np.ndarray, rng=None, nodes=None, split: str = "train", fields=None) -> Batch:
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
         b = len(t)
-        cur, m_cur = self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
-        nxt, m_nxt = self._rows(self._X, t + self.lead, nodes), self._rows(self._M, t + self.lead, nodes)
+        xs, ms = self.read(anchors, nodes) if fields is None else fields
+        cur, m_cur, nxt, m_nxt = xs[:b], ms[:b], xs[b:2 * b], ms[b:2 * b]
         feats = [cur, m_cur.float()]
         for h in range(1, self.history):
-            ti = t - h * self.lead
-            feats += [self._rows(self._X, ti, nodes), self._rows(self._M, ti, nodes).float()]
+            feats += [xs[(h + 1) * b:(h + 2) * b], ms[(h + 1) * b:(h + 2) * b].float()]
         static = self._static if nodes is None else self._static[nodes]
         feats += [static.expand(b, -1, -1), self.time_features(t, nodes), self.time_features(t + self.lead, nodes)]
         x = torch.cat(feats, dim=-1)
@@ -201,7 +242,10 @@ class ForecastTask(Task):
     def _pair_count(self, t: int) -> int:
         """Valid (node, variable) entries at both t and t + lead on the whole graph (cached per t)."""
         if t not in self._pair_counts:
-            self._pair_counts[t] = int((self._M[t] & self._M[t + self.lead]).sum())
+            if self._complete([t, t + self.lead]):
+                self._pair_counts[t] = self.data.num_nodes * self.data.num_vars
+            else:
+                self._pair_counts[t] = int((self._step_mask(t) & self._step_mask(t + self.lead)).sum())
         return self._pair_counts[t]
 
     def baseline(self, batch: Batch) -> torch.Tensor:
@@ -249,10 +293,16 @@ class InterpolateTask(Task):
         return {"train": every, "val": every, "test": every}
 
     def valid_counts(self, anchors: np.ndarray, split: str = "train") -> np.ndarray:
-        m = self._M[torch.as_tensor(np.asarray(anchors), dtype=torch.long)]
-        if self.node_role is not None:
-            m = m[:, torch.from_numpy(self.node_role == SPLITS.index(split))]
-        return m.sum(dim=(0, 1)).numpy().astype(np.int64)
+        anchors = np.asarray(anchors, dtype=np.int64)
+        keep = None if self.node_role is None else torch.from_numpy(self.node_role == SPLITS.index(split))
+        if self._M is None and self._complete(anchors):
+            n = self.data.num_nodes if keep is None else int(keep.sum())
+            return np.full(self.data.num_vars, anchors.size * n, dtype=np.int64)
+        total = np.zeros(self.data.num_vars, dtype=np.int64)
+        for a in anchors:
+            m = self._step_mask(int(a))
+            total += (m if keep is None else m[keep]).sum(dim=0).numpy().astype(np.int64)
+        return total
 
     def _hidden(self, rng, b: int, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """bool [B, N]: the nodes scored; bool [N] or None: the nodes never shown (other held-out sets)."""
@@ -267,16 +317,16 @@ class InterpolateTask(Task):
         return scored[None, :].expand(b, n).clone(), (role != 0) & ~scored
 
     def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes=None,
-              split: str = "train") -> Batch:
+              split: str = "train", fields=None) -> Batch:
         rng = rng if rng is not None else np.random.default_rng(0)
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
         b = len(t)
         hidden, unseen = self._hidden(rng, b, split)  # all nodes: the same draws on every rank
-        count = (self._M[t] & hidden[..., None]).sum()
+        count = self._hidden_count(t, hidden)
         if nodes is not None:
             hidden = hidden[:, nodes]
             unseen = None if unseen is None else unseen[nodes]
-        state, m = self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
+        state, m = self.read(anchors, nodes) if fields is None else fields
         static = self._static if nodes is None else self._static[nodes]
         visible = m & ~hidden[..., None]
         if unseen is not None:
@@ -286,6 +336,17 @@ class InterpolateTask(Task):
         valid = m & hidden[..., None]
         return Batch(x=x, y=state, w=self._weights(valid, count, nodes), base=torch.zeros_like(state),
                      truth=state, valid=valid, nodes=nodes)
+
+    def draw(self, anchors: np.ndarray, rng: np.random.Generator | None, split: str = "train") -> None:
+        self._hidden(rng if rng is not None else np.random.default_rng(0), len(anchors), split)
+
+    def _hidden_count(self, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Valid entries of the hidden nodes of the whole batch (its loss normalisation)."""
+        if self._M is not None:
+            return (self._M[t] & hidden[..., None]).sum()
+        if self._complete(t.numpy()):
+            return hidden.sum() * self.data.num_vars
+        return sum((self._step_mask(int(a)) & hidden[i, :, None]).sum() for i, a in enumerate(t))
 
     def baseline(self, batch: Batch) -> torch.Tensor:
         """Inverse-distance weighting over the visible graph neighbours (great-circle distance)."""

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from gnnddm.bundle import save_model
 from gnnddm.checkpoint import check_resume, config_changes, find_checkpoint, restarted, resuming, save_checkpoint
 from gnnddm.config import build
+from gnnddm.data.prefetch import BatchStream
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.distributed import (
     Accounting,
@@ -157,6 +158,7 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
                           "val": len(anchors["val"]), "test": len(anchors["test"])}
     start_metrics.update({f"data/samples/{k.replace(' ', '_')}": n for k, n in summary["samples"].items()})
     summary["units"] = dict(zip(data.variables, data.units, strict=True))
+    summary["data"] = {"source": data.source, "reading": data.reading}
     summary["graph"] = {"num_nodes": data.num_nodes, "num_edges": data.num_edges, "kind": data.kind}
     parts = int(cfg.partition.num_parts)
     if parts > data.num_nodes:
@@ -232,18 +234,22 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
     # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
     rows = None if s.algorithm.uses_full_batch or s.world_size == 1 else s.objective.local_nodes
     s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
+    # the next batch's fields are read while a step computes; its rng_state is what a checkpoint keeps
+    batches = BatchStream(s.task, s.anchors["train"], bs, rng, rows, count=max_it - first + 1,
+                          prefetch=bool(cfg.trainer.prefetch))
     # a stop signal from here on ends the run after an iteration, with its checkpoint, or not at all once
     # the last one is done: never between a logged iteration and its checkpoint
-    with stops.deferred():
+    with stops.deferred(), batches:
         for it in range(first, max_it + 1):
             _maybe_inject_fault(s.rank, it)
-            batch = s.task.batch(rng.choice(s.anchors["train"], size=bs, replace=False), rng, nodes=rows)
+            batch = batches.next()
             if rows is None and not bool(batch.valid.any()):
                 raise DataError(f"{s.data.source}: the mini-batch of iteration {it} has no valid target; the "
                                 "training split is too sparse for trainer.batch_size={bs}")
             stats = s.algorithm.step(batch)
             _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
-            metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start, **stats}
+            metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start,
+                       "data/wait_seconds": batches.wait_seconds, **stats}
             stop = False
             if it % eval_every == 0 or it == max_it:
                 metrics.update(_rank_times(s.comm))
@@ -261,14 +267,15 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
             progress.set_postfix(loss=f"{stats.get('loss', float('nan')):.4f}",
                                  val=f"{last_eval.get('val_loss', float('nan')):.4f}")
             if ckpt_every and it % ckpt_every == 0 and it != max_it:
-                save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval, history))
+                save_checkpoint(out_dir, s.rank, it,
+                                _checkpoint_state(s, batches.rng_state, it, start, last_eval, history))
                 book.commit()  # what was logged up to a checkpoint survives a crash
-            _stop_if_signalled(cfg, s, stops, out_dir, book, it, rng, start, last_eval, history)
+            _stop_if_signalled(cfg, s, stops, out_dir, book, it, batches.rng_state, start, last_eval, history)
             if stop:
                 status = "target_reached"
                 break
         progress.close()
-        _finish(cfg, s, book, out_dir, history, last_eval, status, it, start, rng)
+        _finish(cfg, s, book, out_dir, history, last_eval, status, it, start, batches)
 
 
 def _skills(scores: dict, baseline: dict, split: str) -> dict[str, float]:
@@ -277,10 +284,14 @@ def _skills(scores: dict, baseline: dict, split: str) -> dict[str, float]:
     return {f"{split}_skill/{v}": x for v, x in skill(rmse, baseline.get(f"{split}_rmse", {})).items()}
 
 
-def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, it, start, rng) -> None:
+def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, it, start, batches) -> None:
     acc = s.accounting.as_dict()
     acc.update(iterations=it, wall_time=time.perf_counter() - start)
     acc["seconds_per_iteration"] = acc["wall_time"] / max(it, 1)
+    acc["data_wait_seconds"] = batches.wait_seconds  # waiting for a batch's fields, not covered by a step
+    if s.data.lazy:
+        summary_data = book.summary["data"]
+        summary_data["points_read"] = s.data.X.reader.points_read
     summary = book.summary
     rank_times = s.comm.gather_times()
     if rank_times:
@@ -301,7 +312,7 @@ def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, 
     )
     book.log({"iterations": it, "seconds_per_iteration": acc["seconds_per_iteration"], **test,
               **_skills(test, summary["baseline"], "test")}, step=it)
-    save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval, history))
+    save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, batches.rng_state, it, start, last_eval, history))
     if s.rank != 0:
         return
     model_path = out_dir / "model.pt"
@@ -313,14 +324,14 @@ def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, 
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict, history: list) -> dict:
+def _checkpoint_state(s: _State, rng_state: dict, it: int, start: float, last_eval: dict, history: list) -> dict:
     return {
         "iteration": it,
         "history": history if s.rank == 0 else [],  # the logged metrics, for a resumed run's history
         "elapsed": time.perf_counter() - start,
         "model": s.model.state_dict(),
         "algorithm": s.algorithm.state_dict(),
-        "numpy_rng": rng.bit_generator.state,
+        "numpy_rng": rng_state,
         "torch_rng": torch.get_rng_state(),
         "last_eval": last_eval,
         "world_size": s.world_size,
@@ -328,7 +339,7 @@ def _checkpoint_state(s: _State, rng, it: int, start: float, last_eval: dict, hi
     }
 
 
-def _stop_if_signalled(cfg, s: _State, stops: StopSignals, out_dir, book: RunBook, it, rng, start, last_eval,
+def _stop_if_signalled(cfg, s: _State, stops: StopSignals, out_dir, book: RunBook, it, rng_state, start, last_eval,
                        history) -> None:
     """After iteration ``it``: if a stop signal arrived (on rank 0, for all ranks), checkpoint and stop."""
     received = s.comm.agree(stops.received is not None)  # every rank stops after the same iteration
@@ -336,7 +347,7 @@ def _stop_if_signalled(cfg, s: _State, stops: StopSignals, out_dir, book: RunBoo
         return
     book.summary["iteration"] = it
     if int(cfg.trainer.checkpoint_every):
-        save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng, it, start, last_eval, history))
+        save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, rng_state, it, start, last_eval, history))
         book.summary["checkpoint_iteration"] = it
     book.commit()
     raise Terminated(stops.received or "a stop signal on rank 0")

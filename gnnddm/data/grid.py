@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from gnnddm.data import names
+from gnnddm.data.lazy import DEFAULT_EAGER_MAX_GB, GridReader, LazyField, check_chunks, choose_lazy
 from gnnddm.data.samples import resolve_path
 from gnnddm.data.times import time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
@@ -49,7 +50,8 @@ _LON = ("longitude", "lon")
 _GRAVITY = 9.80665
 
 
-def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen=1, engine=None):
+def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen=1, engine=None, lazy="auto",
+              eager_max_gb=DEFAULT_EAGER_MAX_GB):
     """Read a gridded file into a ``WeatherGraphData`` of kind ``"grid"``.
 
     Parameters
@@ -71,20 +73,31 @@ def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen
         Block-average factor in both directions (area weighted; see :func:`coarsen_grid`).
     engine : str, optional
         xarray engine; guessed from the path by default (``zarr`` for directories, ``cfgrib`` for GRIB).
+    lazy : "auto", bool
+        Keep the fields in the file and read them a batch at a time (:mod:`gnnddm.data.lazy`); ``auto``
+        when the eager arrays would need more than ``eager_max_gb`` GB. An eager load that cannot fit in
+        the memory available is an error naming this option.
+    eager_max_gb : float
+        The threshold of ``lazy="auto"``.
 
     Returns
     -------
     WeatherGraphData
-        ``X [T, nlat*nlon, V]`` float32 in physical units, cos-latitude area weights with mean 1,
-        static features sin/cos lat/lon plus ``orography_km`` and ``lsm`` when the file holds them.
+        ``X [T, nlat*nlon, V]`` float32 in physical units (a :class:`~gnnddm.data.lazy.LazyField` when
+        lazy), cos-latitude area weights with mean 1, static features sin/cos lat/lon plus
+        ``orography_km`` and ``lsm`` when the file holds them.
     """
-    check_args(GridDataConfig, "data", coarsen=coarsen)
+    check_args(GridDataConfig, "data", coarsen=coarsen, lazy=lazy, eager_max_gb=eager_max_gb)
     p = resolve_path(path)
     ds, engine = open_dataset(p, engine)
     try:
-        return _read(ds, str(p), engine, variables, levels, time, member, coarsen)
-    finally:
+        data = _read(ds, str(p), engine, variables, levels, time, member, coarsen, lazy, eager_max_gb)
+    except BaseException:
         ds.close()
+        raise
+    if not data.lazy:
+        ds.close()  # a lazy reader keeps the file open
+    return data
 
 
 def open_dataset(path: Path, engine: str | None = None) -> tuple[xr.Dataset, str]:
@@ -245,7 +258,8 @@ def _rename_first(ds: xr.Dataset, spellings, target: str) -> xr.Dataset:
     return ds
 
 
-def _read(ds, source, engine, variables, levels, time, member, coarsen) -> WeatherGraphData:
+def _read(ds, source, engine, variables, levels, time, member, coarsen, lazy="auto",
+          eager_max_gb=DEFAULT_EAGER_MAX_GB) -> WeatherGraphData:
     coarsen = int(coarsen)
     layout = detect_layout(ds, engine)
     notes: list[str] = []
@@ -268,18 +282,17 @@ def _read(ds, source, engine, variables, levels, time, member, coarsen) -> Weath
     wanted = _select_variables(ds, source, dynamic, level_hpa, variables, levels)
 
     flip = lat.size > 1 and lat[0] < lat[-1]
-    nlat, nlon = lat.size, lon.size
-    X = np.empty((_count(tsel), nlat, nlon, len(wanted)), dtype=np.float32)
-    var_names, units = [], []
-    for j, (fname, lev) in enumerate(wanted):
+    arrays, var_names, units = [], [], []
+    for fname, lev in wanted:
         da = ds[fname]
         if lev is not None:
             da = da.isel(level=int(np.argmin(np.abs(level_hpa - lev))))
-        X[..., j] = _field(da, source, tsel)
+        arrays.append(_grid_array(da, source))
         base = names.canonical(fname)
         var_names.append(base if lev is None else f"{base}_{lev:g}")
         entry = names.lookup(fname)
         units.append(str(da.attrs.get("units", entry.units if entry else "")))
+    lat_file, nlat, nlon = lat, lat.size, lon.size
 
     static_fields, static_names = [], []
     for fname in static:
@@ -293,15 +306,25 @@ def _read(ds, source, engine, variables, levels, time, member, coarsen) -> Weath
     S = np.stack(static_fields, axis=-1)[None] if static_fields else np.zeros((1, nlat, nlon, 0), np.float32)
 
     if flip:
-        lat, X, S = lat[::-1], X[:, ::-1], S[:, ::-1]
+        lat, S = lat[::-1], S[:, ::-1]
+    lon_file = lon
     if coarsen > 1:
         S = coarsen_grid(lat, lon, S, coarsen, source)[2]
-        lat, lon, X = coarsen_grid(lat, lon, X, coarsen, source)
+        lat, lon = coarsen_grid(lat, lon, np.zeros((0, lat.size, lon.size, 0), np.float32), coarsen, source)[:2]
     nlat, nlon = lat.size, lon.size
 
-    X = X.reshape(X.shape[0], nlat * nlon, X.shape[3])
-    mask = ~np.isnan(X)
-    X = np.nan_to_num(X, copy=False, nan=0.0)  # in place: X is our own array
+    reader = GridReader(source, tuple(arrays), tuple(var_names), np.arange(times.size)[tsel], flip, coarsen,
+                        lat_file, lon_file, (nlat, nlon), times=times[tsel])
+    steps = reader.shape[0]
+    is_lazy, how = choose_lazy(lazy, source, steps, nlat * nlon, len(var_names), eager_max_gb)
+    notes_lazy = [how]
+    if is_lazy:
+        check_chunks(arrays, var_names, source)
+        X, mask = LazyField(reader, "X"), LazyField(reader, "mask")
+    else:
+        X = reader.raw(np.arange(steps))
+        mask = ~np.isnan(X)
+        X = np.nan_to_num(X, copy=False, nan=0.0)  # in place: X is our own array
     lat2 = np.repeat(lat, nlon)
     lon2 = np.tile(wrap_lon(lon), nlat)
     area = np.repeat(cell_areas(lat), nlon)
@@ -314,7 +337,7 @@ def _read(ds, source, engine, variables, levels, time, member, coarsen) -> Weath
         kind="grid", lat=lat2, lon=lon2, area=area, X=X, mask=mask, times=times[tsel],
         variables=tuple(var_names), units=tuple(units),
         static=np.concatenate([pos, S], axis=1), static_names=pos_names + tuple(static_names),
-        grid_shape=(nlat, nlon), source=source, layout=layout, warnings=tuple(notes),
+        grid_shape=(nlat, nlon), source=source, layout=layout, warnings=tuple(notes), reading=notes_lazy[0],
     )
 
 
@@ -391,6 +414,17 @@ def _select_variables(ds, source, dynamic, level_hpa, variables, levels) -> list
         else:
             out.extend((hit[0], float(v)) for v in ([hit[1]] if hit[1] is not None else chosen))
     return list(dict.fromkeys(out))
+
+
+def _grid_array(da: xr.DataArray, source: str) -> xr.DataArray:
+    """``da`` with dims ``(time, latitude, longitude)`` (or without time for a constant field), still lazy."""
+    for d in [d for d in da.dims if d not in ("time", "latitude", "longitude")]:
+        if da.sizes[d] != 1:
+            raise DataError(f"{source}: variable {da.name!r} has an extra dimension {d!r} of size {da.sizes[d]}; "
+                            "expected (time, [level,] latitude, longitude)")
+        da = da.isel({d: 0})
+    order = [d for d in ("time", "latitude", "longitude") if d in da.dims]
+    return da.transpose(*order)
 
 
 def _field(da: xr.DataArray, source: str, tsel) -> np.ndarray:

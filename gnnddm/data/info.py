@@ -57,6 +57,7 @@ def describe(data, verbose: bool = False) -> str:
     lines = [f"file:       {data.source}", f"kind:       {data.kind}", f"layout:     {data.layout or '?'}"]
     shape = f" (grid {data.grid_shape[0]} x {data.grid_shape[1]} lat x lon)" if data.grid_shape else ""
     lines.append(f"nodes:      {data.num_nodes}{shape}")
+    lines.append(f"reading:    {data.reading}")
     lines.append(f"lat range:  {data.lat.min():.3f} .. {data.lat.max():.3f}; "
                  f"lon range: {data.lon.min():.3f} .. {data.lon.max():.3f}")
     if data.num_times:
@@ -68,19 +69,38 @@ def describe(data, verbose: bool = False) -> str:
         lines.append(f"native edges: {data.native_edges.shape[1]}")
     lines.append("variables:")
     width = max([len(v) for v in data.variables] + [4])
+    valid, lo, total, hi = _field_summary(data, verbose)
+    entries = data.num_times * data.num_nodes
     for j, (v, u) in enumerate(zip(data.variables, data.units, strict=True)):
-        valid = data.mask[..., j]
-        missing = 1.0 - float(valid.mean()) if valid.size else 0.0
+        missing = 1.0 - valid[j] / entries if entries else 0.0
         row = f"  {v:<{width}}  {u or '-':<10} {names.long_name(v) or '-':<32} missing {100 * missing:6.2f}%"
-        if verbose and valid.any():
-            x = data.X[..., j][valid]
-            row += f"  min {x.min():.4g}  mean {x.mean():.4g}  max {x.max():.4g}"
+        if verbose and valid[j]:
+            row += f"  min {lo[j]:.4g}  mean {total[j] / valid[j]:.4g}  max {hi[j]:.4g}"
         lines.append(row)
     lines.append(f"static:     {', '.join(data.static_names) or '-'}")
-    total_missing = 1.0 - float(data.mask.mean()) if data.mask.size else 0.0
+    total_missing = 1.0 - valid.sum() / (entries * data.num_vars) if entries * data.num_vars else 0.0
     lines.append(f"missing:    {100 * total_missing:.2f}% of all entries")
     lines.extend(f"warning:    {w}" for w in data.warnings)
     return "\n".join(lines)
+
+
+def _field_summary(data, extremes: bool):
+    """Per variable: valid entries, and (``extremes``) min, sum and max of the valid values, read block by
+    block of time steps (the whole series of lazily read data is never in memory at once)."""
+    from gnnddm.data.normalise import time_chunks
+
+    v = data.num_vars
+    valid, total = np.zeros(v, dtype=np.int64), np.zeros(v)
+    lo, hi = np.full(v, np.inf), np.full(v, -np.inf)
+    for c in time_chunks(data.num_times, data.num_nodes, v):
+        m = data.mask[c]
+        valid += m.sum(axis=(0, 1))
+        if extremes:
+            x = data.X[c].astype(np.float64)
+            total += np.where(m, x, 0.0).sum(axis=(0, 1))
+            lo = np.minimum(lo, np.where(m, x, np.inf).min(axis=(0, 1)))
+            hi = np.maximum(hi, np.where(m, x, -np.inf).max(axis=(0, 1)))
+    return valid, lo, total, hi
 
 
 def _spacing(times) -> str:

@@ -61,17 +61,73 @@ def _is_fraction(v) -> bool:
 def normalise(data: WeatherGraphData, train_index: np.ndarray) -> WeatherGraphData:
     """Zero mean / unit variance per variable, statistics from the valid entries of ``train_index`` only.
 
-    Returns a copy with ``normalised=True`` and ``mean`` / ``std`` set; invalid entries stay 0.
+    Returns a copy with ``normalised=True`` and ``mean`` / ``std`` set; invalid entries stay 0. The
+    statistics come from one streaming pass (:func:`field_statistics`), for data in memory and for data
+    read lazily alike, so both give the same values; lazily read data keeps its fields in the file and
+    normalises what it reads (with the same arithmetic), and its statistics and per-step valid counts are
+    cached by the data's identity (:func:`gnnddm.data.stats_cache.cached_statistics`).
     """
     if data.normalised:
         raise ValueError("data is already normalised")
-    x = data.X[train_index].astype(np.float64)
-    m = data.mask[train_index]
-    count = np.maximum(m.sum(axis=(0, 1)), 1)
-    mean = np.where(m, x, 0.0).sum(axis=(0, 1)) / count
-    var = np.where(m, (x - mean) ** 2, 0.0).sum(axis=(0, 1)) / count
-    std = np.sqrt(var)
-    std = np.where(std > 1e-12, std, 1.0)
-    X = ((data.X - mean) / std).astype(np.float32)
-    X = np.where(data.mask, X, 0.0).astype(np.float32)
+    if data.lazy:
+        from gnnddm.data.lazy import LazyField
+        from gnnddm.data.stats_cache import cached_statistics
+
+        (mean, std, counts), note = cached_statistics(data, train_index, field_statistics)
+        reader = data.X.reader.normalised(mean, std).with_counts(counts)
+        return data.replace(X=LazyField(reader, "X"), mask=LazyField(reader, "mask"), mean=mean, std=std,
+                            normalised=True, reading=f"{data.reading}; {note}")
+    mean, std, _ = field_statistics(data, train_index)
+    X = np.empty_like(data.X)
+    for c in time_chunks(data.num_times, data.num_nodes, data.num_vars):
+        X[c] = np.where(data.mask[c], ((data.X[c] - mean) / std).astype(np.float32), np.float32(0.0))
     return data.replace(X=X, mean=mean, std=std, normalised=True)
+
+
+#: bytes of float64 values one chunk of the streaming statistics holds (a few time steps at 0.25 deg)
+CHUNK_BYTES = 2**27
+
+
+def time_chunks(steps: int, nodes: int, variables: int) -> list[slice]:
+    """Consecutive blocks of time steps of about :data:`CHUNK_BYTES` (as float64): the same blocks for the
+    same shape, so eager and lazy data are reduced in the same order."""
+    size = max(1, CHUNK_BYTES // max(1, nodes * variables * 8))
+    return [slice(i, min(i + size, steps)) for i in range(0, steps, size)]
+
+
+def field_statistics(data: WeatherGraphData, train_index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, std, counts)``: float64 [V] over the valid entries of the steps ``train_index``, and int64
+    [T, V] valid entries of every step, in one pass over blocks of time steps.
+
+    Each block's count, mean and sum of squared deviations (two-pass within the block) are merged with
+    Chan et al.'s pairwise update, ``M2 = M2_a + M2_b + d^2 n_a n_b / n`` with ``d = mean_b - mean_a``: exact
+    in exact arithmetic, the two-pass values to rounding. A standard deviation below 1e-12 becomes 1.
+    """
+    t_all, n, v = data.num_times, data.num_nodes, data.num_vars
+    in_train = np.zeros(t_all, dtype=bool)
+    in_train[np.asarray(train_index, dtype=np.int64)] = True
+    counts = np.zeros((t_all, v), dtype=np.int64)
+    total, mean, m2 = np.zeros(v), np.zeros(v), np.zeros(v)
+    for c in time_chunks(t_all, n, v):
+        steps = np.arange(c.start, c.stop)
+        if data.lazy:
+            x, m = data.X.reader.fields(steps)
+        else:
+            x, m = data.X[c], data.mask[c]
+        counts[c] = m.sum(axis=1)
+        pick = in_train[c]
+        if not pick.any():
+            continue
+        x, m = x[pick].astype(np.float64), m[pick]
+        n_b = m.sum(axis=(0, 1)).astype(np.float64)
+        mean_b = np.where(m, x, 0.0).sum(axis=(0, 1)) / np.maximum(n_b, 1)
+        m2_b = np.where(m, (x - mean_b) ** 2, 0.0).sum(axis=(0, 1))
+        both = total + n_b
+        d = mean_b - mean
+        safe = np.maximum(both, 1)
+        first = total == 0  # the first block with entries: its own two-pass values, exactly
+        mean = np.where(first, mean_b, mean + d * n_b / safe)
+        m2 = np.where(first, m2_b, m2 + m2_b + d**2 * total * n_b / safe)
+        total = both
+    std = np.sqrt(m2 / np.maximum(total, 1))
+    return mean, np.where(std > 1e-12, std, 1.0), counts

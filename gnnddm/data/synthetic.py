@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from gnnddm.data.lazy import DEFAULT_EAGER_MAX_GB
 from gnnddm.errors import ConfigError
 from gnnddm.schema.data import SyntheticDataConfig
 from gnnddm.schema.fields import check_args
@@ -383,7 +384,7 @@ def cache_path(cache_dir=None, **params) -> Path:
 
 
 def load_synthetic(resolution=2.8125, steps=200, seed=0, cache_dir=None, variables=None, time=None,
-                   coarsen=1, **gen_kw):
+                   coarsen=1, lazy="auto", eager_max_gb=DEFAULT_EAGER_MAX_GB, **gen_kw):
     """Generate (or reuse from the cache) a synthetic series and read it with the regular grid loader.
 
     Parameters
@@ -395,13 +396,13 @@ def load_synthetic(resolution=2.8125, steps=200, seed=0, cache_dir=None, variabl
         Files are keyed by every generator parameter, so a changed parameter never reuses a stale file.
     variables : list of str, optional
         Generated and loaded variables (default all four).
-    time, coarsen
-        Passed to :func:`gnnddm.data.grid.load_grid`.
+    time, coarsen, lazy, eager_max_gb
+        Passed to :func:`gnnddm.data.grid.load_grid` (``lazy``: keep the fields in the cached file).
     """
     from gnnddm.data.grid import load_grid
 
     check_args(SyntheticDataConfig, "data", resolution=resolution, steps=steps, seed=seed, variables=variables,
-               coarsen=coarsen, **gen_kw)
+               coarsen=coarsen, lazy=lazy, eager_max_gb=eager_max_gb, **gen_kw)
     gen = {"resolution": float(resolution), "steps": steps, "seed": int(seed),
            "variables": list(variables) if variables is not None else list(VARIABLES), **gen_kw}
     if isinstance(gen.get("dt_hours"), int) and not isinstance(gen["dt_hours"], bool):
@@ -410,4 +411,5 @@ def load_synthetic(resolution=2.8125, steps=200, seed=0, cache_dir=None, variabl
     path = cache_path(cache_dir, **key)
     if not path.exists():
         write(path, **gen)
-    return load_grid(path, variables=gen["variables"], time=time, coarsen=coarsen)
+    return load_grid(path, variables=gen["variables"], time=time, coarsen=coarsen, lazy=lazy,
+                     eager_max_gb=eager_max_gb)

@@ -54,6 +54,9 @@ class WeatherGraphData:
         Detected file layout (e.g. "cds", "weatherbench2", "cf-timeseries", "icon").
     warnings : tuple[str, ...]
         Messages the loader emitted (also sent through :mod:`warnings`), kept for ``gnnddm data info``.
+    reading : str
+        How the fields are held: eager (in memory) or lazy (read from the file a batch at a time, ``X`` and
+        ``mask`` then :class:`~gnnddm.data.lazy.LazyField` views), and why.
     """
 
     kind: str
@@ -79,6 +82,7 @@ class WeatherGraphData:
     source: str = ""
     layout: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    reading: str = "eager"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -111,6 +115,13 @@ class WeatherGraphData:
         return int(self.X.shape[2])
 
     @property
+    def lazy(self) -> bool:
+        """Whether ``X`` and ``mask`` stay in the file (:mod:`gnnddm.data.lazy`)."""
+        from gnnddm.data.lazy import LazyField
+
+        return isinstance(self.X, LazyField)
+
+    @property
     def num_edges(self) -> int:
         return 0 if self.edge_index is None else int(self.edge_index.shape[1])
 
@@ -138,6 +149,11 @@ class WeatherGraphData:
 
     def select_times(self, index) -> WeatherGraphData:
         """A copy restricted to the given time indices (slice, int array or bool mask)."""
+        if self.lazy:
+            from gnnddm.data.lazy import LazyField
+
+            reader = self.X.reader.select_times(index)
+            return self.replace(X=LazyField(reader, "X"), mask=LazyField(reader, "mask"), times=self.times[index])
         return self.replace(X=self.X[index], mask=self.mask[index], times=self.times[index])
 
     def to_physical(self, values: np.ndarray, var_axis: int = -1) -> np.ndarray:

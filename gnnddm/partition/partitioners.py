@@ -60,7 +60,12 @@ def node_weights_of(data, node_weights: str | None) -> np.ndarray | None:
     if node_weights not in NODE_WEIGHTS:
         raise ConfigError(f"partition.node_weights: expected null or 'valid_count', got {node_weights!r}")
     if node_weights == "valid_count":
-        return data.mask.sum(axis=(0, 2)).astype(np.float64)
+        from gnnddm.data.normalise import time_chunks
+
+        total = np.zeros(data.num_nodes, dtype=np.float64)
+        for c in time_chunks(data.num_times, data.num_nodes, data.num_vars):  # lazily read data: block by block
+            total += data.mask[c].sum(axis=(0, 2))
+        return total
     return None
 
 

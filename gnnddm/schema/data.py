@@ -66,7 +66,20 @@ class DataConfig(Component):
 
 
 @dataclass
-class GridDataConfig(DataConfig):
+class LazyReading:
+    """How gridded fields are held (:mod:`gnnddm.data.lazy`): ``lazy`` true, false or ``auto`` (lazy when
+    the eager arrays would pass ``eager_max_gb`` GB)."""
+
+    lazy: bool | str = "auto"
+    eager_max_gb: float = field(default=2.0, metadata=above(0.0))
+
+    def check_lazy(self):
+        if isinstance(self.lazy, str) and self.lazy != "auto":
+            raise Invalid("lazy", f"expected true, false or auto, got {self.lazy!r}")
+
+
+@dataclass
+class GridDataConfig(LazyReading, DataConfig):
     _target_: str = "gnnddm.data.grid.load_grid"
     _partial_: bool = False
     path: str = REQUIRED
@@ -74,6 +87,10 @@ class GridDataConfig(DataConfig):
     member: int | None = None
     coarsen: int = field(default=1, metadata=at_least(1))
     engine: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_lazy()
 
 
 @dataclass
@@ -101,7 +118,7 @@ class StationsDataConfig(DataConfig):
 
 
 @dataclass
-class SyntheticDataConfig(DataConfig):
+class SyntheticDataConfig(LazyReading, DataConfig):
     _target_: str = "gnnddm.data.synthetic.load_synthetic"
     _partial_: bool = False
     resolution: float = field(default=2.8125, metadata=above(0.0))
@@ -116,6 +133,7 @@ class SyntheticDataConfig(DataConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_lazy()
         n = 180.0 / self.resolution
         if abs(n - round(n)) > 1e-9:
             raise Invalid("resolution", f"{self.resolution!r} must divide 180 degrees (e.g. 5.625, 2.8125, 1, 0.25)")

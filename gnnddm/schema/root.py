@@ -24,6 +24,7 @@ class TrainerConfig:
     progress: bool = True
     device: str = "cpu"
     threads: int | None = field(default=None, metadata=at_least(1))
+    prefetch: bool = True
 
     def __post_init__(self):
         if not _DEVICE.fullmatch(self.device):
