@@ -256,6 +256,11 @@ def describe(summary: dict, tracker: Tracker | None = None) -> str:
     lines.append(f"  loss: train {_num(final.get('train_loss'))}, val {_num(final.get('val_loss'))}"
                  + (f", test {_num(final.get('test_loss'))}" if final.get("test_loss") is not None else ""))
     lines.append("  samples: " + ", ".join(f"{k} {v}" for k, v in samples.items()))
+    data = summary.get("data", {})
+    if data.get("reading"):
+        wait = acc.get("data_wait_seconds")
+        lines.append(f"  data: {data['reading']}" + (f"; waited {wait:.2f} s for batches" if wait else "")
+                     + (f"; peak memory {summary['peak_memory_gb']:.2f} GB" if summary.get("peak_memory_gb") else ""))
     name = base.get("name", "baseline")
     for split in ("val", "test"):
         rmse = final.get(f"{split}_rmse") or {}

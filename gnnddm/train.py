@@ -233,6 +233,9 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
     progress = progress_bar(max_it, first - 1, enabled=bool(cfg.trainer.progress) and s.rank == 0)
     # a rank assembles only the rows its subdomains read, unless the algorithm needs the whole graph
     rows = None if s.algorithm.uses_full_batch or s.world_size == 1 else s.objective.local_nodes
+    if s.data.lazy:  # what a training batch reads of each time step on this rank
+        book.summary["data"].update(rows=s.data.num_nodes if rows is None else len(rows),
+                                    points_per_step=s.data.X.reader.points_per_step(rows))
     s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
     # the next batch's fields are read while a step computes; its rng_state is what a checkpoint keeps
     batches = BatchStream(s.task, s.anchors["train"], bs, rng, rows, count=max_it - first + 1,
@@ -290,8 +293,8 @@ def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, 
     acc["seconds_per_iteration"] = acc["wall_time"] / max(it, 1)
     acc["data_wait_seconds"] = batches.wait_seconds  # waiting for a batch's fields, not covered by a step
     if s.data.lazy:
-        summary_data = book.summary["data"]
-        summary_data["points_read"] = s.data.X.reader.points_read
+        book.summary["data"]["points_read"] = s.data.X.reader.points_read
+    book.summary["peak_memory_gb"] = peak_memory_gb()  # of this process (rank)
     summary = book.summary
     rank_times = s.comm.gather_times()
     if rank_times:
@@ -449,6 +452,13 @@ def _rank_worker(cfg_container: dict) -> dict:
     cfg = OmegaConf.create(cfg_container)
     cfg.trainer.progress = cfg.trainer.progress and int(os.environ.get("RANK", "0")) == 0
     return _train_process(cfg)
+
+
+def peak_memory_gb() -> float:
+    """The peak resident memory of this process so far, GB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
 
 
 def _rank_times(comm) -> dict[str, float]:

@@ -3,6 +3,8 @@ cell of the sweep runs, and the benchmark's command line answers."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +82,22 @@ def test_iteration_benchmark_quick_run_prints_both_times_and_their_ratio(tmp_pat
     assert out.returncode == 0, out.stderr[-3000:]
     assert "whole iteration of gnnddm train:" in out.stdout and "bare step of the same network:" in out.stdout
     assert "ratio iteration / bare step:" in out.stdout
+
+
+@pytest.mark.slow
+def test_data_benchmark_quick_run_prints_memory_speed_and_rank_reads(tmp_path):
+    env = {**os.environ, "GNNDDM_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_data.py"), "--resolution", "5.625",
+                          "--steps", "60", "--iterations", "4", "--rank-iterations", "3", "--partition", "contiguous",
+                          "--store", str(tmp_path / "s.zarr")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert "written in" in text and "statistics streamed" in text and "lazy / in memory:" in text
+    # a latitude band reads its own rows of each step, whole, and no other
+    ranks = [line for line in text.splitlines() if line.startswith("rank ")]
+    assert len(ranks) == 2 and all("peak" in line and "grid points per step" in line for line in ranks)
+    for line in ranks:
+        read, total = map(int, re.search(r"reads (\d+) of (\d+) grid points", line).groups())
+        held = int(re.search(r"holding (\d+) nodes", line).group(1))
+        assert held <= read <= held + 2 * 64 < total  # at most the two partial rows at the band's edges (64 wide)

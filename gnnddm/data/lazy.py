@@ -133,6 +133,14 @@ class GridReader:
         """Grid points (time step x latitude x longitude, per variable) read from the file so far."""
         return self.counter["points_read"]
 
+    def points_per_step(self, nodes=None) -> int:
+        """Grid points of one variable and time step that a read of ``nodes`` (all when None) takes from the
+        file: the latitude rows holding them, whole (all of the grid for a coarsened read)."""
+        nlat, nlon = self.grid_shape
+        if nodes is None or self.coarsen > 1:
+            return self.lat_file.size * self.lon_file.size
+        return int(np.unique(np.asarray(nodes) // nlon).size) * nlon
+
     def select_times(self, index) -> GridReader:
         """The reader of some of the time steps (any numpy index of the time axis)."""
         counts = None if self.step_counts is None else self.step_counts[index]
