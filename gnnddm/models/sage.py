@@ -53,24 +53,34 @@ class _SAGEFunction(torch.autograd.Function):
             # out = A (h W_l^T) + h W_r^T + b  ->  d/dW_l = (A^T g)^T h, d/dh += (A^T g) W_l
             g_agg = (ctx.a_t @ g.view(n, b * f_out)).view(n * b, f_out)
             if ctx.needs_input_grad[1]:
-                grad_w_l = g_agg.t() @ h2
+                grad_w_l = _weight_grad(g_agg, h2)
             if ctx.needs_input_grad[0]:
                 grad_h = g_agg @ w_l
                 grad_h.addmm_(g, w_r)
         else:
             # out = agg(h) W_l^T + h W_r^T + b  ->  d/dW_l = g^T agg, d/dh = g W_r + A^T (g W_l)
             if ctx.needs_input_grad[1]:
-                grad_w_l = g.t() @ agg
+                grad_w_l = _weight_grad(g, agg)
             if ctx.needs_input_grad[0]:
                 grad_h = g @ w_r
                 grad_h.view(n, b * f_in).addmm_(ctx.a_t, (g @ w_l).view(n, b * f_in))
         if ctx.needs_input_grad[3]:
-            grad_w_r = g.t() @ h2
+            grad_w_r = _weight_grad(g, h2)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
         if grad_h is not None:
             grad_h = grad_h.view(n, b, f_in)
         return grad_h, grad_w_l, grad_b, grad_w_r, None, None, None
+
+
+def _weight_grad(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``g^T h`` ([F_out, F_in]) for node-major ``g [M, F_out]`` and ``h [M, F_in]``.
+
+    A product ``X^T Y`` over a million rows runs about 4x faster with the narrower matrix on the left
+    (0.024 s against 0.092 s for 64 x 9 columns on 2 cores), so the wider one is transposed instead:
+    ``(h^T g)^T`` when ``F_in < F_out``. Same values.
+    """
+    return g.t() @ h if g.shape[1] <= h.shape[1] else (h.t() @ g).t().contiguous()
 
 
 def sage_layer(conv: SAGEConv, h: torch.Tensor, graph: Graph, relu: bool = False) -> torch.Tensor:

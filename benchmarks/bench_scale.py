@@ -1,0 +1,122 @@
+"""The decomposed run at scale: ``sync`` and ``asm`` with p = 64 exact subdomains against ``global`` on the
+0.25 deg grid (1,038,240 nodes), in one process: seconds per outer iteration and peak memory.
+
+Each variant is ``gnnddm train`` in a process of its own (its peak resident memory is its own), one after the
+other in one run of this script: synthetic data (``--steps`` time steps, in memory), the 8-neighbour grid,
+GraphSAGE hidden 64 with 3 layers, one sample per batch, 2 threads, METIS with p = ``--parts`` and overlap 3
+(exact for 3 layers: ``sync`` is then ``global`` computed by subdomains), one evaluation at the end.
+Seconds per outer iteration: the median increment of ``cost/wall_time`` over the iterations without an
+evaluation (the first left out).
+
+Variants: ``global`` (Adam), ``sync`` (the subdomain gradients summed, one Adam step: the redundant work of
+the overlap and the per-subdomain overhead, nothing else), ``asm`` with one local Adam step per outer
+iteration and no trust region (``ddm.local_steps=1 ddm.foc=false ddm.globalization=none``: one subdomain
+step each, averaged), and ``asm`` as shipped (3 local steps, first-order consistency, trust region: what
+one of its outer iterations costs). Prints each against ``global`` and the goals (an outer iteration of
+``asm`` <= 1.5x ``global``'s, peak memory <= 2x).
+
+    python3 benchmarks/bench_scale.py                        # 0.25 deg, p = 64
+    python3 benchmarks/bench_scale.py --resolution 2.8125 --parts 8 --iterations 4   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TIME_GOAL, MEMORY_GOAL = 1.5, 2.0
+
+VARIANTS = {
+    "global": ["ddm=global", "partition.num_parts=1", "partition.overlap=0"],
+    "sync": ["ddm=sync"],
+    "asm, 1 local step": ["ddm=asm", "ddm.local_steps=1", "ddm.foc=false", "ddm.globalization=none"],
+    "asm (shipped)": ["ddm=asm"],
+}
+
+
+def overrides(res: float, steps: int, iterations: int, parts: int, folder: Path, name: str) -> list[str]:
+    return ["data=synthetic", f"data.resolution={res}", f"data.steps={steps}", "graph=grid8", "model=sage",
+            "model.hidden=64", "model.layers=3", "optimizer=adam", "partition=metis",
+            f"partition.num_parts={parts}", "partition.overlap=3", "trainer.batch_size=1",
+            f"trainer.max_iterations={iterations}", f"trainer.eval_every={iterations}",
+            "trainer.eval_train_samples=1", "trainer.threads=2", "trainer.progress=false",
+            f"tracking.uri=sqlite:///{folder}/mlflow.db", "tracking.flush_seconds=5", f"output_dir={folder}/{name}"]
+
+
+def child(args: list[str]) -> None:
+    import statistics
+
+    from mlflow.tracking import MlflowClient
+
+    from gnnddm.config import compose
+    from gnnddm.train import train
+
+    cfg = compose(args)
+    summary = train(cfg)
+    last = int(summary["accounting"]["iterations"])
+    history = MlflowClient(tracking_uri=str(cfg.tracking.uri)).get_metric_history(summary["mlflow_run_id"],
+                                                                                   "cost/wall_time")
+    points = sorted((m.step, m.value) for m in history)
+    steps = [b - a for (s0, a), (s1, b) in zip(points, points[1:], strict=False)
+             if s1 == s0 + 1 and s1 not in (1, last)]
+    part = summary.get("partition", {})
+    print("BENCH " + json.dumps({
+        "seconds": statistics.median(steps), "peak_gb": summary["peak_memory_gb"], "iterations": last,
+        "halo_ratio": part.get("halo_ratio"), "redundancy": part.get("redundancy"),
+        "grad_evals": summary["accounting"].get("grad_evals"), "val_loss": summary["final"]["val_loss"]}), flush=True)
+
+
+def run(args: list[str], label: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
+    if proc.returncode or not lines:
+        sys.exit(f"{label}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][6:])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--resolution", type=float, default=0.25)
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--parts", type=int, default=64)
+    ap.add_argument("--iterations", type=int, default=6)
+    ap.add_argument("--only", default=None, help="comma-separated variants (default: all)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(json.loads(args.child))
+        return 0
+    chosen = list(VARIANTS) if args.only is None else [v.strip() for v in args.only.split(",")]
+    print(f"{args.resolution:g} deg, p = {args.parts}, overlap 3, GraphSAGE h64 x 3, one sample, 2 threads, "
+          f"{args.iterations} outer iterations per variant (machine: {os.cpu_count()} cores)", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, name in enumerate(chosen):
+            got = run([*overrides(args.resolution, args.steps, args.iterations, args.parts, Path(tmp), f"v{i}"),
+                       *VARIANTS[name]], name)
+            results[name] = got
+            extra = (f", halo ratio {got['halo_ratio']:.3f}" if got.get("halo_ratio") is not None and name != "global"
+                     else "")
+            print(f"{name:<18} {got['seconds']:.3f} s per outer iteration, peak {got['peak_gb']:.2f} GB{extra}",
+                  flush=True)
+    if "global" in results:
+        ref = results["global"]
+        for name, got in results.items():
+            if name == "global":
+                continue
+            t, m = got["seconds"] / ref["seconds"], got["peak_gb"] / ref["peak_gb"]
+            verdict = ""
+            if name.startswith("asm"):
+                verdict = (f" (goal <= {TIME_GOAL}x: {'met' if t <= TIME_GOAL else 'NOT met'}; "
+                           f"memory <= {MEMORY_GOAL}x: {'met' if m <= MEMORY_GOAL else 'NOT met'})")
+            print(f"{name} / global: {t:.2f}x per outer iteration, {m:.2f}x peak memory{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
