@@ -37,7 +37,13 @@ class InteractionBlock(nn.Module):
         src, dst = graph.edge_index
         first = self.edge_mlp[0]
         w_e, w_s, w_d = first.weight.chunk(3, dim=1)
-        pre = F.linear(e, w_e, first.bias) + F.linear(h, w_s)[src] + F.linear(h, w_d)[dst]
+        # index_select, not h[src]: the backward of indexing (index_put with accumulation) took 28 % of a
+        # step; index_select's is one index_add
+        pre = F.linear(h, w_s).index_select(0, src) + F.linear(h, w_d).index_select(0, dst)
+        if e.stride(0) == 0:  # every edge holds the same latent (no edge features yet): project it once
+            pre = pre + F.linear(e[:1], w_e, first.bias)
+        else:
+            pre = pre + F.linear(e, w_e, first.bias)
         for layer in list(self.edge_mlp)[1:]:
             pre = layer(pre)
         e = e + pre

@@ -1,0 +1,123 @@
+"""The interaction network against the same network written with PyG's ``MessagePassing``, in one process.
+
+One training step (forward, MSE loss, backward, Adam) of gnnddm's ``InteractionNetwork`` (hidden 64, 3
+processor blocks, 2-layer MLPs with LayerNorm, no edge features: one learned edge latent; 9 input channels,
+4 outputs, one sample) on the 8-neighbour global grid at ``--resolution`` degrees, against the reference:
+the same modules (deep copies, the same weights) with each processor block written as PyG users write it,
+``MessagePassing.edge_updater`` computing ``e + MLP_e([e, h_j, h_i])`` on the concatenated ``[E, 3*hidden]``
+edge inputs and ``propagate`` summing the new edge latents into their targets. Steps interleaved after a
+warm-up, medians, 2 threads; prints both, the ratio against the 0.5x goal, and the largest difference of the
+two networks' outputs (they compute the same function).
+
+    python3 benchmarks/bench_interaction.py                   # 1 deg (65,160 nodes)
+    python3 benchmarks/bench_interaction.py --resolution 0.5 --iters 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
+
+F_IN, F_OUT, HIDDEN, LAYERS, GOAL = 9, 4, 64, 3, 0.5
+
+
+def reference(model):
+    """The same network, its processor blocks as PyG ``MessagePassing`` layers (own copies of the weights)."""
+    import torch
+    from torch_geometric.nn import MessagePassing
+
+    class Block(MessagePassing):
+        def __init__(self, block):
+            super().__init__(aggr="add")
+            self.edge_mlp, self.node_mlp = copy.deepcopy(block.edge_mlp), copy.deepcopy(block.node_mlp)
+
+        def edge_update(self, e, h_i, h_j):
+            return e + self.edge_mlp(torch.cat([e, h_j, h_i], dim=-1))
+
+        def message(self, e):
+            return e
+
+        def forward(self, h, e, edge_index):
+            e = self.edge_updater(edge_index, h=h, e=e)
+            return h + self.node_mlp(torch.cat([h, self.propagate(edge_index, e=e)], dim=-1)), e
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.node_encoder = copy.deepcopy(model.node_encoder)
+            self.edge_latent = copy.deepcopy(model.edge_latent)
+            self.blocks = torch.nn.ModuleList(Block(b) for b in model.blocks)
+            self.decoder = copy.deepcopy(model.decoder)
+
+        def forward(self, x, edge_index):
+            h = self.node_encoder(x)
+            e = self.edge_latent.expand(edge_index.shape[1], -1)
+            for block in self.blocks:
+                h, e = block(h, e, edge_index)
+            return self.decoder(h)
+
+    return Net()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--resolution", type=float, default=1.0)
+    ap.add_argument("--iters", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from gnnddm.graph.grid import grid_edges
+    from gnnddm.models.graph import prepare_graph
+    from gnnddm.models.interaction import InteractionNetwork
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    nlat, nlon = int(round(180 / args.resolution)) + 1, int(round(360 / args.resolution))
+    n = nlat * nlon
+    graph = prepare_graph(grid_edges(nlat, nlon), n)
+    ours = InteractionNetwork(F_IN, F_OUT, hidden=HIDDEN, layers=LAYERS)
+    ref = reference(ours)
+    edge_index = graph.edge_index
+    x, y = torch.randn(1, n, F_IN), torch.randn(1, n, F_OUT)
+    with torch.no_grad():
+        diff = float((ours(x, graph)[0] - ref(x[0], edge_index)).abs().max())
+
+    def stepper(model, forward):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(forward(), y).backward()
+            opt.step()
+
+        return step
+
+    steps = {"gnnddm": stepper(ours, lambda: ours(x, graph)),
+             "pyg MessagePassing": stepper(ref, lambda: ref(x[0], edge_index).unsqueeze(0))}
+    times = {k: [] for k in steps}
+    for it in range(args.iters + 1):
+        for name in (list(steps) if it % 2 == 0 else list(steps)[::-1]):
+            t0 = time.perf_counter()
+            steps[name]()
+            if it:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = statistics.median(a / b for a, b in zip(times["gnnddm"], times["pyg MessagePassing"], strict=True))
+    print(f"interaction network, {args.resolution:g} deg ({n} nodes, {graph.num_edges} edges), hidden {HIDDEN}, "
+          f"{LAYERS} blocks, one sample, 2 threads; outputs differ by at most {diff:.2e}")
+    for name, t in med.items():
+        print(f"  {name:<20} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
+    print(f"  gnnddm / PyG: {ratio:.2f}x (median of per-round ratios; goal <= {GOAL}x: "
+          f"{'met' if ratio <= GOAL else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
