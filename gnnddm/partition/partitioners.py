@@ -87,13 +87,18 @@ class Partitioner:
     ----------
     fn : callable
         ``fn(edge_index, num_nodes, num_parts, edge_weight, node_weight, lat, lon, *, seed, **options)``;
-        its keyword-only arguments are the options a config may set.
+        its keyword-only arguments are the options a config may set. A function that also takes
+        ``edge_attr`` and ``edge_attr_names`` (before the ``*``) receives the graph's edge features.
     """
 
     def __init__(self, fn):
         self.fn = fn
         self.name = fn.__name__
-        self.options = [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        params = inspect.signature(fn).parameters
+        self.options = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+        # a partitioner of typed graphs (gnnddm.partition.mesh) reads the edge features too
+        attr = params.get("edge_attr")
+        self.reads_edge_attr = attr is not None and attr.kind is not attr.KEYWORD_ONLY
 
     def __call__(self, data, num_parts: int = 4, overlap: int = 1, seed: int = 0, node_weights: str | None = None,
                  plot_cut_edges: bool = False, name: str | None = None, **options) -> Partition:
@@ -128,6 +133,8 @@ class Partitioner:
                     f"partition.{key}: not an option of the {self.name} partitioner; "
                     f"its options are: {', '.join(['seed', *[k for k in self.options if k != 'seed']])}"
                 )
+        if self.reads_edge_attr:
+            options = {**options, "edge_attr": data.edge_attr, "edge_attr_names": data.edge_attr_names}
         parts = self.fn(data.edge_index, n, int(num_parts), edge_weight=data.edge_weight,
                         node_weight=node_weights_of(data, node_weights), lat=data.lat, lon=data.lon,
                         seed=int(seed), **options)

@@ -66,10 +66,15 @@ class PartitionConfig(Component):
         if self.partitioner not in valid or self._target_ != f"gnnddm.partition.{self.partitioner}.partition":
             raise Invalid("_target_", f"{self._target_!r} is no partitioner; valid: "
                           + ", ".join(f"gnnddm.partition.{n}.partition" for n in valid))
-        if self.partitioner != "metis":
-            for key in METIS_ONLY:
-                if getattr(self, key) is not None:
-                    raise Invalid(key, f"not an option of the {self.partitioner} partitioner; only METIS takes it")
+        import importlib
+        import inspect
+
+        fn = getattr(importlib.import_module(f"gnnddm.partition.{self.partitioner}"), self.partitioner)
+        own = [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        for key in METIS_ONLY:
+            if getattr(self, key) is not None and key not in own:
+                raise Invalid(key, f"not an option of the {self.partitioner} partitioner; the METIS-based ones "
+                                   "(metis, mesh) take it")
 
 
 PARTITIONS = (PartitionConfig,)

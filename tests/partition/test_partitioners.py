@@ -130,7 +130,7 @@ def test_node_weights_valid_count_uses_the_mask(tiny_data):
         ({"num_parts": 0}, r"partition\.num_parts: must be between 1 and the number of nodes \(32\)"),
         ({"num_parts": 33}, r"partition\.num_parts: must be between 1 and the number of nodes"),
         ({"overlap": -1}, r"partition\.overlap: expected an integer >= 0"),
-        ({"method": "kahip"}, r"partition\.method: unknown partitioner 'kahip'; valid: contiguous, geometric, metis"),
+        ({"method": "kahip"}, r"partition\.method: unknown partitioner 'kahip'; valid: contiguous, geometric, mesh, metis"),
         ({"method": "random", "imbalance": 1.1}, r"partition\.imbalance: not an option of the random partitioner"),
         ({"imbalance": 0.9}, r"partition\.imbalance: must be >= 1\.0"),
         ({"weight_scale": 0}, r"partition\.weight_scale"),
