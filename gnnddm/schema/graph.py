@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gnnddm.schema.fields import Component, above, at_least, one_of
+from gnnddm.schema.fields import Component, above, at_least, between, one_of
 
 KERNELS = ("gaussian", "inverse", "uniform")  # gnnddm.graph.weights.KERNELS
 WEIGHTINGS = ("distance", "correlation", "product")  # gnnddm.graph.weights.WEIGHTINGS
@@ -50,4 +50,16 @@ class MeshGraphConfig(GraphConfig):
     _target_: str = "gnnddm.graph.build.mesh_graph"
 
 
-GRAPHS = (GridGraphConfig, KnnGraphConfig, RadiusGraphConfig, MeshGraphConfig)
+@dataclass
+class IcosahedralGraphConfig(Component):
+    """The joint grid + icosahedral-mesh graph (:mod:`gnnddm.graph.icosahedral`). Not a
+    :class:`GraphConfig`: every edge weighs 1 and the edge directions are fixed by their kind (grid to
+    mesh, mesh to mesh, mesh to grid), so the kernel, weighting and direction keys have nothing to set."""
+
+    _target_: str = "gnnddm.graph.icosahedral.icosahedral_graph"
+    refinement: int = field(default=4, metadata=between(0, 6, what="a refinement level "))
+    multimesh: bool = True
+    radius: float = field(default=0.6, metadata=above(0.0, "an encoder radius (x the longest mesh edge) "))
+
+
+GRAPHS = (GridGraphConfig, KnnGraphConfig, RadiusGraphConfig, MeshGraphConfig, IcosahedralGraphConfig)
