@@ -4,6 +4,10 @@
   product over all samples of a batch (no per-edge messages).
 - :class:`gnnddm.models.gatv2.GATv2`: per-edge attention, batched along the sample dimension.
 - :class:`gnnddm.models.interaction.InteractionNetwork`: encoder-processor-decoder with edge latents.
+- :class:`gnnddm.models.encode_process_decode.EncodeProcessDecode`: GraphCast's encoder, processor on a
+  hidden mesh and decoder, on the joint grid + mesh graph of ``graph=icosahedral`` (its edge kinds one-hot
+  in ``edge_attr``); depth ``processor_layers`` instead of ``layers``, ``processor_layers + 2``
+  message-passing layers.
 
 All take ``(in_channels, out_channels, edge_dim=0, hidden=64, layers=3, ...)``, accept ``x`` as
 ``[B, N, F]`` or ``[N, F]``, and expose ``num_message_passing_layers``: the overlap (in hops) a subdomain

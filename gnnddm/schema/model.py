@@ -51,4 +51,16 @@ class InteractionNetworkConfig(ModelConfig):
     mlp_layers: int = field(default=2, metadata=at_least(1))
 
 
-MODELS = (GraphSAGEConfig, GCNConfig, GATv2Config, InteractionNetworkConfig)
+@dataclass
+class EncodeProcessDecodeConfig(Component):
+    """GraphCast's encoder-processor-decoder (``graph=icosahedral``). Not a :class:`ModelConfig`: its depth
+    is ``processor_layers``, the mesh layers, and it has ``processor_layers + 2`` message-passing layers
+    (the encoder and decoder pass messages too), so a ``layers`` key would be misread as either."""
+
+    _target_: str = "gnnddm.models.encode_process_decode.EncodeProcessDecode"
+    hidden: int = field(default=64, metadata=at_least(1))
+    processor_layers: int = field(default=4, metadata=at_least(1))
+    mlp_layers: int = field(default=2, metadata=at_least(1))
+
+
+MODELS = (GraphSAGEConfig, GCNConfig, GATv2Config, InteractionNetworkConfig, EncodeProcessDecodeConfig)

@@ -1,0 +1,234 @@
+"""The encoder-processor-decoder against the same network written with PyG's ``MessagePassing``.
+
+One training step (forward, MSE loss, backward, Adam) of gnnddm's ``EncodeProcessDecode`` (hidden 64, 4
+processor layers, 2-layer MLPs with LayerNorm, 9 input channels, 4 outputs, one sample) on the joint graph
+of ``graph=icosahedral`` (a global grid at ``--resolution`` degrees and an icosahedral multimesh refined
+``--refinement`` times; encoder radius 0.6), against the reference: the same modules (deep copies, the same
+weights) with each stage written as PyG users write it, a bipartite ``MessagePassing`` layer whose
+``edge_updater`` computes ``e + MLP_e([e, x_j, x_i])`` on the concatenated ``[E, 3*hidden]`` edge inputs and
+whose ``propagate`` sums the new edge latents into their targets, fed each kind's ``edge_index`` (the
+processor's relabelled to the mesh nodes, on which it runs). Steps interleaved after a warm-up, medians,
+2 threads; prints both, the ratio against the goal 1/3 (also that of the fastest steps, the least
+disturbed on a shared machine) and the largest difference of the two networks' outputs (they compute the
+same function). Then the peak memory (``ru_maxrss``) of a fresh process per variant running one step
+(after loading the same graph; the high-water mark before the step is printed too).
+
+Memory grows with the grid: at 0.5 deg (270,162 nodes, 1,268,708 edges) one step peaks at 4.6 GB for
+gnnddm and 6.0 GB for the reference, so the 0.25 deg default needs a machine of about 32 GB.
+
+    python3 benchmarks/bench_mesh_model.py                    # 0.25 deg (1,038,240 grid nodes), refinement 5
+    python3 benchmarks/bench_mesh_model.py --resolution 1 --iters 3
+    python3 benchmarks/bench_mesh_model.py --resolution 5.625 --refinement 2 --iters 1   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
+
+F_IN, F_OUT, HIDDEN, PROCESSOR_LAYERS, GOAL = 9, 4, 64, 4, 1 / 3
+KINDS = ("encoder", "processor", "decoder")
+VARIANTS = ("gnnddm", "pyg MessagePassing")
+
+
+def build_graph(resolution: float, refinement: int) -> dict:
+    """The joint graph's ``edge_index`` [2, E] and ``edge_attr`` [E, 6] as tensors, and its node count."""
+    import torch
+
+    from gnnddm.data.synthetic import load_synthetic
+    from gnnddm.graph.icosahedral import icosahedral_graph
+
+    data = icosahedral_graph(load_synthetic(resolution=resolution, steps=2), refinement=refinement,
+                             multimesh=True, radius=0.6)
+    return {"edge_index": torch.as_tensor(data.edge_index), "edge_attr": torch.as_tensor(data.edge_attr),
+            "num_nodes": int(data.num_nodes), "num_grid": int((data.static[:, -1] == 0).sum())}
+
+
+def pyg_edges(g: dict) -> dict:
+    """Per kind: the ``edge_index`` and geometric features a PyG user would hold; the mesh nodes."""
+    import torch
+
+    ei, attr = g["edge_index"], g["edge_attr"]
+    out = {}
+    for k, kind in enumerate(KINDS):
+        sel = attr[:, 3 + k] > 0.5
+        out[kind] = (ei[:, sel].contiguous(), attr[sel, :3].contiguous())
+    proc = out["processor"][0]
+    mesh = torch.unique(proc)
+    out["processor"] = (torch.searchsorted(mesh, proc), out["processor"][1])
+    out["mesh"] = mesh
+    return out
+
+
+def reference(model):
+    """The same network, its stages as PyG ``MessagePassing`` layers (own copies of the weights)."""
+    import torch
+    from torch_geometric.nn import MessagePassing
+
+    class Interaction(MessagePassing):
+        def __init__(self, layer):
+            super().__init__(aggr="add")
+            self.edge_mlp, self.node_mlp = copy.deepcopy(layer.edge_mlp), copy.deepcopy(layer.node_mlp)
+
+        def edge_update(self, e, x_i, x_j):
+            return e + self.edge_mlp(torch.cat([e, x_j, x_i], dim=-1))
+
+        def message(self, e):
+            return e
+
+        def forward(self, x, e, edge_index):
+            size = (x[0].shape[0], x[1].shape[0])
+            e = self.edge_updater(edge_index, x=x, e=e, size=size)
+            agg = self.propagate(edge_index, e=e, size=size)
+            return x[1] + self.node_mlp(torch.cat([x[1], agg], dim=-1)), e
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.node_embedder = copy.deepcopy(model.node_embedder)
+            self.edge_embedders = copy.deepcopy(model.edge_embedders)
+            self.encoder = Interaction(model.encoder)
+            self.processor = torch.nn.ModuleList(Interaction(layer) for layer in model.processor)
+            self.decoder = Interaction(model.decoder)
+            self.output = copy.deepcopy(model.output)
+
+        def forward(self, x, edges):
+            h = self.node_embedder(x)
+            e = {kind: self.edge_embedders[kind](edges[kind][1]) for kind in KINDS}
+            h, _ = self.encoder((h, h), e["encoder"], edges["encoder"][0])
+            mesh = edges["mesh"]
+            h_mesh, e_proc = h[mesh], e["processor"]
+            for layer in self.processor:
+                h_mesh, e_proc = layer((h_mesh, h_mesh), e_proc, edges["processor"][0])
+            h = h.index_copy(0, mesh, h_mesh)
+            h, _ = self.decoder((h, h), e["decoder"], edges["decoder"][0])
+            return self.output(h)
+
+    return Net()
+
+
+def setup(g: dict):
+    """Both networks (the same weights), their inputs, and one training step of each."""
+    import torch
+
+    from gnnddm.models.encode_process_decode import EncodeProcessDecode
+    from gnnddm.models.graph import prepare_graph
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    n = g["num_nodes"]
+    graph = prepare_graph(g["edge_index"], n, edge_attr=g["edge_attr"])
+    ours = EncodeProcessDecode(F_IN, F_OUT, g["edge_attr"].shape[1], hidden=HIDDEN,
+                               processor_layers=PROCESSOR_LAYERS)
+    ref, edges = reference(ours), pyg_edges(g)
+    x, y = torch.randn(1, n, F_IN), torch.randn(1, n, F_OUT)
+
+    def stepper(model, forward):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(forward(), y).backward()
+            opt.step()
+
+        return step
+
+    steps = {VARIANTS[0]: stepper(ours, lambda: ours(x, graph)),
+             VARIANTS[1]: stepper(ref, lambda: ref(x[0], edges).unsqueeze(0))}
+    forwards = {VARIANTS[0]: lambda: ours(x, graph), VARIANTS[1]: lambda: ref(x[0], edges).unsqueeze(0)}
+    return steps, forwards
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB
+
+
+def save_graph(path: str, resolution: float, refinement: int) -> int:
+    """Build the joint graph and save it to ``path``; print what it holds."""
+    import torch
+
+    t0 = time.perf_counter()
+    g = build_graph(resolution, refinement)
+    torch.save(g, path)
+    counts = [int((g["edge_attr"][:, 3 + k] > 0.5).sum()) for k in range(3)]
+    print(f"joint graph: {resolution:g} deg, refinement {refinement}: {g['num_grid']:,} grid + "
+          f"{g['num_nodes'] - g['num_grid']:,} mesh nodes; {counts[0]:,} encoder, {counts[1]:,} processor, "
+          f"{counts[2]:,} decoder edges (built in {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def measure_memory(path: str, variant: str) -> int:
+    """Load the graph, build the networks, run one step of ``variant``; print the peaks before and after."""
+    import torch
+
+    steps, _ = setup(torch.load(path))
+    before = peak_gb()
+    steps[variant]()
+    print(f"{before:.3f} {peak_gb():.3f}")
+    return 0
+
+
+def child(*args: str) -> str:
+    """Run this script with ``args`` in a fresh process. Started from this process before it imports torch:
+    Linux carries a process's peak memory over to the children it forks."""
+    return subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True).stdout
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--resolution", type=float, default=0.25)
+    ap.add_argument("--refinement", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--save-graph", metavar="PATH", help=argparse.SUPPRESS)
+    ap.add_argument("--memory", nargs=2, metavar=("GRAPH", "VARIANT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.save_graph:
+        return save_graph(args.save_graph, args.resolution, args.refinement)
+    if args.memory:
+        return measure_memory(*args.memory)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "graph.pt")
+        print(child("--save-graph", path, "--resolution", str(args.resolution), "--refinement",
+                    str(args.refinement)), end="", flush=True)
+        memory = {name: [float(v) for v in child("--memory", path, name).split()[-2:]] for name in VARIANTS}
+
+        import torch
+
+        steps, forwards = setup(torch.load(path))
+    with torch.no_grad():
+        diff = float((forwards[VARIANTS[0]]() - forwards[VARIANTS[1]]()).abs().max())
+    times = {k: [] for k in steps}
+    for it in range(args.iters + 1):
+        for name in (list(steps) if it % 2 == 0 else list(steps)[::-1]):
+            t0 = time.perf_counter()
+            steps[name]()
+            if it:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = statistics.median(a / b for a, b in zip(*times.values(), strict=True))
+    print(f"encode-process-decode, hidden {HIDDEN}, {PROCESSOR_LAYERS} processor layers, one sample, 2 threads; "
+          f"outputs differ by at most {diff:.2e}")
+    for name, t in med.items():
+        print(f"  {name:<20} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
+    fastest = min(times[VARIANTS[0]]) / min(times[VARIANTS[1]])
+    print(f"  gnnddm / PyG: {ratio:.2f}x (median of per-round ratios; goal <= {GOAL:.2f}x: "
+          f"{'met' if ratio <= GOAL else 'NOT met'}); fastest steps: {fastest:.2f}x (on a shared machine the "
+          "least disturbed)")
+    for name, (before, peak) in memory.items():
+        print(f"  {name:<20} peak memory {peak:.2f} GB (one step in a fresh process; {before:.2f} GB before "
+              "the step: graph, weights, inputs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
