@@ -322,8 +322,13 @@ def comm_for(objective, alpha: float = 0.0, beta: float = 0.0) -> tuple[LocalCom
 # shipped models
 
 
-def real_models() -> dict[str, type]:
-    """The model classes named by ``conf/model/*.yaml``, by option name.
+#: model options that need the joint grid + mesh graph with edge kinds (graph=icosahedral)
+JOINT_GRAPH_MODELS = ("encode_process_decode",)
+
+
+def real_models(joint: bool = False) -> dict[str, type]:
+    """The model classes named by ``conf/model/*.yaml``, by option name: those that run on any graph, or
+    (``joint``) those that need the typed joint graph of ``graph=icosahedral`` (:data:`JOINT_GRAPH_MODELS`).
 
     Raises
     ------
@@ -337,6 +342,8 @@ def real_models() -> dict[str, type]:
 
     out = {}
     for name in options("model"):
+        if (name in JOINT_GRAPH_MODELS) != joint:
+            continue
         target = yaml.safe_load((config_dir() / "model" / f"{name}.yaml").read_text())["_target_"]
         try:
             out[name] = get_class(target)
