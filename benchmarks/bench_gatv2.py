@@ -1,0 +1,118 @@
+"""GATv2 against PyG's ``GATv2Conv`` on ``edge_index``, one training step each, in one process.
+
+One training step (forward, MSE loss, backward, Adam) of gnnddm's ``GATv2`` (3 layers, hidden 64 in 4 heads,
+the last layer one head; 9 input channels, 4 outputs; the grid's edge features ``(dx, dy, distance)``; one
+sample) on the 8-neighbour global grid at ``--resolution`` degrees, against the reference: the same
+``GATv2Conv`` modules (deep copies, the same weights) applied as PyG users apply them, ``conv(h, edge_index,
+edge_attr)`` with ELU in between. Steps interleaved after a warm-up, medians, 2 threads; prints both, the
+ratio against the 0.5x goal, and the largest difference of the two networks' outputs (they compute the
+same function).
+
+    python3 benchmarks/bench_gatv2.py                   # 1 deg (65,160 nodes)
+    python3 benchmarks/bench_gatv2.py --resolution 0.5 --iters 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
+
+F_IN, F_OUT, HIDDEN, HEADS, LAYERS, GOAL = 9, 4, 64, 4, 3, 0.5
+
+
+def grid_graph(resolution: float):
+    """The 8-neighbour global grid (latitudes -90..90 inclusive) with its edge features, as a Graph."""
+    import numpy as np
+
+    from gnnddm.graph.features import edge_features
+    from gnnddm.graph.grid import grid_edges
+    from gnnddm.models.graph import prepare_graph
+
+    nlat, nlon = int(round(180 / resolution)) + 1, int(round(360 / resolution))
+    lat = np.repeat(np.linspace(90.0, -90.0, nlat), nlon)
+    lon = np.tile(np.arange(nlon) * 360.0 / nlon, nlat)
+    edges = grid_edges(nlat, nlon)
+    return prepare_graph(edges, nlat * nlon, edge_attr=edge_features(lat, lon, edges))
+
+
+def reference(model):
+    """The same network applied through ``GATv2Conv.forward`` (own copies of the weights)."""
+    import torch
+    import torch.nn.functional as F
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = copy.deepcopy(model.convs)
+
+        def forward(self, x, edge_index, edge_attr):
+            h = x
+            for k, conv in enumerate(self.convs):
+                h = conv(h, edge_index, edge_attr)
+                if k < len(self.convs) - 1:
+                    h = F.elu(h)
+            return h
+
+    return Net()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--resolution", type=float, default=1.0, help="grid spacing in degrees")
+    ap.add_argument("--iters", type=int, default=5, help="timed steps of each network after the warm-up")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from gnnddm.models.gatv2 import GATv2
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    graph = grid_graph(args.resolution)
+    ours = GATv2(F_IN, F_OUT, edge_dim=3, hidden=HIDDEN, layers=LAYERS, heads=HEADS)
+    ref = reference(ours)
+    edge_index, edge_attr = graph.edge_index, graph.edge_attr
+    x, y = torch.randn(1, graph.num_nodes, F_IN), torch.randn(1, graph.num_nodes, F_OUT)
+    with torch.no_grad():
+        diff = float((ours(x, graph)[0] - ref(x[0], edge_index, edge_attr)).abs().max())
+
+    def stepper(model, forward):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(forward(), y).backward()
+            opt.step()
+
+        return step
+
+    steps = {"gnnddm": stepper(ours, lambda: ours(x, graph)),
+             "pyg GATv2Conv": stepper(ref, lambda: ref(x[0], edge_index, edge_attr).unsqueeze(0))}
+    times = {k: [] for k in steps}
+    for it in range(args.iters + 1):
+        for name in (list(steps) if it % 2 == 0 else list(steps)[::-1]):
+            t0 = time.perf_counter()
+            steps[name]()
+            if it:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = statistics.median(a / b for a, b in zip(times["gnnddm"], times["pyg GATv2Conv"], strict=True))
+    print(f"GATv2, {args.resolution:g} deg ({graph.num_nodes} nodes, {graph.num_edges} edges + self loops), "
+          f"hidden {HIDDEN} in {HEADS} heads, {LAYERS} layers, edge features, one sample, 2 threads, "
+          f"THP allocations {'on' if os.environ['THP_MEM_ALLOC_ENABLE'] == '1' else 'off'}; "
+          f"outputs differ by at most {diff:.2e}")
+    for name, t in med.items():
+        print(f"  {name:<14} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
+    print(f"  gnnddm / PyG: {ratio:.2f}x (median of per-round ratios; goal <= {GOAL}x: "
+          f"{'met' if ratio <= GOAL else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
