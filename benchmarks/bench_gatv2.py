@@ -19,7 +19,11 @@ import copy
 import os
 import statistics
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from side_by_side import adam_step, interleave, ratio  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
 
@@ -82,35 +86,19 @@ def main(argv=None) -> int:
     with torch.no_grad():
         diff = float((ours(x, graph)[0] - ref(x[0], edge_index, edge_attr)).abs().max())
 
-    def stepper(model, forward):
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(forward(), y).backward()
-            opt.step()
-
-        return step
-
-    steps = {"gnnddm": stepper(ours, lambda: ours(x, graph)),
-             "pyg GATv2Conv": stepper(ref, lambda: ref(x[0], edge_index, edge_attr).unsqueeze(0))}
-    times = {k: [] for k in steps}
-    for it in range(args.iters + 1):
-        for name in (list(steps) if it % 2 == 0 else list(steps)[::-1]):
-            t0 = time.perf_counter()
-            steps[name]()
-            if it:  # the first round warms up
-                times[name].append(time.perf_counter() - t0)
+    steps = {"gnnddm": adam_step(ours, lambda: ours(x, graph), y),
+             "pyg GATv2Conv": adam_step(ref, lambda: ref(x[0], edge_index, edge_attr).unsqueeze(0), y)}
+    times = interleave(steps, args.iters)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = statistics.median(a / b for a, b in zip(times["gnnddm"], times["pyg GATv2Conv"], strict=True))
+    speed = ratio(times, "gnnddm", "pyg GATv2Conv")
     print(f"GATv2, {args.resolution:g} deg ({graph.num_nodes} nodes, {graph.num_edges} edges + self loops), "
           f"hidden {HIDDEN} in {HEADS} heads, {LAYERS} layers, edge features, one sample, 2 threads, "
           f"THP allocations {'on' if os.environ['THP_MEM_ALLOC_ENABLE'] == '1' else 'off'}; "
           f"outputs differ by at most {diff:.2e}")
     for name, t in med.items():
         print(f"  {name:<14} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
-    print(f"  gnnddm / PyG: {ratio:.2f}x (median of per-round ratios; goal <= {GOAL}x: "
-          f"{'met' if ratio <= GOAL else 'NOT met'})")
+    print(f"  gnnddm / PyG: {speed:.2f}x (median of per-round ratios; goal <= {GOAL}x: "
+          f"{'met' if speed <= GOAL else 'NOT met'})")
     return 0
 
 

@@ -32,6 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from side_by_side import adam_step, interleave, ratio  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
 
@@ -132,18 +137,8 @@ def setup(g: dict):
     ref, edges = reference(ours), pyg_edges(g)
     x, y = torch.randn(1, n, F_IN), torch.randn(1, n, F_OUT)
 
-    def stepper(model, forward):
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(forward(), y).backward()
-            opt.step()
-
-        return step
-
-    steps = {VARIANTS[0]: stepper(ours, lambda: ours(x, graph)),
-             VARIANTS[1]: stepper(ref, lambda: ref(x[0], edges).unsqueeze(0))}
+    steps = {VARIANTS[0]: adam_step(ours, lambda: ours(x, graph), y),
+             VARIANTS[1]: adam_step(ref, lambda: ref(x[0], edges).unsqueeze(0), y)}
     forwards = {VARIANTS[0]: lambda: ours(x, graph), VARIANTS[1]: lambda: ref(x[0], edges).unsqueeze(0)}
     return steps, forwards
 
@@ -207,22 +202,16 @@ def main(argv=None) -> int:
         steps, forwards = setup(torch.load(path))
     with torch.no_grad():
         diff = float((forwards[VARIANTS[0]]() - forwards[VARIANTS[1]]()).abs().max())
-    times = {k: [] for k in steps}
-    for it in range(args.iters + 1):
-        for name in (list(steps) if it % 2 == 0 else list(steps)[::-1]):
-            t0 = time.perf_counter()
-            steps[name]()
-            if it:  # the first round warms up
-                times[name].append(time.perf_counter() - t0)
+    times = interleave(steps, args.iters)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = statistics.median(a / b for a, b in zip(*times.values(), strict=True))
+    speed = ratio(times, *VARIANTS)
     print(f"encode-process-decode, hidden {HIDDEN}, {PROCESSOR_LAYERS} processor layers, one sample, 2 threads; "
           f"outputs differ by at most {diff:.2e}")
     for name, t in med.items():
         print(f"  {name:<20} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
     fastest = min(times[VARIANTS[0]]) / min(times[VARIANTS[1]])
-    print(f"  gnnddm / PyG: {ratio:.2f}x (median of per-round ratios; goal <= {GOAL:.2f}x: "
-          f"{'met' if ratio <= GOAL else 'NOT met'}); fastest steps: {fastest:.2f}x (on a shared machine the "
+    print(f"  gnnddm / PyG: {speed:.2f}x (median of per-round ratios; goal <= {GOAL:.2f}x: "
+          f"{'met' if speed <= GOAL else 'NOT met'}); fastest steps: {fastest:.2f}x (on a shared machine the "
           "least disturbed)")
     for name, (before, peak) in memory.items():
         print(f"  {name:<20} peak memory {peak:.2f} GB (one step in a fresh process; {before:.2f} GB before "
