@@ -87,16 +87,16 @@ def describe(data, verbose: bool = False) -> str:
 def _field_summary(data, extremes: bool):
     """Per variable: valid entries, and (``extremes``) min, sum and max of the valid values, read block by
     block of time steps (the whole series of lazily read data is never in memory at once)."""
-    from gnnddm.data.normalise import time_chunks
+    from gnnddm.data.normalise import read_block, time_chunks
 
     v = data.num_vars
     valid, total = np.zeros(v, dtype=np.int64), np.zeros(v)
     lo, hi = np.full(v, np.inf), np.full(v, -np.inf)
     for c in time_chunks(data.num_times, data.num_nodes, v):
-        m = data.mask[c]
+        x, m = read_block(data, c)
         valid += m.sum(axis=(0, 1))
         if extremes:
-            x = data.X[c].astype(np.float64)
+            x = x.astype(np.float64)
             total += np.where(m, x, 0.0).sum(axis=(0, 1))
             lo = np.minimum(lo, np.where(m, x, np.inf).min(axis=(0, 1)))
             hi = np.maximum(hi, np.where(m, x, -np.inf).max(axis=(0, 1)))

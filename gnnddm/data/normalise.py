@@ -95,6 +95,14 @@ def time_chunks(steps: int, nodes: int, variables: int) -> list[slice]:
     return [slice(i, min(i + size, steps)) for i in range(0, steps, size)]
 
 
+def read_block(data: WeatherGraphData, steps: slice) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, mask)`` of the time steps ``steps``: one read of the file for lazily read data (indexing ``X``
+    and ``mask`` apart would read it twice)."""
+    if data.lazy:
+        return data.X.reader.fields(np.arange(steps.start, steps.stop))
+    return data.X[steps], data.mask[steps]
+
+
 def field_statistics(data: WeatherGraphData, train_index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(mean, std, counts)``: float64 [V] over the valid entries of the steps ``train_index``, and int64
     [T, V] valid entries of every step, in one pass over blocks of time steps.
@@ -109,11 +117,7 @@ def field_statistics(data: WeatherGraphData, train_index) -> tuple[np.ndarray, n
     counts = np.zeros((t_all, v), dtype=np.int64)
     total, mean, m2 = np.zeros(v), np.zeros(v), np.zeros(v)
     for c in time_chunks(t_all, n, v):
-        steps = np.arange(c.start, c.stop)
-        if data.lazy:
-            x, m = data.X.reader.fields(steps)
-        else:
-            x, m = data.X[c], data.mask[c]
+        x, m = read_block(data, c)
         counts[c] = m.sum(axis=1)
         pick = in_train[c]
         if not pick.any():
