@@ -95,11 +95,11 @@ def time_chunks(steps: int, nodes: int, variables: int) -> list[slice]:
     return [slice(i, min(i + size, steps)) for i in range(0, steps, size)]
 
 
-def read_block(data: WeatherGraphData, steps: slice) -> tuple[np.ndarray, np.ndarray]:
-    """``(X, mask)`` of the time steps ``steps``: one read of the file for lazily read data (indexing ``X``
-    and ``mask`` apart would read it twice)."""
+def read_block(data: WeatherGraphData, steps) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, mask)`` of the time steps ``steps`` (a slice, index array or boolean mask): one read of the file
+    for lazily read data (indexing ``X`` and ``mask`` apart would read it twice)."""
     if data.lazy:
-        return data.X.reader.fields(np.arange(steps.start, steps.stop))
+        return data.X.reader.fields(np.atleast_1d(np.arange(data.num_times)[steps]))
     return data.X[steps], data.mask[steps]
 
 

@@ -25,6 +25,7 @@ import warnings
 
 import numpy as np
 
+from gnnddm.data.normalise import read_block
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.graph.edges import add_self_loops, coalesce, degrees, symmetrise
@@ -186,7 +187,7 @@ def _training_series(data: WeatherGraphData, train_index, weights: str):
         index = train_index
     else:
         index = np.asarray(train_index)
-    X, mask = data.X[index], data.mask[index]
+    X, mask = read_block(data, index)
     if X.shape[0] < 2:
         raise DataError(
             f"graph.weights={weights} needs at least 2 training time steps of {data.source or 'the data'} "
