@@ -15,6 +15,7 @@ materialised, which is what makes the sum/mean layers fast and light on memory.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gnnddm.models.graph import Graph
@@ -143,3 +144,65 @@ class MLP(nn.Sequential):
         if norm:
             mods.append(nn.LayerNorm(out_channels))
         super().__init__(*mods)
+
+    def tail(self, pre: torch.Tensor) -> torch.Tensor:
+        """The MLP after its first linear layer, on that layer's output ``pre`` [..., hidden]: the same
+        function as the modules ``self[1:]``, keeping less for the backward pass (:class:`_Tail`)."""
+        linears = [m for m in list(self)[1:] if isinstance(m, nn.Linear)]
+        norm = self[-1] if isinstance(self[-1], nn.LayerNorm) else None
+        params = [t for m in linears for t in (m.weight, m.bias)]
+        if norm is not None:
+            params += [norm.weight, norm.bias]
+        return _Tail.apply(pre, len(linears), None if norm is None else norm.eps, *params)
+
+
+class _Tail(torch.autograd.Function):
+    """``SiLU -> Linear (-> SiLU -> Linear ...) (-> LayerNorm)`` on ``pre`` [..., H], keeping for the backward
+    pass only the inputs of the SiLUs and of the LayerNorm (with its mean and 1/std): the SiLUs' outputs,
+    which the linear layers' weight gradients read, are recomputed there (one elementwise pass). Autograd's
+    modules keep those outputs too: for a two-layer MLP with LayerNorm, 3 tensors of the size of ``pre``
+    against 2 here, which is what the per-edge MLPs of a million-node grid hold between the passes.
+    """
+
+    @staticmethod
+    def forward(ctx, pre, num_linears, eps, *params):
+        x = pre.reshape(-1, pre.shape[-1])
+        inputs = []  # the SiLUs' inputs
+        for i in range(num_linears):
+            inputs.append(x)
+            x = torch.addmm(params[2 * i + 1], F.silu(x), params[2 * i].t())
+        norm = None
+        if eps is not None:
+            gamma, beta = params[-2:]
+            y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), gamma, beta, eps)
+            norm = (x, mean, rstd)
+        else:
+            y = x
+        ctx.num_linears, ctx.has_norm, ctx.shape = num_linears, eps is not None, pre.shape
+        ctx.save_for_backward(*inputs, *(norm or ()), *params)
+        return y.view(*pre.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        n = ctx.num_linears
+        saved = ctx.saved_tensors
+        inputs, rest = saved[:n], saved[n:]
+        g = grad.reshape(-1, grad.shape[-1])
+        grads_norm = ()
+        if ctx.has_norm:
+            z, mean, rstd = rest[:3]
+            params = rest[3:]
+            gamma, beta = params[-2:]
+            g, g_gamma, g_beta = torch.ops.aten.native_layer_norm_backward(
+                g.contiguous(), z, (z.shape[-1],), mean, rstd, gamma, beta, [True, True, True])
+            grads_norm = (g_gamma, g_beta)
+        else:
+            params = rest
+        grads_linear: list[torch.Tensor] = []
+        for i in reversed(range(n)):
+            x, w = inputs[i], params[2 * i]
+            grads_linear = [g.t() @ F.silu(x), g.sum(0), *grads_linear]
+            g = torch.ops.aten.silu_backward(g @ w, x)
+        if n == 0 and not ctx.has_norm:
+            g = g.clone()
+        return (g.view(ctx.shape), None, None, *grads_linear, *grads_norm)

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from gnnddm.errors import ConfigError
 from gnnddm.models.common import MLP, check_edge_dim, run_stages
@@ -221,23 +222,113 @@ class MeshInteraction(nn.Module):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, edges: EdgeSet) -> tuple[torch.Tensor, torch.Tensor]:
         hf = rows_of(h, edges.frame)
+        e, delta = self.rows(hf, self.sender_projections(rows_of(hf, edges.senders.nodes)), e, edges)
+        return add_rows(h, edges.frame, delta), e
+
+    def sender_projections(self, h: torch.Tensor) -> torch.Tensor:
+        """``W_s h``: the senders' block of the edge MLP's first layer, on the sender nodes' latents."""
+        return F.linear(h, self.edge_mlp[0].weight.chunk(3, dim=1)[1])
+
+    def rows(self, hf: torch.Tensor, p_s: torch.Tensor, e: torch.Tensor | None,
+             edges: EdgeSet | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The updated edge latents and the node update ``h'_i - h_i`` of the rows ``hf`` that the receivers
+        of ``edges`` index, from the senders' projections ``p_s`` (the rows the senders index); with no
+        ``edges``, the node update of rows that receive nothing."""
         first = self.edge_mlp[0]
-        w_e, w_s, w_d = first.weight.chunk(3, dim=1)
-        # the bias joins the receivers' projections: added once per node rather than once per edge
-        pre = _EdgeInput.apply(F.linear(rows_of(hf, edges.senders.nodes), w_s),
-                               F.linear(rows_of(hf, edges.receivers.nodes), w_d, first.bias), e, w_e, edges)
-        for layer in list(self.edge_mlp)[1:]:
-            pre = layer(pre)
-        e = e + pre
-        agg = scatter(e, edges.receivers)
+        w_e, _, w_d = first.weight.chunk(3, dim=1)
+        agg = None
+        if edges is not None:
+            # the bias joins the receivers' projections: added once per node rather than once per edge
+            pre = _EdgeInput.apply(p_s, F.linear(rows_of(hf, edges.receivers.nodes), w_d, first.bias), e, w_e, edges)
+            e = e + self.edge_mlp.tail(pre)
+            agg = scatter(e, edges.receivers)
 
         first = self.node_mlp[0]
         w_h, w_a = first.weight.chunk(2, dim=1)
-        # the aggregate is 0 on the nodes that receive no edge of the kind
-        pre = add_rows(F.linear(hf, w_h, first.bias), edges.receivers.nodes, F.linear(agg, w_a))
-        for layer in list(self.node_mlp)[1:]:
-            pre = layer(pre)
-        return add_rows(h, edges.frame, pre), e
+        pre = F.linear(hf, w_h, first.bias)
+        if agg is not None:  # the aggregate is 0 on the nodes that receive no edge of the kind
+            pre = add_rows(pre, edges.receivers.nodes, F.linear(agg, w_a))
+        return e, self.node_mlp.tail(pre)
+
+
+# ------------------------------------------------------------------------------ recomputed in blocks
+class Blocks(NamedTuple):
+    """The edges of one kind split by blocks of receiving rows, for recomputation (:func:`edge_blocks`).
+
+    ``senders``: the distinct sender rows of the kind (None: all rows); ``p_s`` rows are those.
+    ``sizes``: the rows of each block, contiguous, covering all rows in order. ``sets[b]``: block b's edges
+    (None if none arrive there), its senders indexing the rows of ``p_s``, its receivers the block's rows.
+    """
+
+    senders: torch.Tensor | None
+    sizes: list[int]
+    sets: list[EdgeSet | None]
+
+
+BLOCK_COST = 1 << 18
+"""Rows plus edges per block of a recomputed stage: about 250 k, a few hundred MB of activations at
+hidden 64, against the gigabytes of a million-node grid's encoder or decoder kept whole."""
+
+
+def edge_blocks(graph: Graph, kind: int, cost: int = BLOCK_COST) -> Blocks:
+    """The edges of kind ``kind`` (0 encoder, 2 decoder: those that update every row) by blocks of
+    receiving rows of about ``cost`` rows plus edges (cached on the graph)."""
+    return graph.cached(f"encode_process_decode:blocks:{kind}:{cost}", lambda: _find_blocks(graph, kind, cost))
+
+
+def _find_blocks(graph: Graph, kind: int, cost: int) -> Blocks:
+    edges = edge_sets(graph)[kind]
+    if edges.frame is not None:
+        raise ValueError("blocks of rows are for the edge kinds that update every row (encoder, decoder)")
+    n = graph.num_nodes
+
+    def rows(side: Side) -> torch.Tensor:
+        return side.index if side.nodes is None else side.nodes.index_select(0, side.index)
+
+    src, dst = rows(edges.senders), rows(edges.receivers)
+    senders = torch.unique(src)
+    if 2 * len(senders) <= n:
+        src = torch.searchsorted(senders, src)
+    else:
+        senders = None
+    num_senders = n if senders is None else len(senders)
+    # cut the rows where the running count of rows and arriving edges passes a multiple of ``cost``
+    running = torch.cumsum(torch.bincount(dst, minlength=n) + 1, 0)
+    marks = torch.arange(cost, max(int(running[-1]), cost), cost, dtype=running.dtype)
+    cuts = torch.searchsorted(running, marks, right=True)  # the first row past each mark starts a block
+    bounds = sorted({0, n, *(int(c) for c in cuts if 0 < c < n)})
+    order = torch.argsort(dst, stable=True)
+    sorted_dst = dst.index_select(0, order)
+    sets: list[EdgeSet | None] = []
+    dtype = edges.features.dtype
+    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+        lo, hi = int(torch.searchsorted(sorted_dst, a)), int(torch.searchsorted(sorted_dst, b))
+        if lo == hi:
+            sets.append(None)
+            continue
+        pos = order[lo:hi]
+        s_side = _side(src.index_select(0, pos), num_senders, dtype)
+        r_side = _side(dst.index_select(0, pos) - a, b - a, dtype)
+        pairs = torch.stack([s_side.index, r_side.index + s_side.incidence.shape[0]], dim=1)
+        sets.append(EdgeSet(None, s_side, r_side, pairs, edges.features.index_select(0, pos)))
+    return Blocks(senders, [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=False)], sets)
+
+
+def _block(layer: MeshInteraction, embedder: MLP, p_s: torch.Tensor, hr: torch.Tensor,
+           edges: EdgeSet | None) -> torch.Tensor:
+    """One block of rows of an encoder or decoder layer, its edges embedded in it: ``h'`` of the rows."""
+    e = None if edges is None else _embed(embedder, edges.features).unsqueeze(1)
+    return hr + layer.rows(hr, None if edges is None else rows_of(p_s, edges.senders.nodes), e, edges)[1]
+
+
+def recomputed_layer(layer: MeshInteraction, embedder: MLP, h: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+    """``layer`` on the edges of ``blocks`` embedded by ``embedder``, block by block, each block's
+    activations recomputed in the backward pass instead of kept (``torch.utils.checkpoint``): what the
+    pass keeps is ``h`` and the senders' projections, whatever the number of edges."""
+    p_s = layer.sender_projections(rows_of(h, blocks.senders))
+    out = [checkpoint(_block, layer, embedder, p_s, hr, edges, use_reentrant=False, preserve_rng_state=False)
+           for hr, edges in zip(h.split(blocks.sizes), blocks.sets, strict=True)]
+    return torch.cat(out)
 
 
 def _embed(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
@@ -246,26 +337,23 @@ def _embed(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
     for ``nn.Linear``'s layout: 3 against 64 columns over 195,480 edges, 0.009 s against 0.023 s)."""
     first = mlp[0]
     out = torch.addmm(first.bias, x.reshape(-1, x.shape[-1]), first.weight.t().contiguous())
-    out = out.view(*x.shape[:-1], out.shape[-1])
-    for layer in list(mlp)[1:]:
-        out = layer(out)
-    return out
+    return mlp.tail(out.view(*x.shape[:-1], out.shape[-1]))
 
 
 # -------------------------------------------------------------------------------------------- model
 class EncodeProcessDecode(nn.Module):
     """GraphCast's structure on the joint grid + mesh graph of ``graph=icosahedral`` (module docstring).
 
-    Stages (:mod:`gnnddm.models`): ``encode`` embeds every node (MLP with LayerNorm) and the edges of each
-    kind, with one MLP with LayerNorm per kind rather than one shared MLP reading the kind's one-hot: as in
+    Stages (:mod:`gnnddm.models`): ``encode`` embeds every node (MLP with LayerNorm) and the processor's
+    edges; the encoder and decoder layers embed their own edges. One MLP with LayerNorm per edge kind
+    rather than one shared MLP reading the kind's one-hot: as in
     GraphCast, the kinds' features span different ranges (encoder and decoder edges shorter than a mesh
     edge, multimesh edges up to 63 degrees) and play different roles, and since every edge passes through
     exactly one embedder either way, separate ones cost no time. Layer 0 is the encoder, layers
     ``1 .. processor_layers`` the processor, layer ``processor_layers + 1`` the decoder, each a
     :class:`MeshInteraction` on the edges of its kind; ``decode`` is an output MLP on every node.
-    The state between layers is ``(h, e_encoder, e_processor, e_decoder)`` after ``encode``, then
-    ``(h, e_processor, e_decoder)``, and ``(h,)`` after the decoder: each edge latent lives until its
-    layer.
+    The state between layers is ``(h, e_processor)``, and ``(h,)`` after the decoder: the encoder's and
+    decoder's edge latents live within their layer.
 
     Parameters
     ----------
@@ -282,6 +370,13 @@ class EncodeProcessDecode(nn.Module):
         message-passing layers.
     mlp_layers : int
         Linear layers per MLP.
+    recompute : bool
+        Keep none of the encoder's and decoder's activations for the backward pass: those two layers
+        (and their edge embedders) run by blocks of grid rows and each block is recomputed in the
+        backward pass (:func:`recomputed_layer`). Their edges are the grid's (about 4.6 per grid node
+        against the processor's few per mesh node), so this bounds the memory of a step by the node
+        latents instead of the edges, for one more forward pass of those two layers. The same function,
+        equal to rounding either way.
     """
 
     def __init__(
@@ -292,10 +387,12 @@ class EncodeProcessDecode(nn.Module):
         hidden: int = 64,
         processor_layers: int = 4,
         mlp_layers: int = 2,
+        recompute: bool = False,
     ):
         super().__init__()
         check_args(EncodeProcessDecodeConfig, "model", hidden=hidden, processor_layers=processor_layers,
-                   mlp_layers=mlp_layers)
+                   mlp_layers=mlp_layers, recompute=recompute)
+        self.recompute = recompute
         check_edge_dim(edge_dim)
         if edge_dim < 4:
             raise ConfigError(
@@ -315,32 +412,37 @@ class EncodeProcessDecode(nn.Module):
         self.decoder = MeshInteraction(hidden, mlp_layers)
         self.output = MLP(hidden, hidden, out_channels, mlp_layers)
 
-    def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor, ...]:
-        """Node latents ``h [N, B, hidden]`` and the edge latents ``[E_kind, 1, hidden]`` of each kind."""
+    def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node latents ``h [N, B, hidden]`` and the processor's edge latents ``[E_processor, 1, hidden]``."""
         if graph.edge_attr is None or graph.edge_attr.shape[1] != self.edge_dim:
             got = None if graph.edge_attr is None else graph.edge_attr.shape[1]
             raise ConfigError(f"model.edge_dim: {self.edge_dim}, but the graph has edge features of width {got}")
-        edges = edge_sets(graph)
-        e = [_embed(self.edge_embedders[kind], edge_set.features).unsqueeze(1)
-             for kind, edge_set in zip(KINDS, edges, strict=True)]
-        return (_embed(self.node_embedder, h), *e)
+        processor = edge_sets(graph)[1]
+        return _embed(self.node_embedder, h), _embed(self.edge_embedders["processor"], processor.features).unsqueeze(1)
 
     def layer(self, k: int, state: tuple[torch.Tensor, ...], graph: Graph) -> tuple[torch.Tensor, ...]:
-        encoder, processor, decoder = edge_sets(graph)
         if k == 0:
-            h, e_enc, e_proc, e_dec = state
-            return self.encoder(h, e_enc, encoder)[0], e_proc, e_dec
+            h, e_proc = state
+            return self._bipartite(self.encoder, 0, h, graph), e_proc
         if k <= self.processor_layers:
-            h, e_proc, e_dec = state
-            h, e_proc = self.processor[k - 1](h, e_proc, processor)
-            return h, e_proc, e_dec
+            h, e_proc = state
+            return self.processor[k - 1](h, e_proc, edge_sets(graph)[1])
         if k == self.processor_layers + 1:
-            h, _, e_dec = state
-            return (self.decoder(h, e_dec, decoder)[0],)
+            return (self._bipartite(self.decoder, 2, state[0], graph),)
         raise IndexError(f"layer {k} of a model with {self.num_layers} layers")
 
+    def _bipartite(self, layer: MeshInteraction, kind: int, h: torch.Tensor, graph: Graph) -> torch.Tensor:
+        """The encoder (``kind`` 0) or decoder (2) layer, its edges embedded first: whole, or with
+        ``recompute`` by blocks of rows recomputed in the backward pass."""
+        embedder = self.edge_embedders[KINDS[kind]]
+        if self.recompute and torch.is_grad_enabled():
+            return recomputed_layer(layer, embedder, h, edge_blocks(graph, kind))
+        edges = edge_sets(graph)[kind]
+        return layer(h, _embed(embedder, edges.features).unsqueeze(1), edges)[0]
+
     def decode(self, state: tuple[torch.Tensor, ...], graph: Graph) -> torch.Tensor:
-        return self.output(state[0])
+        first = self.output[0]
+        return self.output.tail(F.linear(state[0], first.weight, first.bias))
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""

@@ -61,6 +61,7 @@ class EncodeProcessDecodeConfig(Component):
     hidden: int = field(default=64, metadata=at_least(1))
     processor_layers: int = field(default=4, metadata=at_least(1))
     mlp_layers: int = field(default=2, metadata=at_least(1))
+    recompute: bool = False
 
 
 MODELS = (GraphSAGEConfig, GCNConfig, GATv2Config, InteractionNetworkConfig, EncodeProcessDecodeConfig)

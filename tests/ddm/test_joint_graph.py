@@ -43,10 +43,10 @@ def joint(parts: int, overlap: int, by_mesh: bool = True):
     return data, objective, task
 
 
-def model_for(task, data, seed=0):
+def model_for(task, data, seed=0, recompute=False):
     torch.manual_seed(seed)
     return EncodeProcessDecode(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1], hidden=8,
-                               processor_layers=PROCESSOR_LAYERS).double()
+                               processor_layers=PROCESSOR_LAYERS, recompute=recompute).double()
 
 
 def grads(model, loss):
@@ -74,11 +74,16 @@ def test_subdomain_gradients_sum_to_the_global_gradient_with_an_overlap_of_the_h
     assert abs(fsum1 - f1) > 1e-6 * abs(f1)
 
 
-@pytest.mark.parametrize("cls", [Sync, HaloSync])
-def test_sync_and_halo_sync_follow_the_global_trajectory(cls):
+@pytest.mark.parametrize("cls, recompute", [(Sync, False), (HaloSync, False), (Sync, True), (HaloSync, True)])
+def test_sync_and_halo_sync_follow_the_global_trajectory(cls, recompute, monkeypatch):
+    """Also with ``model.recompute`` (blocks of a few rows, recomputed in the backward pass) on the
+    subdomains, against the whole layers of ``global``."""
+    import gnnddm.models.encode_process_decode as epd
+
+    monkeypatch.setattr(epd, "BLOCK_COST", 16)
     overlap = PROCESSOR_LAYERS + 2 if cls is Sync else 1
     data, objective, task = joint(3, overlap)
-    m_global, m_dd = model_for(task, data), model_for(task, data)
+    m_global, m_dd = model_for(task, data), model_for(task, data, recompute=recompute)
     adam = lambda ps: torch.optim.Adam(ps, lr=0.02)  # noqa: E731
     g, d = make_algorithm(Global, objective, m_global, adam), make_algorithm(cls, objective, m_dd, adam)
     for _ in range(4):
