@@ -9,6 +9,10 @@ Regimes (docs/dd_benchmark.md):
   before every layer, the domain-decomposition (DD) methods run on inexact subdomains (overlap δ < L).
   The shipped experiment is the 0.703125 deg grid (131,072 nodes); ``--deep-resolution`` picks the grid
   the benchmark trains on (default 2.8125 deg, what two cores can run for several methods and seeds).
+- *mesh*: ``+experiment=era5_mesh``: the encoder-processor-decoder model (docs/mesh.md) on the ERA5 1 deg
+  sample, the joint grid + mesh graph partitioned by its mesh (``partition=mesh``); ``sync`` replicates the
+  exact overlap of processor_layers + 2 = 6 hops, ``halo_sync`` and the DD methods run with overlap 1, as in
+  the deep regime. ``--mesh-resolution`` trains it on the synthetic grid of that spacing instead.
 
 Procedure, per regime and p:
 
@@ -33,6 +37,7 @@ methods with two gloo ranks (seed 0); ``--halo-table`` prints the replicated wor
 
     python3 benchmarks/bench_dd.py --regime deep --output docs/dd_benchmark.md
     python3 benchmarks/bench_dd.py --regime shallow --parts 2,4,8,16 --seeds 0 --output docs/dd_benchmark.md
+    python3 benchmarks/bench_dd.py --regime mesh --parts 4 --output docs/mesh.md
     python3 benchmarks/bench_dd.py --halo-table --regime none --output docs/dd_benchmark.md
     python3 benchmarks/bench_dd.py --quick          # smoke version (5.625 deg, one seed, a few methods)
 """
@@ -103,12 +108,12 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
     steps = (f"ddm.local_steps={m}", local)
     rows = [
         Variant("sync", "sync", max_iterations=budget),
-        Variant("halo_sync", "halo_sync", ("partition.overlap=1",) if regime == "deep" else (), budget),
+        Variant("halo_sync", "halo_sync", ("partition.overlap=1",) if regime != "shallow" else (), budget),
         Variant(f"local_avg m={m}", "local_avg", (*steps, *dd_overlap), dd_budget, 1),
         Variant(f"llcg m={m}", "llcg", (*steps, *dd_overlap), dd_budget, 1),
         Variant(f"asm m={m}", "asm", (*steps, *dd_overlap), dd_budget, 1),
     ]
-    if quick or (regime == "deep" and not extended):
+    if quick or (regime != "shallow" and not extended):
         return rows
     return rows + [
         Variant(f"asm span m={m}", "asm", (*steps, "ddm.combine=span", *dd_overlap), dd_budget, 1),
@@ -131,10 +136,13 @@ def base_overrides(args, regime: str, parts: int, seed: int, lr: float, uri: str
     if regime == "shallow":
         res = ["data.resolution=5.625", "data.steps=120"] if args.quick else [f"data.resolution={args.resolution}"]
         exp = "dd_compare"
-    else:
+    elif regime == "deep":
         res = ["data.resolution=5.625", "data.steps=120"] if args.quick else [
             f"data.resolution={args.deep_resolution}"]
         exp = "dd_deep"
+    else:
+        res = [] if args.mesh_resolution is None else ["data=synthetic", f"data.resolution={args.mesh_resolution}"]
+        exp = "era5_mesh"
     return [f"+experiment={exp}", f"partition.num_parts={parts}", f"seed={seed}", f"optimizer.lr={lr}",
             f"trainer.threads={args.threads}", "trainer.progress=false", f"tracking.uri={uri}",
             "tracking.experiment=bench_dd", *res, f"output_dir={out}"]
@@ -331,8 +339,9 @@ def write_block(path: Path, name: str, block: str, tool: str = "bench_dd",
 def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) -> list[str]:
     """Learning-rate sweep, references, variants and ranks for one regime and p; returns the markdown."""
     budget = args.reference_iterations or (60 if args.quick else (300 if regime == "shallow" else 150))
+    default_lrs = {"shallow": "3e-3,1e-2,3e-2", "deep": "1e-3,3e-3", "mesh": "3e-3,1e-2"}[regime]
     seeds = [int(s) for s in args.seeds.split(",")]
-    lrs = [float(x) for x in (args.lrs or ("3e-3,1e-2,3e-2" if regime == "shallow" else "1e-3,3e-3")).split(",")]
+    lrs = [float(x) for x in (args.lrs or default_lrs).split(",")]
     sweep = {}
     ref_runs: dict[float, tuple[dict, Run]] = {}
     for lr in lrs:
@@ -454,14 +463,17 @@ def halo_table(resolution: float, log) -> list[str]:
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--regime", choices=("shallow", "deep", "both", "none"), default="both")
+    parser.add_argument("--regime", choices=("shallow", "deep", "mesh", "both", "none"), default="both")
     parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, one seed, a few methods")
     parser.add_argument("--parts", default="8", help="comma-separated numbers of subdomains p (default 8)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--lrs", default=None,
-                        help="learning rates of the baselines' sweep (default: shallow 3e-3,1e-2,3e-2; deep 1e-3,3e-3)")
+                        help="learning rates of the baselines' sweep (default: shallow 3e-3,1e-2,3e-2; deep "
+                        "1e-3,3e-3; mesh 3e-3,1e-2)")
     parser.add_argument("--resolution", type=float, default=2.8125, help="shallow regime grid spacing (deg)")
     parser.add_argument("--deep-resolution", type=float, default=2.8125, help="deep regime grid spacing (deg)")
+    parser.add_argument("--mesh-resolution", type=float, default=None,
+                        help="mesh regime: the synthetic grid of this spacing (deg) instead of the ERA5 1 deg sample")
     parser.add_argument("--reference-iterations", type=int, default=None,
                         help="budget of the global reference (default: shallow 300, deep 150, quick 60)")
     parser.add_argument("--tol", type=float, default=0.04, help="target = best reference val_loss * (1 + tol)")
