@@ -155,6 +155,45 @@ def setup(g: dict, variants=VARIANTS):
     return steps, forwards
 
 
+def product_flops(g: dict) -> dict[str, float]:
+    """Floating-point operations of one step's dense products (forward and backward), per variant, counted
+    from the graph: a linear layer ``[R, a] -> [R, b]`` costs ``2 R a b`` forward and as much again for
+    each of its weight's and its input's gradients (no input gradient for the layers that read the data or
+    the edge features). The rest of a step (gathers, sums into nodes, elementwise passes) is not counted:
+    this is the part of the work that no implementation of the same function in float32 avoids, and its
+    ratio the floor of the time ratio on products."""
+    import torch
+
+    attr, ei, n = g["edge_attr"], g["edge_index"], g["num_nodes"]
+    h, layers = HIDDEN, PROCESSOR_LAYERS
+    kinds = {}
+    for k, kind in enumerate(KINDS):
+        sel = attr[:, 3 + k] > 0.5
+        src, dst = ei[0, sel], ei[1, sel]
+        kinds[kind] = (int(sel.sum()), len(torch.unique(src)), len(torch.unique(dst)))
+    mesh = len(torch.unique(ei[:, attr[:, 4] > 0.5]))
+
+    def linear(rows, a, b, input_grad=True):
+        return 2 * rows * a * b * (3 if input_grad else 2)
+
+    shared = linear(n, F_IN, h, False) + linear(n, h, h) + linear(n, h, h) + linear(n, h, F_OUT)
+    shared += sum(linear(e, 3, h, False) + linear(e, h, h) for e, _, _ in kinds.values())
+    ours = theirs = shared
+    for kind, repeat in (("encoder", 1), ("processor", layers), ("decoder", 1)):
+        e, senders, receivers = kinds[kind]
+        frame = mesh if kind == "processor" else n
+        ours += repeat * (linear(senders, h, h) + linear(receivers, h, h) + 2 * linear(e, h, h)
+                          + linear(frame, h, h) + linear(receivers, h, h) + linear(frame, h, h))
+        theirs += repeat * (linear(e, 3 * h, h) + linear(e, h, h) + linear(frame, 2 * h, h) + linear(frame, h, h))
+    return {VARIANTS[0]: ours, VARIANTS[2]: theirs}
+
+
+def torch_load(path: str) -> dict:
+    import torch
+
+    return torch.load(path)
+
+
 def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB
 
@@ -232,6 +271,11 @@ def main(argv=None) -> int:
         path = os.path.join(tmp, "graph.pt")
         print(child("--save-graph", path, "--resolution", str(args.resolution), "--refinement",
                     str(args.refinement)), end="", flush=True)
+        flops = product_flops(torch_load(path))
+        floor = flops[VARIANTS[0]] / flops[VARIANTS[2]]
+        print(f"  dense products per step: gnnddm {flops[VARIANTS[0]] / 1e9:.1f} GFLOP, PyG "
+              f"{flops[VARIANTS[2]] / 1e9:.1f} GFLOP: {floor:.2f}x (the floor of the ratio on products; "
+              "recompute adds the encoder's and decoder's forward products)", flush=True)
         memory = {name: memory_child(path, name, limit) for name in variants}
         for name, m in memory.items():
             text = m if isinstance(m, str) else (f"{m[1]:.2f} GB (one step in a fresh process; {m[0]:.2f} GB "

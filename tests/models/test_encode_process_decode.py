@@ -173,6 +173,8 @@ def test_benchmark_runs_and_matches_the_pyg_network():
     assert set(diffs) == {"gnnddm", "gnnddm recompute"}, out.stdout
     assert all(float(d) < 1e-4 for d in diffs.values()), out.stdout
     assert out.stdout.count("peak memory") == 3 and out.stdout.count("/ PyG:") == 2, out.stdout
+    floor = re.search(r"gnnddm (\S+) GFLOP, PyG (\S+) GFLOP: (\S+)x", out.stdout)
+    assert floor and float(floor.group(1)) < float(floor.group(2)), out.stdout  # PyG's edge layer reads [e, x_j, x_i]
 
 
 @pytest.mark.parametrize("cost", [1, 5, 1 << 18])
