@@ -61,11 +61,13 @@ def build_graph(resolution: float, refinement: int) -> dict:
             "num_nodes": int(data.num_nodes), "num_grid": int((data.static[:, -1] == 0).sum())}
 
 
-def pyg_edges(g: dict) -> dict:
-    """Per kind: the ``edge_index`` and geometric features a PyG user would hold; the mesh nodes."""
+def pyg_edges(g: dict, samples: int = 1) -> dict:
+    """Per kind: the ``edge_index`` and geometric features a PyG user would hold; the mesh nodes. With
+    ``samples`` > 1, of the disjoint union of that many copies of the graph, as PyG's ``Batch`` builds a
+    mini-batch (node rows of copy k offset by k N, the processor's mesh rows by k M)."""
     import torch
 
-    ei, attr = g["edge_index"], g["edge_attr"]
+    ei, attr, n = g["edge_index"], g["edge_attr"], g["num_nodes"]
     out = {}
     for k, kind in enumerate(KINDS):
         sel = attr[:, 3 + k] > 0.5
@@ -74,6 +76,12 @@ def pyg_edges(g: dict) -> dict:
     mesh = torch.unique(proc)
     out["processor"] = (torch.searchsorted(mesh, proc), out["processor"][1])
     out["mesh"] = mesh
+    if samples > 1:
+        for kind in KINDS:
+            index, feats = out[kind]
+            rows = len(mesh) if kind == "processor" else n
+            out[kind] = (torch.cat([index + c * rows for c in range(samples)], dim=1), feats.repeat(samples, 1))
+        out["mesh"] = torch.cat([mesh + c * n for c in range(samples)])
     return out
 
 
@@ -124,8 +132,10 @@ def reference(model):
     return Net()
 
 
-def setup(g: dict, variants=VARIANTS):
-    """The networks (the same weights), their inputs, and one training step of each of ``variants``."""
+def setup(g: dict, variants=VARIANTS, samples: int = 1):
+    """The networks (the same weights), their inputs (``samples`` time samples), and one training step of
+    each of ``variants``. gnnddm takes the samples as a batch on one graph; the reference as PyG's
+    mini-batch, the disjoint union of ``samples`` copies."""
     import torch
 
     from gnnddm.models.encode_process_decode import EncodeProcessDecode
@@ -137,7 +147,7 @@ def setup(g: dict, variants=VARIANTS):
     graph = prepare_graph(g["edge_index"], n, edge_attr=g["edge_attr"])
     ours = EncodeProcessDecode(F_IN, F_OUT, g["edge_attr"].shape[1], hidden=HIDDEN,
                                processor_layers=PROCESSOR_LAYERS)
-    x, y = torch.randn(1, n, F_IN), torch.randn(1, n, F_OUT)
+    x, y = torch.randn(samples, n, F_IN), torch.randn(samples, n, F_OUT)
     steps, forwards = {}, {}
     if VARIANTS[0] in variants:
         steps[VARIANTS[0]] = adam_step(ours, lambda: ours(x, graph), y)
@@ -149,22 +159,28 @@ def setup(g: dict, variants=VARIANTS):
         steps[VARIANTS[1]] = adam_step(light, lambda: light(x, graph), y)
         forwards[VARIANTS[1]] = lambda: light(x, graph)
     if VARIANTS[2] in variants:
-        ref, edges = reference(ours), pyg_edges(g)
-        steps[VARIANTS[2]] = adam_step(ref, lambda: ref(x[0], edges).unsqueeze(0), y)
-        forwards[VARIANTS[2]] = lambda: ref(x[0], edges).unsqueeze(0)
+        ref, edges = reference(ours), pyg_edges(g, samples)
+
+        def run_ref():
+            return ref(x.reshape(samples * n, F_IN), edges).view(samples, n, F_OUT)
+
+        steps[VARIANTS[2]] = adam_step(ref, run_ref, y)
+        forwards[VARIANTS[2]] = run_ref
     return steps, forwards
 
 
-def product_flops(g: dict) -> dict[str, float]:
+def product_flops(g: dict, samples: int = 1) -> dict[str, float]:
     """Floating-point operations of one step's dense products (forward and backward), per variant, counted
     from the graph: a linear layer ``[R, a] -> [R, b]`` costs ``2 R a b`` forward and as much again for
     each of its weight's and its input's gradients (no input gradient for the layers that read the data or
     the edge features). The rest of a step (gathers, sums into nodes, elementwise passes) is not counted:
     this is the part of the work that no implementation of the same function in float32 avoids, and its
-    ratio the floor of the time ratio on products."""
+    ratio the floor of the time ratio on products. gnnddm embeds the edges once for all ``samples`` and
+    computes ``W_e e`` once where ``e`` is still the embedding (the encoder, the decoder and the first
+    processor layer); the reference's mini-batch does everything once per copy."""
     import torch
 
-    attr, ei, n = g["edge_attr"], g["edge_index"], g["num_nodes"]
+    attr, ei, n, b = g["edge_attr"], g["edge_index"], g["num_nodes"], samples
     h, layers = HIDDEN, PROCESSOR_LAYERS
     kinds = {}
     for k, kind in enumerate(KINDS):
@@ -173,18 +189,21 @@ def product_flops(g: dict) -> dict[str, float]:
         kinds[kind] = (int(sel.sum()), len(torch.unique(src)), len(torch.unique(dst)))
     mesh = len(torch.unique(ei[:, attr[:, 4] > 0.5]))
 
-    def linear(rows, a, b, input_grad=True):
-        return 2 * rows * a * b * (3 if input_grad else 2)
+    def linear(rows, a, c, input_grad=True):
+        return 2 * rows * a * c * (3 if input_grad else 2)
 
-    shared = linear(n, F_IN, h, False) + linear(n, h, h) + linear(n, h, h) + linear(n, h, F_OUT)
-    shared += sum(linear(e, 3, h, False) + linear(e, h, h) for e, _, _ in kinds.values())
-    ours = theirs = shared
-    for kind, repeat in (("encoder", 1), ("processor", layers), ("decoder", 1)):
+    nodes = linear(n, F_IN, h, False) + linear(n, h, h) + linear(n, h, h) + linear(n, h, F_OUT)
+    embed = sum(linear(e, 3, h, False) + linear(e, h, h) for e, _, _ in kinds.values())
+    ours, theirs = b * nodes + embed, b * (nodes + embed)
+    for kind in KINDS:
         e, senders, receivers = kinds[kind]
         frame = mesh if kind == "processor" else n
-        ours += repeat * (linear(senders, h, h) + linear(receivers, h, h) + 2 * linear(e, h, h)
-                          + linear(frame, h, h) + linear(receivers, h, h) + linear(frame, h, h))
-        theirs += repeat * (linear(e, 3 * h, h) + linear(e, h, h) + linear(frame, 2 * h, h) + linear(frame, h, h))
+        repeat = layers if kind == "processor" else 1
+        per_sample = (linear(senders, h, h) + linear(receivers, h, h) + linear(e, h, h)
+                      + linear(frame, h, h) + linear(receivers, h, h) + linear(frame, h, h))
+        ours += repeat * b * per_sample + linear(e, h, h) + (repeat - 1) * b * linear(e, h, h)  # W_e e
+        theirs += repeat * b * (linear(e, 3 * h, h) + linear(e, h, h) + linear(frame, 2 * h, h)
+                                + linear(frame, h, h))
     return {VARIANTS[0]: ours, VARIANTS[2]: theirs}
 
 
@@ -212,11 +231,11 @@ def save_graph(path: str, resolution: float, refinement: int) -> int:
     return 0
 
 
-def measure_memory(path: str, variant: str) -> int:
+def measure_memory(path: str, variant: str, samples: int) -> int:
     """Load the graph, build the network, run one step of ``variant``; print the peaks before and after."""
     import torch
 
-    steps, _ = setup(torch.load(path), (variant,))
+    steps, _ = setup(torch.load(path), (variant,), samples)
     before = peak_gb()
     steps[variant]()
     print(f"{before:.3f} {peak_gb():.3f}")
@@ -229,14 +248,14 @@ def child(*args: str) -> str:
     return subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True).stdout
 
 
-def memory_child(path: str, variant: str, limit_gb: float) -> tuple[float, float] | str:
+def memory_child(path: str, variant: str, limit_gb: float, samples: int) -> tuple[float, float] | str:
     """Peak memory before and after one step of ``variant`` in a fresh process whose address space is
     limited to ``limit_gb`` (a step that needs more fails there instead of taking the machine down)."""
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (int(limit_gb * 1e9),) * 2)
 
-    r = subprocess.run([sys.executable, __file__, "--memory", path, variant], capture_output=True, text=True,
-                       preexec_fn=limit)
+    r = subprocess.run([sys.executable, __file__, "--memory", path, variant, "--samples", str(samples)],
+                       capture_output=True, text=True, preexec_fn=limit)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
         return f"did not fit in {limit_gb:g} GB of address space ({last[:120]})"
@@ -249,6 +268,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=float, default=0.25)
     ap.add_argument("--refinement", type=int, default=5)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=1,
+                    help="time samples per step (default 1; +experiment=era5_mesh trains with 4)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, of {', '.join(VARIANTS)} (default: all)")
     ap.add_argument("--memory-limit", type=float, default=None, metavar="GB",
@@ -260,7 +281,7 @@ def main(argv=None) -> int:
     if args.save_graph:
         return save_graph(args.save_graph, args.resolution, args.refinement)
     if args.memory:
-        return measure_memory(*args.memory)
+        return measure_memory(*args.memory, args.samples)
     variants = [v.strip() for v in args.variants.split(",")]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -271,12 +292,12 @@ def main(argv=None) -> int:
         path = os.path.join(tmp, "graph.pt")
         print(child("--save-graph", path, "--resolution", str(args.resolution), "--refinement",
                     str(args.refinement)), end="", flush=True)
-        flops = product_flops(torch_load(path))
+        flops = product_flops(torch_load(path), args.samples)
         floor = flops[VARIANTS[0]] / flops[VARIANTS[2]]
         print(f"  dense products per step: gnnddm {flops[VARIANTS[0]] / 1e9:.1f} GFLOP, PyG "
               f"{flops[VARIANTS[2]] / 1e9:.1f} GFLOP: {floor:.2f}x (the floor of the ratio on products; "
               "recompute adds the encoder's and decoder's forward products)", flush=True)
-        memory = {name: memory_child(path, name, limit) for name in variants}
+        memory = {name: memory_child(path, name, limit, args.samples) for name in variants}
         for name, m in memory.items():
             text = m if isinstance(m, str) else (f"{m[1]:.2f} GB (one step in a fresh process; {m[0]:.2f} GB "
                                                  "before the step: graph, weights, inputs)")
@@ -287,14 +308,15 @@ def main(argv=None) -> int:
 
         import torch
 
-        steps, forwards = setup(torch.load(path), fits)
+        steps, forwards = setup(torch.load(path), fits, args.samples)
     ref = VARIANTS[2]
     with torch.no_grad():
         outs = {k: f() for k, f in forwards.items()}
     diffs = ", ".join(f"{k} {float((outs[k] - outs[ref]).abs().max()):.2e}" for k in outs if k != ref)
     times = interleave(steps, args.iters)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"encode-process-decode, hidden {HIDDEN}, {PROCESSOR_LAYERS} processor layers, one sample, 2 threads; "
+    print(f"encode-process-decode, hidden {HIDDEN}, {PROCESSOR_LAYERS} processor layers, {args.samples} sample(s), "
+          "2 threads; "
           f"outputs differ from the reference's by at most: {diffs or '(no reference)'}")
     for name, t in med.items():
         print(f"  {name:<20} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
