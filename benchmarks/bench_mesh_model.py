@@ -207,6 +207,27 @@ def product_flops(g: dict, samples: int = 1) -> dict[str, float]:
     return {VARIANTS[0]: ours, VARIANTS[2]: theirs}
 
 
+def gemm_rate(rows: int = 1 << 19, repeats: int = 5) -> float:
+    """GFLOP/s of this machine's float32 products of the shapes a step is made of (2 threads): a tall
+    ``[rows, 64] @ [64, 64]`` (forward, input gradient) and a weight gradient ``[64, rows] @ [rows, 64]``,
+    the median of ``repeats`` of each, averaged."""
+    import torch
+
+    torch.set_num_threads(2)
+    a, w, g = torch.randn(rows, HIDDEN), torch.randn(HIDDEN, HIDDEN), torch.randn(rows, HIDDEN)
+    flops = 2 * rows * HIDDEN * HIDDEN
+    rates = []
+    for product in (lambda: a @ w, lambda: g.t() @ a):
+        product()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            product()
+            times.append(time.perf_counter() - t0)
+        rates.append(flops / statistics.median(times) / 1e9)
+    return statistics.mean(rates)
+
+
 def torch_load(path: str) -> dict:
     import torch
 
@@ -313,6 +334,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         outs = {k: f() for k, f in forwards.items()}
     diffs = ", ".join(f"{k} {float((outs[k] - outs[ref]).abs().max()):.2e}" for k in outs if k != ref)
+    rate = gemm_rate()
     times = interleave(steps, args.iters)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"encode-process-decode, hidden {HIDDEN}, {PROCESSOR_LAYERS} processor layers, {args.samples} sample(s), "
@@ -320,6 +342,10 @@ def main(argv=None) -> int:
           f"outputs differ from the reference's by at most: {diffs or '(no reference)'}")
     for name, t in med.items():
         print(f"  {name:<20} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
+    at_rate = {k: v / rate / 1e9 for k, v in flops.items()}
+    print(f"  this machine's float32 products of these shapes: {rate:.0f} GFLOP/s; the dense products alone "
+          f"would take gnnddm {at_rate[VARIANTS[0]]:.3f} s, PyG {at_rate[ref]:.3f} s"
+          + (f" ({at_rate[VARIANTS[0]] / med[ref]:.2f}x of PyG's measured step)" if ref in med else ""))
     for name in (v for v in times if v != ref):
         if ref not in times:
             print(f"  {name} / PyG: no reference run (it did not fit or was not asked for)")
