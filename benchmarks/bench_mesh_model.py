@@ -333,7 +333,8 @@ def main(argv=None) -> int:
     ref = VARIANTS[2]
     with torch.no_grad():
         outs = {k: f() for k, f in forwards.items()}
-    diffs = ", ".join(f"{k} {float((outs[k] - outs[ref]).abs().max()):.2e}" for k in outs if k != ref)
+    diffs = ", ".join(f"{k} {float((outs[k] - outs[ref]).abs().max()):.2e}" for k in outs if k != ref
+                      and ref in outs)
     rate = gemm_rate()
     times = interleave(steps, args.iters)
     med = {k: statistics.median(v) for k, v in times.items()}
