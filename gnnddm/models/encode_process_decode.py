@@ -87,14 +87,21 @@ def _find_edge_sets(graph: Graph) -> tuple[EdgeSet, ...]:
     return tuple(out)
 
 
+def _distinct(index: torch.Tensor, rows: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(nodes, index)``: the distinct rows of ``index`` and ``index`` relabelled to them, when they are at
+    most half of the ``rows``; otherwise ``(None, index)`` (all rows)."""
+    nodes = torch.unique(index)
+    if 2 * len(nodes) <= rows:
+        return nodes, torch.searchsorted(nodes, index)
+    return None, index
+
+
 def _side(index: torch.Tensor, rows: int, dtype: torch.dtype) -> Side:
     """One end of the edges: through the distinct nodes when they are at most half of the ``rows`` (the
     node projections are then computed on those alone), through all rows otherwise."""
-    nodes = torch.unique(index)
-    if 2 * len(nodes) <= rows:
-        index, rows = torch.searchsorted(nodes, index), len(nodes)
-    else:
-        nodes = None
+    nodes, index = _distinct(index, rows)
+    if nodes is not None:
+        rows = len(nodes)
     order = torch.argsort(index, stable=True)
     crow = torch.zeros(rows + 1, dtype=torch.long, device=index.device)
     crow[1:] = torch.cumsum(torch.bincount(index, minlength=rows), 0)
@@ -285,12 +292,8 @@ def _find_blocks(graph: Graph, kind: int, cost: int) -> Blocks:
     def rows(side: Side) -> torch.Tensor:
         return side.index if side.nodes is None else side.nodes.index_select(0, side.index)
 
-    src, dst = rows(edges.senders), rows(edges.receivers)
-    senders = torch.unique(src)
-    if 2 * len(senders) <= n:
-        src = torch.searchsorted(senders, src)
-    else:
-        senders = None
+    dst = rows(edges.receivers)
+    senders, src = _distinct(rows(edges.senders), n)
     num_senders = n if senders is None else len(senders)
     # cut the rows where the running count of rows and arriving edges passes a multiple of ``cost``
     running = torch.cumsum(torch.bincount(dst, minlength=n) + 1, 0)
@@ -441,8 +444,7 @@ class EncodeProcessDecode(nn.Module):
         return layer(h, _embed(embedder, edges.features).unsqueeze(1), edges)[0]
 
     def decode(self, state: tuple[torch.Tensor, ...], graph: Graph) -> torch.Tensor:
-        first = self.output[0]
-        return self.output.tail(F.linear(state[0], first.weight, first.bias))
+        return self.output.tail(self.output[0](state[0]))
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
