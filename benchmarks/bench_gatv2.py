@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from side_by_side import adam_step, interleave, ratio  # noqa: E402
+from side_by_side import adam_step, interleave, report  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
 
@@ -89,16 +88,11 @@ def main(argv=None) -> int:
     steps = {"gnnddm": adam_step(ours, lambda: ours(x, graph), y),
              "pyg GATv2Conv": adam_step(ref, lambda: ref(x[0], edge_index, edge_attr).unsqueeze(0), y)}
     times = interleave(steps, args.iters)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    speed = ratio(times, "gnnddm", "pyg GATv2Conv")
     print(f"GATv2, {args.resolution:g} deg ({graph.num_nodes} nodes, {graph.num_edges} edges + self loops), "
           f"hidden {HIDDEN} in {HEADS} heads, {LAYERS} layers, edge features, one sample, 2 threads, "
           f"THP allocations {'on' if os.environ['THP_MEM_ALLOC_ENABLE'] == '1' else 'off'}; "
           f"outputs differ by at most {diff:.2e}")
-    for name, t in med.items():
-        print(f"  {name:<14} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
-    print(f"  gnnddm / PyG: {speed:.2f}x (median of per-round ratios; goal <= {GOAL}x: "
-          f"{'met' if speed <= GOAL else 'NOT met'})")
+    report(times, "gnnddm", "pyg GATv2Conv", GOAL, width=14)
     return 0
 
 

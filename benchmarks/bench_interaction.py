@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from side_by_side import adam_step, interleave, ratio  # noqa: E402
+from side_by_side import adam_step, interleave, pyg_interaction, report  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
 
@@ -34,29 +33,13 @@ F_IN, F_OUT, HIDDEN, LAYERS, GOAL = 9, 4, 64, 3, 0.5
 def reference(model):
     """The same network, its processor blocks as PyG ``MessagePassing`` layers (own copies of the weights)."""
     import torch
-    from torch_geometric.nn import MessagePassing
-
-    class Block(MessagePassing):
-        def __init__(self, block):
-            super().__init__(aggr="add")
-            self.edge_mlp, self.node_mlp = copy.deepcopy(block.edge_mlp), copy.deepcopy(block.node_mlp)
-
-        def edge_update(self, e, h_i, h_j):
-            return e + self.edge_mlp(torch.cat([e, h_j, h_i], dim=-1))
-
-        def message(self, e):
-            return e
-
-        def forward(self, h, e, edge_index):
-            e = self.edge_updater(edge_index, h=h, e=e)
-            return h + self.node_mlp(torch.cat([h, self.propagate(edge_index, e=e)], dim=-1)), e
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.node_encoder = copy.deepcopy(model.node_encoder)
             self.edge_latent = copy.deepcopy(model.edge_latent)
-            self.blocks = torch.nn.ModuleList(Block(b) for b in model.blocks)
+            self.blocks = torch.nn.ModuleList(pyg_interaction(b) for b in model.blocks)
             self.decoder = copy.deepcopy(model.decoder)
 
         def forward(self, x, edge_index):
@@ -96,14 +79,9 @@ def main(argv=None) -> int:
     steps = {"gnnddm": adam_step(ours, lambda: ours(x, graph), y),
              "pyg MessagePassing": adam_step(ref, lambda: ref(x[0], edge_index).unsqueeze(0), y)}
     times = interleave(steps, args.iters)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    speed = ratio(times, "gnnddm", "pyg MessagePassing")
     print(f"interaction network, {args.resolution:g} deg ({n} nodes, {graph.num_edges} edges), hidden {HIDDEN}, "
           f"{LAYERS} blocks, one sample, 2 threads; outputs differ by at most {diff:.2e}")
-    for name, t in med.items():
-        print(f"  {name:<20} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
-    print(f"  gnnddm / PyG: {speed:.2f}x (median of per-round ratios; goal <= {GOAL}x: "
-          f"{'met' if speed <= GOAL else 'NOT met'})")
+    report(times, "gnnddm", "pyg MessagePassing", GOAL)
     return 0
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from side_by_side import adam_step, interleave, ratio  # noqa: E402
+from side_by_side import adam_step, interleave, print_medians, pyg_interaction, ratio  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
 
@@ -88,33 +88,15 @@ def pyg_edges(g: dict, samples: int = 1) -> dict:
 def reference(model):
     """The same network, its stages as PyG ``MessagePassing`` layers (own copies of the weights)."""
     import torch
-    from torch_geometric.nn import MessagePassing
-
-    class Interaction(MessagePassing):
-        def __init__(self, layer):
-            super().__init__(aggr="add")
-            self.edge_mlp, self.node_mlp = copy.deepcopy(layer.edge_mlp), copy.deepcopy(layer.node_mlp)
-
-        def edge_update(self, e, x_i, x_j):
-            return e + self.edge_mlp(torch.cat([e, x_j, x_i], dim=-1))
-
-        def message(self, e):
-            return e
-
-        def forward(self, x, e, edge_index):
-            size = (x[0].shape[0], x[1].shape[0])
-            e = self.edge_updater(edge_index, x=x, e=e, size=size)
-            agg = self.propagate(edge_index, e=e, size=size)
-            return x[1] + self.node_mlp(torch.cat([x[1], agg], dim=-1)), e
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.node_embedder = copy.deepcopy(model.node_embedder)
             self.edge_embedders = copy.deepcopy(model.edge_embedders)
-            self.encoder = Interaction(model.encoder)
-            self.processor = torch.nn.ModuleList(Interaction(layer) for layer in model.processor)
-            self.decoder = Interaction(model.decoder)
+            self.encoder = pyg_interaction(model.encoder)
+            self.processor = torch.nn.ModuleList(pyg_interaction(layer) for layer in model.processor)
+            self.decoder = pyg_interaction(model.decoder)
             self.output = copy.deepcopy(model.output)
 
         def forward(self, x, edges):
@@ -341,8 +323,7 @@ def main(argv=None) -> int:
     print(f"encode-process-decode, hidden {HIDDEN}, {PROCESSOR_LAYERS} processor layers, {args.samples} sample(s), "
           "2 threads; "
           f"outputs differ from the reference's by at most: {diffs or '(no reference)'}")
-    for name, t in med.items():
-        print(f"  {name:<20} median {t:.3f} s/step  ({', '.join(f'{v:.2f}' for v in times[name])})")
+    print_medians(times)
     at_rate = {k: v / rate / 1e9 for k, v in flops.items()}
     print(f"  this machine's float32 products of these shapes: {rate:.0f} GFLOP/s; the dense products alone "
           f"would take gnnddm {at_rate[VARIANTS[0]]:.3f} s, PyG {at_rate[ref]:.3f} s"

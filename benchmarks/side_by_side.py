@@ -2,11 +2,14 @@
 
 :func:`adam_step` makes the step closure (forward, MSE loss, backward, Adam); :func:`interleave` runs the
 steps in rounds, alternating their order, the first round a warm-up, so that load from other processes
-hits every variant alike; :func:`ratio` is the median of the per-round ratios of two variants.
+hits every variant alike; :func:`ratio` is the median of the per-round ratios of two variants, and
+:func:`report` prints the medians and that ratio against a goal. :func:`pyg_interaction` is the reference
+interaction layer as PyG users write it, for the benchmarks of the interaction models.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 
@@ -40,3 +43,48 @@ def interleave(steps: dict, iters: int) -> dict[str, list[float]]:
 def ratio(times: dict[str, list[float]], ours: str, reference: str) -> float:
     """Median over the rounds of ``ours`` / ``reference``."""
     return statistics.median(a / b for a, b in zip(times[ours], times[reference], strict=True))
+
+
+def print_medians(times: dict[str, list[float]], width: int = 20) -> None:
+    """One line per variant: its median and every timed step."""
+    for name, t in times.items():
+        print(f"  {name:<{width}} median {statistics.median(t):.3f} s/step  ({', '.join(f'{v:.2f}' for v in t)})")
+
+
+def report(times: dict[str, list[float]], ours: str, reference: str, goal: float, width: int = 20) -> float:
+    """Print the medians and ``ours`` / ``reference`` (:func:`ratio`) against ``goal``; return the ratio."""
+    print_medians(times, width)
+    speed = ratio(times, ours, reference)
+    print(f"  gnnddm / PyG: {speed:.2f}x (median of per-round ratios; goal <= {goal}x: "
+          f"{'met' if speed <= goal else 'NOT met'})")
+    return speed
+
+
+def pyg_interaction(layer):
+    """An interaction layer as PyG users write it, with deep copies of ``layer.edge_mlp`` and
+    ``layer.node_mlp``: ``MessagePassing.edge_updater`` computes ``e + MLP_e([e, x_j, x_i])`` on the
+    concatenated ``[E, 3*hidden]`` inputs, ``propagate`` sums the new edge latents into their targets, and
+    ``x_i + MLP_n([x_i, sum e'])`` updates them. ``forward(x, e, edge_index)`` takes ``x`` as one tensor or as
+    a (senders, receivers) pair (a bipartite layer); it returns the receivers' new latents and ``e'``."""
+    import torch
+    from torch_geometric.nn import MessagePassing
+
+    class Interaction(MessagePassing):
+        def __init__(self):
+            super().__init__(aggr="add")
+            self.edge_mlp, self.node_mlp = copy.deepcopy(layer.edge_mlp), copy.deepcopy(layer.node_mlp)
+
+        def edge_update(self, e, x_i, x_j):
+            return e + self.edge_mlp(torch.cat([e, x_j, x_i], dim=-1))
+
+        def message(self, e):
+            return e
+
+        def forward(self, x, e, edge_index):
+            x = x if isinstance(x, tuple) else (x, x)
+            size = (x[0].shape[0], x[1].shape[0])
+            e = self.edge_updater(edge_index, x=x, e=e, size=size)
+            agg = self.propagate(edge_index, e=e, size=size)
+            return x[1] + self.node_mlp(torch.cat([x[1], agg], dim=-1)), e
+
+    return Interaction()
