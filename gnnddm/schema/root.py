@@ -50,6 +50,7 @@ class TrackingConfig:
     run_name: str | None = None
     timeout: float = field(default=5, metadata=above(0.0))
     flush_seconds: float = field(default=5, metadata=at_least(0.0))
+    required: bool = False
 
 
 @dataclass
@@ -58,6 +59,7 @@ class DistributedConfig:
     nproc_per_node: int = field(default=1, metadata=at_least(1))
     max_restarts: int = field(default=0, metadata=at_least(0))
     timeout: float = field(default=300, metadata=at_least(1.0))
+    master_addr: str = "127.0.0.1"
 
 
 @dataclass
