@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 import torch
 
+from gnnddm.errors import DataError
 from gnnddm.report.metrics import skill
 from gnnddm.tasks import Task, loss, rmse_from_sums, squared_errors
 
@@ -53,18 +54,13 @@ class Evaluator:
         self.num_batches: dict[str, int] = {}
         self.num_samples: dict[str, int] = {}
         for name, a in self.anchors.items():
-            if task.data.lazy:
-                self.batches[name] = None
-                empty = not task.valid_counts(a, name).any()
-            else:
-                self.batches[name] = list(self._make(name))
-                empty = not any(bool(b.valid.any()) for b in self.batches[name])
-            if empty:
-                from gnnddm.errors import DataError
-
+            # decided on the whole split, the same on every rank: a rank whose share holds no batch (more
+            # ranks than batches) or no valid target is normal
+            if not task.valid_counts(a, name).any():
                 raise DataError(f"{task.data.source}: the {len(a)} {name} evaluation samples hold no valid "
                                 f"target, so their loss would be 0 over nothing"
                                 + ("; raise trainer.eval_train_samples" if name == "train" else ""))
+            self.batches[name] = None if task.data.lazy else list(self._make(name))
             self.num_batches[name] = -(-len(a) // self.batch_size)
             self.num_samples[name] = len(a)
 

@@ -432,7 +432,8 @@ def _launch_ranks(cfg: DictConfig) -> dict:
             worker_cfg["output_dir"] = str(out_dir)
             env = {ENV_RUN_ID: book.tracker.run_id or "", ENV_TRACKING_URI: book.tracker.uri,
                    ENV_RUN_CONTINUES: "1" if book.reopened else ""}
-            result, restart_count = run_ranks(_rank_worker, worker_cfg, nproc, restarts, out_dir, env)
+            result, restart_count = run_ranks(_rank_worker, worker_cfg, nproc, restarts, out_dir, env,
+                                              master_addr=str(cfg.distributed.master_addr))
             book.summary.update(result)
             book.summary.update(restarts=restart_count, ranks=nproc)
             book.tags({"gnnddm.restarts": restart_count})

@@ -1,16 +1,28 @@
 """Starting local ranks: torch's elastic launcher, with a fresh rendezvous store per attempt.
 
 :func:`run_ranks` runs a worker function on ``nproc`` local ranks and returns rank 0's result with the
-number of restarts; a failure comes back as :class:`RanksFailed` naming each failing rank's error. The
-worker (any picklable function of one argument) is passed in: nothing here knows what it trains.
+number of restarts; a failure comes back as :class:`RanksFailed` naming the rank that caused it (a rank
+killed by a signal before the ranks that lost their connection to it). The worker (any picklable
+function of one argument) is passed in: nothing here knows what it trains.
+
+Nothing listens on the network: the agent meets its ranks through a file store (no TCP rendezvous
+store, no shared agent store), and each attempt's process group meets at ``master_addr`` (loopback by
+default, where :func:`gnnddm.distributed.world.init` binds rank 0's store to that address alone).
+The elastic agent's own log (tracebacks of failed ranks) goes to the run's log file, not the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
+import tempfile
 from pathlib import Path
 
-from gnnddm.distributed.world import free_port, free_ports
+from gnnddm.distributed.world import free_ports, is_loopback
+
+ELASTIC_LOGGER = "torch.distributed.elastic"
 
 
 def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: str = "gnnddm") -> dict:
@@ -22,15 +34,52 @@ def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: s
     """
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=run_id,
-        rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=int(max_restarts),
-        monitor_interval=0.2, start_method="spawn",
-    )
-    return elastic_launch(config, entrypoint)(*args)
+    with tempfile.TemporaryDirectory(prefix="gnnddm-rdzv-") as folder, _no_shared_agent_store(), \
+            _elastic_log_to_file():
+        config = LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=int(nproc), run_id=run_id,
+            rdzv_backend="c10d", rdzv_endpoint=str(Path(folder) / "rendezvous"),
+            rdzv_configs={"store_type": "file"}, max_restarts=int(max_restarts),
+            monitor_interval=0.2, start_method="spawn",
+        )
+        return elastic_launch(config, entrypoint)(*args)
+
+
+@contextlib.contextmanager
+def _no_shared_agent_store():
+    """Keep the agent from hosting a TCP store for its workers (it would listen on every interface): the
+    workers meet on their own store (:func:`use_attempt_store`)."""
+    key, before = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE", os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE")
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+@contextlib.contextmanager
+def _elastic_log_to_file():
+    """The elastic agent's records (a failed rank's traceback runs to 60 lines) go to the log files of the
+    root logger (``train.log``) only; the caller prints the one-line cause."""
+    logger = logging.getLogger(ELASTIC_LOGGER)
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    before = logger.propagate
+    logger.propagate = False
+    for h in files:
+        logger.addHandler(h)
+    try:
+        yield
+    finally:
+        for h in files:
+            logger.removeHandler(h)
+        logger.propagate = before
 
 
 ENV_ATTEMPT_PORTS = "GNNDDM_ATTEMPT_PORTS"
+ENV_MASTER_ADDR = "GNNDDM_MASTER_ADDR"
 
 
 def attempt_ports(max_restarts: int) -> str:
@@ -48,24 +97,29 @@ def use_attempt_store() -> None:
     if not ports:
         return
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    addr = os.environ.get(ENV_MASTER_ADDR) or "127.0.0.1"
+    os.environ["MASTER_ADDR"] = addr
     os.environ["MASTER_PORT"] = ports.split(",")[attempt]
     os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"
+    if is_loopback(addr):  # gloo's and NCCL's own sockets on the loopback interface too
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
 
 
 class RanksFailed(RuntimeError):
     """The ranks did not finish; the message names each failing rank's error."""
 
 
-def run_ranks(worker, arg, nproc: int, max_restarts: int, folder: Path, env: dict[str, str]) -> tuple[object, int]:
+def run_ranks(worker, arg, nproc: int, max_restarts: int, folder: Path, env: dict[str, str],
+              master_addr: str = "127.0.0.1") -> tuple[object, int]:
     """``worker(arg)`` on ``nproc`` local ranks (rank 0's return value, restarts used).
 
     ``env`` is set in every rank before the worker runs (empty values are skipped); ``folder`` (the run's
     output folder) receives the restart count and each failing rank's message, which the elastic agent
-    does not report.
+    does not report; the ranks meet at ``master_addr``.
     """
     folder = Path(folder)
-    env = {**env, ENV_ATTEMPT_PORTS: attempt_ports(max_restarts)}
+    env = {**env, ENV_ATTEMPT_PORTS: attempt_ports(max_restarts), ENV_MASTER_ADDR: master_addr}
     try:
         results = launch(_rank_main, (worker, arg, env, str(folder)), nproc=nproc, max_restarts=max_restarts,
                          run_id=f"gnnddm-{os.getpid()}")
@@ -94,7 +148,29 @@ def _restarts(folder: Path) -> int:
 
 
 def _rank_errors(exc: BaseException, folder: Path) -> str:
-    msgs = [f"rank {p.name.rsplit('rank', 1)[1]}: {p.read_text()}" for p in sorted(folder.glob(".error.rank*"))]
+    """The cause, in one line: a rank killed by a signal (the others then only lost their connection to
+    it), else each failing rank's own message, else the first line of the agent's."""
+    killed = sorted(_killed_ranks(exc).items())
+    if killed:
+        return "; ".join(f"rank {r} died from {name} (exit code {code}); the other ranks lost their connection "
+                         "to it" if len(killed) == 1 else f"rank {r} died from {name} (exit code {code})"
+                         for r, (name, code) in killed)
+    msgs = [f"rank {p.name.rsplit('rank', 1)[1]}: {p.read_text().strip().splitlines()[0] if p.read_text().strip() else '?'}"
+            for p in sorted(folder.glob(".error.rank*"))]
     if msgs:
         return "; ".join(msgs)
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _killed_ranks(exc: BaseException) -> dict[int, tuple[str, int]]:
+    """{rank: (signal name, exit code)} of the ranks that a signal ended (torch elastic's failures)."""
+    out = {}
+    for rank, failure in (getattr(exc, "failures", None) or {}).items():
+        code = int(getattr(failure, "exitcode", 0) or 0)
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            out[int(getattr(failure, "rank", rank))] = (name, code)
+    return out

@@ -114,10 +114,47 @@ def init(world: World, backend: str, timeout_s: float, device: str = "cpu") -> N
     os.environ.setdefault("MASTER_PORT", str(world.master_port))
     if backend == "nccl":
         torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
-    dist.init_process_group(
-        backend=backend, rank=world.rank, world_size=world.world_size,
-        timeout=datetime.timedelta(seconds=float(timeout_s)),
-    )
+    timeout = datetime.timedelta(seconds=float(timeout_s))
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    # torchrun's agent hosts the store itself (TORCHELASTIC_USE_AGENT_STORE): its ranks are its clients
+    own = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true"
+    store = _loopback_store(addr, port, world, timeout) if own and is_loopback(addr) else None
+    dist.init_process_group(backend=backend, rank=world.rank, world_size=world.world_size, timeout=timeout,
+                            store=store)
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether ``addr`` (a name or an IPv4/IPv6 address) is this machine's loopback."""
+    import ipaddress
+
+    if addr == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_store(addr: str, port: int, world: World, timeout: datetime.timedelta):
+    """The process group's store at ``addr:port``; rank 0 hosts it on a socket bound to that address alone
+    (torch's own binds every interface, where anyone on the network could join or disturb the run)."""
+    import torch.distributed as dist
+
+    if world.rank != 0:
+        return dist.TCPStore(addr, port, world.world_size, False, timeout)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1" if addr == "localhost" else addr, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"distributed: cannot host the rendezvous store at {addr}:{port} ({exc.strerror}); "
+                          "set MASTER_PORT to a free port") from None
+    sock.listen(128)
+    # the store owns the listening socket from here on (and closes it)
+    return dist.TCPStore(addr, port, world.world_size, True, timeout, wait_for_workers=False,
+                         master_listen_fd=sock.detach())
 
 
 def shutdown(synchronise: bool = False) -> None:

@@ -246,3 +246,82 @@ def test_torchrun_starts_the_ranks_and_rank0_owns_the_run(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("gnnddm").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"]  # one run, from rank 0 only
     assert "cost/rank1/communicate" in runs[0].data.metrics
+
+
+# ------------------------------------------------------------------- the shipped real sample on ranks
+@pytest.mark.parametrize("algorithm", ["sync", "halo_sync", "asm"])
+def test_two_ranks_on_the_shipped_sample_match_one_process(tmp_path, algorithm):
+    """The README's 2-rank command on the quickstart data: its 3 validation samples make one evaluation
+    batch, so rank 1 evaluates nothing; that is normal, and the ranks reproduce the one-process run."""
+    from gnnddm.config import compose
+    from gnnddm.train import train
+
+    def run(out: str, *extra: str) -> dict:
+        return train(compose(["+experiment=quickstart", f"ddm={algorithm}", "partition.num_parts=8",
+                              "partition.overlap=2", "trainer.max_iterations=2", "trainer.eval_every=2",
+                              "trainer.progress=false", "trainer.threads=1", "tracking.enabled=false",
+                              f"output_dir={tmp_path / out}", *extra]))
+
+    single = run("single")
+    ranks = run("ranks", "distributed.backend=gloo", "distributed.nproc_per_node=2")
+    assert ranks["status"] == "finished" and ranks["ranks"] == 2
+    assert single["samples"]["val"] == 3  # fewer evaluation batches (1) than ranks (2)
+    a, b = _theta(tmp_path / "single"), _theta(tmp_path / "ranks")
+    assert float((a - b).norm() / a.norm()) < 1e-5
+    assert ranks["final"]["val_loss"] == pytest.approx(single["final"]["val_loss"], rel=1e-5)
+    assert ranks["final"]["val_rmse"] == pytest.approx(single["final"]["val_rmse"], rel=1e-5)
+    assert ranks["final"]["test_rmse"] == pytest.approx(single["final"]["test_rmse"], rel=1e-5)
+
+
+# ------------------------------------------------------------------- nothing listens beyond loopback
+def _listening(pids: list[int]) -> list[str]:
+    """``address:port`` of every listening TCP socket the processes ``pids`` hold (from /proc)."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # state LISTEN
+                addr, port = cols[1].split(":")
+                found.append(f"{_ip(addr, width)}:{int(port, 16)}")
+    return found
+
+
+def _ip(hexaddr: str, width: int) -> str:
+    import ipaddress
+
+    raw = bytes.fromhex(hexaddr)
+    # /proc prints each 32-bit word in host (little-endian) order
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(raw))
+
+
+def _report_listeners(arg: str) -> list[str]:
+    import torch.distributed as dist
+
+    from gnnddm.distributed import init, world_from_env
+
+    init(world_from_env(), "gloo", 60)
+    dist.barrier()
+    found = _listening([os.getpid(), os.getppid()])  # this rank and the launcher (the elastic agent)
+    dist.barrier()  # every rank has looked before any leaves
+    dist.destroy_process_group()
+    return found
+
+
+def test_ranks_that_gnnddm_starts_listen_on_loopback_only(tmp_path):
+    """The launcher's rendezvous, rank 0's store and gloo's sockets: nothing reachable from the network."""
+    from gnnddm.distributed import run_ranks
+
+    found, _ = run_ranks(_report_listeners, "", 2, 0, tmp_path, {})
+    assert found, "rank 0 hosts the process group's store: at least one listening socket"
+    outside = [a for a in found if not (a.startswith("127.") or a.startswith("::1:"))]
+    assert not outside, f"listening beyond loopback: {outside}"
