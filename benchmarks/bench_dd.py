@@ -56,9 +56,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_blocks  # noqa: E402
+
 KEYS = ("rounds", "comm_bytes", "grad_evals", "model_time", "model_time_multinode", "compute_time", "wall_time")
 GOAL_ROUNDS, GOAL_TIME, GOAL_RMSE = 0.1, 0.5, 0.02
 EXACT = ("sync", "halo_sync")
+_TRAINING = ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "benchmarks/bench_dd.py")
+# The files whose behaviour each kind of block measures; their fingerprint goes into the block's marker
+# (benchmarks/results_blocks.py) so that benchmarks/check_results.py can tell when the block is stale.
+SOURCES = {
+    "shallow": (*_TRAINING, "conf/experiment/dd_compare.yaml"),
+    "deep": (*_TRAINING, "conf/experiment/dd_deep.yaml"),
+    "mesh": (*_TRAINING, "gnnddm/graph/icosahedral.py", "gnnddm/partition/mesh.py", "conf/experiment/era5_mesh.yaml"),
+    "halo": ("gnnddm/partition", "gnnddm/graph", "benchmarks/bench_dd.py", "conf/experiment/dd_deep.yaml"),
+}
 
 
 @dataclass(frozen=True)
@@ -323,18 +335,6 @@ def session(script: str, argv: list[str] | None):
     return command, log, t0
 
 
-def write_block(path: Path, name: str, block: str, tool: str = "bench_dd",
-                title: str = "# Training algorithms compared") -> None:
-    """Replace the generated block ``name`` of ``path`` (between ``tool``'s markers), keeping the rest."""
-    begin, end = f"<!-- {tool}:{name}:begin -->", f"<!-- {tool}:{name}:end -->"
-    text = path.read_text() if path.exists() else f"{title}\n"
-    if begin not in text or end not in text:
-        text = text.rstrip() + f"\n\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    path.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
-
-
 # ------------------------------------------------------------------------------------ one regime
 def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) -> list[str]:
     """Learning-rate sweep, references, variants and ranks for one regime and p; returns the markdown."""
@@ -495,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
 
     command, log, t0 = session("bench_dd.py", argv)
     regimes = {"both": ("shallow", "deep"), "none": ()}.get(args.regime, (args.regime,))
-    blocks: dict[str, list[str]] = {}
+    # the sources are fingerprinted as the run starts: edits made while it runs are not what it measured
+    stamps = {kind: results_blocks.stamp(SOURCES[kind], command)
+              for kind in (*regimes, *(("halo",) if args.halo_table else ()))} if args.output else {}
+    blocks: dict[str, tuple[str, list[str]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         client = MlflowClient(tracking_uri=uri)
@@ -504,17 +507,19 @@ def main(argv: list[str] | None = None) -> int:
             for p in (int(x) for x in args.parts.split(",")):
                 md += [*run_regime(args, regime, p, client, uri, Path(tmp) / f"{regime}{p}", log), ""]
             name = regime if args.parts == "8" else f"{regime}-p{args.parts.replace(',', '-')}"
-            blocks[f"{name}-{args.block}" if args.block else name] = md
+            blocks[f"{name}-{args.block}" if args.block else name] = regime, md
     if args.halo_table:
-        blocks["halo"] = [line for r in args.halo_resolution.split(",") for line in (*halo_table(float(r), log), "")]
-        print("\n".join(blocks["halo"]))
+        blocks["halo"] = "halo", [line for r in args.halo_resolution.split(",")
+                                  for line in (*halo_table(float(r), log), "")]
+        print("\n".join(blocks["halo"][1]))
     elapsed = time.perf_counter() - t0
     print(f"\ntotal {elapsed:.0f} s")
     if args.output is not None:
-        for name, md in blocks.items():
+        for name, (kind, md) in blocks.items():
             header = [f"Command: `{command}`  ", f"Machine: {machine()}  ",
                       f"Total time of the command: {elapsed:.0f} s.", ""]
-            write_block(args.output, name, "\n".join(header + md).rstrip())
+            results_blocks.write_block(args.output, "bench_dd", name, "\n".join(header + md).rstrip(), stamps[kind],
+                                       title="# Training algorithms compared")
         print(f"wrote {args.output}")
     return 0
 

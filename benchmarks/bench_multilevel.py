@@ -41,9 +41,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dd import Run, _fmt, histories, machine, median_range, session, write_block  # noqa: E402
+import results_blocks  # noqa: E402
+from bench_dd import Run, _fmt, histories, machine, median_range, session  # noqa: E402
 
 GOAL_TIME, GOAL_GRADS, GOAL_RMSE, GOAL_TWO_LEVEL = 1 / 3, 1 / 4, 0.02, 0.5
+# The files whose behaviour each block measures (fingerprinted into its marker: benchmarks/results_blocks.py);
+# bench_dd.py holds the run reading and the statistics this benchmark shares.
+_SHARED = ("benchmarks/bench_multilevel.py", "benchmarks/bench_dd.py", "conf/experiment/dd_compare.yaml")
+SOURCES = {
+    "study": ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "gnnddm/partition/hierarchy.py", *_SHARED),
+    "two-level": ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "gnnddm/partition/hierarchy.py",
+                  "gnnddm/partition/coarse.py", *_SHARED),
+    "level-costs": ("gnnddm/models", "gnnddm/ddm/objective.py", "gnnddm/partition/hierarchy.py", *_SHARED),
+}
 KEYS = ("compute_time", "wall_time", "grad_evals", "fine_grad_evals", "model_time", "model_time_multinode",
         "rounds")
 
@@ -257,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
     command, log, t0 = session("bench_multilevel.py", argv)
+    # fingerprinted as the run starts: edits made while it runs are not what it measured
+    stamps = {kind: results_blocks.stamp(sources, command) for kind, sources in SOURCES.items()} if args.output else {}
     blocks: dict[str, list[str]] = {}
     seeds = [] if args.seeds == "none" else [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -310,12 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print(f"\ntotal {elapsed:.0f} s")
     if args.output is not None:
-        for name, md in blocks.items():
-            name = f"{name}-{args.block}" if args.block else name
+        for kind, md in blocks.items():
+            name = f"{kind}-{args.block}" if args.block else kind
             header = [f"Command: `{command}`  ", f"Machine: {machine()}  ",
                       f"Total time of the command: {elapsed:.0f} s.", ""]
-            write_block(args.output, name, "\n".join(header + md).rstrip(), tool="bench_multilevel",
-                        title="# Multilevel training")
+            results_blocks.write_block(args.output, "bench_multilevel", name, "\n".join(header + md).rstrip(),
+                                       stamps[kind], title="# Multilevel training")
         print(f"wrote {args.output}")
     return 0
 

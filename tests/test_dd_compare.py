@@ -70,7 +70,7 @@ def test_multilevel_benchmark_quick_run_writes_its_blocks(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     text = page.read_text()
-    assert "<!-- bench_multilevel:study:begin -->" in text and "| global | 1/1 |" in text
+    assert "<!-- bench_multilevel:study:begin\ncommit: " in text and "| global | 1/1 |" in text
     assert "multilevel grid L=3" in text and "goal" in text
 
 
