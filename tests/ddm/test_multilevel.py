@@ -1,7 +1,10 @@
-"""ddm=multilevel: reduction to global, first-order coherence at every level, monotone accepted cycles,
-the OFFO box, accounting, bad input; two_level on the grid hierarchy."""
+"""ddm=multilevel: reduction to global, first-order coherence at every level (of the model builder and of
+the models a cycle solves), the trust-region test's predicted decrease, monotone accepted cycles, the OFFO
+box, accounting, bad input; two_level on the grid hierarchy."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
@@ -74,6 +77,98 @@ def test_every_level_is_first_order_coherent_with_the_fine_gradient():
         assert not torch.allclose(algo.flat_grad(), g, rtol=1e-3, atol=1e-6)
         g_up = grad_h
 
+
+
+def _gradient(algo, loss_fn, theta):
+    """∇loss_fn(θ) by autograd (flat); the algorithm's gradients and accounting are left alone."""
+    algo.set_flat(theta)
+    grads = torch.autograd.grad(loss_fn(algo.model), algo.params)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _record_coherence(algo):
+    """Wrap ``algo.coherent_model``: for every coarse model h_ℓ a cycle builds, at its anchor θ_t (the point
+    the cycle reached on level ℓ − 1), record ``(ℓ, θ_t, ∇h_ℓ(θ_t), ∇h_{ℓ−1}(θ_t), ∇f_ℓ(θ_t))`` with
+    h_{ℓ−1} the model the same cycle solves on the level above (h_0 = f, the fine loss)."""
+    build = algo.coherent_model
+    above = {0: algo.objective.whole()}
+    seen = []
+
+    def record(level, anchor, g_up):
+        h, f_anchor = build(level, anchor, g_up)
+        seen.append((level, anchor.clone(), _gradient(algo, h, anchor), _gradient(algo, above[level - 1], anchor),
+                     _gradient(algo, h.loss_fn, anchor)))
+        above[level] = h
+        algo.set_flat(anchor)
+        return h, f_anchor
+
+    algo.coherent_model = record
+    return seen
+
+
+@pytest.mark.parametrize("levels,coarsening,pre", [(3, "grid", "0"), (3, "grid", "[0,1,1]"),
+                                                   (4, "matching", "[1,1,2,1]")])
+def test_the_models_a_cycle_solves_are_coherent_with_the_corrected_model_above(levels, coarsening, pre):
+    # the same θ on every level, so restriction is the identity: ∇h_ℓ(θ_t) = ∇h_{ℓ−1}(θ_t), through the cycle
+    objective, task = _problem(grid_data(8, 16, neighbours=8))
+    algo = _algorithm(["ddm=multilevel", f"ddm.levels={levels}", f"ddm.coarsening={coarsening}",
+                       f"ddm.pre_smooth={pre}", "ddm.post_smooth=[1,2,2]", "ddm.coarse_solver.lr=0.05",
+                       "ddm.radius0=1.0"], objective, task)
+    seen = _record_coherence(algo)
+    for _ in range(2):
+        seen.clear()
+        algo.step()
+        assert [level for level, *_ in seen] == list(range(1, levels))
+        for level, _, grad_h, grad_above, grad_f in seen:
+            torch.testing.assert_close(grad_h, grad_above, rtol=1e-10, atol=1e-12,
+                                       msg=lambda m, level=level: f"level {level}: {m}")
+            # the coarse loss alone is not coherent: the correction does real work on every level
+            assert not torch.allclose(grad_f, grad_above, rtol=1e-3, atol=1e-6)
+        if pre != "0":  # level 2 starts where level 1's pre-smoothing ended, not at the fine anchor
+            assert not torch.equal(seen[0][1], seen[1][1])
+
+
+@pytest.mark.parametrize("pre", ["0", "[0,1,1]"])
+def test_the_trust_region_test_predicts_the_decrease_of_the_corrected_coarse_model(pre):
+    # ρ = (f(θ_a) − f(θ_c)) / (h_1(θ_a) − h_1(θ_c)), h_1(θ) = f_1(θ) + ⟨∇f(θ_a) − ∇f_1(θ_a), θ − θ_a⟩, made here
+    objective, task = _problem(grid_data(8, 16, neighbours=8))
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=3", f"ddm.pre_smooth={pre}", "ddm.post_smooth=[1,3,3]",
+                       "ddm.coarse_solver.lr=0.05", "ddm.radius0=1.0"], objective, task)
+    tests, ends = [], []
+    update, cycle = algo.tr.update, algo.coarse_cycle
+
+    def record_test(actual, predicted):
+        tests.append((actual, predicted))
+        return update(actual, predicted)
+
+    def record_cycle(level, anchor, g_up, constraint):
+        theta_c, decrease = cycle(level, anchor, g_up, constraint)
+        if level == 1:
+            ends.append((anchor.clone(), theta_c.clone()))
+        return theta_c, decrease
+
+    algo.tr.update, algo.coarse_cycle = record_test, record_cycle
+    fine, coarse = algo.objective.global_loss, functools.partial(algo.objective.coarse_loss, level=0)
+    for _ in range(3):
+        tests.clear()
+        ends.clear()
+        stats = algo.step()
+        theta = algo.flat()
+        [(actual, predicted)], [(theta_a, theta_c)] = tests, ends
+        corr = _gradient(algo, fine, theta_a) - _gradient(algo, coarse, theta_a)
+        with torch.no_grad():
+            algo.set_flat(theta_a)
+            f_a, f1_a = float(fine(algo.model)), float(coarse(algo.model))
+            algo.set_flat(theta_c)
+            f_c, f1_c = float(fine(algo.model)), float(coarse(algo.model))
+        algo.set_flat(theta)
+        linear = float(torch.dot(corr, theta_c - theta_a))
+        h_decrease = f1_a - (f1_c + linear)
+        assert predicted == pytest.approx(h_decrease, rel=1e-9, abs=1e-15)
+        assert stats["predicted"] == predicted and actual == pytest.approx(f_a - f_c, rel=1e-9, abs=1e-15)
+        assert stats["rho"] == pytest.approx(actual / predicted)
+        # f_1's own decrease differs: the test would be a different one without the correction
+        assert abs(linear) > 1e-3 * abs(h_decrease) and stats["coarse_step_norm"] > 0
 
 @pytest.mark.parametrize("post", ["[0,3,3]", "[1,3,3]"])
 def test_an_accepted_cycle_never_increases_f_and_a_rejected_one_changes_nothing(post):
