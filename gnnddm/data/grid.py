@@ -19,6 +19,11 @@ Conventions of the result (shared with every other grid consumer): latitude is s
 ``i_lat * nlon + i_lon``; ``grid_shape = (nlat, nlon)``; pressure levels in hPa; a pressure-level
 variable becomes one variable per level (``t_850``). Dynamic fields stay in physical units; NaN
 entries become 0 with ``mask`` False.
+
+What would otherwise pass silently is an error naming the file and the variable: time stamps repeated
+or out of order (:func:`gnnddm.data.times.check_increasing`), a latitude outside [-90, 90] or a longitude
+outside [-180, 360], and a chunk that a zarr store lacks (:mod:`gnnddm.data.chunks`; with
+``on_missing_chunk="gap"`` missing values and one warning instead).
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ import numpy as np
 import xarray as xr
 
 from gnnddm.data import names
+from gnnddm.data.chunks import ChunkRead, check_missing_chunks
 from gnnddm.data.lazy import DEFAULT_EAGER_MAX_GB, GridReader, LazyField, check_chunks, choose_lazy
+from gnnddm.data.plausibility import require_on_sphere
 from gnnddm.data.samples import resolve_path
-from gnnddm.data.times import time_index
+from gnnddm.data.times import check_increasing, time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.schema.data import GridDataConfig
@@ -51,7 +58,7 @@ _GRAVITY = 9.80665
 
 
 def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen=1, engine=None, lazy="auto",
-              eager_max_gb=DEFAULT_EAGER_MAX_GB):
+              eager_max_gb=DEFAULT_EAGER_MAX_GB, on_missing_chunk="error"):
     """Read a gridded file into a ``WeatherGraphData`` of kind ``"grid"``.
 
     Parameters
@@ -79,6 +86,15 @@ def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen
         the memory available is an error naming this option.
     eager_max_gb : float
         The threshold of ``lazy="auto"``.
+    on_missing_chunk : {"error", "gap"}
+        A chunk of a zarr store that the read needs and the store lacks: an error naming the variable and
+        time step, or missing values with one warning counting them (:mod:`gnnddm.data.chunks`).
+
+    Raises
+    ------
+    DataError
+        Besides an unreadable file or unknown names: time stamps repeated or out of order, a latitude
+        outside [-90, 90] or a longitude outside [-180, 360], a missing chunk (see ``on_missing_chunk``).
 
     Returns
     -------
@@ -87,11 +103,13 @@ def load_grid(path, variables=None, levels=None, time=None, member=None, coarsen
         lazy), cos-latitude area weights with mean 1, static features sin/cos lat/lon plus
         ``orography_km`` and ``lsm`` when the file holds them.
     """
-    check_args(GridDataConfig, "data", coarsen=coarsen, lazy=lazy, eager_max_gb=eager_max_gb)
+    check_args(GridDataConfig, "data", coarsen=coarsen, lazy=lazy, eager_max_gb=eager_max_gb,
+               on_missing_chunk=on_missing_chunk)
     p = resolve_path(path)
     ds, engine = open_dataset(p, engine)
     try:
-        data = _read(ds, str(p), engine, variables, levels, time, member, coarsen, lazy, eager_max_gb)
+        data = _read(ds, str(p), engine, variables, levels, time, member, coarsen, lazy, eager_max_gb,
+                     on_missing_chunk)
     except BaseException:
         ds.close()
         raise
@@ -259,10 +277,13 @@ def _rename_first(ds: xr.Dataset, spellings, target: str) -> xr.Dataset:
 
 
 def _read(ds, source, engine, variables, levels, time, member, coarsen, lazy="auto",
-          eager_max_gb=DEFAULT_EAGER_MAX_GB) -> WeatherGraphData:
+          eager_max_gb=DEFAULT_EAGER_MAX_GB, on_missing_chunk="error") -> WeatherGraphData:
     coarsen = int(coarsen)
     layout = detect_layout(ds, engine)
     notes: list[str] = []
+    stored = ds  # as the file names and orders it, for the chunks of a zarr store
+    spelled = {c: next((n for n in spellings if n in ds.variables or n in ds.dims), c)
+               for c, spellings in (("time", _TIME), ("latitude", _LAT), ("longitude", _LON))}
     ds = standardise(ds, source, member, notes)
     for c in ("latitude", "longitude"):
         if c not in ds.coords or ds[c].ndim != 1:
@@ -272,9 +293,11 @@ def _read(ds, source, engine, variables, levels, time, member, coarsen, lazy="au
         raise DataError(f"{source}: no time coordinate (valid_time or time); dims are {dict(ds.sizes)}")
     lat = np.asarray(ds["latitude"].values, dtype=np.float64)
     lon = np.asarray(ds["longitude"].values, dtype=np.float64)
+    require_on_sphere(lat, lon, source, (spelled["latitude"], spelled["longitude"]))
     if lat.size > 1 and not (np.all(np.diff(lat) < 0) or np.all(np.diff(lat) > 0)):
         raise DataError(f"{source}: latitude is not monotonic; expected a regular latitude/longitude grid")
     times = _times(ds, source)
+    check_increasing(times, source, spelled["time"])
     tsel = select_times(times, time, source)
 
     level_hpa = _levels_hpa(ds)
@@ -313,6 +336,10 @@ def _read(ds, source, engine, variables, levels, time, member, coarsen, lazy="au
         lat, lon = coarsen_grid(lat, lon, np.zeros((0, lat.size, lon.size, 0), np.float32), coarsen, source)[:2]
     nlat, nlon = lat.size, lon.size
 
+    if engine == "zarr":
+        reads = _chunk_reads(stored, wanted, var_names, static, np.arange(times.size)[tsel], spelled["time"],
+                             level_hpa)
+        notes.extend(check_missing_chunks(Path(source), reads, times, source, on_missing_chunk))
     reader = GridReader(source, tuple(arrays), tuple(var_names), np.arange(times.size)[tsel], flip, coarsen,
                         lat_file, lon_file, (nlat, nlon), times=times[tsel])
     steps = reader.shape[0]
@@ -339,6 +366,29 @@ def _read(ds, source, engine, variables, levels, time, member, coarsen, lazy="au
         static=np.concatenate([pos, S], axis=1), static_names=pos_names + tuple(static_names),
         grid_shape=(nlat, nlon), source=source, layout=layout, warnings=tuple(notes), reading=notes_lazy[0],
     )
+
+
+def _chunk_reads(stored: xr.Dataset, wanted, var_names, static, steps: np.ndarray, time_name: str,
+                 level_hpa) -> list[ChunkRead]:
+    """What the load reads of each zarr array: the selected time steps and level of each dynamic variable,
+    the file's first step of each constant field, every position along the other axes (ensemble members,
+    ``expver``: all of them are checked)."""
+    arrays = [(f, lev, name, False) for (f, lev), name in zip(wanted, var_names, strict=True)]
+    arrays += [(f, None, f, True) for f in static]
+    reads = []
+    for fname, lev, label, first_only in arrays:
+        dims = stored[fname].dims
+        positions = []
+        for d in dims:
+            if d == time_name:
+                positions.append(np.array([0]) if first_only else steps)  # as _field reads it
+            elif d in _LEVEL and lev is not None:
+                positions.append(np.array([int(np.argmin(np.abs(level_hpa - lev)))]))
+            else:
+                positions.append(None)
+        time_axis = dims.index(time_name) if time_name in dims and not first_only else None
+        reads.append(ChunkRead(str(fname), label, tuple(positions), time_axis))
+    return reads
 
 
 def _times(ds: xr.Dataset, source: str) -> np.ndarray:

@@ -233,8 +233,15 @@ class GridReader:
         when = (str(self.times[position[0]])[:16] if self.times is not None and position.size
                 else f"step {int(bad)} of the file")
         reason = str(exc).splitlines()[0] if str(exc) else ""
-        return DataError(f"{self.source}: variable {self.names[j]!r} at time {when} cannot be read "
-                         f"({type(exc).__name__}: {reason}); the file is damaged: copy or write it again")
+        return damaged(self.source, self.names[j], when, f"{type(exc).__name__}: {reason}")
+
+
+def damaged(source: str, variable: str, when: str | None, reason: str, advice: str = "") -> DataError:
+    """The error for a chunk of ``variable`` that cannot be read (corrupt, or missing from a zarr store),
+    naming the file, the variable and the first time step it holds (``when``; None for a constant field)."""
+    at = f" at time {when}" if when is not None else ""
+    return DataError(f"{source}: variable {variable!r}{at} cannot be read ({reason}); the file is damaged: "
+                     f"copy or write it again{advice}")
 
 
 def check_chunks(arrays, names, source: str) -> None:

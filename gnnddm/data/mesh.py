@@ -14,6 +14,10 @@ two cells are neighbours when they share an edge (>= 2 vertices; each ICON trian
 vertices are matched after rounding their unit vectors, so the poles and the dateline need no special
 case. Cell areas come from ``cell_area`` when present, else from the spherical polygons, else ones;
 they are scaled to mean 1.
+
+Cells without coordinates (NaN) are dropped with a warning; a coordinate off the sphere (latitude 123,
+shown in degrees when the file stores radians) and time stamps repeated or out of order are errors
+naming the file, the variable and the first such cell or time.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import xarray as xr
 from gnnddm.data import plausibility
 from gnnddm.data.grid import check_file
 from gnnddm.data.samples import resolve_path
-from gnnddm.data.times import time_index
+from gnnddm.data.times import check_increasing, time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import DataError
 from gnnddm.schema.data import MeshDataConfig
@@ -85,10 +89,13 @@ def _read(ds: xr.Dataset, p: Path, variables, levels, time, wet_only, share) -> 
         raise DataError(f"{p}: no 1-D latitude/longitude of the cells on dimension {cdim!r}")
     radians = _is_radians(ds[lat_v], ds[lon_v])
     lat, lon = _degrees(ds[lat_v].to_numpy(), radians), _degrees(ds[lon_v].to_numpy(), radians)
+    plausibility.require_on_sphere(lat, lon, str(p), (str(lat_v), str(lon_v)), location="cell")
 
     tvar = next((ds[t] for t in TIME_NAMES if t in ds.variables and ds[t].ndim == 1), None)
     tdim = tvar.dims[0] if tvar is not None else None
     times, notes = _decode_times(tvar)
+    if tvar is not None:
+        check_increasing(times, str(p), str(tvar.name))
     tsel = time_index(times, time, p.name)
 
     fields, names, units = _fields(ds, p, cdim, tdim, variables, levels)

@@ -4,8 +4,11 @@ Real observation files carry sentinel values (``9999``, ``-999``), unit mix-ups 
 coordinates. A value that no instrument could report (a dew point of 9999 degC, a negative wind speed,
 a mean sea-level pressure of 300 hPa) would dominate the normalisation statistics and the loss, so the
 loaders mask it (``mask = False``, ``X = 0``) instead of training on it, and say how many they masked.
-A station or cell whose coordinates are off the sphere is dropped. Nothing here raises: an odd value
-must never end a run.
+A station or cell without coordinates (NaN: a code missing from the station table) is dropped. An odd
+value must never end a run; a coordinate off the sphere (latitude 123) is another matter: it is no
+measurement but a broken file or a column mix-up (latitude and longitude swapped, radians read as
+degrees), so :func:`require_on_sphere` makes it an error naming the file, the coordinate and the first
+such position.
 
 Each known variable is recognised by its CF ``standard_name`` when the file gives one, else by its name
 (CDS short names, WeatherBench2 long names, CMIP names, common station-file headers; a per-level suffix
@@ -22,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from gnnddm.errors import DataError
 
 
 class DataQualityWarning(UserWarning):
@@ -216,6 +221,27 @@ def check_coordinates(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     lon = np.asarray(lon, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90.0) & (lon >= -180.0) & (lon <= 360.0)
+
+
+def require_on_sphere(lat: np.ndarray, lon: np.ndarray, source: str,
+                      names: tuple[str, str] = ("latitude", "longitude"), labels: Sequence[str] | None = None,
+                      location: str = "index") -> None:
+    """A :class:`DataError` for the first latitude outside [-90, 90] or longitude outside
+    [-180, 360] (degrees); NaN positions are missing, not wrong, and pass.
+
+    ``names`` are the coordinate variables (or columns) as the file spells them; ``labels`` name each
+    position (station codes; default its index) and ``location`` what a position is (``"station"``).
+    """
+    for values, name, lo, hi in ((lat, names[0], -90.0, 90.0), (lon, names[1], -180.0, 360.0)):
+        values = np.asarray(values, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = np.nonzero((values < lo) | (values > hi) | np.isinf(values))[0]
+        if bad.size:
+            i = int(bad[0])
+            label = repr(str(labels[i])) if labels is not None else str(i)
+            more = f" ({bad.size} {location}s in all)" if bad.size > 1 else ""
+            raise DataError(f"{source}: coordinate {name!r} outside [{lo:g}, {hi:g}] degrees: {values[i]:g} at "
+                            f"{location} {label}{more}; fix the positions in the file")
 
 
 def report(

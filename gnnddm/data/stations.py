@@ -19,8 +19,10 @@ Three layouts are read (``layout`` of the result):
 Missing entries (empty cells, NaN, ``NA``/``n/a``, ``_FillValue``/``missing_value``) get ``mask = False``
 and ``X = 0``; cells that are not numbers (``abc``) are missing too, counted per column in the load's
 warning with examples. Physically impossible values are masked by :mod:`gnnddm.data.plausibility`
-(recognised by name or CF ``standard_name``) and stations with impossible coordinates dropped, with one
-warning per load that counts both. Station areas are all 1.
+(recognised by name or CF ``standard_name``) and stations without coordinates (a code the station table
+lacks) dropped, with one warning per load that counts both. A coordinate off the sphere (latitude 123) is
+an error naming its file, column and station; so is a time stamp that comes twice for a station (the
+rows of a table may come in any order; a netCDF time axis must increase). Station areas are all 1.
 
 CSV dialect: the separator (``,`` ``;`` tab ``|``) is the one the header line uses most, and the decimal
 mark is a comma when the separator is not and the values are written ``12,5``; ``sep`` and ``decimal``
@@ -40,7 +42,7 @@ import pandas as pd
 
 from gnnddm.data import plausibility
 from gnnddm.data.samples import resolve_path
-from gnnddm.data.times import time_index
+from gnnddm.data.times import check_increasing, time_index
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.schema.data import StationsDataConfig
@@ -73,6 +75,7 @@ class _Raw:
     layout: str
     notes: list[str] = field(default_factory=list)
     standard_names: list[str] | None = None
+    positions_from: tuple[str, str, str] = ("", "latitude", "longitude")  # file, latitude and longitude names
 
 
 def load_stations(
@@ -130,6 +133,8 @@ def load_stations(
     keep_t = time_index(raw.times, time, p.name)
     times, values = raw.times[keep_t], raw.values[keep_t]
 
+    source, lat_name, lon_name = raw.positions_from
+    plausibility.require_on_sphere(raw.lat, raw.lon, source or str(p), (lat_name, lon_name), raw.codes, "station")
     valid_pos = plausibility.check_coordinates(raw.lat, raw.lon)
     dropped = [c for c, ok in zip(raw.codes, valid_pos, strict=True) if not ok]
     if not valid_pos.any():
@@ -357,11 +362,14 @@ def _long(p, df, scol, times, time_cols, stations_path, variables, notes, dialec
     si = pd.Index(codes).get_indexer(codes_all[ok])
     ti = np.searchsorted(t_unique, times[ok])
     dup = pd.Series(si * len(t_unique) + ti).duplicated().to_numpy()
-    if dup.any():
-        notes.append(f"ignored {int(dup.sum())} duplicate (station, time) rows")
+    if dup.any():  # rows may come in any order; a station's time stamp may not come twice
+        code = codes[si[np.argmax(dup)]]
+        rows = np.nonzero(ok)[0][codes_all[ok] == code]
+        order = np.argsort(times[rows], kind="stable")
+        check_increasing(times[rows][order], str(p), ", ".join(time_cols), lines=rows[order] + 2,
+                         where=f"station {code!r}")
     values = np.full((len(t_unique), len(codes), len(cols)), np.nan)
-    block = np.stack([avail[c].to_numpy(dtype=np.float64)[ok] for c in cols], axis=1)
-    values[ti[~dup], si[~dup]] = block[~dup]
+    values[ti, si] = np.stack([avail[c].to_numpy(dtype=np.float64)[ok] for c in cols], axis=1)
 
     if stations_path is None and latc is not None and lonc is not None:
         _conflicts(pd.Series(codes_all[ok]), df[latc][ok], df[lonc][ok], p, dialect.conflicts, notes)
@@ -369,10 +377,12 @@ def _long(p, df, scol, times, time_cols, stations_path, variables, notes, dialec
         lat = pd.to_numeric(first[latc], errors="coerce").reindex(codes).to_numpy(np.float64)
         lon = pd.to_numeric(first[lonc], errors="coerce").reindex(codes).to_numpy(np.float64)
         elev = pd.to_numeric(first[elevc], errors="coerce").reindex(codes).to_numpy(np.float64) if elevc else None
+        positions_from = (str(p), latc, lonc)
     else:
-        lat, lon, elev = _positions(p, stations_path, codes, "a long table without lat/lon columns", dialect, notes)
+        lat, lon, elev, positions_from = _positions(p, stations_path, codes, "a long table without lat/lon columns",
+                                                    dialect, notes)
     return _Raw(codes, lat, lon, elev, t_unique, values, chosen, [names[c][1] for c in cols],
-                "stations-long-csv", notes)
+                "stations-long-csv", notes, positions_from=positions_from)
 
 
 def _wide(p, df, times, time_cols, stations_path, variables, notes, dialect) -> _Raw:
@@ -387,11 +397,13 @@ def _wide(p, df, times, time_cols, stations_path, variables, notes, dialect) -> 
     numbers = _numeric(df.loc[ok], cols, failures)
     notes.extend(_failure_note(failures))
     values = np.stack([numbers[c].to_numpy(np.float64) for c in cols], axis=1)
-    order = np.argsort(times[ok], kind="stable")
+    order = np.argsort(times[ok], kind="stable")  # rows may come in any order; a time stamp may not come twice
+    check_increasing(times[ok][order], str(p), ", ".join(time_cols), lines=np.nonzero(ok)[0][order] + 2)
     codes = [str(c).strip() for c in cols]
-    lat, lon, elev = _positions(p, stations_path, codes, "a wide table (one column per station)", dialect, notes)
+    lat, lon, elev, positions_from = _positions(p, stations_path, codes, "a wide table (one column per station)",
+                                                dialect, notes)
     return _Raw(codes, lat, lon, elev, times[ok][order], values[order][:, :, None], [name], [_unit_from_name(p)],
-                "stations-wide-csv", notes)
+                "stations-wide-csv", notes, positions_from=positions_from)
 
 
 def _unit_from_name(p: Path) -> str:
@@ -404,7 +416,8 @@ def _unit_from_name(p: Path) -> str:
 
 
 def _positions(p: Path, stations_path, codes, what: str, dialect: _Dialect = _Dialect(), notes=None):
-    """lat, lon, elevation [N] of ``codes`` from the station table (NaN for codes it lacks)."""
+    """lat, lon, elevation [N] of ``codes`` from the station table (NaN for codes it lacks), and the table's
+    path, latitude and longitude columns (for messages)."""
     if stations_path is not None:
         sp = resolve_path(stations_path)
     else:
@@ -435,7 +448,7 @@ def _positions(p: Path, stations_path, codes, what: str, dialect: _Dialect = _Di
         v = _to_number(table[c]).to_numpy(np.float64)
         return np.where(index >= 0, v[np.maximum(index, 0)], np.nan)
 
-    return column(latc), column(lonc), (column(elevc) if elevc else None)
+    return column(latc), column(lonc), (column(elevc) if elevc else None), (str(sp), latc, lonc)
 
 
 # ---------------------------------------------------------------------------------------- netCDF
@@ -472,9 +485,11 @@ def _read_cf(p: Path, variables) -> _Raw:
         codes = [_decode_id(c) for c in ds[id_var].to_numpy()] if id_var is not None else [str(i) for i in range(n)]
         elev = ds[elev_v].to_numpy().astype(np.float64) if elev_v is not None and ds[elev_v].dims == (sdim,) else None
         times = to_datetime64(ds[time_v].to_numpy(), p)
+        check_increasing(times, str(p), str(time_v))
         return _Raw(codes, ds[lat_v].to_numpy().astype(np.float64), ds[lon_v].to_numpy().astype(np.float64),
                     elev, times, values, list(chosen), [str(ds[v].attrs.get("units", "")) for v in chosen],
-                    "cf-timeseries", standard_names=[str(ds[v].attrs.get("standard_name", "")) for v in chosen])
+                    "cf-timeseries", standard_names=[str(ds[v].attrs.get("standard_name", "")) for v in chosen],
+                    positions_from=(str(p), str(lat_v), str(lon_v)))
 
 
 def _cf_coord(ds, standard_name: str, names) -> str | None:

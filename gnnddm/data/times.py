@@ -1,4 +1,8 @@
-"""Time selections shared by every loader and by the date-range splits (one rule everywhere).
+"""Time axes and time selections shared by every loader and by the date-range splits (one rule everywhere).
+
+Every loader hands its time stamps to :func:`check_increasing` before selecting: a repeated or backward
+time stamp is an error naming the file, the time variable and the stamps, since a step read twice or out
+of order would silently pair the wrong inputs and targets.
 
 A selection is ``None`` (every step), one period (``"1961"``, ``"1961-01"``, ``"1961-01-31"``: the whole
 year, month or day), or an inclusive range ``[start, end]`` where either end may be ``None``. An end
@@ -19,6 +23,53 @@ _PERIODS = ("Y", "M", "W", "D")
 def _end_of(instant: np.datetime64) -> np.datetime64:
     """The first instant after the period ``instant`` names (itself plus one unit of its precision)."""
     return instant + np.timedelta64(1, np.datetime_data(instant.dtype)[0])
+
+
+def check_increasing(times: np.ndarray, source: str, name: str = "time", lines: np.ndarray | None = None,
+                     where: str = "") -> None:
+    """A :class:`DataError` unless ``times`` is strictly increasing (no repeated or backward time stamp).
+
+    Parameters
+    ----------
+    times : datetime64 [T]
+        The time stamps in the order the data holds them.
+    source : str
+        The file, named first in the message.
+    name : str
+        The time variable or column as the file spells it (``valid_time``, ``date``).
+    lines : int [T], optional
+        The line of the file holding each time stamp (a table's time column); without it the message
+        names steps of a time variable.
+    where : str
+        What the times belong to, for messages (``"station 'A'"``).
+
+    Examples
+    --------
+    ``era5.nc: time variable 'valid_time' is not strictly increasing: 2020-01-01T12:00:00 repeated
+    (steps 2 and 3); each time stamp must appear once, in increasing order``
+    """
+    times = np.asarray(times)
+    if times.size < 2:
+        return
+    bad = np.nonzero(~(times[1:] > times[:-1]))[0]  # NaT compares False: it is never in order either
+    if bad.size == 0:
+        return
+    word, pos = ("line", np.asarray(lines)) if lines is not None else ("step", np.arange(times.size))
+    found = []
+    for i in bad[:3]:
+        before, after = times[i], times[i + 1]
+        if before == after:
+            found.append(f"{_stamp(after)} repeated ({word}s {pos[i]} and {pos[i + 1]})")
+        else:
+            found.append(f"{_stamp(after)} ({word} {pos[i + 1]}) after {_stamp(before)} ({word} {pos[i]})")
+    more = f"; {bad.size} such {word}s in all" if bad.size > 3 else ""
+    kind = "column" if lines is not None else "variable"
+    raise DataError(f"{source}: time {kind} {name!r}{' of ' + where if where else ''} is not strictly "
+                    f"increasing: {'; '.join(found)}{more}; each time stamp must appear once, in increasing order")
+
+
+def _stamp(t) -> str:
+    return str(t)[:19]
 
 
 def time_mask(times: np.ndarray, selection, key: str = "data.time") -> np.ndarray:

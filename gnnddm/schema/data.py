@@ -14,6 +14,7 @@ from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, 
 TimeSelection = str | int | list[str | int | None] | None
 SHARE = ("edge", "vertex")  # the neighbour rules of a mesh's native edges
 CONFLICT_CHOICES = ("error", "first")  # a station with several positions: an error, or the first position
+MISSING_CHUNK_CHOICES = ("error", "gap")  # a chunk a zarr store lacks (gnnddm.data.chunks)
 SYNTHETIC_VARIABLES = ("t2m", "msl", "u10", "v10")  # as gnnddm.data.synthetic.VARIABLES
 
 
@@ -87,6 +88,7 @@ class GridDataConfig(LazyReading, DataConfig):
     member: int | None = None
     coarsen: int = field(default=1, metadata=at_least(1))
     engine: str | None = None
+    on_missing_chunk: str = field(default="error", metadata=one_of(*MISSING_CHUNK_CHOICES, noun="choice"))
 
     def __post_init__(self):
         super().__post_init__()

@@ -71,8 +71,8 @@ def test_wide_csv_station_missing_from_table_is_dropped_with_one_warning(tmp_pat
 
 
 def _write_cf(path, station_first=True):
-    """CF timeSeries: 4 stations x 3 times; station D has lon 400; t2m has a fill value and 1 impossible value,
-    d2m one 9999."""
+    """CF timeSeries: 4 stations x 3 times; station D has no position (NaN lon); t2m has a fill value and 1
+    impossible value, d2m one 9999."""
     codes = ["AAA", "BBB", "CCC", "DDD"]
     t2m = np.array([[280.0, 281.0, -9999.0], [290.0, 500.0, 291.0], [270.0, 271.0, 272.0], [1.0, 2.0, 3.0]])
     d2m = np.array([[270.0, 271.0, 272.0], [9999.0, 280.0, 281.0], [260.0, 261.0, 262.0], [1.0, 2.0, 3.0]])
@@ -84,7 +84,7 @@ def _write_cf(path, station_first=True):
         sid = ds.createVariable("station_id", "S1", ("station", "name_strlen"))
         sid.cf_role = "timeseries_id"
         sid[:] = netCDF4.stringtochar(np.array(codes, dtype="S3"))
-        for name, vals in (("lat", [50.0, 51.0, 52.0, 53.0]), ("lon", [0.0, 1.0, 2.0, 400.0]),
+        for name, vals in (("lat", [50.0, 51.0, 52.0, 53.0]), ("lon", [0.0, 1.0, 2.0, np.nan]),
                            ("alt", [10.0, 20.0, 30.0, 40.0])):
             v = ds.createVariable(name, "f8", ("station",))
             v[:] = vals
@@ -103,7 +103,7 @@ def _write_cf(path, station_first=True):
 
 
 @pytest.mark.parametrize("station_first", [True, False])
-def test_cf_timeseries_masks_fill_and_impossible_values_and_drops_bad_station(tmp_path, station_first):
+def test_cf_timeseries_masks_fill_and_impossible_values_and_drops_a_station_without_position(tmp_path, station_first):
     f = tmp_path / "obs.nc"
     _write_cf(f, station_first)
     with warnings.catch_warnings(record=True) as caught:
