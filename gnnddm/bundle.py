@@ -15,8 +15,13 @@ given to it is the data it was trained on:
 - ``versions``: gnnddm, torch, torch_geometric, numpy, python and the git commit; ``run_id``: the MLflow
   run that trained it, when known.
 
-Only plain containers, numbers, strings and tensors are stored, so :func:`load_model` reads a file with
-``torch.load(weights_only=True)`` and never runs code from it.
+Loading never runs code from the file. Only plain containers, numbers, strings and tensors are stored, so
+:func:`load_model` reads it with ``torch.load(weights_only=True)`` (:func:`read_torch`), which refuses any
+other object a pickle could build. The stored configuration is what ``gnnddm evaluate`` builds the data,
+graph, task and model from, and building a section calls its ``_target_``: :func:`load_model` therefore
+accepts it only when every ``_target_`` in it, at any depth, is one of gnnddm's components at its key and
+the whole passes the schema (:func:`gnnddm.schema.validate.validate_file`); a file that names anything
+else (``builtins.open``, ``torch.load``) is refused with one error naming the file and the key.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.errors import DataError
 from gnnddm.outputs import save_torch
+from gnnddm.schema.validate import validate_file
 
 FORMAT = "gnnddm.model"
 #: 1: weights, iteration and config only (gnnddm before the bundle); 2: the fields listed above
@@ -145,19 +151,14 @@ class Bundle:
 
 def load_model(path) -> Bundle:
     """Read a bundle written by :func:`save_model`; a :class:`DataError` naming the file when it is missing,
-    unreadable, or written by a gnnddm that did not store the bundle's fields."""
-    import torch
-
+    unreadable, or written by a gnnddm that did not store the bundle's fields, a :class:`ConfigError` naming
+    the file and the key when its configuration names anything but gnnddm's components or is not valid."""
     path = Path(path)
     if not path.is_file():
         where = "is a folder, not a file" if path.is_dir() else "no such file"
         raise DataError(f"{path}: {where}; give the output folder of a finished `gnnddm train` run, which holds "
                         "model.pt")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated or foreign file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a readable gnnddm model file ({first[:200]})") from None
+    raw = read_torch(path, "gnnddm model file", map_location="cpu")
     if not isinstance(raw, dict) or "model" not in raw:
         raise DataError(f"{path}: not a gnnddm model file (no weights)")
     version = raw.get("version", 1)
@@ -171,14 +172,33 @@ def load_model(path) -> Bundle:
     missing = [k for k in _FIELDS if k not in raw]
     if missing:
         raise DataError(f"{path}: incomplete model file, without {', '.join(missing)}")
+    config = validate_file(raw["config"], path)
     norm = raw["normalisation"]
     return Bundle(
-        path=path, state_dict=raw["model"], iteration=int(raw["iteration"]), config=raw["config"],
+        path=path, state_dict=raw["model"], iteration=int(raw["iteration"]), config=config,
         variables=tuple(raw["variables"]), units=tuple(raw["units"]),
         mean=np.asarray(norm["mean"], dtype=np.float64), std=np.asarray(norm["std"], dtype=np.float64),
         graph=raw["graph"], task=raw["task"], architecture=raw["architecture"], versions=raw["versions"],
         run_id=raw.get("run_id"), saved_at=raw.get("saved_at"),
     )
+
+
+def read_torch(path: Path, what: str, map_location=None):
+    """``torch.load(path, weights_only=True)``: plain containers, numbers, strings and tensors, never code.
+
+    A :class:`DataError` naming the file when torch cannot read it, or when the pickle asks for anything
+    else (a class, a function such as ``os.system`` in a ``__reduce__``); ``what`` names the kind of file.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated or foreign file
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        # a refused pickle: torch's own line says what it would have run, the rest is advice to trust the file
+        reason = next((line.split("error:", 1)[1].split(". ")[0].strip() for line in lines
+                       if "WeightsUnpickler error:" in line), lines[0])
+        raise DataError(f"{path}: not a readable {what} ({reason[:200]})") from None
 
 
 def _qualname(obj) -> str:

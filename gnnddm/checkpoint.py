@@ -3,6 +3,15 @@
 Each rank writes ``checkpoints/it{iteration:07d}.rank{r}.pt`` through a temporary file and a rename, so a
 crash never leaves a half-written file. A checkpoint iteration counts only when all ``world_size``
 ranks wrote it; the two newest complete iterations are kept.
+
+Reading a checkpoint never runs code from it: :func:`load_checkpoint` reads it with
+``torch.load(weights_only=True)``, which builds plain containers, numbers, strings and tensors only, so a
+planted file whose pickle would call a function (a ``__reduce__`` payload) is one error naming it. What a
+rank saves is of those kinds: the model's and the optimizers' state dicts, the numpy generator's state
+(its ``bit_generator.state``, a dict of strings and integers), the torch generator's state (a tensor),
+the history and the last evaluation (numbers), the run's configuration as flat ``key: string`` pairs and
+the MLflow run's id (a string or None). The configuration is only compared with the resumed run's
+(:func:`config_changes`), never built from.
 """
 
 from __future__ import annotations
@@ -11,14 +20,16 @@ import os
 import re
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
-from gnnddm.errors import ConfigError
+from gnnddm.bundle import read_torch
+from gnnddm.errors import ConfigError, DataError
 from gnnddm.outputs import output_dir, save_torch
 
 _NAME = re.compile(r"^it(\d{7})\.rank(\d+)\.pt$")
 KEEP = 2
+#: what resuming reads from a rank's state
+_STATE = ("iteration", "model", "algorithm", "numpy_rng", "torch_rng")
 
 
 def checkpoint_dir(out_dir: Path) -> Path:
@@ -73,7 +84,18 @@ def find_checkpoint(out_dir: Path, rank: int, world_size: int) -> dict | None:
     if not complete:
         return None
     it = max(complete)
-    return torch.load(d / f"it{it:07d}.rank{rank}.pt", weights_only=False)
+    return load_checkpoint(d / f"it{it:07d}.rank{rank}.pt")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """One rank's saved state; a :class:`DataError` naming the file when it is unreadable, holds anything
+    but plain data, or lacks what resuming needs."""
+    state = read_torch(path, "gnnddm checkpoint")
+    missing = [k for k in _STATE if k not in state] if isinstance(state, dict) else list(_STATE)
+    if missing:
+        raise DataError(f"{path}: not a gnnddm checkpoint (without {', '.join(missing)}); remove it, or start "
+                        "afresh in another output_dir")
+    return state
 
 
 def restarted() -> bool:

@@ -11,6 +11,9 @@ The arguments are ``key=value`` tokens (values in Hydra's override syntax): ``ou
 ``split``, ``verbose``, and overrides of the stored configuration under ``data.`` (another file or
 time range, ``+data.key=`` to add a key), ``tracking.`` and ``trainer.device`` / ``trainer.threads``.
 The stored configuration is not recomposed from ``conf/``: a run is evaluated as it was trained.
+Loading never runs code from the file: it is read with ``torch.load(weights_only=True)``, and its
+configuration, with the overrides, may name only gnnddm's components and must pass the schema
+(:func:`gnnddm.schema.validate.validate_file`) before anything is built from it.
 
 Outputs: a table on stdout, ``PATH/evaluate_<split>.json``, and an MLflow run (tag
 ``gnnddm.command=evaluate``) in the training run's store, a child of the training run when that run is
@@ -125,13 +128,15 @@ def evaluate(req: Request) -> dict:
     """Score the model of ``req.output_dir`` on ``req.split``; the result (also ``evaluate_<split>.json``)."""
     from gnnddm.bundle import load_model
     from gnnddm.outputs import write_json
+    from gnnddm.schema.validate import validate_file
     from gnnddm.tracking import metric_name
 
     if not req.output_dir.is_dir():
         raise DataError(f"output_dir={req.output_dir}: no such folder; give the output folder of a finished "
                         "`gnnddm train` run")
-    bundle = load_model(req.output_dir / "model.pt")
+    bundle = load_model(req.output_dir / "model.pt")  # refuses a configuration that names other than gnnddm's
     cfg = apply_overrides(bundle.cfg, req.values)
+    validate_file(cfg, bundle.path)  # the same check with the overrides, before anything is built or logged
     json_path = req.output_dir / f"evaluate_{req.split}.json"
     result = {"status": "running", "split": req.split, "model": str(bundle.path), "iteration": bundle.iteration,
               "evaluated_run_id": bundle.run_id, "overrides": list(req.overrides), "mlflow_run_id": None}

@@ -1,10 +1,12 @@
-"""Checking a composed config against the schemas before any work starts."""
+"""Checking a composed config against the schemas before any work starts, and a config read from a file
+(the one stored in ``model.pt``) before anything is built from it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gnnddm.errors import ConfigError
@@ -101,3 +103,118 @@ def _algorithm_schema(target: str):
         return ConfigError(f"ddm._target_: {target!r} declares no config schema (a Config dataclass whose "
                            "_target_ is the class; see gnnddm.ddm.base.AlgorithmConfig)")
     return schema
+
+
+# ------------------------------------------------------------------------------ configs read from files
+#: Hydra's instantiation keys; gnnddm's configurations use ``_target_`` and ``_partial_`` only
+HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+#: the local solver that gnnddm adds to the optimizer classes of ``torch.optim`` (gnnddm.ddm.solvers)
+GNNDDM_SOLVERS = ("gnnddm.ddm.solvers.BoxAdagrad",)
+
+
+def validate_file(cfg: DictConfig | Mapping, source) -> dict:
+    """Check a configuration read from a file, ``source``, before anything is built from it; the resolved
+    configuration as plain containers.
+
+    Building a section calls its ``_target_``, so a file that names any callable would run it
+    (``builtins.open`` truncating a file, ``torch.load`` of a pickle). A file's configuration may therefore
+    name only gnnddm's components (:func:`component_targets`), and then it must pass :func:`validate`. The
+    check runs on the resolved values, as Hydra builds them, and covers every ``_target_`` at any depth,
+    lists included. The first problem is raised as a one-line :class:`ConfigError` that names ``source``
+    and the key, e.g. ``model.pt: data._target_ 'torch.load' is not a gnnddm component; valid: ...``.
+    """
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig | ListConfig) else cfg
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {getattr(exc, 'full_key', '') or 'config'}: cannot be resolved "
+                          f"({exc.msg})") from None
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"{source}: the stored configuration is not a mapping of keys, got {type(tree).__name__}")
+    allowed = component_targets()
+    for key, path, value in _walk(tree, "", ()):
+        name = path[-1]
+        # the section the key sits in; a key that is not a plain name (a number, one with a dot) holds none
+        plain = all(isinstance(part, str) and "." not in part for part in path)
+        where = ".".join(path[:-1]) if plain else None
+        if isinstance(value, str) and "${" in value:
+            # a resolved configuration holds plain values; an escaped interpolation would resolve again later
+            raise ConfigError(f"{source}: {key}: {value!r} is an interpolation in a resolved configuration")
+        if name not in HYDRA_KEYS or name == "_partial_":
+            continue
+        if name != "_target_":
+            raise ConfigError(f"{source}: {key}: not a key of a gnnddm configuration (components are built "
+                              "from _target_, _partial_ and keyword arguments)")
+        if isinstance(value, str) and value in allowed.get(where, ()):
+            continue
+        at = key.removesuffix("._target_") if path[:-1] else "the root"
+        valid = ", ".join(sorted(allowed[where])) if where in allowed else \
+            f"none at {at} (components are built at {', '.join(sorted(allowed))})"
+        raise ConfigError(f"{source}: {key} {value!r} is not a gnnddm component; valid: {valid}")
+    found = problems(tree)
+    if found:
+        more = f" (and {len(found) - 1} more problems)" if len(found) > 1 else ""
+        raise ConfigError(f"{source}: {found[0]}{more}")
+    return tree
+
+
+@functools.cache
+def component_targets() -> dict[str, frozenset[str]]:
+    """Where a configuration read from a file may name a ``_target_``, and which ones:
+    ``{"model": {"gnnddm.models.sage.GraphSAGE", ...}, "ddm.local_solver": {...}, ...}``.
+
+    The keys and targets are those that the shipped ``conf/`` tree declares: the ``_target_`` of each
+    option of a group (``conf/<group>/*.yaml``), the nested ones of its keys (``ddm.local_solver``,
+    including keys an option takes from its defaults list, ``/ddm_shared/schwarz@_here_``) and those the
+    experiments set. A key that takes an optimizer (one of its declared targets is in ``torch.optim``) takes
+    every optimizer class of ``torch.optim``, as the ``optimizer`` schema does, and gnnddm's own solvers
+    (:data:`GNNDDM_SOLVERS`).
+    """
+    import torch
+    import yaml
+
+    from gnnddm.config import config_dir
+
+    root = config_dir()
+    found: dict[str, set[str]] = {}
+    for group in GROUP_NAMES:
+        for path in sorted((root / group).glob("*.yaml")):
+            option = yaml.safe_load(path.read_text()) or {}
+            _declared(option, group, found)
+            for entry in option.get("defaults", ()):
+                if isinstance(entry, str) and entry.endswith("@_here_"):
+                    shared = root / f"{entry.removesuffix('@_here_').strip('/')}.yaml"
+                    _declared(yaml.safe_load(shared.read_text()) or {}, group, found)
+    for path in sorted((root / "experiment").glob("*.yaml")):  # ``# @package _global_``: keys from the root
+        _declared(yaml.safe_load(path.read_text()) or {}, "", found)
+    optimizers = {f"torch.optim.{name}" for name, obj in vars(torch.optim).items()
+                  if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)
+                  and obj is not torch.optim.Optimizer and not name.startswith("_")}
+    optimizers.update(GNNDDM_SOLVERS)
+    return {key: frozenset(targets | optimizers if any(t.startswith("torch.optim.") for t in targets) else targets)
+            for key, targets in found.items()}
+
+
+def _declared(node, key: str, found: dict[str, set[str]]) -> None:
+    """Add the ``_target_`` of every mapping in the YAML ``node`` at ``key`` to ``found[its key]``."""
+    if not isinstance(node, Mapping):
+        return
+    if isinstance(node.get("_target_"), str):
+        found.setdefault(key, set()).add(node["_target_"])
+    for name, value in node.items():
+        if name != "defaults":
+            _declared(value, f"{key}.{name}" if key else str(name), found)
+
+
+def _walk(node, key: str, path: tuple):
+    """``(full key, path, value)`` of every entry under ``node``, mappings and lists alike: the key as a
+    message names it (``a.b[0].c``) and as the tuple of its parts (``("a", "b", 0, "c")``)."""
+    if isinstance(node, Mapping):
+        items = ((name, f"{key}.{name}" if key else str(name)) for name in node)
+    elif isinstance(node, list | tuple):
+        items = ((i, f"{key}[{i}]") for i in range(len(node)))
+    else:
+        return
+    for name, sub in items:
+        value = node[name]
+        yield sub, (*path, name), value
+        yield from _walk(value, sub, (*path, name))
