@@ -18,5 +18,9 @@ class DataError(GnnddmError):
     """An input file is missing, unreadable or lacks what is needed."""
 
 
+class OutputError(GnnddmError):
+    """A file of the run cannot be written (a full disk, a read-only folder); the message names it."""
+
+
 class TrainingDivergedError(GnnddmError):
     """The loss became NaN or exploded."""

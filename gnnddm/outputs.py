@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -40,18 +41,44 @@ def _plain(value):
 
 def write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` as JSON through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2, default=_plain) + "\n"
+    _atomic(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def save_torch(obj, path: Path) -> None:
-    """``torch.save`` through a temporary file and a rename."""
+    """``torch.save`` through a temporary file and a rename (serialised in memory first, so that a failed
+    write is the operating system's error, not torch's stream error)."""
+    import io
+
     import torch
 
-    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic(Path(path), lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def save_figure(fig, path: Path, **savefig) -> None:
+    """A matplotlib figure as PNG, through a temporary file and a rename."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **savefig)
+    _atomic(Path(path), lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: the old file stays whole until the new one is. A
+    failure (a full disk, a read-only folder) removes the temporary file and is one :class:`OutputError`
+    naming ``path`` and the cause."""
+    from gnnddm.errors import OutputError
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        cause = f"{exc.strerror} (errno {exc.errno})" if exc.strerror else str(exc)
+        raise OutputError(f"cannot write {path}: {cause}") from None

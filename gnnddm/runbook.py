@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from gnnddm.outputs import write_json
+from gnnddm.outputs import save_figure, write_json
 from gnnddm.signals import Terminated
 from gnnddm.tracking import Tracker, config_params, environment_tags, metric_name
 
@@ -90,7 +90,8 @@ class RunBook:
         if not tracker.enabled or tracker.run_id is not None:
             self.summary["mlflow_run_id"] = tracker.run_id
             return
-        previous = previous_run_id(self.out_dir) if resuming else None
+        # the run named by the newest checkpoint (a process killed with -9 wrote no summary), else summary.json's
+        previous = (checkpointed_run_id(self.out_dir) or previous_run_id(self.out_dir)) if resuming else None
         if previous:
             from gnnddm.checkpoint import latest_checkpoint
 
@@ -100,6 +101,7 @@ class RunBook:
             if not self.reopened:
                 tags = {**tags, "gnnddm.resumed_run_id": previous}
                 self.summary["resumed_run_id"] = previous
+                tracker.end_orphan(previous)  # killed while RUNNING: it ends KILLED, linked from the new run
         if not self.reopened:
             all_tags = {**environment_tags(), "gnnddm.command": "train",
                         **{f"gnnddm.{k}": v for k, v in labels.items()}, **tags}
@@ -160,12 +162,15 @@ class RunBook:
             if announce:
                 log.info("%s", describe(self.summary, self.tracker))
             self.upload_logs()
-        self.tracker.end("FINISHED")
+        self.tracker.end("FINISHED")  # anything above that fails (a full disk) ends it FAILED (:meth:`fail`)
 
     def fail(self, message: str, interrupted: bool) -> None:
-        """The run did not finish: ``summary.json`` with status ``failed`` (the error) or ``terminated`` (by
-        a signal), the MLflow run FAILED or KILLED with the reason as a tag. The metrics held since the last
-        checkpoint are stored, unless the elastic agent will restart the ranks from that checkpoint."""
+        """The run did not finish: the MLflow run FAILED or KILLED with the reason as a tag, then
+        ``summary.json`` with status ``failed`` (the error) or ``terminated`` (by a signal). The run record
+        is ended before anything that touches the disk, so that a full disk (often the very error being
+        reported) cannot leave it RUNNING; what cannot be written is one warning naming the file. The
+        metrics held since the last checkpoint are stored, unless the elastic agent will restart the
+        ranks from that checkpoint."""
         if interrupted:
             self.summary.update(status="terminated", reason=message)
         else:
@@ -173,16 +178,23 @@ class RunBook:
         if _restart_follows():
             self._held = []  # the next attempt recomputes and logs them
         try:
-            self.commit()
-        except Exception as exc:  # the store failing must not hide the run's own error
-            log.warning("could not store the last metrics: %s", exc)
+            try:
+                self.commit()
+            except Exception as exc:  # the store failing must not hide the run's own error
+                log.warning("could not store the last metrics: %s", exc)
+            if self.tracker.run_id:
+                self.tracker.set_tags({"gnnddm.terminated_by" if interrupted else "gnnddm.error": message[:5000]})
+        except Exception as exc:
+            log.warning("could not tag the MLflow run: %s", exc)
+        finally:
+            self.tracker.end("KILLED" if interrupted else "FAILED")
         if self.rank0:
-            write_json(self.out_dir / "summary.json", self.summary)
             log.info("%s: %s", self.summary["status"], message, extra=FILE_ONLY)
-            self.upload_logs()
-        if self.tracker.run_id:
-            self.tracker.set_tags({"gnnddm.terminated_by" if interrupted else "gnnddm.error": message[:5000]})
-        self.tracker.end("KILLED" if interrupted else "FAILED")
+            for write in (lambda: write_json(self.out_dir / "summary.json", self.summary), self.upload_logs):
+                try:
+                    write()
+                except Exception as exc:  # noqa: BLE001 - the run's own error is what the user must see
+                    log.warning("%s", exc, extra=FILE_ONLY)
 
     def upload_logs(self) -> None:
         """``train.log`` and Hydra's ``.hydra/`` (composed config, overrides) of the output folder."""
@@ -211,6 +223,21 @@ def previous_run_id(out_dir: Path) -> str | None:
         return json.loads((Path(out_dir) / "summary.json").read_text()).get("mlflow_run_id")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def checkpointed_run_id(out_dir: Path) -> str | None:
+    """The MLflow run recorded in the newest complete checkpoint of ``out_dir`` (rank 0's), if any."""
+    from gnnddm.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
+    from gnnddm.errors import GnnddmError
+
+    it = latest_checkpoint(out_dir)
+    if it is None:
+        return None
+    try:
+        run_id = load_checkpoint(checkpoint_dir(out_dir) / f"it{it:07d}.rank0.pt").get("mlflow_run_id")
+    except GnnddmError:  # unreadable: resuming reports it
+        return None
+    return run_id if isinstance(run_id, str) and run_id else None
 
 
 def hydra_overrides() -> list[str] | None:
@@ -354,5 +381,5 @@ def plot_history(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -106,6 +106,7 @@ def _train_process(cfg: DictConfig) -> dict:
             summary["labels"] = run_labels(cfg)
             book.open(cfg, summary["labels"], resuming=resuming(cfg), sweep_dir=sweep_dir())
             state = _setup(cfg, world, book)
+            state.run_id = summary.get("mlflow_run_id")
             _loop(cfg, state, book, out_dir, stops)
             book.finish(announce=tracker.owns_run)
             finished = True
@@ -138,6 +139,7 @@ class _State:
     world_size: int
     params: dict = field(default_factory=dict)  # the flattened config, kept in checkpoints
     start_metrics: dict = field(default_factory=dict)  # logged at step 0 of a new MLflow run
+    run_id: str | None = None  # the MLflow run, kept in checkpoints: a resume after kill -9 finds it there
 
 
 def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
@@ -339,6 +341,7 @@ def _checkpoint_state(s: _State, rng_state: dict, it: int, start: float, last_ev
         "last_eval": last_eval,
         "world_size": s.world_size,
         "config": s.params,
+        "mlflow_run_id": s.run_id,
     }
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from gnnddm.distributed.world import free_ports, is_loopback
 
-ELASTIC_LOGGER = "torch.distributed.elastic"
+log = logging.getLogger("gnnddm.distributed")
+ELASTIC_LOGGERS = ("torch.distributed.elastic", "torch.multiprocessing")
 
 
 def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: str = "gnnddm") -> dict:
@@ -48,34 +49,41 @@ def launch(entrypoint, args: tuple, nproc: int, max_restarts: int = 0, run_id: s
 @contextlib.contextmanager
 def _no_shared_agent_store():
     """Keep the agent from hosting a TCP store for its workers (it would listen on every interface): the
-    workers meet on their own store (:func:`use_attempt_store`)."""
-    key, before = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE", os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE")
-    os.environ[key] = "1"
+    workers meet on their own store (:func:`use_attempt_store`). A rank killed by a signal leaves its
+    semaphores to the resource tracker, whose warning about them would follow the one-line cause."""
+    settings = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+                "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                          "ignore:resource_tracker:UserWarning"]))}
+    before = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextlib.contextmanager
 def _elastic_log_to_file():
-    """The elastic agent's records (a failed rank's traceback runs to 60 lines) go to the log files of the
-    root logger (``train.log``) only; the caller prints the one-line cause."""
-    logger = logging.getLogger(ELASTIC_LOGGER)
+    """The elastic agent's records (a failed rank's traceback runs to 60 lines, the ranks it then stops)
+    go to the log files of the root logger (``train.log``) only; the caller prints the one-line cause."""
+    loggers = [logging.getLogger(name) for name in ELASTIC_LOGGERS]
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    before = logger.propagate
-    logger.propagate = False
-    for h in files:
-        logger.addHandler(h)
+    before = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.propagate = False
+        for h in files:
+            logger.addHandler(h)
     try:
         yield
     finally:
-        for h in files:
-            logger.removeHandler(h)
-        logger.propagate = before
+        for logger, propagate in zip(loggers, before, strict=True):
+            for h in files:
+                logger.removeHandler(h)
+            logger.propagate = propagate
 
 
 ENV_ATTEMPT_PORTS = "GNNDDM_ATTEMPT_PORTS"
@@ -126,6 +134,8 @@ def run_ranks(worker, arg, nproc: int, max_restarts: int, folder: Path, env: dic
     except Exception as exc:
         if type(exc).__name__ == "SignalException":  # the agent was signalled: the caller reports the stop
             raise
+        # the agent's whole report (each failed rank, its exit code, traceback or signal) to the log file
+        log.info("the ranks failed; the elastic agent reports:\n%s", exc, extra={"console": False})
         raise RanksFailed(_rank_errors(exc, folder)) from None
     return results[0], _restarts(folder)
 
@@ -155,8 +165,7 @@ def _rank_errors(exc: BaseException, folder: Path) -> str:
         return "; ".join(f"rank {r} died from {name} (exit code {code}); the other ranks lost their connection "
                          "to it" if len(killed) == 1 else f"rank {r} died from {name} (exit code {code})"
                          for r, (name, code) in killed)
-    msgs = [f"rank {p.name.rsplit('rank', 1)[1]}: {p.read_text().strip().splitlines()[0] if p.read_text().strip() else '?'}"
-            for p in sorted(folder.glob(".error.rank*"))]
+    msgs = [f"rank {p.name.rsplit('rank', 1)[1]}: {p.read_text()}" for p in sorted(folder.glob(".error.rank*"))]
     if msgs:
         return "; ".join(msgs)
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -6,10 +6,11 @@ atomically so a reader never sees a half-written file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from gnnddm.outputs import save_figure
 
 
 def plot_partition(
@@ -71,8 +72,5 @@ def plot_partition(
     fig.tight_layout()
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return path

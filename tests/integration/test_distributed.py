@@ -325,3 +325,28 @@ def test_ranks_that_gnnddm_starts_listen_on_loopback_only(tmp_path):
     assert found, "rank 0 hosts the process group's store: at least one listening socket"
     outside = [a for a in found if not (a.startswith("127.") or a.startswith("::1:"))]
     assert not outside, f"listening beyond loopback: {outside}"
+
+
+def test_a_killed_rank_is_named_as_the_cause_in_one_line(tmp_path):
+    """Rank 1 killed (SIGKILL) without restarts left: the error names rank 1 and the signal, not rank 0's
+    lost connection; the elastic agent's tracebacks go to train.log, not the terminal; the run is FAILED."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    from gnnddm.train import ENV_FAULT
+
+    env = {**os.environ, ENV_FAULT: "kill:rank=1:iteration=2", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "gnnddm", "train",
+                           *_tiny(tmp_path, "ddm=sync", "trainer.max_iterations=4", "distributed.backend=gloo",
+                                  "distributed.nproc_per_node=2", "distributed.timeout=60")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "rank 1 died from SIGKILL" in last, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr[-3000:]
+    assert "Signal 9 (SIGKILL) received" in (tmp_path / "out" / "train.log").read_text()  # the agent's report
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "rank 1 died from SIGKILL" in summary["error"]
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FAILED"
