@@ -7,6 +7,16 @@ is lost. A :class:`Tracker` always ends its run: FINISHED, FAILED or KILLED, nev
 
 Hydra multirun sweeps: every job is its own run, grouped under one parent run per sweep directory (the
 parent is found by its ``gnnddm.sweep_dir`` tag, or created and terminated at once).
+
+Concurrent runs. MLflow creates the tables of a new SQLite store on the first client call, without a lock
+between processes: two processes doing it at once leave a half-migrated store ("table
+_alembic_tmp_experiments already exists") that every later run fails on. A process therefore opens a SQLite
+store, and finds or creates its experiment and sweep parent, holding the file lock ``<db>.lock`` beside it
+(:func:`store_lock`); writes that find the database locked by another writer are tried again.
+
+An unusable store (not a database, damaged, unreadable, an SQLite too old) is one warning line naming
+``tracking.uri`` and the SQLite or MLflow error, and the run continues untracked; with
+``tracking.required=true`` it is a :class:`~gnnddm.errors.ConfigError` with that line instead.
 """
 
 from __future__ import annotations
@@ -21,7 +31,16 @@ import tempfile
 import time
 import urllib.request
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from gnnddm.errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: stores are opened without the lock
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -133,22 +152,114 @@ def _local_uri(uri: str) -> str:
     return uri
 
 
-def _check_sqlite(uri: str) -> None:
-    """A :class:`ConfigError` when the SQLite library of this process is too old for MLflow's store.
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store (None for other stores and in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
 
-    It happens when eccodes (``gnnddm[grib]``), which bundles SQLite 3.26, was loaded before Python's
-    ``sqlite3``: importing :mod:`gnnddm` first prevents it (see ``gnnddm/__init__.py``).
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold the exclusive file lock ``<db>.lock`` beside the SQLite store of ``uri`` (``fcntl.flock``; for
+    other stores, nothing).
+
+    Every :class:`Tracker` opens a SQLite store under it, so that one process at a time creates or
+    migrates the schema, and experiments and sweep parents are found or created once. An existing store
+    costs one uncontended lock; the lock file stays beside the database.
+    """
+    db = sqlite_path(uri)
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)  # MLflow would create it too
+    with open(f"{db}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: the oldest SQLite library that MLflow's SQLite store works with (computed columns)
+MIN_SQLITE = (3, 31, 0)
+
+
+def _check_sqlite(uri: str) -> None:
+    """A :class:`ConfigError` naming ``tracking.uri`` when the SQLite library of this process is older than
+    :data:`MIN_SQLITE`, which MLflow's SQLite store needs.
+
+    It happens when a copy of eccodes (``gnnddm[grib]``) that bundles an older SQLite was loaded before
+    Python's ``sqlite3``: importing :mod:`gnnddm` first prevents it (see ``gnnddm/__init__.py``).
     """
     import sqlite3
 
-    from gnnddm.errors import ConfigError
-
-    if sqlite3.sqlite_version_info < (3, 31, 0):
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise ConfigError(
-            f"tracking.uri={uri}: this process loaded SQLite {sqlite3.sqlite_version}, older than the 3.31 "
-            "that MLflow's SQLite store needs (eccodes, imported before gnnddm, bundles SQLite 3.26); "
-            "import gnnddm before eccodes/cfgrib, or set tracking.uri to an MLflow server"
+            f"tracking.uri={uri}: this process loaded SQLite {sqlite3.sqlite_version}, older than the "
+            f"{'.'.join(map(str, MIN_SQLITE[:2]))} that MLflow's SQLite store needs (eccodes, imported before "
+            "gnnddm, may bundle an older SQLite); import gnnddm before eccodes/cfgrib, or set tracking.uri to "
+            "an MLflow server"
         )
+
+
+def _probe_sqlite(db: Path) -> None:
+    """Raise the SQLite error at once when ``db`` cannot be read as a database (MLflow would retry opening
+    an unreadable file for about 100 s before giving up). A missing file becomes an empty database."""
+    import sqlite3
+
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        con.close()
+
+
+def _store_error(exc: BaseException) -> str:
+    """What went wrong with a store: the SQLite error that ``exc`` wraps (MLflow and SQLAlchemy wrap it), else
+    the first line of ``exc``."""
+    import sqlite3
+
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, sqlite3.Error):
+            return str(cause)
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def _quiet_store_logs() -> Iterator[None]:
+    """MLflow's store logs a failing query with its traceback; while a store is being opened, the one line
+    of :meth:`Tracker._unusable` says it instead."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+#: SQLite's message when another process holds the write lock past the wait MLflow sets (20 s)
+_LOCKED = "database is locked"
+
+
+def _retry(fn, *args, tries: int = 4, **kwargs):
+    """``fn(*args, **kwargs)``, called again (after 1, 2, 4 s) while SQLite reports the database locked by
+    another writer; a locked write is rolled back, so calling it again writes it once."""
+    for attempt in range(tries):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == tries - 1 or _LOCKED not in str(exc):
+                raise
+            log.debug("%s; trying again", _LOCKED)
+            time.sleep(2.0**attempt)
+    return None
 
 
 def _server_answers(uri: str, timeout: float) -> bool:
@@ -160,7 +271,8 @@ def _server_answers(uri: str, timeout: float) -> bool:
 
 
 class Tracker:
-    """One MLflow run. Disabled trackers accept every call and do nothing.
+    """One MLflow run. Disabled trackers accept every call and do nothing, and so does a tracker whose
+    store turned out unusable when it started (:attr:`error` says why).
 
     Parameters
     ----------
@@ -174,11 +286,15 @@ class Tracker:
     flush_seconds : float
         Metrics are buffered and handed to the store at most this often, and by :meth:`flush` / :meth:`end`
         (0: every call).
+    required : bool
+        An unusable store raises a :class:`ConfigError` (instead of a warning and an untracked run).
     """
 
     def __init__(self, enabled=True, uri=LOCAL_URI, experiment="gnnddm", run_name=None, timeout=5.0,
-                 flush_seconds=5.0):
+                 flush_seconds=5.0, required=False):
         self.enabled = bool(enabled)
+        self.required = bool(required)
+        self.error: str | None = None  # why the store could not be used (the tracker is then disabled)
         self.run_id: str | None = None
         self.logged_up_to: int | None = None  # of a reopened run
         self.uri = uri or LOCAL_URI
@@ -192,27 +308,47 @@ class Tracker:
         self._sent_at = time.monotonic()
         self._pending: list = []  # metric batches being written in the background
 
+    @property
+    def _live(self) -> bool:
+        """Whether there is a run to log into."""
+        return self.enabled and self._client is not None and self.run_id is not None
+
     # ------------------------------------------------------------------ setup
     def start(self, tags: dict | None = None, sweep_dir: str | None = None) -> str | None:
+        """Create the run (None, with :attr:`error` set, when the store is unusable)."""
         if not self.enabled:
             return None
-        exp_id = self._connect()
         all_tags = dict(tags or {})
-        if sweep_dir:
-            all_tags["mlflow.parentRunId"] = self._parent_run(exp_id, sweep_dir)
-            all_tags["gnnddm.sweep_dir"] = sweep_dir
-        run = self._client.create_run(exp_id, run_name=self.run_name, tags=all_tags)
+        try:
+            self._resolve_uri()
+            with _quiet_store_logs():
+                with self._store():
+                    exp_id = self._experiment_id(self.experiment)
+                    if sweep_dir:  # under the lock: the jobs of a parallel sweep find one parent
+                        all_tags["mlflow.parentRunId"] = self._parent_run(exp_id, sweep_dir)
+                        all_tags["gnnddm.sweep_dir"] = sweep_dir
+                run = _retry(self._client.create_run, exp_id, run_name=self.run_name, tags=all_tags)
+        except Exception as exc:
+            self._unusable(exc)
+            return None
         self.run_id = run.info.run_id
         return self.run_id
 
     def reopen(self, run_id: str, up_to: int | None = None) -> bool:
         """Continue the run ``run_id`` of this experiment (a resumed training): set it RUNNING again and log
         into it. False, with nothing changed, when the store does not hold that run, or when ``up_to`` is
-        given and the run logged steps after it (continuing would repeat them). ``logged_up_to`` is then the
-        last step the run holds (0: only the start's metrics; None: nothing)."""
+        given and the run logged steps after it (continuing would repeat them); False too, with
+        :attr:`error` set, when the store is unusable. ``logged_up_to`` is then the last step the run holds
+        (0: only the start's metrics; None: nothing)."""
         if not self.enabled:
             return False
-        exp_id = self._connect()
+        try:
+            self._resolve_uri()
+            with _quiet_store_logs(), self._store():
+                exp_id = self._experiment_id(self.experiment)
+        except Exception as exc:
+            self._unusable(exc)
+            return False
         try:
             run = self._client.get_run(run_id)
         except Exception:  # not in this store
@@ -223,8 +359,22 @@ class Tracker:
         last = max(steps, default=0 if run.data.metrics else None)  # only the start's metrics: step 0
         if up_to is not None and last is not None and last > up_to:
             return False
-        self._client.update_run(run_id, status="RUNNING")
+        _retry(self._client.update_run, run_id, status="RUNNING")
         self.run_id, self.logged_up_to = run_id, last
+        return True
+
+    def end_orphan(self, run_id: str) -> bool:
+        """Mark ``run_id`` KILLED if the store still holds it RUNNING: the run of a process killed without
+        a chance to end it (``kill -9``), which a resumed training could not continue. True if it did."""
+        if not self.enabled or self._client is None:
+            return False
+        try:
+            if self._client.get_run(run_id).info.status != "RUNNING":
+                return False
+            _retry(self._client.set_terminated, run_id, "KILLED")
+        except Exception as exc:  # noqa: BLE001 - the resumed run goes on; the old one stays as it was
+            log.warning("could not mark the interrupted MLflow run %s as KILLED: %s", run_id, exc)
+            return False
         return True
 
     def has_run(self, run_id: str) -> bool:
@@ -240,37 +390,67 @@ class Tracker:
     @property
     def parent_run_id(self) -> str | None:
         """The sweep's parent run of this run (None outside a sweep)."""
-        if not self.enabled or self.run_id is None:
+        if not self._live:
             return None
         return self._client.get_run(self.run_id).data.tags.get("mlflow.parentRunId")
 
-    def _connect(self) -> str:
-        """Open the store (falling back to the local one when a server does not answer); the experiment id."""
-        from mlflow.tracking import MlflowClient
-
+    def _resolve_uri(self) -> None:
+        """The store to log to: ``uri``, or the local one when a server does not answer."""
         uri = self.uri
         if uri.startswith(("http://", "https://")) and not _server_answers(uri, self.timeout):
             warnings.warn(
                 f"tracking.uri: the MLflow server {uri} did not answer within {self.timeout:g} s; "
                 f"logging to the local store {LOCAL_URI} instead",
-                stacklevel=2,
+                stacklevel=3,
             )
             uri = LOCAL_URI
         self.uri = _local_uri(uri)
-        if self.uri.startswith("sqlite:"):
+
+    @contextmanager
+    def _store(self) -> Iterator[None]:
+        """Open the store (the client), holding the store's lock for what the block does.
+
+        A SQLite file that cannot be read as a database is its SQLite error at once. MLflow creates the
+        schema of a new store when the client is made; alembic's warnings while it does are noise to a user.
+        """
+        from mlflow.tracking import MlflowClient
+
+        self.uri = _local_uri(self.uri)
+        db = sqlite_path(self.uri)
+        if db is not None:
             _check_sqlite(self.uri)
             logging.getLogger("alembic").setLevel(logging.WARNING)
-        self._client = MlflowClient(tracking_uri=self.uri)
-        return self._experiment_id(self.experiment)
+        with store_lock(self.uri):
+            if db is not None:
+                _probe_sqlite(db)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", module="alembic")
+                self._client = MlflowClient(tracking_uri=self.uri)
+                yield
+
+    def _unusable(self, exc: Exception) -> None:
+        """The store cannot be used: a :class:`ConfigError` when tracking is required, else one warning
+        line and a disabled tracker (every later call does nothing)."""
+        reason = _store_error(exc)
+        reason = reason.removeprefix(f"tracking.uri={self.uri}: ")  # _check_sqlite's message names it
+        where = f"tracking.uri={self.uri}: {reason}"
+        self.enabled, self._client, self.run_id, self._buffer = False, None, None, []
+        if self.required:
+            self.error = f"{where}; tracking.required=true stops the run (false: it continues untracked)"
+            raise ConfigError(self.error) from exc
+        self.error = f"{where}; the run continues untracked (set tracking.required=true to fail instead)"
+        log.warning("%s", self.error)
 
     def attach(self, run_id: str) -> None:
         """Log into an existing run that another process started and will end (the rank launcher)."""
         if not self.enabled:
             return
-        from mlflow.tracking import MlflowClient
-
-        self.uri = _local_uri(self.uri)
-        self._client = MlflowClient(tracking_uri=self.uri)
+        try:
+            with _quiet_store_logs(), self._store():
+                pass
+        except Exception as exc:
+            self._unusable(exc)
+            return
         self.run_id, self.owns_run = run_id, False
 
     def _experiment_id(self, name: str) -> str:
@@ -278,12 +458,12 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         artifact_location = None
-        if self.uri.startswith("sqlite:"):
-            db = Path(self.uri[len("sqlite:///") :])
+        db = sqlite_path(self.uri)
+        if db is not None:
             artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
         try:
-            return self._client.create_experiment(name, artifact_location=artifact_location)
-        except Exception:  # created concurrently by another job of the sweep
+            return _retry(self._client.create_experiment, name, artifact_location=artifact_location)
+        except Exception:  # created concurrently by a process that opened the store without the lock
             return self._client.get_experiment_by_name(name).experiment_id
 
     def _parent_run(self, exp_id: str, sweep_dir: str) -> str:
@@ -292,27 +472,28 @@ class Tracker:
         )
         if found:
             return found[0].info.run_id
-        parent = self._client.create_run(
+        parent = _retry(
+            self._client.create_run,
             exp_id,
             run_name=f"sweep {Path(sweep_dir).name}",
             tags={"gnnddm.sweep_dir_parent": sweep_dir, "gnnddm.kind": "sweep"},
         )
         # The parent only groups its children; it is never left RUNNING.
-        self._client.set_terminated(parent.info.run_id, "FINISHED")
+        _retry(self._client.set_terminated, parent.info.run_id, "FINISHED")
         return parent.info.run_id
 
     # ---------------------------------------------------------------- logging
     def log_params(self, params: dict) -> None:
-        if not self.enabled:
+        if not self._live:
             return
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):
-            self._client.log_batch(self.run_id, params=items[i : i + 100])
+            _retry(self._client.log_batch, self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if not self.enabled:
+        if not self._live:
             return
         from mlflow.entities import Metric
 
@@ -335,6 +516,8 @@ class Tracker:
         """
         self._sent_at = time.monotonic()
         items, self._buffer = self._buffer, []
+        if not self._live:
+            return
         for i in range(0, len(items), 1000):
             op = self._client.log_batch(self.run_id, metrics=items[i : i + 1000], synchronous=False)
             if op is not None:
@@ -349,24 +532,24 @@ class Tracker:
             op.wait()
 
     def set_tags(self, tags: dict) -> None:
-        if not self.enabled:
+        if not self._live:
             return
         for k, v in tags.items():
-            self._client.set_tag(self.run_id, k, str(v))
+            _retry(self._client.set_tag, self.run_id, k, str(v))
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
-        if not self.enabled or not Path(path).exists():
+        if not self._live or not Path(path).exists():
             return
         self._client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_artifacts(self, folder, artifact_path: str | None = None) -> None:
         """Every file under ``folder`` (kept relative), e.g. Hydra's ``.hydra/``."""
-        if not self.enabled or not Path(folder).is_dir():
+        if not self._live or not Path(folder).is_dir():
             return
         self._client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
-        if not self.enabled:
+        if not self._live:
             return
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / name
@@ -375,13 +558,13 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """Terminate the run (FINISHED, FAILED or KILLED)."""
-        if not self.enabled or self.run_id is None:
+        if not self._live:
             return
         self.flush()
         if not self.owns_run:
             return
         try:
-            self._client.set_terminated(self.run_id, status)
+            _retry(self._client.set_terminated, self.run_id, status)
         except Exception as exc:  # the run must not be lost silently
             log.error("could not mark MLflow run %s as %s: %s", self.run_id, status, exc)
 
@@ -406,4 +589,5 @@ def tracker_from_config(tracking_cfg, run_name: str | None = None) -> Tracker:
         run_name=tracking_cfg.get("run_name") or run_name,
         timeout=tracking_cfg.get("timeout", 5),
         flush_seconds=tracking_cfg.get("flush_seconds", 5),
+        required=tracking_cfg.get("required", False),
     )
