@@ -109,6 +109,8 @@ class RunBook:
             if overrides is not None:
                 all_tags["gnnddm.overrides"] = " ".join(overrides) or "(none)"
             tracker.start(tags=all_tags, sweep_dir=sweep_dir)
+            if tracker.error:  # an unusable store: the run goes on untracked, and says why
+                self.summary["tracking_error"] = tracker.error
             self.summary["mlflow_run_id"] = tracker.run_id  # named by summary.json even if stopped from here
         if not self.holds_start:  # a new run, or one stopped before it logged anything (its params maybe)
             tracker.log_params(config_params(OmegaConf.to_container(cfg, resolve=True)))
@@ -307,7 +309,9 @@ def describe(summary: dict, tracker: Tracker | None = None) -> str:
         lines.append(f"  MLflow run: {run_id} (experiment {tracker.experiment}); see it with: "
                      f"{ui_command(tracker.uri)}")
     else:
-        lines.append("  MLflow: not tracked (tracking.enabled=false)")
+        error = getattr(tracker, "error", None)
+        reason = error.split("; ")[0] if error else "tracking.enabled=false"
+        lines.append(f"  MLflow: not tracked ({reason})")
     return "\n".join(lines)
 
 

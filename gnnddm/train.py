@@ -434,7 +434,9 @@ def _launch_ranks(cfg: DictConfig) -> dict:
             worker_cfg = OmegaConf.to_container(cfg, resolve=True)
             worker_cfg["output_dir"] = str(out_dir)
             env = {ENV_RUN_ID: book.tracker.run_id or "", ENV_TRACKING_URI: book.tracker.uri,
-                   ENV_RUN_CONTINUES: "1" if book.reopened else ""}
+                   ENV_RUN_CONTINUES: "1" if book.reopened else "",
+                   # an unusable store was reported once: the ranks do not try it again
+                   "GNNDDM_TRACKING_DISABLED": "1" if book.tracker.error else ""}
             result, restart_count = run_ranks(_rank_worker, worker_cfg, nproc, restarts, out_dir, env,
                                               master_addr=str(cfg.distributed.master_addr))
             book.summary.update(result)
