@@ -282,14 +282,66 @@ def headline(groups: dict[str, list[Run]], globals_at: dict[int, Run]) -> list[s
         worst = max(abs(d) for d in dev.values()) if dev else float("nan")
         ok = r_ratio <= GOAL_ROUNDS and t_ratio <= GOAL_TIME and worst <= GOAL_RMSE
         mark = "best DD method" if label == best else "  "
-        out.append(f"{mark} {label}: collectives {r_ratio:.3f}x, multi-node time {t_ratio:.2f}x, default-network "
-                   f"time {d_ratio:.2f}x of {base_label}; worst val RMSE Δ vs global at target {100 * worst:.1f} % "
-                   f"-> goal (<= {GOAL_ROUNDS}, <= {GOAL_TIME}, <= {100 * GOAL_RMSE:.0f} %) "
+        out.append(f"{mark} {label}: collectives {r_ratio:.3f}x, multi-node time {t_ratio:.2f}x "
+                   f"({noise(g, base, 'model_time_multinode')}), per epoch {per_epoch_ratio(g, base):.2f}x, "
+                   f"default-network time {d_ratio:.2f}x of {base_label}; worst val RMSE Δ vs global at target "
+                   f"{100 * worst:.1f} % -> goal (<= {GOAL_ROUNDS}, <= {GOAL_TIME}, <= {100 * GOAL_RMSE:.0f} %) "
                    f"{'MET' if ok else 'NOT met'}; {break_even(g, base)}")
     missed = [k for k in groups if k not in dd and k not in ("global", *EXACT)]
     if missed:
         out.append("not reached for every seed within their budgets: " + ", ".join(missed))
     return out
+
+
+def seed_range(runs: list[Run], key: str) -> tuple[float, float] | None:
+    vals = [r.at[key] for r in runs if r.reached and r.at.get(key) is not None]
+    return (min(vals), max(vals)) if vals else None
+
+
+def noise(runs: list[Run], base: list[Run], key: str) -> str:
+    """The two seed ranges of ``key`` and whether they overlap: ``[3.60, 5.02] against [4.05, 4.60]:
+    within noise``; one seed each: no noise estimate."""
+    a, b = seed_range(runs, key), seed_range(base, key)
+    if a is None or b is None:
+        return "no range"
+    ranges = f"[{a[0]:.3g}, {a[1]:.3g}] against [{b[0]:.3g}, {b[1]:.3g}]"
+    if len(runs) < 2 or len(base) < 2:
+        return f"{ranges}: one seed, no noise estimate"
+    return f"{ranges}: {'within noise' if a[0] <= b[1] and b[0] <= a[1] else 'outside the seed ranges'}"
+
+
+def per_epoch_ratio(runs: list[Run], base: list[Run]) -> float:
+    """Multi-node time per epoch of node work, median over seeds, against the baseline's: the ratio per
+    unit of work, apart from how many epochs each needs."""
+    def rate(group):
+        vals = [r.at["model_time_multinode"] / r.at["grad_evals"] for r in group
+                if r.reached and r.at.get("grad_evals")]
+        return statistics.median(vals) if vals else float("nan")
+
+    return rate(runs) / rate(base)
+
+
+def sweep_edge(sweep: dict[float, float], lr: float) -> str:
+    """Whether the chosen learning rate lies inside the swept grid or at its edge."""
+    if len(sweep) < 2:
+        return "a grid of one value: not tuned"
+    if lr in (min(sweep), max(sweep)):
+        return f"at the {'lower' if lr == min(sweep) else 'upper'} edge of the grid: extend it (--lrs)"
+    return "inside the grid"
+
+
+def convergence(client, summary: dict) -> str:
+    """How much the reference's best val_loss improved over the last fifth of its iterations: below 0.5 %
+    it is taken as converged, above as well-trained, not converged."""
+    hist = sorted(client.get_metric_history(summary["mlflow_run_id"], "val/loss"), key=lambda m: m.step)
+    if len(hist) < 5:
+        return "too few evaluations to judge convergence"
+    last = hist[-1].step
+    before = min(h.value for h in hist if h.step <= 0.8 * last)
+    end = min(h.value for h in hist)
+    gain = 100 * (before - end) / before
+    return (f"best val_loss {before:.5f} at 4/5 of the budget, {end:.5f} at its end ({gain:.2f} % better): "
+            f"{'converged (< 0.5 %)' if gain < 0.5 else 'well-trained, not converged (>= 0.5 %)'}")
 
 
 def break_even(dd: list[Run], base: list[Run]) -> str:
@@ -357,7 +409,7 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
         todo = [v for v in todo if v.label in keep or v.ddm in keep]
     groups: dict[str, list[Run]] = {"global": []}
     globals_at: dict[int, Run] = {}
-    targets = {}
+    targets, converged = {}, {}
     for seed in seeds:
         ref = Variant("global", "global", max_iterations=budget)
         if seed == seeds[0]:
@@ -367,6 +419,7 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
                                        None, client)
         best = min(h.value for h in client.get_metric_history(summary["mlflow_run_id"], "val/loss"))
         targets[seed] = best * (1 + args.tol)
+        converged[seed] = convergence(client, summary)
         globals_at[seed] = read_run(ref, seed, summary, client, targets[seed])
         groups["global"].append(globals_at[seed])
         log(f"[{regime} p={parts}] seed {seed}: target val_loss {targets[seed]:.5f}")
@@ -382,9 +435,12 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
     tab = table(groups, globals_at)
     md = [f"### {regime}, p = {parts}", "",
           "Learning-rate sweep of the baselines (global Adam, seed " + str(seeds[0]) + f", {budget} iterations, best "
-          "val_loss): " + ", ".join(f"{k:g}: {v:.5f}" for k, v in sweep.items()) + f" -> lr {lr:g}.",
+          "val_loss): " + ", ".join(f"{k:g}: {v:.5f}" for k, v in sweep.items()) + f" -> lr {lr:g}, "
+          f"{sweep_edge(sweep, lr)}.",
           "", f"Targets (best global val_loss x (1 + {args.tol})): " + ", ".join(
-              f"seed {s}: {t:.5f}" for s, t in targets.items()) + ".", "", tab, "", "```", *lines, "```"]
+              f"seed {s}: {t:.5f}" for s, t in targets.items()) + ".", "",
+          "Convergence of the references: " + "; ".join(f"seed {s}: {c}" for s, c in converged.items()) + ".",
+          "", tab, "", "```", *lines, "```"]
     if regime == "deep" and args.overlap_sweep:
         sweep_rows = {}
         for v in overlap_sweep(regime, budget, lr):

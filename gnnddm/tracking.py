@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 LOCAL_URI = "sqlite:///mlflow.db"
 
 #: the accounting counters and clocks, logged under ``cost/`` (cumulative over the run)
-COST = ("iterations", "rounds", "comm_bytes", "grad_evals", "loss_evals", "fine_grad_evals", "model_time",
-        "model_time_multinode", "compute_time", "wall_time", "seconds_per_iteration")
+COST = ("iterations", "rounds", "comm_bytes", "grad_evals", "loss_evals", "fine_grad_evals", "fine_loss_evals",
+        "model_time", "model_time_multinode", "compute_time", "wall_time", "seconds_per_iteration")
 SPLITS = ("train", "val", "test")
 
 

@@ -101,3 +101,44 @@ def test_data_benchmark_quick_run_prints_memory_speed_and_rank_reads(tmp_path):
         read, total = map(int, re.search(r"reads (\d+) of (\d+) grid points", line).groups())
         held = int(re.search(r"holding (\d+) nodes", line).group(1))
         assert held <= read <= held + 2 * 64 < total  # at most the two partial rows at the band's edges (64 wide)
+
+
+# ------------------------------------------------------------------------------ the verdicts' noise
+def _bench_dd():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_dd", REPO / "benchmarks" / "bench_dd.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_dd", module)  # its dataclasses look their module up
+    module = sys.modules["bench_dd"]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
+
+
+def _runs(bd, times, epochs):
+    v = bd.Variant("x", "global")
+    return [bd.Run(v, seed, 10, 10, at={"model_time_multinode": t, "grad_evals": e})
+            for seed, (t, e) in enumerate(zip(times, epochs, strict=True))]
+
+
+def test_a_verdict_says_within_noise_when_the_seed_ranges_overlap():
+    bd = _bench_dd()
+    local_avg = _runs(bd, [4.04, 3.60, 5.02], [110, 99, 121])
+    halo = _runs(bd, [4.32, 4.05, 4.60], [99, 99, 99])
+    assert bd.noise(local_avg, halo, "model_time_multinode").endswith("within noise")
+    apart = _runs(bd, [1.0, 1.1, 1.2], [99, 99, 99])
+    assert bd.noise(apart, halo, "model_time_multinode").endswith("outside the seed ranges")
+    assert "no noise estimate" in bd.noise(apart[:1], halo[:1], "model_time_multinode")
+    # per unit of work: 4.04 / 110 s per epoch against 4.32 / 99
+    assert bd.per_epoch_ratio(local_avg, halo) == pytest.approx((4.04 / 110) / (4.32 / 99), rel=1e-3)
+
+
+def test_a_learning_rate_at_the_edge_of_its_grid_is_named():
+    bd = _bench_dd()
+    assert bd.sweep_edge({1e-3: 0.059, 3e-3: 0.057}, 3e-3).startswith("at the upper edge")
+    assert bd.sweep_edge({1e-3: 0.059, 3e-3: 0.057, 1e-2: 0.058}, 3e-3) == "inside the grid"
+    assert bd.sweep_edge({1e-3: 0.05, 3e-3: 0.057}, 1e-3).startswith("at the lower edge")

@@ -28,8 +28,9 @@ costs about n_ℓ / n of a fine step. One outer iteration is one V-cycle from θ
 5. ν₂(0) steps of the global optimizer on f (post-smoothing).
 
 With one level (L = 1) an iteration is ν₁(0) + ν₂(0) steps of the global optimizer: ``global`` when
-ν₁(0) + ν₂(0) = 1. Fine-level gradient evaluations are counted in ``fine_grad_evals`` (cumulative);
-``grad_evals`` counts every level at n_ℓ / n.
+ν₁(0) + ν₂(0) = 1. Fine-level gradient evaluations are counted in ``fine_grad_evals`` and the fine
+forward-only passes of the trust-region test in ``fine_loss_evals`` (both cumulative); ``grad_evals`` counts
+every level at n_ℓ / n.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class Multilevel(Algorithm):
             self._make_solver(f"level{level}", self.coarse_solver, key="ddm.coarse_solver")
         self.accumulator: torch.Tensor | None = None
         self.fine_grads = 0.0
+        self.fine_losses = 0.0  # forward-only passes on the fine level (the trust-region test's f(θ_a + s))
 
     @classmethod
     def coarse_levels(cls, data, graph_builder=None, levels: int = 3, coarsening: str = "grid",
@@ -251,7 +253,7 @@ class Multilevel(Algorithm):
         if self.levels == 1:
             f_post = self._smooth_fine(self.post[0])
             stats["loss"] = f_pre if f_pre is not None else f_post
-            stats["fine_grad_evals"] = self.fine_grads
+            stats["fine_grad_evals"], stats["fine_loss_evals"] = self.fine_grads, self.fine_losses
             return stats
         theta_a = self.flat()
         f_a, g = self._fine_grad()
@@ -268,6 +270,7 @@ class Multilevel(Algorithm):
             else:
                 with self.timed(None):
                     f_new = self._loss_value(self.objective.whole())
+                self.fine_losses += 1.0
                 g_new = None
             rho, accepted = self.tr.update(f_a - f_new, predicted)
             stats.update(rho=rho, accepted=float(accepted), tr_radius=self.tr.radius, predicted=predicted,
@@ -280,14 +283,16 @@ class Multilevel(Algorithm):
             if self.globalization == "offo":
                 stats["box_width"] = float((constraint.hi - constraint.lo).mean() / 2)
         self._smooth_fine(self.post[0], grad=grad_next)
-        stats["fine_grad_evals"] = self.fine_grads
+        stats["fine_grad_evals"], stats["fine_loss_evals"] = self.fine_grads, self.fine_losses
         return stats
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict:
-        return {"radius": self.tr.radius, "accumulator": self.accumulator, "fine_grads": self.fine_grads}
+        return {"radius": self.tr.radius, "accumulator": self.accumulator, "fine_grads": self.fine_grads,
+                "fine_losses": self.fine_losses}
 
     def _load_extra_state(self, state: dict) -> None:
         self.tr.radius = float(state["radius"])
         self.accumulator = state["accumulator"]
         self.fine_grads = float(state["fine_grads"])
+        self.fine_losses = float(state.get("fine_losses", 0.0))  # absent from checkpoints of older runs

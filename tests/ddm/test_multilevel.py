@@ -196,6 +196,20 @@ def test_an_accepted_cycle_never_increases_f_and_a_rejected_one_changes_nothing(
     assert True in seen
 
 
+@pytest.mark.parametrize("post,forwards", [("[0,3]", 1), ("[1,3]", 0)])
+def test_the_trust_region_tests_fine_forward_pass_is_counted(post, forwards):
+    """Without fine post-smoothing the test evaluates f(θ_a + s) by one fine forward pass, counted in
+    ``fine_loss_evals``; with it the first post-smoothing gradient brings f along, and nothing is counted."""
+    objective, task = _problem()
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=2", f"ddm.post_smooth={post}"], objective, task)
+    for i in range(1, 3):
+        stats = algo.step()
+        assert stats["fine_loss_evals"] == forwards * i
+    fine_forward = algo.accounting.total["loss_evals"] - (
+        2 * algo.objective.coarse[0]["num_clusters"] / objective.num_nodes)  # each cycle's h-value on level 1
+    assert fine_forward == pytest.approx(2 * forwards)
+
+
 def _cycle_without_post_smoothing(algo):
     """One outer iteration with the fine post-smoothing replaced by nothing (the test's end point)."""
     smooth = algo._smooth_fine
