@@ -309,8 +309,9 @@ def describe(summary: dict, tracker: Tracker | None = None) -> str:
         lines.append(f"  MLflow run: {run_id} (experiment {tracker.experiment}); see it with: "
                      f"{ui_command(tracker.uri)}")
     else:
-        error = getattr(tracker, "error", None)
-        reason = error.split("; ")[0] if error else "tracking.enabled=false"
+        unusable = getattr(tracker, "error", None)  # said once when it happened, and kept in summary.json
+        reason = "the tracking store could not be used: see tracking_error in summary.json" if unusable else \
+            "tracking.enabled=false"
         lines.append(f"  MLflow: not tracked ({reason})")
     return "\n".join(lines)
 

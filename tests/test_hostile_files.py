@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from test_cli import gnnddm
+from test_evaluate_command import _error as evaluate_error
 from test_train import tiny
 
 from gnnddm.bundle import FORMAT, VERSION, load_model
@@ -55,12 +56,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def _refused(capsys, root: Path, argv: list[str], *words: str) -> str:
     """``gnnddm evaluate argv`` exits 2 with one line naming ``words``, and no file under ``root`` changed."""
     before = _files(root)
-    capsys.readouterr()
-    assert main(["evaluate", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("gnnddm: error: ") and "\n" not in err and "Traceback" not in err, err
-    for w in words:
-        assert w in err, (w, err)
+    err = evaluate_error(capsys, argv, *words)
     assert _files(root) == before
     return err
 
