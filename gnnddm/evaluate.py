@@ -40,10 +40,13 @@ class Evaluator:
     comm : Communicator, optional
         Shares the batches out over ``comm.world_size`` ranks and sums the results with
         ``comm.sum_control_`` (not accounted as training communication). None: one process does all.
+    valid_counts : dict, optional
+        Per split, the valid target entries of exactly its samples (:meth:`Task.valid_counts`), where the
+        caller counted them already; the rest are counted here.
     """
 
     def __init__(self, task: Task, graph, anchors: dict[str, np.ndarray], batch_size: int = 4, seed=0,
-                 device="cpu", comm=None):
+                 device="cpu", comm=None, valid_counts: dict[str, np.ndarray] | None = None):
         self.task, self.graph, self.device, self.comm = task, graph, device, comm
         self.seed, self.batch_size = seed, int(batch_size)
         self.rank, self.world = (0, 1) if comm is None else (int(comm.rank), int(comm.world_size))
@@ -56,7 +59,8 @@ class Evaluator:
         for name, a in self.anchors.items():
             # decided on the whole split, the same on every rank: a rank whose share holds no batch (more
             # ranks than batches) or no valid target is normal
-            if not task.valid_counts(a, name).any():
+            counts = (valid_counts or {}).get(name)  # the caller's counts of exactly these samples
+            if not (task.valid_counts(a, name) if counts is None else np.asarray(counts)).any():
                 raise DataError(f"{task.data.source}: the {len(a)} {name} evaluation samples hold no valid "
                                 f"target, so their loss would be 0 over nothing"
                                 + ("; raise trainer.eval_train_samples" if name == "train" else ""))

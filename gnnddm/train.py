@@ -202,8 +202,10 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
     # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
     eval_sets = {"train": eval_train, "val": anchors["val"], "test": anchors["test"]}
+    # val and test are whole splits, counted above; the training samples evaluated are a subset
+    counted = {name: np.array(list(summary["valid_targets"][name].values())) for name in ("val", "test")}
     evaluator = Evaluator(task, objective.full_graph, eval_sets, batch_size=int(cfg.trainer.batch_size),
-                          seed=int(cfg.seed), device=device, comm=comm)
+                          seed=int(cfg.seed), device=device, comm=comm, valid_counts=counted)
     summary["baseline"] = {"name": task.baseline_name, **{f"{split}_rmse": evaluator.baseline(split)
                                                           for split in ("val", "test")}}
     for split in ("val", "test"):
