@@ -140,7 +140,11 @@ class Task:
     def read(self, anchors, nodes=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, mask)`` [K * B, n, V] of the steps :meth:`steps_of` the anchors (all nodes, or ``nodes``):
         the only part of a batch that touches the data, so that it can be read ahead."""
-        t = self.steps_of(torch.as_tensor(np.asarray(anchors), dtype=torch.long))
+        return self.fields(self.steps_of(torch.as_tensor(np.asarray(anchors), dtype=torch.long)), nodes)
+
+    def fields(self, steps, nodes=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, mask)`` [len(steps), n, V] of the time steps ``steps`` (normalised; 0 where missing)."""
+        t = torch.as_tensor(np.asarray(steps), dtype=torch.long)
         if self._X is not None:
             return self._rows(self._X, t, nodes), self._rows(self._M, t, nodes)
         x, m = self.data.X.reader.fields(t.numpy(), None if nodes is None else np.asarray(nodes))

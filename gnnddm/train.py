@@ -50,6 +50,8 @@ from gnnddm.errors import ConfigError, DataError, GnnddmError, TrainingDivergedE
 from gnnddm.evaluate import Evaluator
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.pipeline import build_problem
+from gnnddm.rollout import format_table as format_leads
+from gnnddm.rollout import metrics as lead_metrics
 from gnnddm.runbook import (
     FILE_ONLY,
     RunBook,
@@ -140,6 +142,7 @@ class _State:
     params: dict = field(default_factory=dict)  # the flattened config, kept in checkpoints
     start_metrics: dict = field(default_factory=dict)  # logged at step 0 of a new MLflow run
     run_id: str | None = None  # the MLflow run, kept in checkpoints: a resume after kill -9 finds it there
+    split: object = None  # the TimeSplit: the training split's climatology and the test split's lead times
 
 
 def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
@@ -152,6 +155,7 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     summary = book.summary
     anchors = task.split_anchors(split)
     _check_samples(anchors, data, task)
+    _check_eval_leads(cfg, task, split)
     summary["valid_targets"] = _check_valid_targets(task, anchors, data)
     start_metrics = {f"data/valid_targets/{name}/{var}": n for name, counts in summary["valid_targets"].items()
                      for var, n in counts.items()}
@@ -211,7 +215,8 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     for split in ("val", "test"):
         start_metrics.update({f"{split}_baseline_rmse/{v}": x for v, x in summary["baseline"][f"{split}_rmse"].items()})
     return _State(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors,
-                  world.rank, world.world_size, flatten(OmegaConf.to_container(cfg, resolve=True)), start_metrics)
+                  world.rank, world.world_size, flatten(OmegaConf.to_container(cfg, resolve=True)), start_metrics,
+                  split=problem.split)
 
 
 def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopSignals) -> None:
@@ -319,6 +324,14 @@ def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, 
     )
     book.log({"iterations": it, "seconds_per_iteration": acc["seconds_per_iteration"], **test,
               **_skills(test, summary["baseline"], "test")}, step=it)
+    leads = _lead_scores(cfg, s)
+    if leads is not None:
+        summary["leads"] = {k: leads[k] for k in ("leads", "lead_hours", "inits", "climatology")}
+        book.log(lead_metrics(leads), step=it)
+        if s.rank == 0:
+            write_json(out_dir / "leads_test.json", leads)
+            book.artifact(out_dir / "leads_test.json")
+            log.info("%s", format_leads(leads))
     save_checkpoint(out_dir, s.rank, it, _checkpoint_state(s, batches.rng_state, it, start, last_eval, history))
     if s.rank != 0:
         return
@@ -328,6 +341,38 @@ def _finish(cfg, s: _State, book: RunBook, out_dir, history, last_eval, status, 
     if history:
         plot_history(history, out_dir / "loss_curve.png")
         book.artifact(out_dir / "loss_curve.png")
+
+
+def _check_eval_leads(cfg: DictConfig, task, split) -> None:
+    """``trainer.eval_leads`` asks for a forecast task and at most the leads the test split allows."""
+    leads = cfg.trainer.get("eval_leads", 0)
+    if not leads:
+        return
+    if task.name != "forecast":
+        raise ConfigError(f"trainer.eval_leads={leads}: lead-time scores need task=forecast (this run's task is "
+                          f"{task.name}); set trainer.eval_leads=0")
+    from gnnddm.rollout import reach
+
+    steps = set(np.asarray(split.test).tolist())
+    longest = max((reach(task, int(t), steps) for t in steps), default=0)
+    if longest < 1 or (leads != "max" and int(leads) > longest):
+        raise ConfigError(f"trainer.eval_leads={leads}: the test split ({len(steps)} steps) allows 1 to {longest} "
+                          f"leads of {task.lead} step(s); choose at most {longest}, or max")
+
+
+def _lead_scores(cfg: DictConfig, s: _State) -> dict | None:
+    """The test split's scores per lead time (:func:`gnnddm.rollout.score_leads`) when ``trainer.eval_leads``
+    asks for them; every rank rolls out its share of the initial times."""
+    leads = cfg.trainer.get("eval_leads", 0)
+    if not leads:
+        return None
+    from gnnddm.rollout import Climatology, Rollout, score_leads
+
+    rollout = Rollout(s.task, s.model, s.evaluator.graph, device=s.evaluator.device,
+                      batch_size=int(cfg.trainer.batch_size))
+    climatology = Climatology.from_steps(s.task, s.split.train)
+    return score_leads(rollout, climatology, s.split.test, None if leads == "max" else int(leads),
+                       rank=s.rank, world=s.world_size, comm=s.comm if s.world_size > 1 else None)
 
 
 # ------------------------------------------------------------------------------------ checkpoints

@@ -14,6 +14,8 @@ COMMANDS = {
                   "partition [+experiment=NAME] [key=value ...]  build graph and partition, report quality"),
     "evaluate": ("gnnddm.commands.evaluate",
                  "evaluate output_dir=PATH [split=test|val]     score a trained model (PATH/model.pt)"),
+    "predict": ("gnnddm.commands.predict",
+                "predict output_dir=PATH init=DATE[,...] [leads=N] write forecasts as a CF file (netCDF/zarr)"),
     "report": ("gnnddm.commands.report",
                "report [options]                              tables and plots from MLflow runs"),
     "data": ("gnnddm.commands.data",

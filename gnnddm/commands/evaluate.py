@@ -8,7 +8,9 @@ distance for interpolation), with the samples and batches of the training run's 
 numbers are those the run reports.
 
 The arguments are ``key=value`` tokens (values in Hydra's override syntax): ``output_dir`` (required),
-``split``, ``verbose``, and overrides of the stored configuration under ``data.`` (another file or
+``split``, ``leads`` (a number of lead times or ``max``: roll a forecast model out from every initial
+time of the split and score each lead against persistence and the training split's climatology, see
+:mod:`gnnddm.rollout`), ``verbose``, and overrides of the stored configuration under ``data.`` (another file or
 time range, ``+data.key=`` to add a key), ``tracking.`` and ``trainer.device`` / ``trainer.threads``.
 The stored configuration is not recomposed from ``conf/``: a run is evaluated as it was trained.
 Loading never runs code from the file: it is read with ``torch.load(weights_only=True)``, and its
@@ -39,8 +41,8 @@ SPLITS = ("test", "val")
 #: where the model runs; the rest of the stored configuration defines the model and its samples
 OVERRIDABLE = ("data.", "tracking.", "trainer.device", "trainer.threads")
 BASELINES = {"forecast": "persistence", "interpolate": "inverse_distance"}
-USAGE = ("usage: gnnddm evaluate output_dir=PATH [split=test|val] [data.KEY=VALUE ...] [tracking.uri=URI] "
-         "[trainer.device=DEVICE] [verbose=true]")
+USAGE = ("usage: gnnddm evaluate output_dir=PATH [split=test|val] [leads=N|max [plots=true]] [data.KEY=VALUE ...] "
+         "[tracking.uri=URI] [trainer.device=DEVICE] [verbose=true]")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Request:
     split: str = "test"
     overrides: tuple[str, ...] = ()
     verbose: bool = False
+    leads: int | str | None = None  # lead-time scores: a number of leads, "max", or None (one step only)
+    plots: bool = False  # with leads: scores against lead time, and maps, as PNG files in the run folder
     values: dict = field(default_factory=dict)  # override key -> (value, adds a key)
 
 
@@ -75,7 +79,7 @@ def parse_args(argv: list[str]) -> Request:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    out_dir, split, verbose, overrides, values = None, "test", False, [], {}
+    out_dir, split, verbose, overrides, values, leads, plots = None, "test", False, [], {}, None, False
     parser = OverridesParser.create()
     for arg in argv:
         key, sep, raw = arg.partition("=")
@@ -89,6 +93,13 @@ def parse_args(argv: list[str]) -> Request:
             split = raw
         elif key == "verbose":
             verbose = raw.lower() in ("true", "1")
+        elif key == "plots":
+            plots = raw.lower() in ("true", "1")
+        elif key == "leads":
+            if raw != "max" and not (raw.isdigit() and int(raw) >= 1):
+                raise ConfigError(f"leads={raw}: expected a number of leads >= 1, or max (the longest the split "
+                                  "allows)")
+            leads = raw if raw == "max" else int(raw)
         elif _overridable(key.lstrip("+")):
             try:
                 value = parser.parse_override(arg).value()
@@ -97,11 +108,14 @@ def parse_args(argv: list[str]) -> Request:
             values[key.lstrip("+")] = (value, key.startswith("+"))
             overrides.append(arg)
         else:
-            raise ConfigError(f"{key}: not an option of gnnddm evaluate; valid: output_dir, split, verbose, and "
-                              f"overrides of {', '.join(k + ('*' if k.endswith('.') else '') for k in OVERRIDABLE)}")
+            keys = ", ".join(k + ("*" if k.endswith(".") else "") for k in OVERRIDABLE)
+            raise ConfigError(f"{key}: not an option of gnnddm evaluate; valid: output_dir, split, leads, plots, "
+                              f"verbose, and overrides of {keys}")
     if out_dir is None:
         raise ConfigError(f"output_dir: required, the folder of a finished `gnnddm train` run; {USAGE}")
-    return Request(out_dir, split, tuple(overrides), verbose, values)
+    if plots and leads is None:
+        raise ConfigError("plots=true: the pictures are of lead-time scores; add leads=N or leads=max")
+    return Request(out_dir, split, tuple(overrides), verbose, leads=leads, plots=plots, values=values)
 
 
 def _overridable(key: str) -> bool:
@@ -128,6 +142,7 @@ def evaluate(req: Request) -> dict:
     """Score the model of ``req.output_dir`` on ``req.split``; the result (also ``evaluate_<split>.json``)."""
     from gnnddm.bundle import load_model
     from gnnddm.outputs import write_json
+    from gnnddm.rollout import metrics as lead_metrics
     from gnnddm.schema.validate import validate_file
     from gnnddm.tracking import metric_name
 
@@ -137,14 +152,22 @@ def evaluate(req: Request) -> dict:
     bundle = load_model(req.output_dir / "model.pt")  # refuses a configuration that names other than gnnddm's
     cfg = apply_overrides(bundle.cfg, req.values)
     validate_file(cfg, bundle.path)  # the same check with the overrides, before anything is built or logged
+    if req.leads is not None and bundle.task.get("name") != "forecast":
+        raise ConfigError(f"leads={req.leads}: lead-time scores need a forecast model; {bundle.path} was trained "
+                          f"for task={bundle.task.get('name')}")
     json_path = req.output_dir / f"evaluate_{req.split}.json"
     result = {"status": "running", "split": req.split, "model": str(bundle.path), "iteration": bundle.iteration,
               "evaluated_run_id": bundle.run_id, "overrides": list(req.overrides), "mlflow_run_id": None}
     tracker = _start_run(cfg, bundle, req)
     result["mlflow_run_id"] = tracker.run_id
     try:
-        scores, baseline = _score(cfg, bundle, req.split)
+        scores, baseline, rebuilt = _score(cfg, bundle, req.split)
         result.update(_summarise(scores, bundle, req.split, baseline))
+        if req.leads is not None:
+            result["leads"] = _lead_scores(rebuilt, req.split, req.leads)
+            scores = {**scores, **lead_metrics(result["leads"])}
+            if req.plots:
+                result["plots"] = [str(p) for p in _plots(rebuilt, result["leads"], req.split, req.output_dir)]
         result["status"] = "finished"
         write_json(json_path, result)
         tracker.log_metrics({metric_name(k): v for k, v in scores.items()}, step=bundle.iteration)
@@ -163,13 +186,44 @@ def evaluate(req: Request) -> dict:
         raise
 
 
-def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str]:
-    """Rebuild data, task and model as in training; the :meth:`Evaluator.scores` of ``split`` and the name of
-    the task's baseline."""
+@dataclass(frozen=True)
+class Rebuilt:
+    """What :func:`_score` rebuilt from the stored configuration, for the lead-time scores."""
+
+    problem: object
+    task: object
+    model: object
+    graph: object
+    device: object
+    batch_size: int
+
+    @property
+    def data(self):
+        return self.problem.data
+
+
+def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str, Rebuilt]:
+    """Rebuild data, task and model as in training; the :meth:`Evaluator.scores` of ``split``, the name of
+    the task's baseline and what was rebuilt."""
+    from gnnddm.evaluate import Evaluator
+
+    r = rebuild(cfg, bundle)
+    anchors = r.task.split_anchors(r.problem.split)[split]
+    if not len(anchors):
+        raise ConfigError(f"data.split.{split}: no {split} sample in {r.data.source} ({r.data.num_times} time "
+                          f"steps); choose a data.split.{split} or data.time range that holds samples")
+    evaluator = Evaluator(r.task, r.graph, {split: anchors}, batch_size=r.batch_size, seed=int(cfg.seed),
+                          device=r.device)
+    baseline = getattr(r.task, "baseline_name", None) or BASELINES.get(r.task.name, "baseline")
+    return evaluator.scores(r.model, split), baseline, r
+
+
+def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
+    """Data, task, model (with the bundle's weights) and graph, built from ``cfg`` as in training; a
+    :class:`DataError` when the data is not the data the model was trained on."""
     import torch
 
     from gnnddm.config import build
-    from gnnddm.evaluate import Evaluator
     from gnnddm.models.graph import prepare_graph
     from gnnddm.pipeline import build_problem
 
@@ -184,13 +238,9 @@ def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str]:
     if diffs:
         more = f"; and {len(diffs) - 4} more" if len(diffs) > 4 else ""
         raise DataError(f"{bundle.path}: the data rebuilt from its configuration is not the data the model was "
-                        f"trained on: {'; '.join(diffs[:4])}{more}; evaluate it on data with the training split's "
+                        f"trained on: {'; '.join(diffs[:4])}{more}; use it on data with the training split's "
                         "variables, normalisation and graph")
     task = build(cfg.task, "task")(data)
-    anchors = task.split_anchors(problem.split)[split]
-    if not len(anchors):
-        raise ConfigError(f"data.split.{split}: no {split} sample in {data.source} ({data.num_times} time steps); "
-                          f"choose a data.split.{split} or data.time range that holds samples")
     model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
                                       edge_dim=int(bundle.graph["edge_dim"]))
     try:
@@ -200,10 +250,44 @@ def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str]:
                         f"({str(exc).strip().splitlines()[0]})") from None
     model.to(device)
     graph = prepare_graph(data.edge_index, data.num_nodes, data.edge_attr, data.edge_weight).to(device)
-    evaluator = Evaluator(task, graph, {split: anchors}, batch_size=int(cfg.trainer.batch_size),
-                          seed=int(cfg.seed), device=device)
-    baseline = getattr(task, "baseline_name", None) or BASELINES.get(task.name, "baseline")
-    return evaluator.scores(model, split), baseline
+    return Rebuilt(problem, task, model, graph, device, int(cfg.trainer.batch_size))
+
+
+def _plots(r: Rebuilt, leads: dict, split: str, out_dir: Path) -> list[Path]:
+    """Per variable: scores against lead time (``leads_<split>_<var>.png``) and a map of truth, forecast and
+    error at the longest lead from the split's first initial time (``map_<split>_<var>.png``)."""
+    import numpy as np
+
+    from gnnddm.outputs import save_figure
+    from gnnddm.report.forecast_plots import lead_figure, map_figure, pyplot
+    from gnnddm.rollout import Rollout, reach
+
+    plt, paths = pyplot(), []
+    steps = getattr(r.problem.split, split)
+    step_set = set(np.asarray(steps).tolist())
+    k = leads["leads"]
+    init = next(int(t) for t in steps if reach(r.task, int(t), step_set) >= k)
+    forecast = Rollout(r.task, r.model, r.graph, device=r.device).forecast([init], k)[0, -1].cpu().double().numpy()
+    truth, valid = (a[0].double().numpy() for a in r.task.fields([init + k * r.task.lead]))
+    forecast, truth = r.data.to_physical(forecast), r.data.to_physical(truth)
+    truth[valid == 0] = np.nan
+    when = f"{str(r.data.times[init])[:16]} + {leads['lead_hours'][-1]:g} h"
+    for v, var in enumerate(r.data.variables):
+        for name, fig in ((f"leads_{split}_{var}.png", lead_figure(leads, var)),
+                          (f"map_{split}_{var}.png", map_figure(r.data, truth[:, v], forecast[:, v], var, when))):
+            save_figure(fig, out_dir / name, dpi=100)
+            plt.close(fig)
+            paths.append(out_dir / name)
+    return paths
+
+
+def _lead_scores(r: Rebuilt, split: str, leads) -> dict:
+    """:func:`gnnddm.rollout.score_leads` of ``split``, with the training split's climatology."""
+    from gnnddm.rollout import Climatology, Rollout, score_leads
+
+    rollout = Rollout(r.task, r.model, r.graph, device=r.device, batch_size=r.batch_size)
+    climatology = Climatology.from_steps(r.task, r.problem.split.train)
+    return score_leads(rollout, climatology, getattr(r.problem.split, split), None if leads == "max" else leads)
 
 
 def _summarise(scores: dict, bundle, split: str, baseline: str) -> dict:
@@ -261,6 +345,10 @@ def format_table(result: dict) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
                                                                                                    strict=True))))
+    if result.get("leads"):
+        from gnnddm.rollout import format_table as format_leads
+
+        lines += ["", format_leads(result["leads"])]
     where = f"; MLflow run {result['mlflow_run_id']}" if result.get("mlflow_run_id") else ""
     lines += ["", f"written {Path(result['model']).parent / ('evaluate_' + split + '.json')}{where}"]
     return "\n".join(lines)

@@ -237,7 +237,8 @@ def standardise(ds: xr.Dataset, source: str, member=None, notes: list | None = N
 
 
 def _valid_time_axis(ds: xr.Dataset, source: str, notes: list) -> xr.Dataset:
-    """Index the data by ``valid_time`` alone, whatever forecast dimensions it spans.
+    """Index the data by ``valid_time`` alone, whatever forecast dimensions it spans (``time`` / ``step``, or
+    ``init_time`` / ``lead_time`` as ``gnnddm predict`` writes them).
 
     cfgrib opens a forecast file with dimensions ``time`` (reference time) and ``step`` (lead) and a
     ``valid_time`` coordinate on both; the CDS netCDF has ``valid_time`` as its own dimension. The
@@ -247,6 +248,9 @@ def _valid_time_axis(ds: xr.Dataset, source: str, notes: list) -> xr.Dataset:
     vt = ds["valid_time"]
     if vt.dims == ("valid_time",):
         return ds
+    # gnnddm's own forecast files (gnnddm.data.forecast_file) name them init_time and lead_time
+    ds = ds.rename({old: new for old, new in (("init_time", "time"), ("lead_time", "step")) if old in ds.dims})
+    vt = ds["valid_time"]
     spans = [d for d in vt.dims if d in ("time", "step")]
     if len(spans) != vt.ndim:
         raise DataError(f"{source}: valid_time spans dimensions {vt.dims}; expected time and/or step")

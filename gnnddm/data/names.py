@@ -71,6 +71,20 @@ for _v in VARIABLES:
     for _s in (_v.short, _v.long, *_v.aliases):
         _BY_SPELLING.setdefault(_s.lower(), _v)
 
+# CF standard names (CF standard name table, version 84) of the variables that have one; written into
+# forecast files (gnnddm predict). Pressure-level variables keep their base's name.
+CF_STANDARD: dict[str, str] = {
+    "t2m": "air_temperature", "d2m": "dew_point_temperature", "u10": "eastward_wind", "v10": "northward_wind",
+    "u100": "eastward_wind", "v100": "northward_wind", "si10": "wind_speed",
+    "msl": "air_pressure_at_mean_sea_level", "sp": "surface_air_pressure",
+    "tp": "lwe_thickness_of_precipitation_amount", "tcwv": "atmosphere_mass_content_of_water_vapor",
+    "sst": "sea_surface_temperature", "skt": "surface_temperature", "tcc": "cloud_area_fraction",
+    "ssrd": "integral_wrt_time_of_surface_downwelling_shortwave_flux_in_air", "lsm": "land_binary_mask",
+    "z_sfc": "surface_geopotential", "z": "geopotential", "t": "air_temperature", "u": "eastward_wind",
+    "v": "northward_wind", "w": "lagrangian_tendency_of_air_pressure", "q": "specific_humidity",
+    "r": "relative_humidity", "vo": "atmosphere_relative_vorticity", "d": "divergence_of_wind",
+}
+
 # Static fields a loader turns into static node features rather than dynamic variables.
 STATIC_SHORT = ("lsm", "z_sfc")
 
@@ -151,3 +165,10 @@ def describe(file_names, levels=None) -> str:
             lname = long_name(gname)
             parts.append(f"{gname} ({lname})" if lname and lname != gname else gname)
     return ", ".join(parts)
+
+
+def standard_name(name: str) -> str:
+    """The CF standard name of ``name`` ("" if it has none or is unknown); ``t_850`` -> ``air_temperature``."""
+    base, _ = split_level(name)
+    entry = lookup(base)
+    return CF_STANDARD.get(entry.short, "") if entry is not None else ""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gnnddm.errors import GnnddmError
-from gnnddm.report import groups, plots, tables
+from gnnddm.report import forecast_plots, groups, plots, tables
 from gnnddm.report.records import (
     VAL_LOSS,
     Baselines,
@@ -45,6 +45,7 @@ PLOTS = {f"val_loss_vs_{m}": m for m in plots.XLABELS}
 SCALING_PLOTS = ("speedup", "efficiency")
 COMM_PLOT = "comm_bytes"
 RANK_PLOT = "rank_times"
+LEAD_SCORES = ("rmse", "acc")  # scores against lead time of forecast runs (trainer.eval_leads)
 TABLES = ("comparison.md", "comparison.csv", "groups.csv", "skill.csv")
 MAPS_DIR = "partition_maps"
 
@@ -159,6 +160,8 @@ def _figures(records, rows, group_by, target: Target, base, out: Path) -> dict[s
         made[kind] = plots.scaling_figure(rows, kind, series, (num_parts(base) or 1) if base else 1)
     made[COMM_PLOT] = plots.comm_bytes_figure(rows, series)
     made[RANK_PLOT] = plots.rank_times_figure(records, runs)
+    for score in LEAD_SCORES:
+        made[f"{score}_vs_lead"] = forecast_plots.runs_lead_figure(records, runs, score)
     return {stem: fig if isinstance(fig, str) else plots.save(fig, out / stem) for stem, fig in made.items()}
 
 

@@ -25,8 +25,12 @@ class TrainerConfig:
     device: str = "cpu"
     threads: int | None = field(default=None, metadata=at_least(1))
     prefetch: bool = True
+    eval_leads: int | str = 0
 
     def __post_init__(self):
+        if isinstance(self.eval_leads, str) and self.eval_leads != "max" or (
+                isinstance(self.eval_leads, int) and self.eval_leads < 0):
+            raise Invalid("eval_leads", f"expected 0 (off), a number of leads >= 1, or max; got {self.eval_leads!r}")
         if not _DEVICE.fullmatch(self.device):
             raise Invalid("device", f"expected cpu, cuda or cuda:N, got {self.device!r}")
         if self.device.startswith("cuda"):

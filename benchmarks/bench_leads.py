@@ -1,0 +1,99 @@
+"""Lead-time skill of the shipped station forecast against persistence and climatology, on a real series.
+
+Trains ``+experiment=stations_wind`` (daily mean wind speed at 12 Irish stations, 1961-1978; the test
+split is its last 15 %, about 2.7 years) for each seed, rolls the model out from every initial time of the
+test split to ``--leads`` days (:mod:`gnnddm.rollout`) and prints, per lead, the RMSE, bias and anomaly
+correlation of the model (median and [min, max] over the seeds) beside persistence and the training
+split's climatology (the same for every seed), then a verdict per lead: the model is better than a
+baseline only where its largest RMSE over the seeds is below the baseline's.
+
+Writes the table as a generated block into docs/forecasting.md (``--output``)::
+
+    python3 benchmarks/bench_leads.py --seeds 0,1,2 --leads 7 --output docs/forecasting.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_blocks  # noqa: E402
+
+SOURCES = ("gnnddm/rollout.py", "gnnddm/tasks.py", "gnnddm/train.py", "gnnddm/models", "gnnddm/ddm/global_.py",
+           "gnnddm/data/stations.py", "conf/experiment/stations_wind.yaml", "benchmarks/bench_leads.py")
+
+
+def run_seed(seed: int, leads: int, iterations: int | None, tmp: Path) -> dict:
+    from gnnddm.config import compose
+    from gnnddm.train import train
+
+    out = tmp / f"seed{seed}"
+    overrides = ["+experiment=stations_wind", f"seed={seed}", f"trainer.eval_leads={leads}",
+                 "trainer.progress=false", "tracking.enabled=false", f"output_dir={out}"]
+    if iterations:
+        overrides.append(f"trainer.max_iterations={iterations}")
+    train(compose(overrides))
+    return json.loads((out / "leads_test.json").read_text())
+
+
+def _range(values, spec=".3f") -> str:
+    return f"{statistics.median(values):{spec}} [{min(values):{spec}}, {max(values):{spec}}]"
+
+
+def table(results: list[dict]) -> list[str]:
+    first = results[0]
+    units = first["units"][0]
+    rows = ["| lead | initial times | model RMSE | persistence RMSE | climatology RMSE | model bias | model ACC "
+            "| persistence ACC |", "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for v, var in enumerate(first["variables"]):
+        for k in range(first["leads"]):
+            model = [r["scores"]["model"]["rmse"][k][v] for r in results]
+            pers = first["scores"]["persistence"]["rmse"][k][v]
+            clim = first["scores"]["climatology"]["rmse"][k][v]
+            bias = [r["scores"]["model"]["bias"][k][v] for r in results]
+            acc = [r["scores"]["model"]["acc"][k][v] for r in results]
+            pacc = first["scores"]["persistence"]["acc"][k][v]
+            lead = f"{first['lead_hours'][k] / 24:g} d"
+            rows.append(f"| {var} {lead} | {first['per_lead_inits'][k]} | {_range(model)} | {pers:.3f} | {clim:.3f} "
+                        f"| {_range(bias, '+.3f')} | {_range(acc)} | {pacc:.3f} |")
+            beats = [name for name, ref in (("persistence", pers), ("climatology", clim)) if max(model) < ref]
+            loses = [name for name, ref in (("persistence", pers), ("climatology", clim)) if min(model) > ref]
+            verdicts.append(f"{var} {lead}: better than {' and '.join(beats) or 'neither'}"
+                            + (f"; worse than {' and '.join(loses)}" if loses else "")
+                            + (" (the seed range straddles a baseline)" if len(beats) + len(loses) < 2 else ""))
+    return [f"RMSE and bias in {units}; median [min, max] over {len(results)} seeds; climatology "
+            f"{first['climatology']}.", "", *rows, "", "```", *verdicts, "```"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--leads", type=int, default=7)
+    parser.add_argument("--iterations", type=int, default=None, help="trainer.max_iterations (default: the "
+                        "experiment's)")
+    parser.add_argument("--output", type=Path, default=None, help="page to write the block into")
+    args = parser.parse_args(argv)
+    command = "python3 benchmarks/bench_leads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    stamp = results_blocks.stamp(SOURCES, command)
+    t0 = time.perf_counter()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [run_seed(s, args.leads, args.iterations, Path(tmp)) for s in seeds]
+    body = [f"Command: `{command}`  ", f"Total time of the command: {time.perf_counter() - t0:.0f} s.", "",
+            *table(results)]
+    print("\n".join(body))
+    if args.output:
+        results_blocks.write_block(args.output, "bench_leads", "stations", "\n".join(body), stamp,
+                                   "# Forecasts over lead times")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
