@@ -77,7 +77,6 @@ def main(argv: list[str]) -> int:
 def parse_args(argv: list[str]) -> Request:
     """A :class:`Request` from ``key=value`` tokens; a :class:`ConfigError` naming a bad token."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     out_dir, split, verbose, overrides, values, leads, plots = None, "test", False, [], {}, None, False
     parser = OverridesParser.create()
@@ -100,12 +99,8 @@ def parse_args(argv: list[str]) -> Request:
                 raise ConfigError(f"leads={raw}: expected a number of leads >= 1, or max (the longest the split "
                                   "allows)")
             leads = raw if raw == "max" else int(raw)
-        elif _overridable(key.lstrip("+")):
-            try:
-                value = parser.parse_override(arg).value()
-            except HydraException as exc:
-                raise ConfigError(f"{arg}: not a valid override ({str(exc).strip().splitlines()[0]})") from None
-            values[key.lstrip("+")] = (value, key.startswith("+"))
+        elif overridable(key.lstrip("+"), OVERRIDABLE):
+            values.update([parse_override(parser, arg)])
             overrides.append(arg)
         else:
             keys = ", ".join(k + ("*" if k.endswith(".") else "") for k in OVERRIDABLE)
@@ -118,8 +113,22 @@ def parse_args(argv: list[str]) -> Request:
     return Request(out_dir, split, tuple(overrides), verbose, leads=leads, plots=plots, values=values)
 
 
-def _overridable(key: str) -> bool:
-    return any(key.startswith(k) if k.endswith(".") else key == k for k in OVERRIDABLE)
+def overridable(key: str, allowed) -> bool:
+    """Whether ``key`` is one of ``allowed`` or under one of its prefixes (those ending in ``.``)."""
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in allowed)
+
+
+def parse_override(parser, arg: str) -> tuple[str, tuple]:
+    """``(key, (value, adds a key))`` of the override ``arg`` (``key=value`` or ``+key=value``), its value
+    parsed as Hydra parses it; a :class:`ConfigError` naming ``arg`` when it does not parse."""
+    from hydra.errors import HydraException
+
+    key = arg.partition("=")[0]
+    try:
+        value = parser.parse_override(arg).value()
+    except HydraException as exc:
+        raise ConfigError(f"{arg}: not a valid override ({str(exc).strip().splitlines()[0]})") from None
+    return key.lstrip("+"), (value, key.startswith("+"))
 
 
 def apply_overrides(cfg: DictConfig, values: dict) -> DictConfig:

@@ -61,7 +61,8 @@ def main(argv: list[str]) -> int:
 
 def parse_args(argv: list[str]) -> Request:
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+
+    from gnnddm.commands.evaluate import overridable, parse_override
 
     out_dir, inits, leads, output, overrides, values = None, (), None, None, [], {}
     parser = OverridesParser.create()
@@ -81,12 +82,8 @@ def parse_args(argv: list[str]) -> Request:
             output = Path(raw).expanduser()
         elif key == "verbose":
             pass
-        elif any(key.lstrip("+").startswith(k) if k.endswith(".") else key == k for k in OVERRIDABLE):
-            try:
-                value = parser.parse_override(arg).value()
-            except HydraException as exc:
-                raise ConfigError(f"{arg}: not a valid override ({str(exc).strip().splitlines()[0]})") from None
-            values[key.lstrip("+")] = (value, key.startswith("+"))
+        elif overridable(key.lstrip("+"), OVERRIDABLE):
+            values.update([parse_override(parser, arg)])
             overrides.append(arg)
         else:
             raise ConfigError(f"{key}: not an option of gnnddm predict; valid: output_dir, init, leads, output, "

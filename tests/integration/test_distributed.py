@@ -134,7 +134,8 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     from gnnddm.config import compose
     from gnnddm.train import train
 
-    common = ["ddm=asm", "trainer.max_iterations=4"]  # p = 8 subdomains: 4 on each of the 2 ranks
+    # p = 8 subdomains: 4 on each of the 2 ranks; the lead-time scores are shared out over the ranks too
+    common = ["ddm=asm", "trainer.max_iterations=4", "trainer.eval_leads=3"]
     single = train(compose(_tiny(tmp_path, *common, out="single", parts=8)))
     summary = train(compose(_tiny(tmp_path, *common, "distributed.backend=gloo", "distributed.nproc_per_node=2",
                                   out="ranks", parts=8)))
@@ -153,6 +154,11 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     assert summary["final"]["train_loss"] == pytest.approx(single["final"]["train_loss"], rel=1e-5)
     assert summary["final"]["val_rmse"] == pytest.approx(single["final"]["val_rmse"], rel=1e-5)
     assert summary["baseline"]["val_rmse"] == pytest.approx(single["baseline"]["val_rmse"], rel=1e-12)
+    leads = [json.loads((tmp_path / out / "leads_test.json").read_text())["scores"] for out in ("single", "ranks")]
+    for method in ("model", "persistence", "climatology"):
+        for score in ("rmse", "bias", "acc"):
+            assert np.allclose(leads[0][method][score], leads[1][method][score], rtol=1e-5, atol=1e-7,
+                               equal_nan=True), (method, score)
     # the evaluation's sums over the ranks are control traffic: the accounted rounds are the algorithm's
     assert summary["accounting"]["rounds"] == single["accounting"]["rounds"]
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
