@@ -60,18 +60,9 @@ class Request:
 
 def main(argv: list[str]) -> int:
     """The command line's entry point: exit status 0, or 2 (1) after one line naming the error."""
-    from gnnddm.commands.hydra_app import report_error
+    from gnnddm.commands.hydra_app import key_value_main
 
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(USAGE + "\n\n" + __doc__.split("\n", 2)[2])
-        return 0
-    verbose = any(a.lower() in ("verbose=true", "verbose=1") for a in argv)
-    try:
-        result = evaluate(parse_args(argv))
-    except Exception as exc:  # noqa: BLE001 - reported as one line and an exit status
-        return report_error(exc, verbose)
-    print(format_table(result))
-    return 0
+    return key_value_main(argv, USAGE, __doc__, lambda args: format_table(evaluate(parse_args(args))))
 
 
 def parse_args(argv: list[str]) -> Request:

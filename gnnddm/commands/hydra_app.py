@@ -43,6 +43,22 @@ def report_error(exc: BaseException, verbose: bool) -> int:
     return 1
 
 
+def key_value_main(argv: list[str], usage: str, doc: str, run) -> int:
+    """The entry point of a ``key=value`` command (``evaluate``, ``predict``): ``help`` prints ``usage`` and
+    ``doc`` after its first paragraph; ``run(argv)`` returns the text to print; an error is one line and exit
+    status 2 (1 for an unexpected one), with the traceback under ``verbose=true``."""
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(usage + "\n\n" + doc.split("\n", 2)[2])
+        return 0
+    verbose = any(a.lower() in ("verbose=true", "verbose=1") for a in argv)
+    try:
+        text = run(argv)
+    except Exception as exc:  # noqa: BLE001 - reported as one line and an exit status
+        return report_error(exc, verbose)
+    print(text)
+    return 0
+
+
 def _check_folders(argv: list[str]) -> None:
     """Create the folders named on the command line now, so that one that cannot be created is one error
     naming its key (Hydra would print a traceback)."""

@@ -44,19 +44,15 @@ class Request:
 
 
 def main(argv: list[str]) -> int:
-    from gnnddm.commands.hydra_app import report_error
+    """The command line's entry point: exit status 0, or 2 (1) after one line naming the error."""
+    from gnnddm.commands.hydra_app import key_value_main
 
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(USAGE + "\n\n" + __doc__.split("\n", 2)[2])
-        return 0
-    verbose = any(a.lower() in ("verbose=true", "verbose=1") for a in argv)
-    try:
-        path, ds = predict(parse_args(argv))
-    except Exception as exc:  # noqa: BLE001 - reported as one line and an exit status
-        return report_error(exc, verbose)
-    dims = ", ".join(f"{k} {v}" for k, v in ds.sizes.items())
-    print(f"written {path}: {', '.join(ds.data_vars)} ({dims})")
-    return 0
+    def run(args: list[str]) -> str:
+        path, ds = predict(parse_args(args))
+        dims = ", ".join(f"{k} {v}" for k, v in ds.sizes.items())
+        return f"written {path}: {', '.join(ds.data_vars)} ({dims})"
+
+    return key_value_main(argv, USAGE, __doc__, run)
 
 
 def parse_args(argv: list[str]) -> Request:
