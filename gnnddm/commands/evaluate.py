@@ -69,12 +69,11 @@ def parse_args(argv: list[str]) -> Request:
     """A :class:`Request` from ``key=value`` tokens; a :class:`ConfigError` naming a bad token."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from gnnddm.commands.hydra_app import key_values, overridable, parse_override
+
     out_dir, split, verbose, overrides, values, leads, plots = None, "test", False, [], {}, None, False
     parser = OverridesParser.create()
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{arg!r}: expected key=value; {USAGE}")
+    for arg, key, raw in key_values(argv, USAGE):
         if key == "output_dir":
             out_dir = Path(raw).expanduser()
         elif key == "split":
@@ -102,24 +101,6 @@ def parse_args(argv: list[str]) -> Request:
     if plots and leads is None:
         raise ConfigError("plots=true: the pictures are of lead-time scores; add leads=N or leads=max")
     return Request(out_dir, split, tuple(overrides), verbose, leads=leads, plots=plots, values=values)
-
-
-def overridable(key: str, allowed) -> bool:
-    """Whether ``key`` is one of ``allowed`` or under one of its prefixes (those ending in ``.``)."""
-    return any(key.startswith(k) if k.endswith(".") else key == k for k in allowed)
-
-
-def parse_override(parser, arg: str) -> tuple[str, tuple]:
-    """``(key, (value, adds a key))`` of the override ``arg`` (``key=value`` or ``+key=value``), its value
-    parsed as Hydra parses it; a :class:`ConfigError` naming ``arg`` when it does not parse."""
-    from hydra.errors import HydraException
-
-    key = arg.partition("=")[0]
-    try:
-        value = parser.parse_override(arg).value()
-    except HydraException as exc:
-        raise ConfigError(f"{arg}: not a valid override ({str(exc).strip().splitlines()[0]})") from None
-    return key.lstrip("+"), (value, key.startswith("+"))
 
 
 def apply_overrides(cfg: DictConfig, values: dict) -> DictConfig:

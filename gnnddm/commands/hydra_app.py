@@ -59,6 +59,34 @@ def key_value_main(argv: list[str], usage: str, doc: str, run) -> int:
     return 0
 
 
+def key_values(argv: list[str], usage: str):
+    """``(arg, key, value)`` of each ``key=value`` token of a key=value command; a :class:`ConfigError`
+    naming a token that is not one."""
+    for arg in argv:
+        key, sep, raw = arg.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{arg!r}: expected key=value; {usage}")
+        yield arg, key, raw
+
+
+def overridable(key: str, allowed) -> bool:
+    """Whether ``key`` is one of ``allowed`` or under one of its prefixes (those ending in ``.``)."""
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in allowed)
+
+
+def parse_override(parser, arg: str) -> tuple[str, tuple]:
+    """``(key, (value, adds a key))`` of the override ``arg`` (``key=value`` or ``+key=value``), its value
+    parsed as Hydra parses it; a :class:`ConfigError` naming ``arg`` when it does not parse."""
+    from hydra.errors import HydraException
+
+    key = arg.partition("=")[0]
+    try:
+        value = parser.parse_override(arg).value()
+    except HydraException as exc:
+        raise ConfigError(f"{arg}: not a valid override ({str(exc).strip().splitlines()[0]})") from None
+    return key.lstrip("+"), (value, key.startswith("+"))
+
+
 def _check_folders(argv: list[str]) -> None:
     """Create the folders named on the command line now, so that one that cannot be created is one error
     naming its key (Hydra would print a traceback)."""

@@ -58,14 +58,11 @@ def main(argv: list[str]) -> int:
 def parse_args(argv: list[str]) -> Request:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from gnnddm.commands.evaluate import overridable, parse_override
+    from gnnddm.commands.hydra_app import key_values, overridable, parse_override
 
     out_dir, inits, leads, output, overrides, values = None, (), None, None, [], {}
     parser = OverridesParser.create()
-    for arg in argv:
-        key, sep, raw = arg.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{arg!r}: expected key=value; {USAGE}")
+    for arg, key, raw in key_values(argv, USAGE):
         if key == "output_dir":
             out_dir = Path(raw).expanduser()
         elif key == "init":
