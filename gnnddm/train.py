@@ -501,10 +501,17 @@ def _launch_ranks(cfg: DictConfig) -> dict:
 
 
 def _rank_worker(cfg_container: dict) -> dict:
-    """One rank started by :func:`_launch_ranks` (through :func:`gnnddm.distributed.run_ranks`)."""
+    """One rank started by :func:`_launch_ranks` (through :func:`gnnddm.distributed.run_ranks`).
+
+    A stop signal ends the rank with the shell's status for it (143 for SIGTERM) and no traceback: the
+    launching process reports the stop, or the rank whose failure made the agent stop the others.
+    """
     cfg = OmegaConf.create(cfg_container)
     cfg.trainer.progress = cfg.trainer.progress and int(os.environ.get("RANK", "0")) == 0
-    return _train_process(cfg)
+    try:
+        return _train_process(cfg)
+    except Terminated as exc:
+        raise SystemExit(exc.exit_code) from None
 
 
 def peak_memory_gb() -> float:

@@ -149,3 +149,22 @@ def test_submitit_gets_its_preemption_signal_only_after_the_run_stopped(monkeypa
         assert not to_submitit
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_rank_stopped_by_a_signal_exits_with_its_status_and_no_traceback(monkeypatch):
+    """The agent stops the other ranks with SIGTERM once one rank died: each then exits 143, which a
+    spawned process reports without a traceback (any other exception would print one)."""
+    from omegaconf import OmegaConf
+
+    import gnnddm.train as train_module
+    from gnnddm.config import compose
+
+    def stopped(cfg):
+        raise Terminated("SIGTERM", "run terminated by SIGTERM during set-up")
+
+    monkeypatch.setattr(train_module, "_train_process", stopped)
+    cfg = compose(["trainer.progress=false"])
+    with pytest.raises(SystemExit) as info:
+        train_module._rank_worker(OmegaConf.to_container(cfg, resolve=True))
+    assert info.value.code == 128 + signal.SIGTERM
+
