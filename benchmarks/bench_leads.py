@@ -10,6 +10,15 @@ baseline only where its largest RMSE over the seeds is below the baseline's.
 Writes the table as a generated block into docs/forecasting.md (``--output``)::
 
     python3 benchmarks/bench_leads.py --seeds 0,1,2 --leads 7 --output docs/forecasting.md
+
+With ``--rollout-experiment NAME`` it compares rollout training instead: for each seed it trains ``NAME``
+as shipped (its ``task.rollout_schedule``) and the same experiment trained one step at a time
+(``task.rollout=1``, everything else equal: model, iterations, learning rate, samples), and prints per lead
+both RMSEs with their seed ranges, the baselines, and a verdict that says "within noise" where the ranges
+overlap::
+
+    python3 benchmarks/bench_leads.py --seeds 0,1,2 --leads 7 --rollout-experiment stations_wind_rollout \
+        --output docs/forecasting.md
 """
 
 from __future__ import annotations
@@ -27,19 +36,63 @@ import results_blocks  # noqa: E402
 
 SOURCES = ("gnnddm/rollout.py", "gnnddm/tasks.py", "gnnddm/train.py", "gnnddm/models", "gnnddm/ddm/global_.py",
            "gnnddm/data/stations.py", "conf/experiment/stations_wind.yaml", "benchmarks/bench_leads.py")
+ROLLOUT_SOURCES = (*SOURCES, "gnnddm/rollout_training.py")
 
 
-def run_seed(seed: int, leads: int, iterations: int | None, tmp: Path) -> dict:
+def run_seed(seed: int, leads: int, iterations: int | None, tmp: Path, experiment: str = "stations_wind",
+             extra: tuple[str, ...] = (), name: str = "") -> dict:
     from gnnddm.config import compose
     from gnnddm.train import train
 
-    out = tmp / f"seed{seed}"
-    overrides = ["+experiment=stations_wind", f"seed={seed}", f"trainer.eval_leads={leads}",
-                 "trainer.progress=false", "tracking.enabled=false", f"output_dir={out}"]
+    out = tmp / f"{name or experiment}-seed{seed}"
+    overrides = [f"+experiment={experiment}", f"seed={seed}", f"trainer.eval_leads={leads}",
+                 "trainer.progress=false", "tracking.enabled=false", f"output_dir={out}", *extra]
     if iterations:
         overrides.append(f"trainer.max_iterations={iterations}")
     train(compose(overrides))
     return json.loads((out / "leads_test.json").read_text())
+
+
+def verdict(a: list[float], b: list[float], lower: str, higher: str) -> str:
+    """``lower`` when every value of ``a`` is below every value of ``b``, ``higher`` when above, else
+    "within noise" (the seed ranges overlap)."""
+    if max(a) < min(b):
+        return lower
+    if min(a) > max(b):
+        return higher
+    return "within noise"
+
+
+def rollout_table(one: list[dict], roll: list[dict], schedule: str) -> list[str]:
+    """One-step against rollout training, per variable and lead (RMSE seed ranges, baselines, verdict)."""
+    first = one[0]
+    rows = ["| lead | one-step RMSE | rollout RMSE | persistence | climatology | rollout bias | rollout vs one-step |",
+            "|---|---|---|---|---|---|---|"]
+    goals = []
+    for v, var in enumerate(first["variables"]):
+        beats_pers, beats_clim = [], []
+        for k in range(first["leads"]):
+            a = [r["scores"]["model"]["rmse"][k][v] for r in one]
+            b = [r["scores"]["model"]["rmse"][k][v] for r in roll]
+            pers = first["scores"]["persistence"]["rmse"][k][v]
+            clim = first["scores"]["climatology"]["rmse"][k][v]
+            bias = [r["scores"]["model"]["bias"][k][v] for r in roll]
+            lead = f"{first['lead_hours'][k] / 24:g} d"
+            rows.append(f"| {var} {lead} | {_range(a)} | {_range(b)} | {pers:.3f} | {clim:.3f} "
+                        f"| {_range(bias, '+.3f')} | {verdict(b, a, 'lower', 'higher')} |")
+            beats_pers.append(max(b) < pers)
+            beats_clim.append(max(b) < clim)
+        last = first["leads"] - 1
+        a = [r["scores"]["model"]["rmse"][last][v] for r in one]
+        b = [r["scores"]["model"]["rmse"][last][v] for r in roll]
+        goals += [f"{var}: rollout training beats persistence at every lead: {'yes' if all(beats_pers) else 'no'} "
+                  f"({sum(beats_pers)} of {len(beats_pers)} leads, every seed)",
+                  f"{var}: beats climatology at the first two leads: {'yes' if all(beats_clim[:2]) else 'no'}; "
+                  f"at leads {', '.join(str(i + 1) for i, ok in enumerate(beats_clim) if ok) or 'none'}",
+                  f"{var}: RMSE at the longest lead against one-step training: "
+                  f"{verdict(b, a, 'lower', 'higher')} ({_range(b)} against {_range(a)})"]
+    return [f"RMSE and bias in {first['units'][0]}; median [min, max] over {len(one)} seeds; the same iterations, "
+            f"model and samples for both; rollout schedule {schedule}.", "", *rows, "", "```", *goals, "```"]
 
 
 def _range(values, spec=".3f") -> str:
@@ -78,21 +131,42 @@ def main(argv=None) -> int:
     parser.add_argument("--leads", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=None, help="trainer.max_iterations (default: the "
                         "experiment's)")
+    parser.add_argument("--rollout-experiment", default=None, help="compare this experiment's rollout training "
+                        "with its one-step training (block 'rollout') instead of scoring stations_wind")
     parser.add_argument("--output", type=Path, default=None, help="page to write the block into")
     args = parser.parse_args(argv)
     command = "python3 benchmarks/bench_leads.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    stamp = results_blocks.stamp(SOURCES, command)
+    experiment = args.rollout_experiment
+    sources = SOURCES if experiment is None else (*ROLLOUT_SOURCES, f"conf/experiment/{experiment}.yaml")
+    stamp = results_blocks.stamp(sources, command)
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run_seed(s, args.leads, args.iterations, Path(tmp)) for s in seeds]
-    body = [f"Command: `{command}`  ", f"Total time of the command: {time.perf_counter() - t0:.0f} s.", "",
-            *table(results)]
+        if experiment is None:
+            lines = table([run_seed(s, args.leads, args.iterations, Path(tmp)) for s in seeds])
+        else:
+            one = [run_seed(s, args.leads, args.iterations, Path(tmp), experiment,
+                            ("task.rollout_schedule=null", "task.rollout=1"), name="one-step") for s in seeds]
+            roll = [run_seed(s, args.leads, args.iterations, Path(tmp), experiment, name="rollout") for s in seeds]
+            lines = rollout_table(one, roll, _schedule(experiment))
+    body = [f"Command: `{command}`  ", f"Total time of the command: {time.perf_counter() - t0:.0f} s.", "", *lines]
     print("\n".join(body))
     if args.output:
-        results_blocks.write_block(args.output, "bench_leads", "stations", "\n".join(body), stamp,
-                                   "# Forecasts over lead times")
+        results_blocks.write_block(args.output, "bench_leads", "stations" if experiment is None else "rollout",
+                                   "\n".join(body), stamp, "# Forecasts over lead times")
     return 0
+
+
+def _schedule(experiment: str) -> str:
+    from omegaconf import OmegaConf
+
+    from gnnddm.config import compose
+
+    task = compose([f"+experiment={experiment}"]).task
+    schedule = task.get("rollout_schedule")
+    if schedule:
+        return ", ".join(f"{k} steps from iteration {i}" for i, k in sorted(OmegaConf.to_container(schedule)))
+    return f"{task.rollout} steps throughout"
 
 
 if __name__ == "__main__":

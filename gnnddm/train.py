@@ -52,6 +52,7 @@ from gnnddm.outputs import output_dir, write_json
 from gnnddm.pipeline import build_problem
 from gnnddm.rollout import format_table as format_leads
 from gnnddm.rollout import metrics as lead_metrics
+from gnnddm.rollout_training import RolloutTraining
 from gnnddm.runbook import (
     FILE_ONLY,
     RunBook,
@@ -143,6 +144,7 @@ class _State:
     start_metrics: dict = field(default_factory=dict)  # logged at step 0 of a new MLflow run
     run_id: str | None = None  # the MLflow run, kept in checkpoints: a resume after kill -9 finds it there
     split: object = None  # the TimeSplit: the training split's climatology and the test split's lead times
+    training: RolloutTraining | None = None  # rollout training's model and batches (None: one step)
 
 
 def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
@@ -176,6 +178,9 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     model = build(cfg.model, "model")(
         in_channels=task.in_channels, out_channels=task.out_channels, edge_dim=edge_dim
     ).to(device)
+    # rollout training: the algorithm trains the k-step map, whose parameters are the model's
+    training = RolloutTraining(task, model) if getattr(task, "rollout", 1) > 1 else None
+    trained = model if training is None else training.model
     partition = build(_partition_cfg(cfg), "partition")(data)
     summary["partition"] = _partition_summary(partition)
     if world.rank == 0 and partition.num_parts > 1:
@@ -184,11 +189,13 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
         title = f"{partition.method}: {partition.num_parts} parts, overlap {partition.overlap}"
         book.artifact(plot_partition(output_dir(cfg) / "partition_map.png", data.lat, data.lon,
                                      partition.parts, title=title))
-    hops = int(getattr(model, "num_message_passing_layers", 0))
+    hops = int(getattr(model, "num_message_passing_layers", 0)) if training is None else \
+        training.model.receptive_field(task.rollout)  # the longest rollout of a schedule
     summary["partition"]["exact"] = partition.num_parts == 1 or partition.overlap >= hops
     if not summary["partition"]["exact"]:
         warnings.warn(
-            f"partition.overlap={partition.overlap} is below the model's {hops} message-passing hops: the "
+            f"partition.overlap={partition.overlap} is below the {'rollout' if training else 'model'}'s {hops} "
+            "message-passing hops: the "
             f"subdomain losses drop the cut edges and do not sum to the global loss (sync is then not the "
             f"global method); set partition.overlap={hops} for exact subdomain problems",
             stacklevel=2,
@@ -203,7 +210,7 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
         comm = TorchComm(partition.num_parts, accounting=accounting, device=device)
     objective = build_objective(cfg.ddm, data, partition, device=device, parts=comm.parts_of_rank,
                                 graph_builder=problem.rebuild)
-    algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
+    algorithm = build_algorithm(cfg.ddm, cfg.optimizer, trained, objective, comm, accounting)
     # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
     eval_sets = {"train": eval_train, "val": anchors["val"], "test": anchors["test"]}
     # val and test are whole splits, counted above; the training samples evaluated are a subset
@@ -216,7 +223,7 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
         start_metrics.update({f"{split}_baseline_rmse/{v}": x for v, x in summary["baseline"][f"{split}_rmse"].items()})
     return _State(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors,
                   world.rank, world.world_size, flatten(OmegaConf.to_container(cfg, resolve=True)), start_metrics,
-                  split=problem.split)
+                  split=problem.split, training=training)
 
 
 def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopSignals) -> None:
@@ -247,13 +254,14 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
                                     points_per_step=s.data.X.reader.points_per_step(rows))
     s.comm.reset_times()  # the rank times cover the outer iterations, not the set-up
     # the next batch's fields are read while a step computes; its rng_state is what a checkpoint keeps
-    batches = BatchStream(s.task, s.anchors["train"], bs, rng, rows, count=max_it - first + 1,
-                          prefetch=bool(cfg.trainer.prefetch))
+    batches = BatchStream(s.task if s.training is None else s.training.batches, s.anchors["train"], bs, rng, rows,
+                          count=max_it - first + 1, prefetch=bool(cfg.trainer.prefetch))
     # a stop signal from here on ends the run after an iteration, with its checkpoint, or not at all once
     # the last one is done: never between a logged iteration and its checkpoint
     with stops.deferred(), batches:
         for it in range(first, max_it + 1):
             _maybe_inject_fault(s.rank, it)
+            steps = 1 if s.training is None else s.training.at(it)  # before its batch is assembled
             batch = batches.next()
             if rows is None and not bool(batch.valid.any()):
                 raise DataError(f"{s.data.source}: the mini-batch of iteration {it} has no valid target; the "
@@ -262,6 +270,8 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
             _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
             metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start,
                        "data/wait_seconds": batches.wait_seconds, **stats}
+            if s.training is not None:
+                metrics["train/rollout_steps"] = steps
             stop = False
             if it % eval_every == 0 or it == max_it:
                 metrics.update(_rank_times(s.comm))
@@ -536,8 +546,10 @@ def _check_samples(anchors: dict, data, task) -> None:
             advice = ("the data holds a single time step; train on it with task=interpolate, which holds out "
                       "nodes instead of time steps (task.split_by=nodes)")
         elif task.name == "forecast":
-            advice = (f"a forecast sample needs {task.lead * task.history + 1} consecutive time steps in the "
-                      f"split ({data.num_times} in the data); enlarge data.split.{name} or lower task.lead")
+            ahead = task.rollout if name == "train" else 1
+            advice = (f"a forecast sample needs {task.lead * (task.history - 1 + ahead) + 1} consecutive time steps "
+                      f"in the split ({data.num_times} in the data); enlarge data.split.{name} or lower task.lead"
+                      + (f" or task.rollout ({ahead})" if ahead > 1 else ""))
         else:
             advice = f"give data.split.{name} a larger fraction or a longer date range"
         raise ConfigError(f"data.split.{name}: no {'training' if name == 'train' else 'validation'} sample; "

@@ -181,3 +181,30 @@ def test_report_draws_scores_against_lead_time(run, tmp_path):
     for stem in ("rmse_vs_lead", "acc_vs_lead"):
         assert (tmp_path / "report" / f"{stem}.png").stat().st_size > 1000 and f"{stem}.png" in md
     assert res["files"]
+
+
+@pytest.mark.parametrize("kind", ["stations", "mesh"])
+def test_a_forecast_file_on_stations_or_a_mesh_reads_back_as_a_series_of_valid_times(tmp_path, kind):
+    """Two initial times a day apart with leads of 1 and 2 days: valid times d1, d2 (shortest lead kept), d3;
+    the values as written, at the written positions."""
+    from gnnddm.data.forecast_file import forecast_dataset, write_forecast
+    from gnnddm.data.info import load
+    from gnnddm.gallery import station_data, weather_data
+
+    if kind == "stations":
+        data = station_data(n=9)
+    else:
+        rng = np.random.default_rng(3)
+        data = weather_data(rng.uniform(-60, 60, 20), rng.uniform(0, 350, 20), kind="mesh", area=np.ones(20))
+    fields = np.arange(2 * 2 * data.num_nodes * data.num_vars, dtype=np.float32).reshape(2, 2, data.num_nodes,
+                                                                                          data.num_vars)
+    inits = np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[ns]")
+    path = write_forecast(forecast_dataset(data, fields, inits, [24.0, 48.0], {"title": "t"}), tmp_path / "fc.nc")
+    with pytest.warns(UserWarning, match="repeat a valid time"):
+        back = load(path)
+    assert list(back.times) == list(np.array(["2020-01-02", "2020-01-03", "2020-01-04"], dtype="datetime64[ns]"))
+    assert back.variables == tuple(data.variables) and back.num_nodes == data.num_nodes
+    np.testing.assert_allclose(back.lat, data.lat, atol=1e-6)
+    np.testing.assert_allclose(back.X[0], fields[0, 0])  # init 1, lead 1 d
+    np.testing.assert_allclose(back.X[1], fields[1, 0])  # init 2, lead 1 d, shorter than init 1's 2 d
+    np.testing.assert_allclose(back.X[2], fields[1, 1])

@@ -15,8 +15,9 @@ Layout:
   ``gnnddm_run_id`` and ``gnnddm_model``.
 
 The file is written to a temporary name beside the target and renamed over it once complete, so a failed
-or interrupted write never leaves a partial file under the target's name. ``gnnddm data info`` reads a
-grid forecast file back as a series of valid times (the shortest lead kept where valid times repeat).
+or interrupted write never leaves a partial file under the target's name. ``gnnddm data info`` and the
+loaders read a forecast file back as a series of valid times (the shortest lead kept where valid times
+repeat): a grid's with the grid loader, a mesh's or a station network's with the mesh loader.
 """
 
 from __future__ import annotations

@@ -75,10 +75,26 @@ def load_mesh(path, variables: Sequence[str] | None = None, levels=None, time=No
     except Exception as exc:  # netCDF4/h5py raise many unrelated types for corrupt files
         raise DataError(f"{p}: cannot read as netCDF ({type(exc).__name__}: {exc})") from exc
     with ds:
-        return _read(ds, p, variables, levels, time, wet_only, share)
+        notes: list[str] = []
+        if "init_time" in ds.dims and "valid_time" in ds.variables:
+            ds = forecast_series(ds, p, notes)
+        return _read(ds, p, variables, levels, time, wet_only, share, notes)
 
 
-def _read(ds: xr.Dataset, p: Path, variables, levels, time, wet_only, share) -> WeatherGraphData:
+def forecast_series(ds: xr.Dataset, p: Path, notes: list) -> xr.Dataset:
+    """A forecast file of ``gnnddm predict`` on a mesh or station network (dimensions ``init_time``,
+    ``lead_time`` and the cells) as a series of valid times, the shortest lead kept where they repeat (as
+    the grid loader reads a grid forecast file)."""
+    from gnnddm.data.grid import _valid_time_axis
+
+    keep = [v for v in ("init_time", "lead_time", "valid_time") if v in ds.variables]
+    if np.issubdtype(ds["valid_time"].dtype, np.datetime64):  # opened with its times decoded
+        return _valid_time_axis(ds, str(p), notes)
+    decoded = xr.decode_cf(ds[keep])
+    return _valid_time_axis(ds.assign_coords({v: decoded[v] for v in keep}), str(p), notes)
+
+
+def _read(ds: xr.Dataset, p: Path, variables, levels, time, wet_only, share, notes=()) -> WeatherGraphData:
     lower_dims = {str(d).lower(): d for d in ds.dims}
     cdim = next((lower_dims[d] for d in CELL_DIMS if d in lower_dims), None)
     if cdim is None:
@@ -93,7 +109,8 @@ def _read(ds: xr.Dataset, p: Path, variables, levels, time, wet_only, share) -> 
 
     tvar = next((ds[t] for t in TIME_NAMES if t in ds.variables and ds[t].ndim == 1), None)
     tdim = tvar.dims[0] if tvar is not None else None
-    times, notes = _decode_times(tvar)
+    times, time_notes = _decode_times(tvar)
+    notes = [*notes, *time_notes]
     if tvar is not None:
         check_increasing(times, str(p), str(tvar.name))
     tsel = time_index(times, time, p.name)

@@ -460,6 +460,11 @@ def _read_cf(p: Path, variables) -> _Raw:
     except Exception as exc:  # netCDF4/h5py raise many unrelated types for corrupt files
         raise DataError(f"{p}: cannot read as netCDF ({type(exc).__name__}: {exc})") from exc
     with ds:
+        notes: list[str] = []
+        if "init_time" in ds.dims and "valid_time" in ds.variables:  # a forecast file of gnnddm predict
+            from gnnddm.data.mesh import forecast_series
+
+            ds = forecast_series(ds, p, notes)
         attrs = {k.lower(): v for k, v in ds.attrs.items()}
         ftype = str(attrs.get("featuretype", "")).lower()
         id_var = next((v for v in ds.variables if ds[v].attrs.get("cf_role") == "timeseries_id"), None)
@@ -488,7 +493,7 @@ def _read_cf(p: Path, variables) -> _Raw:
         check_increasing(times, str(p), str(time_v))
         return _Raw(codes, ds[lat_v].to_numpy().astype(np.float64), ds[lon_v].to_numpy().astype(np.float64),
                     elev, times, values, list(chosen), [str(ds[v].attrs.get("units", "")) for v in chosen],
-                    "cf-timeseries", standard_names=[str(ds[v].attrs.get("standard_name", "")) for v in chosen],
+                    "cf-timeseries", notes, standard_names=[str(ds[v].attrs.get("standard_name", "")) for v in chosen],
                     positions_from=(str(p), str(lat_v), str(lon_v)))
 
 

@@ -23,6 +23,8 @@ class ForecastTaskConfig(TaskConfig):
     _target_: str = "gnnddm.tasks.ForecastTask"
     history: int = field(default=1, metadata=one_of(1, 2, noun="history"))
     lead: int = field(default=1, metadata=at_least(1))
+    rollout: int = field(default=1, metadata=at_least(1))  # autoregressive steps per training sample
+    rollout_schedule: list[list[int]] | None = None  # [[first iteration, steps], ...]; null: task.rollout
 
 
 @dataclass

@@ -356,3 +356,20 @@ def test_a_killed_rank_is_named_as_the_cause_in_one_line(tmp_path):
     assert summary["status"] == "failed" and "rank 1 died from SIGKILL" in summary["error"]
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
     assert run.info.status == "FAILED"
+
+
+def test_rollout_training_on_two_ranks_matches_one_process(tmp_path):
+    """halo_sync on a scheduled two-step rollout: the halo exchanges of every step on real ranks (each rank
+    assembling only its rows of the k-step batches) follow one process."""
+    from gnnddm.config import compose
+    from gnnddm.train import train
+
+    common = ["ddm=halo_sync", "partition.overlap=1", "trainer.max_iterations=4", "task.rollout_schedule=[[1,1],[3,2]]",
+              "tracking.enabled=false"]
+    single = train(compose(_tiny(tmp_path, *common, out="single", parts=4)))
+    ranks = train(compose(_tiny(tmp_path, *common, "distributed.backend=gloo", "distributed.nproc_per_node=2",
+                                out="ranks", parts=4)))
+    assert ranks["status"] == "finished" and ranks["ranks"] == 2
+    a, b = _theta(tmp_path / "single"), _theta(tmp_path / "ranks")
+    assert float((a - b).norm() / a.norm()) < 1e-5
+    assert ranks["final"]["val_loss"] == pytest.approx(single["final"]["val_loss"], rel=1e-5)
