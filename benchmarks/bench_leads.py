@@ -66,8 +66,8 @@ def verdict(a: list[float], b: list[float], lower: str, higher: str) -> str:
 def rollout_table(one: list[dict], roll: list[dict], schedule: str) -> list[str]:
     """One-step against rollout training, per variable and lead (RMSE seed ranges, baselines, verdict)."""
     first = one[0]
-    rows = ["| lead | one-step RMSE | rollout RMSE | persistence | climatology | rollout bias | rollout vs one-step |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| lead | one-step RMSE | rollout RMSE | persistence | climatology | one-step bias | rollout bias "
+            "| rollout vs one-step |", "|---|---|---|---|---|---|---|---|"]
     goals = []
     for v, var in enumerate(first["variables"]):
         beats_pers, beats_clim = [], []
@@ -76,10 +76,11 @@ def rollout_table(one: list[dict], roll: list[dict], schedule: str) -> list[str]
             b = [r["scores"]["model"]["rmse"][k][v] for r in roll]
             pers = first["scores"]["persistence"]["rmse"][k][v]
             clim = first["scores"]["climatology"]["rmse"][k][v]
+            bias_one = [r["scores"]["model"]["bias"][k][v] for r in one]
             bias = [r["scores"]["model"]["bias"][k][v] for r in roll]
             lead = f"{first['lead_hours'][k] / 24:g} d"
             rows.append(f"| {var} {lead} | {_range(a)} | {_range(b)} | {pers:.3f} | {clim:.3f} "
-                        f"| {_range(bias, '+.3f')} | {verdict(b, a, 'lower', 'higher')} |")
+                        f"| {_range(bias_one, '+.3f')} | {_range(bias, '+.3f')} | {verdict(b, a, 'lower', 'higher')} |")
             beats_pers.append(max(b) < pers)
             beats_clim.append(max(b) < clim)
         last = first["leads"] - 1
