@@ -15,10 +15,10 @@ With ``--rollout-experiment NAME`` it compares rollout training instead: for eac
 as shipped (its ``task.rollout_schedule``) and the same experiment trained one step at a time
 (``task.rollout=1``, everything else equal: model, iterations, learning rate, samples), and prints per lead
 both RMSEs with their seed ranges, the baselines, and a verdict that says "within noise" where the ranges
-overlap::
+overlap. ``--schedules`` adds one row per other schedule tried (``;``-separated), with the same seeds::
 
-    python3 benchmarks/bench_leads.py --seeds 0,1,2 --leads 7 --rollout-experiment stations_wind_rollout \
-        --output docs/forecasting.md
+    python3 benchmarks/bench_leads.py --seeds 0,1,2,3,4 --leads 7 --rollout-experiment stations_wind_rollout \\
+        --schedules "[[1,4]];[[1,2],[101,4]];[[1,1],[51,2],[101,4],[151,7]]" --output docs/forecasting.md
 """
 
 from __future__ import annotations
@@ -61,6 +61,23 @@ def verdict(a: list[float], b: list[float], lower: str, higher: str) -> str:
     if min(a) > max(b):
         return higher
     return "within noise"
+
+
+def schedules_table(one: list[dict], tried: dict[str, list[dict]]) -> list[str]:
+    """Per schedule tried: RMSE at the first, second and longest lead, bias at the longest, the verdict there."""
+    first = one[0]
+    last = first["leads"] - 1
+    days = [f"{first['lead_hours'][k] / 24:g} d" for k in (0, 1, last)]
+    rows = [f"| schedule | RMSE {days[0]} | RMSE {days[1]} | RMSE {days[2]} | bias {days[2]} "
+            f"| vs one-step at {days[2]} |", "|---|---|---|---|---|---|"]
+    for v, var in enumerate(first["variables"]):
+        at = [r["scores"]["model"]["rmse"][last][v] for r in one]
+        for name, runs in [("one-step", one), *tried.items()]:
+            rmse = [[r["scores"]["model"]["rmse"][k][v] for r in runs] for k in (0, 1, last)]
+            bias = [r["scores"]["model"]["bias"][last][v] for r in runs]
+            rows.append(f"| {var} `{name}` | {' | '.join(_range(x) for x in rmse)} | {_range(bias, '+.3f')} "
+                        f"| {'–' if runs is one else verdict(rmse[2], at, 'lower', 'higher')} |")
+    return rows
 
 
 def rollout_table(one: list[dict], roll: list[dict], schedule: str) -> list[str]:
@@ -134,6 +151,8 @@ def main(argv=None) -> int:
                         "experiment's)")
     parser.add_argument("--rollout-experiment", default=None, help="compare this experiment's rollout training "
                         "with its one-step training (block 'rollout') instead of scoring stations_wind")
+    parser.add_argument("--schedules", default="", help="with --rollout-experiment: other task.rollout_schedule "
+                        "values to try, ';'-separated (a row each)")
     parser.add_argument("--output", type=Path, default=None, help="page to write the block into")
     args = parser.parse_args(argv)
     command = "python3 benchmarks/bench_leads.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -150,6 +169,14 @@ def main(argv=None) -> int:
                             ("task.rollout_schedule=null", "task.rollout=1"), name="one-step") for s in seeds]
             roll = [run_seed(s, args.leads, args.iterations, Path(tmp), experiment, name="rollout") for s in seeds]
             lines = rollout_table(one, roll, _schedule(experiment))
+            tried = {}
+            for schedule in filter(None, args.schedules.split(";")):
+                tried[schedule] = [run_seed(s, args.leads, args.iterations, Path(tmp), experiment,
+                                            (f"task.rollout_schedule={schedule}",), name=f"tried{len(tried)}")
+                                   for s in seeds]
+            if tried:
+                lines += ["", f"Other schedules, the same {len(seeds)} seeds (median [min, max]):", "",
+                          *schedules_table(one, tried)]
     body = [f"Command: `{command}`  ", f"Total time of the command: {time.perf_counter() - t0:.0f} s.", "", *lines]
     print("\n".join(body))
     if args.output:
