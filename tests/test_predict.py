@@ -128,6 +128,20 @@ def test_bad_predict_requests_are_one_error_and_leave_no_file(run, tmp_path, cap
     assert not list(tmp_path.iterdir())
 
 
+def test_the_latest_initial_time_bounds_the_leads(run, tmp_path, capsys):
+    """Several initial times: the leads that every one of them has in the data (the latest's), named in the
+    error when more are asked for; without leads=, that many."""
+    out, _ = run
+    bundle = load_model(out / "model.pt")
+    times = rebuild(bundle.cfg, bundle).data.times
+    early, late = str(times[30])[:16], str(times[37])[:16]
+    _error(capsys, ["predict", f"output_dir={out}", f"init={early},{late}", "leads=3", f"output={tmp_path / 'a.nc'}"],
+           "leads=3", f"at most 2 lead(s) of 1 step(s) after init={late}")
+    assert main(["predict", f"output_dir={out}", f"init={early},{late}", f"output={tmp_path / 'b.nc'}"]) == 0
+    with xr.open_dataset(tmp_path / "b.nc") as ds:
+        assert ds.sizes["init_time"] == 2 and ds.sizes["lead_time"] == 2
+
+
 def test_eval_leads_is_checked_before_training(tmp_path, capsys):
     with pytest.raises(Exception, match=r"trainer.eval_leads=9: the test split \(6 steps\) allows 1 to 5"):
         _train(tmp_path, "trainer.eval_leads=9")
@@ -161,6 +175,38 @@ def test_the_prediction_file_passes_the_cf_checker(run, tmp_path):
     assert not had_errors and not high, high
 
 
+def _cf_high_priority_failures(path: Path, tmp_path: Path) -> list:
+    from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+    CheckSuite.load_all_available_checkers()
+    report = tmp_path / "cf.json"
+    _, had_errors = ComplianceChecker.run_checker(str(path), ["cf:1.8"], 0, "strict", output_filename=str(report),
+                                                  output_format="json")
+    result = json.loads(report.read_text())["cf:1.8"]
+    return [m for m in result["high_priorities"] if m["value"][0] < m["value"][1]] + (["errors"] if had_errors else [])
+
+
+@pytest.mark.parametrize("kind", ["stations", "mesh"])
+def test_station_and_mesh_forecast_files_pass_the_cf_checker_and_name_the_stations(tmp_path, kind):
+    """The same check for the ``values`` layout; a station file names each series by the station's code."""
+    pytest.importorskip("compliance_checker")
+    from gnnddm.data.forecast_file import forecast_dataset, write_forecast
+    from gnnddm.gallery import station_data, weather_data
+
+    if kind == "stations":
+        data = station_data(n=5).replace(node_ids=("3904", "518", "1034", "2922", "4935"))
+    else:
+        rng = np.random.default_rng(3)
+        data = weather_data(rng.uniform(-60, 60, 20), rng.uniform(0, 350, 20), kind="mesh", area=np.ones(20))
+    fields = np.ones((2, 3, data.num_nodes, data.num_vars), dtype=np.float32)
+    inits = np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[ns]")
+    path = write_forecast(forecast_dataset(data, fields, inits, [24.0, 48.0, 72.0], {"title": "t"}), tmp_path / "f.nc")
+    assert not _cf_high_priority_failures(path, tmp_path)
+    if kind == "stations":
+        with xr.open_dataset(path) as ds:
+            assert [str(c) for c in ds["station"].values] == ["3904", "518", "1034", "2922", "4935"]
+
+
 def test_evaluate_plots_draw_scores_against_lead_and_maps(run):
     out, _ = run
     assert main(["evaluate", f"output_dir={out}", "leads=3", "plots=true"]) == 0
@@ -169,6 +215,25 @@ def test_evaluate_plots_draw_scores_against_lead_and_maps(run):
     assert names == sorted([f"{kind}_test_{v}.png" for kind in ("leads", "map") for v in ("t2m", "msl", "u10", "v10")])
     for p in result["plots"]:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_maps_show_the_chosen_variable_lead_and_initial_time(run, capsys):
+    out, _ = run
+    bundle = load_model(out / "model.pt")
+    times = rebuild(bundle.cfg, bundle).data.times
+    init = str(times[35])[:16]  # the test split is steps 34..39: lead 2 from step 35 stays inside it
+    assert main(["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_var=msl", "map_lead=2",
+                 f"map_init={init}"]) == 0
+    result = json.loads((out / "evaluate_test.json").read_text())
+    names = sorted(Path(p).name for p in result["plots"])
+    assert names == sorted(["map_test_msl.png", *(f"leads_test_{v}.png" for v in ("t2m", "msl", "u10", "v10"))])
+    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_var=sst"], "map_var=sst",
+           "t2m, msl, u10, v10")
+    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_lead=5"], "map_lead=5", "1 .. 3")
+    late = str(times[38])[:16]  # one step before the split's end
+    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_lead=2", f"map_init={late}"],
+           f"map_init={late}", "reaches lead 2")
+    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "map_var=msl"], "map_var", "plots=true")
 
 
 def test_report_draws_scores_against_lead_time(run, tmp_path):

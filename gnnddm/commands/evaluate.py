@@ -10,8 +10,10 @@ numbers are those the run reports.
 The arguments are ``key=value`` tokens (values in Hydra's override syntax): ``output_dir`` (required),
 ``split``, ``leads`` (a number of lead times or ``max``: roll a forecast model out from every initial
 time of the split and score each lead against persistence and the training split's climatology, see
-:mod:`gnnddm.rollout`), ``verbose``, and overrides of the stored configuration under ``data.`` (another file or
-time range, ``+data.key=`` to add a key), ``tracking.`` and ``trainer.device`` / ``trainer.threads``.
+:mod:`gnnddm.rollout`), ``plots`` (with ``leads``: scores against lead time and maps as PNG files; ``map_var``,
+``map_lead`` and ``map_init`` choose the maps' variable, lead and initial time), ``verbose``, and overrides of
+the stored configuration under ``data.`` (another file or time range, ``+data.key=`` to add a key),
+``tracking.`` and ``trainer.device`` / ``trainer.threads``.
 The stored configuration is not recomposed from ``conf/``: a run is evaluated as it was trained.
 Loading never runs code from the file: it is read with ``torch.load(weights_only=True)``, and its
 configuration, with the overrides, may name only gnnddm's components and must pass the schema
@@ -41,8 +43,10 @@ SPLITS = ("test", "val")
 #: where the model runs; the rest of the stored configuration defines the model and its samples
 OVERRIDABLE = ("data.", "tracking.", "trainer.device", "trainer.threads")
 BASELINES = {"forecast": "persistence", "interpolate": "inverse_distance"}
-USAGE = ("usage: gnnddm evaluate output_dir=PATH [split=test|val] [leads=N|max [plots=true]] [data.KEY=VALUE ...] "
-         "[tracking.uri=URI] [trainer.device=DEVICE] [verbose=true]")
+USAGE = ("usage: gnnddm evaluate output_dir=PATH [split=test|val] [leads=N|max [plots=true [map_var=NAME] "
+         "[map_lead=K] [map_init=DATE]]] [data.KEY=VALUE ...] [tracking.uri=URI] [trainer.device=DEVICE] "
+         "[verbose=true]")
+MAP_KEYS = ("map_var", "map_lead", "map_init")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class Request:
     leads: int | str | None = None  # lead-time scores: a number of leads, "max", or None (one step only)
     plots: bool = False  # with leads: scores against lead time, and maps, as PNG files in the run folder
     values: dict = field(default_factory=dict)  # override key -> (value, adds a key)
+    #: the maps' variable (None: each), lead (1-based; None: the longest) and initial time (None: the split's
+    #: first that reaches the lead)
+    map_var: str | None = None
+    map_lead: int | None = None
+    map_init: str | None = None
 
 
 def main(argv: list[str]) -> int:
@@ -72,6 +81,7 @@ def parse_args(argv: list[str]) -> Request:
     from gnnddm.commands.hydra_app import key_values, overridable, parse_override
 
     out_dir, split, verbose, overrides, values, leads, plots = None, "test", False, [], {}, None, False
+    maps: dict = {}
     parser = OverridesParser.create()
     for arg, key, raw in key_values(argv, USAGE):
         if key == "output_dir":
@@ -89,18 +99,24 @@ def parse_args(argv: list[str]) -> Request:
                 raise ConfigError(f"leads={raw}: expected a number of leads >= 1, or max (the longest the split "
                                   "allows)")
             leads = raw if raw == "max" else int(raw)
+        elif key in MAP_KEYS:
+            if key == "map_lead" and not (raw.isdigit() and int(raw) >= 1):
+                raise ConfigError(f"map_lead={raw}: expected a lead number >= 1 (1 is the first lead)")
+            maps[key] = int(raw) if key == "map_lead" else raw
         elif overridable(key.lstrip("+"), OVERRIDABLE):
             values.update([parse_override(parser, arg)])
             overrides.append(arg)
         else:
             keys = ", ".join(k + ("*" if k.endswith(".") else "") for k in OVERRIDABLE)
             raise ConfigError(f"{key}: not an option of gnnddm evaluate; valid: output_dir, split, leads, plots, "
-                              f"verbose, and overrides of {keys}")
+                              f"{', '.join(MAP_KEYS)}, verbose, and overrides of {keys}")
     if out_dir is None:
         raise ConfigError(f"output_dir: required, the folder of a finished `gnnddm train` run; {USAGE}")
     if plots and leads is None:
         raise ConfigError("plots=true: the pictures are of lead-time scores; add leads=N or leads=max")
-    return Request(out_dir, split, tuple(overrides), verbose, leads=leads, plots=plots, values=values)
+    if maps and not plots:
+        raise ConfigError(f"{next(iter(maps))}: chooses what the maps of plots=true show; add plots=true")
+    return Request(out_dir, split, tuple(overrides), verbose, leads=leads, plots=plots, values=values, **maps)
 
 
 def apply_overrides(cfg: DictConfig, values: dict) -> DictConfig:
@@ -148,7 +164,7 @@ def evaluate(req: Request) -> dict:
             result["leads"] = _lead_scores(rebuilt, req.split, req.leads)
             scores = {**scores, **lead_metrics(result["leads"])}
             if req.plots:
-                result["plots"] = [str(p) for p in _plots(rebuilt, result["leads"], req.split, req.output_dir)]
+                result["plots"] = [str(p) for p in _plots(rebuilt, result["leads"], req, req.output_dir)]
         result["status"] = "finished"
         write_json(json_path, result)
         tracker.log_metrics({metric_name(k): v for k, v in scores.items()}, step=bundle.iteration)
@@ -234,32 +250,65 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
     return Rebuilt(problem, task, model, graph, device, int(cfg.trainer.batch_size))
 
 
-def _plots(r: Rebuilt, leads: dict, split: str, out_dir: Path) -> list[Path]:
-    """Per variable: scores against lead time (``leads_<split>_<var>.png``) and a map of truth, forecast and
-    error at the longest lead from the split's first initial time (``map_<split>_<var>.png``)."""
+def _plots(r: Rebuilt, leads: dict, req: Request, out_dir: Path) -> list[Path]:
+    """Per variable: scores against lead time (``leads_<split>_<var>.png``); and a map of truth, forecast and
+    error (``map_<split>_<var>.png``) of ``req.map_var`` (each variable when None) at lead ``req.map_lead``
+    (the longest scored when None) from ``req.map_init`` (the split's first initial time that reaches it)."""
     import numpy as np
 
     from gnnddm.outputs import save_figure
     from gnnddm.report.forecast_plots import lead_figure, map_figure, pyplot
-    from gnnddm.rollout import Rollout, reach
+    from gnnddm.rollout import Rollout
 
+    split, variables = req.split, list(r.data.variables)
+    if req.map_var is not None and req.map_var not in variables:
+        raise ConfigError(f"map_var={req.map_var}: not a variable of the model; valid: {', '.join(variables)}")
+    k = leads["leads"] if req.map_lead is None else req.map_lead
+    if k > leads["leads"]:
+        raise ConfigError(f"map_lead={k}: the scores go to lead {leads['leads']}; choose 1 .. {leads['leads']}")
+    init = _map_init(r, split, k, req.map_init)
     plt, paths = pyplot(), []
-    steps = getattr(r.problem.split, split)
-    step_set = set(np.asarray(steps).tolist())
-    k = leads["leads"]
-    init = next(int(t) for t in steps if reach(r.task, int(t), step_set) >= k)
     forecast = Rollout(r.task, r.model, r.graph, device=r.device).forecast([init], k)[0, -1].cpu().double().numpy()
     truth, valid = (a[0].double().numpy() for a in r.task.fields([init + k * r.task.lead]))
     forecast, truth = r.data.to_physical(forecast), r.data.to_physical(truth)
     truth[valid == 0] = np.nan
-    when = f"{str(r.data.times[init])[:16]} + {leads['lead_hours'][-1]:g} h"
-    for v, var in enumerate(r.data.variables):
-        for name, fig in ((f"leads_{split}_{var}.png", lead_figure(leads, var)),
-                          (f"map_{split}_{var}.png", map_figure(r.data, truth[:, v], forecast[:, v], var, when))):
+    hours = (r.data.times[init + k * r.task.lead] - r.data.times[init]) / np.timedelta64(1, "h")
+    when = f"{str(r.data.times[init])[:16]} + {hours:g} h"
+    for v, var in enumerate(variables):
+        figures = [(f"leads_{split}_{var}.png", lambda var=var: lead_figure(leads, var))]
+        if req.map_var in (None, var):
+            figures.append((f"map_{split}_{var}.png",
+                            lambda v=v, var=var: map_figure(r.data, truth[:, v], forecast[:, v], var, when)))
+        for name, draw in figures:
+            fig = draw()
             save_figure(fig, out_dir / name, dpi=100)
             plt.close(fig)
             paths.append(out_dir / name)
     return paths
+
+
+def _map_init(r: Rebuilt, split: str, k: int, wanted: str | None) -> int:
+    """The time step of the maps' initial time: ``wanted`` (a date), or the split's first that reaches lead k."""
+    import numpy as np
+
+    from gnnddm.rollout import reach
+
+    steps = [int(t) for t in getattr(r.problem.split, split)]
+    step_set = set(steps)
+    usable = [t for t in steps if reach(r.task, t, step_set) >= k]
+    if wanted is None:
+        return usable[0]
+    try:
+        when = np.datetime64(wanted, "ns")
+    except ValueError:
+        raise ConfigError(f"map_init={wanted}: not a date; expected an ISO date such as "
+                          f"{str(r.data.times[usable[0]])[:16]}") from None
+    hit = [t for t in usable if r.data.times[t] == when]
+    if not hit:
+        first, last = (str(r.data.times[t])[:16] for t in (usable[0], usable[-1]))
+        raise ConfigError(f"map_init={wanted}: not an initial time of the {split} split that reaches lead {k}; "
+                          f"choose a time step from {first} to {last}")
+    return hit[0]
 
 
 def _lead_scores(r: Rebuilt, split: str, leads) -> dict:

@@ -135,14 +135,15 @@ def predict(req: Request):
     r = rebuild(cfg, bundle)
     data, task = r.data, r.task
     steps = init_steps(data, task, req.inits)
-    room = (data.num_times - 1 - steps.min()) // task.lead  # leads every initial time has within the data
+    latest = int(np.argmax(steps))  # the initial time with the fewest leads left in the data
+    room = (data.num_times - 1 - int(steps[latest])) // task.lead  # leads every initial time has within the data
     if room < 1:
-        raise ConfigError(f"init={req.inits[int(np.argmax(steps))]}: the last time step of the data; no lead "
-                          "time follows it")
+        raise ConfigError(f"init={req.inits[latest]}: no lead time of {task.lead} step(s) follows it in the data "
+                          f"(its last time step is {str(data.times[-1])[:16]}); choose an earlier initial time")
     leads = room if req.leads is None else req.leads
     if leads > room:
         raise ConfigError(f"leads={leads}: the data holds at most {room} lead(s) of {task.lead} step(s) after "
-                          f"init={req.inits[int(np.argmin(steps))]}; choose leads <= {room}")
+                          f"init={req.inits[latest]}; choose leads <= {room}")
     rollout = Rollout(task, r.model, r.graph, device=r.device, batch_size=r.batch_size)
     parts = [rollout.forecast(steps[i:i + r.batch_size], leads).cpu() for i in range(0, len(steps), r.batch_size)]
     fields = data.to_physical(torch.cat(parts).double().numpy())

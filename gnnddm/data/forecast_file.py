@@ -81,8 +81,8 @@ def forecast_dataset(data, fields: np.ndarray, init_times, lead_hours, attrs: di
         variables[name] = (dims, values[..., v].astype(np.float32), var_attrs)
     ds = xr.Dataset(variables, coords=coords, attrs={"Conventions": "CF-1.8", **attrs})
     if data.kind == "stations":
-        ds["station"] = ("values", np.array([f"station_{i}" for i in range(data.num_nodes)], dtype=object),
-                         {"cf_role": "timeseries_id", "long_name": "station"})
+        ids = data.node_ids or tuple(f"station_{i}" for i in range(data.num_nodes))  # the file's codes
+        ds["station"] = ("values", np.array(ids, dtype=object), {"cf_role": "timeseries_id", "long_name": "station"})
         ds.attrs["featureType"] = "timeSeries"
     return ds
 

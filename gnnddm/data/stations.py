@@ -169,6 +169,7 @@ def load_stations(
         source=str(p),
         layout=raw.layout,
         warnings=messages,
+        node_ids=tuple(str(raw.codes[i]) for i in sel),
     )
 
 

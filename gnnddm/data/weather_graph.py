@@ -52,6 +52,9 @@ class WeatherGraphData:
         Path or description of where the data came from (used in messages and summaries).
     layout : str
         Detected file layout (e.g. "cds", "weatherbench2", "cf-timeseries", "icon").
+    node_ids : tuple[str, ...]
+        The file's names of the nodes (station codes), or empty; emptied when a graph builder changes the
+        nodes (a joint graph's mesh nodes have none).
     warnings : tuple[str, ...]
         Messages the loader emitted (also sent through :mod:`warnings`), kept for ``gnnddm data info``.
     reading : str
@@ -83,6 +86,7 @@ class WeatherGraphData:
     layout: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
     reading: str = "eager"
+    node_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -96,6 +100,8 @@ class WeatherGraphData:
             raise ValueError("variables and units must have one entry per variable of X")
         if self.static.shape[0] != n or len(self.static_names) != self.static.shape[1]:
             raise ValueError("static must be [N, S] with one name per column")
+        if len(self.node_ids) not in (0, n):  # the nodes changed since the file named them
+            object.__setattr__(self, "node_ids", ())
         if self.mean is None:
             object.__setattr__(self, "mean", np.zeros(self.num_vars))
         if self.std is None:

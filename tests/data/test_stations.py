@@ -35,6 +35,7 @@ def test_long_csv_pivots_rows_and_masks_missing_entries(tmp_path):
     assert d.X[0, 2].tolist() == [0.0, 0.0]
     assert d.X[1, 1].tolist() == [283.0, 277.0]
     assert d.warnings == ()
+    assert d.node_ids == ("A", "B", "C")
 
 
 def test_long_csv_takes_positions_and_elevation_from_station_table(tmp_path):
@@ -116,6 +117,7 @@ def test_cf_timeseries_masks_fill_and_impossible_values_and_drops_a_station_with
                    "dropped 1 station with invalid coordinates (DDD)")
     assert d.warnings == (msg,)
     assert d.layout == "cf-timeseries" and d.num_nodes == 3 and d.num_times == 3
+    assert d.node_ids == ("AAA", "BBB", "CCC")  # the file's codes of the stations kept
     assert str(d.times[1])[:16] == "2020-01-01T06:00"
     np.testing.assert_allclose(d.lon, [0.0, 1.0, 2.0])
     assert d.static_names[-1] == "elevation_km"
