@@ -281,3 +281,18 @@ def test_the_encoder_processor_decoder_with_recompute_follows_global_on_rollouts
     for _ in range(3):
         assert d.step()["loss"] == pytest.approx(g.step()["loss"], rel=1e-10)
     torch.testing.assert_close(flat_params(m_dd), flat_params(m_global), rtol=1e-8, atol=1e-10)
+
+
+def test_the_overlap_warning_counts_the_longest_rollouts_hops(tmp_path):
+    """A schedule that starts with one step still needs the overlap of its longest rollout for exact
+    subdomain problems: the run says so, and records them as not exact."""
+    from gnnddm.config import compose
+    from gnnddm.train import train
+
+    args = _tiny(tmp_path, "ddm=sync", "partition.overlap=2", "task.rollout_schedule=[[1,1],[3,2]]")
+    with pytest.warns(UserWarning, match="below the rollout's 4 message-passing hops"):
+        summary = train(compose(args))
+    assert summary["partition"]["exact"] is False
+    summary = train(compose(_tiny(tmp_path, "ddm=sync", "partition.overlap=4", "task.rollout_schedule=[[1,1],[3,2]]",
+                                  out="exact")))
+    assert summary["partition"]["exact"] is True
