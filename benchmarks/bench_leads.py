@@ -53,6 +53,11 @@ def run_seed(seed: int, leads: int, iterations: int | None, tmp: Path, experimen
     return json.loads((out / "leads_test.json").read_text())
 
 
+def lead_label(hours: float) -> str:
+    """``1 d`` for whole days, ``6 h`` otherwise."""
+    return f"{hours / 24:g} d" if hours % 24 == 0 else f"{hours:g} h"
+
+
 def verdict(a: list[float], b: list[float], lower: str, higher: str) -> str:
     """``lower`` when every value of ``a`` is below every value of ``b``, ``higher`` when above, else
     "within noise" (the seed ranges overlap)."""
@@ -67,7 +72,7 @@ def schedules_table(one: list[dict], tried: dict[str, list[dict]]) -> list[str]:
     """Per schedule tried: RMSE at the first, second and longest lead, bias at the longest, the verdict there."""
     first = one[0]
     last = first["leads"] - 1
-    days = [f"{first['lead_hours'][k] / 24:g} d" for k in (0, 1, last)]
+    days = [lead_label(first["lead_hours"][k]) for k in (0, 1, last)]
     rows = [f"| schedule | RMSE {days[0]} | RMSE {days[1]} | RMSE {days[2]} | bias {days[2]} "
             f"| vs one-step at {days[2]} |", "|---|---|---|---|---|---|"]
     for v, var in enumerate(first["variables"]):
@@ -75,7 +80,8 @@ def schedules_table(one: list[dict], tried: dict[str, list[dict]]) -> list[str]:
         for name, runs in [("one-step", one), *tried.items()]:
             rmse = [[r["scores"]["model"]["rmse"][k][v] for r in runs] for k in (0, 1, last)]
             bias = [r["scores"]["model"]["bias"][last][v] for r in runs]
-            rows.append(f"| {var} `{name}` | {' | '.join(_range(x) for x in rmse)} | {_range(bias, '+.3f')} "
+            rows.append(f"| {var} ({first['units'][v]}) `{name}` | {' | '.join(_range(x) for x in rmse)} "
+                        f"| {_range(bias, '+.3f')} "
                         f"| {'–' if runs is one else verdict(rmse[2], at, 'lower', 'higher')} |")
     return rows
 
@@ -95,7 +101,7 @@ def rollout_table(one: list[dict], roll: list[dict], schedule: str) -> list[str]
             clim = first["scores"]["climatology"]["rmse"][k][v]
             bias_one = [r["scores"]["model"]["bias"][k][v] for r in one]
             bias = [r["scores"]["model"]["bias"][k][v] for r in roll]
-            lead = f"{first['lead_hours'][k] / 24:g} d"
+            lead = lead_label(first["lead_hours"][k])
             rows.append(f"| {var} {lead} | {_range(a)} | {_range(b)} | {pers:.3f} | {clim:.3f} "
                         f"| {_range(bias_one, '+.3f')} | {_range(bias, '+.3f')} | {verdict(b, a, 'lower', 'higher')} |")
             beats_pers.append(max(b) < pers)
@@ -109,8 +115,10 @@ def rollout_table(one: list[dict], roll: list[dict], schedule: str) -> list[str]
                   f"at leads {', '.join(str(i + 1) for i, ok in enumerate(beats_clim) if ok) or 'none'}",
                   f"{var}: RMSE at the longest lead against one-step training: "
                   f"{verdict(b, a, 'lower', 'higher')} ({_range(b)} against {_range(a)})"]
-    return [f"RMSE and bias in {first['units'][0]}; median [min, max] over {len(one)} seeds; the same iterations, "
-            f"model and samples for both; rollout schedule {schedule}.", "", *rows, "", "```", *goals, "```"]
+    units = ", ".join(f"{v} in {u}" for v, u in zip(first["variables"], first["units"], strict=True))
+    return [f"RMSE and bias in the variables' units ({units}); median [min, max] over {len(one)} seeds; the same "
+            f"iterations, model and samples for both; rollout schedule {schedule}.", "", *rows, "", "```", *goals,
+            "```"]
 
 
 def _range(values, spec=".3f") -> str:
@@ -131,7 +139,7 @@ def table(results: list[dict]) -> list[str]:
             bias = [r["scores"]["model"]["bias"][k][v] for r in results]
             acc = [r["scores"]["model"]["acc"][k][v] for r in results]
             pacc = first["scores"]["persistence"]["acc"][k][v]
-            lead = f"{first['lead_hours'][k] / 24:g} d"
+            lead = lead_label(first["lead_hours"][k])
             rows.append(f"| {var} {lead} | {first['per_lead_inits'][k]} | {_range(model)} | {pers:.3f} | {clim:.3f} "
                         f"| {_range(bias, '+.3f')} | {_range(acc)} | {pacc:.3f} |")
             beats = [name for name, ref in (("persistence", pers), ("climatology", clim)) if max(model) < ref]
@@ -180,8 +188,9 @@ def main(argv=None) -> int:
     body = [f"Command: `{command}`  ", f"Total time of the command: {time.perf_counter() - t0:.0f} s.", "", *lines]
     print("\n".join(body))
     if args.output:
-        results_blocks.write_block(args.output, "bench_leads", "stations" if experiment is None else "rollout",
-                                   "\n".join(body), stamp, "# Forecasts over lead times")
+        name = "stations" if experiment is None else f"rollout-{experiment}"
+        results_blocks.write_block(args.output, "bench_leads", name, "\n".join(body), stamp,
+                                   "# Forecasts over lead times")
     return 0
 
 
