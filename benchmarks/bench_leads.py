@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import tempfile
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
                         "values to try, ';'-separated (a row each)")
     parser.add_argument("--output", type=Path, default=None, help="page to write the block into")
     args = parser.parse_args(argv)
-    command = "python3 benchmarks/bench_leads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(["python3", "benchmarks/bench_leads.py", *(argv if argv is not None else sys.argv[1:])])
     experiment = args.rollout_experiment
     sources = SOURCES if experiment is None else (*ROLLOUT_SOURCES, f"conf/experiment/{experiment}.yaml")
     stamp = results_blocks.stamp(sources, command)
