@@ -118,25 +118,17 @@ class Rollout:
         every step they read must lie in the data)."""
         task, lead = self.task, self.task.lead
         t0 = torch.as_tensor(np.asarray(inits), dtype=torch.long)
-        b = len(t0)
         window = []  # (state, validity) of the steps the next input reads, oldest first
         for h in reversed(range(task.history)):
             x, m = task.fields((t0 - h * lead).numpy())
             window.append((x.to(self.device), m.float().to(self.device)))
-        static = task._static.to(self.device).expand(b, -1, -1)
         was_training = self.model.training
         self.model.eval()
         out = []
         try:
             for k in range(leads):
-                t = t0 + k * lead
-                feats = [window[-1][0], window[-1][1]]
-                for h in range(1, task.history):
-                    feats += [window[-1 - h][0], window[-1 - h][1]]
-                feats += [static, task.time_features(t).to(self.device),
-                          task.time_features(t + lead).to(self.device)]
                 cur = window[-1][0]
-                nxt = cur + self.model(torch.cat(feats, dim=-1), self.graph)
+                nxt = cur + self.model(task.inputs(window[::-1], t0 + k * lead), self.graph)
                 out.append(nxt)
                 window = [*window[1:], (nxt, torch.ones_like(nxt))]
         finally:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import from_node_major, to_node_major
+from gnnddm.models.common import run_stages
 from gnnddm.tasks import Batch, ForecastTask
 
 TIME_FEATURES = 4  # width of Task.time_features
@@ -128,11 +128,7 @@ class RolloutModel(nn.Module):
 
     def forward(self, x: torch.Tensor, graph) -> torch.Tensor:
         """``x`` [B, N, in_channels] or [N, in_channels] -> the k steps' increments to x_t, [..., k·V]."""
-        h, batched = to_node_major(x, graph, self.in_channels)
-        state = self.encode(h, graph)
-        for k in range(self.num_layers):
-            state = self.layer(k, state, graph)
-        return from_node_major(self.decode(state, graph), batched)
+        return run_stages(self, x, graph)
 
 
 class RolloutBatches:
@@ -167,11 +163,10 @@ class RolloutBatches:
         xs, ms = self.read(anchors, nodes) if fields is None else fields
         cur, m_cur = xs[:b], ms[:b]
         past = 1 + task.rollout  # where the history steps start among the blocks read
-        feats = [cur, m_cur.float()]
-        for h in range(1, task.history):
-            feats += [xs[(past + h - 1) * b:(past + h) * b], ms[(past + h - 1) * b:(past + h) * b].float()]
-        static = task._static if nodes is None else task._static[nodes]
-        feats += [static.expand(b, -1, -1), *(task.time_features(t + j * lead, nodes) for j in range(k + 1))]
+        states = [(cur, m_cur), *((xs[(past + h - 1) * b:(past + h) * b], ms[(past + h - 1) * b:(past + h) * b])
+                                  for h in range(1, task.history))]
+        # the first step's input, then the target-time features of steps 2 ... k
+        feats = [task.inputs(states, t, nodes), *(task.time_features(t + j * lead, nodes) for j in range(2, k + 1))]
         truth = [xs[j * b:(j + 1) * b] for j in range(1, k + 1)]
         valid = [m_cur & ms[j * b:(j + 1) * b] for j in range(1, k + 1)]
         # the normalisation is that of the full batch over all k steps, also when only some rows are assembled

@@ -245,17 +245,25 @@ class ForecastTask(Task):
         """t, t + lead, then t - lead, t - 2 lead, ... for the history."""
         return torch.cat([t, t + self.lead, *(t - h * self.lead for h in range(1, self.history))])
 
+    def inputs(self, states, t: torch.Tensor, nodes=None) -> torch.Tensor:
+        """The model input [B, n, F] at the times ``t``: ``states``, the (state, validity) pairs it reads newest
+        first (t, t − lead, ...), then the static features and the time features of t and t + lead; on the
+        device of the states. One definition for training batches and rollouts alike."""
+        device = states[0][0].device
+        static = self._static if nodes is None else self._static[nodes]
+        feats = [f for state, valid in states for f in (state, valid.float())]
+        feats += [static.to(device).expand(len(t), -1, -1), self.time_features(t, nodes).to(device),
+                  self.time_features(t + self.lead, nodes).to(device)]
+        return torch.cat(feats, dim=-1)
+
     def batch(self, anchors: np.ndarray, rng=None, nodes=None, split: str = "train", fields=None) -> Batch:
         t = torch.as_tensor(np.asarray(anchors), dtype=torch.long)
         b = len(t)
         xs, ms = self.read(anchors, nodes) if fields is None else fields
         cur, m_cur, nxt, m_nxt = xs[:b], ms[:b], xs[b:2 * b], ms[b:2 * b]
-        feats = [cur, m_cur.float()]
-        for h in range(1, self.history):
-            feats += [xs[(h + 1) * b:(h + 2) * b], ms[(h + 1) * b:(h + 2) * b].float()]
-        static = self._static if nodes is None else self._static[nodes]
-        feats += [static.expand(b, -1, -1), self.time_features(t, nodes), self.time_features(t + self.lead, nodes)]
-        x = torch.cat(feats, dim=-1)
+        states = [(cur, m_cur), *((xs[(h + 1) * b:(h + 2) * b], ms[(h + 1) * b:(h + 2) * b])
+                                  for h in range(1, self.history))]
+        x = self.inputs(states, t, nodes)
         valid = m_cur & m_nxt
         # the normalisation is that of the full batch, also when only some rows are assembled
         count = valid.sum() if nodes is None else torch.tensor(sum(self._pair_count(int(a)) for a in t))
