@@ -76,17 +76,17 @@ def load_mesh(path, variables: Sequence[str] | None = None, levels=None, time=No
         raise DataError(f"{p}: cannot read as netCDF ({type(exc).__name__}: {exc})") from exc
     with ds:
         notes: list[str] = []
-        if "init_time" in ds.dims and "valid_time" in ds.variables:
-            ds = forecast_series(ds, p, notes)
-        return _read(ds, p, variables, levels, time, wet_only, share, notes)
+        return _read(forecast_series(ds, p, notes), p, variables, levels, time, wet_only, share, notes)
 
 
 def forecast_series(ds: xr.Dataset, p: Path, notes: list) -> xr.Dataset:
     """A forecast file of ``gnnddm predict`` on a mesh or station network (dimensions ``init_time``,
     ``lead_time`` and the cells) as a series of valid times, the shortest lead kept where they repeat (as
-    the grid loader reads a grid forecast file)."""
+    the grid loader reads a grid forecast file); any other dataset unchanged."""
     from gnnddm.data.grid import _valid_time_axis
 
+    if "init_time" not in ds.dims or "valid_time" not in ds.variables:
+        return ds
     keep = [v for v in ("init_time", "lead_time", "valid_time") if v in ds.variables]
     if np.issubdtype(ds["valid_time"].dtype, np.datetime64):  # opened with its times decoded
         return _valid_time_axis(ds, str(p), notes)

@@ -461,11 +461,10 @@ def _read_cf(p: Path, variables) -> _Raw:
     except Exception as exc:  # netCDF4/h5py raise many unrelated types for corrupt files
         raise DataError(f"{p}: cannot read as netCDF ({type(exc).__name__}: {exc})") from exc
     with ds:
-        notes: list[str] = []
-        if "init_time" in ds.dims and "valid_time" in ds.variables:  # a forecast file of gnnddm predict
-            from gnnddm.data.mesh import forecast_series
+        from gnnddm.data.mesh import forecast_series
 
-            ds = forecast_series(ds, p, notes)
+        notes: list[str] = []
+        ds = forecast_series(ds, p, notes)  # a forecast file of gnnddm predict as a series of valid times
         attrs = {k.lower(): v for k, v in ds.attrs.items()}
         ftype = str(attrs.get("featuretype", "")).lower()
         id_var = next((v for v in ds.variables if ds[v].attrs.get("cf_role") == "timeseries_id"), None)
