@@ -40,6 +40,20 @@ def flat_params(model):
     return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
 
 
+def assert_follows_global(cls, objective, m_global, m_dd, steps: int, lr: float = 0.02) -> None:
+    """``cls`` training ``m_dd`` follows ``global`` training ``m_global`` (Adam ``lr``, the same initial
+    weights): the same loss at each of ``steps`` iterations and the same parameters after them (float64)."""
+    from gnnddm.ddm.global_ import Global
+
+    def adam(ps):
+        return torch.optim.Adam(ps, lr=lr)
+
+    g, d = make_algorithm(Global, objective, m_global, adam), make_algorithm(cls, objective, m_dd, adam)
+    for _ in range(steps):
+        assert d.step()["loss"] == pytest.approx(g.step()["loss"], rel=1e-10)
+    torch.testing.assert_close(flat_params(m_dd), flat_params(m_global), rtol=1e-8, atol=1e-10)
+
+
 def optimizer_steps(model, objective, steps, make_opt=lambda ps: torch.optim.Adam(ps, lr=0.01)):
     """Reference: ``steps`` steps of a torch optimizer on the global loss; the parameters after them."""
     opt = make_opt(model.parameters())

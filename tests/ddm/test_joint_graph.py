@@ -9,9 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from algorithm_support import flat_params, make_algorithm
+from algorithm_support import assert_follows_global
 
-from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.halo_sync import HaloSync
 from gnnddm.ddm.objective import Objective
 from gnnddm.ddm.sync import Sync
@@ -84,11 +83,7 @@ def test_sync_and_halo_sync_follow_the_global_trajectory(cls, recompute, monkeyp
     overlap = PROCESSOR_LAYERS + 2 if cls is Sync else 1
     data, objective, task = joint(3, overlap)
     m_global, m_dd = model_for(task, data), model_for(task, data, recompute=recompute)
-    adam = lambda ps: torch.optim.Adam(ps, lr=0.02)  # noqa: E731
-    g, d = make_algorithm(Global, objective, m_global, adam), make_algorithm(cls, objective, m_dd, adam)
-    for _ in range(4):
-        assert d.step()["loss"] == pytest.approx(g.step()["loss"], rel=1e-10)
-    torch.testing.assert_close(flat_params(m_dd), flat_params(m_global), rtol=1e-8, atol=1e-10)
+    assert_follows_global(cls, objective, m_global, m_dd, steps=4)
 
 
 def test_every_model_of_the_joint_graph_is_tested_here():

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from algorithm_support import flat_params, make_algorithm
+from algorithm_support import assert_follows_global
 
-from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.halo_sync import HaloSync
 from gnnddm.ddm.objective import Objective
 from gnnddm.ddm.sync import Sync
@@ -150,11 +149,7 @@ def test_sync_and_halo_sync_follow_global_on_rollouts(cls, name):
     m_global = RolloutModel(_model(name, task, data, layers=layers), task, steps)
     m_dd = RolloutModel(_model(name, task, data, layers=layers), task, steps)
     assert m_dd.num_message_passing_layers == hops
-    adam = lambda ps: torch.optim.Adam(ps, lr=0.02)  # noqa: E731
-    g, d = make_algorithm(Global, objective, m_global, adam), make_algorithm(cls, objective, m_dd, adam)
-    for _ in range(3):
-        assert d.step()["loss"] == pytest.approx(g.step()["loss"], rel=1e-10)
-    torch.testing.assert_close(flat_params(m_dd), flat_params(m_global), rtol=1e-8, atol=1e-10)
+    assert_follows_global(cls, objective, m_global, m_dd, steps=3)
 
 
 def test_the_subdomain_losses_sum_to_the_global_loss_from_an_overlap_of_the_rollouts_hops():
@@ -276,11 +271,7 @@ def test_the_encoder_processor_decoder_with_recompute_follows_global_on_rollouts
 
     m_global, m_dd = model(False), model(True)
     assert m_dd.num_message_passing_layers == 6
-    adam = lambda ps: torch.optim.Adam(ps, lr=0.02)  # noqa: E731
-    g, d = make_algorithm(Global, objective, m_global, adam), make_algorithm(cls, objective, m_dd, adam)
-    for _ in range(3):
-        assert d.step()["loss"] == pytest.approx(g.step()["loss"], rel=1e-10)
-    torch.testing.assert_close(flat_params(m_dd), flat_params(m_global), rtol=1e-8, atol=1e-10)
+    assert_follows_global(cls, objective, m_global, m_dd, steps=3)
 
 
 def test_the_overlap_warning_counts_the_longest_rollouts_hops(tmp_path):
