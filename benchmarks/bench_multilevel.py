@@ -71,8 +71,8 @@ class Variant:
 
 def variants(budget: int, lr: float, every: int) -> list[Variant]:
     """The multilevel variants (fine rate ``lr``; coarse Adam at the same rate; no fine smoothing: the fine
-    level supplies the coherent gradient and the trust-region test)."""
-    ml = ("ddm=multilevel", f"ddm.coarse_solver.lr={lr}", "ddm.pre_smooth=0")
+    level supplies the coherent gradient and the trust-region test), in one piece (one part), as studied."""
+    ml = ("ddm=multilevel", "partition.num_parts=1", f"ddm.coarse_solver.lr={lr}", "ddm.pre_smooth=0")
     return [
         Variant("multilevel grid L=3, ν₂=(0,4,8)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]"), budget, every),
         Variant("multilevel grid L=3, ν₂=(0,8,16)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,8,16]"), budget, every),

@@ -637,7 +637,7 @@ def _is_global(cfg: DictConfig) -> bool:
 
 
 def _partition_cfg(cfg: DictConfig) -> DictConfig:
-    """The partition section; ``global`` and ``multilevel`` work on the whole graph: one part, no overlap."""
+    """The partition section; ``global`` works on the whole graph: one part, no overlap."""
     if not _is_global(cfg):
         return cfg.partition
     section = OmegaConf.create(OmegaConf.to_container(cfg.partition, resolve=True))

@@ -171,6 +171,23 @@ class LocalModel:
         self.last_loss = float(loss.detach())
         return self.scale * loss + self.linear()
 
+    def backward(self, model) -> float:
+        """h at the current parameters, with ∇h accumulated into the parameters' ``.grad`` (zero before)."""
+        value_grad = getattr(self.loss_fn, "value_grad", None)
+        if value_grad is None:
+            value = self(model)
+            value.backward()
+            return float(value.detach())
+        loss, grad = value_grad(model)
+        self.last_loss = float(loss)
+        theta, i = [], 0
+        for p, c in zip(self.params, self.corr or [None] * len(self.params), strict=True):
+            g = grad[i : i + p.numel()].view_as(p) * self.scale
+            i += p.numel()
+            p.grad = g if c is None else g + c
+            theta.append(p.detach().reshape(-1))
+        return self.scale * self.last_loss + self.linear_at(torch.cat(theta))
+
 
 # ---------------------------------------------------------------------------------------- base class
 class Algorithm:
@@ -295,6 +312,15 @@ class Algorithm:
     def _loss_grad(self, loss_fn, copies: int = 1) -> tuple[float, torch.Tensor]:
         """loss_fn(model) and its gradient (flat), accounted as one forward+backward of its ``work``."""
         self.model.zero_grad(set_to_none=True)
+        if isinstance(loss_fn, LocalModel):
+            value = loss_fn.backward(self.model)
+            self.accounting.add_work(grad_evals=loss_fn.work * copies)
+            return value, self.flat_grad()
+        value_grad = getattr(loss_fn, "value_grad", None)
+        if value_grad is not None:
+            value, grad = value_grad(self.model)
+            self.accounting.add_work(grad_evals=loss_fn.work * copies)
+            return float(value), grad
         loss = loss_fn(self.model)
         loss.backward()
         self.accounting.add_work(grad_evals=loss_fn.work * copies)
@@ -399,11 +425,10 @@ class Algorithm:
                 h_start = h.scale * loss_start + h.linear_at(start)
                 self._set_grad(first[1])
             else:
-                value = h(self.model)
-                value.backward()
+                value = h.backward(self.model)
                 self.accounting.add_work(grad_evals=h.work * copies)
                 if i == 0:
-                    loss_start, h_start = h.last_loss, float(value.detach())
+                    loss_start, h_start = h.last_loss, value
             solver.step()
             if project:
                 self.set_flat(constraint.project(self.flat()))

@@ -30,6 +30,7 @@ phases of the modelled time) and the same code runs in one process and on ranks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,69 +45,91 @@ from gnnddm.tasks import weighted_sq_error
 STAGES = ("encode", "layer", "decode", "num_layers")
 
 
-@dataclass
-class HaloSyncConfig(AlgorithmConfig):
-    _target_: str = "gnnddm.ddm.halo_sync.HaloSync"
-    name: str = "halo_sync"
+def require_stages(model, key: str) -> None:
+    """Refuse a model that does not expose its layers (``encode``, ``layer``, ``decode``, ``num_layers``)."""
+    missing = [a for a in STAGES if not hasattr(model, a)]
+    if missing:
+        raise ConfigError(
+            f"{key}: model {type(model).__name__} does not expose its layers ({', '.join(missing)} "
+            f"missing), so halos cannot be exchanged layer by layer; use a model of conf/model/ or ddm=sync"
+        )
 
-class HaloSync(Algorithm):
-    """Synchronous training with a halo exchange at every message-passing layer (module docstring).
+
+def part_graphs(plan: HaloPlan, edge_attr, edge_weight, device) -> dict[int, Graph]:
+    """The local graph of every part of ``plan`` (edges into owned nodes, global in-degrees)."""
+    graphs = {}
+    for k in plan.nodes:
+        ids = plan.edge_ids[k]
+        graphs[k] = prepare_graph(
+            plan.edge_index[k], len(plan.nodes[k]), None if edge_attr is None else edge_attr[ids],
+            None if edge_weight is None else edge_weight[ids],
+            in_degree=plan.in_degree[k], in_weight=plan.in_weight[k],
+        ).to(device)
+    return graphs
+
+
+class HaloPath:
+    """The loss of a model on the parts of one graph, evaluated layer by layer with one-hop halos.
+
+    The forward, loss and backward of the module docstring, for this rank's ``parts``, without the final
+    all-reduce (the caller reduces). Used by ``halo_sync`` on the data's graph and by ``multilevel`` on
+    every level it distributes.
 
     Parameters
     ----------
-    model, objective, comm, accounting, optimizer
-        See :class:`~gnnddm.ddm.base.Algorithm`; ``optimizer`` (the ``optimizer`` group) is required.
-        The model must expose its stages (``encode``, ``layer``, ``decode``, ``num_layers``).
+    plan : HaloPlan
+    graphs : dict[int, Graph]
+        Part k's local graph (:func:`part_graphs`).
+    parts : tuple of int
+        The parts this rank computes.
+    comm : Communicator
+        Exchanges the halo rows (and accounts them).
+    timed : callable
+        ``timed(k)``: the context that measures part k's compute (``Algorithm.timed``).
     """
 
-    name = "halo_sync"
-    Config = HaloSyncConfig
-    uses_full_batch = False
+    def __init__(self, plan: HaloPlan, graphs: dict[int, Graph], parts, comm, timed):
+        self.plan, self.graphs, self.parts, self.comm, self.timed = plan, graphs, tuple(parts), comm, timed
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None):
-        super().__init__(model, objective, comm, accounting, optimizer)
-        missing = [a for a in STAGES if not hasattr(model, a)]
-        if missing:
-            raise ConfigError(
-                f"ddm=halo_sync: model {type(model).__name__} does not expose its layers ({', '.join(missing)} "
-                f"missing), so halos cannot be exchanged layer by layer; use a model of conf/model/ or ddm=sync"
-            )
-        partition = objective.partition
-        if partition.num_parts > 1 and partition.overlap < 1:
-            raise ConfigError(
-                "partition.overlap: ddm=halo_sync reads its one-hop halo's inputs from the subdomain rows of the "
-                f"batch and needs partition.overlap >= 1, got {partition.overlap}"
-            )
-        self._global_optimizer()
-        data = objective.data
-        self.plan: HaloPlan = halo_plan(partition, data.edge_index, data.num_nodes, data.edge_weight)
-        self.graphs: dict[int, Graph] = {}
-        self.rows: dict[int, torch.Tensor] = {}
-        for k in self.parts:
-            ids = self.plan.edge_ids[k]
-            attr = None if data.edge_attr is None else data.edge_attr[ids]
-            weight = None if data.edge_weight is None else data.edge_weight[ids]
-            self.graphs[k] = prepare_graph(
-                self.plan.edge_index[k], len(self.plan.nodes[k]), attr, weight,
-                in_degree=self.plan.in_degree[k], in_weight=self.plan.in_weight[k],
-            ).to(objective.device)
-            # where the plan's local nodes sit among the subdomain rows the objective slices from the batch
-            where = np.full(data.num_nodes, -1, dtype=np.int64)
-            where[objective.nodes_of(k).cpu().numpy()] = np.arange(objective.num_local[k])
-            rows = where[self.plan.nodes[k]]
-            assert (rows >= 0).all(), "a one-hop halo node outside the subdomain's overlap"
-            self.rows[k] = torch.as_tensor(rows, device=objective.device)
-        self.work = sum(len(self.plan.nodes[k]) for k in self.parts) / objective.num_nodes
+    def work(self, num_nodes: int) -> float:
+        """Nodes computed on (owned + one-hop halo of this rank's parts) / ``num_nodes``."""
+        return sum(len(self.plan.nodes[k]) for k in self.parts) / num_nodes
 
     def _graph(self, k: int, dtype: torch.dtype) -> Graph:
         if self.graphs[k].adj.dtype != dtype:
             self.graphs[k] = self.graphs[k].astype(dtype)
         return self.graphs[k]
 
-    # ------------------------------------------------------------------ the outer iteration
-    def _step(self) -> dict[str, float]:
-        model, plan, layers = self.model, self.plan, int(self.model.num_layers)
-        self.model.zero_grad(set_to_none=True)
+    def loss(self, model, inputs) -> torch.Tensor:
+        """Σ_k f_k over this rank's parts, forward only (float64 [1]).
+
+        ``inputs(k) -> (x [B, n_local, F] in the plan's node order, y, w [B, n_owned, V])``.
+        """
+        plan, layers = self.plan, int(model.num_layers)
+        states: dict[int, tuple] = {}
+        f = torch.zeros(1, dtype=torch.float64)
+        with torch.no_grad():
+            for stage in range(layers):
+                if stage > 0:
+                    halo = self.comm.exchange_halo(plan, {k: states[k][0] for k in self.parts})
+                for k in self.parts:
+                    with self.timed(k):
+                        x, y, w = inputs(k)
+                        graph, owned = self._graph(k, x.dtype), plan.num_owned[k]
+                        if stage == 0:
+                            state = model.encode(x.transpose(0, 1), graph)
+                        else:
+                            state = (torch.cat([states[k][0][:owned], halo[k]]), *states[k][1:])
+                        states[k] = model.layer(stage, state, graph)
+                        if stage == layers - 1:
+                            pred = model.decode(states[k], graph).transpose(0, 1)[:, :owned]
+                            f += float(weighted_sq_error(pred, y, w))
+        return f
+
+    def loss_backward(self, model, inputs) -> torch.Tensor:
+        """Σ_k f_k over this rank's parts (float64 [1]), with Σ_k ∇f_k accumulated into the parameters'
+        ``.grad``; ``inputs`` as in :meth:`loss`."""
+        plan, layers = self.plan, int(model.num_layers)
         tapes: list[dict] = []  # per stage and subdomain: (leaves, outputs)
         states: dict[int, tuple] = {}
         losses: dict[int, torch.Tensor] = {}
@@ -116,11 +139,11 @@ class HaloSync(Algorithm):
             tape = {}
             for k in self.parts:
                 with self.timed(k):
-                    x, y, w = self.objective.local_batch(k)
+                    x, y, w = inputs(k)
                     graph, owned = self._graph(k, x.dtype), plan.num_owned[k]
                     if stage == 0:
                         leaves = None
-                        state = model.encode(x[:, self.rows[k]].transpose(0, 1), graph)
+                        state = model.encode(x.transpose(0, 1), graph)
                     else:
                         prev = states[k]
                         h = torch.cat([prev[0][:owned].detach(), halo[k]]).requires_grad_()
@@ -156,6 +179,68 @@ class HaloSync(Algorithm):
                     g_h, owned = at_leaves[k][0], plan.num_owned[k]
                     g_prev = torch.cat([g_h[:owned] + back[k], torch.zeros_like(g_h[owned:])])
                     grads[k] = (g_prev, *at_leaves[k][1:])
+        return f
+
+
+def fine_path(objective, comm, timed) -> tuple[HaloPath, Callable]:
+    """The :class:`HaloPath` of the objective's partition on the data's graph, and its ``inputs(k)``:
+    the rows of the plan's local nodes (owned, then one-hop halo) sliced from the subdomain's batch."""
+    partition, data = objective.partition, objective.data
+    if partition.num_parts > 1 and partition.overlap < 1:
+        raise ConfigError(
+            "partition.overlap: the halo exchange reads the one-hop halo's inputs from the subdomain rows of "
+            f"the batch and needs partition.overlap >= 1, got {partition.overlap}"
+        )
+    plan = halo_plan(partition, data.edge_index, data.num_nodes, data.edge_weight)
+    parts = tuple(k for k in comm.parts_of_rank if objective.num_owned[k] > 0)
+    graphs = part_graphs(plan, data.edge_attr, data.edge_weight, objective.device)
+    rows: dict[int, torch.Tensor] = {}
+    for k in parts:
+        # where the plan's local nodes sit among the subdomain rows the objective slices from the batch
+        where = np.full(data.num_nodes, -1, dtype=np.int64)
+        where[objective.nodes_of(k).cpu().numpy()] = np.arange(objective.num_local[k])
+        local = where[plan.nodes[k]]
+        assert (local >= 0).all(), "a one-hop halo node outside the subdomain's overlap"
+        rows[k] = torch.as_tensor(local, device=objective.device)
+
+    def inputs(k: int):
+        x, y, w = objective.local_batch(k)
+        return x[:, rows[k]], y, w
+
+    return HaloPath(plan, {k: graphs[k] for k in parts}, parts, comm, timed), inputs
+
+
+@dataclass
+class HaloSyncConfig(AlgorithmConfig):
+    _target_: str = "gnnddm.ddm.halo_sync.HaloSync"
+    name: str = "halo_sync"
+
+class HaloSync(Algorithm):
+    """Synchronous training with a halo exchange at every message-passing layer (module docstring).
+
+    Parameters
+    ----------
+    model, objective, comm, accounting, optimizer
+        See :class:`~gnnddm.ddm.base.Algorithm`; ``optimizer`` (the ``optimizer`` group) is required.
+        The model must expose its stages (``encode``, ``layer``, ``decode``, ``num_layers``).
+    """
+
+    name = "halo_sync"
+    Config = HaloSyncConfig
+    uses_full_batch = False
+
+    def __init__(self, model, objective, comm, accounting, optimizer=None):
+        super().__init__(model, objective, comm, accounting, optimizer)
+        require_stages(model, "ddm=halo_sync")
+        self._global_optimizer()
+        self.path, self.inputs = fine_path(objective, comm, self.timed)
+        self.plan: HaloPlan = self.path.plan
+        self.work = self.path.work(objective.num_nodes)
+
+    # ------------------------------------------------------------------ the outer iteration
+    def _step(self) -> dict[str, float]:
+        self.model.zero_grad(set_to_none=True)
+        f = self.path.loss_backward(self.model, self.inputs)
         self.accounting.add_work(grad_evals=self.work)
         g = self.flat_grad()
         f = f.to(device=g.device, dtype=g.dtype)

@@ -35,9 +35,12 @@ every level at n_ℓ / n.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from gnnddm.ddm.base import (
@@ -47,9 +50,13 @@ from gnnddm.ddm.base import (
     TrustRegionConfig,
     offo_box,
 )
+from gnnddm.ddm.halo_sync import HaloPath, fine_path, part_graphs, require_stages
+from gnnddm.ddm.objective import Loss
 from gnnddm.ddm.solvers import Ball, Box
 from gnnddm.errors import ConfigError
+from gnnddm.partition.halo import halo_plan
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
+from gnnddm.partition.overlap import build_partition
 from gnnddm.schema.fields import above, at_least, check_args, one_of
 
 
@@ -63,6 +70,25 @@ def _per_level(key: str, value, levels: int) -> list[int]:
         values = [_count(key, v) for v in value]
         return values + [values[-1]] * (levels - len(values))
     return [_count(key, value)] * levels
+
+
+DISTRIBUTIONS = ("partition", "replicate")
+
+
+def _distributions(value, coarse: int) -> list[str]:
+    """``ddm.coarse_distribution`` for every coarse level: one name for all, or a list (coarsest last) whose
+    last value repeats."""
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if not values or len(values) > max(coarse, 1) or any(v not in DISTRIBUTIONS for v in values):
+        raise ConfigError(f"ddm.coarse_distribution: expected one of {list(DISTRIBUTIONS)} or a list of 1 to "
+                          f"{max(coarse, 1)} of them (one per coarse level, the first coarse level first), "
+                          f"got {value!r}")
+    return values + [values[-1]] * (coarse - len(values))
+
+
+def _flat_grad(model) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in model.parameters() if p.requires_grad])
 
 
 def _count(key: str, value) -> int:
@@ -88,6 +114,7 @@ class MultilevelConfig(TrustRegionConfig):
     pre_smooth: int | list[int] = 0
     post_smooth: int | list[int] = 1
     coarse_solver: CoarseSolverConfig = field(default_factory=CoarseSolverConfig)
+    coarse_distribution: str | list[str] = "partition"
     seed: int = field(default=0, metadata=at_least(0))
 
 class Multilevel(Algorithm):
@@ -112,21 +139,26 @@ class Multilevel(Algorithm):
         Trust region (as in ``asm``).
     kappa, varsigma : float
         OFFO box scale κ and accumulator offset ς.
+    coarse_distribution : {"partition", "replicate"} or list of them
+        With p > 1 parts, how each coarse level (the first coarse level first; the last value repeats) is
+        computed: on the restriction of the fine partition with its own halo exchanges (``partition``), or
+        whole on every rank (``replicate``: no communication, p copies of the work).
     seed : int
         Tie-breaking of the matching / METIS seed of ``clusters``.
     """
 
     name = "multilevel"
     Config = MultilevelConfig
-    whole_graph = True
-    uses_full_batch = True  # the fine level is the whole graph, as for ``global`` (subdomains are not used)
+    # the coarse levels restrict the whole batch, so every rank reads all of it (the fine level computes
+    # only its parts' rows)
+    uses_full_batch = True
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, levels: int = 3,
                  coarsening: str = "grid", clusters: int | None = None, pre_smooth=0, post_smooth=1,
                  coarse_solver=None, globalization: str = "trust_region", eta1: float = 0.25,
                  eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1,
                  radius_min: float = 1e-4, radius_max: float = float("inf"), kappa: float = 1.0,
-                 varsigma: float = 1e-2, seed: int = 0):
+                 varsigma: float = 1e-2, coarse_distribution="partition", seed: int = 0):
         super().__init__(model, objective, comm, accounting, optimizer)
         check_args(MultilevelConfig, "ddm", levels=levels, coarsening=coarsening, clusters=clusters,
                    globalization=globalization, eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc,
@@ -152,6 +184,9 @@ class Multilevel(Algorithm):
                               "(gnnddm.ddm.build_objective, or Multilevel.coarse_levels(data, ...))")
         for level in range(1, self.levels):
             self._make_solver(f"level{level}", self.coarse_solver, key="ddm.coarse_solver")
+        self.distribution = ["whole"] + (_distributions(coarse_distribution, self.levels - 1)
+                                         if objective.num_parts > 1 else ["whole"] * (self.levels - 1))
+        self.losses = self._level_losses()
         self.accumulator: torch.Tensor | None = None
         self.fine_grads = 0.0
         self.fine_losses = 0.0  # forward-only passes on the fine level (the trust-region test's f(θ_a + s))
@@ -164,10 +199,97 @@ class Multilevel(Algorithm):
             return []
         return build_hierarchy(data, levels - 1, coarsening, rebuild=graph_builder, clusters=clusters, seed=seed)
 
+    # ------------------------------------------------------------------ the levels' losses
+    def _level_losses(self) -> list[Loss]:
+        """f_ℓ of every level as a :class:`Loss`: in one piece with one part; with p parts the fine level
+        through the halo exchange of ``halo_sync`` and each coarse level by its ``coarse_distribution``."""
+        objective = self.objective
+        if objective.num_parts == 1:
+            return [objective.whole(), *(objective.coarse_level(i) for i in range(self.levels - 1))]
+        require_stages(self.model, "ddm=multilevel with partition.num_parts > 1")
+        path, inputs = fine_path(objective, self.comm, self.timed)
+        losses = [self._halo_loss(path, inputs)]
+        for level in range(1, self.levels):
+            if self.distribution[level] == "replicate":
+                losses.append(self._replicated(objective.coarse_level(level - 1)))
+            else:
+                losses.append(self._halo_loss(*self._coarse_path(level), before=level - 1))
+        return losses
+
+    def _replicated(self, loss: Loss) -> Loss:
+        """A coarse level every rank computes whole: its work counts once per modelled rank."""
+        return Loss(loss.fn, loss.work * self.copies)
+
+    def _coarse_path(self, level: int) -> tuple[HaloPath, callable]:
+        """Level ``level``'s graph on the restriction of the fine partition (each coarse node to the part
+        owning most of its fine nodes; ties to the lower part) and the inputs of its parts."""
+        objective, c = self.objective, self.objective.coarse[level - 1]
+        n_c, p = c["num_clusters"], objective.num_parts
+        votes = np.zeros((n_c, p), dtype=np.int64)
+        np.add.at(votes, (c["assign"], np.asarray(objective.partition.parts, dtype=np.int64)), 1)
+        parts = votes.argmax(axis=1)
+        empty = sorted(set(range(p)) - set(parts.tolist()))
+        if empty:
+            raise ConfigError(
+                f"ddm.coarse_distribution: coarse level {level} has {n_c} nodes, and the restriction of the "
+                f"{p}-part partition leaves part(s) {empty[:8]} without any; replicate that level "
+                f"(ddm.coarse_distribution=replicate, or a list such as [partition, replicate] per coarse level) "
+                "or use fewer ddm.levels"
+            )
+        with warnings.catch_warnings():  # disconnected restricted parts are expected and harmless here
+            warnings.simplefilter("ignore", UserWarning)
+            partition = build_partition(c["edge_index"], n_c, parts, 0, c["edge_weight"], num_parts=p)
+        plan = halo_plan(partition, c["edge_index"], n_c, c["edge_weight"])
+        mine = tuple(k for k in self.comm.parts_of_rank)
+        graphs = part_graphs(plan, c["edge_attr"], c["edge_weight"], objective.device)
+        nodes = {k: torch.as_tensor(plan.nodes[k], device=objective.device) for k in mine}
+
+        def inputs(k: int):
+            x, y, w = objective.coarse_batch(level - 1)
+            owned = nodes[k][: plan.num_owned[k]]
+            return x[:, nodes[k]], y[:, owned], w[:, owned]
+
+        return HaloPath(plan, {k: graphs[k] for k in mine}, mine, self.comm, self.timed), inputs
+
+    def _halo_loss(self, path: HaloPath, inputs, before: int | None = None) -> Loss:
+        """f of one level evaluated through ``path`` and summed over the ranks (one all-reduce); ``before``:
+        the coarse level whose restricted batch is made first, as work every rank does alike."""
+        objective, comm = self.objective, self.comm
+
+        def restrict():
+            if before is not None:
+                with self.timed(None):
+                    objective.coarse_batch(before)
+
+        def value(model) -> torch.Tensor:
+            restrict()
+            f = path.loss(model, inputs).to(self.params[0].device)
+            comm.all_reduce_sum_([f])
+            return f[0]
+
+        def value_grad(model) -> tuple[float, torch.Tensor]:
+            restrict()
+            model.zero_grad(set_to_none=True)
+            f = path.loss_backward(model, inputs)
+            g = _flat_grad(model)
+            f = f.to(device=g.device, dtype=g.dtype)
+            comm.all_reduce_sum_([g, f])
+            model.zero_grad(set_to_none=True)
+            return float(f), g
+
+        return Loss(value, path.work(objective.num_nodes), value_grad=value_grad)
+
+    def _timer(self, level: int):
+        """The timing of level ``level``'s work: every rank's alike when it is computed whole; a level run
+        through halo exchanges times each part itself (its exchanges are communication, not compute)."""
+        if self.distribution[level] in ("whole", "replicate"):
+            return self.timed(None)
+        return contextlib.nullcontext()
+
     # ------------------------------------------------------------------ fine level
     def _fine_grad(self) -> tuple[float, torch.Tensor]:
-        with self.timed(None):
-            f, g = self._loss_grad(self.objective.whole())
+        with self._timer(0):
+            f, g = self._loss_grad(self.losses[0])
         self.model.zero_grad(set_to_none=True)
         self.fine_grads += 1.0
         return f, g
@@ -199,15 +321,15 @@ class Multilevel(Algorithm):
         """(h_ℓ, f_ℓ(anchor)): level ``level``'s model made first-order coherent with ``g_up`` at ``anchor``."""
         self.set_flat(anchor)
 
-        loss = self.objective.coarse_level(level - 1)
-        with self.timed(None):
+        loss = self.losses[level]
+        with self._timer(level):
             f_c, grad_c = self._loss_grad(loss)
         return self.local_model(loss, corr=g_up - grad_c, anchor=anchor), f_c
 
-    def _h_value(self, h, theta: torch.Tensor) -> float:
+    def _h_value(self, h, theta: torch.Tensor, level: int) -> float:
         """h(θ), forward only (one coarse loss evaluation)."""
         self.set_flat(theta)
-        with self.timed(None), torch.no_grad():
+        with self._timer(level), torch.no_grad():
             value = float(h(self.model))
             self.accounting.add_work(loss_evals=h.work)
         return value
@@ -222,27 +344,27 @@ class Multilevel(Algorithm):
         solver = self.solvers[f"level{level}"]
         theta = anchor
         if self.pre[level]:
-            with self.timed(None):
+            with self._timer(level):
                 theta, _, _ = self.local_solve(h, anchor, self.pre[level], solver, constraint=constraint,
                                                first=(f_anchor, g_up))
         if level + 1 < self.levels:
             if self.pre[level]:
                 self.set_flat(theta)
-                with self.timed(None):
+                with self._timer(level):
                     h_theta, g_level = self._loss_grad(h)
                 self.model.zero_grad(set_to_none=True)
             else:
                 h_theta, g_level = f_anchor, g_up  # h_ℓ(anchor) = f_ℓ(anchor), ∇h_ℓ(anchor) = g_up
             theta_c, decrease = self.coarse_cycle(level + 1, theta, g_level, constraint)
-            if decrease > 0 and self._h_value(h, theta_c) < h_theta:
+            if decrease > 0 and self._h_value(h, theta_c, level) < h_theta:
                 theta = theta_c
         if self.post[level]:
             # still at the anchor (no pre-smoothing, no accepted recursion): its value and gradient are known
             first = (f_anchor, g_up) if theta is anchor else None
-            with self.timed(None):
+            with self._timer(level):
                 theta, _, _ = self.local_solve(h, theta, self.post[level], solver, constraint=constraint,
                                                first=first)
-        decrease = f_anchor - self._h_value(h, theta)
+        decrease = f_anchor - self._h_value(h, theta, level)
         self.set_flat(anchor)
         return theta, decrease
 
@@ -268,8 +390,8 @@ class Multilevel(Algorithm):
             if self.post[0]:
                 f_new, g_new = self._fine_grad()
             else:
-                with self.timed(None):
-                    f_new = self._loss_value(self.objective.whole())
+                with self._timer(0):
+                    f_new = self._loss_value(self.losses[0])
                 self.fine_losses += 1.0
                 g_new = None
             rho, accepted = self.tr.update(f_a - f_new, predicted)

@@ -59,10 +59,17 @@ def _coarse_edge_attr(level, assign: np.ndarray, data) -> np.ndarray | None:
 @dataclass(frozen=True)
 class Loss:
     """One of the objective's losses as a function of the model, with the work of one evaluation (the
-    nodes it computes on / N: 1 for f, n_local,k / N for f_k, n_c / N for a coarse level)."""
+    nodes it computes on / N: 1 for f, n_local,k / N for f_k, n_c / N for a coarse level).
+
+    ``value_grad``, when given, is how the loss and its gradient are computed instead of one autograd graph
+    (``fn(model).backward()``): ``value_grad(model) -> (value, flat gradient)``. A loss evaluated layer by
+    layer with halo exchanges between the layers, and reduced over the ranks, is one
+    (:class:`gnnddm.ddm.halo_sync.HaloPath`); ``fn`` is then its forward-only value.
+    """
 
     fn: Callable[[torch.nn.Module], torch.Tensor]
     work: float
+    value_grad: Callable[[torch.nn.Module], tuple[float, torch.Tensor]] | None = None
 
     def __call__(self, model) -> torch.Tensor:
         return self.fn(model)
@@ -153,9 +160,8 @@ class Objective:
         if assign.shape != (self.num_nodes,):
             raise ValueError(f"coarse level does not act on the {self.num_nodes}-node graph")
         n_c = int(level.num_clusters)
-        graph = prepare_graph(
-            level.edge_index, n_c, _coarse_edge_attr(level, assign, self.data), level.edge_weight
-        ).to(self.device)
+        edge_attr = _coarse_edge_attr(level, assign, self.data)
+        graph = prepare_graph(level.edge_index, n_c, edge_attr, level.edge_weight).to(self.device)
         coo = own.tocoo()
         r = torch.sparse_coo_tensor(
             np.vstack([coo.row, coo.col]), coo.data, size=own.shape, dtype=torch.float64, check_invariants=True,
@@ -168,6 +174,10 @@ class Objective:
                 "R": {torch.float64: r.to(self.device)},  # the level's own R, per dtype
                 "assign_t": torch.as_tensor(np.asarray(level.assign, dtype=np.int64), device=self.device),
                 "graph": graph,
+                # the level's graph as arrays, for algorithms that partition it (multilevel on ranks)
+                "edge_index": np.asarray(level.edge_index, dtype=np.int64),
+                "edge_attr": edge_attr,
+                "edge_weight": None if level.edge_weight is None else np.asarray(level.edge_weight),
             }
         )
 

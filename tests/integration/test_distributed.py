@@ -18,8 +18,7 @@ from gnnddm.config import options
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # every test starts gloo ranks
 
 ROOT = Path(__file__).resolve().parents[2]
-# every algorithm of conf/ddm/ but multilevel, which trains in one process only (it refuses ranks)
-ALGORITHMS = [name for name in options("ddm") if name != "multilevel"]
+ALGORITHMS = options("ddm")
 PARTS, ITERATIONS = 4, 3
 
 
@@ -29,6 +28,8 @@ def _algorithm_cfg(name: str):
     cfg = compose([f"ddm={name}"]).ddm  # composed: options extend each other through defaults lists
     if name == "two_level":
         cfg.coarse_clusters = 6
+    if name == "multilevel":  # the 6 x 8 grid has one coarse grid, 3 x 4, split among the 4 parts
+        cfg.levels, cfg.pre_smooth, cfg.post_smooth = 2, [0, 1], [1, 2]
     return cfg
 
 
@@ -51,7 +52,7 @@ def _run(name: str, comm_factory) -> torch.Tensor:
     objective = build_objective(_algorithm_cfg(name), data, partition, parts=comm.parts_of_rank)
     task = ForecastTask(data)
     torch.manual_seed(0)
-    if name == "halo_sync":  # exchanges halos between the layers of a model that exposes them
+    if name in ("halo_sync", "multilevel"):  # exchange halos between the layers of a model that exposes them
         from gnnddm.models.interaction import InteractionNetwork
 
         model = InteractionNetwork(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1],
