@@ -21,4 +21,17 @@ Stages. Each model also exposes its forward pass as stages, ``encode(h, graph) -
 with ``forward`` their composition. Only ``layer`` passes messages, so a caller may replace rows of
 ``state[0]`` between layers: that is where :mod:`gnnddm.ddm.halo_sync` exchanges halo features. A model
 stays ignorant of why.
+
+Depth. The residual models (GraphSAGE with ``residual=True``, InteractionNetwork, EncodeProcessDecode) are
+forward-Euler discretisations of an ODE in depth, ``h_{k+1} = h_k + τ_k F(h_k; θ_k)``, and expose it for
+multilevel training in depth (:mod:`gnnddm.ddm.depth`):
+
+- ``layer_steps``: the steps ``τ_k``, a list of floats, one per layer ``k < num_layers``, 1.0 by default.
+  With ``τ_k = 1`` a layer does exactly the floating-point operations of a plain residual layer
+  (:func:`~gnnddm.models.common.scaled` skips the product), so the default changes no result.
+- ``residual_layers() -> list[int]``: the layers ``k`` computing ``h + τ_k F(h)``, whose parameter tensors
+  have the same shapes; ``τ_k`` of the other layers is not used.
+- ``layer_module(k) -> nn.Module``: the module holding the parameters of layer ``k``.
+- ``keep_layers(keep)``: in place, keep only the layers ``keep`` (increasing; the dropped ones residual)
+  with their steps, updating ``num_layers`` and ``num_message_passing_layers``. Called on a copy.
 """

@@ -56,6 +56,25 @@ def run_stages(model, x: torch.Tensor, graph: Graph) -> torch.Tensor:
     return from_node_major(model.decode(state, graph), batched)
 
 
+def scaled(delta: torch.Tensor, step: float) -> torch.Tensor:
+    """``step * delta``, and ``delta`` itself for ``step == 1``: a residual update ``h + τ F(h)`` with
+    ``τ = 1`` does the same floating-point operations as ``h + F(h)``, bit for bit."""
+    return delta if step == 1.0 else delta * step
+
+
+def check_keep(model, keep) -> list[int]:
+    """``keep`` as a list, checked for :meth:`keep_layers`: increasing layer indices of ``model`` that
+    include every non-residual layer (only residual layers, whose input and output agree, can be dropped)."""
+    keep = [int(k) for k in keep]
+    if any(b <= a for a, b in zip(keep[:-1], keep[1:], strict=False)) or \
+            any(not 0 <= k < model.num_layers for k in keep):
+        raise ValueError(f"keep: expected increasing layer indices below {model.num_layers}, got {keep}")
+    dropped = set(range(model.num_layers)) - set(keep) - set(model.residual_layers())
+    if dropped:
+        raise ValueError(f"keep: layers {sorted(dropped)} are not residual layers and cannot be dropped")
+    return keep
+
+
 def weighted_adjacency(graph: Graph, key: str, build_values) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, A.T)`` as CSR tensors whose values are ``build_values()`` (float [E], sorted edge order).
 

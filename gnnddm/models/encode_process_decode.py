@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import MLP, check_edge_dim, run_stages
+from gnnddm.models.common import MLP, check_edge_dim, check_keep, run_stages, scaled
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import check_args
 from gnnddm.schema.model import EncodeProcessDecodeConfig
@@ -208,10 +208,10 @@ def scatter(x: torch.Tensor, side: Side) -> torch.Tensor:
 class MeshInteraction(nn.Module):
     """One interaction layer on the edges of one kind, with residual edge and node updates.
 
-    Update rule (``MLP`` = Linear-SiLU-Linear-LayerNorm)::
+    Update rule (``MLP`` = Linear-SiLU-Linear-LayerNorm; ``τ`` the step, 1 by default)::
 
-        e'_ij = e_ij + MLP_e([e_ij, h_j, h_i])          for every edge j -> i of the kind
-        h'_i  = h_i  + MLP_n([h_i, sum_{j -> i} e'_ij])  for every node i of the frame (0 where none arrives)
+        e'_ij = e_ij + τ MLP_e([e_ij, h_j, h_i])          for every edge j -> i of the kind
+        h'_i  = h_i  + τ MLP_n([h_i, sum_{j -> i} e'_ij])  for every node i of the frame (0 where none arrives)
 
     As in :class:`~gnnddm.models.interaction.InteractionBlock`, the first linear layer of each MLP is split
     by blocks of its input: the node projections ``W_s h`` and ``W_d h`` are computed per node, and only on
@@ -227,9 +227,10 @@ class MeshInteraction(nn.Module):
         self.edge_mlp = MLP(3 * hidden, hidden, hidden, mlp_layers, norm=True)
         self.node_mlp = MLP(2 * hidden, hidden, hidden, mlp_layers, norm=True)
 
-    def forward(self, h: torch.Tensor, e: torch.Tensor, edges: EdgeSet) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h: torch.Tensor, e: torch.Tensor, edges: EdgeSet,
+                step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         hf = rows_of(h, edges.frame)
-        e, delta = self.rows(hf, self.sender_projections(rows_of(hf, edges.senders.nodes)), e, edges)
+        e, delta = self.rows(hf, self.sender_projections(rows_of(hf, edges.senders.nodes)), e, edges, step)
         return add_rows(h, edges.frame, delta), e
 
     def sender_projections(self, h: torch.Tensor) -> torch.Tensor:
@@ -237,17 +238,17 @@ class MeshInteraction(nn.Module):
         return F.linear(h, self.edge_mlp[0].weight.chunk(3, dim=1)[1])
 
     def rows(self, hf: torch.Tensor, p_s: torch.Tensor, e: torch.Tensor | None,
-             edges: EdgeSet | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+             edges: EdgeSet | None, step: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The updated edge latents and the node update ``h'_i - h_i`` of the rows ``hf`` that the receivers
         of ``edges`` index, from the senders' projections ``p_s`` (the rows the senders index); with no
-        ``edges``, the node update of rows that receive nothing."""
+        ``edges``, the node update of rows that receive nothing. Both updates are scaled by ``step``."""
         first = self.edge_mlp[0]
         w_e, _, w_d = first.weight.chunk(3, dim=1)
         agg = None
         if edges is not None:
             # the bias joins the receivers' projections: added once per node rather than once per edge
             pre = _EdgeInput.apply(p_s, F.linear(rows_of(hf, edges.receivers.nodes), w_d, first.bias), e, w_e, edges)
-            e = e + self.edge_mlp.tail(pre)
+            e = e + scaled(self.edge_mlp.tail(pre), step)
             agg = scatter(e, edges.receivers)
 
         first = self.node_mlp[0]
@@ -255,7 +256,7 @@ class MeshInteraction(nn.Module):
         pre = F.linear(hf, w_h, first.bias)
         if agg is not None:  # the aggregate is 0 on the nodes that receive no edge of the kind
             pre = add_rows(pre, edges.receivers.nodes, F.linear(agg, w_a))
-        return e, self.node_mlp.tail(pre)
+        return e, scaled(self.node_mlp.tail(pre), step)
 
 
 # ------------------------------------------------------------------------------ recomputed in blocks
@@ -380,6 +381,14 @@ class EncodeProcessDecode(nn.Module):
         against the processor's few per mesh node), so this bounds the memory of a step by the node
         latents instead of the edges, for one more forward pass of those two layers. The same function,
         equal to rounding either way.
+
+    Attributes
+    ----------
+    layer_steps : list[float]
+        ``τ_k`` per layer (1.0); the residual depth layers are the processor's, ``1 .. processor_layers``
+        (:mod:`gnnddm.models`, Depth). The encoder and decoder layers are residual too, but change the
+        nodes they act on (grid -> mesh, mesh -> grid) and are not steps of the processor's ODE: their
+        ``τ`` is not used.
     """
 
     def __init__(
@@ -406,6 +415,7 @@ class EncodeProcessDecode(nn.Module):
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
         self.processor_layers = processor_layers
         self.num_message_passing_layers = self.num_layers = processor_layers + 2
+        self.layer_steps = [1.0] * self.num_layers
         self.node_embedder = MLP(in_channels, hidden, hidden, mlp_layers, norm=True)
         self.edge_embedders = nn.ModuleDict(
             {kind: MLP(edge_dim - 3, hidden, hidden, mlp_layers, norm=True) for kind in KINDS}
@@ -429,10 +439,32 @@ class EncodeProcessDecode(nn.Module):
             return self._bipartite(self.encoder, 0, h, graph), e_proc
         if k <= self.processor_layers:
             h, e_proc = state
-            return self.processor[k - 1](h, e_proc, edge_sets(graph)[1])
+            return self.processor[k - 1](h, e_proc, edge_sets(graph)[1], self.layer_steps[k])
         if k == self.processor_layers + 1:
             return (self._bipartite(self.decoder, 2, state[0], graph),)
         raise IndexError(f"layer {k} of a model with {self.num_layers} layers")
+
+    # the depth structure (see gnnddm.models: multilevel training in depth, gnnddm.ddm.depth)
+    def residual_layers(self) -> list[int]:
+        """The processor layers, ``1 .. processor_layers``."""
+        return list(range(1, self.processor_layers + 1))
+
+    def layer_module(self, k: int) -> nn.Module:
+        """The :class:`MeshInteraction` of layer ``k``: the encoder, a processor layer or the decoder."""
+        if not 0 <= k < self.num_layers:
+            raise IndexError(f"layer {k} of a model with {self.num_layers} layers")
+        if k == 0:
+            return self.encoder
+        return self.processor[k - 1] if k <= self.processor_layers else self.decoder
+
+    def keep_layers(self, keep) -> None:
+        """Keep only the layers ``keep`` (increasing, with the encoder and the decoder) and their steps, in
+        place; ``processor_layers`` becomes the number of processor layers kept."""
+        keep = check_keep(self, keep)
+        self.processor = nn.ModuleList(self.processor[k - 1] for k in keep if 1 <= k <= self.processor_layers)
+        self.layer_steps = [self.layer_steps[k] for k in keep]
+        self.processor_layers = len(self.processor)
+        self.num_message_passing_layers = self.num_layers = self.processor_layers + 2
 
     def _bipartite(self, layer: MeshInteraction, kind: int, h: torch.Tensor, graph: Graph) -> torch.Tensor:
         """The encoder (``kind`` 0) or decoder (2) layer, its edges embedded first: whole, or with

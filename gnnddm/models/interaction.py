@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import MLP, check_edge_dim, run_stages, scatter_sum
+from gnnddm.models.common import MLP, check_edge_dim, check_keep, run_stages, scaled, scatter_sum
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import check_args
 from gnnddm.schema.model import InteractionNetworkConfig
@@ -16,10 +16,10 @@ from gnnddm.schema.model import InteractionNetworkConfig
 class InteractionBlock(nn.Module):
     """One processor step with residual edge and node updates.
 
-    Update rule (``MLP`` = Linear-SiLU-Linear-LayerNorm)::
+    Update rule (``MLP`` = Linear-SiLU-Linear-LayerNorm; ``τ`` the step, 1 by default)::
 
-        e'_ij = e_ij + MLP_e([e_ij, h_j, h_i])        for every edge j -> i
-        h'_i  = h_i  + MLP_n([h_i, sum_{j -> i} e'_ij])
+        e'_ij = e_ij + τ MLP_e([e_ij, h_j, h_i])        for every edge j -> i
+        h'_i  = h_i  + τ MLP_n([h_i, sum_{j -> i} e'_ij])
 
     The first linear layer of ``MLP_e`` is split by blocks of its input, ``W [e, h_j, h_i] =
     W_e e + (W_s h)_j + (W_d h)_i``, so the node projections are computed once per node and gathered,
@@ -33,7 +33,8 @@ class InteractionBlock(nn.Module):
         self.edge_mlp = MLP(3 * hidden, hidden, hidden, mlp_layers, norm=True)
         self.node_mlp = MLP(2 * hidden, hidden, hidden, mlp_layers, norm=True)
 
-    def forward(self, e: torch.Tensor, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, e: torch.Tensor, h: torch.Tensor, graph: Graph,
+                step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         src, dst = graph.edge_index
         first = self.edge_mlp[0]
         w_e, w_s, w_d = first.weight.chunk(3, dim=1)
@@ -46,9 +47,9 @@ class InteractionBlock(nn.Module):
             pre = pre + F.linear(e, w_e, first.bias)
         for layer in list(self.edge_mlp)[1:]:
             pre = layer(pre)
-        e = e + pre
+        e = e + scaled(pre, step)
         agg = scatter_sum(e, graph)
-        h = h + self.node_mlp(torch.cat([h, agg], dim=-1))
+        h = h + scaled(self.node_mlp(torch.cat([h, agg], dim=-1)), step)
         return e, h
 
 
@@ -68,6 +69,11 @@ class InteractionNetwork(nn.Module):
         and the decoder act on single nodes or edges).
     mlp_layers : int
         Linear layers per MLP.
+
+    Attributes
+    ----------
+    layer_steps : list[float]
+        ``τ_k`` of block ``k`` (1.0), every block a residual layer (:mod:`gnnddm.models`, Depth).
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class InteractionNetwork(nn.Module):
         check_edge_dim(edge_dim)
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
         self.num_message_passing_layers = self.num_layers = layers
+        self.layer_steps = [1.0] * layers
         self.node_encoder = MLP(in_channels, hidden, hidden, mlp_layers, norm=True)
         if edge_dim > 0:
             self.edge_encoder = MLP(edge_dim, hidden, hidden, mlp_layers, norm=True)
@@ -107,11 +114,27 @@ class InteractionNetwork(nn.Module):
 
     def layer(self, k: int, state: tuple[torch.Tensor, torch.Tensor], graph: Graph):
         h, e = state
-        e, h = self.blocks[k](e, h, graph)
+        e, h = self.blocks[k](e, h, graph, self.layer_steps[k])
         return h, e
 
     def decode(self, state: tuple[torch.Tensor, torch.Tensor], graph: Graph) -> torch.Tensor:
         return self.decoder(state[0])
+
+    # the depth structure (see gnnddm.models: multilevel training in depth, gnnddm.ddm.depth)
+    def residual_layers(self) -> list[int]:
+        """Every processor block is a residual layer."""
+        return list(range(self.num_layers))
+
+    def layer_module(self, k: int) -> nn.Module:
+        """The :class:`InteractionBlock` of layer ``k``."""
+        return self.blocks[k]
+
+    def keep_layers(self, keep) -> None:
+        """Keep only the blocks ``keep`` (increasing) and their steps, in place."""
+        keep = check_keep(self, keep)
+        self.blocks = nn.ModuleList(self.blocks[k] for k in keep)
+        self.layer_steps = [self.layer_steps[k] for k in keep]
+        self.num_message_passing_layers = self.num_layers = len(keep)
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""

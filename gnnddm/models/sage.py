@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import SAGEConv
 
-from gnnddm.models.common import adjacency, run_stages
+from gnnddm.models.common import adjacency, check_keep, run_stages, scaled
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import check_args
 from gnnddm.schema.model import GraphSAGEConfig
@@ -129,6 +129,14 @@ class GraphSAGE(nn.Module):
     residual : bool
         ``h ← h + layer(h)`` for the hidden -> hidden layers, which keeps deep stacks (8–16 layers)
         trainable.
+
+    Attributes
+    ----------
+    layer_steps : list[float]
+        ``τ_k`` per layer (1.0): a residual layer computes ``h + τ_k layer(h)`` (:mod:`gnnddm.models`,
+        Depth). The residual layers are those whose input and output widths agree, with ``residual``.
+        ReLU follows every layer but the last, by position: a model whose last layer is dropped by
+        :meth:`keep_layers` has its new last layer without ReLU.
     """
 
     def __init__(
@@ -146,6 +154,7 @@ class GraphSAGE(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_message_passing_layers = self.num_layers = layers
         self.residual = residual
+        self.layer_steps = [1.0] * layers
         dims = [in_channels] + [hidden] * (layers - 1) + [out_channels]
         self.convs = nn.ModuleList(SAGEConv(dims[k], dims[k + 1], aggr=aggr) for k in range(layers))
 
@@ -158,11 +167,28 @@ class GraphSAGE(nn.Module):
         conv = self.convs[k]
         out = sage_layer(conv, h, graph, relu=k < self.num_layers - 1)
         if self.residual and conv.in_channels == conv.out_channels:
-            out = out + h
+            out = scaled(out, self.layer_steps[k]) + h
         return (out,)
 
     def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
         return state[0]
+
+    # the depth structure (see gnnddm.models: multilevel training in depth, gnnddm.ddm.depth)
+    def residual_layers(self) -> list[int]:
+        """The layers computing ``h + τ_k layer(h)``: with ``residual``, those of equal input and output
+        widths (the hidden -> hidden layers); none without."""
+        return [k for k, conv in enumerate(self.convs) if self.residual and conv.in_channels == conv.out_channels]
+
+    def layer_module(self, k: int) -> nn.Module:
+        """The :class:`SAGEConv` holding layer ``k``'s weights."""
+        return self.convs[k]
+
+    def keep_layers(self, keep) -> None:
+        """Keep only the layers ``keep`` (increasing; the dropped ones residual) and their steps, in place."""
+        keep = check_keep(self, keep)
+        self.convs = nn.ModuleList(self.convs[k] for k in keep)
+        self.layer_steps = [self.layer_steps[k] for k in keep]
+        self.num_message_passing_layers = self.num_layers = len(keep)
 
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
