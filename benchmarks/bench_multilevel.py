@@ -22,11 +22,17 @@ Procedure, in one run:
    ``two_level`` <= 1/2 of ``sync``'s modelled time.
 6. ``--level-costs RES``: seconds per step of every level of the grid hierarchy of the RES grid (e.g. 0.25
    deg, 1,038,240 nodes): a global step on each level's graph with the restricted batch.
+7. ``--deep L``: the deep regime instead (``+experiment=dd_deep``: residual GraphSAGE of L layers, hidden 96):
+   ``global``'s sweep covers ``--lrs`` x ``--schedules`` (constant, cosine over the budget), and the variants
+   are multilevel in space, in depth and in both (L=3 levels each, ν₂ = (0, 4, 8)). With ``--parts P``:
+   ``halo_sync`` against the fastest variant on P parts (one-hop halos), multi-node modelled time.
 
     python3 benchmarks/bench_multilevel.py --output docs/multilevel.md
     python3 benchmarks/bench_multilevel.py --resolution 0.25 --steps 120 --seeds 0 --lrs 1e-2 --budget 200 \
         --only 0 --parts 0 --eval-every 20 --variant-eval-every 10 --block 0.25 --output docs/multilevel.md
     python3 benchmarks/bench_multilevel.py --level-costs 0.25 --seeds none --parts 0 --output docs/multilevel.md
+    python3 benchmarks/bench_multilevel.py --deep 8 --resolution 2.8125 --lrs 1e-3,3e-3,1e-2 --budget 300 \
+        --variant-budget 150 --parts 8 --block 2.8125 --output docs/multilevel.md
     python3 benchmarks/bench_multilevel.py --quick
 """
 
@@ -55,6 +61,10 @@ SOURCES = {
                   "gnnddm/partition/coarse.py", *_SHARED),
     "level-costs": ("gnnddm/models", "gnnddm/ddm/objective.py", "gnnddm/partition/hierarchy.py", *_SHARED),
 }
+_DEEP = ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "gnnddm/partition/hierarchy.py",
+         "gnnddm/partition/halo.py", "gnnddm/train.py", "benchmarks/bench_multilevel.py", "benchmarks/bench_dd.py",
+         "conf/experiment/dd_deep.yaml")
+SOURCES.update({"deep": _DEEP, "deep-parts": _DEEP})
 KEYS = ("compute_time", "wall_time", "grad_evals", "fine_grad_evals", "fine_loss_evals", "model_time",
         "model_time_multinode", "rounds")
 #: a forward-only pass costs about a third of a forward and backward pass (fine passes in gradient units)
@@ -69,10 +79,20 @@ class Variant:
     eval_every: int | None = None  # None: the command's --eval-every
 
 
-def variants(budget: int, lr: float, every: int) -> list[Variant]:
+def variants(budget: int, lr: float, every: int, deep: bool = False) -> list[Variant]:
     """The multilevel variants (fine rate ``lr``; coarse Adam at the same rate; no fine smoothing: the fine
-    level supplies the coherent gradient and the trust-region test), in one piece (one part), as studied."""
+    level supplies the coherent gradient and the trust-region test), in one piece (one part), as studied.
+    ``deep``: in space, in depth and in both, for the residual model of the deep regime."""
     ml = ("ddm=multilevel", "partition.num_parts=1", f"ddm.coarse_solver.lr={lr}", "ddm.pre_smooth=0")
+    if deep:
+        three = (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]")
+        return [
+            Variant("multilevel space L=3, ν₂=(0,4,8)", three, budget, every),
+            Variant("multilevel depth L=3, ν₂=(0,4,8)", (*three, "ddm.depth_coarsening=true", "ddm.schedule=[depth]"),
+                    budget, every),
+            Variant("multilevel space x depth L=3, ν₂=(0,4,8)", (*three, "ddm.depth_coarsening=true",
+                                                                 "ddm.schedule=[both]"), budget, every),
+        ]
     return [
         Variant("multilevel grid L=3, ν₂=(0,4,8)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]"), budget, every),
         Variant("multilevel grid L=3, ν₂=(0,8,16)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,8,16]"), budget, every),
@@ -203,24 +223,29 @@ def convergence(hist: dict) -> str:
             f"{'converged (< 0.5 %)' if gain < 0.5 else 'well-trained, not converged (>= 0.5 %)'}")
 
 
-def lr_sweep(args, base, seed, client, log) -> tuple[float, dict, list[str]]:
-    """The rate of ``global`` with the lowest best val_loss (seed ``seed``), that run's histories, the table."""
-    rows, best_lr, best, best_hist = [], None, math.inf, None
-    for lr in (float(x) for x in args.lrs.split(",")):
-        run, hist = train_run(Variant(f"global lr {lr:g}", ("ddm=global", f"optimizer.lr={lr}"), args.budget),
-                              base, seed, None, client)
-        log(f"lr sweep: global lr={lr:g}: best val_loss {run.best_val_loss:.5g}")
-        rows.append(f"| {lr:g} | {run.best_val_loss:.5g} |")
-        if run.best_val_loss < best:
-            best_lr, best, best_hist = lr, run.best_val_loss, hist
+def lr_sweep(args, base, seed, client, log) -> tuple[float, str, dict, list[str]]:
+    """The rate and schedule of ``global`` with the lowest best val_loss (seed ``seed``) over ``--lrs`` x
+    ``--schedules``, that run's histories, the table."""
+    rows, best_lr, best_schedule, best, best_hist = [], None, None, math.inf, None
+    schedules = args.schedules.split(",")
+    for schedule in schedules:
+        for lr in (float(x) for x in args.lrs.split(",")):
+            run, hist = train_run(Variant(f"global lr {lr:g} {schedule}", ("ddm=global", f"optimizer.lr={lr}",
+                                                                           f"trainer.lr_schedule={schedule}"),
+                                          args.budget), base, seed, None, client)
+            log(f"lr sweep: global lr={lr:g} {schedule}: best val_loss {run.best_val_loss:.5g}")
+            rows.append(f"| {lr:g} | {schedule} | {run.best_val_loss:.5g} |")
+            if run.best_val_loss < best:
+                best_lr, best_schedule, best, best_hist = lr, schedule, run.best_val_loss, hist
     grid = [float(x) for x in args.lrs.split(",")]
     edge = ("a grid of one value: not tuned" if len(grid) < 2 else "inside the grid"
             if best_lr not in (min(grid), max(grid)) else
             f"at the {'lower' if best_lr == min(grid) else 'upper'} edge of the grid: extend it (--lrs)")
     md = [f"Learning-rate sweep of `global` Adam, seed {seed}, {args.budget} iterations:", "",
-          "| lr | best val_loss |", "|---|---|", *rows, "", f"Chosen: lr = {best_lr:g}, {edge}.",
+          "| lr | schedule | best val_loss |", "|---|---|---|", *rows, "",
+          f"Chosen: lr = {best_lr:g}, {best_schedule} schedule; the rate is {edge}.",
           "", f"Convergence of that reference: {convergence(best_hist)}.", ""]
-    return best_lr, best_hist, md
+    return best_lr, best_schedule, best_hist, md
 
 
 def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
@@ -300,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="time steps of the synthetic data (default 240)")
     parser.add_argument("--block", default=None, help="suffix of the generated blocks' names (e.g. 0.25)")
     parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, one seed, short budgets")
+    parser.add_argument("--deep", type=int, default=None, help="the deep regime: residual GraphSAGE of L layers")
+    parser.add_argument("--schedules", default="constant", help="learning-rate schedules of global's sweep")
     parser.add_argument("--output", type=Path, default=None, help="markdown page whose generated blocks are rewritten")
     args = parser.parse_args(argv)
     if args.quick:
@@ -317,23 +344,27 @@ def main(argv: list[str] | None = None) -> int:
         client = MlflowClient(tracking_uri=uri)
         # the fields in memory for every method alike: the grid hierarchy restricts them all at set-up, and
         # at 0.25 deg (4.5 GB) data.lazy=auto would leave them in their file
-        base = ["+experiment=dd_compare", f"data.resolution={args.resolution}", f"trainer.threads={args.threads}",
+        experiment = "dd_deep" if args.deep else "dd_compare"
+        base = [f"+experiment={experiment}", f"data.resolution={args.resolution}", f"trainer.threads={args.threads}",
                 "trainer.progress=false", f"trainer.eval_every={args.eval_every}", f"tracking.uri={uri}",
                 "tracking.experiment=bench_multilevel", f"output_dir={tmp}/run", "data.lazy=false"]
+        if args.deep:
+            base.append(f"model.layers={args.deep}")
         if args.quick:
             base.append("data.steps=60")
         elif args.steps is not None:
             base.append(f"data.steps={args.steps}")
         if seeds:
-            lr, sweep_hist, md = lr_sweep(args, base, seeds[0], client, log)
-            chosen = variants(args.variant_budget, lr, args.variant_eval_every)
+            lr, schedule, sweep_hist, md = lr_sweep(args, base, seeds[0], client, log)
+            chosen = variants(args.variant_budget, lr, args.variant_eval_every, deep=bool(args.deep))
             if args.only:
                 chosen = [chosen[int(i)] for i in args.only.split(",")]
             groups: dict[str, list[Run]] = {"global": []}
             ref: dict[int, Run] = {}
             targets: dict[int, float] = {}
             for seed in seeds:
-                glob = Variant("global", ("ddm=global", f"optimizer.lr={lr}"), args.budget)
+                glob = Variant("global", ("ddm=global", f"optimizer.lr={lr}", f"trainer.lr_schedule={schedule}"),
+                               args.budget)
                 if seed == seeds[0]:  # the sweep's run at the chosen rate is this seed's reference
                     hist = sweep_hist
                     reference = read_at(glob, seed, hist, None)
@@ -354,9 +385,15 @@ def main(argv: list[str] | None = None) -> int:
                    f"({', '.join(f'seed {s}: {t:.5g}' for s, t in targets.items())}). Medians [min, max] over "
                    f"{len(seeds)} seeds; ratios are per-seed ratios to `global`, medians over the seeds.", "",
                    *table(groups, ref), "", *verdict(groups, ref)]
-            blocks["study"] = md
+            blocks["deep" if args.deep else "study"] = md
             print("\n".join(md))
-            if args.parts:
+            if args.parts and args.deep:
+                fastest = min((v for v in chosen if all(r.reached for r in groups[v.label])),
+                              key=lambda v: ratio(groups[v.label], ref, "compute_time"), default=None)
+                blocks["deep-parts"] = deep_parts_block(args, base, lr, targets[seeds[0]], seeds[0], fastest,
+                                                        client, log)
+                print("\n".join(blocks["deep-parts"]))
+            elif args.parts:
                 blocks["two-level"] = two_level_block(args, base, lr, targets[seeds[0]], seeds[0], client, log)
                 print("\n".join(blocks["two-level"]))
     if args.level_costs is not None:
@@ -373,6 +410,47 @@ def main(argv: list[str] | None = None) -> int:
                                        stamps[kind], title="# Multilevel training")
         print(f"wrote {args.output}")
     return 0
+
+
+def deep_parts_block(args, base, lr, target, seed, variant, client, log) -> list[str]:
+    """``halo_sync`` against multilevel variant ``variant`` on ``args.parts`` METIS parts with one-hop halos
+    (the exact data path of both), seed ``seed``, to the study's target: modelled times."""
+    p = args.parts
+    common = (f"partition.num_parts={p}", "partition.overlap=1", f"optimizer.lr={lr}")
+    entries = [("halo_sync", ("ddm=halo_sync",), args.budget, None)]
+    if variant is not None:
+        overrides = tuple(o for o in variant.overrides if not o.startswith("partition.num_parts"))
+        entries.append((f"{variant.label}, p = {p}", overrides, variant.max_iterations, variant.eval_every))
+    runs = {}
+    for label, overrides, its, every in entries:
+        run, _ = train_run(Variant(label, (*overrides, *common), its, every), base, seed, target, client)
+        runs[label] = run
+        log(f"p={p}: {label}: step {run.step}, multi-node model time {run.at.get('model_time_multinode')}")
+    head = ["method", "reached at", "collectives", "model time (s), multi-node", "x halo_sync", "compute (s)",
+            "grad work", "best val_loss"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    h = runs["halo_sync"]
+    for label, r in runs.items():
+        x = (_fmt(r.at["model_time_multinode"] / h.at["model_time_multinode"], ".2f")
+             if r.reached and h.reached else "–")
+        rows.append("| " + " | ".join([
+            label, str(r.step) if r.reached else "not reached", _fmt(r.at.get("rounds"), ".0f"),
+            _fmt(r.at.get("model_time_multinode"), ".1f"), x, _fmt(r.at.get("compute_time"), ".1f"),
+            _fmt(r.at.get("grad_evals"), ".0f"), f"{r.best_val_loss:.5g}",
+        ]) + " |")
+    if variant is None:
+        line = "No multilevel variant reached the target for every seed: nothing to run on parts."
+    elif not (h.reached and runs[entries[1][0]].reached):
+        line = "One of the two did not reach the target within its budget: no ratio."
+    else:
+        x = runs[entries[1][0]].at["model_time_multinode"] / h.at["model_time_multinode"]
+        line = (f"{variant.label} on {p} parts: {x:.2f}x of `halo_sync`'s multi-node modelled time (goal <= "
+                f"{GOAL_TIME:.2f}): **goal {'met' if x <= GOAL_TIME else 'not met'}** (one seed: no noise estimate).")
+    return [f"p = {p} METIS parts with one-hop halos, seed {seed}, the target of the study above ({target:.5g}); "
+            f"the fastest variant of the study, its coarse levels on the restricted partition. Modelled time: per "
+            "phase the slowest part's measured compute plus, per collective, the multi-node network model (α = 25 µs, "
+            "12.5 GB/s links, ring all-reduce 2(p−1)/p·b; halo messages α + b / 12.5 GB/s; docs/algorithms.md, "
+            "*Accounting*). All parts computed in one process, one after the other.", "", *rows, "", line]
 
 
 def two_level_block(args, base, lr, target, seed, client, log) -> list[str]:

@@ -16,6 +16,7 @@ SIGTERM and SIGUSR1 (:mod:`gnnddm.signals`) stop it after the current outer iter
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -191,6 +192,8 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
                                      partition.parts, title=title))
     hops = int(getattr(model, "num_message_passing_layers", 0)) if training is None else \
         training.model.receptive_field(task.rollout)  # the longest rollout of a schedule
+    if _algorithm_class(cfg).layerwise_halo:  # the halo is exchanged before every layer: one hop is exact
+        hops = 1
     summary["partition"]["exact"] = partition.num_parts == 1 or partition.overlap >= hops
     if not summary["partition"]["exact"]:
         warnings.warn(
@@ -232,6 +235,10 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
     max_it, eval_every = int(cfg.trainer.max_iterations), int(cfg.trainer.eval_every)
     ckpt_every, target = int(cfg.trainer.checkpoint_every), cfg.trainer.target_val_loss
     bs = min(int(cfg.trainer.batch_size), len(s.anchors["train"]))
+    cosine = str(cfg.trainer.get("lr_schedule", "constant")) == "cosine"
+    if cosine and s.algorithm._optimizer_factory is None:
+        raise ConfigError(f"trainer.lr_schedule=cosine: ddm={cfg.ddm.name} has no global optimizer to schedule; "
+                          "use trainer.lr_schedule=constant")
     first, elapsed0, last_eval, history = 1, 0.0, {}, []
     resumed = _maybe_resume(cfg, s, rng, out_dir)
     if resumed is not None:
@@ -266,12 +273,16 @@ def _loop(cfg: DictConfig, s: _State, book: RunBook, out_dir: Path, stops: StopS
             if rows is None and not bool(batch.valid.any()):
                 raise DataError(f"{s.data.source}: the mini-batch of iteration {it} has no valid target; the "
                                 "training split is too sparse for trainer.batch_size={bs}")
+            if cosine:
+                s.algorithm.scale_learning_rate(0.5 * (1.0 + math.cos(math.pi * (it - 1) / max_it)))
             stats = s.algorithm.step(batch)
             _check_finite(stats.get("loss"), it, float(cfg.trainer.max_loss), "loss")
             metrics = {**s.accounting.as_dict(), "wall_time": time.perf_counter() - start,
                        "data/wait_seconds": batches.wait_seconds, **stats}
             if s.training is not None:
                 metrics["train/rollout_steps"] = steps
+            if cosine:
+                metrics["train/lr"] = s.algorithm.optimizer.param_groups[0]["lr"]
             stop = False
             if it % eval_every == 0 or it == max_it:
                 metrics.update(_rank_times(s.comm))
@@ -627,13 +638,18 @@ def _ranks(cfg: DictConfig) -> int:
     return int(cfg.distributed.nproc_per_node)
 
 
-def _is_global(cfg: DictConfig) -> bool:
-    """Whether the algorithm trains the whole graph in one process (its class's ``whole_graph``)."""
+def _algorithm_class(cfg: DictConfig) -> type:
+    """The class of ``ddm._target_``."""
     target = str(cfg.ddm.get("_target_", ""))
     try:
-        return bool(getattr(get_class(target), "whole_graph", False))
+        return get_class(target)
     except Exception:  # noqa: BLE001 - named as the config error it is
         raise ConfigError(f"ddm._target_: cannot import {target!r}; choose one of the options in conf/ddm/") from None
+
+
+def _is_global(cfg: DictConfig) -> bool:
+    """Whether the algorithm trains the whole graph in one process (its class's ``whole_graph``)."""
+    return bool(getattr(_algorithm_class(cfg), "whole_graph", False))
 
 
 def _partition_cfg(cfg: DictConfig) -> DictConfig:

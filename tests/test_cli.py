@@ -158,15 +158,17 @@ def test_a_slurm_sweep_without_slurm_is_one_error(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "srun" in out.stderr and "hydra/launcher=local" in out.stderr
 
 
-@pytest.mark.parametrize("override,key", [
-    ("ddm=halo_sync", "partition.overlap"),   # its halo's inputs come from the subdomain rows: overlap >= 1
-    ("ddm=two_level", "ddm.coarse"),
-    ("ddm=multilevel", "ddm.levels"),         # the 32 x 64 grid allows 5 levels
+@pytest.mark.parametrize("override,extra,key", [
+    ("ddm=halo_sync", ["partition.overlap=0"], "partition.overlap"),  # its halo's inputs: overlap >= 1
+    ("ddm=two_level", ["ddm.coarse=middle"], "ddm.coarse"),
+    ("ddm=multilevel", ["ddm.levels=9"], "ddm.levels"),         # the 32 x 64 grid allows 5 levels
+    ("ddm=multilevel", ["ddm.levels=3", "ddm.depth_coarsening=true"], "ddm.depth_coarsening"),  # residual=false
+    ("ddm=multilevel", ["ddm.levels=3", "ddm.depth_coarsening=true", "model.residual=true", "model.layers=4"],
+     "ddm.levels / ddm.schedule"),                               # 2 residual layers: one coarsening in depth
+    ("ddm=multilevel", ["ddm.levels=5", "partition.num_parts=12"], "ddm.coarse_distribution"),  # 8 nodes on level 4
 ])
 @pytest.mark.slow
-def test_bad_decomposition_settings_exit_2_naming_the_key_and_fail_the_run(tmp_path, override, key):
-    extra = {"ddm=halo_sync": ["partition.overlap=0"], "ddm=two_level": ["ddm.coarse=middle"],
-             "ddm=multilevel": ["ddm.levels=9"]}[override]
+def test_bad_decomposition_settings_exit_2_naming_the_key_and_fail_the_run(tmp_path, override, extra, key):
     out = gnnddm("train", *TINY, override, *extra, "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert key in out.stderr and "Traceback" not in out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,34 @@ def test_target_val_loss_stops_early(tmp_path):
     summary = train(compose(tiny(tmp_path, "trainer.target_val_loss=1.0e3", "trainer.max_iterations=10")))
     assert summary["status"] == "target_reached"
     assert summary["accounting"]["iterations"] == 2
+
+
+@pytest.mark.slow
+def test_a_cosine_schedule_sets_the_global_rate_of_every_iteration(tmp_path):
+    import math
+
+    summary = train(compose(tiny(tmp_path, "trainer.lr_schedule=cosine", "optimizer.lr=0.02")))
+    history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        summary["mlflow_run_id"], "train/lr")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        [(t, 0.02 * (1 + math.cos(math.pi * (t - 1) / 4)) / 2) for t in range(1, 5)])
+    constant = train(compose(tiny(tmp_path, "optimizer.lr=0.02", "tracking.enabled=false", out="constant")))
+    assert constant["final"]["train_loss"] != summary["final"]["train_loss"]
+    with pytest.raises(ConfigError, match="trainer.lr_schedule"):
+        compose(tiny(tmp_path, "trainer.lr_schedule=linear"))
+        train(compose(tiny(tmp_path, "trainer.lr_schedule=linear")))
+
+
+@pytest.mark.parametrize("ddm,exact", [("sync", False), ("halo_sync", True), ("multilevel", True)])
+@pytest.mark.slow
+def test_a_one_hop_overlap_is_exact_only_for_algorithms_that_exchange_halos_per_layer(tmp_path, ddm, exact):
+    extra = ["ddm.levels=2", "ddm.post_smooth=[1,2]"] if ddm == "multilevel" else []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(compose(tiny(tmp_path, f"ddm={ddm}", "partition.overlap=1", "trainer.max_iterations=1",
+                                     "tracking.enabled=false", *extra)))
+    assert summary["partition"]["exact"] is exact
+    assert any("message-passing hops" in str(w.message) for w in caught) is not exact
 
 
 def _params(out: Path):

@@ -213,8 +213,10 @@ class Algorithm:
     #: rank's own subdomains (``Objective.local_nodes``) are enough
     uses_full_batch = True
     #: whether the algorithm trains the whole graph in one process (no subdomains: one part, no overlap,
-    #: one rank), as ``global`` and ``multilevel`` do
+    #: one rank), as ``global`` does
     whole_graph = False
+    #: whether it exchanges halos before every message-passing layer, so that a one-hop overlap is exact
+    layerwise_halo = False
 
     @classmethod
     def coarse_levels(cls, data, graph_builder=None, **options) -> list:
@@ -438,6 +440,12 @@ class Algorithm:
         if predict:
             predicted = 0.0 if steps == 0 else h_start - self._loss_value(h, copies)
         return theta, loss_start, predicted
+
+    def scale_learning_rate(self, factor: float) -> None:
+        """Set the global optimizer's rates to ``factor`` times those it was built with (a schedule)."""
+        opt = self._global_optimizer()
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * float(factor)
 
     def optimizer_step(self, grad: torch.Tensor) -> None:
         """One step of the global optimizer with the given (already reduced) gradient."""

@@ -235,7 +235,7 @@ def _residual_rows(model: nn.Module, layers: list[int], positions: dict[int, tor
                         for s in slots])
 
 
-def _no_residual_layers(model: nn.Module) -> ConfigError:
+def no_residual_layers(model: nn.Module) -> ConfigError:
     name = type(model).__name__
     if getattr(model, "residual", True) is False:
         return ConfigError(f"ddm.depth_coarsening: model {name} with residual=false has no residual layers; "
@@ -279,7 +279,7 @@ def coarsen_depth(model: nn.Module, restriction: str = "average") -> tuple[nn.Mo
     _check_name("depth_restriction", restriction, RESTRICTIONS)
     layers = residual_layers(model)
     if not layers:
-        raise _no_residual_layers(model)
+        raise no_residual_layers(model)
     if len(layers) < 2:
         raise ConfigError(f"ddm.levels: model {type(model).__name__} has {len(layers)} residual layer, nothing to "
                           f"merge in depth: it allows 1 depth level (ddm.levels=1, or a deeper model)")
@@ -334,7 +334,7 @@ def depth_hierarchy(model: nn.Module, levels: int,
     _check_name("depth_restriction", restriction, RESTRICTIONS)
     layers = residual_layers(model)
     if not layers and levels > 1:
-        raise _no_residual_layers(model)
+        raise no_residual_layers(model)
     allowed = depth_levels_allowed(model)
     if levels - 1 > allowed:
         raise ConfigError(f"ddm.levels: {levels} depth levels need {levels - 1} coarsenings in depth, but model "

@@ -228,6 +228,7 @@ class HaloSync(Algorithm):
     name = "halo_sync"
     Config = HaloSyncConfig
     uses_full_batch = False
+    layerwise_halo = True
 
     def __init__(self, model, objective, comm, accounting, optimizer=None):
         super().__init__(model, objective, comm, accounting, optimizer)

@@ -27,6 +27,16 @@ costs about n_ℓ / n of a fine step. One outer iteration is one V-cycle from θ
    the test costs one fine forward. ``offo`` and ``none`` accept every s.
 5. ν₂(0) steps of the global optimizer on f (post-smoothing).
 
+In depth (``ddm.depth_coarsening``, ``ddm.schedule``): a level may instead (or also) halve the residual
+layers of the level above (:mod:`gnnddm.ddm.depth`); it then has its own network and parameters
+z = Rθ, its model is made coherent with Pᵀ g_{ℓ−1}, its constraint is the set whose prolongation stays in
+the level above's, and its end point goes back as θ + P(z_c − Rθ) (:meth:`Multilevel.descend`).
+
+On p parts (``partition.num_parts`` > 1): every evaluation of the fine loss runs through ``halo_sync``'s
+layer-by-layer halo exchange (:class:`~gnnddm.ddm.halo_sync.HaloPath`) and one all-reduce; each coarse graph
+on the restriction of the fine partition with its own exchanges, or whole on every rank
+(``ddm.coarse_distribution``). The iterates are those of the one-piece run.
+
 With one level (L = 1) an iteration is ν₁(0) + ν₂(0) steps of the global optimizer: ``global`` when
 ν₁(0) + ν₂(0) = 1. Fine-level gradient evaluations are counted in ``fine_grad_evals`` and the fine
 forward-only passes of the trust-region test in ``fine_loss_evals`` (both cumulative); ``grad_evals`` counts
@@ -50,9 +60,18 @@ from gnnddm.ddm.base import (
     TrustRegionConfig,
     offo_box,
 )
+from gnnddm.ddm.depth import (
+    PROLONGATIONS,
+    RESTRICTIONS,
+    DepthTransfer,
+    coarsen_depth,
+    depth_levels_allowed,
+    no_residual_layers,
+    residual_layers,
+)
 from gnnddm.ddm.halo_sync import HaloPath, fine_path, part_graphs, require_stages
 from gnnddm.ddm.objective import Loss
-from gnnddm.ddm.solvers import Ball, Box
+from gnnddm.ddm.solvers import Ball, Box, make_local_solver
 from gnnddm.errors import ConfigError
 from gnnddm.partition.halo import halo_plan
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
@@ -73,6 +92,24 @@ def _per_level(key: str, value, levels: int) -> list[int]:
 
 
 DISTRIBUTIONS = ("partition", "replicate")
+SCHEDULES = ("space", "depth", "both")
+
+
+def _schedule(value, depth: bool, levels: int) -> list[str]:
+    """What each coarse level coarsens (``ddm.schedule``), the first coarse level first: ``space`` (the
+    graph), ``depth`` (the residual layers) or ``both``; null: ``both`` with ``ddm.depth_coarsening``, else
+    ``space``. A list's last value repeats."""
+    coarse = levels - 1
+    if value is None:
+        return ["both" if depth else "space"] * coarse
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if coarse and (not 1 <= len(values) <= coarse or any(v not in SCHEDULES for v in values)):
+        raise ConfigError(f"ddm.schedule: expected a list of 1 to {coarse} of {list(SCHEDULES)} (one per coarse "
+                          f"level, the first coarse level first; ddm.levels={levels}), got {value!r}")
+    values = (values + [values[-1]] * (coarse - len(values)))[:coarse]
+    if not depth and any(v != "space" for v in values):
+        raise ConfigError(f"ddm.schedule: {values} coarsens in depth, which needs ddm.depth_coarsening=true")
+    return values
 
 
 def _distributions(value, coarse: int) -> list[str]:
@@ -83,7 +120,7 @@ def _distributions(value, coarse: int) -> list[str]:
         raise ConfigError(f"ddm.coarse_distribution: expected one of {list(DISTRIBUTIONS)} or a list of 1 to "
                           f"{max(coarse, 1)} of them (one per coarse level, the first coarse level first), "
                           f"got {value!r}")
-    return values + [values[-1]] * (coarse - len(values))
+    return (values + [values[-1]] * (coarse - len(values)))[:coarse]
 
 
 def _flat_grad(model) -> torch.Tensor:
@@ -115,6 +152,10 @@ class MultilevelConfig(TrustRegionConfig):
     post_smooth: int | list[int] = 1
     coarse_solver: CoarseSolverConfig = field(default_factory=CoarseSolverConfig)
     coarse_distribution: str | list[str] = "partition"
+    depth_coarsening: bool = False
+    depth_restriction: str = field(default="average", metadata=one_of(*RESTRICTIONS, noun="depth restriction"))
+    depth_prolongation: str = field(default="constant", metadata=one_of(*PROLONGATIONS, noun="depth prolongation"))
+    schedule: list[str] | None = None
     seed: int = field(default=0, metadata=at_least(0))
 
 class Multilevel(Algorithm):
@@ -142,7 +183,18 @@ class Multilevel(Algorithm):
     coarse_distribution : {"partition", "replicate"} or list of them
         With p > 1 parts, how each coarse level (the first coarse level first; the last value repeats) is
         computed: on the restriction of the fine partition with its own halo exchanges (``partition``), or
-        whole on every rank (``replicate``: no communication, p copies of the work).
+        whole on every rank (``replicate``: no communication, p copies of the work). One value per coarse
+        graph: a level coarsened in depth only keeps the graph (and its distribution) of the level above.
+    depth_coarsening : bool
+        Coarse levels with half the residual layers of the level above and twice their step
+        (:mod:`gnnddm.ddm.depth`); the model needs residual layers.
+    depth_restriction : {"average", "injection"}
+        A merged pair's parameters: their mean, or the first layer's.
+    depth_prolongation : {"constant", "linear"}
+        How a coarse correction reaches the layers above (and, as Pᵀ, the gradient the other way).
+    schedule : list of {"space", "depth", "both"}, optional
+        What each coarse level coarsens, the first coarse level first (the last value repeats); default
+        ``both`` with ``depth_coarsening``, else ``space``.
     seed : int
         Tie-breaking of the matching / METIS seed of ``clusters``.
     """
@@ -152,19 +204,25 @@ class Multilevel(Algorithm):
     # the coarse levels restrict the whole batch, so every rank reads all of it (the fine level computes
     # only its parts' rows)
     uses_full_batch = True
+    layerwise_halo = True  # on p parts
 
     def __init__(self, model, objective, comm, accounting, optimizer=None, levels: int = 3,
                  coarsening: str = "grid", clusters: int | None = None, pre_smooth=0, post_smooth=1,
                  coarse_solver=None, globalization: str = "trust_region", eta1: float = 0.25,
                  eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1,
                  radius_min: float = 1e-4, radius_max: float = float("inf"), kappa: float = 1.0,
-                 varsigma: float = 1e-2, coarse_distribution="partition", seed: int = 0):
+                 varsigma: float = 1e-2, coarse_distribution="partition", depth_coarsening: bool = False,
+                 depth_restriction: str = "average", depth_prolongation: str = "constant", schedule=None,
+                 seed: int = 0):
         super().__init__(model, objective, comm, accounting, optimizer)
         check_args(MultilevelConfig, "ddm", levels=levels, coarsening=coarsening, clusters=clusters,
                    globalization=globalization, eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc,
                    radius0=radius0, radius_min=radius_min, radius_max=radius_max, kappa=kappa, varsigma=varsigma,
-                   seed=seed)
+                   depth_coarsening=depth_coarsening, depth_restriction=depth_restriction,
+                   depth_prolongation=depth_prolongation, seed=seed)
         self.levels, self.coarsening = levels, coarsening
+        self.schedule = _schedule(schedule, depth_coarsening, levels)
+        self.depth_prolongation = depth_prolongation
         self.pre = _per_level("pre_smooth", pre_smooth, self.levels)
         self.post = _per_level("post_smooth", post_smooth, self.levels)
         if not any(self.pre) and not any(self.post):
@@ -178,42 +236,89 @@ class Multilevel(Algorithm):
         self.coarse_solver = coarse_solver or functools.partial(torch.optim.Adam, lr=None)
         if getattr(self.coarse_solver, "keywords", {}).get("lr") is None:  # the fine optimizer's rate
             self.coarse_solver = functools.partial(self.coarse_solver, lr=float(optimizer_lr))
-        if objective.num_coarse_levels < self.levels - 1:
-            raise ConfigError(f"ddm.levels: {self.levels} levels need {self.levels - 1} coarse levels, the "
+        # level ℓ's graph: 0 the data's, i the i-th coarse graph of the objective
+        self.graph_of = [0]
+        for kind in self.schedule:
+            self.graph_of.append(self.graph_of[-1] + (kind != "depth"))
+        graphs = self.graph_of[-1] + 1
+        if objective.num_coarse_levels < graphs - 1:
+            raise ConfigError(f"ddm.levels: {self.levels} levels need {graphs - 1} coarse graphs, the "
                               f"objective has {objective.num_coarse_levels}; build it with them "
                               "(gnnddm.ddm.build_objective, or Multilevel.coarse_levels(data, ...))")
+        self.networks, self.transfers = self._depth_hierarchy(depth_coarsening, depth_restriction)
         for level in range(1, self.levels):
-            self._make_solver(f"level{level}", self.coarse_solver, key="ddm.coarse_solver")
-        self.distribution = ["whole"] + (_distributions(coarse_distribution, self.levels - 1)
-                                         if objective.num_parts > 1 else ["whole"] * (self.levels - 1))
-        self.losses = self._level_losses()
+            self.solvers[f"level{level}"] = make_local_solver(self.coarse_solver, self.networks[level].params,
+                                                              "ddm.coarse_solver")
+        if objective.num_parts > 1:
+            graph_distribution = ["partition", *_distributions(coarse_distribution, graphs - 1)]
+        else:
+            graph_distribution = ["whole"] * graphs
+        self.distribution = [graph_distribution[g] for g in self.graph_of]
+        graph_losses = self._graph_losses(graph_distribution)
+        self.losses = [self._depth_work(graph_losses[g], level) for level, g in enumerate(self.graph_of)]
         self.accumulator: torch.Tensor | None = None
         self.fine_grads = 0.0
         self.fine_losses = 0.0  # forward-only passes on the fine level (the trust-region test's f(θ_a + s))
 
     @classmethod
     def coarse_levels(cls, data, graph_builder=None, levels: int = 3, coarsening: str = "grid",
-                      clusters: int | None = None, seed: int = 0, **_) -> list:
-        """The ``levels`` − 1 coarse levels of the hierarchy (:func:`gnnddm.partition.hierarchy.build_hierarchy`)."""
-        if levels <= 1:
+                      clusters: int | None = None, seed: int = 0, schedule=None, depth_coarsening: bool = False,
+                      **_) -> list:
+        """The coarse graphs of the hierarchy (:func:`gnnddm.partition.hierarchy.build_hierarchy`): one per
+        coarse level that coarsens in space (``ddm.schedule``)."""
+        graphs = sum(kind != "depth" for kind in _schedule(schedule, depth_coarsening, levels))
+        if graphs == 0:
             return []
-        return build_hierarchy(data, levels - 1, coarsening, rebuild=graph_builder, clusters=clusters, seed=seed)
+        return build_hierarchy(data, graphs, coarsening, rebuild=graph_builder, clusters=clusters, seed=seed)
+
+    def _depth_hierarchy(self, depth: bool, restriction: str) -> tuple[list[Algorithm], list]:
+        """Every level's network (this algorithm's own until a level coarsens in depth: then a
+        :class:`_LevelNetwork` of half the residual layers) and the transfer from the level above (None: the
+        same network)."""
+        depths = sum(kind != "space" for kind in self.schedule)
+        if depth and not residual_layers(self.model):
+            raise no_residual_layers(self.model)
+        allowed = depth_levels_allowed(self.model)
+        if depths > allowed:
+            raise ConfigError(
+                f"ddm.levels / ddm.schedule: {self.schedule} coarsens {depths} times in depth, but model "
+                f"{type(self.model).__name__} has {len(residual_layers(self.model))} residual layers, which allow "
+                f"{allowed}; use fewer ddm.levels or 'space' levels in ddm.schedule"
+            )
+        networks, transfers = [self], [None]
+        for kind in self.schedule:
+            if kind == "space":
+                networks.append(networks[-1])
+                transfers.append(None)
+                continue
+            coarse, transfer = coarsen_depth(networks[-1].model, restriction)
+            networks.append(_LevelNetwork(coarse, self.objective, self.comm, self.accounting))
+            transfers.append(transfer)
+        return networks, transfers
+
+    def _depth_work(self, loss: Loss, level: int) -> Loss:
+        """Level ``level``'s loss: its graph's, with the work scaled by its share of the message-passing layers."""
+        if self.networks[level] is self:
+            return loss
+        share = self.networks[level].model.num_layers / self.model.num_layers
+        return Loss(loss.fn, loss.work * share, loss.value_grad)
 
     # ------------------------------------------------------------------ the levels' losses
-    def _level_losses(self) -> list[Loss]:
-        """f_ℓ of every level as a :class:`Loss`: in one piece with one part; with p parts the fine level
-        through the halo exchange of ``halo_sync`` and each coarse level by its ``coarse_distribution``."""
+    def _graph_losses(self, distribution: list[str]) -> list[Loss]:
+        """The loss on every graph of the hierarchy as a :class:`Loss` of the model: in one piece with one
+        part; with p parts the data's graph through the halo exchange of ``halo_sync`` and each coarse graph
+        by its ``coarse_distribution``."""
         objective = self.objective
         if objective.num_parts == 1:
-            return [objective.whole(), *(objective.coarse_level(i) for i in range(self.levels - 1))]
+            return [objective.whole(), *(objective.coarse_level(i) for i in range(len(distribution) - 1))]
         require_stages(self.model, "ddm=multilevel with partition.num_parts > 1")
         path, inputs = fine_path(objective, self.comm, self.timed)
         losses = [self._halo_loss(path, inputs)]
-        for level in range(1, self.levels):
-            if self.distribution[level] == "replicate":
-                losses.append(self._replicated(objective.coarse_level(level - 1)))
+        for graph in range(1, len(distribution)):
+            if distribution[graph] == "replicate":
+                losses.append(self._replicated(objective.coarse_level(graph - 1)))
             else:
-                losses.append(self._halo_loss(*self._coarse_path(level), before=level - 1))
+                losses.append(self._halo_loss(*self._coarse_path(graph), before=graph - 1))
         return losses
 
     def _replicated(self, loss: Loss) -> Loss:
@@ -282,7 +387,7 @@ class Multilevel(Algorithm):
     def _timer(self, level: int):
         """The timing of level ``level``'s work: every rank's alike when it is computed whole; a level run
         through halo exchanges times each part itself (its exchanges are communication, not compute)."""
-        if self.distribution[level] in ("whole", "replicate"):
+        if self.distribution[level] != "partition":
             return self.timed(None)
         return contextlib.nullcontext()
 
@@ -318,19 +423,21 @@ class Multilevel(Algorithm):
 
     # ------------------------------------------------------------------ coarse levels
     def coherent_model(self, level: int, anchor: torch.Tensor, g_up: torch.Tensor):
-        """(h_ℓ, f_ℓ(anchor)): level ``level``'s model made first-order coherent with ``g_up`` at ``anchor``."""
-        self.set_flat(anchor)
-
+        """(h_ℓ, f_ℓ(anchor)): level ``level``'s model made first-order coherent with ``g_up`` at ``anchor``
+        (both in the level's parameters)."""
+        net = self.networks[level]
+        net.set_flat(anchor)
         loss = self.losses[level]
         with self._timer(level):
-            f_c, grad_c = self._loss_grad(loss)
-        return self.local_model(loss, corr=g_up - grad_c, anchor=anchor), f_c
+            f_c, grad_c = net._loss_grad(loss)
+        return net.local_model(loss, corr=g_up - grad_c, anchor=anchor), f_c
 
     def _h_value(self, h, theta: torch.Tensor, level: int) -> float:
         """h(θ), forward only (one coarse loss evaluation)."""
-        self.set_flat(theta)
+        net = self.networks[level]
+        net.set_flat(theta)
         with self._timer(level), torch.no_grad():
-            value = float(h(self.model))
+            value = float(h(net.model))
             self.accounting.add_work(loss_evals=h.work)
         return value
 
@@ -341,32 +448,65 @@ class Multilevel(Algorithm):
         coherent model (one coarse forward).
         """
         h, f_anchor = self.coherent_model(level, anchor, g_up)
-        solver = self.solvers[f"level{level}"]
+        net, solver = self.networks[level], self.solvers[f"level{level}"]
         theta = anchor
         if self.pre[level]:
             with self._timer(level):
-                theta, _, _ = self.local_solve(h, anchor, self.pre[level], solver, constraint=constraint,
-                                               first=(f_anchor, g_up))
+                theta, _, _ = net.local_solve(h, anchor, self.pre[level], solver, constraint=constraint,
+                                              first=(f_anchor, g_up))
         if level + 1 < self.levels:
             if self.pre[level]:
-                self.set_flat(theta)
+                net.set_flat(theta)
                 with self._timer(level):
-                    h_theta, g_level = self._loss_grad(h)
-                self.model.zero_grad(set_to_none=True)
+                    h_theta, g_level = net._loss_grad(h)
+                net.model.zero_grad(set_to_none=True)
             else:
                 h_theta, g_level = f_anchor, g_up  # h_ℓ(anchor) = f_ℓ(anchor), ∇h_ℓ(anchor) = g_up
-            theta_c, decrease = self.coarse_cycle(level + 1, theta, g_level, constraint)
+            theta_c, decrease = self.descend(level + 1, theta, g_level, constraint)
             if decrease > 0 and self._h_value(h, theta_c, level) < h_theta:
                 theta = theta_c
         if self.post[level]:
             # still at the anchor (no pre-smoothing, no accepted recursion): its value and gradient are known
             first = (f_anchor, g_up) if theta is anchor else None
             with self._timer(level):
-                theta, _, _ = self.local_solve(h, theta, self.post[level], solver, constraint=constraint,
-                                               first=first)
+                theta, _, _ = net.local_solve(h, theta, self.post[level], solver, constraint=constraint,
+                                              first=first)
         decrease = f_anchor - self._h_value(h, theta, level)
-        self.set_flat(anchor)
+        net.set_flat(anchor)
         return theta, decrease
+
+    def descend(self, level: int, theta: torch.Tensor, g_up: torch.Tensor, constraint):
+        """The V-cycle of ``level`` from the point ``theta`` of the level above, whose gradient there is
+        ``g_up`` and whose feasible set is ``constraint``; returns ``(θ', predicted decrease)`` in the level
+        above's parameters.
+
+        Same network: :meth:`coarse_cycle` itself. Coarser in depth (transfer T with prolongation P):
+        the cycle runs from T.restrict(θ) with the gradient Pᵀ g_up (first-order coherence with
+        s -> f(θ + P s)) inside a set whose prolongation stays in ``constraint``
+        (:meth:`_coarse_constraint`), and θ' = θ + P(θ_c − T.restrict(θ)).
+        """
+        transfer = self.transfers[level]
+        if transfer is None:
+            return self.coarse_cycle(level, theta, g_up, constraint)
+        kind = self.depth_prolongation
+        anchor = transfer.restrict(theta)
+        theta_c, decrease = self.coarse_cycle(level, anchor, transfer.restrict_gradient(g_up, kind),
+                                              self._coarse_constraint(constraint, theta, anchor, transfer))
+        return theta + transfer.prolong(theta_c - anchor, kind), decrease
+
+    def _coarse_constraint(self, constraint, theta: torch.Tensor, anchor: torch.Tensor, transfer: DepthTransfer):
+        """A set around the coarse ``anchor`` whose steps s keep θ + P s in ``constraint``: a ball of the radius
+        left to θ divided by ‖P‖₂, or the box of half-widths min over the fine entries each s_j reaches of the
+        room left to θ in the fine box (P's rows are convex combinations)."""
+        kind = self.depth_prolongation
+        if isinstance(constraint, Ball):
+            left = max(constraint.radius - float(torch.linalg.vector_norm(theta - constraint.center)), 0.0)
+            return Ball(anchor, left / transfer.operator_norm(kind))
+        if isinstance(constraint, Box):
+            room = torch.minimum(constraint.hi - theta, theta - constraint.lo).clamp_min(0)
+            half = transfer.box_half_width(room, kind)
+            return Box(anchor - half, anchor + half)
+        return None
 
     # ------------------------------------------------------------------ the outer iteration
     def _step(self) -> dict[str, float]:
@@ -381,7 +521,7 @@ class Multilevel(Algorithm):
         f_a, g = self._fine_grad()
         stats["loss"] = f_pre if f_pre is not None else f_a
         constraint = self.constraint(theta_a, g)
-        theta_c, predicted = self.coarse_cycle(1, theta_a, g, constraint)
+        theta_c, predicted = self.descend(1, theta_a, g, constraint)
         s = theta_c - theta_a
         stats["coarse_step_norm"] = float(torch.linalg.vector_norm(s))
         grad_next = None
@@ -418,3 +558,13 @@ class Multilevel(Algorithm):
         self.accumulator = state["accumulator"]
         self.fine_grads = float(state["fine_grads"])
         self.fine_losses = float(state.get("fine_losses", 0.0))  # absent from checkpoints of older runs
+
+
+class _LevelNetwork(Algorithm):
+    """A coarse level's own network (a level coarsened in depth): the flat-vector, local-model and local-solve
+    helpers of :class:`Algorithm` on its parameters. It takes no outer iteration of its own."""
+
+    name = "multilevel level"
+
+    def _step(self) -> dict[str, float]:
+        raise RuntimeError("a multilevel level's network is solved by the cycle, not stepped")

@@ -26,6 +26,7 @@ class TrainerConfig:
     threads: int | None = field(default=None, metadata=at_least(1))
     prefetch: bool = True
     eval_leads: int | str = 0
+    lr_schedule: str = field(default="constant", metadata=one_of("constant", "cosine", noun="learning-rate schedule"))
 
     def __post_init__(self):
         if isinstance(self.eval_leads, str) and self.eval_leads != "max" or (

@@ -77,7 +77,7 @@ def test_a_coarse_level_per_distribution_and_the_communication_of_each():
     part = _multilevel([*overrides, "ddm.coarse_distribution=partition"], parts=4)
     repl = _multilevel([*overrides, "ddm.coarse_distribution=replicate"], parts=4)
     mixed = _multilevel([*overrides, "ddm.coarse_distribution=[partition,replicate]"], parts=4)
-    assert mixed.distribution == ["whole", "partition", "replicate"]
+    assert mixed.distribution == ["partition", "partition", "replicate"]
     for algo in (part, repl, mixed):
         algo.step()
     # evaluations of one cycle (3 layers: 2 halo exchanges forward, 2 backward; 1 all-reduce each):
@@ -135,3 +135,20 @@ def test_bad_distributions_name_the_key(value, match):
 def test_parts_need_a_one_hop_overlap_and_a_model_with_stages():
     with pytest.raises(ConfigError, match="partition.overlap"):
         _multilevel(CYCLE, parts=4, overlap=0)
+
+
+def test_work_on_parts_is_timed_per_part_and_not_again_as_every_rank_s():
+    """A level on parts times each part between its exchanges; timing it again as common work (every rank
+    alike) would count its compute twice and its exchanges as compute."""
+    algo = _multilevel([*CYCLE, "ddm.coarse_distribution=[partition,replicate]", "ddm.globalization=none"],
+                       parts=4)
+    common, per_part = [], []
+    algo.accounting.add_common = lambda seconds: common.append(seconds)
+    algo.accounting.add_compute = lambda part, seconds: per_part.append(part)
+    algo.step()
+    # common: the replicated level 2's four timed blocks (coherence gradient, pre-smoothing solve,
+    # post-smoothing solve, its value), the restriction of level 1's batch before each of its evaluations
+    # (1 + 1 + 2 gradients, 2 values), the fine post-smoothing optimizer step; nothing for the fine level's
+    # or level 1's own evaluations
+    assert len(common) == 4 + 6 + 1
+    assert set(per_part) == {0, 1, 2, 3}
