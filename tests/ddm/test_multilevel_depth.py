@@ -172,7 +172,7 @@ def test_the_prolongated_step_stays_in_the_fine_feasible_set(globalization, prol
             assert step > 0.5 * constraint.radius  # the set binds: the check is not vacuous
         else:
             assert bool((theta_c >= constraint.lo - 1e-12).all()) and bool((theta_c <= constraint.hi + 1e-12).all())
-            assert float(((theta_c - constraint.lo).abs().min())) < 1e-9 or float(
+            assert float((theta_c - constraint.lo).abs().min()) < 1e-9 or float(
                 (constraint.hi - theta_c).abs().min()) < 1e-9  # some coordinate on the boundary
 
 
