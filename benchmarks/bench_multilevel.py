@@ -356,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             base.append(f"data.steps={args.steps}")
         if seeds:
             lr, schedule, sweep_hist, md = lr_sweep(args, base, seeds[0], client, log)
+            if args.deep:
+                md = [f"Deep regime: `+experiment=dd_deep model.layers={args.deep}` (residual GraphSAGE, hidden 96) on "
+                      f"the synthetic {args.resolution:g} deg grid, one process, {args.threads} torch thread(s); "
+                      "multilevel variants at `global`'s chosen rate with a constant schedule.", "", *md]
             chosen = variants(args.variant_budget, lr, args.variant_eval_every, deep=bool(args.deep))
             if args.only:
                 chosen = [chosen[int(i)] for i in args.only.split(",")]
