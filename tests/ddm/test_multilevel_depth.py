@@ -253,3 +253,28 @@ def test_objective_has_one_coarse_graph_per_space_level():
     partition = build_partition(data.edge_index, data.num_nodes, np.zeros(data.num_nodes, dtype=np.int64), 0)
     objective = build_objective(cfg.ddm, data, partition)
     assert isinstance(objective, Objective) and objective.num_coarse_levels == 2
+
+
+def test_the_interaction_network_coarsens_in_depth_with_coherent_levels():
+    """Every block of the interaction network is residual (edge and node updates): 4 blocks -> 2 -> 1."""
+    from gnnddm.models.interaction import InteractionNetwork
+
+    data = grid_data(8, 16, neighbours=8)
+    partition = build_partition(data.edge_index, data.num_nodes, np.zeros(data.num_nodes, dtype=np.int64), 0)
+    task = ForecastTask(data)
+    cfg = compose([*DEPTH, "ddm.levels=3", "ddm.schedule=[depth,both]", "ddm.pre_smooth=[0,1,1]",
+                   "ddm.post_smooth=[1,2]"])
+    objective = build_objective(cfg.ddm, data, partition)
+    objective.set_batch(to_dtype(task.batch(np.arange(2)), torch.float64))
+    torch.manual_seed(0)
+    model = InteractionNetwork(task.in_channels, task.out_channels, edge_dim=3, hidden=8, layers=4).double()
+    algo = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, *comm_for(objective))
+    assert [net.model.num_layers for net in algo.networks] == [4, 2, 1]
+    seen = _record_coherence(algo)
+    for _ in range(2):
+        seen.clear()
+        algo.step()
+        assert [level for level, *_ in seen] == [1, 2]
+        for level, grad_h, wanted, _ in seen:
+            torch.testing.assert_close(grad_h, wanted, rtol=1e-10, atol=1e-12,
+                                       msg=lambda m, level=level: f"level {level}: {m}")
