@@ -92,6 +92,11 @@ def offo_box(accumulator: torch.Tensor | None, g: torch.Tensor, kappa: float, va
     return accumulator, kappa * g.abs() / torch.sqrt(accumulator)
 
 
+def flat_grad(params) -> torch.Tensor:
+    """The gradients of ``params`` as one vector (zeros where a parameter has none)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+
+
 # ---------------------------------------------------------------------------------------- trust region
 @dataclass
 class TrustRegion:
@@ -289,9 +294,7 @@ class Algorithm:
                 p.copy_(v)
 
     def flat_grad(self) -> torch.Tensor:
-        return torch.cat(
-            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params]
-        )
+        return flat_grad(self.params)
 
     def _set_grad(self, vec: torch.Tensor) -> None:
         for p, v in zip(self.params, self.split(vec), strict=True):

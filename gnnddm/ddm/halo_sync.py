@@ -55,10 +55,10 @@ def require_stages(model, key: str) -> None:
         )
 
 
-def part_graphs(plan: HaloPlan, edge_attr, edge_weight, device) -> dict[int, Graph]:
-    """The local graph of every part of ``plan`` (edges into owned nodes, global in-degrees)."""
+def part_graphs(plan: HaloPlan, edge_attr, edge_weight, device, parts) -> dict[int, Graph]:
+    """The local graph of each of ``parts`` (edges into owned nodes, global in-degrees)."""
     graphs = {}
-    for k in plan.nodes:
+    for k in parts:
         ids = plan.edge_ids[k]
         graphs[k] = prepare_graph(
             plan.edge_index[k], len(plan.nodes[k]), None if edge_attr is None else edge_attr[ids],
@@ -100,35 +100,9 @@ class HaloPath:
             self.graphs[k] = self.graphs[k].astype(dtype)
         return self.graphs[k]
 
-    def loss(self, model, inputs) -> torch.Tensor:
-        """Σ_k f_k over this rank's parts, forward only (float64 [1]).
-
-        ``inputs(k) -> (x [B, n_local, F] in the plan's node order, y, w [B, n_owned, V])``.
-        """
-        plan, layers = self.plan, int(model.num_layers)
-        states: dict[int, tuple] = {}
-        f = torch.zeros(1, dtype=torch.float64)
-        with torch.no_grad():
-            for stage in range(layers):
-                if stage > 0:
-                    halo = self.comm.exchange_halo(plan, {k: states[k][0] for k in self.parts})
-                for k in self.parts:
-                    with self.timed(k):
-                        x, y, w = inputs(k)
-                        graph, owned = self._graph(k, x.dtype), plan.num_owned[k]
-                        if stage == 0:
-                            state = model.encode(x.transpose(0, 1), graph)
-                        else:
-                            state = (torch.cat([states[k][0][:owned], halo[k]]), *states[k][1:])
-                        states[k] = model.layer(stage, state, graph)
-                        if stage == layers - 1:
-                            pred = model.decode(states[k], graph).transpose(0, 1)[:, :owned]
-                            f += float(weighted_sq_error(pred, y, w))
-        return f
-
-    def loss_backward(self, model, inputs) -> torch.Tensor:
-        """Σ_k f_k over this rank's parts (float64 [1]), with Σ_k ∇f_k accumulated into the parameters'
-        ``.grad``; ``inputs`` as in :meth:`loss`."""
+    def _forward(self, model, inputs, tape: bool) -> tuple[list[dict], dict[int, torch.Tensor]]:
+        """The stages of every part with a halo exchange before each layer after the first, and each part's
+        loss; ``tape``: with, per stage and part, the leaves and outputs the backward pass walks back."""
         plan, layers = self.plan, int(model.num_layers)
         tapes: list[dict] = []  # per stage and subdomain: (leaves, outputs)
         states: dict[int, tuple] = {}
@@ -136,7 +110,7 @@ class HaloPath:
         for stage in range(layers):
             if stage > 0:
                 halo = self.comm.exchange_halo(plan, {k: states[k][0].detach() for k in self.parts})
-            tape = {}
+            taped = {}
             for k in self.parts:
                 with self.timed(k):
                     x, y, w = inputs(k)
@@ -146,15 +120,38 @@ class HaloPath:
                         state = model.encode(x.transpose(0, 1), graph)
                     else:
                         prev = states[k]
-                        h = torch.cat([prev[0][:owned].detach(), halo[k]]).requires_grad_()
-                        leaves = (h, *(t.detach().requires_grad_() for t in prev[1:]))
+                        h = torch.cat([prev[0][:owned].detach(), halo[k]])
+                        if tape:
+                            leaves = (h.requires_grad_(), *(t.detach().requires_grad_() for t in prev[1:]))
+                        else:
+                            leaves = (h, *prev[1:])
                         state = leaves
                     out = model.layer(stage, state, graph)
                     if stage == layers - 1:
                         pred = model.decode(out, graph).transpose(0, 1)[:, :owned]
                         losses[k] = weighted_sq_error(pred, y, w)
-                tape[k], states[k] = (leaves, out), out
-            tapes.append(tape)
+                taped[k], states[k] = (leaves, out), out
+            if tape:
+                tapes.append(taped)
+        return tapes, losses
+
+    def loss(self, model, inputs) -> torch.Tensor:
+        """Σ_k f_k over this rank's parts, forward only (float64 [1]).
+
+        ``inputs(k) -> (x [B, n_local, F] in the plan's node order, y, w [B, n_owned, V])``.
+        """
+        with torch.no_grad():
+            _, losses = self._forward(model, inputs, tape=False)
+        f = torch.zeros(1, dtype=torch.float64)
+        for k in self.parts:
+            f += float(losses[k])
+        return f
+
+    def loss_backward(self, model, inputs) -> torch.Tensor:
+        """Σ_k f_k over this rank's parts (float64 [1]), with Σ_k ∇f_k accumulated into the parameters'
+        ``.grad``; ``inputs`` as in :meth:`loss`."""
+        plan, layers = self.plan, int(model.num_layers)
+        tapes, losses = self._forward(model, inputs, tape=True)
         f = torch.zeros(1, dtype=torch.float64)
         grads: dict[int, tuple] = {}
         for stage in reversed(range(layers)):
@@ -193,7 +190,7 @@ def fine_path(objective, comm, timed) -> tuple[HaloPath, Callable]:
         )
     plan = halo_plan(partition, data.edge_index, data.num_nodes, data.edge_weight)
     parts = tuple(k for k in comm.parts_of_rank if objective.num_owned[k] > 0)
-    graphs = part_graphs(plan, data.edge_attr, data.edge_weight, objective.device)
+    graphs = part_graphs(plan, data.edge_attr, data.edge_weight, objective.device, parts)
     rows: dict[int, torch.Tensor] = {}
     for k in parts:
         # where the plan's local nodes sit among the subdomain rows the objective slices from the batch
@@ -207,7 +204,7 @@ def fine_path(objective, comm, timed) -> tuple[HaloPath, Callable]:
         x, y, w = objective.local_batch(k)
         return x[:, rows[k]], y, w
 
-    return HaloPath(plan, {k: graphs[k] for k in parts}, parts, comm, timed), inputs
+    return HaloPath(plan, graphs, parts, comm, timed), inputs
 
 
 @dataclass

@@ -58,6 +58,7 @@ from gnnddm.ddm.base import (
     SolverConfig,
     TrustRegion,
     TrustRegionConfig,
+    flat_grad,
     offo_box,
 )
 from gnnddm.ddm.depth import (
@@ -121,11 +122,6 @@ def _distributions(value, coarse: int) -> list[str]:
                           f"{max(coarse, 1)} of them (one per coarse level, the first coarse level first), "
                           f"got {value!r}")
     return (values + [values[-1]] * (coarse - len(values)))[:coarse]
-
-
-def _flat_grad(model) -> torch.Tensor:
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                      for p in model.parameters() if p.requires_grad])
 
 
 def _count(key: str, value) -> int:
@@ -345,8 +341,8 @@ class Multilevel(Algorithm):
             warnings.simplefilter("ignore", UserWarning)
             partition = build_partition(c["edge_index"], n_c, parts, 0, c["edge_weight"], num_parts=p)
         plan = halo_plan(partition, c["edge_index"], n_c, c["edge_weight"])
-        mine = tuple(k for k in self.comm.parts_of_rank)
-        graphs = part_graphs(plan, c["edge_attr"], c["edge_weight"], objective.device)
+        mine = tuple(self.comm.parts_of_rank)
+        graphs = part_graphs(plan, c["edge_attr"], c["edge_weight"], objective.device, mine)
         nodes = {k: torch.as_tensor(plan.nodes[k], device=objective.device) for k in mine}
 
         def inputs(k: int):
@@ -354,7 +350,7 @@ class Multilevel(Algorithm):
             owned = nodes[k][: plan.num_owned[k]]
             return x[:, nodes[k]], y[:, owned], w[:, owned]
 
-        return HaloPath(plan, {k: graphs[k] for k in mine}, mine, self.comm, self.timed), inputs
+        return HaloPath(plan, graphs, mine, self.comm, self.timed), inputs
 
     def _halo_loss(self, path: HaloPath, inputs, before: int | None = None) -> Loss:
         """f of one level evaluated through ``path`` and summed over the ranks (one all-reduce); ``before``:
@@ -376,7 +372,7 @@ class Multilevel(Algorithm):
             restrict()
             model.zero_grad(set_to_none=True)
             f = path.loss_backward(model, inputs)
-            g = _flat_grad(model)
+            g = flat_grad([p for p in model.parameters() if p.requires_grad])
             f = f.to(device=g.device, dtype=g.dtype)
             comm.all_reduce_sum_([g, f])
             model.zero_grad(set_to_none=True)

@@ -115,3 +115,24 @@ def check_counts(it, rounds, numbers, grad_evals, loss_evals=0.0):
     assert it["comm_bytes"] == 8 * numbers
     assert it["grad_evals"] == pytest.approx(grad_evals)
     assert it["loss_evals"] == pytest.approx(loss_evals)
+
+
+def record_trust_region(algo):
+    """Wrap a multilevel algorithm's trust-region update and coarse cycle: returns ``(tests, ends)``, filled
+    at every step with the ``(actual, predicted)`` decreases the test compares and the ``(anchor, θ_c)`` of
+    each level-1 cycle (clear both before a step)."""
+    tests, ends = [], []
+    update, cycle = algo.tr.update, algo.coarse_cycle
+
+    def record_test(actual, predicted):
+        tests.append((actual, predicted))
+        return update(actual, predicted)
+
+    def record_cycle(level, anchor, g_up, constraint):
+        theta_c, decrease = cycle(level, anchor, g_up, constraint)
+        if level == 1:
+            ends.append((anchor.clone(), theta_c.clone()))
+        return theta_c, decrease
+
+    algo.tr.update, algo.coarse_cycle = record_test, record_cycle
+    return tests, ends

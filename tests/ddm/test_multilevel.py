@@ -9,6 +9,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from algorithm_support import record_trust_region
 from omegaconf import OmegaConf
 
 from gnnddm.config import compose
@@ -134,20 +135,7 @@ def test_the_trust_region_test_predicts_the_decrease_of_the_corrected_coarse_mod
     objective, task = _problem(grid_data(8, 16, neighbours=8))
     algo = _algorithm(["ddm=multilevel", "ddm.levels=3", f"ddm.pre_smooth={pre}", "ddm.post_smooth=[1,3,3]",
                        "ddm.coarse_solver.lr=0.05", "ddm.radius0=1.0"], objective, task)
-    tests, ends = [], []
-    update, cycle = algo.tr.update, algo.coarse_cycle
-
-    def record_test(actual, predicted):
-        tests.append((actual, predicted))
-        return update(actual, predicted)
-
-    def record_cycle(level, anchor, g_up, constraint):
-        theta_c, decrease = cycle(level, anchor, g_up, constraint)
-        if level == 1:
-            ends.append((anchor.clone(), theta_c.clone()))
-        return theta_c, decrease
-
-    algo.tr.update, algo.coarse_cycle = record_test, record_cycle
+    tests, ends = record_trust_region(algo)
     fine, coarse = algo.objective.global_loss, functools.partial(algo.objective.coarse_loss, level=0)
     for _ in range(3):
         tests.clear()

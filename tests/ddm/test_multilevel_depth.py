@@ -9,6 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from algorithm_support import record_trust_region
 
 from gnnddm.config import compose
 from gnnddm.ddm import build_algorithm, build_objective
@@ -104,19 +105,7 @@ def test_the_trust_region_test_predicts_with_the_corrected_coarse_network_and_st
     """ρ's prediction is h_1(Rθ_a) − h_1(θ_c), h_1(z) = f_1(z) + ⟨Pᵀg − ∇f_1(Rθ_a), z − Rθ_a⟩ on the coarse
     network, and the fine step is P(θ_c − Rθ_a)."""
     algo = _algorithm([*DEPTH, "ddm.levels=2", f"ddm.schedule={schedule}", "ddm.post_smooth=[1,3]"])
-    tests, cycles = [], []
-    update, cycle = algo.tr.update, algo.coarse_cycle
-
-    def record_test(actual, predicted):
-        tests.append((actual, predicted))
-        return update(actual, predicted)
-
-    def record_cycle(level, anchor, g_up, constraint):
-        theta_c, decrease = cycle(level, anchor, g_up, constraint)
-        cycles.append((anchor.clone(), theta_c.clone()))
-        return theta_c, decrease
-
-    algo.tr.update, algo.coarse_cycle = record_test, record_cycle
+    tests, cycles = record_trust_region(algo)  # two levels: every cycle is level 1's
     net, transfer, f, f1 = algo.networks[1], algo.transfers[1], algo.losses[0], algo.losses[1]
     for _ in range(3):
         tests.clear()
