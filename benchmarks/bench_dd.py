@@ -106,11 +106,14 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------ the variants
-def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = False) -> list[Variant]:
+def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = False,
+             apts: bool = False) -> list[Variant]:
     """Baselines and DD methods of a regime; DD methods take ``m`` local Adam steps at the baselines' rate.
 
     The deep regime runs the three DD families (averaging, server correction, Schwarz) unless ``extended``
-    (span combination, two-level and more local steps too): each deep DD run costs minutes here.
+    (span combination, two-level and more local steps too): each deep DD run costs minutes here. ``apts``
+    adds parameter-space Schwarz (``ddm=apts``, learning-rate free local trust-region steps): blocks = layers
+    and N = 2, 4 groups of layers, and the initial radius over a 100x range without any rate sweep.
     """
     local = f"ddm.local_solver.lr={lr}"
     if regime == "shallow":
@@ -125,6 +128,13 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
         Variant(f"llcg m={m}", "llcg", (*steps, *dd_overlap), dd_budget, 1),
         Variant(f"asm m={m}", "asm", (*steps, *dd_overlap), dd_budget, 1),
     ]
+    if apts:
+        tr = ("ddm.local_steps=3", *dd_overlap)
+        rows += [Variant("apts layers", "apts", tr, dd_budget, 1),
+                 Variant("apts N=2", "apts", ("ddm.blocks=2", *tr), dd_budget, 1),
+                 Variant("apts N=4", "apts", ("ddm.blocks=4", *tr), dd_budget, 1),
+                 Variant("apts layers radius0=0.01", "apts", ("ddm.radius0=0.01", *tr), dd_budget, 1),
+                 Variant("apts layers radius0=1", "apts", ("ddm.radius0=1.0", *tr), dd_budget, 1)]
     if quick or (regime != "shallow" and not extended):
         return rows
     return rows + [
@@ -403,7 +413,7 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
         sweep[lr], ref_runs[lr] = r.best_val_loss, (summary, r)
         log(f"[{regime} p={parts}] lr sweep: global Adam lr {lr:g}: best val_loss {r.best_val_loss:.5f}")
     lr = min(sweep, key=sweep.get)
-    todo = variants(regime, budget, lr, args.quick, args.extended)
+    todo = variants(regime, budget, lr, args.quick, args.extended, args.apts)
     if args.only:
         keep = {s.strip() for s in args.only.split(",")}
         todo = [v for v in todo if v.label in keep or v.ddm in keep]
@@ -537,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated labels or ddm names of the variants to run")
     parser.add_argument("--extended", action="store_true", help="deep regime: every DD variant of the shallow one")
     parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
+    parser.add_argument("--apts", action="store_true",
+                        help="also parameter-space Schwarz: blocks = layers, N = 2, 4, the initial radius over 100x")
     parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: local_avg against δ")
     parser.add_argument("--halo-table", action="store_true", help="replicated work against δ for p = 8, 64")
     parser.add_argument("--halo-resolution", default="0.703125,2.8125", help="grids of the halo table (deg)")

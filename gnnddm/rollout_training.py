@@ -106,6 +106,19 @@ class RolloutModel(nn.Module):
             context, inner, outs = self._next_step(step, context, inner, outs, graph)
         return (*self.base.layer(l, inner, graph), context, outs)
 
+    # the parameters' layers (gnnddm.ddm.blocks): the base's, tied across the steps
+    def layer_module(self, k: int) -> nn.Module:
+        """The base model's module of layer ``k % L`` (every step uses the same weights)."""
+        return self.base.layer_module(k % int(self.base.num_layers))
+
+    def head_modules(self) -> list[nn.Module]:
+        return self.base.head_modules() if hasattr(self.base, "head_modules") else []
+
+    def head_layer(self) -> int:
+        """The first layer after which the decoder acts: the end of the first step, which the first layer of
+        the second step decodes (:meth:`_next_step`); the last layer with one step."""
+        return int(self.base.num_layers) if self.steps > 1 else self.num_layers - 1
+
     def decode(self, state: tuple[torch.Tensor, ...], graph) -> torch.Tensor:
         inner, context, outs = state[:-2], state[-2], state[-1]
         start = context[..., : self.num_vars]

@@ -100,16 +100,29 @@ class HaloPath:
             self.graphs[k] = self.graphs[k].astype(dtype)
         return self.graphs[k]
 
-    def _forward(self, model, inputs, tape: bool) -> tuple[list[dict], dict[int, torch.Tensor]]:
-        """The stages of every part with a halo exchange before each layer after the first, and each part's
-        loss; ``tape``: with, per stage and part, the leaves and outputs the backward pass walks back."""
+    def _exchange(self, values: dict[int, torch.Tensor], reverse: bool = False) -> dict[int, torch.Tensor]:
+        """The halo exchange of the plan; with one part there is no halo and nothing is sent (forward: empty
+        halos; reverse: nothing to add to the owned rows)."""
+        if self.plan.num_parts == 1:
+            return {k: (0.0 if reverse else v[:0]) for k, v in values.items()}
+        return self.comm.exchange_halo(self.plan, values, reverse=reverse)
+
+    def _forward(self, model, inputs, tape: bool, start: int = 0, prefix: dict | None = None,
+                 stop: int | None = None, record: dict | None = None):
+        """Stages ``start`` .. ``stop`` − 1 of every part with a halo exchange before each layer after the first,
+        from the parts' states ``prefix`` after stage ``start`` − 1 (none when ``start`` is 0), and each part's
+        loss when the last stage is run; ``tape``: with, per stage and part, the leaves and outputs the backward
+        pass walks back (none at stage ``start``, below which nothing is differentiated). ``record``: filled
+        with each stage's states, detached (``record[stage][k]``). Returns the tapes, the losses and the
+        parts' last states."""
         plan, layers = self.plan, int(model.num_layers)
+        stop = layers if stop is None else stop
         tapes: list[dict] = []  # per stage and subdomain: (leaves, outputs)
-        states: dict[int, tuple] = {}
+        states: dict[int, tuple] = dict(prefix or {})
         losses: dict[int, torch.Tensor] = {}
-        for stage in range(layers):
+        for stage in range(start, stop):
             if stage > 0:
-                halo = self.comm.exchange_halo(plan, {k: states[k][0].detach() for k in self.parts})
+                halo = self._exchange({k: states[k][0].detach() for k in self.parts})
             taped = {}
             for k in self.parts:
                 with self.timed(k):
@@ -121,60 +134,81 @@ class HaloPath:
                     else:
                         prev = states[k]
                         h = torch.cat([prev[0][:owned].detach(), halo[k]])
-                        if tape:
+                        if stage == start:  # the prefix is constant: nothing below it is differentiated
+                            leaves, state = None, (h, *(t.detach() for t in prev[1:]))
+                        elif tape:
                             leaves = (h.requires_grad_(), *(t.detach().requires_grad_() for t in prev[1:]))
+                            state = leaves
                         else:
-                            leaves = (h, *prev[1:])
-                        state = leaves
+                            leaves = state = (h, *prev[1:])
                     out = model.layer(stage, state, graph)
                     if stage == layers - 1:
                         pred = model.decode(out, graph).transpose(0, 1)[:, :owned]
                         losses[k] = weighted_sq_error(pred, y, w)
                 taped[k], states[k] = (leaves, out), out
+            if record is not None:
+                record[stage] = {k: tuple(t.detach() for t in states[k]) for k in self.parts}
             if tape:
                 tapes.append(taped)
-        return tapes, losses
+        return tapes, losses, states
 
-    def loss(self, model, inputs) -> torch.Tensor:
+    def prefix(self, model, inputs, upto: int) -> dict[int, tuple]:
+        """Each part's state after the encoder and the layers below ``upto`` (detached, forward only): where
+        an evaluation with ``start = upto`` begins."""
+        if upto == 0:
+            return {}
+        with torch.no_grad():
+            _, _, states = self._forward(model, inputs, tape=False, stop=upto)
+        return {k: tuple(t.detach() for t in states[k]) for k in self.parts}
+
+    def loss(self, model, inputs, start: int = 0, prefix: dict | None = None) -> torch.Tensor:
         """Σ_k f_k over this rank's parts, forward only (float64 [1]).
 
-        ``inputs(k) -> (x [B, n_local, F] in the plan's node order, y, w [B, n_owned, V])``.
+        ``inputs(k) -> (x [B, n_local, F] in the plan's node order, y, w [B, n_owned, V])``; ``start`` and
+        ``prefix`` (:meth:`prefix`): run the stages from ``start`` on, from the given states.
         """
         with torch.no_grad():
-            _, losses = self._forward(model, inputs, tape=False)
+            _, losses, _ = self._forward(model, inputs, tape=False, start=start, prefix=prefix)
         f = torch.zeros(1, dtype=torch.float64)
         for k in self.parts:
             f += float(losses[k])
         return f
 
-    def loss_backward(self, model, inputs) -> torch.Tensor:
+    def loss_backward(self, model, inputs, start: int = 0, prefix: dict | None = None,
+                      record: dict | None = None) -> torch.Tensor:
         """Σ_k f_k over this rank's parts (float64 [1]), with Σ_k ∇f_k accumulated into the parameters'
-        ``.grad``; ``inputs`` as in :meth:`loss`."""
+        ``.grad``; ``inputs``, ``start`` and ``prefix`` as in :meth:`loss`. From ``start`` > 0 only the
+        parameters of the layers from ``start`` on receive gradients (the backward pass stops there).
+        ``record``: filled with the states of the forward pass (:meth:`_forward`), from which later
+        evaluations at the same parameters below a stage can start."""
         plan, layers = self.plan, int(model.num_layers)
-        tapes, losses = self._forward(model, inputs, tape=True)
+        tapes, losses, _ = self._forward(model, inputs, tape=True, start=start, prefix=prefix, record=record)
         f = torch.zeros(1, dtype=torch.float64)
         grads: dict[int, tuple] = {}
-        for stage in reversed(range(layers)):
+        for stage in reversed(range(start, layers)):
             at_leaves = {}
+            i = stage - start
             for k in self.parts:
                 with self.timed(k):
-                    leaves, out = tapes[stage][k]
+                    leaves, out = tapes[i][k]
                     if stage == layers - 1:
                         losses[k].backward()
                         f += float(losses[k].detach())
                     else:
                         pairs = [(o, g) for o, g in zip(out, grads[k], strict=True) if o.requires_grad]
-                        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+                        if pairs:
+                            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
                     if leaves is not None:
                         at_leaves[k] = [t.grad if t.grad is not None else torch.zeros_like(t) for t in leaves]
-            tapes[stage] = None  # free the stage's graph
-            if stage > 0:
-                back = self.comm.exchange_halo(
-                    plan, {k: at_leaves[k][0][plan.num_owned[k]:] for k in self.parts}, reverse=True
-                )
+            tapes[i] = None  # free the stage's graph
+            if stage > start:
+                back = self._exchange({k: at_leaves[k][0][plan.num_owned[k]:] for k in self.parts}, reverse=True)
                 for k in self.parts:
                     g_h, owned = at_leaves[k][0], plan.num_owned[k]
-                    g_prev = torch.cat([g_h[:owned] + back[k], torch.zeros_like(g_h[owned:])])
+                    if plan.num_parts == 1:  # no halo rows
+                        g_prev = g_h
+                    else:
+                        g_prev = torch.cat([g_h[:owned] + back[k], torch.zeros_like(g_h[owned:])])
                     grads[k] = (g_prev, *at_leaves[k][1:])
         return f
 

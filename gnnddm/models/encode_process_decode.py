@@ -457,6 +457,11 @@ class EncodeProcessDecode(nn.Module):
             return self.encoder
         return self.processor[k - 1] if k <= self.processor_layers else self.decoder
 
+    def head_modules(self) -> list[nn.Module]:
+        """The modules used with or after the decoder layer: the decoder's edge embedder and the output MLP
+        (the node embedder and the other edge embedders are used before or in layer 0)."""
+        return [self.edge_embedders[KINDS[2]], self.output]
+
     def keep_layers(self, keep) -> None:
         """Keep only the layers ``keep`` (increasing, with the encoder and the decoder) and their steps, in
         place; ``processor_layers`` becomes the number of processor layers kept."""

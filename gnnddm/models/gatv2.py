@@ -114,6 +114,10 @@ class GATv2(nn.Module):
     def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
         return state[0]
 
+    def layer_module(self, k: int) -> nn.Module:
+        """The :class:`GATv2Conv` holding layer ``k``'s weights."""
+        return self.convs[k]
+
     def forward(self, x: torch.Tensor, graph: Graph) -> torch.Tensor:
         """``x`` float [B, N, in] or [N, in] -> float [B, N, out] or [N, out]."""
         return run_stages(self, x, graph)

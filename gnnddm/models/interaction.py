@@ -129,6 +129,10 @@ class InteractionNetwork(nn.Module):
         """The :class:`InteractionBlock` of layer ``k``."""
         return self.blocks[k]
 
+    def head_modules(self) -> list[nn.Module]:
+        """The modules used after the last layer (the decoder); the encoders are used before layer 0."""
+        return [self.decoder]
+
     def keep_layers(self, keep) -> None:
         """Keep only the blocks ``keep`` (increasing) and their steps, in place."""
         keep = check_keep(self, keep)

@@ -21,7 +21,7 @@ def _build(overrides, data=None):
     objective = build_objective(cfg.ddm, plain.data, plain.partition)  # with the coarse levels it needs
     objective.set_batch(plain.batch)
     torch.manual_seed(0)
-    if cfg.ddm.name in ("halo_sync", "multilevel"):  # halos exchanged between the layers of a model that has them
+    if cfg.ddm.name in ("halo_sync", "multilevel", "apts"):  # models that expose their layers
         model = GraphSAGE(task.in_channels, task.out_channels, hidden=6, layers=2).double()
     else:
         model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()

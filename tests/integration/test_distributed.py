@@ -52,7 +52,7 @@ def _run(name: str, comm_factory) -> torch.Tensor:
     objective = build_objective(_algorithm_cfg(name), data, partition, parts=comm.parts_of_rank)
     task = ForecastTask(data)
     torch.manual_seed(0)
-    if name in ("halo_sync", "multilevel"):  # exchange halos between the layers of a model that exposes them
+    if name in ("halo_sync", "multilevel", "apts"):  # models that expose their layers
         from gnnddm.models.interaction import InteractionNetwork
 
         model = InteractionNetwork(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1],
