@@ -64,7 +64,7 @@ from gnnddm.ddm.base import (
     SolverConfig,
     TrustRegion,
     TrustRegionConfig,
-    offo_box,
+    feasible_set,
 )
 from gnnddm.ddm.blocks import ParameterBlock, parameter_blocks
 from gnnddm.ddm.halo_sync import fine_path, require_stages
@@ -256,12 +256,7 @@ class APTS(Algorithm):
     def constraint(self, theta: torch.Tensor, g: torch.Tensor) -> Ball | Box | None:
         """The feasible set of the assembled step around θ_t (a block takes its coordinates of a box and
         its share Δ_t/√D of the ball)."""
-        if self.globalization == "trust_region":
-            return Ball(theta, self.tr.radius)
-        if self.globalization == "offo":
-            self.accumulator, half = offo_box(self.accumulator, g, self.kappa, self.varsigma)
-            return Box(theta - half, theta + half)
-        return None
+        return feasible_set(self, theta, g)
 
     def _restricted(self, constraint, block: ParameterBlock):
         if isinstance(constraint, Ball):

@@ -139,6 +139,18 @@ class TrustRegion:
         return rho, accepted
 
 
+def feasible_set(algorithm, center: torch.Tensor, g: torch.Tensor) -> Ball | Box | None:
+    """The feasible set of a step around ``center`` for an algorithm with ``globalization``, ``tr``,
+    ``accumulator``, ``kappa`` and ``varsigma``: the trust-region ball, the OFFO box (its accumulator updated
+    with ``g``), or None."""
+    if algorithm.globalization == "trust_region":
+        return Ball(center, algorithm.tr.radius)
+    if algorithm.globalization == "offo":
+        algorithm.accumulator, half = offo_box(algorithm.accumulator, g, algorithm.kappa, algorithm.varsigma)
+        return Box(center - half, center + half)
+    return None
+
+
 # ---------------------------------------------------------------------------------------- local model
 class LocalModel:
     """The local model h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩, differentiable in the parameters.

@@ -58,8 +58,8 @@ from gnnddm.ddm.base import (
     SolverConfig,
     TrustRegion,
     TrustRegionConfig,
+    feasible_set,
     flat_grad,
-    offo_box,
 )
 from gnnddm.ddm.depth import (
     PROLONGATIONS,
@@ -410,12 +410,7 @@ class Multilevel(Algorithm):
 
     def constraint(self, center: torch.Tensor, g: torch.Tensor) -> Ball | Box | None:
         """The feasible set C of a cycle around θ_a (module docstring, step 2)."""
-        if self.globalization == "trust_region":
-            return Ball(center, self.tr.radius)
-        if self.globalization == "offo":
-            self.accumulator, half = offo_box(self.accumulator, g, self.kappa, self.varsigma)
-            return Box(center - half, center + half)
-        return None
+        return feasible_set(self, center, g)
 
     # ------------------------------------------------------------------ coarse levels
     def coherent_model(self, level: int, anchor: torch.Tensor, g_up: torch.Tensor):

@@ -52,6 +52,14 @@ def _apts(parts: int = 1, model: str = "sage", seed: int = 0, layers: int = 4, o
     return APTS(_model(model, task, seed, layers), objective, comm, acc, **kw)
 
 
+def _timed_keys(algo) -> set:
+    """The keys under which ``algo``'s compute is timed from now on (filled as it runs)."""
+    seen = set()
+    add = algo.accounting.add_compute
+    algo.accounting.add_compute = lambda part, s: (seen.add(part), add(part, s))
+    return seen
+
+
 def _flat(algo) -> torch.Tensor:
     return algo.flat().clone()
 
@@ -302,9 +310,7 @@ def test_hybrid_with_one_block_is_asm_on_the_same_parts():
 
 def test_hybrid_times_each_pair_as_a_rank_and_needs_parts():
     algo = _apts(parts=3, blocks=2, hybrid=True, local_steps=2)
-    seen = set()
-    add = algo.accounting.add_compute
-    algo.accounting.add_compute = lambda part, s: (seen.add(part), add(part, s))
+    seen = _timed_keys(algo)
     stats = algo.step()
     assert {("pair", d, k) for d in range(2) for k in range(3)} <= seen
     assert 0 <= stats["local_accepted"] <= 1
@@ -327,9 +333,7 @@ def test_work_counts_what_each_evaluation_covers():
 
 def test_blocks_are_timed_as_ranks_with_one_part_and_gather_once():
     algo = _apts(blocks="layers", local_method="solver", local_steps=2)
-    seen = set()
-    add = algo.accounting.add_compute
-    algo.accounting.add_compute = lambda part, s: (seen.add(part), add(part, s))
+    seen = _timed_keys(algo)
     algo.step()
     assert seen == {("block", d) for d in range(4)}
     assert algo.accounting.last["rounds"] == 1  # the all-gather of the corrections
@@ -339,9 +343,7 @@ def test_blocks_are_timed_as_ranks_with_one_part_and_gather_once():
 def test_on_parts_every_evaluation_is_reduced_and_the_parts_are_timed():
     layers = 3
     algo = _apts(parts=3, blocks=2, local_method="solver", local_steps=2, layers=layers)
-    seen = set()
-    add = algo.accounting.add_compute
-    algo.accounting.add_compute = lambda part, s: (seen.add(part), add(part, s))
+    seen = _timed_keys(algo)
     algo.step()
     assert seen == {0, 1, 2}
 
