@@ -65,6 +65,7 @@ from gnnddm.ddm.base import (
     TrustRegion,
     TrustRegionConfig,
     feasible_set,
+    flat_grad,
 )
 from gnnddm.ddm.blocks import ParameterBlock, parameter_blocks
 from gnnddm.ddm.halo_sync import fine_path, require_stages
@@ -161,7 +162,7 @@ class APTS(Algorithm):
         if local_method == "solver":
             factory = local_solver or DEFAULT_SOLVER
             for d, block in enumerate(self.blocks):
-                params = [self.params[i] for i in block.params]
+                params = self.block_params(block)
                 for key in ([f"block{d}.part{k}" for k in self.parts] if hybrid else [f"block{d}"]):
                     self.solvers[key] = make_local_solver(factory, params)
         if global_steps:
@@ -217,8 +218,7 @@ class APTS(Algorithm):
         self.model.zero_grad(set_to_none=True)
         f = self.path.loss_backward(self.model, self.inputs, start=start, prefix=prefix)
         self.accounting.add_work(grad_evals=self.work * self.cover(block))
-        g = torch.cat([(self.params[i].grad if self.params[i].grad is not None
-                        else torch.zeros_like(self.params[i])).reshape(-1) for i in block.params])
+        g = flat_grad(self.block_params(block))
         f = f.to(device=g.device, dtype=g.dtype)
         self._reduce([g, f])
         self.model.zero_grad(set_to_none=True)
@@ -239,14 +239,22 @@ class APTS(Algorithm):
             for p in frozen:
                 p.requires_grad_(True)
 
+    def block_params(self, block: ParameterBlock) -> list[torch.Tensor]:
+        return [self.params[i] for i in block.params]
+
+    def block_views(self, block: ParameterBlock, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x`` [P_d] cut into views shaped like the block's parameters."""
+        out, at = [], 0
+        for p in self.block_params(block):
+            out.append(x[at : at + p.numel()].view_as(p))
+            at += p.numel()
+        return out
+
     def set_block(self, block: ParameterBlock, x: torch.Tensor) -> None:
         """The block's parameters set from its flat coordinates ``x`` [P_d]."""
         with torch.no_grad():
-            at = 0
-            for i in block.params:
-                p = self.params[i]
-                p.copy_(x[at : at + p.numel()].view_as(p))
-                at += p.numel()
+            for p, v in zip(self.block_params(block), self.block_views(block, x), strict=True):
+                p.copy_(v)
 
     def prefix_of(self, block: ParameterBlock, record: dict) -> dict | None:
         """The states below the block's first layer, from a forward pass's ``record``."""
@@ -295,25 +303,18 @@ class APTS(Algorithm):
         """m steps of the local ``solver`` on the block's parameters from ``x0``, each projected into ``region``,
         the first with the gradient ``g0``, the others with ``evaluate(x) -> (value, gradient)``; then
         ``value(x)`` at the end. Returns (θ_d, its value)."""
-        params = [self.params[i] for i in block.params]
+        params = self.block_params(block)
         if isinstance(solver, BoxAdagrad):
             if isinstance(region, Box):
-                lo, hi, at = [], [], 0
-                for p in params:
-                    lo.append(region.lo[at : at + p.numel()].view_as(p))
-                    hi.append(region.hi[at : at + p.numel()].view_as(p))
-                    at += p.numel()
-                solver.set_box(lo, hi)
+                solver.set_box(self.block_views(block, region.lo), self.block_views(block, region.hi))
             else:
                 solver.set_box(None, None)
         project = region is not None and not (isinstance(solver, BoxAdagrad) and isinstance(region, Box))
         self.set_block(block, x0)
         for i in range(self.local_steps):
             g = g0 if i == 0 else evaluate(self.block_flat(block))[1]
-            at = 0
-            for p in params:
-                p.grad = g[at : at + p.numel()].view_as(p).clone()
-                at += p.numel()
+            for p, v in zip(params, self.block_views(block, g), strict=True):
+                p.grad = v.clone()
             solver.step()
             solver.zero_grad(set_to_none=True)
             if project:
@@ -322,7 +323,7 @@ class APTS(Algorithm):
         return x, value(x)
 
     def block_flat(self, block: ParameterBlock) -> torch.Tensor:
-        return torch.cat([self.params[i].detach().reshape(-1) for i in block.params])
+        return torch.cat([p.detach().reshape(-1) for p in self.block_params(block)])
 
     # ------------------------------------------------------------------ the outer iteration
     def _step(self) -> dict[str, float]:
@@ -428,8 +429,7 @@ class APTS(Algorithm):
             v = loss(self.model)
             v.backward()
             self.accounting.add_work(grad_evals=loss.work * cover)
-            grad = torch.cat([(self.params[i].grad if self.params[i].grad is not None
-                               else torch.zeros_like(self.params[i])).reshape(-1) for i in block.params])
+            grad = flat_grad(self.block_params(block))
             self.model.zero_grad(set_to_none=True)
             return c * float(v.detach()) + float(torch.dot(corr, x - x0)), c * grad + corr
 

@@ -100,12 +100,11 @@ class HaloPath:
             self.graphs[k] = self.graphs[k].astype(dtype)
         return self.graphs[k]
 
-    def _exchange(self, values: dict[int, torch.Tensor], reverse: bool = False) -> dict[int, torch.Tensor]:
-        """The halo exchange of the plan; with one part there is no halo and nothing is sent (forward: empty
-        halos; reverse: nothing to add to the owned rows)."""
+    def _exchange(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The forward halo exchange of the plan; with one part there is no halo and nothing is sent."""
         if self.plan.num_parts == 1:
-            return {k: (0.0 if reverse else v[:0]) for k, v in values.items()}
-        return self.comm.exchange_halo(self.plan, values, reverse=reverse)
+            return {k: v[:0] for k, v in values.items()}
+        return self.comm.exchange_halo(self.plan, values)
 
     def _forward(self, model, inputs, tape: bool, start: int = 0, prefix: dict | None = None,
                  stop: int | None = None, record: dict | None = None):
@@ -152,20 +151,12 @@ class HaloPath:
                 tapes.append(taped)
         return tapes, losses, states
 
-    def prefix(self, model, inputs, upto: int) -> dict[int, tuple]:
-        """Each part's state after the encoder and the layers below ``upto`` (detached, forward only): where
-        an evaluation with ``start = upto`` begins."""
-        if upto == 0:
-            return {}
-        with torch.no_grad():
-            _, _, states = self._forward(model, inputs, tape=False, stop=upto)
-        return {k: tuple(t.detach() for t in states[k]) for k in self.parts}
-
     def loss(self, model, inputs, start: int = 0, prefix: dict | None = None) -> torch.Tensor:
         """Σ_k f_k over this rank's parts, forward only (float64 [1]).
 
         ``inputs(k) -> (x [B, n_local, F] in the plan's node order, y, w [B, n_owned, V])``; ``start`` and
-        ``prefix`` (:meth:`prefix`): run the stages from ``start`` on, from the given states.
+        ``prefix``: run the stages from ``start`` on, from the parts' states after stage ``start`` − 1 (as
+        ``record`` of :meth:`loss_backward` keeps them).
         """
         with torch.no_grad():
             _, losses, _ = self._forward(model, inputs, tape=False, start=start, prefix=prefix)
@@ -201,14 +192,15 @@ class HaloPath:
                     if leaves is not None:
                         at_leaves[k] = [t.grad if t.grad is not None else torch.zeros_like(t) for t in leaves]
             tapes[i] = None  # free the stage's graph
-            if stage > start:
-                back = self._exchange({k: at_leaves[k][0][plan.num_owned[k]:] for k in self.parts}, reverse=True)
+            if stage > start and plan.num_parts == 1:  # no halo rows: nothing goes back
+                grads = {k: tuple(at_leaves[k]) for k in self.parts}
+            elif stage > start:
+                back = self.comm.exchange_halo(
+                    plan, {k: at_leaves[k][0][plan.num_owned[k]:] for k in self.parts}, reverse=True
+                )
                 for k in self.parts:
                     g_h, owned = at_leaves[k][0], plan.num_owned[k]
-                    if plan.num_parts == 1:  # no halo rows
-                        g_prev = g_h
-                    else:
-                        g_prev = torch.cat([g_h[:owned] + back[k], torch.zeros_like(g_h[owned:])])
+                    g_prev = torch.cat([g_h[:owned] + back[k], torch.zeros_like(g_h[owned:])])
                     grads[k] = (g_prev, *at_leaves[k][1:])
         return f
 

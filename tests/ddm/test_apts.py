@@ -52,6 +52,15 @@ def _apts(parts: int = 1, model: str = "sage", seed: int = 0, layers: int = 4, o
     return APTS(_model(model, task, seed, layers), objective, comm, acc, **kw)
 
 
+def _assert_same_steps(apts, asm, steps: int = 4) -> None:
+    """``apts`` and ``asm`` take the same steps: acceptance, radius and iterate after each of ``steps``."""
+    for _ in range(steps):
+        a, b = apts.step(), asm.step()
+        assert a["accepted"] == b["accepted"]
+        assert apts.tr.radius == pytest.approx(asm.tr.radius, rel=1e-12)
+        torch.testing.assert_close(apts.flat(), asm.flat(), rtol=1e-9, atol=1e-11)
+
+
 def _timed_keys(algo) -> set:
     """The keys under which ``algo``'s compute is timed from now on (filled as it runs)."""
     seen = set()
@@ -224,11 +233,7 @@ def test_one_block_with_a_local_solver_follows_asm_on_one_subdomain():
     comm2, acc2 = comm_for(objective2)
     asm = ASM(_model("sage", task), objective2, comm2, acc2, local_solver=sgd, local_steps=3, radius0=0.05,
               trial="separate")
-    for _ in range(4):
-        a, b = apts.step(), asm.step()
-        assert a["accepted"] == b["accepted"]
-        assert apts.tr.radius == pytest.approx(asm.tr.radius, rel=1e-12)
-        torch.testing.assert_close(apts.flat(), asm.flat(), rtol=1e-9, atol=1e-11)
+    _assert_same_steps(apts, asm)
 
 
 # ------------------------------------------------------------------------ acceptance
@@ -301,11 +306,7 @@ def test_hybrid_with_one_block_is_asm_on_the_same_parts():
     comm2, acc2 = comm_for(objective2)
     asm = ASM(_model("sage", task, layers=3), objective2, comm2, acc2, local_solver=sgd, local_steps=3,
               radius0=0.05, trial="separate")
-    for _ in range(4):
-        a, b = apts.step(), asm.step()
-        assert a["accepted"] == b["accepted"]
-        assert apts.tr.radius == pytest.approx(asm.tr.radius, rel=1e-12)
-        torch.testing.assert_close(apts.flat(), asm.flat(), rtol=1e-9, atol=1e-11)
+    _assert_same_steps(apts, asm)
 
 
 def test_hybrid_times_each_pair_as_a_rank_and_needs_parts():
