@@ -110,6 +110,10 @@ class Task:
     def out_channels(self) -> int:
         return self.data.num_vars
 
+    def summary(self) -> dict:
+        """What the run's summary records of the task beyond its samples (empty for most tasks)."""
+        return {}
+
     def anchors(self, steps: np.ndarray) -> np.ndarray:
         """The time indices within ``steps`` that can anchor a sample."""
         raise NotImplementedError

@@ -36,6 +36,7 @@ from gnnddm.checkpoint import check_resume, config_changes, find_checkpoint, res
 from gnnddm.config import build
 from gnnddm.data.prefetch import BatchStream
 from gnnddm.ddm import build_algorithm, build_objective
+from gnnddm.ddm.base import Algorithm
 from gnnddm.distributed import (
     Accounting,
     LocalComm,
@@ -155,6 +156,11 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     problem = build_problem(cfg)
     data, split = problem.data, problem.split
     task = build(cfg.task, "task")(data)
+    data = task.data  # the graph trained on: assimilation appends observation nodes to the run's graph
+    coarse = _algorithm_class(cfg).coarse_levels.__func__ is not Algorithm.coarse_levels.__func__
+    if data is not problem.data and coarse:
+        raise ConfigError(f"ddm={cfg.ddm.name} builds coarse graphs of the data, which do not carry task={task.name}'s "
+                          "observation nodes; choose a one-level ddm (global, sync, halo_sync, asm, ...)")
     summary = book.summary
     anchors = task.split_anchors(split)
     _check_samples(anchors, data, task)
@@ -166,6 +172,8 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     summary["samples"] = {"train": len(anchors["train"]), "train evaluated": len(eval_train),
                           "val": len(anchors["val"]), "test": len(anchors["test"])}
     start_metrics.update({f"data/samples/{k.replace(' ', '_')}": n for k, n in summary["samples"].items()})
+    if task.summary():
+        summary["task"] = task.summary()
     summary["units"] = dict(zip(data.variables, data.units, strict=True))
     summary["data"] = {"source": data.source, "reading": data.reading}
     summary["graph"] = {"num_nodes": data.num_nodes, "num_edges": data.num_edges, "kind": data.kind}

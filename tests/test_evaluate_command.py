@@ -176,3 +176,15 @@ def test_old_and_corrupt_model_files_are_named(tmp_path, capsys):
     torch.save({"model": {"w": torch.zeros(2)}, "iteration": 3, "config": {"seed": 0}}, tmp_path / "model.pt")
     _error(capsys, [f"output_dir={tmp_path}"], "model.pt: written by an older gnnddm", "normalisation",
            "retrain")
+
+
+def test_an_assimilation_run_is_scored_as_it_reported_against_oi(tmp_path):
+    """The joint graph is rebuilt (the task appends the observation nodes) and matches the model file's."""
+    out, summary = _train(tmp_path, "task=assimilate", "task.obs.count=100", "task.obs.neighbours=3")
+    result = _evaluate(out)
+    assert result["baseline"] == "optimal_interpolation"
+    assert result["loss"] == pytest.approx(summary["final"]["test_loss"], rel=1e-12)
+    for var in VARIABLES:
+        assert result["variables"][var]["rmse"] == pytest.approx(summary["final"]["test_rmse"][var], rel=1e-12)
+        assert result["variables"][var]["baseline_rmse"] == pytest.approx(
+            summary["baseline"]["test_rmse"][var], rel=1e-9)

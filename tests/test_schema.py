@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,10 @@ def _field(schema, dotted: str):
     keys = spec(schema)
     assert head in keys, f"{schema.__name__} has no field {head!r}"
     hint = keys[head][0]
+    if rest and not dataclasses.is_dataclass(hint):  # a mapping field (per-variable values) holds any keys
+        assert dict in (typing.get_origin(hint), *map(typing.get_origin, typing.get_args(hint))), \
+            f"{schema.__name__}.{head} is not a section, but {dotted!r} is nested in it"
+        return hint
     return _field(hint, rest) if rest else hint
 
 

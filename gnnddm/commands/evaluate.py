@@ -42,7 +42,7 @@ SPLITS = ("test", "val")
 #: config keys (and prefixes) that may be overridden: what the data is read from, where runs are logged,
 #: where the model runs; the rest of the stored configuration defines the model and its samples
 OVERRIDABLE = ("data.", "tracking.", "trainer.device", "trainer.threads")
-BASELINES = {"forecast": "persistence", "interpolate": "inverse_distance"}
+BASELINES = {"forecast": "persistence", "interpolate": "inverse_distance", "assimilate": "optimal_interpolation"}
 USAGE = ("usage: gnnddm evaluate output_dir=PATH [split=test|val] [leads=N|max [plots=true [map_var=NAME] "
          "[map_lead=K] [map_init=DATE]]] [data.KEY=VALUE ...] [tracking.uri=URI] [trainer.device=DEVICE] "
          "[verbose=true]")
@@ -196,7 +196,7 @@ class Rebuilt:
 
     @property
     def data(self):
-        return self.problem.data
+        return self.task.data
 
 
 def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str, Rebuilt]:
@@ -230,14 +230,14 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
         torch.set_num_threads(int(cfg.trainer.threads))
     device = torch.device(str(cfg.trainer.device))
     problem = build_problem(cfg)
-    data = problem.data
+    task = build(cfg.task, "task")(problem.data)
+    data = task.data  # the graph trained on (assimilation's joint graph with the observation nodes)
     diffs = bundle.differences(data)
     if diffs:
         more = f"; and {len(diffs) - 4} more" if len(diffs) > 4 else ""
         raise DataError(f"{bundle.path}: the data rebuilt from its configuration is not the data the model was "
                         f"trained on: {'; '.join(diffs[:4])}{more}; use it on data with the training split's "
                         "variables, normalisation and graph")
-    task = build(cfg.task, "task")(data)
     model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
                                       edge_dim=int(bundle.graph["edge_dim"]))
     try:

@@ -416,6 +416,22 @@ def _unit_from_name(p: Path) -> str:
     return ""
 
 
+def station_positions(path) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude and longitude [N] (degrees, float64) of every row of a station table (``sample:`` paths
+    allowed): the positions of a station network, e.g. the observation sites of ``task=assimilate``."""
+    sp = resolve_path(path)
+    table = _read_table(sp, _Dialect(), dtype=str)
+    latc, lonc = _find(table, LAT_COLS), _find(table, LON_COLS)
+    if latc is None or lonc is None:
+        raise DataError(f"{sp}: a station table needs latitude and longitude columns (one of {list(LAT_COLS)} and "
+                        f"one of {list(LON_COLS)}); columns: {list(table.columns)}")
+    lat, lon = _to_number(table[latc]).to_numpy(np.float64), _to_number(table[lonc]).to_numpy(np.float64)
+    keep = np.isfinite(lat) & np.isfinite(lon)
+    if not keep.any():
+        raise DataError(f"{sp}: no row has a numeric latitude and longitude")
+    return lat[keep], lon[keep]
+
+
 def _positions(p: Path, stations_path, codes, what: str, dialect: _Dialect = _Dialect(), notes=None):
     """lat, lon, elevation [N] of ``codes`` from the station table (NaN for codes it lacks), and the table's
     path, latitude and longitude columns (for messages)."""

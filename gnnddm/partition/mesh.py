@@ -9,7 +9,9 @@ processor edges mesh <-> mesh, decoder edges mesh -> grid, told apart by the one
    that parts balance the work of the grid side too (a latitude-longitude grid crowds its nodes towards
    the poles, where a mesh triangle covers many more grid nodes than at the equator);
 2. each grid node belongs to the part of its decoder triangle: the part holding most of the 3 vertices it
-   is decoded from (ties: the lowest part id).
+   is decoded from (ties: the lowest part id);
+3. a node that is only encoded into the mesh (an observation node of ``task=assimilate``) belongs to the part
+   holding most of the mesh nodes it sends to.
 
 Overlaps are then built on the joint graph as for any graph (:mod:`gnnddm.partition.overlap`): with
 ``overlap >= processor_layers + 2`` (the model's hops) every subdomain problem is exact.
@@ -79,10 +81,17 @@ def mesh(
     decoded = votes.sum(axis=1) > 0
     rest = ~is_mesh & decoded
     parts[rest] = votes[rest].argmax(axis=1)
+    # a node that only encodes into the mesh (an observation node of task=assimilate): the part most of the
+    # mesh nodes it sends to hold
+    enc = edge_index[:, kinds["encoder"]]
+    sends = np.zeros((num_nodes, num_parts), dtype=np.int64)
+    np.add.at(sends, (enc[0], mesh_parts[local[enc[1]]]), 1)
+    senders = (parts < 0) & (sends.sum(axis=1) > 0)
+    parts[senders] = sends[senders].argmax(axis=1)
     orphans = np.nonzero(parts < 0)[0]
     if orphans.size:
-        raise ConfigError(f"partition=mesh: {orphans.size} nodes are neither mesh nodes nor decoded from the mesh "
-                          "(the joint graph of graph=icosahedral decodes every grid node)")
+        raise ConfigError(f"partition=mesh: {orphans.size} nodes are neither mesh nodes nor decoded from nor "
+                          "encoded into the mesh (the joint graph of graph=icosahedral decodes every grid node)")
     return parts
 
 

@@ -135,12 +135,14 @@ def _check(schema: type, values, prefix: str, label: str | None = None,
         return [ConfigError(f"{key}: {exc.message}")], None
 
 
-def check_args(schema: type, section: str, **values) -> None:
+def check_args(schema: type, section: str, **values):
     """Check a component's own arguments against its schema (a Python caller's values); raise the first
-    problem as the ConfigError naming ``<section>.<key>``."""
-    found, _ = _check(schema, values, f"{section}.", given_only=True)
+    problem as the ConfigError naming ``<section>.<key>``. Returns the schema instance: the values given,
+    the schema's defaults for the rest (nested sections as their schema's instances)."""
+    found, instance = _check(schema, values, f"{section}.", given_only=True)
     if found:
         raise found[0]
+    return instance
 
 
 def describe(hint) -> str:
@@ -211,6 +213,11 @@ def _is_instance(hint, value) -> bool:
 
 def _bound_problem(hint, meta: Mapping, value) -> str | None:
     if value is None:
+        return None
+    if isinstance(value, Mapping):  # a mapping's bounds hold for each of its values
+        for name, item in value.items():
+            if problem := _bound_problem(None, meta, item):
+                return f"{name}: {problem}"
         return None
     what = meta.get("what", "")
     if "choices" in meta:

@@ -1,4 +1,5 @@
-"""The ``task`` group: forecasting and interpolation (:mod:`gnnddm.tasks`).
+"""The ``task`` group: forecasting and interpolation (:mod:`gnnddm.tasks`), assimilation
+(:mod:`gnnddm.assimilation.task`).
 
 The tasks check their arguments against the same schemas; what depends on the data (variable names in
 ``var_weights``, enough nodes for ``node_split``) stays in the task.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gnnddm.schema.fields import Component, Invalid, at_least, between, one_of
+from gnnddm.schema.fields import Component, Invalid, above, at_least, between, one_of
 
 SPLIT_BY = ("auto", "time", "nodes")
 
@@ -48,4 +49,55 @@ class InterpolateTaskConfig(TaskConfig):
     node_seed: int = field(default=0, metadata=at_least(0))
 
 
-TASKS = (ForecastTaskConfig, InterpolateTaskConfig)
+BACKGROUNDS = ("persistence", "noise", "model")
+CORRELATIONS = ("gaussian", "soar")
+
+
+@dataclass
+class ObservationConfig:
+    """Where the synthetic observations are and how wrong (``task.obs``)."""
+
+    count: int = field(default=1000, metadata=at_least(0))  # sites drawn uniformly on the sphere
+    stations: str | None = None  # a station table (latitude, longitude columns) whose positions are sites too
+    error: dict[str, float] = field(default_factory=dict, metadata=above(0.0))  # σ_o per variable, physical units
+    missing: float = field(default=0.0, metadata=between(0.0, 1.0, high_open=True))  # fraction missing per time
+    neighbours: int = field(default=8, metadata=at_least(1))  # sites sending to each grid (mesh) node
+    radius_km: float | None = field(default=None, metadata=above(0.0))  # only sites this close (null: any)
+
+
+@dataclass
+class BackgroundConfig:
+    """The first guess the analysis corrects (``task.background``)."""
+
+    kind: str = field(default="persistence", metadata=one_of(*BACKGROUNDS, noun="background"))
+    lead: int = field(default=1, metadata=at_least(1))  # persistence: the truth `lead` steps earlier
+    error: dict[str, float] = field(default_factory=dict, metadata=above(0.0))  # noise: σ_b per variable (physical)
+    length_scale: float = field(default=500.0, metadata=above(0.0))  # noise: correlation length, km
+    model: str | None = None  # model: the output folder of a forecast run on the same data (its model.pt)
+
+    def __post_init__(self):
+        if self.kind == "model" and not self.model:
+            raise Invalid("model", "required with task.background.kind=model: the output folder of a forecast run "
+                          "trained on the same data")
+
+
+@dataclass
+class OIConfig:
+    """The optimal-interpolation reference (``task.oi``); null statistics are fitted on the training split."""
+
+    correlation: str = field(default="gaussian", metadata=one_of(*CORRELATIONS, noun="correlation"))
+    sigma_b: dict[str, float] | None = field(default=None, metadata=above(0.0))  # per variable, physical units
+    length_scale: dict[str, float] | None = field(default=None, metadata=above(0.0))  # per variable, km
+
+
+@dataclass
+class AssimilateTaskConfig(TaskConfig):
+    _target_: str = "gnnddm.assimilation.task.AssimilateTask"
+    seed: int = field(default=0, metadata=at_least(0))  # sites, observation errors, missing draws, noise
+    balance_variables: bool = True  # weight each variable's loss by 1 / its background-error variance
+    obs: ObservationConfig = field(default_factory=ObservationConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    oi: OIConfig = field(default_factory=OIConfig)
+
+
+TASKS = (ForecastTaskConfig, InterpolateTaskConfig, AssimilateTaskConfig)
