@@ -61,3 +61,18 @@ def test_resume_after_changing_the_model_names_the_changed_keys(tmp_path):
     train(compose(tiny(tmp_path, "trainer.max_iterations=2")))
     with pytest.raises(ConfigError, match=r"resume=true: .*model.hidden: 8 -> 16"):
         train(compose(tiny(tmp_path, "model.hidden=16", "resume=true", "trainer.max_iterations=3")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("override", "words"), [
+    ("task.obs.error={t2m:0,msl:100,u10:1,v10:1}", ["task.obs.error: t2m: must be > 0, got 0"]),
+    ("task.obs.count=0", ["task.obs: no observation site"]),
+    ("task.background.kind=model task.background.model=/nonexistent", ["/nonexistent", "no such file"]),
+])
+def test_bad_assimilation_settings_exit_2_naming_the_key(tmp_path, override, words):
+    out = gnnddm("train", *TINY, "task=assimilate", *override.split(), "hydra.run.dir=run", cwd=tmp_path)
+    _one_error(out, *words)
+    if (tmp_path / "mlflow.db").exists():  # a run opened before the error ends FAILED, none RUNNING
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+        runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+        assert {r.info.status for r in runs} <= {"FAILED"}

@@ -215,11 +215,14 @@ class AssimilateTask(Task):
         return self.rows
 
     def _check_times(self) -> None:
-        valid = self._M[:, self.num_grid:].any(dim=(1, 2))
-        if not bool(valid.any()):
-            raise DataError(f"{self.data.source}: task=assimilate has no valid observation at any time step; lower "
-                            "task.obs.missing or raise task.obs.count")
-        self._times_with_obs = valid.numpy()
+        """Every time step needs a valid observation: an analysis without one is its background."""
+        valid = self._M[:, self.num_grid:].any(dim=(1, 2)).numpy()
+        if not valid.all():
+            empty = np.flatnonzero(~valid)
+            raise ConfigError(f"task.obs: no valid observation at {len(empty)} of {len(valid)} time steps (the first "
+                              f"{str(self.data.times[empty[0]])[:16]}; {self.H.shape[0]} sites, missing "
+                              f"{self.cfg.obs.missing:g}); raise task.obs.count or lower task.obs.missing")
+        self._times_with_obs = valid
 
     # ------------------------------------------------------------------------------ samples
     @property

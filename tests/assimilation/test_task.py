@@ -8,7 +8,7 @@ import torch
 
 from gnnddm.assimilation.task import OBS_NODE, AssimilateTask
 from gnnddm.data.normalise import split_times
-from gnnddm.errors import ConfigError, DataError
+from gnnddm.errors import ConfigError
 from gnnddm.gallery import grid_data, latlon, station_data, weather_data
 from gnnddm.graph.build import grid_graph
 
@@ -144,9 +144,10 @@ def test_sites_outside_a_regional_grid_are_dropped_or_refused(tmp_path):
         _task(data, obs={"count": 0, "stations": str(table), "error": ERRORS})
 
 
-def test_no_valid_observation_at_any_time_is_a_data_error():
-    with pytest.raises(DataError, match="no valid observation"):
-        _task(obs={"count": 2, "error": ERRORS, "missing": 0.999}, seed=1)
+@pytest.mark.parametrize(("count", "missing", "empty"), [(2, 0.999, "8 of 8"), (1, 0.5, "of 8")])
+def test_a_time_without_a_valid_observation_names_the_keys(count, missing, empty):
+    with pytest.raises(ConfigError, match=f"task.obs: no valid observation at [0-9]* ?{empty} time steps"):
+        _task(obs={"count": count, "error": ERRORS, "missing": missing}, seed=1)
 
 
 def test_station_data_cannot_be_the_truth():
