@@ -12,6 +12,11 @@ RMSE and wall time per iteration, measured one after the other in this run::
 
     python3 benchmarks/bench_assimilation.py --counts 100,1000,5000 --errors 1,2 --seeds 0 --main-seeds 0,1,2 \\
         --dd --output docs/assimilation.md
+
+``--experiment era5_assimilate_hybrid`` trains the GNN that also reads OI's increment (``task.oi_input``)::
+
+    python3 benchmarks/bench_assimilation.py --experiment era5_assimilate_hybrid --counts 1000 --errors 1 \\
+        --seeds 0,1,2 --block hybrid --output docs/assimilation.md
 """
 
 from __future__ import annotations
@@ -36,22 +41,22 @@ EXPERIMENT = "era5_assimilate"
 GROUPS = ("all", "observed", "unobserved")
 
 
-def obs_errors(factor: float) -> str:
+def obs_errors(factor: float, experiment: str) -> str:
     """The experiment's ``task.obs.error`` scaled by ``factor``, as an override."""
     from omegaconf import OmegaConf
 
     from gnnddm.config import compose
 
-    errors = OmegaConf.to_container(compose([f"+experiment={EXPERIMENT}"]).task.obs.error)
+    errors = OmegaConf.to_container(compose([f"+experiment={experiment}"]).task.obs.error)
     return "task.obs.error={" + ",".join(f"{k}:{v * factor:g}" for k, v in errors.items()) + "}"
 
 
-def train_run(tmp: Path, name: str, overrides: list[str]) -> tuple[dict, object, float]:
+def train_run(tmp: Path, name: str, overrides: list[str], experiment: str) -> tuple[dict, object, float]:
     from gnnddm.config import compose
     from gnnddm.train import train
 
     out = tmp / name
-    cfg = compose([f"+experiment={EXPERIMENT}", "trainer.progress=false", "tracking.enabled=false",
+    cfg = compose([f"+experiment={experiment}", "trainer.progress=false", "tracking.enabled=false",
                    f"output_dir={out}", *overrides])
     t0 = time.perf_counter()
     summary = train(cfg)
@@ -95,8 +100,9 @@ def study(args, tmp: Path) -> list[str]:
             main_config = count == 1000 and factor == 1.0
             for seed in (args.main_seeds if main_config and args.main_seeds else args.seeds):
                 name = f"n{count}-e{factor:g}-s{seed}"
-                summary, cfg, seconds = train_run(tmp, name, [f"task.obs.count={count}", obs_errors(factor),
-                                                              f"seed={seed}", *args.extra])
+                summary, cfg, seconds = train_run(tmp, name, [f"task.obs.count={count}",
+                                                              obs_errors(factor, args.experiment), f"seed={seed}",
+                                                              *args.extra], args.experiment)
                 runs.append((scores(cfg, tmp / name), summary, seconds))
                 print(f"{name}: {seconds:.0f} s", flush=True)
             lines += table(count, factor, runs)
@@ -147,20 +153,23 @@ def dd_table(args, tmp: Path) -> list[str]:
             "|---|---|---|---|"]
     for name, overrides in methods.items():
         summary, _, _ = train_run(tmp, f"dd-{name}", [*overrides, f"seed={args.seeds[0]}",
-                                                      f"trainer.max_iterations={args.dd_iterations}", *args.extra])
+                                                      f"trainer.max_iterations={args.dd_iterations}", *args.extra],
+                                  args.experiment)
         final = summary["final"]
         rmse = ", ".join(f"{final['test_rmse'][v]:.4g}" for v in args.variables)
         per_it = summary["accounting"]["seconds_per_iteration"]
         rows.append(f"| {name} | {final['val_loss']:.6g} | {rmse} | {per_it:.2f} |")
     return ["### The decomposition on this task", "",
-            f"`+experiment={EXPERIMENT}`, seed {args.seeds[0]}, {args.dd_iterations} iterations, {parts} parts of the "
-            "joint graph (grid, mesh and observation nodes; the experiment's partitioner); sync with an exact overlap "
-            f"of the model's {args.hops} hops, halo_sync with one hop exchanged before every layer; all three in one "
-            "process, one after the other.", "", *rows, ""]
+            f"`+experiment={args.experiment}`, seed {args.seeds[0]}, {args.dd_iterations} iterations, {parts} parts "
+            "of the joint graph (grid, mesh and observation nodes; the experiment's partitioner); sync with an exact "
+            f"overlap of the model's {args.hops} hops, halo_sync with one hop exchanged before every layer; all three "
+            "in one process, one after the other.", "", *rows, ""]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--experiment", default=EXPERIMENT, help="the experiment trained (era5_assimilate: the GNN "
+                        "alone; era5_assimilate_hybrid: the GNN reading OI's increment too)")
     parser.add_argument("--counts", default="100,1000,5000")
     parser.add_argument("--errors", default="1,2", help="factors on the experiment's task.obs.error")
     parser.add_argument("--seeds", default="0")
@@ -180,11 +189,12 @@ def main(argv=None) -> int:
     args.extra = args.extra.split()
     from gnnddm.config import compose
 
-    cfg = compose([f"+experiment={EXPERIMENT}", *args.extra])
+    cfg = compose([f"+experiment={args.experiment}", *args.extra])
     args.variables = list(cfg.data.variables)
     model = cfg.model
     args.hops = int(model.processor_layers) + 2 if "processor_layers" in model else int(model.layers)
-    stamp = results_blocks.stamp(SOURCES, command)
+    sources = SOURCES if args.experiment == EXPERIMENT else (*SOURCES, f"conf/experiment/{args.experiment}.yaml")
+    stamp = results_blocks.stamp(sources, command)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

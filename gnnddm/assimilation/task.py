@@ -9,7 +9,8 @@ and every algorithm then work on it unchanged; a partitioner keeps an observatio
 informs because those are its only edges.
 
 Input features per node: a value, its validity flag and an innovation, per variable (grid nodes: the
-background, its flag, 0; observation nodes: the observation, its flag, and the innovation
+background, its flag, and 0, or OI's increment with ``task.oi_input``; observation nodes: the observation,
+its flag, and the innovation
 ``y − H x_b`` divided by the background's error σ_b), the static features with a column ``obs_node``,
 and the time features. The target is the
 analysis increment ``x_t − x_b`` on the grid nodes; only they are scored. The reference method
@@ -66,9 +67,10 @@ class AssimilateTask(Task):
     baseline_name = "optimal_interpolation"
 
     def __init__(self, data: WeatherGraphData, var_weights=None, seed: int = 0, obs=None, background=None, oi=None,
-                 balance_variables: bool = True):
+                 balance_variables: bool = True, oi_input: bool = False):
         cfg = check_args(AssimilateTaskConfig, "task", var_weights=var_weights, seed=seed, obs=obs or {},
-                         background=background or {}, oi=oi or {}, balance_variables=balance_variables)
+                         background=background or {}, oi=oi or {}, balance_variables=balance_variables,
+                         oi_input=oi_input)
         if data.kind == "stations" or data.lazy:
             raise ConfigError(f"task=assimilate: the truth must be a gridded data set held in memory; {data.source} "
                               f"is {'lazy (set data.lazy=false)' if data.lazy else 'a station network'}")
@@ -93,6 +95,7 @@ class AssimilateTask(Task):
         #: what the innovation inputs are multiplied by: 1 / σ_b once fitted, so that they are O(1) for every variable
         self.innovation_scale = torch.ones(self.data.num_vars)
         self.oi_statistics: dict = {}
+        self._oi_increment: torch.Tensor | None = None  # [T, N, V] with task.oi_input (set with the OI reference)
         self._check_times()
 
     # ------------------------------------------------------------------------------ the OSSE
@@ -272,6 +275,13 @@ class AssimilateTask(Task):
                 "bias": float(bias[i] * data.std[i]), "sigma_o": float(self.sigma_o[i] * data.std[i]),
                 "fitted": {"sigma_b": cfg.sigma_b is None, "length_km": cfg.length_scale is None}}
             for i, v in enumerate(data.variables)}
+        if self.cfg.oi_input:  # OI's analysis of every step, computed once: what grid nodes read as an input
+            steps = torch.arange(data.num_times)
+            innovation, valid = self.innovations(steps)
+            increment = torch.zeros(data.num_times, self.num_grid, data.num_vars)
+            increment[:, torch.from_numpy(self.rows)] = torch.from_numpy(
+                self.oi.increment(innovation.double().numpy(), valid.numpy())).float()
+            self._oi_increment = increment
         for v, s in self.oi_statistics.items():
             log.info("OI statistics of %s: sigma_b %.4g, length scale %.0f km, background bias %.4g, sigma_o %.4g "
                      "(physical units)", v, s["sigma_b"], s["length_km"], s["bias"], s["sigma_o"])
@@ -314,7 +324,8 @@ class AssimilateTask(Task):
         zeros = torch.zeros(b, o, v)
         value = torch.cat([xb, torch.where(obs_valid, y, 0.0)], dim=1)
         flag = torch.cat([xb_valid, obs_valid], dim=1).float()
-        innov = torch.cat([torch.zeros_like(xb), innovation * self.innovation_scale], dim=1)
+        grid_input = torch.zeros_like(xb) if self._oi_increment is None else self._oi_increment[t]
+        innov = torch.cat([grid_input, innovation], dim=1) * self.innovation_scale
         base = torch.cat([xb, zeros], dim=1)
         truth = self._X[t]
         valid = self._scored(t)

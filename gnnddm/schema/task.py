@@ -95,6 +95,7 @@ class AssimilateTaskConfig(TaskConfig):
     _target_: str = "gnnddm.assimilation.task.AssimilateTask"
     seed: int = field(default=0, metadata=at_least(0))  # sites, observation errors, missing draws, noise
     balance_variables: bool = True  # weight each variable's loss by 1 / its background-error variance
+    oi_input: bool = False  # give grid nodes OI's increment as an input: the GNN learns a correction of OI
     obs: ObservationConfig = field(default_factory=ObservationConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     oi: OIConfig = field(default_factory=OIConfig)

@@ -69,6 +69,16 @@ def test_observation_nodes_carry_the_observation_and_its_innovation():
     assert (b.x[0, :n, 2 * v:3 * v] == 0).all()  # grid nodes have no innovation
 
 
+def test_with_oi_input_grid_nodes_read_the_oi_increment():
+    task = _task(oi_input=True)
+    task.split_anchors(_split(task))
+    b = task.batch(np.array([4, 5]))
+    n, v = task.num_grid, 2
+    torch.testing.assert_close(b.x[:, :n, 2 * v:3 * v] / task.innovation_scale, task.baseline(b)[:, :n],
+                               rtol=1e-5, atol=1e-6)
+    assert b.x[:, :n, 2 * v:3 * v].abs().sum() > 0  # (without it, grid nodes read 0: tested above)
+
+
 def test_a_subset_of_nodes_gets_the_same_rows_as_the_whole_batch():
     task = _task()
     task.split_anchors(_split(task))
