@@ -172,8 +172,8 @@ def _setup(cfg: DictConfig, world, book: RunBook) -> _State:
     summary["samples"] = {"train": len(anchors["train"]), "train evaluated": len(eval_train),
                           "val": len(anchors["val"]), "test": len(anchors["test"])}
     start_metrics.update({f"data/samples/{k.replace(' ', '_')}": n for k, n in summary["samples"].items()})
-    if task.summary():
-        summary["task"] = task.summary()
+    if described := task.summary():
+        summary["task"] = described
     summary["units"] = dict(zip(data.variables, data.units, strict=True))
     summary["data"] = {"source": data.source, "reading": data.reading}
     summary["graph"] = {"num_nodes": data.num_nodes, "num_edges": data.num_edges, "kind": data.kind}

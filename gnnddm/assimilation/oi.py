@@ -22,8 +22,8 @@ from scipy.spatial import cKDTree
 
 from gnnddm.assimilation.osse import distances_km
 from gnnddm.graph.sphere import EARTH_RADIUS_KM, arc_to_chord, chord_to_arc, unit_vectors
+from gnnddm.schema.task import CORRELATIONS
 
-CORRELATIONS = ("gaussian", "soar")
 CHUNK = 2048
 """Nodes per block of ``B Hᵀ``: a block is ``CHUNK × stencil`` float64 (a few hundred MB at 5,000 sites)."""
 FIT_CENTRES = 400

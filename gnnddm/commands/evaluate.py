@@ -42,7 +42,7 @@ SPLITS = ("test", "val")
 #: config keys (and prefixes) that may be overridden: what the data is read from, where runs are logged,
 #: where the model runs; the rest of the stored configuration defines the model and its samples
 OVERRIDABLE = ("data.", "tracking.", "trainer.device", "trainer.threads")
-BASELINES = {"forecast": "persistence", "interpolate": "inverse_distance", "assimilate": "optimal_interpolation"}
+BASELINES = {"forecast": "persistence", "interpolate": "inverse_distance"}
 USAGE = ("usage: gnnddm evaluate output_dir=PATH [split=test|val] [leads=N|max [plots=true [map_var=NAME] "
          "[map_lead=K] [map_init=DATE]]] [data.KEY=VALUE ...] [tracking.uri=URI] [trainer.device=DEVICE] "
          "[verbose=true]")

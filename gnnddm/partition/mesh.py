@@ -76,16 +76,14 @@ def mesh(
     parts = np.full(num_nodes, -1, dtype=np.int64)
     parts[mesh_nodes] = mesh_parts
     # each decoded node: the part most of its triangle's vertices hold (ties: the lowest id)
-    votes = np.zeros((num_nodes, num_parts), dtype=np.int64)
-    np.add.at(votes, (dec[1], mesh_parts[local[dec[0]]]), 1)
+    votes = _votes(dec[1], mesh_parts[local[dec[0]]], num_nodes, num_parts)
     decoded = votes.sum(axis=1) > 0
     rest = ~is_mesh & decoded
     parts[rest] = votes[rest].argmax(axis=1)
     # a node that only encodes into the mesh (an observation node of task=assimilate): the part most of the
     # mesh nodes it sends to hold
     enc = edge_index[:, kinds["encoder"]]
-    sends = np.zeros((num_nodes, num_parts), dtype=np.int64)
-    np.add.at(sends, (enc[0], mesh_parts[local[enc[1]]]), 1)
+    sends = _votes(enc[0], mesh_parts[local[enc[1]]], num_nodes, num_parts)
     senders = (parts < 0) & (sends.sum(axis=1) > 0)
     parts[senders] = sends[senders].argmax(axis=1)
     orphans = np.nonzero(parts < 0)[0]
@@ -93,6 +91,14 @@ def mesh(
         raise ConfigError(f"partition=mesh: {orphans.size} nodes are neither mesh nodes nor decoded from nor "
                           "encoded into the mesh (the joint graph of graph=icosahedral decodes every grid node)")
     return parts
+
+
+def _votes(nodes: np.ndarray, parts: np.ndarray, num_nodes: int, num_parts: int) -> np.ndarray:
+    """int64 [num_nodes, num_parts]: for each node, how many of its edges (``nodes[k]``) reach each part
+    (``parts[k]``)."""
+    votes = np.zeros((num_nodes, num_parts), dtype=np.int64)
+    np.add.at(votes, (nodes, parts), 1)
+    return votes
 
 
 #: the partitioner on graph-carrying data: the ``_target_`` of conf/partition/mesh.yaml
