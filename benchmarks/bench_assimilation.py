@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_blocks  # noqa: E402
 
-SOURCES = ("gnnddm/assimilation", "gnnddm/tasks.py", "gnnddm/train.py", "gnnddm/models", "gnnddm/ddm/global_.py",
+SOURCES = ("gnnddm/assimilation", "gnnddm/tasks.py", "gnnddm/training", "gnnddm/models", "gnnddm/ddm/global_.py",
            "gnnddm/ddm/sync.py", "gnnddm/ddm/halo_sync.py", "conf/task/assimilate.yaml",
            "conf/experiment/era5_assimilate.yaml", "benchmarks/bench_assimilation.py")
 EXPERIMENT = "era5_assimilate"
@@ -53,7 +53,7 @@ def obs_errors(factor: float, experiment: str) -> str:
 
 def train_run(tmp: Path, name: str, overrides: list[str], experiment: str) -> tuple[dict, object, float]:
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     out = tmp / name
     cfg = compose([f"+experiment={experiment}", "trainer.progress=false", "tracking.enabled=false",
@@ -68,8 +68,8 @@ def scores(cfg, out: Path) -> dict[str, dict[str, dict[str, float]]]:
     """Test-split RMSE ``{analysis: {group: {variable: rmse}}}`` of background, OI and the trained model."""
     from gnnddm.bundle import load_model
     from gnnddm.commands.evaluate import rebuild
-    from gnnddm.evaluate import Evaluator
     from gnnddm.tasks import rmse_from_sums, squared_errors
+    from gnnddm.training.validate import Evaluator
 
     r = rebuild(cfg, load_model(out / "model.pt"))
     task, data = r.task, r.task.data

@@ -56,7 +56,7 @@ def _worker(resolution: str, part: int, iterations: int, start, result) -> None:
     comm = LocalComm(2, accounting=accounting)
     comm.parts_of_rank = (part,)  # what a rank of a 2-rank run computes, without its collectives
     objective = Objective(data, partition, parts=comm.parts_of_rank)
-    algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, accounting)
+    algorithm = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm)
     rng = np.random.default_rng(part)
 
     def iteration() -> float:

@@ -54,7 +54,7 @@ def child(overrides: list[str]) -> None:
     from mlflow.tracking import MlflowClient
 
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     cfg = compose(overrides)
     summary = train(cfg)

@@ -172,7 +172,7 @@ def base_overrides(args, regime: str, parts: int, seed: int, lr: float, uri: str
 
 def histories(client, run_id: str, names) -> dict:
     """``{name: (steps, values)}`` for the loop's metric ``names`` (read under their MLflow names)."""
-    from gnnddm.tracking import metric_name
+    from gnnddm.training.tracking import metric_name
 
     out = {}
     for name in names:
@@ -199,7 +199,7 @@ def read_run(variant: Variant, seed: int, summary: dict, client, target: float |
 
 def train_variant(variant: Variant, base: list[str], target: float | None, client, extra=()) -> tuple[dict, Run]:
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     overrides = [*base, f"ddm={variant.ddm}", f"trainer.max_iterations={variant.max_iterations}",
                  f"trainer.eval_every={variant.eval_every}", *variant.overrides, *extra]

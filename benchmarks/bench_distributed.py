@@ -43,13 +43,13 @@ def run(overrides: list[str], store: Path, out: Path) -> tuple[dict, dict[int, d
     from mlflow.tracking import MlflowClient
 
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     cfg = compose([*overrides, f"tracking.uri=sqlite:///{store}", f"output_dir={out}", "trainer.progress=false",
                    "tracking.experiment=bench_distributed"])
     summary = train(cfg)
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
-    from gnnddm.tracking import metric_name
+    from gnnddm.training.tracking import metric_name
 
     hist: dict[int, dict] = {}
     for key in ("wall_time", "val_loss"):

@@ -1,6 +1,6 @@
 """A whole ``gnnddm train`` iteration against the bare training step of the same network, in one process.
 
-1. ``gnnddm.train.train`` on synthetic data (``--resolution``, ``--steps`` time steps), GraphSAGE hidden 64 with
+1. ``gnnddm.training.train`` on synthetic data (``--resolution``, ``--steps`` time steps), GraphSAGE hidden 64 with
    3 layers, one sample per batch, ``ddm=global`` with Adam, ``trainer.threads=2``, evaluations only at the last
    iteration, MLflow into a temporary store, for ``--iterations`` outer iterations. Seconds per iteration: the
    median increment of ``cost/wall_time`` over the iterations without an evaluation (the first excluded);
@@ -53,7 +53,7 @@ def whole_iteration(cfg, log) -> tuple[float, float, float]:
     over all of them: the first one and the evaluation included) of ``gnnddm train``."""
     from mlflow.tracking import MlflowClient
 
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     summary = train(cfg)
     client = MlflowClient(tracking_uri=str(cfg.tracking.uri))

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_blocks  # noqa: E402
 
-SOURCES = ("gnnddm/rollout.py", "gnnddm/tasks.py", "gnnddm/train.py", "gnnddm/models", "gnnddm/ddm/global_.py",
+SOURCES = ("gnnddm/rollout.py", "gnnddm/tasks.py", "gnnddm/training", "gnnddm/models", "gnnddm/ddm/global_.py",
            "gnnddm/data/stations.py", "conf/experiment/stations_wind.yaml", "benchmarks/bench_leads.py")
 ROLLOUT_SOURCES = (*SOURCES, "gnnddm/rollout_training.py")
 
@@ -43,7 +43,7 @@ ROLLOUT_SOURCES = (*SOURCES, "gnnddm/rollout_training.py")
 def run_seed(seed: int, leads: int, iterations: int | None, tmp: Path, experiment: str = "stations_wind",
              extra: tuple[str, ...] = (), name: str = "") -> dict:
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     out = tmp / f"{name or experiment}-seed{seed}"
     overrides = [f"+experiment={experiment}", f"seed={seed}", f"trainer.eval_leads={leads}",

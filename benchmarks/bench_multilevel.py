@@ -62,7 +62,7 @@ SOURCES = {
     "level-costs": ("gnnddm/models", "gnnddm/ddm/objective.py", "gnnddm/partition/hierarchy.py", *_SHARED),
 }
 _DEEP = ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "gnnddm/partition/hierarchy.py",
-         "gnnddm/partition/halo.py", "gnnddm/train.py", "benchmarks/bench_multilevel.py", "benchmarks/bench_dd.py",
+         "gnnddm/partition/halo.py", "gnnddm/training", "benchmarks/bench_multilevel.py", "benchmarks/bench_dd.py",
          "conf/experiment/dd_deep.yaml")
 SOURCES.update({"deep": _DEEP, "deep-parts": _DEEP})
 KEYS = ("compute_time", "wall_time", "grad_evals", "fine_grad_evals", "fine_loss_evals", "model_time",
@@ -106,7 +106,7 @@ def variants(budget: int, lr: float, every: int, deep: bool = False) -> list[Var
 def train_run(variant: Variant, base: list[str], seed: int, target: float | None, client) -> tuple[Run, dict]:
     """Train ``variant`` (stopping at ``target`` when given); the run read at ``target`` and its histories."""
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     overrides = [*base, f"seed={seed}", f"trainer.max_iterations={variant.max_iterations}", *variant.overrides]
     if variant.eval_every is not None:

@@ -209,7 +209,7 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     import gnnddm
-    from gnnddm.tracking import git_commit
+    from gnnddm.training.tracking import git_commit
 
     out = {"gnnddm": gnnddm.__version__, "python": platform.python_version(), "git_commit": git_commit()}
     for dist in ("torch", "torch_geometric", "numpy"):

@@ -133,7 +133,7 @@ def machine_facts() -> dict:
         ram = f"{kb / 2**20:.1f} GiB"
     except (OSError, StopIteration, ValueError):
         pass
-    from gnnddm.tracking import git_commit
+    from gnnddm.training.tracking import git_commit
 
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -197,7 +197,7 @@ def _extra_columns(uri: str, rows: list[dict]) -> None:
     (the cumulative ``cost/model_time`` at the last step)."""
     from mlflow.tracking import MlflowClient
 
-    from gnnddm.tracking import metric_name
+    from gnnddm.training.tracking import metric_name
 
     client = MlflowClient(tracking_uri=uri)
     for row in rows:

@@ -1,6 +1,9 @@
 """Shared test set-up: quiet plotting, a private synthetic-data cache, two torch threads.
 
-The tiny problems the tests share are in :mod:`gnnddm.gallery` (``from gnnddm.gallery import ...``).
+What the tests share beyond that is in :mod:`gnnddm.testing`, not in this folder: the tiny problems
+(:mod:`gnnddm.testing.gallery`), the helpers of the training-algorithm tests (:mod:`gnnddm.testing.algorithms`)
+and the overrides of a tiny ``gnnddm train`` run (:mod:`gnnddm.testing.runs`). Fixtures that several test files
+use are defined once, in the ``conftest.py`` nearest to them.
 """
 
 from __future__ import annotations

@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-TINY = ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
-        "partition.num_parts=2", "trainer.max_iterations=2", "trainer.eval_every=1", "trainer.progress=false"]
-
-
-def gnnddm(*args, cwd: Path, timeout=300):
-    exe = shutil.which("gnnddm")
-    cmd = [exe] if exe else [sys.executable, "-m", "gnnddm"]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+from gnnddm.testing.runs import TWO_ITERATIONS, run_cli
 
 
 def test_console_script_is_installed():
@@ -29,7 +21,7 @@ def test_console_script_is_installed():
 
 @pytest.mark.slow
 def test_train_writes_summary_and_a_finished_mlflow_run(tmp_path):
-    out = gnnddm("train", *TINY, "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "finished"
@@ -44,7 +36,7 @@ def test_train_writes_summary_and_a_finished_mlflow_run(tmp_path):
         assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in text
     assert "iteration 2: val loss" in (tmp_path / "run" / "train.log").read_text()  # evaluations: file only
     assert "iteration 2: val loss" not in out.stdout
-    assert run.data.tags["gnnddm.overrides"] == " ".join(TINY)  # the job's own (hydra.* are Hydra's)
+    assert run.data.tags["gnnddm.overrides"] == " ".join(TWO_ITERATIONS)  # the job's own (hydra.* are Hydra's)
     artifacts = {a.path for a in MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(
         run.info.run_id)}
     assert {"train.log", "hydra", "summary.json"} <= artifacts
@@ -52,7 +44,7 @@ def test_train_writes_summary_and_a_finished_mlflow_run(tmp_path):
 
 @pytest.mark.slow
 def test_output_dir_holds_every_file_of_the_run(tmp_path):
-    out = gnnddm("train", *TINY, "output_dir=mine", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, "output_dir=mine", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / "mine"
     assert {"summary.json", "model.pt", "train.log", ".hydra"} <= {p.name for p in run_dir.iterdir()}
@@ -61,7 +53,7 @@ def test_output_dir_holds_every_file_of_the_run(tmp_path):
 
 @pytest.mark.slow
 def test_bad_value_exits_2_naming_the_key_without_traceback(tmp_path):
-    out = gnnddm("train", *TINY, "trainer.max_iterations=abc", "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, "trainer.max_iterations=abc", "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert "trainer.max_iterations" in out.stderr
     assert "Traceback" not in out.stderr
@@ -69,7 +61,7 @@ def test_bad_value_exits_2_naming_the_key_without_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_bad_flush_interval_exits_2_naming_the_key(tmp_path):
-    out = gnnddm("train", *TINY, "tracking.flush_seconds=-1", "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, "tracking.flush_seconds=-1", "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert "tracking.flush_seconds" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists()  # refused before any run starts
@@ -77,7 +69,7 @@ def test_bad_flush_interval_exits_2_naming_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_time_selection_outside_the_file_exits_2_and_fails_the_run(tmp_path):
-    out = gnnddm("train", "data.time=[2019-01-01,2019-02-01]", "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", "data.time=[2019-01-01,2019-02-01]", "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert "data.time=[2019-01-01, 2019-02-01] selects no time step" in out.stderr
     assert "Traceback" not in out.stderr
@@ -88,7 +80,7 @@ def test_time_selection_outside_the_file_exits_2_and_fails_the_run(tmp_path):
 
 @pytest.mark.slow
 def test_missing_data_file_exits_2_naming_the_file(tmp_path):
-    out = gnnddm("train", "data=era5", "data.path=/nonexistent/era5.nc", "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", "data=era5", "data.path=/nonexistent/era5.nc", "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert "/nonexistent/era5.nc" in out.stderr and "Traceback" not in out.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -100,7 +92,7 @@ def test_missing_data_file_exits_2_naming_the_file(tmp_path):
                                             ("+experiment=nope", "quickstart")])
 @pytest.mark.slow
 def test_unknown_group_option_lists_the_valid_ones(tmp_path, override, valid):
-    out = gnnddm("train", override, cwd=tmp_path)
+    out = run_cli("train", override, cwd=tmp_path)
     assert out.returncode != 0
     assert valid in out.stderr
     assert not (tmp_path / "mlflow.db").exists() or "RUNNING" not in out.stderr
@@ -108,21 +100,21 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path, override, valid):
 
 @pytest.mark.slow
 def test_verbose_prints_the_traceback(tmp_path):
-    out = gnnddm("train", *TINY, "data.variables=[nope]", "verbose=true", "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, "data.variables=[nope]", "verbose=true", "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert "Traceback" in out.stderr and "nope" in out.stderr
 
 
 @pytest.mark.slow
 def test_unknown_command_exits_2():
-    out = gnnddm("frobnicate", cwd=Path.cwd())
+    out = run_cli("frobnicate", cwd=Path.cwd())
     assert out.returncode == 2 and "train" in out.stderr
 
 
 @pytest.mark.slow
 def test_multirun_sweep_groups_jobs_under_one_parent_and_keeps_failed_jobs(tmp_path):
-    out = gnnddm("train", "-m", *TINY, "ddm=global,sync", "partition.num_parts=2,100000", "hydra.sweep.dir=sweep",
-                 cwd=tmp_path, timeout=600)
+    out = run_cli("train", "-m", *TWO_ITERATIONS, "ddm=global,sync", "partition.num_parts=2,100000",
+                  "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600)
     # 100000 parts exceed the graph's nodes, which only the data tells: those jobs fail after their runs
     # started, the others finish, the sweep reports it
     assert out.returncode != 0
@@ -144,7 +136,7 @@ def test_multirun_sweep_groups_jobs_under_one_parent_and_keeps_failed_jobs(tmp_p
 
 @pytest.mark.slow
 def test_multirun_with_an_inspection_flag_is_one_error(tmp_path):
-    out = gnnddm("train", "-m", "ddm=global,sync", "--cfg", "job", cwd=tmp_path)
+    out = run_cli("train", "-m", "ddm=global,sync", "--cfg", "job", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "--cfg" in out.stderr and "-m" in out.stderr
 
@@ -152,7 +144,7 @@ def test_multirun_with_an_inspection_flag_is_one_error(tmp_path):
 @pytest.mark.slow
 def test_a_slurm_sweep_without_slurm_is_one_error(tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg", "PATH": str(tmp_path)}  # no srun, no sbatch
-    out = subprocess.run([sys.executable, "-m", "gnnddm", "train", "-m", "hydra/launcher=slurm", *TINY,
+    out = subprocess.run([sys.executable, "-m", "gnnddm", "train", "-m", "hydra/launcher=slurm", *TWO_ITERATIONS,
                           "hydra.sweep.dir=sweep"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert len(out.stderr.strip().splitlines()) == 1 and "srun" in out.stderr and "hydra/launcher=local" in out.stderr
@@ -169,7 +161,7 @@ def test_a_slurm_sweep_without_slurm_is_one_error(tmp_path):
 ])
 @pytest.mark.slow
 def test_bad_decomposition_settings_exit_2_naming_the_key_and_fail_the_run(tmp_path, override, extra, key):
-    out = gnnddm("train", *TINY, override, *extra, "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, override, *extra, "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     assert key in out.stderr and "Traceback" not in out.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -184,7 +176,7 @@ def test_bad_decomposition_settings_exit_2_naming_the_key_and_fail_the_run(tmp_p
 @pytest.mark.parametrize("args", [["ddm=asm", "--cfg", "job"], ["--cfg", "job", "ddm=asm"], ["ddm=asm", "-c", "job"]])
 @pytest.mark.slow
 def test_hydra_flags_stand_anywhere_on_the_command_line(tmp_path, args):
-    out = gnnddm("train", *args, cwd=tmp_path)
+    out = run_cli("train", *args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "name: asm" in out.stdout
 

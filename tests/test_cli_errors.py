@@ -6,12 +6,11 @@ import json
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_cli import TINY, gnnddm
-from test_train import tiny
 
 from gnnddm.config import compose
 from gnnddm.errors import ConfigError
-from gnnddm.train import train
+from gnnddm.testing.runs import TWO_ITERATIONS, run_cli, tiny_run_in
+from gnnddm.training import train
 
 
 def _one_error(out, *words):
@@ -23,20 +22,21 @@ def _one_error(out, *words):
 
 @pytest.mark.slow
 def test_unknown_option_of_a_group_exits_2_listing_the_options(tmp_path):
-    _one_error(gnnddm("train", "model=no_such_model", cwd=tmp_path), "model/no_such_model", "sage")
+    _one_error(run_cli("train", "model=no_such_model", cwd=tmp_path), "model/no_such_model", "sage")
 
 
 @pytest.mark.parametrize("key", ["hydra.run.dir", "output_dir"])
 @pytest.mark.slow
 def test_a_folder_that_cannot_be_created_names_its_key(tmp_path, key):
-    _one_error(gnnddm("train", *TINY, f"{key}=/proc/gnnddm/x", cwd=tmp_path), f"{key}=/proc/gnnddm/x",
+    _one_error(run_cli("train", *TWO_ITERATIONS, f"{key}=/proc/gnnddm/x", cwd=tmp_path), f"{key}=/proc/gnnddm/x",
                "cannot be created")
     assert not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.slow
 def test_more_parts_than_nodes_is_an_error_also_for_the_global_baseline(tmp_path):
-    out = gnnddm("train", *TINY, "ddm=global", "partition.num_parts=10000000", "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, "ddm=global", "partition.num_parts=10000000", "hydra.run.dir=run",
+                  cwd=tmp_path)
     _one_error(out, "partition.num_parts=10000000 exceeds the 2048 nodes")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(
@@ -47,20 +47,20 @@ def test_more_parts_than_nodes_is_an_error_also_for_the_global_baseline(tmp_path
                                           ("ddm=asm ddm.local_solver.lr=0", "ddm.local_solver.lr")])
 def test_a_learning_rate_that_is_not_positive_names_the_key(tmp_path, override, key):
     with pytest.raises(ConfigError, match=f"{key}: a learning rate must be > 0"):
-        train(compose(tiny(tmp_path, *override.split())))
+        train(compose(tiny_run_in(tmp_path, *override.split())))
 
 
 @pytest.mark.slow
 def test_documented_var_weights_override_works(tmp_path):
-    summary = train(compose(tiny(tmp_path, "task.var_weights={t2m:2.0}", "trainer.max_iterations=1")))
+    summary = train(compose(tiny_run_in(tmp_path, "task.var_weights={t2m:2.0}", "trainer.max_iterations=1")))
     assert summary["status"] == "finished"
 
 
 @pytest.mark.slow
 def test_resume_after_changing_the_model_names_the_changed_keys(tmp_path):
-    train(compose(tiny(tmp_path, "trainer.max_iterations=2")))
+    train(compose(tiny_run_in(tmp_path, "trainer.max_iterations=2")))
     with pytest.raises(ConfigError, match=r"resume=true: .*model.hidden: 8 -> 16"):
-        train(compose(tiny(tmp_path, "model.hidden=16", "resume=true", "trainer.max_iterations=3")))
+        train(compose(tiny_run_in(tmp_path, "model.hidden=16", "resume=true", "trainer.max_iterations=3")))
 
 
 @pytest.mark.slow
@@ -70,7 +70,7 @@ def test_resume_after_changing_the_model_names_the_changed_keys(tmp_path):
     ("task.background.kind=model task.background.model=/nonexistent", ["/nonexistent", "no such file"]),
 ])
 def test_bad_assimilation_settings_exit_2_naming_the_key(tmp_path, override, words):
-    out = gnnddm("train", *TINY, "task=assimilate", *override.split(), "hydra.run.dir=run", cwd=tmp_path)
+    out = run_cli("train", *TWO_ITERATIONS, "task=assimilate", *override.split(), "hydra.run.dir=run", cwd=tmp_path)
     _one_error(out, *words)
     if (tmp_path / "mlflow.db").exists():  # a run opened before the error ends FAILED, none RUNNING
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from gnnddm.commands.data import main as data_main
 from gnnddm.config import compose
 from gnnddm.errors import GnnddmError
-from gnnddm.train import train
+from gnnddm.training import train
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

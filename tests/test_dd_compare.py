@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gnnddm.config import compose, options
-from gnnddm.train import train
+from gnnddm.training import train
 
 ALGORITHMS = options("ddm")
 

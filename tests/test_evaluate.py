@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from gnnddm.evaluate import Evaluator
-from gnnddm.gallery import EdgeGNN, grid_data
 from gnnddm.models.graph import prepare_graph
 from gnnddm.tasks import Batch, InterpolateTask, loss, rmse_per_variable
+from gnnddm.testing.gallery import EdgeGNN, grid_data
+from gnnddm.training.validate import Evaluator
 
 
 class _Share:

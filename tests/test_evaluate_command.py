@@ -14,10 +14,11 @@ from mlflow.tracking import MlflowClient
 from gnnddm.bundle import graph_fingerprint, load_model
 from gnnddm.cli import main
 from gnnddm.config import build, compose
-from gnnddm.evaluate import Evaluator
 from gnnddm.models.graph import prepare_graph
 from gnnddm.pipeline import build_problem
-from gnnddm.train import train
+from gnnddm.testing.runs import cli_error, tiny_run
+from gnnddm.training import train
+from gnnddm.training.validate import Evaluator
 
 VARIABLES = ("t2m", "msl", "u10", "v10")
 
@@ -25,11 +26,10 @@ VARIABLES = ("t2m", "msl", "u10", "v10")
 def _train(root: Path, *extra: str) -> tuple[Path, dict]:
     """A tiny run (synthetic 5.625 deg grid, 40 steps, small SAGE, 4 iterations) logged to ``root``'s store."""
     out = root / "run"
-    summary = train(compose([
-        "data=synthetic", "data.resolution=5.625", "data.steps=40", "model=sage", "model.hidden=8",
-        "model.layers=2", "partition.num_parts=1", "trainer.max_iterations=4", "trainer.eval_every=2",
-        "trainer.progress=false", f"tracking.uri=sqlite:///{root}/mlflow.db", f"output_dir={out}", *extra,
-    ]))
+    summary = train(compose(tiny_run(
+        "model=sage", "partition.num_parts=1", "trainer.max_iterations=4", "trainer.eval_every=2",
+        f"tracking.uri=sqlite:///{root}/mlflow.db", f"output_dir={out}", *extra,
+    )))
     return out, summary
 
 
@@ -46,17 +46,6 @@ def interpolate(tmp_path_factory):
 def _evaluate(out: Path, *args: str, split="test") -> dict:
     assert main(["evaluate", f"output_dir={out}", *args] + ([f"split={split}"] if split != "test" else [])) == 0
     return json.loads((out / f"evaluate_{split}.json").read_text())
-
-
-def _error(capsys, argv: list[str], *words: str) -> str:
-    """Run ``gnnddm evaluate argv``: exit status 2, one line on stderr naming ``words``."""
-    capsys.readouterr()
-    assert main(["evaluate", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("gnnddm: error: ") and "\n" not in err and "Traceback" not in err, err
-    for w in words:
-        assert w in err, (w, err)
-    return err
 
 
 @pytest.mark.slow
@@ -150,8 +139,8 @@ def test_the_mlflow_run_is_a_finished_child_of_the_training_run(forecast):
 @pytest.mark.slow
 def test_a_data_override_that_changes_the_normalisation_fails_naming_it(forecast, capsys):
     out, _ = forecast
-    _error(capsys, [f"output_dir={out}", "data.split.train=0.5", "data.split.val=0.25", "data.split.test=0.25"],
-           "model.pt", "normalisation", "std of t2m: 18.71")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "data.split.train=0.5", "data.split.val=0.25",
+                       "data.split.test=0.25"], "model.pt", "normalisation", "std of t2m: 18.71")
     failed = json.loads((out / "evaluate_test.json").read_text())
     assert failed["status"] == "failed"
     run = MlflowClient(tracking_uri=f"sqlite:///{out.parent}/mlflow.db").get_run(failed["mlflow_run_id"])
@@ -161,21 +150,21 @@ def test_a_data_override_that_changes_the_normalisation_fails_naming_it(forecast
 @pytest.mark.slow
 def test_bad_command_lines_are_one_error_naming_the_key_or_file(forecast, tmp_path, capsys):
     out, _ = forecast
-    _error(capsys, [f"output_dir={tmp_path / 'nowhere'}"], "output_dir=", "nowhere", "no such folder")
-    _error(capsys, [f"output_dir={tmp_path}"], f"{tmp_path / 'model.pt'}: no such file")
-    _error(capsys, [], "output_dir: required")
-    _error(capsys, [f"output_dir={out}", "split=train"], "split=train", "test, val")
-    _error(capsys, [f"output_dir={out}", "model.hidden=16"], "model.hidden", "not an option")
-    _error(capsys, [f"output_dir={out}", "data.no_such_key=1"], "data.no_such_key", "resolution")
-    _error(capsys, [f"output_dir={out}", "data.steps=[1"], "data.steps=[1", "not a valid override")
+    cli_error(capsys, ["evaluate", f"output_dir={tmp_path / 'nowhere'}"], "output_dir=", "nowhere", "no such folder")
+    cli_error(capsys, ["evaluate", f"output_dir={tmp_path}"], f"{tmp_path / 'model.pt'}: no such file")
+    cli_error(capsys, ["evaluate"], "output_dir: required")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "split=train"], "split=train", "test, val")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "model.hidden=16"], "model.hidden", "not an option")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "data.no_such_key=1"], "data.no_such_key", "resolution")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "data.steps=[1"], "data.steps=[1", "not a valid override")
 
 
 def test_old_and_corrupt_model_files_are_named(tmp_path, capsys):
     (tmp_path / "model.pt").write_bytes(b"not a torch file")
-    _error(capsys, [f"output_dir={tmp_path}"], "model.pt: not a readable gnnddm model file")
+    cli_error(capsys, ["evaluate", f"output_dir={tmp_path}"], "model.pt: not a readable gnnddm model file")
     torch.save({"model": {"w": torch.zeros(2)}, "iteration": 3, "config": {"seed": 0}}, tmp_path / "model.pt")
-    _error(capsys, [f"output_dir={tmp_path}"], "model.pt: written by an older gnnddm", "normalisation",
-           "retrain")
+    cli_error(capsys, ["evaluate", f"output_dir={tmp_path}"], "model.pt: written by an older gnnddm", "normalisation",
+              "retrain")
 
 
 def test_an_assimilation_run_is_scored_as_it_reported_against_oi(tmp_path):

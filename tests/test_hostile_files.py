@@ -12,15 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_cli import gnnddm
-from test_evaluate_command import _error as evaluate_error
-from test_train import tiny
 
 from gnnddm.bundle import FORMAT, VERSION, load_model
 from gnnddm.cli import main
 from gnnddm.config import compose
 from gnnddm.errors import ConfigError, DataError
-from gnnddm.train import train
+from gnnddm.testing.runs import cli_error, run_cli, tiny_run_in
+from gnnddm.training import train
 
 PRECIOUS = "the contents a planted file must not touch"
 
@@ -36,7 +34,7 @@ class _Payload:
 
 
 def _honest_config(tmp_path: Path) -> dict:
-    return OmegaConf.to_container(compose(tiny(tmp_path, "tracking.enabled=false")), resolve=True)
+    return OmegaConf.to_container(compose(tiny_run_in(tmp_path, "tracking.enabled=false")), resolve=True)
 
 
 def _plant_model(folder: Path, config: dict) -> Path:
@@ -56,7 +54,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def _refused(capsys, root: Path, argv: list[str], *words: str) -> str:
     """``gnnddm evaluate argv`` exits 2 with one line naming ``words``, and no file under ``root`` changed."""
     before = _files(root)
-    err = evaluate_error(capsys, argv, *words)
+    err = cli_error(capsys, ["evaluate", *argv], *words)
     assert _files(root) == before
     return err
 
@@ -179,7 +177,7 @@ def test_a_planted_checkpoint_is_refused_on_resume_and_runs_nothing(tmp_path, st
                "torch_rng": torch.get_rng_state()} if state == "pickle" else [1, 2, 3]
     path = _plant_checkpoint(out, payload)
     with pytest.raises(DataError) as caught:
-        train(compose(tiny(tmp_path, "resume=true", "tracking.enabled=false", "trainer.checkpoint_every=1")))
+        train(compose(tiny_run_in(tmp_path, "resume=true", "tracking.enabled=false", "trainer.checkpoint_every=1")))
     message = str(caught.value)
     assert message.startswith(f"{path}: not a ") and "\n" not in message, message
     assert not (tmp_path / "pwned").exists()
@@ -189,7 +187,8 @@ def test_a_planted_checkpoint_is_refused_on_resume_and_runs_nothing(tmp_path, st
 def honest(tmp_path_factory):
     """A run of 2 iterations that checkpoints each one: its model.pt and checkpoints."""
     root = tmp_path_factory.mktemp("honest")
-    train(compose(tiny(root, "tracking.enabled=false", "trainer.max_iterations=2", "trainer.checkpoint_every=1")))
+    train(compose(tiny_run_in(root, "tracking.enabled=false", "trainer.max_iterations=2",
+                              "trainer.checkpoint_every=1")))
     return root / "out"
 
 
@@ -201,8 +200,8 @@ def test_an_honest_model_file_evaluates(honest, tmp_path):
 
 def test_an_honest_checkpoint_resumes(honest, tmp_path):
     out = Path(shutil.copytree(honest, tmp_path / "out"))
-    summary = train(compose(tiny(tmp_path, "tracking.enabled=false", "trainer.max_iterations=3",
-                                 "trainer.checkpoint_every=1", "resume=true")))
+    summary = train(compose(tiny_run_in(tmp_path, "tracking.enabled=false", "trainer.max_iterations=3",
+                                        "trainer.checkpoint_every=1", "resume=true")))
     assert summary["status"] == "finished" and summary["resumed_from"] == 2
     assert (out / "checkpoints" / "it0000003.rank0.pt").is_file()
 
@@ -211,12 +210,12 @@ def test_an_honest_checkpoint_resumes(honest, tmp_path):
 def test_the_console_script_refuses_a_planted_model_and_checkpoint(planted):
     tmp_path, config = planted
     _plant_model(tmp_path / "run", _set(config, "data", _hostile(tmp_path)["torch_load"][1]))
-    out = gnnddm("evaluate", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    out = run_cli("evaluate", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
     assert "model.pt: data._target_ 'torch.load' is not a gnnddm component" in out.stderr
     _plant_checkpoint(tmp_path / "out", {"iteration": 3, "payload": _Payload(tmp_path / "pwned")})
-    out = gnnddm("train", *tiny(tmp_path, "resume=true", "tracking.enabled=false", "trainer.checkpoint_every=1"),
-                 cwd=tmp_path)
+    out = run_cli("train", *tiny_run_in(tmp_path, "resume=true", "tracking.enabled=false",
+                                        "trainer.checkpoint_every=1"), cwd=tmp_path)
     assert out.returncode == 2 and "it0000003.rank0.pt: not a readable gnnddm checkpoint" in out.stderr, \
         out.stderr[-2000:]
     assert not (tmp_path / "pwned").exists() and (tmp_path / "victim.txt").read_text() == PRECIOUS

@@ -15,33 +15,23 @@ from gnnddm.cli import main
 from gnnddm.commands.evaluate import rebuild
 from gnnddm.config import compose
 from gnnddm.rollout import Rollout
-from gnnddm.train import train
+from gnnddm.testing.runs import cli_error, tiny_run
+from gnnddm.training import train
 
 
 def _train(root: Path, *extra: str) -> tuple[Path, dict]:
     """A tiny forecast run (synthetic 5.625 deg grid, 40 six-hourly steps, small SAGE, 4 iterations)."""
     out = root / "run"
-    summary = train(compose([
-        "data=synthetic", "data.resolution=5.625", "data.steps=40", "model=sage", "model.hidden=8",
-        "model.layers=2", "partition.num_parts=1", "trainer.max_iterations=4", "trainer.eval_every=2",
-        "trainer.progress=false", f"tracking.uri=sqlite:///{root}/mlflow.db", f"output_dir={out}", *extra,
-    ]))
+    summary = train(compose(tiny_run(
+        "model=sage", "partition.num_parts=1", "trainer.max_iterations=4", "trainer.eval_every=2",
+        f"tracking.uri=sqlite:///{root}/mlflow.db", f"output_dir={out}", *extra,
+    )))
     return out, summary
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return _train(tmp_path_factory.mktemp("rollout"), "trainer.eval_leads=3")
-
-
-def _error(capsys, argv: list[str], *words: str) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("gnnddm: error: ") and "\n" not in err and "Traceback" not in err, err
-    for w in words:
-        assert w in err, (w, err)
-    return err
 
 
 def test_training_scores_the_test_split_per_lead_and_lead_one_is_the_test_rmse(run):
@@ -116,15 +106,15 @@ def test_predict_writes_zarr_too(run, tmp_path):
 def test_bad_predict_requests_are_one_error_and_leave_no_file(run, tmp_path, capsys):
     out, _ = run
     target = tmp_path / "fc.nc"
-    _error(capsys, ["predict", f"output_dir={out}", "init=1999-01-01", f"output={target}"], "init=1999-01-01",
-           "not a time step")
+    cli_error(capsys, ["predict", f"output_dir={out}", "init=1999-01-01", f"output={target}"], "init=1999-01-01",
+              "not a time step")
     bundle = load_model(out / "model.pt")
     last = str(rebuild(bundle.cfg, bundle).data.times[37])[:16]
-    _error(capsys, ["predict", f"output_dir={out}", f"init={last}", "leads=5", f"output={target}"], "leads=5",
-           "at most 2")
-    _error(capsys, ["predict", f"output_dir={tmp_path}", f"init={last}"], "model.pt")
-    _error(capsys, ["predict", f"output_dir={out}", f"init={last}", "output=fc.txt"], "output=fc.txt", ".nc")
-    _error(capsys, ["predict", f"output_dir={out}"], "init: required")
+    cli_error(capsys, ["predict", f"output_dir={out}", f"init={last}", "leads=5", f"output={target}"], "leads=5",
+              "at most 2")
+    cli_error(capsys, ["predict", f"output_dir={tmp_path}", f"init={last}"], "model.pt")
+    cli_error(capsys, ["predict", f"output_dir={out}", f"init={last}", "output=fc.txt"], "output=fc.txt", ".nc")
+    cli_error(capsys, ["predict", f"output_dir={out}"], "init: required")
     assert not list(tmp_path.iterdir())
 
 
@@ -135,8 +125,8 @@ def test_the_latest_initial_time_bounds_the_leads(run, tmp_path, capsys):
     bundle = load_model(out / "model.pt")
     times = rebuild(bundle.cfg, bundle).data.times
     early, late = str(times[30])[:16], str(times[37])[:16]
-    _error(capsys, ["predict", f"output_dir={out}", f"init={early},{late}", "leads=3", f"output={tmp_path / 'a.nc'}"],
-           "leads=3", f"at most 2 lead(s) of 1 step(s) after init={late}")
+    cli_error(capsys, ["predict", f"output_dir={out}", f"init={early},{late}", "leads=3",
+                       f"output={tmp_path / 'a.nc'}"], "leads=3", f"at most 2 lead(s) of 1 step(s) after init={late}")
     assert main(["predict", f"output_dir={out}", f"init={early},{late}", f"output={tmp_path / 'b.nc'}"]) == 0
     with xr.open_dataset(tmp_path / "b.nc") as ds:
         assert ds.sizes["init_time"] == 2 and ds.sizes["lead_time"] == 2
@@ -152,8 +142,8 @@ def test_eval_leads_is_checked_before_training(tmp_path, capsys):
 
 def test_rollout_on_a_model_of_interpolation_is_refused(tmp_path, capsys):
     out, _ = _train(tmp_path, "task=interpolate")
-    _error(capsys, ["evaluate", f"output_dir={out}", "leads=2"], "leads=2", "forecast")
-    _error(capsys, ["predict", f"output_dir={out}", "init=2000-01-08"], "task=interpolate", "forecast")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "leads=2"], "leads=2", "forecast")
+    cli_error(capsys, ["predict", f"output_dir={out}", "init=2000-01-08"], "task=interpolate", "forecast")
 
 
 def test_the_prediction_file_passes_the_cf_checker(run, tmp_path):
@@ -191,7 +181,7 @@ def test_station_and_mesh_forecast_files_pass_the_cf_checker_and_name_the_statio
     """The same check for the ``values`` layout; a station file names each series by the station's code."""
     pytest.importorskip("compliance_checker")
     from gnnddm.data.forecast_file import forecast_dataset, write_forecast
-    from gnnddm.gallery import station_data, weather_data
+    from gnnddm.testing.gallery import station_data, weather_data
 
     if kind == "stations":
         data = station_data(n=5).replace(node_ids=("3904", "518", "1034", "2922", "4935"))
@@ -227,13 +217,13 @@ def test_the_maps_show_the_chosen_variable_lead_and_initial_time(run, capsys):
     result = json.loads((out / "evaluate_test.json").read_text())
     names = sorted(Path(p).name for p in result["plots"])
     assert names == sorted(["map_test_msl.png", *(f"leads_test_{v}.png" for v in ("t2m", "msl", "u10", "v10"))])
-    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_var=sst"], "map_var=sst",
-           "t2m, msl, u10, v10")
-    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_lead=5"], "map_lead=5", "1 .. 3")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_var=sst"], "map_var=sst",
+              "t2m, msl, u10, v10")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_lead=5"], "map_lead=5", "1 .. 3")
     late = str(times[38])[:16]  # one step before the split's end
-    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_lead=2", f"map_init={late}"],
-           f"map_init={late}", "reaches lead 2")
-    _error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "map_var=msl"], "map_var", "plots=true")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "plots=true", "map_lead=2", f"map_init={late}"],
+              f"map_init={late}", "reaches lead 2")
+    cli_error(capsys, ["evaluate", f"output_dir={out}", "leads=3", "map_var=msl"], "map_var", "plots=true")
 
 
 def test_report_draws_scores_against_lead_time(run, tmp_path):
@@ -254,7 +244,7 @@ def test_a_forecast_file_on_stations_or_a_mesh_reads_back_as_a_series_of_valid_t
     the values as written, at the written positions."""
     from gnnddm.data.forecast_file import forecast_dataset, write_forecast
     from gnnddm.data.info import load
-    from gnnddm.gallery import station_data, weather_data
+    from gnnddm.testing.gallery import station_data, weather_data
 
     if kind == "stations":
         data = station_data(n=9)

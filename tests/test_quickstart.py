@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gnnddm.config import compose
-from gnnddm.train import train
+from gnnddm.training import train
 
 
 @pytest.mark.slow

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import LinearGNN, grid_data, station_data
 from gnnddm.models.graph import prepare_graph
 from gnnddm.rollout import Climatology, LeadScores, Rollout, metrics, score_leads
 from gnnddm.tasks import ForecastTask, InterpolateTask
+from gnnddm.testing.gallery import LinearGNN, grid_data, station_data
 
 
 def _setup(history=1, lead=1, times=12, missing=0.2, seed=0):

@@ -16,14 +16,14 @@ from mlflow.tracking import MlflowClient
 from gnnddm.config import compose
 from gnnddm.errors import OutputError
 from gnnddm.outputs import save_torch, write_json
-from gnnddm.train import ENV_FAULT, train
-
-TINY = ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
-        "trainer.eval_every=1", "trainer.progress=false"]
+from gnnddm.testing.runs import tiny_run
+from gnnddm.training import train
+from gnnddm.training.launcher import ENV_FAULT
 
 
 def _tiny(tmp_path: Path, *extra: str) -> list[str]:
-    return [*TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_dir={tmp_path / 'out'}", *extra]
+    return tiny_run("trainer.eval_every=1", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                    f"output_dir={tmp_path / 'out'}", *extra)
 
 
 def _runs(tmp_path: Path) -> list:

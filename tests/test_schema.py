@@ -97,17 +97,54 @@ def test_every_group_of_the_root_config_is_covered_or_known():
     assert set(GROUPS) == set(COVERED)
 
 
+def test_a_schema_joins_its_group_by_being_defined():
+    """No table lists the schemas: a Component subclass with a ``_target_`` registers under its group (its
+    module's name in gnnddm.schema, or its base's), a specific one before a prefix whatever their order."""
+    from gnnddm.schema import fields
+    from gnnddm.schema.graph import GraphConfig
+
+    registry = list(fields._REGISTRY)
+    try:
+        @dataclasses.dataclass
+        class AnyDemoGraph(GraphConfig):
+            _target_: str = "demo.graphs.any"
+            target_prefix = "demo.graphs."
+
+        @dataclasses.dataclass
+        class OneDemoGraph(GraphConfig):
+            _target_: str = "demo.graphs.one"
+
+        assert AnyDemoGraph.group == OneDemoGraph.group == "graph"
+        assert GROUPS["graph"][-2:] == (OneDemoGraph, AnyDemoGraph)
+        assert schema_of("graph", "demo.graphs.one") is OneDemoGraph
+        assert schema_of("graph", "demo.graphs.other") is AnyDemoGraph
+    finally:
+        fields._REGISTRY[:] = registry
+    assert schema_of("graph", "demo.graphs.one") is None
+    # a base without a _target_ is no option; an algorithm's Config (gnnddm.ddm) is found from its class
+    assert GraphConfig not in GROUPS["graph"] and "ddm" not in GROUPS
+
+
 def test_the_choices_the_schemas_repeat_are_the_components_own():
     from gnnddm.data.synthetic import VARIABLES
     from gnnddm.graph.grid import STENCILS
     from gnnddm.graph.weights import KERNELS, WEIGHTINGS
-    from gnnddm.partition.partitioners import NODE_WEIGHTS
-    from gnnddm.schema import data, graph, partition
+    from gnnddm.schema import data, graph
 
     assert graph.KERNELS == KERNELS and graph.WEIGHTINGS == WEIGHTINGS
     assert set(graph.NEIGHBOURS) == set(STENCILS)
     assert set(data.SYNTHETIC_VARIABLES) == set(VARIABLES)
-    assert {None, *partition.NODE_WEIGHTS} == set(NODE_WEIGHTS)
+
+
+def test_the_lists_a_lower_layer_reads_are_the_schemas_own():
+    """``node_weights`` and ``distributed.backend`` are listed once, in the schema, which the partitioners and
+    the process-group set-up import (the schema imports neither torch nor them)."""
+    from gnnddm.distributed import world
+    from gnnddm.partition import partitioners
+    from gnnddm.schema import partition, root
+
+    assert partitioners.NODE_WEIGHTS is partition.NODE_WEIGHTS
+    assert world.BACKENDS is root.BACKENDS
 
 
 def test_every_schema_default_is_valid():

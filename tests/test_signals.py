@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gnnddm.signals import STOP_SIGNALS, StopSignals, Terminated, preemption_signal, requeue_if_preempted
-
-TINY = ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
-        "partition.num_parts=2", "trainer.eval_every=5", "trainer.progress=false"]
+from gnnddm.testing.runs import tiny_run
+from gnnddm.training.signals import STOP_SIGNALS, StopSignals, Terminated, preemption_signal, requeue_if_preempted
 
 
 def _start(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "gnnddm", "train", *TINY, "hydra.run.dir=run", *extra]
+    run = tiny_run("partition.num_parts=2", "trainer.eval_every=5")
+    cmd = [sys.executable, "-m", "gnnddm", "train", *run, "hydra.run.dir=run", *extra]
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "MPLBACKEND": "Agg"})
 
@@ -156,10 +155,10 @@ def test_a_rank_stopped_by_a_signal_exits_with_its_status_and_no_traceback(monke
     spawned process reports without a traceback (any other exception would print one)."""
     from omegaconf import OmegaConf
 
-    import gnnddm.train as train_module
+    import gnnddm.training.trainer as train_module
     from gnnddm.config import compose
 
-    def stopped(cfg):
+    def stopped(cfg, settings):
         raise Terminated("SIGTERM", "run terminated by SIGTERM during set-up")
 
     monkeypatch.setattr(train_module, "_train_process", stopped)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from gnnddm.gallery import grid_data
 from gnnddm.tasks import ForecastTask, InterpolateTask
+from gnnddm.testing.gallery import grid_data
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gnnddm.errors import ConfigError
-from gnnddm.tracking import Tracker, _check_sqlite, _retry, flatten
+from gnnddm.testing.runs import TWO_ITERATIONS
+from gnnddm.training.tracking import Tracker, _check_sqlite, _retry, flatten
 
 
 def _client(tmp_path):
@@ -82,7 +83,7 @@ def test_disabled_tracker_does_nothing(tmp_path, monkeypatch):
 
 
 def test_metrics_are_buffered_until_flush_seconds_or_flush(tmp_path, monkeypatch):
-    import gnnddm.tracking as tracking
+    import gnnddm.training.tracking as tracking
 
     clock = [100.0]
     monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
@@ -139,20 +140,16 @@ def test_a_new_store_is_created_holding_the_lock_beside_it(tmp_path, monkeypatch
     assert _client(tmp_path).get_run(run_id).info.status == "FINISHED"
 
 
-TINY = ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
-        "partition.num_parts=2", "trainer.max_iterations=2", "trainer.eval_every=1", "trainer.progress=false"]
-
-
 def _gnnddm(*args, cwd):
     exe = shutil.which("gnnddm")
     cmd = [exe] if exe else [sys.executable, "-m", "gnnddm"]
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([*cmd, "train", *TINY, *args], cwd=cwd, stdout=subprocess.PIPE,
+    return subprocess.Popen([*cmd, "train", *TWO_ITERATIONS, *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
 def test_a_write_that_finds_the_database_locked_is_tried_again(monkeypatch):
-    import gnnddm.tracking as tracking
+    import gnnddm.training.tracking as tracking
 
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
     calls = []
@@ -214,7 +211,7 @@ def test_an_unusable_store_is_one_line_and_a_tracker_that_does_nothing(tmp_path,
     db = tmp_path / "mlflow.db"
     error = damage(db)
     tr = Tracker(uri=f"sqlite:///{db}", experiment="t")
-    with caplog.at_level(logging.WARNING, logger="gnnddm.tracking"):
+    with caplog.at_level(logging.WARNING, logger="gnnddm.training.tracking"):
         assert tr.start(tags={"a": "b"}) is None
     line = f"tracking.uri=sqlite:///{db}: {error}; the run continues untracked (set tracking.required=true"
     assert [r.getMessage()[: len(line)] for r in caplog.records] == [line]
@@ -301,7 +298,7 @@ def test_an_sqlite_older_than_mlflows_minimum_is_an_error_naming_tracking_uri(tm
     with pytest.raises(ConfigError, match=f"^tracking.uri={uri}: this process loaded SQLite 3.26.0"):
         Tracker(uri=uri, required=True).start()
     tr = Tracker(uri=uri)
-    with caplog.at_level(logging.WARNING, logger="gnnddm.tracking"):
+    with caplog.at_level(logging.WARNING, logger="gnnddm.training.tracking"):
         assert tr.start() is None
     assert "SQLite 3.26.0" in tr.error and "the run continues untracked" in tr.error
     assert not (tmp_path / "mlflow.db").exists()

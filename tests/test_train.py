@@ -12,19 +12,10 @@ from mlflow.tracking import MlflowClient
 
 from gnnddm.config import compose, config_dir
 from gnnddm.errors import ConfigError, GnnddmError, TrainingDivergedError
-from gnnddm.train import train
+from gnnddm.testing.runs import tiny_run_in
+from gnnddm.training import train
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-
-
-def tiny(tmp_path: Path, *extra: str, out="out") -> list[str]:
-    """A fast problem: synthetic 5.625 deg grid (2,048 nodes), 40 steps, small SAGE."""
-    return [
-        "data=synthetic", "data.resolution=5.625", "data.steps=40", "model=sage", "model.hidden=8",
-        "model.layers=2", "partition.num_parts=2", "partition.overlap=2", "trainer.max_iterations=4",
-        "trainer.eval_every=2", "trainer.progress=false", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        f"output_dir={tmp_path / out}", *extra,
-    ]
 
 
 def run_of(tmp_path, summary):
@@ -33,7 +24,7 @@ def run_of(tmp_path, summary):
 
 @pytest.mark.slow
 def test_summary_json_holds_the_contract_keys(tmp_path):
-    summary = train(compose(tiny(tmp_path)))
+    summary = train(compose(tiny_run_in(tmp_path)))
     on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert on_disk["status"] == summary["status"] == "finished"
     for key in ("train_loss", "val_loss", "val_rmse"):
@@ -51,7 +42,7 @@ def test_summary_json_holds_the_contract_keys(tmp_path):
 
 @pytest.mark.slow
 def test_mlflow_run_carries_params_metrics_tags_and_artifacts(tmp_path):
-    summary = train(compose(tiny(tmp_path, "ddm=sync")))
+    summary = train(compose(tiny_run_in(tmp_path, "ddm=sync")))
     run = run_of(tmp_path, summary)
     assert run.info.status == "FINISHED"
     assert run.data.params["partition.num_parts"] == "2"
@@ -82,7 +73,8 @@ def test_mlflow_run_carries_params_metrics_tags_and_artifacts(tmp_path):
 
 
 def test_a_key_only_the_data_refutes_fails_the_run_with_a_named_error_and_no_running_run(tmp_path):
-    cfg = compose(tiny(tmp_path, "task.var_weights={t2m:1.0,nope:2.0}"))  # valid for the schema, not for the data
+    # valid for the schema, not for the data
+    cfg = compose(tiny_run_in(tmp_path, "task.var_weights={t2m:1.0,nope:2.0}"))
     with pytest.raises(GnnddmError, match="nope"):
         train(cfg)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -92,7 +84,7 @@ def test_a_key_only_the_data_refutes_fails_the_run_with_a_named_error_and_no_run
 
 def test_wrongly_typed_override_is_a_config_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match="trainer.max_iterations"):
-        train(compose(tiny(tmp_path, "trainer.max_iterations=abc")))
+        train(compose(tiny_run_in(tmp_path, "trainer.max_iterations=abc")))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "failed" and "trainer.max_iterations" in summary["error"]
     assert not (tmp_path / "mlflow.db").exists()  # no run was started, so none is left RUNNING
@@ -100,7 +92,7 @@ def test_wrongly_typed_override_is_a_config_error_naming_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_exploding_loss_stops_with_the_iteration_and_a_failed_run(tmp_path):
-    cfg = compose(tiny(tmp_path, "optimizer=sgd", "optimizer.lr=1.0e6", "trainer.max_loss=1.0e3"))
+    cfg = compose(tiny_run_in(tmp_path, "optimizer=sgd", "optimizer.lr=1.0e6", "trainer.max_loss=1.0e3"))
     with pytest.raises(TrainingDivergedError, match="iteration"):
         train(cfg)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -108,13 +100,13 @@ def test_exploding_loss_stops_with_the_iteration_and_a_failed_run(tmp_path):
 
 
 def test_tracking_disabled_writes_no_store(tmp_path):
-    summary = train(compose(tiny(tmp_path, "tracking.enabled=false")))
+    summary = train(compose(tiny_run_in(tmp_path, "tracking.enabled=false")))
     assert summary["mlflow_run_id"] is None
     assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_target_val_loss_stops_early(tmp_path):
-    summary = train(compose(tiny(tmp_path, "trainer.target_val_loss=1.0e3", "trainer.max_iterations=10")))
+    summary = train(compose(tiny_run_in(tmp_path, "trainer.target_val_loss=1.0e3", "trainer.max_iterations=10")))
     assert summary["status"] == "target_reached"
     assert summary["accounting"]["iterations"] == 2
 
@@ -123,16 +115,16 @@ def test_target_val_loss_stops_early(tmp_path):
 def test_a_cosine_schedule_sets_the_global_rate_of_every_iteration(tmp_path):
     import math
 
-    summary = train(compose(tiny(tmp_path, "trainer.lr_schedule=cosine", "optimizer.lr=0.02")))
+    summary = train(compose(tiny_run_in(tmp_path, "trainer.lr_schedule=cosine", "optimizer.lr=0.02")))
     history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
         summary["mlflow_run_id"], "train/lr")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
         [(t, 0.02 * (1 + math.cos(math.pi * (t - 1) / 4)) / 2) for t in range(1, 5)])
-    constant = train(compose(tiny(tmp_path, "optimizer.lr=0.02", "tracking.enabled=false", out="constant")))
+    constant = train(compose(tiny_run_in(tmp_path, "optimizer.lr=0.02", "tracking.enabled=false", out="constant")))
     assert constant["final"]["train_loss"] != summary["final"]["train_loss"]
     with pytest.raises(ConfigError, match="trainer.lr_schedule"):
-        compose(tiny(tmp_path, "trainer.lr_schedule=linear"))
-        train(compose(tiny(tmp_path, "trainer.lr_schedule=linear")))
+        compose(tiny_run_in(tmp_path, "trainer.lr_schedule=linear"))
+        train(compose(tiny_run_in(tmp_path, "trainer.lr_schedule=linear")))
 
 
 @pytest.mark.parametrize("ddm,exact", [("sync", False), ("halo_sync", True), ("multilevel", True)])
@@ -141,8 +133,8 @@ def test_a_one_hop_overlap_is_exact_only_for_algorithms_that_exchange_halos_per_
     extra = ["ddm.levels=2", "ddm.post_smooth=[1,2]"] if ddm == "multilevel" else []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = train(compose(tiny(tmp_path, f"ddm={ddm}", "partition.overlap=1", "trainer.max_iterations=1",
-                                     "tracking.enabled=false", *extra)))
+        summary = train(compose(tiny_run_in(tmp_path, f"ddm={ddm}", "partition.overlap=1", "trainer.max_iterations=1",
+                                            "tracking.enabled=false", *extra)))
     assert summary["partition"]["exact"] is exact
     assert any("message-passing hops" in str(w.message) for w in caught) is not exact
 
@@ -154,12 +146,12 @@ def _params(out: Path):
 @pytest.mark.parametrize("ddm", ["global", "asm"])
 @pytest.mark.slow
 def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, ddm):
-    full = tiny(tmp_path, f"ddm={ddm}", "trainer.max_iterations=6", "tracking.enabled=false", out="full")
+    full = tiny_run_in(tmp_path, f"ddm={ddm}", "trainer.max_iterations=6", "tracking.enabled=false", out="full")
     train(compose(full))
-    part = tiny(tmp_path, f"ddm={ddm}", "trainer.max_iterations=3", "tracking.enabled=false", out="part")
+    part = tiny_run_in(tmp_path, f"ddm={ddm}", "trainer.max_iterations=3", "tracking.enabled=false", out="part")
     train(compose(part))
-    resumed = tiny(tmp_path, f"ddm={ddm}", "trainer.max_iterations=6", "tracking.enabled=false", "resume=true",
-                   out="part")
+    resumed = tiny_run_in(tmp_path, f"ddm={ddm}", "trainer.max_iterations=6", "tracking.enabled=false", "resume=true",
+                          out="part")
     summary = train(compose(resumed))
     assert summary["resumed_from"] == 3
     a, b = _params(tmp_path / "full"), _params(tmp_path / "part")
@@ -170,8 +162,9 @@ def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, ddm):
 
 @pytest.mark.slow
 def test_a_resumed_run_continues_its_mlflow_run_with_one_history(tmp_path):
-    first = train(compose(tiny(tmp_path, "trainer.max_iterations=3", "trainer.checkpoint_every=2")))
-    resumed = train(compose(tiny(tmp_path, "trainer.max_iterations=6", "trainer.checkpoint_every=2", "resume=true")))
+    first = train(compose(tiny_run_in(tmp_path, "trainer.max_iterations=3", "trainer.checkpoint_every=2")))
+    resumed = train(compose(tiny_run_in(tmp_path, "trainer.max_iterations=6", "trainer.checkpoint_every=2",
+                                        "resume=true")))
     assert resumed["mlflow_run_id"] == first["mlflow_run_id"] and resumed["resumed_from"] == 3
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run = client.get_run(first["mlflow_run_id"])
@@ -196,10 +189,11 @@ def test_resuming_after_a_failure_past_the_checkpoint_opens_a_linked_run_with_on
 
     monkeypatch.setattr(Global, "_step", failing)
     with pytest.raises(RuntimeError, match="injected"):
-        train(compose(tiny(tmp_path, "trainer.max_iterations=5", "trainer.checkpoint_every=2")))
+        train(compose(tiny_run_in(tmp_path, "trainer.max_iterations=5", "trainer.checkpoint_every=2")))
     failed = json.loads((tmp_path / "out" / "summary.json").read_text())
     monkeypatch.setattr(Global, "_step", step)
-    resumed = train(compose(tiny(tmp_path, "trainer.max_iterations=5", "trainer.checkpoint_every=2", "resume=true")))
+    resumed = train(compose(tiny_run_in(tmp_path, "trainer.max_iterations=5", "trainer.checkpoint_every=2",
+                                        "resume=true")))
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     old, new = client.get_run(failed["mlflow_run_id"]), client.get_run(resumed["mlflow_run_id"])
     assert old.info.status == "FAILED" and new.info.status == "FINISHED"
@@ -214,8 +208,8 @@ def test_a_job_stopped_in_its_set_up_and_requeued_continues_its_mlflow_run(tmp_p
     """A stop signal right after the MLflow run was created (before its params): summary.json names the
     run, and the requeued job, which starts again without a checkpoint, continues that run (params, the
     start's metrics at step 0 and each iteration once) instead of leaving it behind."""
-    from gnnddm.signals import Terminated
-    from gnnddm.tracking import Tracker
+    from gnnddm.training.signals import Terminated
+    from gnnddm.training.tracking import Tracker
 
     log_params = Tracker.log_params
 
@@ -224,12 +218,12 @@ def test_a_job_stopped_in_its_set_up_and_requeued_continues_its_mlflow_run(tmp_p
 
     monkeypatch.setattr(Tracker, "log_params", stopped)
     with pytest.raises(Terminated):
-        train(compose(tiny(tmp_path, "trainer.checkpoint_every=2")))
+        train(compose(tiny_run_in(tmp_path, "trainer.checkpoint_every=2")))
     first = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert first["status"] == "terminated" and first["mlflow_run_id"]
     monkeypatch.setattr(Tracker, "log_params", log_params)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    again = train(compose(tiny(tmp_path, "trainer.checkpoint_every=2")))
+    again = train(compose(tiny_run_in(tmp_path, "trainer.checkpoint_every=2")))
     assert again["mlflow_run_id"] == first["mlflow_run_id"] and "resumed_from" not in again
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run = client.get_run(first["mlflow_run_id"])
@@ -253,11 +247,11 @@ def test_a_restart_without_checkpoint_after_logged_iterations_opens_a_linked_run
 
     monkeypatch.setattr(Global, "_step", failing)
     with pytest.raises(RuntimeError, match="injected"):
-        train(compose(tiny(tmp_path, "trainer.checkpoint_every=0")))
+        train(compose(tiny_run_in(tmp_path, "trainer.checkpoint_every=0")))
     failed = json.loads((tmp_path / "out" / "summary.json").read_text())
     monkeypatch.setattr(Global, "_step", step)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    again = train(compose(tiny(tmp_path, "trainer.checkpoint_every=0")))
+    again = train(compose(tiny_run_in(tmp_path, "trainer.checkpoint_every=0")))
     assert again["mlflow_run_id"] != failed["mlflow_run_id"] and again["resumed_run_id"] == failed["mlflow_run_id"]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert sorted(m.step for m in client.get_metric_history(again["mlflow_run_id"], "cost/rounds")) == [1, 2, 3, 4]
@@ -269,24 +263,24 @@ def test_a_stop_signal_during_the_final_evaluation_lets_the_run_finish(tmp_path,
     import os
     import signal
 
-    from gnnddm import train as train_module
+    from gnnddm.training.validate import Evaluator
 
-    evaluate = train_module.Evaluator.__call__
+    evaluate = Evaluator.__call__
 
     def signalled(self, model, splits=("train", "val")):
         if splits == ("test",):
             os.kill(os.getpid(), signal.SIGTERM)
         return evaluate(self, model, splits)
 
-    monkeypatch.setattr(train_module.Evaluator, "__call__", signalled)
-    summary = train(compose(tiny(tmp_path, "trainer.checkpoint_every=2")))
+    monkeypatch.setattr(Evaluator, "__call__", signalled)
+    summary = train(compose(tiny_run_in(tmp_path, "trainer.checkpoint_every=2")))
     assert summary["status"] == "finished" and summary["accounting"]["iterations"] == 4
     assert run_of(tmp_path, summary).info.status == "FINISHED"
 
 
 def test_resume_without_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint"):
-        train(compose(tiny(tmp_path, "resume=true", "tracking.enabled=false")))
+        train(compose(tiny_run_in(tmp_path, "resume=true", "tracking.enabled=false")))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

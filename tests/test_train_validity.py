@@ -16,7 +16,7 @@ from gnnddm.config import compose
 from gnnddm.data.synthetic import grid_coords
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.tasks import rmse_from_sums
-from gnnddm.train import train
+from gnnddm.training import train
 
 STEPS = 20
 

@@ -3,7 +3,7 @@
 Loads ``PATH/model.pt`` (:mod:`gnnddm.bundle`), rebuilds the problem from the configuration stored in it
 (:func:`gnnddm.pipeline.build_problem`), checks that the rebuilt data is the data the model was trained
 on (variables, normalisation statistics, graph), and scores the split with
-:class:`gnnddm.evaluate.Evaluator` against the task's baseline (persistence for forecasting, inverse
+:class:`gnnddm.training.validate.Evaluator` against the task's baseline (persistence for forecasting, inverse
 distance for interpolation), with the samples and batches of the training run's own evaluation, so the
 numbers are those the run reports.
 
@@ -141,7 +141,7 @@ def evaluate(req: Request) -> dict:
     from gnnddm.outputs import write_json
     from gnnddm.rollout import metrics as lead_metrics
     from gnnddm.schema.validate import validate_file
-    from gnnddm.tracking import metric_name
+    from gnnddm.training.tracking import metric_name
 
     if not req.output_dir.is_dir():
         raise DataError(f"output_dir={req.output_dir}: no such folder; give the output folder of a finished "
@@ -202,7 +202,7 @@ class Rebuilt:
 def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str, Rebuilt]:
     """Rebuild data, task and model as in training; the :meth:`Evaluator.scores` of ``split``, the name of
     the task's baseline and what was rebuilt."""
-    from gnnddm.evaluate import Evaluator
+    from gnnddm.training.validate import Evaluator
 
     r = rebuild(cfg, bundle)
     anchors = r.task.split_anchors(r.problem.split)[split]
@@ -337,7 +337,7 @@ def _summarise(scores: dict, bundle, split: str, baseline: str) -> dict:
 
 def _start_run(cfg: DictConfig, bundle, req: Request):
     """Open the evaluate run in the training run's store (its config's ``tracking`` section, overridden)."""
-    from gnnddm.tracking import config_params, environment_tags, tracker_from_config
+    from gnnddm.training.tracking import config_params, environment_tags, tracker_from_config
 
     tracker = tracker_from_config(cfg.tracking, run_name=f"evaluate-{req.split}")
     tags = {**environment_tags(), "gnnddm.command": "evaluate", "gnnddm.split": req.split,

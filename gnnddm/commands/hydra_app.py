@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from gnnddm.config import config_dir
 from gnnddm.errors import ConfigError, GnnddmError
-from gnnddm.signals import Terminated, requeue_if_preempted
+from gnnddm.training.signals import Terminated, requeue_if_preempted
 
 _FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "output_dir")
 

@@ -1,6 +1,7 @@
 """``gnnddm train [+experiment=NAME] [key=value ...]``: train as configured (Hydra; ``-m`` for sweeps).
 
-The loop is :func:`gnnddm.train.train`; what a run prints and leaves is described in docs/runs.md.
+The run is :func:`gnnddm.training.trainer.train` (its loop: :class:`gnnddm.training.trainer.Trainer`); what a
+run prints and leaves is described in docs/runs.md.
 """
 
 from __future__ import annotations
@@ -8,6 +9,6 @@ from __future__ import annotations
 
 def main(argv: list[str]) -> int:
     from gnnddm.commands.hydra_app import run_hydra_command
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     return run_hydra_command("train", train, argv)

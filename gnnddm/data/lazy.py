@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gnnddm.data.coarsen import coarsen_grid
 from gnnddm.errors import DataError
 
 #: what ``data.lazy: auto`` compares the eager arrays (fields float32 + mask + normalised copy) against
@@ -93,7 +94,7 @@ class GridReader:
     flip : bool
         The file stores latitude ascending (the data holds it north first).
     coarsen : int
-        Block-average factor (:func:`gnnddm.data.grid.coarsen_grid`); a coarsened read takes whole steps.
+        Block-average factor (:func:`gnnddm.data.coarsen.coarsen_grid`); a coarsened read takes whole steps.
     lat_file, lon_file : float64
         The file's coordinates (for coarsening).
     grid_shape : (nlat, nlon)
@@ -200,8 +201,6 @@ class GridReader:
             if self.flip:
                 block = block[:, ::-1]
             if self.coarsen > 1:
-                from gnnddm.data.grid import coarsen_grid
-
                 lat = self.lat_file[::-1] if self.flip else self.lat_file
                 block = coarsen_grid(lat, self.lon_file, block, self.coarsen, self.source)[2]
             out = block.reshape(uniq.size, nlat * nlon, len(self.names))

@@ -14,8 +14,25 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """What :class:`BatchStream` asks of the task it draws from (a :class:`gnnddm.tasks.Task`, rollout
+    training's batches, the assimilation task): reading is split from assembling, so that the part that
+    touches the data can run in a background thread.
+    """
+
+    def read(self, anchors: np.ndarray, nodes: np.ndarray | None = None) -> Any:
+        """The fields the samples at ``anchors`` need (rows ``nodes``, or all); None when nothing is read."""
+
+    def batch(self, anchors: np.ndarray, rng: np.random.Generator | None = None, nodes: np.ndarray | None = None,
+              split: str = "train", fields: Any = None) -> Any:
+        """The mini-batch of ``anchors`` (a :class:`gnnddm.tasks.Batch`) from the ``fields`` :meth:`read`
+        returned for them; the random draws of the batch (interpolation masks) come from ``rng``."""
 
 
 class BatchStream:
@@ -23,7 +40,8 @@ class BatchStream:
 
     Parameters
     ----------
-    task : gnnddm.tasks.Task
+    task : BatchSource
+        A task, or rollout training's batches.
     anchors : int64 [S]
         The training samples to draw from, ``batch_size`` without replacement per batch.
     rng : numpy.random.Generator
@@ -35,7 +53,7 @@ class BatchStream:
         Read ahead in a background thread; False reads each batch when it is asked for.
     """
 
-    def __init__(self, task, anchors, batch_size: int, rng: np.random.Generator, nodes, count: int,
+    def __init__(self, task: BatchSource, anchors, batch_size: int, rng: np.random.Generator, nodes, count: int,
                  prefetch: bool = True):
         self.task, self.anchors, self.rng, self.nodes = task, np.asarray(anchors), rng, nodes
         self.batch_size = min(int(batch_size), len(self.anchors))

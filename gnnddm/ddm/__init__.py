@@ -15,7 +15,7 @@ from gnnddm.errors import ConfigError
 from gnnddm.schema.fields import check_args
 
 
-def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) -> Algorithm:
+def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm) -> Algorithm:
     """The algorithm of ``ddm_cfg`` (its ``_target_`` and parameters) on ``model`` and ``objective``.
 
     Parameters
@@ -25,14 +25,13 @@ def build_algorithm(ddm_cfg, optimizer_cfg, model, objective, comm, accounting) 
         the algorithm's parameters (see conf/ddm/*.yaml and docs/algorithms.md).
     optimizer_cfg : DictConfig or None
         The ``optimizer`` group (the global optimizer), e.g. ``_target_: torch.optim.Adam``, ``lr``.
-    model, objective, comm, accounting
+    model, objective, comm
         See :class:`gnnddm.ddm.base.Algorithm`.
     """
     factory = build(ddm_cfg, "ddm", partial=True)
     optimizer = None if optimizer_cfg is None else build(optimizer_cfg, "optimizer", partial=True)
     try:
-        algorithm = factory(model=model, objective=objective, comm=comm, accounting=accounting,
-                            optimizer=optimizer)
+        algorithm = factory(model=model, objective=objective, comm=comm, optimizer=optimizer)
     except TypeError as exc:
         raise ConfigError(f"ddm: unknown or missing option for {factory.func.__name__} ({exc})") from None
     if not isinstance(algorithm, Algorithm):

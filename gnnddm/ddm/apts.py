@@ -130,7 +130,7 @@ class APTS(Algorithm):
     uses_full_batch = False
     layerwise_halo = True
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, blocks="layers", local_steps: int = 3,
+    def __init__(self, model, objective, comm, optimizer=None, blocks="layers", local_steps: int = 3,
                  local_method: str = "trust_region", local_solver=None, globalization: str = "trust_region",
                  eta1: float = 0.25, eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2,
                  radius0: float = 0.1, radius_min: float = 1e-4, radius_max: float = 10.0, kappa: float = 1.0,
@@ -141,7 +141,7 @@ class APTS(Algorithm):
                    radius0=radius0, radius_min=radius_min, radius_max=radius_max, kappa=kappa, varsigma=varsigma,
                    nonmonotone_window=nonmonotone_window, global_pass=global_pass, global_steps=global_steps,
                    hybrid=hybrid)
-        super().__init__(model, objective, comm, accounting, optimizer)
+        super().__init__(model, objective, comm, optimizer)
         require_stages(model, "ddm=apts")
         self.blocks: list[ParameterBlock] = parameter_blocks(model, self.params, blocks)
         self.local_steps, self.local_method, self.globalization = local_steps, local_method, globalization

@@ -129,17 +129,17 @@ class ASM(Algorithm):
     Config = ASMConfig
     uses_full_batch = False
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
+    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
                  local_solver=None, foc: bool = True, combine: str = "average",
                  globalization: str = "trust_region", eta1: float = 0.25, eta2: float = 0.75,
                  gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
-                 radius_max: float = float("inf"), trial: str = "fused", global_pass: bool = False,
+                 radius_max: float = 10.0, trial: str = "fused", global_pass: bool = False,
                  span_steps: int = 4, kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
         check_args(ASMConfig, "ddm", local_steps=local_steps, foc=foc, combine=combine, globalization=globalization,
                    eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc, radius0=radius0,
                    radius_min=radius_min, radius_max=radius_max, trial=trial, global_pass=global_pass,
                    span_steps=span_steps, kappa=kappa, varsigma=varsigma, global_steps=global_steps)
-        super().__init__(model, objective, comm, accounting, optimizer)
+        super().__init__(model, objective, comm, optimizer)
         self.local_steps, self.foc, self.combine, self.globalization = local_steps, foc, combine, globalization
         self.local_solver = local_solver or DEFAULT_SOLVER
         self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,

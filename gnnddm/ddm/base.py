@@ -28,7 +28,7 @@ import torch
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, between, check_args, one_of
+from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, between, check_args, one_of, spec
 
 #: the local solver when none is given: Adam with lr 1e-3 (as conf/ddm/*.yaml)
 DEFAULT_SOLVER = functools.partial(torch.optim.Adam, lr=1e-3)
@@ -98,6 +98,9 @@ def flat_grad(params) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- trust region
+_TR = {key: default for key, (_, _, default) in spec(TrustRegionConfig).items()}
+
+
 @dataclass
 class TrustRegion:
     """Radius update of the trust-region globalisation (APTS defaults).
@@ -113,13 +116,14 @@ class TrustRegion:
         ``radius_min``, ``radius0`` outside [radius_min, radius_max], η₁ > η₂, ...
     """
 
-    radius: float = 0.1
-    eta1: float = 0.25
-    eta2: float = 0.75
-    gamma_dec: float = 0.9
-    gamma_inc: float = 1.2
-    radius_min: float = 1e-4
-    radius_max: float = float("inf")
+    # the defaults are TrustRegionConfig's (ddm.radius0, ddm.eta1, ...): one definition
+    radius: float = _TR["radius0"]
+    eta1: float = _TR["eta1"]
+    eta2: float = _TR["eta2"]
+    gamma_dec: float = _TR["gamma_dec"]
+    gamma_inc: float = _TR["gamma_inc"]
+    radius_min: float = _TR["radius_min"]
+    radius_max: float = _TR["radius_max"]
 
     def __post_init__(self):
         check_args(TrustRegionConfig, "ddm", radius0=self.radius, eta1=self.eta1, eta2=self.eta2,
@@ -217,8 +221,8 @@ class Algorithm:
     objective : Objective
         Losses on the batch of the current step (:meth:`step` sets it).
     comm : Communicator
-    accounting : Accounting
-        Attached to ``comm`` when the communicator has none.
+        Its :class:`~gnnddm.distributed.accounting.Accounting` (given to it at construction) is what the
+        algorithm accounts its work and collectives in.
     optimizer : callable, optional
         ``optimizer(params) -> torch.optim.Optimizer``: the global optimizer (the ``optimizer`` group).
     """
@@ -241,13 +245,11 @@ class Algorithm:
         objective is built with them once (:func:`gnnddm.ddm.build_objective`)."""
         return []
 
-    def __init__(self, model, objective, comm, accounting: Accounting, optimizer=None):
+    def __init__(self, model, objective, comm, optimizer=None):
         self.model = model
         self.objective = objective
         self.comm = comm
-        self.accounting = accounting
-        if getattr(comm, "accounting", None) is None:
-            comm.accounting = accounting
+        self.accounting: Accounting = comm.accounting
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters")

@@ -25,8 +25,8 @@ class Global(Algorithm):
     Config = GlobalConfig
     whole_graph = True
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None):
-        super().__init__(model, objective, comm, accounting, optimizer)
+    def __init__(self, model, objective, comm, optimizer=None):
+        super().__init__(model, objective, comm, optimizer)
         self._global_optimizer()
 
     def _step(self) -> dict[str, float]:

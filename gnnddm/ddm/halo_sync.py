@@ -243,7 +243,7 @@ class HaloSync(Algorithm):
 
     Parameters
     ----------
-    model, objective, comm, accounting, optimizer
+    model, objective, comm, optimizer
         See :class:`~gnnddm.ddm.base.Algorithm`; ``optimizer`` (the ``optimizer`` group) is required.
         The model must expose its stages (``encode``, ``layer``, ``decode``, ``num_layers``).
     """
@@ -253,8 +253,8 @@ class HaloSync(Algorithm):
     uses_full_batch = False
     layerwise_halo = True
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None):
-        super().__init__(model, objective, comm, accounting, optimizer)
+    def __init__(self, model, objective, comm, optimizer=None):
+        super().__init__(model, objective, comm, optimizer)
         require_stages(model, "ddm=halo_sync")
         self._global_optimizer()
         self.path, self.inputs = fine_path(objective, comm, self.timed)

@@ -31,9 +31,9 @@ class LLCG(LocalAvg):
     Config = LLCGConfig
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
+    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
                  local_solver=None, server_steps: int = 1):
-        super().__init__(model, objective, comm, accounting, optimizer, local_steps, local_solver)
+        super().__init__(model, objective, comm, optimizer, local_steps, local_solver)
         check_args(LLCGConfig, "ddm", server_steps=server_steps)
         self.server_steps = server_steps
         self._global_optimizer()

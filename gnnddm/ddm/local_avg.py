@@ -43,10 +43,10 @@ class LocalAvg(Algorithm):
     Config = LocalAvgConfig
     uses_full_batch = False
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 1,
+    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
                  local_solver=None):
         check_args(LocalAvgConfig, "ddm", local_steps=local_steps)
-        super().__init__(model, objective, comm, accounting, optimizer)
+        super().__init__(model, objective, comm, optimizer)
         self.local_steps = local_steps
         for k in self.parts:
             self._make_solver(f"part{k}", local_solver or DEFAULT_SOLVER)

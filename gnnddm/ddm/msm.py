@@ -55,13 +55,13 @@ class MSM(ASM):
     name = "msm"
     Config = MSMConfig
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, local_steps: int = 3,
+    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
                  local_solver=None, foc: bool = True, colored: bool = False,
                  globalization: str = "none", eta1: float = 0.25, eta2: float = 0.75, gamma_dec: float = 0.9,
                  gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
-                 radius_max: float = float("inf"), trial: str = "fused", global_pass: bool = False,
+                 radius_max: float = 10.0, trial: str = "fused", global_pass: bool = False,
                  kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
-        super().__init__(model, objective, comm, accounting, optimizer, local_steps=local_steps,
+        super().__init__(model, objective, comm, optimizer, local_steps=local_steps,
                          local_solver=local_solver, foc=foc, combine="sum", globalization=globalization,
                          eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc, radius0=radius0,
                          radius_min=radius_min, radius_max=radius_max, trial=trial, global_pass=global_pass,

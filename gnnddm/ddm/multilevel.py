@@ -93,6 +93,9 @@ def _per_level(key: str, value, levels: int) -> list[int]:
 
 
 DISTRIBUTIONS = ("partition", "replicate")
+#: the default ν₂ per level, finest first: no global-optimizer steps on the fine level, 4 smoothing steps on
+#: the first coarse level, 8 on the others
+POST_SMOOTH = (0, 4, 8)
 SCHEDULES = ("space", "depth", "both")
 
 
@@ -145,7 +148,7 @@ class MultilevelConfig(TrustRegionConfig):
     coarsening: str = field(default="grid", metadata=one_of(*COARSENINGS, noun="coarsening"))
     clusters: int | None = field(default=None, metadata=at_least(1))
     pre_smooth: int | list[int] = 0
-    post_smooth: int | list[int] = 1
+    post_smooth: int | list[int] = field(default_factory=lambda: list(POST_SMOOTH))
     coarse_solver: CoarseSolverConfig = field(default_factory=CoarseSolverConfig)
     coarse_distribution: str | list[str] = "partition"
     depth_coarsening: bool = False
@@ -202,15 +205,15 @@ class Multilevel(Algorithm):
     uses_full_batch = True
     layerwise_halo = True  # on p parts
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, levels: int = 3,
-                 coarsening: str = "grid", clusters: int | None = None, pre_smooth=0, post_smooth=1,
+    def __init__(self, model, objective, comm, optimizer=None, levels: int = 3,
+                 coarsening: str = "grid", clusters: int | None = None, pre_smooth=0, post_smooth=POST_SMOOTH,
                  coarse_solver=None, globalization: str = "trust_region", eta1: float = 0.25,
                  eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1,
-                 radius_min: float = 1e-4, radius_max: float = float("inf"), kappa: float = 1.0,
+                 radius_min: float = 1e-4, radius_max: float = 10.0, kappa: float = 1.0,
                  varsigma: float = 1e-2, coarse_distribution="partition", depth_coarsening: bool = False,
                  depth_restriction: str = "average", depth_prolongation: str = "constant", schedule=None,
                  seed: int = 0):
-        super().__init__(model, objective, comm, accounting, optimizer)
+        super().__init__(model, objective, comm, optimizer)
         check_args(MultilevelConfig, "ddm", levels=levels, coarsening=coarsening, clusters=clusters,
                    globalization=globalization, eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc,
                    radius0=radius0, radius_min=radius_min, radius_max=radius_max, kappa=kappa, varsigma=varsigma,

@@ -26,8 +26,8 @@ class Sync(Algorithm):
     Config = SyncConfig
     uses_full_batch = False
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None):
-        super().__init__(model, objective, comm, accounting, optimizer)
+    def __init__(self, model, objective, comm, optimizer=None):
+        super().__init__(model, objective, comm, optimizer)
         self._global_optimizer()
 
     def _step(self) -> dict[str, float]:

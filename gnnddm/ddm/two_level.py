@@ -105,10 +105,10 @@ class TwoLevel(ASM):
     Config = TwoLevelConfig
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
-    def __init__(self, model, objective, comm, accounting, optimizer=None, coarse: str = "pre",
+    def __init__(self, model, objective, comm, optimizer=None, coarse: str = "pre",
                  coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1, coarse_method: str = "metis",
                  coarsening: str = "clusters", **asm_options):
-        super().__init__(model, objective, comm, accounting, optimizer, **asm_options)
+        super().__init__(model, objective, comm, optimizer, **asm_options)
         check_args(TwoLevelConfig, "ddm", coarse=coarse, coarse_steps=coarse_steps, coarse_clusters=coarse_clusters,
                    coarse_levels=coarse_levels, coarse_method=coarse_method, coarsening=coarsening)
         self.coarse, self.coarse_steps = coarse, coarse_steps

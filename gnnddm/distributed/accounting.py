@@ -46,6 +46,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gnnddm.schema.root import AccountingConfig
+
 COUNTERS = ("rounds", "comm_bytes", "grad_evals", "loss_evals", "model_time", "model_time_multinode",
             "compute_time")
 #: what a collective is; the network models price them differently
@@ -87,14 +89,14 @@ class Accounting:
     Parameters
     ----------
     alpha : float
-        Latency of one collective, seconds.
+        Latency of one collective, seconds (default: ``accounting.alpha``'s).
     beta : float
-        Inverse bandwidth, seconds per byte.
+        Inverse bandwidth, seconds per byte (default: ``accounting.beta``'s).
     parties : int
         Ranks of the modelled run (the communicator sets it to p, the number of subdomains).
     """
 
-    def __init__(self, alpha: float = 0.0, beta: float = 0.0, parties: int = 1):
+    def __init__(self, alpha: float = AccountingConfig.alpha, beta: float = AccountingConfig.beta, parties: int = 1):
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
         self.alpha, self.beta = float(alpha), float(beta)

@@ -42,8 +42,8 @@ class Communicator(Protocol):
         How many ranks of the modelled parallel run each computation that "every rank does" stands for
         (a coarse solve repeated on every rank): p for :class:`LocalComm`, which plays all p ranks, and the
         rank's number of subdomains on a real rank, so that the work summed over the ranks counts p copies.
-    accounting : Accounting or None
-        Where collectives are recorded.
+    accounting : Accounting
+        Where collectives are recorded, and where the algorithms using the communicator account their work.
     """
 
     rank: int
@@ -51,7 +51,7 @@ class Communicator(Protocol):
     num_parts: int
     parts_of_rank: tuple[int, ...]
     redundant_copies: int
-    accounting: Accounting | None
+    accounting: Accounting
 
     def owner(self, part: int) -> int:
         """The rank that computes subdomain ``part``."""
@@ -137,7 +137,8 @@ class LocalComm:
     num_parts : int
         p.
     accounting : Accounting, optional
-        Records every collective; an algorithm attaches its own when this is None.
+        Records every collective, and the work of the algorithms using this communicator (a new one with
+        the default network model when not given).
     """
 
     rank = 0
@@ -149,7 +150,7 @@ class LocalComm:
         self.num_parts = int(num_parts)
         self.parts_of_rank = tuple(range(self.num_parts))
         self.redundant_copies = self.num_parts
-        self.accounting = accounting
+        self.accounting = Accounting() if accounting is None else accounting
 
     def owner(self, part: int) -> int:
         return 0
@@ -181,13 +182,11 @@ class LocalComm:
     def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
         """See :meth:`Communicator.exchange_halo`; every part is its own modelled rank."""
         out = copy_halo(plan, values, sorted(plan.send), reverse, self.parts_of_rank)
-        if self.accounting is not None:
-            self.accounting.collective(plan.rows_sent() * row_bytes(values), kind="halo", parties=self.num_parts)
+        self.accounting.collective(plan.rows_sent() * row_bytes(values), kind="halo", parties=self.num_parts)
         return out
 
     def _record(self, tensors: list[torch.Tensor], kind: str = "all_reduce") -> None:
-        if self.accounting is not None:
-            self.accounting.collective(payload_bytes(tensors), kind=kind, parties=self.num_parts)
+        self.accounting.collective(payload_bytes(tensors), kind=kind, parties=self.num_parts)
 
     def __repr__(self) -> str:
         return f"LocalComm(num_parts={self.num_parts})"
@@ -213,22 +212,21 @@ class TorchComm:
         self.parts_of_rank = self._blocks[self.rank]
         # work that "every rank does" stands for this rank's subdomains, so the sum over ranks counts p copies
         self.redundant_copies = len(self.parts_of_rank)
-        self.accounting = accounting
+        self.accounting = Accounting() if accounting is None else accounting
         self.measure_wait = measure_wait
         self.device = torch.device(device)
         self.times = {"compute": 0.0, "wait": 0.0, "communicate": 0.0}
         self._mark = time.perf_counter()
 
     @property
-    def accounting(self) -> Accounting | None:
+    def accounting(self) -> Accounting:
         """Where collectives are recorded; its iterations are reduced over the ranks (:meth:`reduce_iteration`)."""
         return self._accounting
 
     @accounting.setter
-    def accounting(self, accounting: Accounting | None) -> None:
+    def accounting(self, accounting: Accounting) -> None:
         self._accounting = accounting
-        if accounting is not None:
-            accounting.world = self.reduce_iteration
+        accounting.world = self.reduce_iteration
 
     def owner(self, part: int) -> int:
         for r, block in enumerate(self._blocks):
@@ -353,7 +351,7 @@ class TorchComm:
         """Close the timed collective; account ``nbytes`` of payload unless None (control traffic)."""
         self._mark = time.perf_counter()
         self.times["communicate"] += self._mark - start
-        if self.accounting is not None and nbytes is not None:
+        if nbytes is not None:
             self.accounting.collective(int(nbytes), kind=kind, parties=self.num_parts)
 
     # ---------------------------------------------------------------- control (not accounted)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gnnddm.errors import ConfigError
+from gnnddm.schema.root import BACKENDS
 
 SLURM_KEYS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
 
@@ -99,8 +100,9 @@ def check_backend(backend: str, device: str) -> None:
         raise ConfigError("distributed.backend=nccl needs CUDA GPUs, and none is available; use gloo")
     if backend == "nccl" and not str(device).startswith("cuda"):
         raise ConfigError("distributed.backend=nccl needs trainer.device=cuda")
-    if backend not in ("gloo", "nccl"):
-        raise ConfigError(f"distributed.backend: expected none, gloo or nccl, got {backend!r}")
+    if backend not in BACKENDS or backend == "none":  # none: no process group to join
+        raise ConfigError(f"distributed.backend: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}, "
+                          f"got {backend!r}")
 
 
 def init(world: World, backend: str, timeout_s: float, device: str = "cpu") -> None:

@@ -20,14 +20,17 @@ Its config option ``conf/partition/<name>.yaml`` names that object::
 
 ``make = hydra.utils.instantiate(cfg.partition)`` is then that partitioner with these values bound, and
 ``make(data) -> Partition`` partitions ``data.edge_index`` with its own ``num_parts``, ``overlap`` and
-``seed``. Keys that are not arguments of :meth:`Partitioner.__call__` are options of the partitioner; an
-option it does not know is a :class:`ConfigError`. Adding a partitioner: its module, its YAML, its tests.
+``seed``; a key not given takes the default of the partitioner's schema (:mod:`gnnddm.schema.partition`).
+Keys other than :data:`CALL_KEYS` are options of the partitioner; an option it does not know is a
+:class:`ConfigError`. Adding a partitioner: its module, its YAML, its tests (and a schema of its own when
+its defaults differ from the shared ones).
 :func:`get_partitioner` finds a partitioner by its name (the coarse levels' ``coarse_method``), among the
 options of the ``partition`` config group.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 
@@ -36,8 +39,10 @@ import numpy as np
 from gnnddm.errors import ConfigError
 from gnnddm.partition.overlap import build_partition
 from gnnddm.partition.subdomain import Partition
+from gnnddm.schema.partition import NODE_WEIGHTS
 
-NODE_WEIGHTS = (None, "valid_count")
+#: the keys of :meth:`Partitioner.__call__`: the ``partition`` section's keys other than the partitioner's options
+CALL_KEYS = ("num_parts", "overlap", "seed", "node_weights", "plot_cut_edges", "name")
 
 
 def names() -> list[str]:
@@ -57,8 +62,9 @@ def get_partitioner(method: str):
 
 def node_weights_of(data, node_weights: str | None) -> np.ndarray | None:
     """Per-node work for balancing: None (all equal) or ``valid_count`` (valid entries of ``data.mask``)."""
-    if node_weights not in NODE_WEIGHTS:
-        raise ConfigError(f"partition.node_weights: expected null or 'valid_count', got {node_weights!r}")
+    if node_weights is not None and node_weights not in NODE_WEIGHTS:
+        raise ConfigError(f"partition.node_weights: expected null or "
+                          f"{' or '.join(repr(w) for w in NODE_WEIGHTS)}, got {node_weights!r}")
     if node_weights == "valid_count":
         from gnnddm.data.normalise import time_chunks
 
@@ -100,9 +106,23 @@ class Partitioner:
         attr = params.get("edge_attr")
         self.reads_edge_attr = attr is not None and attr.kind is not attr.KEYWORD_ONLY
 
-    def __call__(self, data, num_parts: int = 4, overlap: int = 1, seed: int = 0, node_weights: str | None = None,
-                 plot_cut_edges: bool = False, name: str | None = None, **options) -> Partition:
+    @functools.cached_property
+    def defaults(self) -> dict:
+        """The default of each key of :meth:`__call__` (:data:`CALL_KEYS`): the partitioner's schema's
+        (:mod:`gnnddm.schema.partition`, e.g. ``overlap`` 6 for ``mesh``), so that a Python call and a
+        config agree on a key neither gives; the generic schema's for a partitioner without one of its own."""
+        from gnnddm.schema import schema_of
+        from gnnddm.schema.fields import spec
+        from gnnddm.schema.partition import PartitionConfig
+
+        schema = schema_of("partition", f"{self.fn.__module__}.partition") or PartitionConfig
+        return {key: spec(schema)[key][2] for key in CALL_KEYS}
+
+    def __call__(self, data, **keys) -> Partition:
         """Partition the graph of ``data`` and build its subdomains with ``overlap``-hop halos.
+
+        The keys are those of the ``partition`` config section; one not given takes the default of the
+        partitioner's schema (:attr:`defaults`; ``num_parts`` 4, ``overlap`` 1, ``seed`` 0, ...).
 
         Parameters
         ----------
@@ -123,6 +143,9 @@ class Partitioner:
         **options
             Options of the partitioner (e.g. ``imbalance``, ``weight_scale`` for METIS).
         """
+        options = {k: v for k, v in keys.items() if k not in CALL_KEYS}
+        given = {**self.defaults, **{k: v for k, v in keys.items() if k in CALL_KEYS}}
+        num_parts, overlap, seed, node_weights = (given[k] for k in ("num_parts", "overlap", "seed", "node_weights"))
         if getattr(data, "edge_index", None) is None:
             raise ConfigError("graph: the data carries no graph to partition; select a graph builder (graph=...)")
         n = data.num_nodes

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gnnddm.report.metrics import skill, spread
+from gnnddm.report.metrics import spread
 from gnnddm.report.records import SPLITS, RunRecord, get_field, split_metric
 from gnnddm.report.tables import FINAL, NA, SCALING, TO_TARGET
+from gnnddm.training.scores import skill
 
 #: per-run table columns summarised in the groups table
 SUMMARISED = (*TO_TARGET, *SCALING, *FINAL)

@@ -158,19 +158,6 @@ def efficiency(speedup_value: float | None, num_parts: int | None, baseline_part
     return speedup_value * baseline_parts / num_parts
 
 
-def skill(rmse: float | None, baseline_rmse: float | None) -> float | None:
-    """Skill in percent against the task's reference method: ``100 * (1 - rmse / baseline_rmse)``; None
-    where either is missing or the reference RMSE is not a positive finite number. The one definition of
-    skill (training summary, ``gnnddm evaluate``, the report).
-
-    >>> skill(0.5, 2.0)
-    75.0
-    """
-    if rmse is None or baseline_rmse is None or not 0 < baseline_rmse < math.inf:
-        return None
-    return 100.0 * (1.0 - rmse / baseline_rmse)
-
-
 @dataclass(frozen=True)
 class Spread:
     """Mean, smallest and largest of the ``n`` values of a group.

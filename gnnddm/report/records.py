@@ -5,7 +5,7 @@ histories the report needs), so that tables, plots and the time-to-target arithm
 MLflow. Run properties such as the algorithm or the seed are read from the ``gnnddm.*`` tags that
 ``gnnddm train`` sets, falling back to the resolved config in the params for runs that lack a tag.
 
-Metric names are the ones :func:`gnnddm.tracking.metric_name` gives the training loop's keys
+Metric names are the ones :func:`gnnddm.training.tracking.metric_name` gives the training loop's keys
 (``val/loss``, ``cost/rounds``, ...); runs logged under the names used before it are not read.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gnnddm.errors import GnnddmError
-from gnnddm.tracking import metric_name
+from gnnddm.training.tracking import metric_name
 
 VAL_LOSS = metric_name("val_loss")
 #: the cumulative cost counters the report reads, short name -> MLflow name

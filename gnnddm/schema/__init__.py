@@ -11,21 +11,30 @@ and ``distributed`` sections, and one module per config group (:mod:`~gnnddm.sch
 :mod:`~gnnddm.schema.graph`, :mod:`~gnnddm.schema.partition`, :mod:`~gnnddm.schema.model`,
 :mod:`~gnnddm.schema.task`, :mod:`~gnnddm.schema.optimizer`) the schema of each option, a subclass of
 :class:`~gnnddm.schema.fields.Component` whose ``_target_`` default names the component it describes.
-:data:`~gnnddm.schema.validate.GROUPS` is the one table from a group to its schemas; a section's schema
-is the first whose ``_target_`` matches (exactly, or by ``target_prefix``).
+Defining such a class registers it under its group (:attr:`~gnnddm.schema.fields.Component.group`: the
+name of its module here, or its base's), so no table lists the schemas: :data:`GROUPS` maps each group to
+its registered schemas, computed on use (every module of this package is imported first). A section's
+schema is the first whose ``_target_`` matches: those of one target in the order they were defined, then
+those matching by ``target_prefix`` (``AdamConfig`` before the schema of any ``torch.optim`` class). An
+option whose defaults differ from those of a shared schema has a subclass of its own
+(``MetisPartitionConfig``), and ``tests/test_defaults.py`` checks that the option files and the
+components' signatures give every key the schema's default.
 
 The components check their own arguments against the same schemas, so that a Python caller gets the
 same errors as the command line: ``check_args(GraphSAGEConfig, "model", hidden=hidden, ...)``. What
 depends on the data (``graph.k`` below the number of nodes, ``partition.num_parts`` at most the nodes,
 variable names) stays in the component. The schemas import nothing of the components (no torch, no
-xarray), so validating is cheap; where a lower layer keeps its own list of names (``KERNELS`` and
-``WEIGHTINGS`` of :mod:`gnnddm.graph.weights`, the grid stencils, the synthetic variables),
-``tests/test_schema.py`` compares the schema's copy with it.
+xarray), so validating is cheap. A list of names that a schema and a lower layer both need is defined
+here and imported there (``NODE_WEIGHTS`` by :mod:`gnnddm.partition.partitioners`, ``BACKENDS`` by
+:mod:`gnnddm.distributed.world`); where a lower layer keeps its own list (``KERNELS`` and ``WEIGHTINGS``
+of :mod:`gnnddm.graph.weights`, the grid stencils, the synthetic variables), ``tests/test_schema.py``
+compares the schema's copy with it.
 
 The ``ddm`` group is the exception that keeps an algorithm in one module: each algorithm class names
 its schema in ``Config`` (a :class:`~gnnddm.schema.fields.Component` subclass, with the shared keys in
 :mod:`gnnddm.ddm.base`: ``AlgorithmConfig``, ``TrustRegionConfig``, ``SolverConfig``), found from the
-section's ``_target_`` class. Adding an algorithm touches its module, its YAML and its tests only.
+section's ``_target_`` class; it names no group and is not registered. Adding an algorithm touches its
+module, its YAML and its tests only.
 """
 
 from gnnddm.schema.fields import Invalid, check, check_args, spec

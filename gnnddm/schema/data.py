@@ -144,6 +144,3 @@ class SyntheticDataConfig(LazyReading, DataConfig):
             bad = [v for v in chosen if v not in SYNTHETIC_VARIABLES]
             if bad or not chosen:
                 raise Invalid("variables", f"{bad or chosen} not generated; choose from {list(SYNTHETIC_VARIABLES)}")
-
-
-DATA = (GridDataConfig, MeshDataConfig, StationsDataConfig, SyntheticDataConfig)

@@ -39,6 +39,10 @@ class Invalid(ValueError):
         self.key, self.message = key, message
 
 
+#: every schema of a group's option, in the order the classes were defined (see :meth:`Component.__init_subclass__`)
+_REGISTRY: list[type] = []
+
+
 @dataclasses.dataclass
 class Component:
     """Base of the schema of one option of a config group: the ``_target_`` it builds and ``_partial_``.
@@ -46,6 +50,10 @@ class Component:
     A schema matches the sections whose ``_target_`` equals its own default ``_target_``, or, when it sets
     :attr:`target_prefix`, any target that starts with that prefix. :attr:`open` schemas also accept keys
     they do not list (passed on to a component that checks them itself, e.g. any ``torch.optim`` class).
+
+    Defining a subclass registers it: a class that names its own ``_target_`` (not ``???``) is a schema of
+    the group :attr:`group`, which :func:`schemas` lists and :data:`gnnddm.schema.GROUPS` maps. A class
+    without one (``DataConfig``, ``GraphConfig``: the keys its subclasses share) is a base, not an option.
     """
 
     _target_: str = REQUIRED
@@ -53,12 +61,40 @@ class Component:
 
     target_prefix: ClassVar[str | None] = None
     open: ClassVar[bool] = False
+    #: the config group whose options the schema describes; by default the name of its module in this
+    #: package (``gnnddm.schema.graph`` -> ``"graph"``). A schema elsewhere names no group and is not
+    #: registered: an algorithm's ``Config`` (the ``ddm`` group) is found from its class instead.
+    group: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        package, _, module = cls.__module__.rpartition(".")
+        if cls.group is None and package == __name__.rpartition(".")[0]:
+            cls.group = module
+        target = cls.__dict__.get("_target_", REQUIRED)
+        target = getattr(target, "default", target)  # a dataclasses.field(default=...)
+        if cls.group is not None and target != REQUIRED:
+            _REGISTRY.append(cls)
 
     @classmethod
     def matches(cls, target: str) -> bool:
         if cls.target_prefix is not None:
             return target.startswith(cls.target_prefix)
         return target == cls.__dataclass_fields__["_target_"].default
+
+
+def schemas(group: str) -> tuple[type, ...]:
+    """The registered schemas of ``group``, in the order a ``_target_`` is matched (the first match wins):
+    those of one target in the order they were defined, then those of a :attr:`~Component.target_prefix`,
+    the longest prefix first (``torch.optim.Adam`` finds ``AdamConfig`` before the schema of any
+    ``torch.optim`` class)."""
+    found = [s for s in _REGISTRY if s.group == group]
+    return tuple(sorted(found, key=lambda s: (s.target_prefix is not None, -len(s.target_prefix or ""))))
+
+
+def registered_groups() -> tuple[str, ...]:
+    """The groups with a registered schema, in the order their first schema was defined."""
+    return tuple(dict.fromkeys(s.group for s in _REGISTRY))
 
 
 # ----------------------------------------------------------------------------------------- metadata
@@ -90,6 +126,16 @@ def check(schema: type, values: Mapping, prefix: str, label: str | None = None) 
     names the section in the message of an unknown key (default: the schema's ``_target_``).
     """
     return _check(schema, values, prefix, label)[0]
+
+
+def parse(schema: type, values: Mapping, prefix: str = ""):
+    """The schema instance of a section whose problems were checked (:func:`check`): its values, the
+    schema's defaults for the rest, nested sections as their schema's instances. Raises the first problem
+    as a ConfigError."""
+    found, instance = _check(schema, values, prefix)
+    if found:
+        raise found[0]
+    return instance
 
 
 def _check(schema: type, values, prefix: str, label: str | None = None,

@@ -60,6 +60,3 @@ class IcosahedralGraphConfig(Component):
     refinement: int = field(default=4, metadata=between(0, 6, what="a refinement level "))
     multimesh: bool = True
     radius: float = field(default=0.6, metadata=above(0.0, "an encoder radius (x the longest mesh edge) "))
-
-
-GRAPHS = (GridGraphConfig, KnnGraphConfig, RadiusGraphConfig, MeshGraphConfig, IcosahedralGraphConfig)

@@ -62,6 +62,3 @@ class EncodeProcessDecodeConfig(Component):
     processor_layers: int = field(default=4, metadata=at_least(1))
     mlp_layers: int = field(default=2, metadata=at_least(1))
     recompute: bool = False
-
-
-MODELS = (GraphSAGEConfig, GCNConfig, GATv2Config, InteractionNetworkConfig, EncodeProcessDecodeConfig)

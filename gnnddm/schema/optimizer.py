@@ -52,7 +52,3 @@ class AdagradConfig(Component):
     weight_decay: float = field(default=0.0, metadata=at_least(0.0))
     initial_accumulator_value: float = field(default=0.0, metadata=at_least(0.0))
     eps: float = field(default=1.0e-10, metadata=above(0.0))
-
-
-#: specific first: the generic torch.optim schema matches every torch.optim target
-OPTIMIZERS = (AdamConfig, SGDConfig, AdagradConfig, TorchOptimizerConfig)

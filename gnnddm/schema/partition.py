@@ -1,8 +1,11 @@
 """The ``partition`` group: the partitioners of :mod:`gnnddm.partition`, built later with the graph.
 
-One schema serves every option: each targets ``gnnddm.partition.<name>.partition`` (a
-:class:`~gnnddm.partition.partitioners.Partitioner`) and takes the same keys, of which ``imbalance`` and
-``weight_scale`` are METIS's own. The partitioner is the module of the ``_target_``.
+Every option targets ``gnnddm.partition.<name>.partition`` (a
+:class:`~gnnddm.partition.partitioners.Partitioner`) and takes the keys of :class:`PartitionConfig`, of
+which ``imbalance`` and ``weight_scale`` are METIS's own. The partitioner is the module of the ``_target_``.
+A partitioner whose defaults differ from the shared ones has a schema of its own (``metis``, ``mesh``);
+the others are checked against :class:`PartitionConfig`, and the
+:class:`~gnnddm.partition.partitioners.Partitioner` takes its defaults from the same schema.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from dataclasses import dataclass, field
 
 from gnnddm.schema.fields import Component, Invalid, at_least, one_of
 
+#: the values of ``node_weights`` besides null (read by :func:`gnnddm.partition.partitioners.node_weights_of`)
 NODE_WEIGHTS = ("valid_count",)
 METIS_ONLY = ("imbalance", "weight_scale")
+IMBALANCE = at_least(1.0, "max part size / mean ")
 
 
 @dataclass
@@ -24,7 +29,7 @@ class PartitionConfig(Component):
     name: str | None = None  # the option's label
     node_weights: str | None = field(default=None, metadata=one_of(*NODE_WEIGHTS, noun="node weighting"))
     plot_cut_edges: bool = False  # read by gnnddm partition only
-    imbalance: float | None = field(default=None, metadata=at_least(1.0, "max part size / mean "))
+    imbalance: float | None = field(default=None, metadata=IMBALANCE)
     weight_scale: int | None = field(default=None, metadata=at_least(1))
 
     target_prefix = "gnnddm.partition."
@@ -77,4 +82,25 @@ class PartitionConfig(Component):
                                    "(metis, mesh) take it")
 
 
-PARTITIONS = (PartitionConfig,)
+@dataclass
+class MetisPartitionConfig(PartitionConfig):
+    """``partition=metis``: the balance and the integer edge-weight scale of :func:`gnnddm.partition.metis.metis`."""
+
+    _target_: str = "gnnddm.partition.metis.partition"
+    imbalance: float = field(default=1.03, metadata=IMBALANCE)
+    weight_scale: int = field(default=1000, metadata=at_least(1))
+
+    target_prefix = None  # its own target only
+
+
+@dataclass
+class MeshPartitionConfig(PartitionConfig):
+    """``partition=mesh``: METIS on the mesh of the joint graph (:func:`gnnddm.partition.mesh.mesh`). The
+    overlap of 6 hops makes the subdomain problems of the encoder-processor-decoder exact at its default
+    depth (``processor_layers`` 4, + 2)."""
+
+    _target_: str = "gnnddm.partition.mesh.partition"
+    overlap: int = field(default=6, metadata=at_least(0))
+    imbalance: float = field(default=1.03, metadata=IMBALANCE)
+
+    target_prefix = None  # its own target only

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from gnnddm.schema.fields import Invalid, above, at_least, one_of
 
+#: the values of ``distributed.backend``; :func:`gnnddm.distributed.world.check_backend` reads this one list
 BACKENDS = ("none", "gloo", "nccl")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 

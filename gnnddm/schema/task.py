@@ -51,6 +51,9 @@ class InterpolateTaskConfig(TaskConfig):
 
 BACKGROUNDS = ("persistence", "noise", "model")
 CORRELATIONS = ("gaussian", "soar")
+#: σ_o and σ_b of the ERA5 surface variables, physical units (a variable the data holds beyond these needs its own)
+OBS_ERROR = {"t2m": 1.0, "msl": 100.0, "u10": 1.5, "v10": 1.5, "tp": 0.0005}
+BACKGROUND_ERROR = {"t2m": 2.0, "msl": 200.0, "u10": 3.0, "v10": 3.0, "tp": 0.001}
 
 
 @dataclass
@@ -59,7 +62,7 @@ class ObservationConfig:
 
     count: int = field(default=1000, metadata=at_least(0))  # sites drawn uniformly on the sphere
     stations: str | None = None  # a station table (latitude, longitude columns) whose positions are sites too
-    error: dict[str, float] = field(default_factory=dict, metadata=above(0.0))  # σ_o per variable, physical units
+    error: dict[str, float] = field(default_factory=lambda: dict(OBS_ERROR), metadata=above(0.0))  # σ_o per variable
     missing: float = field(default=0.0, metadata=between(0.0, 1.0, high_open=True))  # fraction missing per time
     neighbours: int = field(default=8, metadata=at_least(1))  # sites sending to each grid (mesh) node
     radius_km: float | None = field(default=None, metadata=above(0.0))  # only sites this close (null: any)
@@ -71,7 +74,7 @@ class BackgroundConfig:
 
     kind: str = field(default="persistence", metadata=one_of(*BACKGROUNDS, noun="background"))
     lead: int = field(default=1, metadata=at_least(1))  # persistence: the truth `lead` steps earlier
-    error: dict[str, float] = field(default_factory=dict, metadata=above(0.0))  # noise: σ_b per variable (physical)
+    error: dict[str, float] = field(default_factory=lambda: dict(BACKGROUND_ERROR), metadata=above(0.0))  # noise: σ_b
     length_scale: float = field(default=500.0, metadata=above(0.0))  # noise: correlation length, km
     model: str | None = None  # model: the output folder of a forecast run on the same data (its model.pt)
 
@@ -99,6 +102,3 @@ class AssimilateTaskConfig(TaskConfig):
     obs: ObservationConfig = field(default_factory=ObservationConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     oi: OIConfig = field(default_factory=OIConfig)
-
-
-TASKS = (ForecastTaskConfig, InterpolateTaskConfig, AssimilateTaskConfig)

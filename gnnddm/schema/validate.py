@@ -1,5 +1,10 @@
 """Checking a composed config against the schemas before any work starts, and a config read from a file
-(the one stored in ``model.pt``) before anything is built from it."""
+(the one stored in ``model.pt``) before anything is built from it.
+
+A section of a group is checked against the first schema of :data:`GROUPS` whose ``_target_`` matches its
+own. :data:`GROUPS` is computed from the schemas that register themselves by being defined (a
+:class:`~gnnddm.schema.fields.Component` subclass with a ``_target_`` in ``gnnddm/schema/<group>.py``), so
+no table names them; the ``ddm`` section's schema is the ``Config`` of its ``_target_`` class."""
 
 from __future__ import annotations
 
@@ -10,36 +15,69 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gnnddm.errors import ConfigError
-from gnnddm.schema.data import DATA
-from gnnddm.schema.fields import check
-from gnnddm.schema.graph import GRAPHS
-from gnnddm.schema.model import MODELS
-from gnnddm.schema.optimizer import OPTIMIZERS
-from gnnddm.schema.partition import PARTITIONS
+from gnnddm.schema.fields import check, parse, registered_groups, schemas
 from gnnddm.schema.root import RootConfig
-from gnnddm.schema.task import TASKS
 
-#: group -> the schemas of its options, each found from a section's ``_target_`` (first match wins); the
-#: ``ddm`` group's schemas are declared by the algorithm classes themselves (``Config``)
-GROUPS: dict[str, tuple[type, ...]] = {
-    "data": DATA,
-    "graph": GRAPHS,
-    "partition": PARTITIONS,
-    "model": MODELS,
-    "task": TASKS,
-    "optimizer": OPTIMIZERS,
-}
 #: every group of the root config's defaults list: each section must name a ``_target_``
 GROUP_NAMES = ("data", "graph", "partition", "model", "task", "optimizer", "ddm")
 
 
-def validate(cfg: DictConfig | Mapping) -> None:
-    """Raise the problem of a composed config as a :class:`ConfigError` (several: one listing them all)."""
+class _Groups(Mapping):
+    """group -> the schemas of its options, in the order a section's ``_target_`` is matched (the first
+    match wins: :func:`~gnnddm.schema.fields.schemas`).
+
+    Nothing is listed here: defining a :class:`~gnnddm.schema.fields.Component` subclass with a ``_target_``
+    in ``gnnddm/schema/<group>.py`` registers it under ``<group>``, and every module of this package is
+    imported before the first look-up, so a new option's schema (or a new group's module) needs no entry.
+    The ``ddm`` group has none: its schemas are declared by the algorithm classes themselves (``Config``).
+    """
+
+    def _groups(self) -> tuple[str, ...]:
+        _import_schema_modules()
+        order = {g: i for i, g in enumerate(GROUP_NAMES)}
+        return tuple(sorted(registered_groups(), key=lambda g: order.get(g, len(order))))
+
+    def __getitem__(self, group: str) -> tuple[type, ...]:
+        if group not in self._groups():
+            raise KeyError(group)
+        return schemas(group)
+
+    def __iter__(self):
+        return iter(self._groups())
+
+    def __len__(self) -> int:
+        return len(self._groups())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+@functools.cache
+def _import_schema_modules() -> None:
+    """Import every module of :mod:`gnnddm.schema`, so that each group's schemas are registered."""
+    import importlib
+    import pkgutil
+
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        importlib.import_module(f"{package}.{info.name}")
+
+
+#: group -> the schemas of its options (a read-only mapping computed from the registry, see :class:`_Groups`)
+GROUPS: Mapping[str, tuple[type, ...]] = _Groups()
+
+
+def validate(cfg: DictConfig | Mapping) -> RootConfig:
+    """The validated root keys of a composed config (``seed``, ``trainer``, ``distributed``, ... as typed
+    schema instances, defaults filled in); raise its problem as a :class:`ConfigError` (several: one
+    listing them all)."""
     found = problems(cfg)
     if len(found) == 1:
         raise found[0]
     if found:
         raise ConfigError(f"{len(found)} problems in the configuration:\n" + "\n".join(f"  {p}" for p in found))
+    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return parse(RootConfig, _root_keys(tree))
 
 
 def problems(cfg: DictConfig | Mapping) -> list[ConfigError]:
@@ -49,14 +87,19 @@ def problems(cfg: DictConfig | Mapping) -> list[ConfigError]:
         tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     except OmegaConfBaseException as exc:
         return [ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: cannot be resolved ({exc.msg})")]
-    root = {k: v for k, v in tree.items() if k not in GROUP_NAMES and k != "hydra"}
-    found = check(RootConfig, root, "", label="the root config (or a group: " + ", ".join(GROUP_NAMES) + ")")
+    label = "the root config (or a group: " + ", ".join(GROUP_NAMES) + ")"
+    found = check(RootConfig, _root_keys(tree), "", label=label)
     choices = group_choices()
     for group in GROUP_NAMES:
         section = tree.get(group)
         option = choices.get(group) or (section.get("name") if isinstance(section, Mapping) else None)
         found += _check_group(group, section, option)
     return found
+
+
+def _root_keys(tree: Mapping) -> dict:
+    """The keys of the root config other than the groups (and Hydra's own section)."""
+    return {k: v for k, v in tree.items() if k not in GROUP_NAMES and k != "hydra"}
 
 
 def group_choices() -> dict[str, str]:
@@ -82,7 +125,7 @@ def _check_group(group: str, section, option: str | None) -> list[ConfigError]:
     if isinstance(schema, ConfigError):
         return [schema]
     if schema is None:
-        known = ", ".join(s.__dataclass_fields__["_target_"].default for s in GROUPS[group])
+        known = ", ".join(dict.fromkeys(s.__dataclass_fields__["_target_"].default for s in GROUPS[group]))
         return [ConfigError(f"{group}._target_: no schema describes {target!r}; known: {known} (a new component "
                             f"needs its schema in gnnddm/schema/{group}.py)")]
     label = f"{group}={option} ({target})" if option else str(target)

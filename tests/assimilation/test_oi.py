@@ -7,8 +7,8 @@ import pytest
 
 from gnnddm.assimilation.oi import ErrorModel, OptimalInterpolation, correlation, fit_background_errors
 from gnnddm.assimilation.osse import correlated_noise, interpolation_operator, uniform_sites
-from gnnddm.gallery import grid_data, latlon
 from gnnddm.graph.sphere import EARTH_RADIUS_KM, haversine
+from gnnddm.testing.gallery import grid_data, latlon
 
 
 def _dense_analysis(data, h, errors, innovation, valid, v, form="gain"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gnnddm.assimilation.osse import correlated_noise, inside_domain, interpolation_operator, uniform_sites
-from gnnddm.gallery import grid_data, latlon, weather_data
+from gnnddm.testing.gallery import grid_data, latlon, weather_data
 
 
 def test_bilinear_operator_is_exact_for_fields_linear_in_latitude_and_longitude():

@@ -6,7 +6,7 @@ import pytest
 
 from gnnddm.config import compose
 from gnnddm.errors import ConfigError
-from gnnddm.train import train
+from gnnddm.training import train
 
 SAGE = ("model=sage", "model.hidden=8", "model.layers=2")
 

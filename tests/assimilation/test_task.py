@@ -9,8 +9,8 @@ import torch
 from gnnddm.assimilation.task import OBS_NODE, AssimilateTask
 from gnnddm.data.normalise import split_times
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import grid_data, latlon, station_data, weather_data
 from gnnddm.graph.build import grid_graph
+from gnnddm.testing.gallery import grid_data, latlon, station_data, weather_data
 
 ERRORS = {"v0": 0.5, "v1": 0.2}
 
@@ -96,7 +96,7 @@ def test_the_oi_baseline_improves_on_the_background_of_a_noise_background():
     task = _task(data, obs={"count": 300, "error": {"v0": 0.05}},
                  background={"kind": "noise", "error": {"v0": 0.5}, "length_scale": 1500.0})
     split = task.split_anchors(_split(task))
-    from gnnddm.evaluate import Evaluator
+    from gnnddm.training.validate import Evaluator
 
     evaluator = Evaluator(task, _graph(task), split, batch_size=4)
     oi = evaluator.baseline("test")["v0"]

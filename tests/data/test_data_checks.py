@@ -22,12 +22,9 @@ from gnnddm.data.stations import load_stations
 from gnnddm.data.synthetic import write
 from gnnddm.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.usefixtures("own_cache")  # synthetic files of each test's own
+
 TIMES = np.arange("2020-01-01T00", "2020-01-02T12", np.timedelta64(6, "h"), dtype="datetime64[ns]")  # 6 steps
-
-
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GNNDDM_CACHE", str(tmp_path / "cache"))
 
 
 # ------------------------------------------------------------------------------------------ gridded
@@ -277,7 +274,7 @@ def _train_args(path, tmp_path, *extra):
 @pytest.mark.slow
 def test_training_on_a_store_missing_a_chunk_fails_naming_it(tmp_path):
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     store = _store(_grid(), tmp_path / "s.zarr")
     _drop_chunk(store, "msl", 3)

@@ -115,7 +115,7 @@ def read_grib():
     write_grib(tmp / "x.grib2", members=(0,), hours=(0,), steps=(0, 6), levels=(500,))
     assert load_grid(tmp / "x.grib2").num_times == 2
 def log_run():
-    from gnnddm.tracking import Tracker
+    from gnnddm.training.tracking import Tracker
     t = Tracker(uri=f"sqlite:///{{tmp}}/mlflow.db")
     t.start()
     t.log_metrics({{"loss": 1.0}}, step=1)
@@ -141,7 +141,7 @@ import sys
 import eccodes  # noqa: F401 - first, before anything else loads SQLite
 import sqlite3
 print(sqlite3.sqlite_version, flush=True)  # the SQLite this process got, eccodes' copy or Python's
-from gnnddm.tracking import Tracker
+from gnnddm.training.tracking import Tracker
 t = Tracker(uri=f"sqlite:///{sys.argv[1]}/mlflow.db", experiment="order", required=True)
 t.start()
 t.log_metrics({"loss": 1.0}, step=1)
@@ -156,7 +156,7 @@ def test_eccodes_loaded_before_gnnddm_gives_a_tracked_run_or_one_error_naming_tr
     error itself is tested with any build by tests/test_tracking.py, with the version monkeypatched.)"""
     from mlflow.tracking import MlflowClient
 
-    from gnnddm.tracking import MIN_SQLITE
+    from gnnddm.training.tracking import MIN_SQLITE
 
     out = subprocess.run([sys.executable, "-c", ECCODES_FIRST, str(tmp_path)], capture_output=True, text=True,
                          timeout=300)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from gnnddm.data.grid import cell_areas, load_grid
+from gnnddm.data.coarsen import cell_areas
+from gnnddm.data.grid import load_grid
 from gnnddm.data.weather_graph import wrap_lon
 from gnnddm.errors import ConfigError, DataError
 

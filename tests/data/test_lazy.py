@@ -18,13 +18,10 @@ from gnnddm.data.synthetic import generate
 from gnnddm.errors import DataError
 from gnnddm.tasks import ForecastTask, InterpolateTask
 
+pytestmark = pytest.mark.usefixtures("own_cache")  # synthetic files of each test's own
+
 lazy_module = importlib.import_module("gnnddm.data.lazy")
 normalise_module = importlib.import_module("gnnddm.data.normalise")  # the package exports the function
-
-
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GNNDDM_CACHE", str(tmp_path / "cache"))
 
 
 def _series(steps=12, ascending=False, gaps=True):
@@ -167,7 +164,7 @@ def _train_args(path, tmp_path, *extra):
 @pytest.mark.slow
 def test_training_on_lazy_data_follows_the_eager_trajectory(tmp_path):
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     path = _write(_series(), tmp_path / "s.zarr")
     runs = {}
@@ -183,9 +180,9 @@ def test_training_on_lazy_data_follows_the_eager_trajectory(tmp_path):
 def test_a_damaged_chunk_met_in_training_fails_the_run_naming_file_variable_and_time(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from gnnddm.checkpoint import find_checkpoint
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
+    from gnnddm.training.checkpoint import find_checkpoint
 
     # complete fields: the set-up then reads only the validation and test steps (the baselines), and the
     # training steps are first read by the batches

@@ -11,15 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from algorithm_support import (
-    algorithm_and_accounting,
-    flat_params,
-    make_algorithm,
-    optimizer_steps,
-    seeded_model,
-    seeded_problem,
-    with_coarse,
-)
 
 from gnnddm.config import options
 from gnnddm.ddm.asm import ASM
@@ -29,7 +20,16 @@ from gnnddm.ddm.msm import MSM
 from gnnddm.ddm.solvers import BoxAdagrad
 from gnnddm.ddm.two_level import TwoLevel
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import LinearGNN, least_squares_problem, problem
+from gnnddm.testing.algorithms import (
+    algorithm_and_accounting,
+    flat_params,
+    make_algorithm,
+    optimizer_steps,
+    seeded_model,
+    seeded_problem,
+    with_coarse,
+)
+from gnnddm.testing.gallery import LinearGNN, least_squares_problem, problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 

@@ -19,9 +19,9 @@ from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.blocks import parameter_blocks
 from gnnddm.ddm.objective import Objective
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import comm_for, grid_data, real_models, to_dtype
 from gnnddm.partition.overlap import build_partition
 from gnnddm.tasks import ForecastTask
+from gnnddm.testing.gallery import comm_for, grid_data, real_models, to_dtype
 
 MODELS = real_models()
 LAYERED = ["sage", "gcn", "gatv2", "interaction"]
@@ -49,7 +49,7 @@ def _model(name: str, task, seed: int = 0, layers: int = 4):
 def _apts(parts: int = 1, model: str = "sage", seed: int = 0, layers: int = 4, overlap: int = 1, **kw):
     objective, task = _objective(parts, overlap=overlap)
     comm, acc = comm_for(objective)
-    return APTS(_model(model, task, seed, layers), objective, comm, acc, **kw)
+    return APTS(_model(model, task, seed, layers), objective, comm, **kw)
 
 
 def _assert_same_steps(apts, asm, steps: int = 4) -> None:
@@ -173,7 +173,7 @@ def test_blocks_of_a_rollout_are_consistent_where_weights_are_tied(parts):
     torch.manual_seed(0)
     base = MODELS["interaction"](task.in_channels, task.out_channels, hidden=8, layers=2, edge_dim=3).double()
     comm, acc = comm_for(objective)
-    algo = APTS(RolloutModel(base, task, 2), objective, comm, acc, blocks="layers")
+    algo = APTS(RolloutModel(base, task, 2), objective, comm, blocks="layers")
     assert [b.start for b in algo.blocks] == [0, 1, 2]  # the decoder acts after the first step
     record: dict = {}
     f, g = algo._full(record)
@@ -227,11 +227,11 @@ def test_one_block_with_a_local_solver_follows_asm_on_one_subdomain():
     sgd = partial(torch.optim.SGD, lr=0.05)
     objective, task = _objective(1)
     comm, acc = comm_for(objective)
-    apts = APTS(_model("sage", task), objective, comm, acc, blocks=["*"], local_method="solver",
+    apts = APTS(_model("sage", task), objective, comm, blocks=["*"], local_method="solver",
                 local_solver=sgd, local_steps=3, radius0=0.05)
     objective2, _ = _objective(1)
     comm2, acc2 = comm_for(objective2)
-    asm = ASM(_model("sage", task), objective2, comm2, acc2, local_solver=sgd, local_steps=3, radius0=0.05,
+    asm = ASM(_model("sage", task), objective2, comm2, local_solver=sgd, local_steps=3, radius0=0.05,
               trial="separate")
     _assert_same_steps(apts, asm)
 
@@ -300,11 +300,11 @@ def test_hybrid_with_one_block_is_asm_on_the_same_parts():
     sgd = partial(torch.optim.SGD, lr=0.05)
     objective, task = _objective(3, overlap=3)
     comm, acc = comm_for(objective)
-    apts = APTS(_model("sage", task, layers=3), objective, comm, acc, blocks=["*"], local_method="solver",
+    apts = APTS(_model("sage", task, layers=3), objective, comm, blocks=["*"], local_method="solver",
                 local_solver=sgd, local_steps=3, radius0=0.05, hybrid=True)
     objective2, _ = _objective(3, overlap=3)
     comm2, acc2 = comm_for(objective2)
-    asm = ASM(_model("sage", task, layers=3), objective2, comm2, acc2, local_solver=sgd, local_steps=3,
+    asm = ASM(_model("sage", task, layers=3), objective2, comm2, local_solver=sgd, local_steps=3,
               radius0=0.05, trial="separate")
     _assert_same_steps(apts, asm)
 
@@ -367,7 +367,7 @@ def test_composed_option_builds_and_steps():
     made = build_objective(cfg.ddm, objective.data, objective.partition)
     made.set_batch(objective.batch)
     comm, acc = comm_for(made)
-    algo = build_algorithm(cfg.ddm, cfg.optimizer, _model("sage", task), made, comm, acc)
+    algo = build_algorithm(cfg.ddm, cfg.optimizer, _model("sage", task), made, comm)
     stats = algo.step()
     assert isinstance(algo, APTS) and len(algo.blocks) == 2 and stats["loss"] > 0
 
@@ -384,16 +384,16 @@ def test_bad_options_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key):
         made = build_objective(cfg.ddm, objective.data, objective.partition)
         comm, acc = comm_for(made)
-        build_algorithm(cfg.ddm, cfg.optimizer, _model("sage", task), made, comm, acc)
+        build_algorithm(cfg.ddm, cfg.optimizer, _model("sage", task), made, comm)
 
 
 def test_a_model_without_stages_is_refused():
-    from gnnddm.gallery import EdgeGNN
+    from gnnddm.testing.gallery import EdgeGNN
 
     objective, task = _objective(1)
     comm, acc = comm_for(objective)
     with pytest.raises(ConfigError, match="ddm=apts"):
-        APTS(EdgeGNN(task.in_channels, task.out_channels, edge_dim=3), objective, comm, acc)
+        APTS(EdgeGNN(task.in_channels, task.out_channels, edge_dim=3), objective, comm)
 
 
 def test_offo_with_the_box_solver_and_a_checkpoint_round_trip():

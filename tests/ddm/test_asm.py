@@ -17,7 +17,11 @@ from functools import partial
 
 import pytest
 import torch
-from algorithm_support import (
+
+from gnnddm.ddm.asm import ASM
+from gnnddm.ddm.solvers import BoxAdagrad
+from gnnddm.errors import ConfigError
+from gnnddm.testing.algorithms import (
     algorithm_and_accounting,
     check_counts,
     counting_setup,
@@ -27,11 +31,7 @@ from algorithm_support import (
     seeded_model,
     seeded_problem,
 )
-
-from gnnddm.ddm.asm import ASM
-from gnnddm.ddm.solvers import BoxAdagrad
-from gnnddm.errors import ConfigError
-from gnnddm.gallery import problem
+from gnnddm.testing.gallery import problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 SGD_SMALL = partial(torch.optim.SGD, lr=1e-3)   # short local steps: the trial is accepted
@@ -49,6 +49,7 @@ def test_rejected_step_leaves_parameters_and_shrinks_radius():
     theta0 = flat_params(model).clone()
     # huge SGD steps inside a huge region overshoot: f increases, ρ < η₁
     algo = make_algorithm(ASM, objective, model, local_solver=partial(torch.optim.SGD, lr=1e3), radius0=50.0,
+                          radius_max=float("inf"),
                           trial="separate")
     stats = algo.step()
     assert stats["accepted"] == 0.0 and stats["rho"] < 0.25
@@ -119,6 +120,7 @@ def test_radius_is_clamped_into_its_bounds():
     objective, model = seeded_problem()
     # every iteration rejected: the radius shrinks by 0.9 but stops at radius_min
     algo, _ = algorithm_and_accounting(ASM, objective, model, local_solver=SGD_HUGE, radius0=50.0, radius_min=44.0,
+                                       radius_max=float("inf"),
                                        trial="separate")
     radii = [algo.step()["tr_radius"] for _ in range(3)]
     assert radii == [pytest.approx(45.0), 44.0, 44.0]
@@ -154,7 +156,8 @@ def test_fused_trial_costs_two_collectives_when_accepted_and_three_when_rejected
     torch.testing.assert_close(flat_params(model), theta0 + s0, rtol=0, atol=0)
 
     objective, model = seeded_problem()
-    algo, acc = algorithm_and_accounting(ASM, objective, model, local_solver=SGD_HUGE, radius0=50.0, trial="fused")
+    algo, acc = algorithm_and_accounting(ASM, objective, model, local_solver=SGD_HUGE, radius0=50.0, trial="fused",
+                                         radius_max=float("inf"))
     theta0 = flat_params(model)
     algo.step()
     stats = algo.step()
@@ -171,7 +174,8 @@ def test_fused_trial_with_one_subdomain_is_the_local_solver_one_iteration_late()
     objective, model = seeded_problem(parts=1)
     ref = copy.deepcopy(model)
     adam = partial(torch.optim.Adam, lr=0.01)
-    algo, _ = algorithm_and_accounting(ASM, objective, model, local_solver=adam, radius0=1e6, trial="fused")
+    algo, _ = algorithm_and_accounting(ASM, objective, model, local_solver=adam, radius0=1e6, trial="fused",
+                                       radius_max=float("inf"))
     for _ in range(3):
         stats = algo.step()
         assert stats.get("accepted", 1.0) == 1.0

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from gnnddm.config import compose, options
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import EdgeGNN, comm_for, problem
 from gnnddm.models.sage import GraphSAGE
+from gnnddm.testing.gallery import EdgeGNN, comm_for, problem
 
 ALGORITHMS = options("ddm")
 
@@ -26,7 +26,7 @@ def _build(overrides, data=None):
     else:
         model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     comm, acc = comm_for(objective)
-    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, acc), cfg
+    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm), cfg
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)
@@ -68,7 +68,7 @@ def test_bad_target_names_the_group():
     _, _, objective, task = problem(parts=3, overlap=2)
     comm, acc = comm_for(objective)
     with pytest.raises(ConfigError, match=r"ddm._target_"):
-        build_algorithm(cfg.ddm, cfg.optimizer, EdgeGNN(task.in_channels, 2), objective, comm, acc)
+        build_algorithm(cfg.ddm, cfg.optimizer, EdgeGNN(task.in_channels, 2), objective, comm)
 
 
 def test_ddm_configs_start_with_target_and_are_partial():

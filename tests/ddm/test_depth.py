@@ -7,13 +7,13 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from gnnddm.ddm.depth import coarsen_depth, depth_hierarchy, depth_levels_allowed
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import model_graph
 from gnnddm.models.common import scatter_sum
 from gnnddm.models.encode_process_decode import EncodeProcessDecode
 from gnnddm.models.gcn import GCN
 from gnnddm.models.graph import prepare_graph
 from gnnddm.models.interaction import InteractionNetwork
 from gnnddm.models.sage import GraphSAGE, sage_layer
+from gnnddm.testing.gallery import model_graph
 
 F_IN, F_OUT, EDGE_DIM = 5, 3, 3
 GRID, MESH = 8, 6  # the joint graph of EncodeProcessDecode

@@ -9,9 +9,9 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from algorithm_support import check_counts, counting_setup, one_iteration
 
 from gnnddm.ddm.global_ import Global
+from gnnddm.testing.algorithms import check_counts, counting_setup, one_iteration
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from algorithm_support import flat_params
 
 from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.halo_sync import HaloSync
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import EdgeGNN, comm_for, grid_data, problem, real_models
 from gnnddm.partition.halo import halo_plan
+from gnnddm.testing.algorithms import flat_params
+from gnnddm.testing.gallery import EdgeGNN, comm_for, grid_data, problem, real_models
 
 MODELS = real_models()
 
@@ -61,8 +61,8 @@ def test_halo_sync_follows_the_global_trajectory(name, parts):
     kw = {"use_edge_weight": True} if name == "gcn" else {}
     m_global, m_halo = _model(MODELS[name], task, **kw), _model(MODELS[name], task, **kw)
     comm, acc = comm_for(objective)
-    g = Global(m_global, objective, *comm_for(objective), _adam)
-    h = HaloSync(m_halo, objective, comm, acc, _adam)
+    g = Global(m_global, objective, comm_for(objective)[0], _adam)
+    h = HaloSync(m_halo, objective, comm, _adam)
     for _ in range(3):
         loss_g, loss_h = g.step()["loss"], h.step()["loss"]
         assert loss_h == pytest.approx(loss_g, rel=1e-10)
@@ -74,9 +74,9 @@ def test_residual_sage_is_exact_too_and_differs_from_the_plain_stack():
     data, _, objective, task = problem(grid_data(6, 8), parts=4, overlap=1)
     sage = MODELS["sage"]
     m_global, m_halo = _model(sage, task, residual=True), _model(sage, task, residual=True)
-    g = Global(m_global, objective, *comm_for(objective), _adam)
+    g = Global(m_global, objective, comm_for(objective)[0], _adam)
     comm, acc = comm_for(objective)
-    h = HaloSync(m_halo, objective, comm, acc, _adam)
+    h = HaloSync(m_halo, objective, comm, _adam)
     for _ in range(2):
         g.step(), h.step()
     torch.testing.assert_close(flat_params(m_halo), flat_params(m_global), rtol=1e-9, atol=1e-11)
@@ -89,7 +89,7 @@ def test_accounting_counts_two_exchanges_per_layer_gap_and_one_all_reduce():
     data, _, objective, task = problem(grid_data(6, 8), parts=4, overlap=1)
     model = _model(MODELS["sage"], task, layers=5, hidden=8)
     comm, acc = comm_for(objective, alpha=1e-3, beta=1e-9)
-    h = HaloSync(model, objective, comm, acc, _adam)
+    h = HaloSync(model, objective, comm, _adam)
     h.step()
     last = acc.last
     params = sum(p.numel() for p in model.parameters())
@@ -106,7 +106,7 @@ def test_accounting_counts_two_exchanges_per_layer_gap_and_one_all_reduce():
 def test_bad_input_names_the_key():
     data, _, objective, task = problem(grid_data(6, 8), parts=3, overlap=0)
     with pytest.raises(ConfigError, match="partition.overlap"):
-        HaloSync(_model(MODELS["sage"], task), objective, *comm_for(objective), _adam)
+        HaloSync(_model(MODELS["sage"], task), objective, comm_for(objective)[0], _adam)
     data, _, objective, task = problem(grid_data(6, 8), parts=3, overlap=1)
     with pytest.raises(ConfigError, match="halo_sync.*layer by layer"):
-        HaloSync(EdgeGNN(task.in_channels, task.out_channels).double(), objective, *comm_for(objective), _adam)
+        HaloSync(EdgeGNN(task.in_channels, task.out_channels).double(), objective, comm_for(objective)[0], _adam)

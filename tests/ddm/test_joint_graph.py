@@ -9,17 +9,17 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from algorithm_support import assert_follows_global
 
 from gnnddm.ddm.halo_sync import HaloSync
 from gnnddm.ddm.objective import Objective
 from gnnddm.ddm.sync import Sync
-from gnnddm.gallery import latlon, to_dtype, weather_data
 from gnnddm.graph.icosahedral import icosahedral_graph
 from gnnddm.models.encode_process_decode import EncodeProcessDecode
 from gnnddm.partition.mesh import mesh
 from gnnddm.partition.overlap import build_partition
 from gnnddm.tasks import ForecastTask
+from gnnddm.testing.algorithms import assert_follows_global
+from gnnddm.testing.gallery import latlon, to_dtype, weather_data
 
 PROCESSOR_LAYERS = 1  # hops = 3
 
@@ -87,6 +87,6 @@ def test_sync_and_halo_sync_follow_the_global_trajectory(cls, recompute, monkeyp
 
 
 def test_every_model_of_the_joint_graph_is_tested_here():
-    from gnnddm.gallery import real_models
+    from gnnddm.testing.gallery import real_models
 
     assert real_models(joint=True) == {"encode_process_decode": EncodeProcessDecode}

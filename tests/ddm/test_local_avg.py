@@ -9,7 +9,9 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from algorithm_support import (
+
+from gnnddm.ddm.local_avg import LocalAvg
+from gnnddm.testing.algorithms import (
     check_counts,
     counting_setup,
     flat_params,
@@ -18,9 +20,7 @@ from algorithm_support import (
     optimizer_steps,
     seeded_model,
 )
-
-from gnnddm.ddm.local_avg import LocalAvg
-from gnnddm.gallery import problem
+from gnnddm.testing.gallery import problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from algorithm_support import (
+
+from gnnddm.ddm.msm import MSM
+from gnnddm.partition.metrics import colour_classes
+from gnnddm.testing.algorithms import (
     algorithm_and_accounting,
     check_counts,
     counting_setup,
@@ -18,10 +21,7 @@ from algorithm_support import (
     one_iteration,
     seeded_problem,
 )
-
-from gnnddm.ddm.msm import MSM
-from gnnddm.gallery import LinearGNN, least_squares_problem
-from gnnddm.partition.metrics import colour_classes
+from gnnddm.testing.gallery import LinearGNN, least_squares_problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 SGD_SMALL = partial(torch.optim.SGD, lr=1e-3)   # short local steps: the trial is accepted

@@ -9,16 +9,16 @@ import functools
 import numpy as np
 import pytest
 import torch
-from algorithm_support import record_trust_region
 from omegaconf import OmegaConf
 
 from gnnddm.config import compose
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.ddm.objective import Objective
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import EdgeGNN, comm_for, grid_data, station_data, to_dtype
 from gnnddm.partition.overlap import build_partition
 from gnnddm.tasks import ForecastTask
+from gnnddm.testing.algorithms import record_trust_region
+from gnnddm.testing.gallery import EdgeGNN, comm_for, grid_data, station_data, to_dtype
 
 
 def _problem(data=None, parts: int = 1, batch: int = 2):
@@ -38,7 +38,7 @@ def _algorithm(overrides, objective=None, task=None, seed: int = 0):
     torch.manual_seed(seed)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     comm, acc = comm_for(objective)
-    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, acc)
+    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm)
 
 
 def _with_levels(cfg, objective):

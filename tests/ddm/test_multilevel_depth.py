@@ -9,16 +9,16 @@ import copy
 import numpy as np
 import pytest
 import torch
-from algorithm_support import record_trust_region
 
 from gnnddm.config import compose
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.ddm.objective import Objective
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import comm_for, grid_data, to_dtype
 from gnnddm.models.sage import GraphSAGE
 from gnnddm.partition.overlap import build_partition
 from gnnddm.tasks import ForecastTask
+from gnnddm.testing.algorithms import record_trust_region
+from gnnddm.testing.gallery import comm_for, grid_data, to_dtype
 
 DEPTH = ["ddm=multilevel", "ddm.depth_coarsening=true", "ddm.coarse_solver.lr=0.05", "ddm.radius0=1.0",
          "optimizer.lr=0.01"]
@@ -39,7 +39,7 @@ def _algorithm(overrides, parts: int = 1, layers: int = 8, residual: bool = True
     torch.manual_seed(seed)
     model = GraphSAGE(task.in_channels, task.out_channels, hidden=8, layers=layers, residual=residual).double()
     comm, acc = comm_for(objective)
-    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm, acc)
+    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm)
 
 
 def _gradient(net, loss_fn, theta):
@@ -257,7 +257,7 @@ def test_the_interaction_network_coarsens_in_depth_with_coherent_levels():
     objective.set_batch(to_dtype(task.batch(np.arange(2)), torch.float64))
     torch.manual_seed(0)
     model = InteractionNetwork(task.in_channels, task.out_channels, edge_dim=3, hidden=8, layers=4).double()
-    algo = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, *comm_for(objective))
+    algo = build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm_for(objective)[0])
     assert [net.model.num_layers for net in algo.networks] == [4, 2, 1]
     seen = _record_coherence(algo)
     for _ in range(2):

@@ -11,9 +11,9 @@ from gnnddm.config import compose
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.ddm.objective import Objective
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import comm_for, grid_data, real_models, to_dtype
 from gnnddm.partition.overlap import build_partition
 from gnnddm.tasks import ForecastTask
+from gnnddm.testing.gallery import comm_for, grid_data, real_models, to_dtype
 
 MODELS = real_models()
 CYCLE = ["ddm=multilevel", "ddm.levels=3", "ddm.pre_smooth=[0,1]", "ddm.post_smooth=[1,2,3]",
@@ -42,7 +42,7 @@ def _multilevel(overrides, parts: int, model: str = "sage", seed: int = 0, overl
         kw["edge_dim"] = 3
     net = MODELS[model](task.in_channels, task.out_channels, hidden=8, layers=3, **kw).double()
     comm, acc = comm_for(made)
-    return build_algorithm(cfg.ddm, cfg.optimizer, net, made, comm, acc)
+    return build_algorithm(cfg.ddm, cfg.optimizer, net, made, comm)
 
 
 def _run(algo, steps: int = 3) -> list[dict]:
@@ -110,7 +110,7 @@ def test_the_fine_level_work_and_the_halo_bytes_are_those_of_halo_sync():
     algo = _multilevel(["ddm=multilevel", "ddm.levels=1", "ddm.post_smooth=1"], parts=4)
     objective = algo.objective
     comm, acc = comm_for(objective)
-    halo = HaloSync(_multilevel(CYCLE, parts=4).model, objective, comm, acc,
+    halo = HaloSync(_multilevel(CYCLE, parts=4).model, objective, comm,
                     lambda params: torch.optim.Adam(params, lr=0.01))
     algo.step(), halo.step()
     for key in ("rounds", "comm_bytes", "grad_evals"):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gnnddm.config import options
-from gnnddm.gallery import EdgeGNN, LinearGNN, grid_data, problem, real_models, station_data
 from gnnddm.partition.coarse import coarsen_levels
+from gnnddm.testing.gallery import EdgeGNN, LinearGNN, grid_data, problem, real_models, station_data
 
 GRAPHS = {"grid": lambda: grid_data(6, 12), "stations": lambda: station_data(16)}
 MODELS = real_models()  # raises if a shipped model cannot be imported

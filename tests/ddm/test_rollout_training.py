@@ -10,18 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from algorithm_support import assert_follows_global
 
 from gnnddm.ddm.halo_sync import HaloSync
 from gnnddm.ddm.objective import Objective
 from gnnddm.ddm.sync import Sync
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import contiguous_parts, grid_data, real_models, station_data, to_dtype
 from gnnddm.models.graph import prepare_graph
 from gnnddm.partition.overlap import build_partition
 from gnnddm.rollout import Rollout
 from gnnddm.rollout_training import RolloutBatches, RolloutModel, RolloutTraining
 from gnnddm.tasks import ForecastTask, rollout_phases
+from gnnddm.testing.algorithms import assert_follows_global
+from gnnddm.testing.gallery import contiguous_parts, grid_data, real_models, station_data, to_dtype
+from gnnddm.testing.runs import tiny_run
 
 MODELS = real_models()
 
@@ -206,10 +207,8 @@ DDM = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "dd
 
 
 def _tiny(tmp_path, *extra, out="out"):
-    return ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model=sage", "model.hidden=8",
-            "model.layers=2", "partition.num_parts=2", "partition.overlap=4", "trainer.max_iterations=3",
-            "trainer.eval_every=3", "trainer.progress=false", "tracking.enabled=false",
-            f"output_dir={tmp_path / out}", *extra]
+    return tiny_run("model=sage", "partition.num_parts=2", "partition.overlap=4", "trainer.max_iterations=3",
+                    "trainer.eval_every=3", "tracking.enabled=false", f"output_dir={tmp_path / out}", *extra)
 
 
 @pytest.mark.parametrize("ddm", DDM)
@@ -218,7 +217,7 @@ def test_every_algorithm_trains_a_rollout(tmp_path, ddm):
     validation loss, and saves the one-step model's weights (what evaluate, predict and the lead scores read),
     not the rollout's."""
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     summary = train(compose(_tiny(tmp_path, f"ddm={ddm}", "task.rollout=2")))
     assert summary["status"] == "finished" and np.isfinite(summary["final"]["val_loss"])
@@ -230,7 +229,7 @@ def test_a_scheduled_rollout_logs_its_steps_and_a_too_long_one_is_refused(tmp_pa
     from mlflow.tracking import MlflowClient
 
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     tracked = [a for a in _tiny(tmp_path, "ddm=halo_sync", "partition.overlap=1", "task.rollout_schedule=[[1,1],[3,2]]",
                                 "trainer.max_iterations=4") if a != "tracking.enabled=false"]
@@ -247,10 +246,10 @@ def test_the_encoder_processor_decoder_with_recompute_follows_global_on_rollouts
     """The joint grid + mesh graph, two steps, ``model.recompute`` (blocks of a few rows recomputed in the
     backward pass) on the subdomains against whole layers in ``global``."""
     import gnnddm.models.encode_process_decode as epd
-    from gnnddm.gallery import latlon, weather_data
     from gnnddm.graph.icosahedral import icosahedral_graph
     from gnnddm.models.encode_process_decode import EncodeProcessDecode
     from gnnddm.partition.mesh import mesh
+    from gnnddm.testing.gallery import latlon, weather_data
 
     monkeypatch.setattr(epd, "BLOCK_COST", 16)
     lat, lon = latlon(8, 16)
@@ -278,7 +277,7 @@ def test_the_overlap_warning_counts_the_longest_rollouts_hops(tmp_path):
     """A schedule that starts with one step still needs the overlap of its longest rollout for exact
     subdomain problems: the run says so, and records them as not exact."""
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     args = _tiny(tmp_path, "ddm=sync", "partition.overlap=2", "task.rollout_schedule=[[1,1],[3,2]]")
     with pytest.warns(UserWarning, match="below the rollout's 4 message-passing hops"):

@@ -11,11 +11,18 @@ from functools import partial
 
 import pytest
 import torch
-from algorithm_support import check_counts, counting_setup, flat_params, make_algorithm, one_iteration, seeded_model
 
 from gnnddm.ddm.global_ import Global
 from gnnddm.ddm.sync import Sync
-from gnnddm.gallery import problem
+from gnnddm.testing.algorithms import (
+    check_counts,
+    counting_setup,
+    flat_params,
+    make_algorithm,
+    one_iteration,
+    seeded_model,
+)
+from gnnddm.testing.gallery import problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from algorithm_support import (
+
+from gnnddm.ddm.asm import ASM
+from gnnddm.ddm.two_level import TwoLevel
+from gnnddm.testing.algorithms import (
     algorithm_and_accounting,
     check_counts,
     counting_setup,
@@ -21,10 +24,7 @@ from algorithm_support import (
     seeded_problem,
     with_coarse,
 )
-
-from gnnddm.ddm.asm import ASM
-from gnnddm.ddm.two_level import TwoLevel
-from gnnddm.gallery import problem
+from gnnddm.testing.gallery import problem
 
 ADAM = partial(torch.optim.Adam, lr=0.01)
 

@@ -5,37 +5,30 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
+from gnnddm.data.weather_graph import wrap_lon
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.graph.build import grid_graph, knn_graph, mesh_graph, radius_graph
 from gnnddm.graph.edges import degrees, is_symmetric
 from gnnddm.graph.features import EDGE_ATTR_NAMES
 from gnnddm.graph.sphere import EARTH_RADIUS_KM, haversine
+from gnnddm.testing.gallery import weather_data
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "graph"
 
 
-def make_data(lat, lon, kind="grid", grid_shape=None, T=8, V=2, native_edges=None, seed=0):
-    lat, lon = np.asarray(lat, dtype=np.float64), wrap_lon(lon)
-    X = np.random.default_rng(seed).normal(size=(T, lat.size, V)).astype(np.float32)
-    static, names = static_position_features(lat, lon)
-    return WeatherGraphData(
-        kind=kind, lat=lat, lon=lon, area=np.ones(lat.size), X=X, mask=np.ones(X.shape, dtype=bool),
-        times=np.arange(T).astype("datetime64[h]").astype("datetime64[ns]"),
-        variables=tuple(f"v{i}" for i in range(V)), units=("1",) * V, static=static, static_names=names,
-        grid_shape=grid_shape, native_edges=native_edges, source="gallery",
-    )
-
-
-def grid_data(nlat=5, nlon=8, with_poles=True, **kw):
+def bare_grid(nlat=5, nlon=8, with_poles=True, T=8, V=2, seed=0):
+    """A global ``nlat x nlon`` grid without a graph (what a builder takes), rows from pole to pole (all nodes
+    of a pole row at one point) or from 60 N to 60 S; fields from :func:`gnnddm.testing.gallery.weather_data`."""
     lats = np.linspace(90, -90, nlat) if with_poles else np.linspace(60, -60, nlat)
-    return make_data(np.repeat(lats, nlon), np.tile(np.arange(nlon) * 360.0 / nlon, nlat),
-                     grid_shape=(nlat, nlon), **kw)
+    lat, lon = np.repeat(lats, nlon), wrap_lon(np.tile(np.arange(nlon) * 360.0 / nlon, nlat))
+    return weather_data(lat, lon, grid_shape=(nlat, nlon), area=np.ones(lat.size), times=T, variables=V, seed=seed)
 
 
-def station_data(n=30, **kw):
+def bare_stations(n=30):
+    """``n`` stations over 40-60 N, 15 W-15 E without a graph."""
     rng = np.random.default_rng(3)
-    return make_data(rng.uniform(40, 60, n), rng.uniform(-15, 15, n), kind="stations", **kw)
+    lat, lon = rng.uniform(40, 60, n), wrap_lon(rng.uniform(-15, 15, n))
+    return weather_data(lat, lon, kind="stations", area=np.ones(n), times=8, variables=2)
 
 
 def check_graph(g, symmetric=True, self_loops=False):
@@ -57,7 +50,7 @@ def check_graph(g, symmetric=True, self_loops=False):
 @pytest.mark.parametrize("neighbours", [4, 8])
 @pytest.mark.parametrize("with_poles", [True, False])
 def test_grid_graph_contract(neighbours, with_poles):
-    g = grid_graph(grid_data(with_poles=with_poles), neighbours=neighbours)
+    g = grid_graph(bare_grid(with_poles=with_poles), neighbours=neighbours)
     check_graph(g)
     deg = degrees(g.edge_index, g.num_nodes).reshape(5, 8)
     assert (deg[1:-1] == neighbours).all()
@@ -65,7 +58,7 @@ def test_grid_graph_contract(neighbours, with_poles):
 
 
 def test_grid_graph_wraps_longitude_and_orients_features():
-    g = grid_graph(grid_data(), neighbours=4)
+    g = grid_graph(bare_grid(), neighbours=4)
     e, a = g.edge_index, g.edge_attr
     # node (2, 7) at lon 315 is the western neighbour of node (2, 0) at lon 0, through the wrap
     k = np.flatnonzero((e[0] == 2 * 8 + 7) & (e[1] == 2 * 8))
@@ -87,14 +80,14 @@ def test_grid_graph_wraps_longitude_and_orients_features():
 @pytest.mark.parametrize("kernel", ["gaussian", "inverse", "uniform"])
 @pytest.mark.parametrize("weights", ["distance", "correlation", "product"])
 def test_self_loops_kernels_and_weightings(kernel, weights):
-    g = grid_graph(grid_data(), kernel=kernel, weights=weights, self_loops=True)
+    g = grid_graph(bare_grid(), kernel=kernel, weights=weights, self_loops=True)
     check_graph(g, self_loops=True)
-    g = knn_graph(station_data(), k=4, kernel=kernel, weights=weights)
+    g = knn_graph(bare_stations(), k=4, kernel=kernel, weights=weights)
     check_graph(g)
 
 
 def test_knn_graph_symmetric_unless_directed():
-    data = station_data()
+    data = bare_stations()
     g = knn_graph(data, k=4)
     check_graph(g)
     assert (degrees(g.edge_index, g.num_nodes) >= 4).all()
@@ -105,7 +98,7 @@ def test_knn_graph_symmetric_unless_directed():
 
 
 def test_radius_graph():
-    data = station_data()
+    data = bare_stations()
     g = radius_graph(data, radius_km=600.0, max_neighbours=64)
     check_graph(g)
     assert (g.edge_attr[:, 2] <= 600.0 / EARTH_RADIUS_KM * (1 + 1e-6)).all()
@@ -114,7 +107,7 @@ def test_radius_graph():
 
 
 def test_correlation_uses_training_steps_only():
-    data = grid_data(T=10)
+    data = bare_grid(T=10)
     train = np.arange(6)
     X = data.X.copy()
     X[6:] = np.random.default_rng(9).normal(size=X[6:].shape)  # other values outside the training steps
@@ -128,7 +121,7 @@ def test_correlation_uses_training_steps_only():
 
 
 def test_mesh_graph_uses_native_edges():
-    data = station_data(n=6)
+    data = bare_stations(n=6)
     native = np.array([[0, 1, 1, 2, 3, 4, 4, 4], [1, 0, 2, 1, 4, 3, 4, 5]])  # a self loop, one one-way edge
     g = mesh_graph(data.replace(kind="mesh", native_edges=native))
     check_graph(g)
@@ -138,7 +131,7 @@ def test_mesh_graph_uses_native_edges():
 
 
 def test_bad_options_name_the_key():
-    data = grid_data()
+    data = bare_grid()
     with pytest.raises(ConfigError, match="graph.neighbours"):
         grid_graph(data, neighbours=6)
     with pytest.raises(ConfigError, match="graph.kernel"):
@@ -152,7 +145,7 @@ def test_bad_options_name_the_key():
     with pytest.raises(ConfigError, match="graph.length_scale"):
         grid_graph(data, length_scale=0)
     with pytest.raises(DataError, match="regular lat-lon grid"):
-        grid_graph(station_data())
+        grid_graph(bare_stations())
 
 
 @pytest.mark.filterwarnings("ignore:graph.radius_km")  # the gallery grid is coarser than the radius
@@ -163,6 +156,6 @@ def test_configs_instantiate_to_builders(name):
     builder = instantiate(cfg)
     rng = np.random.default_rng(0)
     native = rng.integers(0, 40, (2, 60))
-    data = grid_data().replace(native_edges=native)
+    data = bare_grid().replace(native_edges=native)
     g = builder(data, train_index=np.arange(4))
     check_graph(g)

@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from gnnddm.config import compose
 from gnnddm.data.weather_graph import WeatherGraphData, static_position_features, wrap_lon
 from gnnddm.errors import ConfigError, DataError
-from gnnddm.gallery import EdgeGNN, latlon, problem, weather_data
 from gnnddm.graph import icosahedral
 from gnnddm.graph.edges import coalesce, is_symmetric
 from gnnddm.graph.features import edge_features
@@ -27,6 +26,7 @@ from gnnddm.graph.icosahedral import (
 )
 from gnnddm.graph.sphere import haversine, unit_vectors
 from gnnddm.schema import problems
+from gnnddm.testing.gallery import EdgeGNN, latlon, problem, weather_data
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "graph"
 MESH_NODES = [12, 42, 162, 642, 2562, 10242, 40962]

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gnnddm.config import options
+from gnnddm.testing.runs import tiny_run
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]  # every test starts gloo ranks
 
@@ -39,9 +40,9 @@ def _run(name: str, comm_factory) -> torch.Tensor:
 
     from gnnddm.ddm import build_algorithm, build_objective
     from gnnddm.distributed.accounting import Accounting
-    from gnnddm.gallery import EdgeGNN, contiguous_parts, grid_data
     from gnnddm.partition import build_partition
     from gnnddm.tasks import ForecastTask
+    from gnnddm.testing.gallery import EdgeGNN, contiguous_parts, grid_data
 
     data = grid_data(nlat=6, nlon=8)
     with warnings.catch_warnings():
@@ -61,7 +62,7 @@ def _run(name: str, comm_factory) -> torch.Tensor:
         model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=data.edge_attr.shape[1])
     algorithm = build_algorithm(_algorithm_cfg(name), OmegaConf.create({"_target_": "torch.optim.Adam",
                                                                           "lr": 1e-2}),
-                                model, objective, comm, accounting)
+                                model, objective, comm)
     rng = np.random.default_rng(0)
     anchors = task.anchors(np.arange(data.num_times))
     for _ in range(ITERATIONS):
@@ -119,9 +120,8 @@ def test_two_gloo_ranks_reproduce_the_single_process_run_for_every_algorithm(tmp
 
 # --------------------------------------------------------------------------- through `gnnddm train`
 def _tiny(tmp_path: Path, *extra: str, out="out", parts=2) -> list[str]:
-    return ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=8", "model.layers=2",
-            f"partition.num_parts={parts}", "partition.overlap=2", "trainer.eval_every=2", "trainer.progress=false",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_dir={tmp_path / out}", *extra]
+    return tiny_run(f"partition.num_parts={parts}", "partition.overlap=2", "trainer.eval_every=2",
+                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"output_dir={tmp_path / out}", *extra)
 
 
 def _theta(out: Path) -> torch.Tensor:
@@ -133,7 +133,7 @@ def test_gnnddm_train_with_two_ranks_matches_one_process_and_logs_rank_times(tmp
     from mlflow.tracking import MlflowClient
 
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     # p = 8 subdomains: 4 on each of the 2 ranks; the lead-time scores are shared out over the ranks too
     common = ["ddm=asm", "trainer.max_iterations=4", "trainer.eval_leads=3"]
@@ -174,7 +174,8 @@ def test_killed_rank_restarts_from_the_checkpoint_and_completes(tmp_path, monkey
     from mlflow.tracking import MlflowClient
 
     from gnnddm.config import compose
-    from gnnddm.train import ENV_FAULT, train
+    from gnnddm.training import train
+    from gnnddm.training.launcher import ENV_FAULT
 
     common = ["ddm=sync", "trainer.max_iterations=6", "trainer.checkpoint_every=2"]
     train(compose(_tiny(tmp_path, *common, "tracking.enabled=false", out="single")))
@@ -197,7 +198,7 @@ def test_a_failing_rank_fails_the_job_with_its_message_and_a_failed_run(tmp_path
 
     from gnnddm.config import compose
     from gnnddm.errors import GnnddmError
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     cfg = compose(_tiny(tmp_path, "ddm=sync", "trainer.max_iterations=2", "distributed.backend=gloo",
                         "distributed.nproc_per_node=2",
@@ -213,7 +214,7 @@ def test_a_failing_rank_fails_the_job_with_its_message_and_a_failed_run(tmp_path
 def test_more_ranks_than_subdomains_is_refused_before_any_work(tmp_path):
     from gnnddm.config import compose
     from gnnddm.errors import ConfigError
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     with pytest.raises(ConfigError, match="nproc_per_node"):
         train(compose(_tiny(tmp_path, "distributed.backend=gloo", "distributed.nproc_per_node=3")))
@@ -225,7 +226,7 @@ def test_nccl_without_gpu_is_refused(tmp_path):
         pytest.skip("a GPU is present")
     from gnnddm.config import compose
     from gnnddm.errors import ConfigError
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     with pytest.raises(ConfigError, match="nccl"):
         train(compose(_tiny(tmp_path, "distributed.backend=nccl", "distributed.nproc_per_node=2")))
@@ -261,7 +262,7 @@ def test_two_ranks_on_the_shipped_sample_match_one_process(tmp_path, algorithm):
     """The README's 2-rank command on the quickstart data: its 3 validation samples make one evaluation
     batch, so rank 1 evaluates nothing; that is normal, and the ranks reproduce the one-process run."""
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     def run(out: str, *extra: str) -> dict:
         return train(compose(["+experiment=quickstart", f"ddm={algorithm}", "partition.num_parts=8",
@@ -341,7 +342,7 @@ def test_a_killed_rank_is_named_as_the_cause_in_one_line(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    from gnnddm.train import ENV_FAULT
+    from gnnddm.training.launcher import ENV_FAULT
 
     env = {**os.environ, ENV_FAULT: "kill:rank=1:iteration=2", "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, "-m", "gnnddm", "train",
@@ -363,7 +364,7 @@ def test_rollout_training_on_two_ranks_matches_one_process(tmp_path):
     """halo_sync on a scheduled two-step rollout: the halo exchanges of every step on real ranks (each rank
     assembling only its rows of the k-step batches) follow one process."""
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     common = ["ddm=halo_sync", "partition.overlap=1", "trainer.max_iterations=4", "task.rollout_schedule=[[1,1],[3,2]]",
               "tracking.enabled=false"]

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gnnddm.testing.runs import tiny_run
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _tiny(tmp_path, *extra, out="out"):
-    return ["data=synthetic", "data.resolution=5.625", "data.steps=40", "model.hidden=16", "model.layers=2",
-            "partition.num_parts=2", "partition.overlap=2", "trainer.max_iterations=5", "trainer.eval_every=5",
-            "trainer.progress=false", "tracking.enabled=false", f"output_dir={tmp_path / out}", *extra]
+    return tiny_run("model.hidden=16", "partition.num_parts=2", "partition.overlap=2", "trainer.max_iterations=5",
+                    "trainer.eval_every=5", "tracking.enabled=false", f"output_dir={tmp_path / out}", *extra)
 
 
 @pytest.mark.parametrize("model", ["gcn", "sage", "gatv2", "interaction"])
@@ -44,7 +45,7 @@ def test_models_on_cuda_match_cpu(model):
 @pytest.mark.parametrize("ddm", ["sync", "asm", "two_level"])
 def test_training_on_cuda_matches_cpu(tmp_path, ddm):
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     extra = [f"ddm={ddm}"] + (["ddm.coarse_clusters=64"] if ddm == "two_level" else [])
     cpu = train(compose(_tiny(tmp_path, *extra, out="cpu")))
@@ -55,7 +56,7 @@ def test_training_on_cuda_matches_cpu(tmp_path, ddm):
 
 def test_nccl_rank_trains_and_matches_the_single_process_run(tmp_path):
     from gnnddm.config import compose
-    from gnnddm.train import train
+    from gnnddm.training import train
 
     single = train(compose(_tiny(tmp_path, "ddm=asm", "trainer.device=cuda", out="single")))
     nccl = train(compose(_tiny(tmp_path, "ddm=asm", "trainer.device=cuda", "distributed.backend=nccl",

@@ -1,8 +1,8 @@
-"""The model tests' graph, from :mod:`gnnddm.gallery`."""
+"""The model tests' graph, from :mod:`gnnddm.testing.gallery`."""
 
 import pytest
 
-from gnnddm.gallery import grid_tensors
+from gnnddm.testing.gallery import grid_tensors
 
 
 @pytest.fixture

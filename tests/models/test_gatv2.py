@@ -5,11 +5,11 @@ import torch
 from torch_geometric.nn import GATv2Conv
 
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import model_graph
 from gnnddm.models import attention
 from gnnddm.models.attention import gatv2_attention
 from gnnddm.models.gatv2 import GATv2, gatv2_layer
 from gnnddm.models.graph import prepare_graph
+from gnnddm.testing.gallery import model_graph
 
 
 def irregular_graph(n: int = 40, edges: int = 160, edge_dim: int = 3, seed: int = 0):

@@ -5,9 +5,9 @@ import torch
 from torch_geometric.nn import GCNConv
 
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import model_graph
 from gnnddm.models.gcn import GCN, gcn_layer
 from gnnddm.models.graph import prepare_graph
+from gnnddm.testing.gallery import model_graph
 
 
 @pytest.mark.parametrize("weighted", [False, True])

@@ -8,12 +8,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import model_graph
 from gnnddm.models.gatv2 import GATv2
 from gnnddm.models.gcn import GCN
 from gnnddm.models.graph import prepare_graph
 from gnnddm.models.interaction import InteractionNetwork
 from gnnddm.models.sage import GraphSAGE
+from gnnddm.testing.gallery import model_graph
 
 MODELS = {"gcn": GCN, "sage": GraphSAGE, "gatv2": GATv2, "interaction": InteractionNetwork}
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"

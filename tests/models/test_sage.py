@@ -5,8 +5,8 @@ import torch
 from torch_geometric.nn import SAGEConv
 
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import model_graph
 from gnnddm.models.sage import GraphSAGE, sage_layer
+from gnnddm.testing.gallery import model_graph
 
 
 @pytest.mark.parametrize("aggr", ["mean", "sum"])

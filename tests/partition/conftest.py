@@ -1,10 +1,10 @@
-"""The partition tests' graphs, from :mod:`gnnddm.gallery`."""
+"""The partition tests' graphs, from :mod:`gnnddm.testing.gallery`."""
 
 from __future__ import annotations
 
 import pytest
 
-from gnnddm.gallery import grid_data, grid_edge_index, latlon
+from gnnddm.testing.gallery import grid_data, grid_edge_index, latlon
 
 
 @pytest.fixture

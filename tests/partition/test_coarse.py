@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gnnddm.gallery import grid_edge_index, latlon
 from gnnddm.partition import coarsen, coarsen_levels, symmetric_adjacency
+from gnnddm.testing.gallery import grid_edge_index, latlon
 
 
 @pytest.fixture

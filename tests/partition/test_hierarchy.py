@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from gnnddm.errors import ConfigError
-from gnnddm.gallery import grid_data, station_data
 from gnnddm.graph.build import grid_graph
 from gnnddm.graph.grid import grid_edges
 from gnnddm.partition.hierarchy import build_hierarchy, grid_levels_allowed, heavy_edge_matching
+from gnnddm.testing.gallery import grid_data, station_data
 
 COARSENINGS = ("grid", "matching", "clusters")
 

@@ -37,7 +37,7 @@ def test_mesh_parts_come_from_metis_and_grid_nodes_follow_their_decoder_triangle
 
 
 def test_the_partitioner_builds_overlaps_on_the_joint_graph():
-    from gnnddm.gallery import weather_data
+    from gnnddm.testing.gallery import weather_data
 
     edge_index, attr, names, _ = joint_graph()
     rng = np.random.default_rng(0)

@@ -7,8 +7,8 @@ from collections import deque
 import numpy as np
 import pytest
 
-from gnnddm.gallery import random_graph
 from gnnddm.partition import build_partition, symmetric_adjacency
+from gnnddm.testing.gallery import random_graph
 
 
 def bfs_hops(edge_index: np.ndarray, num_nodes: int, sources, depth: int) -> dict[int, int]:

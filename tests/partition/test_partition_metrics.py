@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gnnddm.gallery import random_graph
 from gnnddm.partition import build_partition, color_parts, symmetric_adjacency
 from gnnddm.partition.metrics import boundary_fraction, components_per_part, edge_cut, imbalance
+from gnnddm.testing.gallery import random_graph
 
 ROWS = np.repeat(np.arange(4), 8)  # the 4 x 8 grid split into its 4 latitude rows
 HALVES = np.repeat([0, 1], 16)

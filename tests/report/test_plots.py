@@ -9,7 +9,7 @@ from matplotlib.container import ErrorbarContainer
 
 from gnnddm.report.plots import comm_bytes_figure, save, scaling_figure, series_labels, val_loss_figure
 from gnnddm.report.records import RunRecord
-from gnnddm.tracking import metric_name
+from gnnddm.training.tracking import metric_name
 
 
 def _rows():

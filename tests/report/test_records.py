@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gnnddm.report.records import RunRecord, default_group_keys, override_keys, pair_by_seed, seed
-from gnnddm.tracking import metric_name
+from gnnddm.training.tracking import metric_name
 
 VAL = metric_name("val_loss")
 

@@ -1,7 +1,7 @@
 """``gnnddm report`` over runs written to a temporary MLflow store: tables, plots, errors, attachment.
 
 One store per module (creating a SQLite store costs seconds), runs logged under the names of
-:func:`gnnddm.tracking.metric_name`. The "sweep" experiment holds a sweep parent and five runs: global
+:func:`gnnddm.training.tracking.metric_name`. The "sweep" experiment holds a sweep parent and five runs: global
 p=1 (baseline), asm p=4 (reaches the target fastest, per-rank times and a partition map), local_avg p=2
 (never reaches it), sync p=2 (FAILED) and msm p=2 (logged no val/loss). The "seeds" experiment is a
 two-seed sweep of global p=1, sync p=2 in one process and sync p=2 on two gloo ranks, where seed 1's
@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from gnnddm.commands.report import main
 from gnnddm.report import build_report
-from gnnddm.tracking import metric_name
+from gnnddm.training.tracking import metric_name
 
 pytestmark = pytest.mark.slow  # two SQLite MLflow stores, seconds each
 

@@ -11,7 +11,6 @@ from gnnddm.report.metrics import (
     ToTarget,
     efficiency,
     first_crossing,
-    skill,
     speedup,
     spread,
     to_target,
@@ -19,7 +18,8 @@ from gnnddm.report.metrics import (
 )
 from gnnddm.report.records import Baselines, RunRecord, get_field, matches, num_parts, parse_spec
 from gnnddm.report.tables import NA, NOT_REACHED, build_rows, sort_records
-from gnnddm.tracking import metric_name
+from gnnddm.training.scores import skill
+from gnnddm.training.tracking import metric_name
 
 
 def test_first_crossing_is_the_first_evaluation_at_or_below_target():

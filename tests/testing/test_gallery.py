@@ -7,11 +7,12 @@ import importlib
 
 import numpy as np
 
-from gnnddm.gallery import grid_data, station_data
+from gnnddm.testing.gallery import grid_data, station_data
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(importlib.import_module("gnnddm.gallery"), optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(importlib.import_module("gnnddm.testing.gallery"),
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
 

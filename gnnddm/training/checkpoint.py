@@ -12,6 +12,9 @@ rank saves is of those kinds: the model's and the optimizers' state dicts, the n
 the history and the last evaluation (numbers), the run's configuration as flat ``key: string`` pairs and
 the MLflow run's id (a string or None). The configuration is only compared with the resumed run's
 (:func:`config_changes`), never built from.
+
+A run's checkpoints are owned by its :class:`CheckpointManager`: when one is due, the one path that
+writes them (periodic, on a stop signal and at the end alike), and the state a resumed run starts from.
 """
 
 from __future__ import annotations
@@ -105,12 +108,12 @@ def restarted() -> bool:
 
 
 def resuming(cfg: DictConfig) -> bool:
-    return bool(cfg.resume) or restarted()
+    return cfg.resume or restarted()
 
 
 def check_resume(cfg: DictConfig) -> None:
     """``resume=true`` needs a complete checkpoint in ``output_dir``: one clear error before anything starts."""
-    if not bool(cfg.resume):
+    if not cfg.resume:
         return
     out_dir = output_dir(cfg)
     if not has_checkpoint(out_dir):
@@ -129,3 +132,52 @@ def config_changes(saved: dict | None, now: dict) -> str:
         return "no configuration key differs"
     shown = [f"{k}: {saved.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:8]]
     return "changed: " + "; ".join(shown) + (f"; and {len(keys) - 8} more" if len(keys) > 8 else "")
+
+
+class CheckpointManager:
+    """The checkpoints of one rank of a run: when they are due and the one path that writes them.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder (checkpoints go to ``checkpoints/`` in it).
+    every : int
+        ``trainer.checkpoint_every``: save after every ``every``-th outer iteration and on a stop signal
+        (0: neither); the end of a run is saved in every case.
+    rank, world_size : int
+    resume : bool
+        ``resume=true``: :meth:`load` must find a complete checkpoint.
+    """
+
+    def __init__(self, out_dir: Path, every: int, rank: int, world_size: int, resume: bool):
+        self.out_dir, self.every, self.rank, self.world_size = Path(out_dir), every, rank, world_size
+        self.resume = resume
+        self.last_saved: int | None = None
+
+    def should_save(self, iteration: int, last_iteration: int) -> bool:
+        """Whether a periodic checkpoint is due after ``iteration`` (the last one is saved by the end)."""
+        return bool(self.every) and iteration % self.every == 0 and iteration != last_iteration
+
+    @property
+    def on_stop(self) -> bool:
+        """Whether a stop signal leaves a checkpoint (runs that checkpoint at all)."""
+        return bool(self.every)
+
+    def save(self, iteration: int, state: dict) -> Path:
+        """Write this rank's ``state`` of ``iteration`` (the one save path of a run)."""
+        path = save_checkpoint(self.out_dir, self.rank, iteration, state)
+        self.last_saved = iteration
+        return path
+
+    def load(self) -> dict | None:
+        """The state to resume from: the newest complete checkpoint when ``resume`` is set, or when the
+        elastic agent restarted us or SLURM requeued the job (``SLURM_RESTART_COUNT`` > 0); None to start
+        afresh (a restarted run that failed before its first checkpoint)."""
+        again = restarted()
+        if not (self.resume or again):
+            return None
+        state = find_checkpoint(self.out_dir, self.rank, self.world_size)
+        if state is None and not again:
+            raise ConfigError(f"resume=true: no complete checkpoint in {self.out_dir} (set output_dir to the "
+                              "run's folder)")
+        return state

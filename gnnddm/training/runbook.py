@@ -2,7 +2,7 @@
 
 A :class:`RunBook` owns them for one process. Rank 0 writes; on other ranks every call does nothing. It
 opens the MLflow run (a new one, the stopped run that a resumed training continues, or the run of the
-launcher that started this rank), logs metrics under their MLflow names (:func:`gnnddm.tracking.metric_name`)
+launcher that started this rank), logs metrics under their MLflow names (:func:`gnnddm.training.tracking.metric_name`)
 and ends the run FINISHED, FAILED or KILLED, never RUNNING.
 
 When the run checkpoints (``trainer.checkpoint_every`` > 0), the metrics of the iterations after the last
@@ -29,8 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from gnnddm.outputs import save_figure, write_json
-from gnnddm.signals import Terminated
-from gnnddm.tracking import Tracker, config_params, environment_tags, metric_name
+from gnnddm.training.scores import skills
+from gnnddm.training.signals import Terminated
+from gnnddm.training.tracking import Tracker, config_params, environment_tags, metric_name
 
 log = logging.getLogger("gnnddm.train")
 
@@ -64,6 +65,7 @@ class RunBook:
         self.reopened = False  # continues the MLflow run of a stopped training
         self.holds_start = False  # the continued run holds the start's metrics (step 0) already
         self._held: list[tuple[dict, int]] = []
+        self.history: list[dict] = []  # every iteration's metrics (loop names), kept in checkpoints
 
     # ------------------------------------------------------------------ as a context
     def __enter__(self) -> RunBook:
@@ -93,7 +95,7 @@ class RunBook:
         # the run named by the newest checkpoint (a process killed with -9 wrote no summary), else summary.json's
         previous = (checkpointed_run_id(self.out_dir) or previous_run_id(self.out_dir)) if resuming else None
         if previous:
-            from gnnddm.checkpoint import latest_checkpoint
+            from gnnddm.training.checkpoint import latest_checkpoint
 
             # without a checkpoint the training starts again: only a run that logged no iteration continues
             self.reopened = tracker.reopen(previous, up_to=latest_checkpoint(self.out_dir) or 0)
@@ -138,6 +140,19 @@ class RunBook:
             self._held.append((named, step))
         else:
             self.tracker.log_metrics(named, step=step)
+
+    def record(self, metrics: dict, step: int) -> None:
+        """Log the metrics of outer iteration ``step`` and keep them in :attr:`history`."""
+        self.log(metrics, step)
+        self.history.append({"iteration": step, **metrics})
+
+    def restore(self, history: list[dict]) -> None:
+        """Continue a checkpointed run: its :attr:`history`, logged again unless the MLflow run was reopened
+        (which holds it already)."""
+        self.history = list(history)
+        if not self.reopened:
+            for metrics in self.history:
+                self.log(metrics, step=int(metrics["iteration"]))
 
     def commit(self) -> None:
         """Everything logged so far into the store (at a checkpoint, at the end)."""
@@ -229,8 +244,8 @@ def previous_run_id(out_dir: Path) -> str | None:
 
 def checkpointed_run_id(out_dir: Path) -> str | None:
     """The MLflow run recorded in the newest complete checkpoint of ``out_dir`` (rank 0's), if any."""
-    from gnnddm.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
     from gnnddm.errors import GnnddmError
+    from gnnddm.training.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint
 
     it = latest_checkpoint(out_dir)
     if it is None:
@@ -263,15 +278,6 @@ def report_command(uri: str, parent: str) -> str:
     return f"gnnddm report --tracking-uri {uri} --parent {parent}"
 
 
-def skill(rmse: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """Skill in percent against the baseline, per variable (:func:`gnnddm.report.metrics.skill`); variables
-    without a usable baseline RMSE are left out."""
-    from gnnddm.report.metrics import skill as one
-
-    scored = {v: one(r, baseline.get(v)) for v, r in rmse.items()}
-    return {v: s for v, s in scored.items() if s is not None}
-
-
 def describe(summary: dict, tracker: Tracker | None = None) -> str:
     """The end-of-run summary: status, iterations, losses, per-variable RMSE against the baseline with
     skill, sample counts, seconds per iteration, output folder and MLflow run."""
@@ -296,7 +302,7 @@ def describe(summary: dict, tracker: Tracker | None = None) -> str:
         if not rmse:
             continue
         ref = base.get(f"{split}_rmse", {})
-        sk = skill(rmse, ref)
+        sk = skills(rmse, ref)
         lines.append(f"  {split} RMSE against {name}:")
         width = max(len(v) for v in rmse)
         for var, value in rmse.items():

@@ -20,7 +20,7 @@ Everything is seeded: the same call returns the same numbers.
 
 Examples
 --------
->>> from gnnddm.gallery import grid_data, problem
+>>> from gnnddm.testing.gallery import grid_data, problem
 >>> data = grid_data()
 >>> data.num_nodes, data.grid_shape, data.edge_index.shape
 (32, (4, 8), (2, 112))
@@ -198,7 +198,7 @@ def model_graph(g: dict | None = None):
     """The :class:`~gnnddm.models.graph.Graph` the models take, of :func:`grid_tensors` (default: 4 x 8).
 
     >>> import torch
-    >>> from gnnddm.gallery import LinearGNN, model_graph
+    >>> from gnnddm.testing.gallery import LinearGNN, model_graph
     >>> LinearGNN(5, 2)(torch.zeros(3, 32, 5), model_graph()).shape
     torch.Size([3, 32, 2])
     """

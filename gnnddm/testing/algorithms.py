@@ -1,8 +1,14 @@
-"""What the training-algorithm tests share: seeded models and problems, algorithms on the one-process
+"""What the tests of a training algorithm share: seeded models and problems, algorithms on the one-process
 communicator, a reference run of a torch optimizer, and one accounted iteration checked by hand counts.
 
-The tests of ``tests/ddm`` import it as ``from algorithm_support import ...`` (pytest puts this folder on
-the path); the problems themselves come from :mod:`gnnddm.gallery`.
+The problems come from :mod:`gnnddm.testing.gallery`; the checks assert with ``pytest`` (the ``test`` extra).
+
+A test that ``sync`` on 2 subdomains with a 2-hop overlap (as deep as the model) follows ``global``:
+
+>>> from gnnddm.ddm.sync import Sync
+>>> objective, model = seeded_problem(parts=2)
+>>> _, reference = seeded_problem(parts=2)  # the same initial weights
+>>> assert_follows_global(Sync, objective, reference, model, steps=2)
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import torch
 
 from gnnddm.ddm.asm import ASM
 from gnnddm.ddm.msm import MSM
-from gnnddm.gallery import EdgeGNN, comm_for, problem
 from gnnddm.partition.coarse import coarsen
+from gnnddm.testing.gallery import EdgeGNN, comm_for, problem
 
 
 def seeded_model(task, seed=0):
@@ -26,13 +32,13 @@ def seeded_model(task, seed=0):
 
 def make_algorithm(cls, objective, model, optimizer=None, **kw):
     """``cls`` on ``objective`` with the one-process communicator and its accounting."""
-    comm, accounting = comm_for(objective)
-    return cls(model, objective, comm, accounting, optimizer, **kw)
+    return cls(model, objective, comm_for(objective)[0], optimizer, **kw)
 
 
 def algorithm_and_accounting(cls, objective, model, **kw):
+    """``(algorithm, accounting)``: ``cls`` on ``objective`` with the one-process communicator."""
     comm, acc = comm_for(objective)
-    return cls(model, objective, comm, acc, **kw), acc
+    return cls(model, objective, comm, **kw), acc
 
 
 def flat_params(model):
@@ -98,7 +104,7 @@ def one_iteration(cls, objective, model, **kw):
     if issubclass(cls, ASM | MSM):  # the hand counts below are those of a trial with its own all-reduce
         kw.setdefault("trial", "separate")
     comm, acc = comm_for(objective, alpha=1.0, beta=1e-3)
-    algo = cls(model, objective, comm, acc, lambda ps: torch.optim.Adam(ps, lr=0.01), **kw)
+    algo = cls(model, objective, comm, lambda ps: torch.optim.Adam(ps, lr=0.01), **kw)
     start = time.perf_counter()
     algo.step()
     elapsed = time.perf_counter() - start

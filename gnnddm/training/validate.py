@@ -1,4 +1,5 @@
-"""Evaluation on the full graph: loss, per-variable RMSE in physical units, and the task's baseline.
+"""Evaluation on the full graph: loss, per-variable RMSE in physical units, and the task's baseline
+(:class:`Evaluator`); when a training run evaluates and what follows from it (:class:`Validator`).
 
 With several ranks the evaluation samples are shared out (batch ``i`` to rank ``i mod world_size``):
 each rank evaluates its share on the full graph and one sum over ranks gives every rank the same
@@ -12,14 +13,19 @@ training run.
 
 from __future__ import annotations
 
+import logging
 import zlib
 
 import numpy as np
 import torch
 
 from gnnddm.errors import DataError
-from gnnddm.report.metrics import skill
 from gnnddm.tasks import Task, loss, rmse_from_sums, squared_errors
+from gnnddm.training.checks import check_finite
+from gnnddm.training.runbook import FILE_ONLY
+from gnnddm.training.scores import skill, skill_metrics
+
+log = logging.getLogger("gnnddm.train")
 
 
 def split_rng(seed: int, split: str) -> np.random.Generator:
@@ -105,7 +111,7 @@ class Evaluator:
         return {k.split("/", 1)[1]: v for k, v in out.items() if k.startswith(f"{split}_rmse/")}
 
     def scores(self, model, split: str = "test") -> dict[str, float]:
-        """Everything reported of ``split`` (not ``train``), keyed for :func:`gnnddm.tracking.metric_name`.
+        """Everything reported of ``split`` (not ``train``), keyed for :func:`gnnddm.training.tracking.metric_name`.
 
         ``{split}_loss``; per variable ``{split}_rmse/{v}`` and ``{split}_baseline_rmse/{v}`` (physical
         units) and ``{split}_skill/{v}`` = 100·(1 − rmse / baseline_rmse) in % (NaN where the baseline
@@ -153,3 +159,49 @@ class Evaluator:
                 rmse = rmse_from_sums(part[1:].reshape(2, -1), self.task.data)
                 out.update({f"{name}_rmse/{var}": v for var, v in rmse.items()})
         return out
+
+
+class Validator:
+    """When a training run evaluates, and what follows: the divergence check, the skills against the
+    baseline and the target validation loss.
+
+    Parameters
+    ----------
+    evaluator : Evaluator
+    every, last : int
+        ``trainer.eval_every`` and the last outer iteration (always evaluated).
+    target : float or None
+        ``trainer.target_val_loss``: :attr:`reached` once the validation loss is at most this.
+    max_loss : float
+        ``trainer.max_loss``: a larger or non-finite training loss stops the run as diverged.
+    baseline : dict
+        The summary's ``baseline`` entry (``val_rmse`` per variable), for the skills.
+    """
+
+    def __init__(self, evaluator: Evaluator, every: int, last: int, target: float | None, max_loss: float,
+                 baseline: dict):
+        self.evaluator, self.every, self.last_iteration = evaluator, every, last
+        self.target, self.max_loss, self.baseline = target, max_loss, baseline
+        self.last: dict[str, float] = {}  # the latest evaluation, the same on every rank
+        self.reached = False
+
+    def should_validate(self, iteration: int) -> bool:
+        return iteration % self.every == 0 or iteration == self.last_iteration
+
+    def validate(self, model, iteration: int) -> dict[str, float]:
+        """Evaluate ``model`` on the training and validation samples; the metrics to log."""
+        self.last = self.evaluator(model)
+        check_finite(self.last["train_loss"], iteration, self.max_loss, "train_loss")
+        reached = self.target is not None and self.last["val_loss"] <= self.target
+        comm = self.evaluator.comm
+        # rank 0 decides, so that no float difference splits the ranks
+        self.reached = comm.agree(reached) if comm is not None else reached
+        log.info("iteration %d: val loss %.6g, train loss %.6g", iteration, self.last["val_loss"],
+                 self.last["train_loss"], extra=FILE_ONLY)
+        return {**self.last, **skill_metrics(self.last, self.baseline, "val")}
+
+    def state_dict(self) -> dict:
+        return {"last_eval": self.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last = dict(state.get("last_eval", {}))
