@@ -62,8 +62,7 @@ def _worker(resolution: str, part: int, iterations: int, start, result) -> None:
     def iteration() -> float:
         t0 = time.perf_counter()
         batch = task.batch(rng.choice(anchors, size=4, replace=False), rng, nodes=objective.local_nodes)
-        objective.set_batch(batch)
-        algorithm.step()
+        algorithm.step(batch)
         return time.perf_counter() - t0
 
     iteration()  # warm-up

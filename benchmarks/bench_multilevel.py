@@ -277,7 +277,7 @@ def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
                                       edge_dim=int(data.edge_attr.shape[1]))
     objective = Objective(data, partition_graph(data, num_parts=1, overlap=0), coarse_levels=hierarchy)
     rng = np.random.default_rng(0)
-    objective.set_batch(task.batch(task.anchors(np.arange(data.times.shape[0]))[:4], rng))
+    losses = objective.on(task.batch(task.anchors(np.arange(data.times.shape[0]))[:4], rng))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rows = []
 
@@ -291,13 +291,13 @@ def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
             best = min(best, time.perf_counter() - start)
         return best
 
-    fine = timed(objective.global_loss)
+    fine = timed(losses.global_loss)
     rows.append(f"| 0 | {data.grid_shape[0]} x {data.grid_shape[1]} | {data.num_nodes:,} | {fine * 1e3:.2f} | 1.00 |")
     shape = data.grid_shape
     for i, level in enumerate(hierarchy):
         shape = (-(-shape[0] // 2), -(-shape[1] // 2))
-        objective.coarse_batch(i)  # restriction once, outside the timing
-        sec = timed(lambda m, i=i: objective.coarse_loss(m, i))
+        losses.coarse_batch(i)  # restriction once, outside the timing
+        sec = timed(lambda m, i=i: losses.coarse_loss(m, i))
         rows.append(f"| {i + 1} | {shape[0]} x {shape[1]} | {level.num_clusters:,} | {sec * 1e3:.2f} | "
                     f"{sec / fine:.3f} |")
         log(f"level costs: level {i + 1}: {level.num_clusters} nodes, {sec:.3f} s per step")

@@ -19,7 +19,7 @@ import torch
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError
 from gnnddm.schema.fields import check_args
-from gnnddm.schema.task import ForecastTaskConfig, InterpolateTaskConfig
+from gnnddm.schema.task import ForecastTaskConfig, InterpolateTaskConfig, NodeSplitConfig
 
 
 @dataclass(frozen=True, eq=False)
@@ -337,12 +337,13 @@ class InterpolateTask(Task):
 
     def __init__(self, data: WeatherGraphData, hide_fraction: float = 0.3, var_weights=None,
                  split_by: str = "auto", node_split: dict | None = None, node_seed: int = 0):
-        check_args(InterpolateTaskConfig, "task", hide_fraction=hide_fraction, var_weights=var_weights,
-                   split_by=split_by, node_split=node_split or {}, node_seed=node_seed)
+        config = check_args(InterpolateTaskConfig, "task", hide_fraction=hide_fraction, var_weights=var_weights,
+                            split_by=split_by, node_split=node_split or {}, node_seed=node_seed)
         super().__init__(data, var_weights)
         self.hide_fraction = float(hide_fraction)
         self.split_by = split_by if split_by != "auto" else ("nodes" if data.num_times == 1 else "time")
-        self.node_role = _node_roles(data.num_nodes, node_split, node_seed) if self.split_by == "nodes" else None
+        self.node_role = _node_roles(data.num_nodes, config.node_split, node_seed) if self.split_by == "nodes" \
+            else None
         self._idw = None
 
     @property
@@ -434,10 +435,9 @@ class InterpolateTask(Task):
 SPLITS = ("train", "val", "test")
 
 
-def _node_roles(n: int, node_split: dict | None, seed: int) -> np.ndarray:
+def _node_roles(n: int, node_split: NodeSplitConfig, seed: int) -> np.ndarray:
     """int8 [n]: 0 training, 1 validation, 2 test node; a fixed random draw of the ``node_split`` fractions."""
-    fractions = {"val": 0.15, "test": 0.15, **dict(node_split or {})}  # checked by InterpolateTaskConfig
-    fv, ft = fractions["val"], fractions["test"]
+    fv, ft = node_split.val, node_split.test
     n_val, n_test = max(1, int(round(fv * n))), int(round(ft * n))
     if n_val + n_test >= n:
         raise ConfigError(f"task.node_split: {n} nodes leave none for training with val={fv}, test={ft}")

@@ -365,3 +365,33 @@ def test_a_broken_default_is_named_with_file_key_and_both_values():
     assert found == ["conf/ddm/x.yaml: radius_max: the YAML gives 3.0, the schema TrustRegionConfig defaults to 10.0"]
     found = constructor_disagreements(TrustRegionConfig, {"radius_max": float("inf")}, "x.X")
     assert found == ["x.X: radius_max: the constructor defaults to inf, the schema TrustRegionConfig to 10.0"]
+
+
+# ------------------------------------------------------------------------------------ the root sections
+def test_the_root_sections_configure_their_consumers_with_their_defaults():
+    """The consumers of the root sections take their defaults from them: the tracker is built from a
+    TrackingConfig, the accounting's network model from AccountingConfig's."""
+    from gnnddm.distributed.accounting import Accounting
+    from gnnddm.schema.root import AccountingConfig, TrackingConfig
+    from gnnddm.training.tracking import Tracker, tracker_from_config
+
+    accounting, defaults = Accounting(), AccountingConfig()
+    assert (accounting.alpha, accounting.beta) == (defaults.alpha, defaults.beta)
+    tracker, config = Tracker(), TrackingConfig()
+    assert (tracker.enabled, tracker.uri, tracker.experiment, tracker.timeout, tracker.flush_seconds,
+            tracker.required) == (config.enabled, config.uri, config.experiment, config.timeout,
+                                  config.flush_seconds, config.required)
+    made = tracker_from_config({"experiment": "x"}, run_name="r")
+    assert (made.experiment, made.run_name, made.uri) == ("x", "r", config.uri)
+
+
+def test_the_training_run_casts_no_config_value():
+    """The run reads the validated root keys (``validate(cfg)`` returns them typed): no ``int(cfg.x)``."""
+    import re
+
+    import gnnddm.training
+
+    cast = re.compile(r"\b(int|float|bool)\(cfg\.")
+    found = [f"{path.name}:{n}: {line.strip()}" for path in sorted(Path(gnnddm.training.__file__).parent.glob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1) if cast.search(line)]
+    assert found == []

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from gnnddm.errors import ConfigError
 from gnnddm.testing.runs import TWO_ITERATIONS
-from gnnddm.training.tracking import Tracker, _check_sqlite, _retry, flatten
+from gnnddm.training.tracking import Tracker, TrackingConfig, _check_sqlite, _retry, flatten
 
 
 def _client(tmp_path):
@@ -31,7 +31,7 @@ def test_flatten_nests_keys_with_dots():
 
 
 def test_run_records_params_metrics_tags_artifacts_and_finishes(tmp_path):
-    tr = Tracker(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t", run_name="r1")
+    tr = Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t", run_name="r1"))
     run_id = tr.start(tags={"gnnddm.git_commit": "abc"})
     tr.log_params({"model": {"hidden": 32}, "seed": 0})
     tr.log_metrics({"train_loss": 1.5, "val_rmse/t2m": 2.0, "bad": float("nan")}, step=1)
@@ -51,7 +51,7 @@ def test_run_records_params_metrics_tags_artifacts_and_finishes(tmp_path):
 
 def test_unreachable_server_falls_back_to_local_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tr = Tracker(uri="http://127.0.0.1:9", experiment="t", timeout=0.5)
+    tr = Tracker(TrackingConfig(uri="http://127.0.0.1:9", experiment="t", timeout=0.5))
     with pytest.warns(UserWarning, match="did not answer"):
         run_id = tr.start()
     tr.end("FAILED")
@@ -64,7 +64,7 @@ def test_sweep_jobs_share_one_terminated_parent(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ids = []
     for _ in range(2):
-        tr = Tracker(uri=uri, experiment="sweep")
+        tr = Tracker(TrackingConfig(uri=uri, experiment="sweep"))
         ids.append(tr.start(sweep_dir="/x/multirun/1"))
         tr.end("FINISHED")
     c = _client(tmp_path)
@@ -75,7 +75,7 @@ def test_sweep_jobs_share_one_terminated_parent(tmp_path):
 
 def test_disabled_tracker_does_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    tr = Tracker(enabled=False)
+    tr = Tracker(TrackingConfig(enabled=False))
     assert tr.start() is None
     tr.log_metrics({"a": 1.0}, step=1)
     tr.end()
@@ -87,7 +87,7 @@ def test_metrics_are_buffered_until_flush_seconds_or_flush(tmp_path, monkeypatch
 
     clock = [100.0]
     monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
-    tr = Tracker(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t", flush_seconds=5)
+    tr = Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t", flush_seconds=5))
     run_id = tr.start()
     tr.log_metrics({"loss": 3.0}, step=1)
     tr.log_metrics({"loss": 2.0}, step=2)
@@ -131,7 +131,7 @@ def test_a_new_store_is_created_holding_the_lock_beside_it(tmp_path, monkeypatch
             return super().create_run(*args, **kwargs)
 
     monkeypatch.setattr(mlflow.tracking, "MlflowClient", Client)
-    tr = Tracker(uri=f"sqlite:///{db}", experiment="t")
+    tr = Tracker(TrackingConfig(uri=f"sqlite:///{db}", experiment="t"))
     run_id = tr.start(sweep_dir="/x/multirun/1")
     tr.end("FINISHED")
     # the schema, the experiment and a sweep's parent are made under the lock; the run itself needs none
@@ -210,7 +210,7 @@ def _a_folder(db):
 def test_an_unusable_store_is_one_line_and_a_tracker_that_does_nothing(tmp_path, damage, caplog):
     db = tmp_path / "mlflow.db"
     error = damage(db)
-    tr = Tracker(uri=f"sqlite:///{db}", experiment="t")
+    tr = Tracker(TrackingConfig(uri=f"sqlite:///{db}", experiment="t"))
     with caplog.at_level(logging.WARNING, logger="gnnddm.training.tracking"):
         assert tr.start(tags={"a": "b"}) is None
     line = f"tracking.uri=sqlite:///{db}: {error}; the run continues untracked (set tracking.required=true"
@@ -228,9 +228,9 @@ def test_an_unusable_store_is_one_line_and_a_tracker_that_does_nothing(tmp_path,
     tr.log_text("x", "x.txt")
     assert tr.parent_run_id is None and not tr.has_run("0" * 32)
     tr.end("FINISHED")
-    assert Tracker(uri=f"sqlite:///{db}").reopen("0" * 32) is False
+    assert Tracker(TrackingConfig(uri=f"sqlite:///{db}")).reopen("0" * 32) is False
     with pytest.raises(ConfigError, match=f"^tracking.uri=sqlite:///{db}: {error}; tracking.required=true"):
-        Tracker(uri=f"sqlite:///{db}", required=True).start()
+        Tracker(TrackingConfig(uri=f"sqlite:///{db}", required=True)).start()
 
 
 def test_a_sqlite_file_of_another_program_is_one_line_with_sqlites_error(tmp_path, caplog, capfd):
@@ -239,7 +239,7 @@ def test_a_sqlite_file_of_another_program_is_one_line_with_sqlites_error(tmp_pat
     con.execute("CREATE TABLE experiments (x INTEGER)")  # a database, but not MLflow's: MLflow's query fails
     con.commit()
     con.close()
-    tr = Tracker(uri=f"sqlite:///{db}")
+    tr = Tracker(TrackingConfig(uri=f"sqlite:///{db}"))
     with caplog.at_level(logging.WARNING):
         assert tr.start() is None
     assert tr.error == (f"tracking.uri=sqlite:///{db}: no such column: experiments.experiment_id; the run "
@@ -256,7 +256,7 @@ def test_an_unusable_store_never_reached_mlflow(tmp_path, monkeypatch):
     monkeypatch.setattr(mlflow.tracking, "MlflowClient", client)
     db = tmp_path / "mlflow.db"
     _a_folder(db)
-    tr = Tracker(uri=f"sqlite:///{db}")
+    tr = Tracker(TrackingConfig(uri=f"sqlite:///{db}"))
     assert tr.start() is None and "unable to open database file" in tr.error
 
 
@@ -296,8 +296,8 @@ def test_an_sqlite_older_than_mlflows_minimum_is_an_error_naming_tracking_uri(tm
     assert str(err.value).startswith(f"tracking.uri={uri}: this process loaded SQLite 3.26.0")
     assert "import gnnddm before eccodes" in str(err.value)
     with pytest.raises(ConfigError, match=f"^tracking.uri={uri}: this process loaded SQLite 3.26.0"):
-        Tracker(uri=uri, required=True).start()
-    tr = Tracker(uri=uri)
+        Tracker(TrackingConfig(uri=uri, required=True)).start()
+    tr = Tracker(TrackingConfig(uri=uri))
     with caplog.at_level(logging.WARNING, logger="gnnddm.training.tracking"):
         assert tr.start() is None
     assert "SQLite 3.26.0" in tr.error and "the run continues untracked" in tr.error

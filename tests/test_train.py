@@ -182,10 +182,10 @@ def test_resuming_after_a_failure_past_the_checkpoint_opens_a_linked_run_with_on
 
     step = Global._step
 
-    def failing(self):
+    def failing(self, losses):
         if self.iteration == 3:  # the fourth iteration: the third was logged after the checkpoint of the second
             raise RuntimeError("injected failure")
-        return step(self)
+        return step(self, losses)
 
     monkeypatch.setattr(Global, "_step", failing)
     with pytest.raises(RuntimeError, match="injected"):
@@ -240,10 +240,10 @@ def test_a_restart_without_checkpoint_after_logged_iterations_opens_a_linked_run
 
     step = Global._step
 
-    def failing(self):
+    def failing(self, losses):
         if self.iteration == 2:
             raise RuntimeError("injected failure")
-        return step(self)
+        return step(self, losses)
 
     monkeypatch.setattr(Global, "_step", failing)
     with pytest.raises(RuntimeError, match="injected"):

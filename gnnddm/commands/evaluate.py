@@ -42,7 +42,6 @@ SPLITS = ("test", "val")
 #: config keys (and prefixes) that may be overridden: what the data is read from, where runs are logged,
 #: where the model runs; the rest of the stored configuration defines the model and its samples
 OVERRIDABLE = ("data.", "tracking.", "trainer.device", "trainer.threads")
-BASELINES = {"forecast": "persistence", "interpolate": "inverse_distance"}
 USAGE = ("usage: gnnddm evaluate output_dir=PATH [split=test|val] [leads=N|max [plots=true [map_var=NAME] "
          "[map_lead=K] [map_init=DATE]]] [data.KEY=VALUE ...] [tracking.uri=URI] [trainer.device=DEVICE] "
          "[verbose=true]")
@@ -209,10 +208,9 @@ def _score(cfg: DictConfig, bundle, split: str) -> tuple[dict[str, float], str, 
     if not len(anchors):
         raise ConfigError(f"data.split.{split}: no {split} sample in {r.data.source} ({r.data.num_times} time "
                           f"steps); choose a data.split.{split} or data.time range that holds samples")
-    evaluator = Evaluator(r.task, r.graph, {split: anchors}, batch_size=r.batch_size, seed=int(cfg.seed),
+    evaluator = Evaluator(r.task, r.graph, {split: anchors}, batch_size=r.batch_size, seed=cfg.seed,
                           device=r.device)
-    baseline = getattr(r.task, "baseline_name", None) or BASELINES.get(r.task.name, "baseline")
-    return evaluator.scores(r.model, split), baseline, r
+    return evaluator.scores(r.model, split), r.task.baseline_name, r
 
 
 def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
@@ -223,12 +221,14 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
     from gnnddm.config import build
     from gnnddm.models.graph import prepare_graph
     from gnnddm.pipeline import build_problem
+    from gnnddm.schema import validate
 
     # no seeding: building the problem draws nothing at random, the weights are loaded, and the evaluator's
     # draws come from its own generators (seeded from cfg.seed)
-    if cfg.trainer.get("threads"):
-        torch.set_num_threads(int(cfg.trainer.threads))
-    device = torch.device(str(cfg.trainer.device))
+    trainer = validate(cfg).trainer
+    if trainer.threads:
+        torch.set_num_threads(trainer.threads)
+    device = torch.device(trainer.device)
     problem = build_problem(cfg)
     task = build(cfg.task, "task")(problem.data)
     data = task.data  # the graph trained on (assimilation's joint graph with the observation nodes)
@@ -247,7 +247,7 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
                         f"({str(exc).strip().splitlines()[0]})") from None
     model.to(device)
     graph = prepare_graph(data.edge_index, data.num_nodes, data.edge_attr, data.edge_weight).to(device)
-    return Rebuilt(problem, task, model, graph, device, int(cfg.trainer.batch_size))
+    return Rebuilt(problem, task, model, graph, device, trainer.batch_size)
 
 
 def _plots(r: Rebuilt, leads: dict, req: Request, out_dir: Path) -> list[Path]:

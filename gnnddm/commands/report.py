@@ -7,6 +7,7 @@ import sys
 
 from gnnddm.errors import GnnddmError
 from gnnddm.report import build_report
+from gnnddm.schema.root import TrackingConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -14,7 +15,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="gnnddm report",
         description="Comparison tables and plots (time to target, speedup, efficiency, skill) from MLflow runs.",
     )
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default: %(default)s)")
+    p.add_argument("--tracking-uri", default=TrackingConfig.uri, help="MLflow store (default: %(default)s)")
     sel = p.add_mutually_exclusive_group(required=True)
     sel.add_argument("--experiment", help="all training runs of this MLflow experiment")
     sel.add_argument("--parent", metavar="RUN_ID", help="the runs of one sweep, given its parent run id")

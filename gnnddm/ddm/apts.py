@@ -51,6 +51,7 @@ all-reduce, and the blocks are solved one after the other.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from contextlib import contextmanager
@@ -183,10 +184,15 @@ class APTS(Algorithm):
         if not self.block_ranks:
             self.comm.all_reduce_sum_(tensors)
 
-    def _full(self, record: dict | None = None) -> tuple[float, torch.Tensor]:
-        """f and ∇f at the current θ on the data path; ``record`` keeps the forward pass's states."""
+    def _inputs(self, losses):
+        """The data path's inputs (``inputs(k)``) on the batch of ``losses``."""
+        return functools.partial(self.inputs, losses)
+
+    def _full(self, losses, record: dict | None = None) -> tuple[float, torch.Tensor]:
+        """f and ∇f at the current θ on the data path, on the batch of ``losses``; ``record`` keeps the
+        forward pass's states."""
         self.model.zero_grad(set_to_none=True)
-        f = self.path.loss_backward(self.model, self.inputs, record=record)
+        f = self.path.loss_backward(self.model, self._inputs(losses), record=record)
         self.accounting.add_work(grad_evals=self.work)
         g = self.flat_grad()
         f = f.to(device=g.device, dtype=g.dtype)
@@ -194,9 +200,9 @@ class APTS(Algorithm):
         self.model.zero_grad(set_to_none=True)
         return float(f), g
 
-    def _value(self) -> float:
-        """f at the current θ, forward only."""
-        f = self.path.loss(self.model, self.inputs).to(self.params[0])
+    def _value(self, losses) -> float:
+        """f at the current θ on the batch of ``losses``, forward only."""
+        f = self.path.loss(self.model, self._inputs(losses)).to(self.params[0])
         self.accounting.add_work(loss_evals=self.work)
         self._reduce([f])
         return float(f)
@@ -205,18 +211,19 @@ class APTS(Algorithm):
         """The share of the layers one evaluation of ``block`` runs: (L − start) / L."""
         return (self.layers - block.start) / self.layers
 
-    def block_value_grad(self, block: ParameterBlock, prefix: dict | None, grad: bool = True):
-        """f̃_d at the current θ (the block's parameters as they are) and, with ``grad``, its gradient in the
-        block's coordinates [P_d]: the layers from the block's first on, from the states ``prefix``."""
+    def block_value_grad(self, losses, block: ParameterBlock, prefix: dict | None, grad: bool = True):
+        """f̃_d at the current θ (the block's parameters as they are) on the batch of ``losses`` and, with
+        ``grad``, its gradient in the block's coordinates [P_d]: the layers from the block's first on, from
+        the states ``prefix`` (of a forward pass on the same batch)."""
         start = block.start
         prefix = None if start == 0 else prefix
         if not grad:
-            f = self.path.loss(self.model, self.inputs, start=start, prefix=prefix).to(self.params[0])
+            f = self.path.loss(self.model, self._inputs(losses), start=start, prefix=prefix).to(self.params[0])
             self.accounting.add_work(loss_evals=self.work * self.cover(block))
             self._reduce([f])
             return float(f), None
         self.model.zero_grad(set_to_none=True)
-        f = self.path.loss_backward(self.model, self.inputs, start=start, prefix=prefix)
+        f = self.path.loss_backward(self.model, self._inputs(losses), start=start, prefix=prefix)
         self.accounting.add_work(grad_evals=self.work * self.cover(block))
         g = flat_grad(self.block_params(block))
         f = f.to(device=g.device, dtype=g.dtype)
@@ -326,27 +333,27 @@ class APTS(Algorithm):
         return torch.cat([p.detach().reshape(-1) for p in self.block_params(block)])
 
     # ------------------------------------------------------------------ the outer iteration
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         stats: dict[str, float] = {}
         theta = self.flat()
         record: dict = {}
-        f, g = self._full(record)
+        f, g = self._full(losses, record)
         stats["loss"] = f
         if self.global_pass:
-            theta, f, g, record = self._global_pass(theta, f, g, record, stats)
+            theta, f, g, record = self._global_pass(losses, theta, f, g, record, stats)
         self.window = [*self.window, f][-self.window_size:]
         constraint = self.constraint(theta, g)
         s = torch.zeros_like(theta)
         predicted, local_accepted = 0.0, 0
-        per_part = self._part_gradients() if self.hybrid else {}
+        per_part = self._part_gradients(losses) if self.hybrid else {}
         for d, block in enumerate(self.blocks):
             region = self._restricted(constraint, block)
             x0 = theta[block.coords]
             with self.only(block):
                 if self.hybrid:
-                    s_d, pred_d, acc = self._pair_solves(d, block, region, x0, g, per_part)
+                    s_d, pred_d, acc = self._pair_solves(losses, d, block, region, x0, g, per_part)
                 else:
-                    s_d, pred_d, acc = self._block_solve(d, block, region, x0, f, g, record)
+                    s_d, pred_d, acc = self._block_solve(losses, d, block, region, x0, f, g, record)
                 self.set_block(block, x0)
             s[block.coords] = s_d
             predicted += pred_d
@@ -365,7 +372,7 @@ class APTS(Algorithm):
             stats["local_accepted"] = local_accepted / (solves * self.local_steps)
         if self.globalization == "trust_region":
             self.set_flat(theta + s)
-            f_new = self._value()
+            f_new = self._value(losses)
             reference = max(self.window)
             rho, accepted = self.tr.update(reference - f_new, predicted)
             self.set_flat(theta + s if accepted else theta)
@@ -374,22 +381,23 @@ class APTS(Algorithm):
             self.set_flat(theta + s)
             stats["accepted"] = 1.0
         for _ in range(self.global_steps):
-            _, g = self._full()
+            _, g = self._full(losses)
             self.optimizer_step(g)
         return stats
 
-    def _block_solve(self, d: int, block: ParameterBlock, region, x0: torch.Tensor, f: float, g: torch.Tensor,
-                     record: dict):
-        """Block d on the whole data path from the kept states: (s_d, pred_d, accepted local steps)."""
+    def _block_solve(self, losses, d: int, block: ParameterBlock, region, x0: torch.Tensor, f: float,
+                     g: torch.Tensor, record: dict):
+        """Block d on the whole data path from the kept states, on the batch of ``losses``: (s_d, pred_d,
+        accepted local steps)."""
         prefix = self.prefix_of(block, record)
 
         def evaluate(x):
             self.set_block(block, x)
-            return self.block_value_grad(block, prefix)
+            return self.block_value_grad(losses, block, prefix)
 
         def value(x):
             self.set_block(block, x)
-            return self.block_value_grad(block, prefix, grad=False)[0]
+            return self.block_value_grad(losses, block, prefix, grad=False)[0]
 
         if self.local_method == "trust_region":
             x, f_d, accepted = self.local_trust_region(f, g[block.coords], region, evaluate)
@@ -399,28 +407,30 @@ class APTS(Algorithm):
             accepted = 0
         return x - x0, f - f_d, accepted
 
-    def _part_gradients(self) -> dict[int, tuple[float, torch.Tensor]]:
-        """``ddm.hybrid``: f_k(θ_t) and ∇f_k(θ_t) of this rank's parts on their subdomain graphs."""
+    def _part_gradients(self, losses) -> dict[int, tuple[float, torch.Tensor]]:
+        """``ddm.hybrid``: f_k(θ_t) and ∇f_k(θ_t) of this rank's parts on their subdomain graphs, on the batch
+        of ``losses``."""
         out = {}
         for k in self.parts:
             # every pair rank (d, k) evaluates its part's gradient: D copies of the work, on each pair's clock
             start = time.perf_counter()
-            out[k] = self._loss_grad(self._local(k), copies=len(self.blocks))
+            out[k] = self._loss_grad(self._local(losses, k), copies=len(self.blocks))
             seconds = time.perf_counter() - start
             for d in range(len(self.blocks)):
                 self.accounting.add_compute(("pair", d, k), seconds)
         self.model.zero_grad(set_to_none=True)
         return out
 
-    def pair_function(self, block: ParameterBlock, k: int, x0: torch.Tensor, g: torch.Tensor, per_part: dict):
-        """``ddm.hybrid``: block d's local function on part k,
+    def pair_function(self, losses, block: ParameterBlock, k: int, x0: torch.Tensor, g: torch.Tensor,
+                      per_part: dict):
+        """``ddm.hybrid``: block d's local function on part k, on the batch of ``losses``,
         h_dk(θ_d) = c_k·f_k + ⟨R_d(g_t − c_k∇f_k(θ_t)), θ_d − R_dθ_t⟩ with c_k = 1/ω_k, so that
         ∇h_dk(R_dθ_t) = R_d g_t even where the subdomain is inexact (overlap below the layers).
         Returns (h_dk(R_dθ_t), evaluate(x) -> (h, ∇h), value(x) -> h); the block's parameters are left at x."""
         c = 1.0 / self.objective.weight(k)
         f_k, g_k = per_part[k]
         corr = g[block.coords] - c * g_k[block.coords]
-        loss = self._local(k)
+        loss = self._local(losses, k)
         cover = 1.0 / 3.0 + 2.0 / 3.0 * self.cover(block)  # the whole forward, the backward down to the block
 
         def evaluate(x):
@@ -442,7 +452,7 @@ class APTS(Algorithm):
 
         return c * f_k, evaluate, value
 
-    def _pair_solves(self, d: int, block: ParameterBlock, region, x0: torch.Tensor, g: torch.Tensor,
+    def _pair_solves(self, losses, d: int, block: ParameterBlock, region, x0: torch.Tensor, g: torch.Tensor,
                      per_part: dict):
         """``ddm.hybrid``: block d on each of this rank's parts (:meth:`pair_function`), each timed as its own
         rank's. Returns (Σ_k ω_k s_dk, Σ_k ω_k pred_dk, accepted local steps) over this rank's parts."""
@@ -450,7 +460,7 @@ class APTS(Algorithm):
         for k in self.parts:
             omega = self.objective.weight(k)
             with self.timed(("pair", d, k)):
-                h0, evaluate, value = self.pair_function(block, k, x0, g, per_part)
+                h0, evaluate, value = self.pair_function(losses, block, k, x0, g, per_part)
                 if self.local_method == "trust_region":
                     x, h, acc = self.local_trust_region(h0, g[block.coords], region, evaluate)
                     accepted += acc
@@ -461,7 +471,7 @@ class APTS(Algorithm):
             predicted += omega * (h0 - h)
         return s_d, predicted, accepted
 
-    def _global_pass(self, theta, f, g, record, stats):
+    def _global_pass(self, losses, theta, f, g, record, stats):
         """One trust-region steepest-descent step θ − Δ g/‖g‖, tested against the window's reference."""
         norm = float(torch.linalg.vector_norm(g))
         if norm == 0:
@@ -470,7 +480,7 @@ class APTS(Algorithm):
         trial = theta - (radius / norm) * g
         self.set_flat(trial)
         record1: dict = {}
-        f1, g1 = self._full(record1)
+        f1, g1 = self._full(losses, record1)
         reference = max([*self.window, f][-self.window_size:])
         rho, accepted = self.tr.update(reference - f1, radius * norm)
         stats.update(global_rho=rho, global_accepted=float(accepted))

@@ -183,25 +183,26 @@ class ASM(Algorithm):
             return Box(center - half, center + half)
         return None
 
-    def subdomain_model(self, k: int, anchor: torch.Tensor, g, per_part: dict):
-        """h_k around ``anchor`` and, with ``foc``, its known value and gradient there: (h_k, first).
+    def subdomain_model(self, losses, k: int, anchor: torch.Tensor, g, per_part: dict):
+        """h_k around ``anchor`` on the batch of ``losses`` and, with ``foc``, its known value and gradient
+        there: (h_k, first).
 
         h_k(θ) = c_k·f_k(θ) + ⟨g − c_k·∇f_k(θ_t), θ − anchor⟩ with c_k = W/ω_k and (f_k(θ_t), ∇f_k(θ_t)) =
         ``per_part[k]``, so ∇h_k(θ_t) = g when ``anchor`` is θ_t; without ``foc`` h_k = c_k·f_k.
         """
         c = self.weight_sum / self.omega[k]
         if not self.foc:
-            return self.local_model(self._local(k), scale=c), None
+            return self.local_model(self._local(losses, k), scale=c), None
         f_k, grad_k = per_part[k]
-        h = self.local_model(self._local(k), scale=c, corr=g - c * grad_k, anchor=anchor)
+        h = self.local_model(self._local(losses, k), scale=c, corr=g - c * grad_k, anchor=anchor)
         return h, (f_k, g)
 
-    def _local_corrections(self, anchor: torch.Tensor, g, per_part: dict, constraint, predict: bool):
+    def _local_corrections(self, losses, anchor: torch.Tensor, g, per_part: dict, constraint, predict: bool):
         """θ_k − anchor, h_k(anchor) − h_k(θ_k) (when ``predict``) and f_k(anchor) per part of this rank."""
         out = {}
         for k in self.parts:
             with self.timed(k):
-                h, first = self.subdomain_model(k, anchor, g, per_part)
+                h, first = self.subdomain_model(losses, k, anchor, g, per_part)
                 theta_k, f_start, pred_k = self.local_solve(
                     h, anchor, self.local_steps, self.solvers[f"part{k}"], constraint=constraint,
                     predict=predict, first=first,
@@ -210,19 +211,21 @@ class ASM(Algorithm):
         self.set_flat(anchor)
         return out
 
-    def subdomain_correction(self, anchor: torch.Tensor, g, per_part: dict, f_anchor: float | None,
+    def subdomain_correction(self, losses, anchor: torch.Tensor, g, per_part: dict, f_anchor: float | None,
                              share: float = 1.0):
-        """Local solves from ``anchor`` within ``share`` of the region, and their combination.
+        """Local solves from ``anchor`` within ``share`` of the region on the batch of ``losses``, and their
+        combination.
 
         Returns ``(s, predicted, f_anchor, f_end)``: the combined correction; its predicted decrease
         (trust region only, else None); Σ_k f_k(anchor) (given, or riding along in the all-reduce);
         f(anchor + s) when the combination already evaluated it (``span``), else None.
         """
         if self.combine == "span":
-            return self.span_correction(anchor, g, per_part, f_anchor, share)
+            return self.span_correction(losses, anchor, g, per_part, f_anchor, share)
         tr = self.globalization == "trust_region"
         need_f = f_anchor is None
-        parts = self._local_corrections(anchor, g, per_part, self.constraint(anchor, share / self.weight_sum), tr)
+        parts = self._local_corrections(losses, anchor, g, per_part, self.constraint(anchor, share / self.weight_sum),
+                                        tr)
         s = torch.zeros_like(anchor)
         pred = torch.zeros(1, dtype=anchor.dtype, device=anchor.device)
         f_sum = torch.zeros(1, dtype=anchor.dtype, device=anchor.device)
@@ -234,7 +237,7 @@ class ASM(Algorithm):
         self.comm.all_reduce_sum_([s] + ([pred] if tr else []) + ([f_sum] if need_f else []))
         return s, (float(pred) if tr else None), (float(f_sum) if need_f else f_anchor), None
 
-    def span_correction(self, anchor: torch.Tensor, g: torch.Tensor, per_part: dict, f_anchor: float,
+    def span_correction(self, losses, anchor: torch.Tensor, g: torch.Tensor, per_part: dict, f_anchor: float,
                         share: float = 1.0):
         """``combine: span``: the best combination Σ_k γ_k s_k of the local corrections (see module doc).
 
@@ -242,7 +245,7 @@ class ASM(Algorithm):
         evaluation of φ(γ) = f(anchor + Sγ); every rank solves the p-dimensional problem alike.
         """
         tr = self.globalization == "trust_region"
-        parts = self._local_corrections(anchor, g, per_part, self.constraint(anchor, share), predict=False)
+        parts = self._local_corrections(losses, anchor, g, per_part, self.constraint(anchor, share), predict=False)
         mine = {k: parts[k][0] if k in parts else torch.zeros_like(anchor) for k in self.comm.parts_of_rank}
         gathered = self.comm.all_gather_parts(mine)
         order = sorted(self.omega)
@@ -253,7 +256,7 @@ class ASM(Algorithm):
             vec = torch.zeros(len(order) + 1, dtype=anchor.dtype, device=anchor.device)
             for k in self.parts:
                 with self.timed(k):
-                    f_k, g_k = self._loss_grad(self._local(k))
+                    f_k, g_k = self._loss_grad(self._local(losses, k))
                     vec[:-1] += S @ g_k
                     vec[-1] += f_k
             self.comm.all_reduce_sum_([vec])
@@ -270,8 +273,9 @@ class ASM(Algorithm):
         return s, (f_anchor - phi if tr else None), f_anchor, phi
 
     # ------------------------------------------------------------------ trust region
-    def decide_pending(self, stats: dict):
-        """``trial: fused``: test the pending (s, predicted) of the previous iteration on this batch.
+    def decide_pending(self, losses, stats: dict):
+        """``trial: fused``: test the pending (s, predicted) of the previous iteration on this iteration's
+        batch (that of ``losses``, not the one the step was fitted on).
 
         One all-reduce of [Σ∇f_k(θ + s), Σf_k(θ + s), Σf_k(θ)] (the gradient only when the iteration needs
         one); a rejection costs one more all-reduce [g, f] at θ. Returns (θ_t, g_t, f_t, per_part).
@@ -281,13 +285,13 @@ class ASM(Algorithm):
         base = self.flat()
         trial = base + s
         grad = self.needs_gradient
-        f_base = self.local_losses()
+        f_base = self.local_losses(losses)
         self.set_flat(trial)
         g, per_part = None, {}
         if grad:
-            g, f_trial, per_part = self.local_gradients(keep=self.foc)
+            g, f_trial, per_part = self.local_gradients(losses, keep=self.foc)
         else:
-            f_trial = self.local_losses()
+            f_trial = self.local_losses(losses)
         f = torch.cat([f_trial, f_base])  # [f(θ + s), f(θ)]
         self.comm.all_reduce_sum_(([g] if grad else []) + [f])
         self.model.zero_grad(set_to_none=True)
@@ -299,10 +303,10 @@ class ASM(Algorithm):
         self.set_flat(base)
         g, per_part = None, {}
         if grad:
-            g, _, per_part = self.subdomain_gradients(keep=self.foc)
+            g, _, per_part = self.subdomain_gradients(losses, keep=self.foc)
         return base, g, f_base, per_part
 
-    def global_step(self, theta: torch.Tensor, g: torch.Tensor, f: float, per_part: dict, stats: dict):
+    def global_step(self, losses, theta: torch.Tensor, g: torch.Tensor, f: float, per_part: dict, stats: dict):
         """APTS's global pass: θ + d, d = −Δ g/‖g‖, tested with ρ = (f(θ) − f(θ + d)) / (Δ‖g‖).
 
         One all-reduce [∇f, f] at θ + d, which is also the gradient of the next phase when accepted.
@@ -313,7 +317,7 @@ class ASM(Algorithm):
         radius = self.tr.radius
         trial = theta - (radius / norm) * g
         self.set_flat(trial)
-        g1, f1, per_part1 = self.subdomain_gradients(keep=self.foc)
+        g1, f1, per_part1 = self.subdomain_gradients(losses, keep=self.foc)
         rho, accepted = self.tr.update(f - f1, radius * norm)
         stats.update(global_rho=rho, global_accepted=float(accepted))
         if accepted:
@@ -321,26 +325,27 @@ class ASM(Algorithm):
         self.set_flat(theta)
         return theta, g, f, per_part
 
-    def start(self, stats: dict):
-        """Steps 1-2: decide a pending trial, g_t at θ_t when needed, the global pass.
+    def start(self, losses, stats: dict):
+        """Steps 1-2 on the batch of ``losses``: decide a pending trial, g_t at θ_t when needed, the global pass.
 
         Returns (θ_t, g_t, f_t, per_part); g_t and f_t are None when nothing needed them.
         """
         if self.pending is not None:
-            theta_t, g, f_t, per_part = self.decide_pending(stats)
+            theta_t, g, f_t, per_part = self.decide_pending(losses, stats)
         else:
             theta_t, g, f_t, per_part = self.flat(), None, None, {}
             if self.needs_gradient:
-                g, f_t, per_part = self.subdomain_gradients(keep=self.foc)
+                g, f_t, per_part = self.subdomain_gradients(losses, keep=self.foc)
         if self.globalization == "offo":
             self._update_offo(g)
         if self.global_pass:
-            theta_t, g, f_t, per_part = self.global_step(theta_t, g, f_t, per_part, stats)
+            theta_t, g, f_t, per_part = self.global_step(losses, theta_t, g, f_t, per_part, stats)
         return theta_t, g, f_t, per_part
 
-    def finish(self, theta_t: torch.Tensor, s: torch.Tensor, predicted, f_t, f_new=None,
+    def finish(self, losses, theta_t: torch.Tensor, s: torch.Tensor, predicted, f_t, f_new=None,
                stats: dict | None = None) -> dict[str, float]:
-        """Step 5-6: the trust-region test (or the pending trial), and the optional global steps.
+        """Step 5-6 on the batch of ``losses``: the trust-region test (or the pending trial, which the next
+        step tests on its own batch), and the optional global steps.
 
         ``f_new`` = f(θ_t + s) when already known on this batch (no collective then).
         """
@@ -357,7 +362,7 @@ class ASM(Algorithm):
         elif self.globalization == "trust_region":
             if f_new is None:
                 self.set_flat(theta_t + s)
-                f_new = self.subdomain_losses()
+                f_new = self.subdomain_losses(losses)
             rho, accepted = self.tr.update(f_t - f_new, predicted)
             self.set_flat(theta_t + s if accepted else theta_t)
             stats.update(rho=rho, accepted=float(accepted), tr_radius=self.tr.radius, predicted=predicted,
@@ -368,16 +373,16 @@ class ASM(Algorithm):
             if self.globalization == "offo":
                 stats["box_width"] = float(self._box_half.mean())
         for _ in range(self.global_steps):
-            g, _, _ = self.subdomain_gradients()
+            g, _, _ = self.subdomain_gradients(losses)
             self.optimizer_step(g)
         return stats
 
     # ------------------------------------------------------------------ the outer iteration
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         stats: dict[str, float] = {}
-        theta_t, g, f_t, per_part = self.start(stats)
-        s, predicted, f_t, f_new = self.subdomain_correction(theta_t, g, per_part, f_t)
-        return self.finish(theta_t, s, predicted, f_t, f_new, stats)
+        theta_t, g, f_t, per_part = self.start(losses, stats)
+        s, predicted, f_t, f_new = self.subdomain_correction(losses, theta_t, g, per_part, f_t)
+        return self.finish(losses, theta_t, s, predicted, f_t, f_new, stats)
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict:

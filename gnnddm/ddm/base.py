@@ -1,10 +1,17 @@
 """What every training algorithm shares: parameters as one flat vector, timed and accounted subdomain
 work, local solves on a local model, the reduction of subdomain gradients, and checkpoint state.
 
-An algorithm performs one outer iteration per :meth:`Algorithm.step` on the objective's current batch and
+An algorithm performs one outer iteration per :meth:`Algorithm.step` on the batch it is given and
 updates the model parameters in place. It computes only the subdomains of its rank
 (``comm.parts_of_rank``), sums their contributions and calls one collective per reduction, so the same
 code runs in one process and across processes.
+
+The batch is data passed in, never state: ``step(batch)`` makes the objective's per-batch losses
+(:meth:`Objective.on <gnnddm.ddm.objective.Objective.on>`, a
+:class:`~gnnddm.ddm.objective.BatchLosses`) and hands them down as the argument ``losses`` of ``_step``
+and of every method below it that evaluates a loss; they are dropped when the step returns. Neither the
+algorithm nor the objective keeps a batch between steps (what a step carries over, such as ``asm``'s
+pending trial, is parameters and decreases, evaluated on the next step's batch).
 
 Local models. A local solve runs ``steps`` steps of a solver on
 
@@ -159,10 +166,11 @@ def feasible_set(algorithm, center: torch.Tensor, g: torch.Tensor) -> Ball | Box
 class LocalModel:
     """The local model h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩, differentiable in the parameters.
 
-    ``loss`` is a subdomain or coarse :class:`~gnnddm.ddm.objective.Loss` (a function of the model with its
-    ``work``); ``corr`` and ``anchor`` are
-    given per parameter tensor (None: no linear term). :attr:`last_loss` holds the unscaled loss value
-    of the last evaluation.
+    ``loss`` is a subdomain or coarse :class:`~gnnddm.ddm.objective.Loss` bound to the step's batch
+    (:class:`~gnnddm.ddm.objective.BoundLoss`, ``loss.on(losses)``: a function of the model with its
+    ``work``); ``corr`` and ``anchor`` are given per parameter tensor (None: no linear term).
+    :attr:`last_loss` holds the unscaled loss value of the last evaluation. A local model is made within
+    one outer iteration and dropped with it.
     """
 
     def __init__(self, params, loss_fn, scale: float = 1.0, corr=None, anchor=None):
@@ -219,7 +227,7 @@ class Algorithm:
     model : torch.nn.Module
         Trained in place.
     objective : Objective
-        Losses on the batch of the current step (:meth:`step` sets it).
+        The losses' structure; :meth:`step` evaluates them on its batch (``objective.on(batch)``).
     comm : Communicator
         Its :class:`~gnnddm.distributed.accounting.Accounting` (given to it at construction) is what the
         algorithm accounts its work and collectives in.
@@ -264,17 +272,21 @@ class Algorithm:
         self.iteration = 0
 
     # ------------------------------------------------------------------ the outer iteration
-    def step(self, batch=None) -> dict[str, float]:
-        """One outer iteration on ``batch`` (None: the batch of the previous step again); returns
-        statistics (``loss`` = f(θ_t) on the batch where known)."""
-        if batch is not None:
-            self.objective.set_batch(batch)
-        stats = self._step()
+    def step(self, batch) -> dict[str, float]:
+        """One outer iteration on ``batch``; returns statistics (``loss`` = f(θ_t) on the batch where known).
+
+        ``batch`` is a :class:`~gnnddm.tasks.Batch` of the full graph, or of ``objective.local_nodes`` when
+        the algorithm does not :attr:`use the full batch <uses_full_batch>`. Its per-batch losses
+        (``objective.on(batch)``) are passed to :meth:`_step` and dropped when the step returns.
+        """
+        losses = self.objective.on(batch)
+        stats = self._step(losses)
         self.accounting.end_iteration()
         self.iteration += 1
         return {k: float(v) for k, v in stats.items()}
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
+        """The outer iteration on the batch of ``losses`` (a :class:`~gnnddm.ddm.objective.BatchLosses`)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ set-up helpers
@@ -329,7 +341,10 @@ class Algorithm:
                 self.accounting.add_compute(part, seconds)
 
     def _loss_grad(self, loss_fn, copies: int = 1) -> tuple[float, torch.Tensor]:
-        """loss_fn(model) and its gradient (flat), accounted as one forward+backward of its ``work``."""
+        """loss_fn(model) and its gradient (flat), accounted as one forward+backward of its ``work``.
+
+        ``loss_fn``: a loss bound to the step's batch (``loss.on(losses)``) or a :class:`LocalModel`.
+        """
         self.model.zero_grad(set_to_none=True)
         if isinstance(loss_fn, LocalModel):
             value = loss_fn.backward(self.model)
@@ -352,53 +367,57 @@ class Algorithm:
         self.accounting.add_work(loss_evals=loss_fn.work * copies)
         return value
 
-    def _local(self, k: int):
-        return self.objective.part(k)
+    def _local(self, losses, k: int):
+        """f_k on the batch of ``losses``, bound (:meth:`~gnnddm.ddm.objective.Loss.on`)."""
+        return self.objective.part(k).on(losses)
 
-    def subdomain_gradients(self, keep: bool = False):
-        """g = Σ_k ∇f_k(θ) and f = Σ_k f_k(θ) at the current θ, with one all-reduce of [g, f].
+    def subdomain_gradients(self, losses, keep: bool = False):
+        """g = Σ_k ∇f_k(θ) and f = Σ_k f_k(θ) at the current θ on the batch of ``losses``, with one
+        all-reduce of [g, f].
 
         Returns ``(g, f, per_part)`` where ``per_part[k] = (f_k, ∇f_k)`` for this rank's parts when
         ``keep`` (the first-order-coherence terms), else an empty dict.
         """
-        g, f, per_part = self.local_gradients(keep)
+        g, f, per_part = self.local_gradients(losses, keep)
         self.comm.all_reduce_sum_([g, f])
         self.model.zero_grad(set_to_none=True)
         return g, float(f), per_part
 
-    def local_gradients(self, keep: bool = False):
-        """Σ_k ∇f_k(θ) and [Σ_k f_k(θ)] over this rank's parts, not yet reduced: ``(g, f [1], per_part)``
-        with ``per_part`` as in :meth:`subdomain_gradients`."""
+    def local_gradients(self, losses, keep: bool = False):
+        """Σ_k ∇f_k(θ) and [Σ_k f_k(θ)] over this rank's parts on the batch of ``losses``, not yet reduced:
+        ``(g, f [1], per_part)`` with ``per_part`` as in :meth:`subdomain_gradients`."""
         theta = self.flat()
         g = torch.zeros_like(theta)
         f = torch.zeros(1, dtype=theta.dtype, device=theta.device)
         per_part = {}
         for k in self.parts:
             with self.timed(k):
-                fk, gk = self._loss_grad(self._local(k))
+                fk, gk = self._loss_grad(self._local(losses, k))
                 g += gk
                 f += fk
             if keep:
                 per_part[k] = (fk, gk)
         return g, f, per_part
 
-    def subdomain_losses(self) -> float:
-        """f = Σ_k f_k(θ) at the current θ (forward only), with one all-reduce of one number."""
-        f = self.local_losses()
+    def subdomain_losses(self, losses) -> float:
+        """f = Σ_k f_k(θ) at the current θ on the batch of ``losses`` (forward only), with one all-reduce of
+        one number."""
+        f = self.local_losses(losses)
         self.comm.all_reduce_sum_([f])
         return float(f)
 
-    def local_losses(self) -> torch.Tensor:
-        """[Σ_k f_k(θ)] over this rank's parts (forward only), not yet reduced."""
+    def local_losses(self, losses) -> torch.Tensor:
+        """[Σ_k f_k(θ)] over this rank's parts on the batch of ``losses`` (forward only), not yet reduced."""
         theta = self.flat()
         f = torch.zeros(1, dtype=theta.dtype, device=theta.device)
         for k in self.parts:
             with self.timed(k):
-                f += self._loss_value(self._local(k))
+                f += self._loss_value(self._local(losses, k))
         return f
 
     def local_model(self, loss_fn, scale: float = 1.0, corr=None, anchor=None) -> LocalModel:
-        """h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩ on this algorithm's parameters."""
+        """h(θ) = scale·loss(θ) + ⟨corr, θ − anchor⟩ on this algorithm's parameters; ``loss_fn`` bound to
+        the step's batch (``loss.on(losses)``)."""
         return LocalModel(self.params, loss_fn, scale, None if corr is None else self.split(corr),
                           None if anchor is None else self.split(anchor))
 

@@ -29,11 +29,11 @@ class Global(Algorithm):
         super().__init__(model, objective, comm, optimizer)
         self._global_optimizer()
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         opt = self._global_optimizer()
         with self.timed(None):
             opt.zero_grad(set_to_none=True)
-            whole = self.objective.whole()
+            whole = self.objective.whole().on(losses)
             loss = whole(self.model)
             loss.backward()
             if self.comm.rank == 0:  # one computation, however many processes repeat it

@@ -30,6 +30,7 @@ phases of the modelled time) and the same code runs in one process and on ranks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -206,8 +207,11 @@ class HaloPath:
 
 
 def fine_path(objective, comm, timed) -> tuple[HaloPath, Callable]:
-    """The :class:`HaloPath` of the objective's partition on the data's graph, and its ``inputs(k)``:
-    the rows of the plan's local nodes (owned, then one-hop halo) sliced from the subdomain's batch."""
+    """The :class:`HaloPath` of the objective's partition on the data's graph, and its inputs
+    ``inputs(losses, k)``: the rows of the plan's local nodes (owned, then one-hop halo) sliced from
+    subdomain k's rows of the per-batch losses ``losses`` (:meth:`Objective.on
+    <gnnddm.ddm.objective.Objective.on>`). The path's methods take ``inputs`` as a function of k alone:
+    ``functools.partial(inputs, losses)`` on the step's batch."""
     partition, data = objective.partition, objective.data
     if partition.num_parts > 1 and partition.overlap < 1:
         raise ConfigError(
@@ -226,8 +230,8 @@ def fine_path(objective, comm, timed) -> tuple[HaloPath, Callable]:
         assert (local >= 0).all(), "a one-hop halo node outside the subdomain's overlap"
         rows[k] = torch.as_tensor(local, device=objective.device)
 
-    def inputs(k: int):
-        x, y, w = objective.local_batch(k)
+    def inputs(losses, k: int):
+        x, y, w = losses.local_batch(k)
         return x[:, rows[k]], y, w
 
     return HaloPath(plan, graphs, parts, comm, timed), inputs
@@ -262,9 +266,9 @@ class HaloSync(Algorithm):
         self.work = self.path.work(objective.num_nodes)
 
     # ------------------------------------------------------------------ the outer iteration
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         self.model.zero_grad(set_to_none=True)
-        f = self.path.loss_backward(self.model, self.inputs)
+        f = self.path.loss_backward(self.model, functools.partial(self.inputs, losses))
         self.accounting.add_work(grad_evals=self.work)
         g = self.flat_grad()
         f = f.to(device=g.device, dtype=g.dtype)

@@ -38,9 +38,9 @@ class LLCG(LocalAvg):
         self.server_steps = server_steps
         self._global_optimizer()
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         theta_t = self.flat()
-        avg, f = self._average(theta_t)
+        avg, f = self._average(losses, theta_t)
         self.set_flat(avg)
         if self.server_steps == 0:
             return {"loss": f}
@@ -50,7 +50,7 @@ class LLCG(LocalAvg):
             with self.timed(None):
                 for _ in range(self.server_steps):
                     opt.zero_grad(set_to_none=True)
-                    whole = self.objective.whole()
+                    whole = self.objective.whole().on(losses)
                     loss = whole(self.model)
                     loss.backward()
                     self.accounting.add_work(grad_evals=whole.work)

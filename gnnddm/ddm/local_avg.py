@@ -51,22 +51,23 @@ class LocalAvg(Algorithm):
         for k in self.parts:
             self._make_solver(f"part{k}", local_solver or DEFAULT_SOLVER)
 
-    def _average(self, theta_t: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Σ_k ω_k θ_k and f(θ_t), after the local solves and one all-reduce; θ is left at θ_t."""
+    def _average(self, losses, theta_t: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Σ_k ω_k θ_k and f(θ_t) on the batch of ``losses``, after the local solves and one all-reduce; θ is
+        left at θ_t."""
         avg = torch.zeros_like(theta_t)
         f = torch.zeros(1, dtype=theta_t.dtype, device=theta_t.device)
         for k in self.parts:
             omega = self.objective.weight(k)
             with self.timed(k):
-                h = self.local_model(self._local(k), scale=1.0 / omega)
+                h = self.local_model(self._local(losses, k), scale=1.0 / omega)
                 theta_k, f_k, _ = self.local_solve(h, theta_t, self.local_steps, self.solvers[f"part{k}"])
                 avg += omega * theta_k
                 f += f_k
         self.comm.all_reduce_sum_([avg, f])
         return avg, float(f)
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         theta_t = self.flat()
-        avg, f = self._average(theta_t)
+        avg, f = self._average(losses, theta_t)
         self.set_flat(avg)
         return {"loss": f, "step_norm": float(torch.linalg.vector_norm(avg - theta_t))}

@@ -74,12 +74,12 @@ class MSM(ASM):
         else:
             self.groups = [[k] for k in active]
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         stats: dict[str, float] = {}
         tr = self.globalization == "trust_region"
-        theta_t, g, f_t, per_part = self.start(stats)
+        theta_t, g, f_t, per_part = self.start(losses, stats)
         if f_t is None and tr and not self.fused:
-            f_t = self.subdomain_losses()
+            f_t = self.subdomain_losses(losses)
         current, predicted = theta_t.clone(), 0.0
         for j, group in enumerate(self.groups):
             constraint = self.constraint(current, 1.0 / self.weight_sum)
@@ -89,7 +89,7 @@ class MSM(ASM):
                 if k not in self.parts:
                     continue
                 with self.timed(k):
-                    h, first = self.subdomain_model(k, current, g, per_part)
+                    h, first = self.subdomain_model(losses, k, current, g, per_part)
                     theta_k, _, pred_k = self.local_solve(
                         h, current, self.local_steps, self.solvers[f"part{k}"], constraint=constraint,
                         predict=tr, first=first if j == 0 else None,  # ∇h_k(θ_t) = g_t holds at θ_t only
@@ -101,6 +101,6 @@ class MSM(ASM):
             current = current + delta
             predicted += float(pred)
         self.set_flat(theta_t)
-        stats = self.finish(theta_t, current - theta_t, predicted if tr else None, f_t, stats=stats)
+        stats = self.finish(losses, theta_t, current - theta_t, predicted if tr else None, f_t, stats=stats)
         stats["groups"] = float(len(self.groups))
         return stats

@@ -254,7 +254,8 @@ class Multilevel(Algorithm):
             graph_distribution = ["whole"] * graphs
         self.distribution = [graph_distribution[g] for g in self.graph_of]
         graph_losses = self._graph_losses(graph_distribution)
-        self.losses = [self._depth_work(graph_losses[g], level) for level, g in enumerate(self.graph_of)]
+        # level ℓ's loss f_ℓ, built once as a function of the model and the step's per-batch losses
+        self.level_losses = [self._depth_work(graph_losses[g], level) for level, g in enumerate(self.graph_of)]
         self.accumulator: torch.Tensor | None = None
         self.fine_grads = 0.0
         self.fine_losses = 0.0  # forward-only passes on the fine level (the trust-region test's f(θ_a + s))
@@ -304,21 +305,22 @@ class Multilevel(Algorithm):
 
     # ------------------------------------------------------------------ the levels' losses
     def _graph_losses(self, distribution: list[str]) -> list[Loss]:
-        """The loss on every graph of the hierarchy as a :class:`Loss` of the model: in one piece with one
-        part; with p parts the data's graph through the halo exchange of ``halo_sync`` and each coarse graph
-        by its ``coarse_distribution``."""
+        """The loss on every graph of the hierarchy as a :class:`Loss` of the model and the per-batch losses
+        (built once, evaluated on each step's batch): in one piece with one part; with p parts the data's
+        graph through the halo exchange of ``halo_sync`` and each coarse graph by its
+        ``coarse_distribution``."""
         objective = self.objective
         if objective.num_parts == 1:
             return [objective.whole(), *(objective.coarse_level(i) for i in range(len(distribution) - 1))]
         require_stages(self.model, "ddm=multilevel with partition.num_parts > 1")
         path, inputs = fine_path(objective, self.comm, self.timed)
-        losses = [self._halo_loss(path, inputs)]
+        out = [self._halo_loss(path, inputs)]
         for graph in range(1, len(distribution)):
             if distribution[graph] == "replicate":
-                losses.append(self._replicated(objective.coarse_level(graph - 1)))
+                out.append(self._replicated(objective.coarse_level(graph - 1)))
             else:
-                losses.append(self._halo_loss(*self._coarse_path(graph), before=graph - 1))
-        return losses
+                out.append(self._halo_loss(*self._coarse_path(graph), before=graph - 1))
+        return out
 
     def _replicated(self, loss: Loss) -> Loss:
         """A coarse level every rank computes whole: its work counts once per modelled rank."""
@@ -326,7 +328,8 @@ class Multilevel(Algorithm):
 
     def _coarse_path(self, level: int) -> tuple[HaloPath, callable]:
         """Level ``level``'s graph on the restriction of the fine partition (each coarse node to the part
-        owning most of its fine nodes; ties to the lower part) and the inputs of its parts."""
+        owning most of its fine nodes; ties to the lower part) and the inputs of its parts,
+        ``inputs(losses, k)`` (rows of the batch of ``losses`` restricted to the level)."""
         objective, c = self.objective, self.objective.coarse[level - 1]
         n_c, p = c["num_clusters"], objective.num_parts
         votes = np.zeros((n_c, p), dtype=np.int64)
@@ -348,33 +351,34 @@ class Multilevel(Algorithm):
         graphs = part_graphs(plan, c["edge_attr"], c["edge_weight"], objective.device, mine)
         nodes = {k: torch.as_tensor(plan.nodes[k], device=objective.device) for k in mine}
 
-        def inputs(k: int):
-            x, y, w = objective.coarse_batch(level - 1)
+        def inputs(losses, k: int):
+            x, y, w = losses.coarse_batch(level - 1)
             owned = nodes[k][: plan.num_owned[k]]
             return x[:, nodes[k]], y[:, owned], w[:, owned]
 
         return HaloPath(plan, graphs, mine, self.comm, self.timed), inputs
 
     def _halo_loss(self, path: HaloPath, inputs, before: int | None = None) -> Loss:
-        """f of one level evaluated through ``path`` and summed over the ranks (one all-reduce); ``before``:
-        the coarse level whose restricted batch is made first, as work every rank does alike."""
+        """f of one level evaluated through ``path`` and summed over the ranks (one all-reduce), on the batch
+        of the per-batch losses it is given (``inputs(losses, k)``); ``before``: the coarse level whose
+        restricted batch is made first, as work every rank does alike."""
         objective, comm = self.objective, self.comm
 
-        def restrict():
+        def restrict(losses):
             if before is not None:
                 with self.timed(None):
-                    objective.coarse_batch(before)
+                    losses.coarse_batch(before)
 
-        def value(model) -> torch.Tensor:
-            restrict()
-            f = path.loss(model, inputs).to(self.params[0].device)
+        def value(model, losses) -> torch.Tensor:
+            restrict(losses)
+            f = path.loss(model, functools.partial(inputs, losses)).to(self.params[0].device)
             comm.all_reduce_sum_([f])
             return f[0]
 
-        def value_grad(model) -> tuple[float, torch.Tensor]:
-            restrict()
+        def value_grad(model, losses) -> tuple[float, torch.Tensor]:
+            restrict(losses)
             model.zero_grad(set_to_none=True)
-            f = path.loss_backward(model, inputs)
+            f = path.loss_backward(model, functools.partial(inputs, losses))
             g = flat_grad([p for p in model.parameters() if p.requires_grad])
             f = f.to(device=g.device, dtype=g.dtype)
             comm.all_reduce_sum_([g, f])
@@ -391,22 +395,24 @@ class Multilevel(Algorithm):
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ fine level
-    def _fine_grad(self) -> tuple[float, torch.Tensor]:
+    def _fine_grad(self, losses) -> tuple[float, torch.Tensor]:
+        """f and ∇f at the current θ on the batch of ``losses`` (one fine gradient)."""
         with self._timer(0):
-            f, g = self._loss_grad(self.losses[0])
+            f, g = self._loss_grad(self.level_losses[0].on(losses))
         self.model.zero_grad(set_to_none=True)
         self.fine_grads += 1.0
         return f, g
 
-    def _smooth_fine(self, steps: int, grad: torch.Tensor | None = None) -> float | None:
-        """``steps`` global-optimizer steps on f; the first uses ``grad`` when given (at the current θ).
-        Returns f at the first point whose gradient was evaluated here (None if none was)."""
+    def _smooth_fine(self, losses, steps: int, grad: torch.Tensor | None = None) -> float | None:
+        """``steps`` global-optimizer steps on f on the batch of ``losses``; the first uses ``grad`` when given
+        (at the current θ). Returns f at the first point whose gradient was evaluated here (None if none
+        was)."""
         first = None
         for i in range(steps):
             if i == 0 and grad is not None:
                 g = grad
             else:
-                f, g = self._fine_grad()
+                f, g = self._fine_grad(losses)
                 first = f if first is None else first
             self.optimizer_step(g)
         return first
@@ -416,12 +422,12 @@ class Multilevel(Algorithm):
         return feasible_set(self, center, g)
 
     # ------------------------------------------------------------------ coarse levels
-    def coherent_model(self, level: int, anchor: torch.Tensor, g_up: torch.Tensor):
-        """(h_ℓ, f_ℓ(anchor)): level ``level``'s model made first-order coherent with ``g_up`` at ``anchor``
-        (both in the level's parameters)."""
+    def coherent_model(self, losses, level: int, anchor: torch.Tensor, g_up: torch.Tensor):
+        """(h_ℓ, f_ℓ(anchor)): level ``level``'s model on the batch of ``losses`` made first-order coherent
+        with ``g_up`` at ``anchor`` (both in the level's parameters)."""
         net = self.networks[level]
         net.set_flat(anchor)
-        loss = self.losses[level]
+        loss = self.level_losses[level].on(losses)
         with self._timer(level):
             f_c, grad_c = net._loss_grad(loss)
         return net.local_model(loss, corr=g_up - grad_c, anchor=anchor), f_c
@@ -435,13 +441,13 @@ class Multilevel(Algorithm):
             self.accounting.add_work(loss_evals=h.work)
         return value
 
-    def coarse_cycle(self, level: int, anchor: torch.Tensor, g_up: torch.Tensor, constraint):
-        """The V-cycle of ``level`` >= 1 from ``anchor`` (module docstring, step 3).
+    def coarse_cycle(self, losses, level: int, anchor: torch.Tensor, g_up: torch.Tensor, constraint):
+        """The V-cycle of ``level`` >= 1 from ``anchor`` on the batch of ``losses`` (module docstring, step 3).
 
         Returns ``(θ_c, h_ℓ(anchor) − h_ℓ(θ_c))``: the end point (in C) and the decrease of the level's
         coherent model (one coarse forward).
         """
-        h, f_anchor = self.coherent_model(level, anchor, g_up)
+        h, f_anchor = self.coherent_model(losses, level, anchor, g_up)
         net, solver = self.networks[level], self.solvers[f"level{level}"]
         theta = anchor
         if self.pre[level]:
@@ -456,7 +462,7 @@ class Multilevel(Algorithm):
                 net.model.zero_grad(set_to_none=True)
             else:
                 h_theta, g_level = f_anchor, g_up  # h_ℓ(anchor) = f_ℓ(anchor), ∇h_ℓ(anchor) = g_up
-            theta_c, decrease = self.descend(level + 1, theta, g_level, constraint)
+            theta_c, decrease = self.descend(losses, level + 1, theta, g_level, constraint)
             if decrease > 0 and self._h_value(h, theta_c, level) < h_theta:
                 theta = theta_c
         if self.post[level]:
@@ -469,10 +475,10 @@ class Multilevel(Algorithm):
         net.set_flat(anchor)
         return theta, decrease
 
-    def descend(self, level: int, theta: torch.Tensor, g_up: torch.Tensor, constraint):
+    def descend(self, losses, level: int, theta: torch.Tensor, g_up: torch.Tensor, constraint):
         """The V-cycle of ``level`` from the point ``theta`` of the level above, whose gradient there is
-        ``g_up`` and whose feasible set is ``constraint``; returns ``(θ', predicted decrease)`` in the level
-        above's parameters.
+        ``g_up`` and whose feasible set is ``constraint``, on the batch of ``losses``; returns
+        ``(θ', predicted decrease)`` in the level above's parameters.
 
         Same network: :meth:`coarse_cycle` itself. Coarser in depth (transfer T with prolongation P):
         the cycle runs from T.restrict(θ) with the gradient Pᵀ g_up (first-order coherence with
@@ -481,10 +487,10 @@ class Multilevel(Algorithm):
         """
         transfer = self.transfers[level]
         if transfer is None:
-            return self.coarse_cycle(level, theta, g_up, constraint)
+            return self.coarse_cycle(losses, level, theta, g_up, constraint)
         kind = self.depth_prolongation
         anchor = transfer.restrict(theta)
-        theta_c, decrease = self.coarse_cycle(level, anchor, transfer.restrict_gradient(g_up, kind),
+        theta_c, decrease = self.coarse_cycle(losses, level, anchor, transfer.restrict_gradient(g_up, kind),
                                               self._coarse_constraint(constraint, theta, anchor, transfer))
         return theta + transfer.prolong(theta_c - anchor, kind), decrease
 
@@ -503,29 +509,29 @@ class Multilevel(Algorithm):
         return None
 
     # ------------------------------------------------------------------ the outer iteration
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         stats: dict[str, float] = {}
-        f_pre = self._smooth_fine(self.pre[0])
+        f_pre = self._smooth_fine(losses, self.pre[0])
         if self.levels == 1:
-            f_post = self._smooth_fine(self.post[0])
+            f_post = self._smooth_fine(losses, self.post[0])
             stats["loss"] = f_pre if f_pre is not None else f_post
             stats["fine_grad_evals"], stats["fine_loss_evals"] = self.fine_grads, self.fine_losses
             return stats
         theta_a = self.flat()
-        f_a, g = self._fine_grad()
+        f_a, g = self._fine_grad(losses)
         stats["loss"] = f_pre if f_pre is not None else f_a
         constraint = self.constraint(theta_a, g)
-        theta_c, predicted = self.descend(1, theta_a, g, constraint)
+        theta_c, predicted = self.descend(losses, 1, theta_a, g, constraint)
         s = theta_c - theta_a
         stats["coarse_step_norm"] = float(torch.linalg.vector_norm(s))
         grad_next = None
         if self.globalization == "trust_region":
             self.set_flat(theta_c)
             if self.post[0]:
-                f_new, g_new = self._fine_grad()
+                f_new, g_new = self._fine_grad(losses)
             else:
                 with self._timer(0):
-                    f_new = self._loss_value(self.losses[0])
+                    f_new = self._loss_value(self.level_losses[0].on(losses))
                 self.fine_losses += 1.0
                 g_new = None
             rho, accepted = self.tr.update(f_a - f_new, predicted)
@@ -538,7 +544,7 @@ class Multilevel(Algorithm):
             stats["accepted"] = 1.0
             if self.globalization == "offo":
                 stats["box_width"] = float((constraint.hi - constraint.lo).mean() / 2)
-        self._smooth_fine(self.post[0], grad=grad_next)
+        self._smooth_fine(losses, self.post[0], grad=grad_next)
         stats["fine_grad_evals"], stats["fine_loss_evals"] = self.fine_grads, self.fine_losses
         return stats
 
@@ -560,5 +566,5 @@ class _LevelNetwork(Algorithm):
 
     name = "multilevel level"
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         raise RuntimeError("a multilevel level's network is solved by the cycle, not stepped")

@@ -17,9 +17,20 @@ Coarse levels (two-level methods) use the *same* model on the coarse graph: with
 so Σ w_c = 1 and f_c is the area-weighted MSE of the cluster means over valid entries, normalised like f
 (y_c is the w-weighted mean, i.e. the area-weighted mean of the valid targets of the cluster).
 
+The objective holds structure only: the graphs, the partition, the weights, the row maps and the coarse
+levels. It never holds a batch (STYLE 19: the loop passes the batch in, it never parks it): a batch is
+evaluated through the per-batch object :meth:`Objective.on` returns, a :class:`BatchLosses`, which slices
+the batch once per subdomain, restricts it to the coarse levels on first use, and offers f, f_k and f_c on
+that batch. :meth:`Algorithm.step(batch) <gnnddm.ddm.base.Algorithm.step>` makes one per outer iteration,
+hands it down to every evaluation of the iteration and drops it at the end, so that two batches can be
+evaluated side by side with one objective, each giving its own losses.
+
 :meth:`Objective.part`, :meth:`Objective.coarse_level` and :meth:`Objective.whole` give each loss as a
-:class:`Loss`: a function of the model that carries the work one evaluation costs (nodes computed on, as
-a fraction of N), which the algorithms account as grad_evals / loss_evals.
+:class:`Loss`: a function of the model and of the per-batch losses that carries the work one evaluation
+costs (nodes computed on, as a fraction of N), which the algorithms account as grad_evals / loss_evals.
+A :class:`Loss` is structure too (it is built once, by the objective or an algorithm's constructor);
+``loss.on(losses)`` binds it to one batch (:class:`BoundLoss`), a function of the model alone, which is
+what the local models and solvers evaluate.
 """
 
 from __future__ import annotations
@@ -58,25 +69,59 @@ def _coarse_edge_attr(level, assign: np.ndarray, data) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Loss:
-    """One of the objective's losses as a function of the model, with the work of one evaluation (the
-    nodes it computes on / N: 1 for f, n_local,k / N for f_k, n_c / N for a coarse level).
+    """One of the objective's losses as a function of the model and the per-batch losses, with the work of
+    one evaluation (the nodes it computes on / N: 1 for f, n_local,k / N for f_k, n_c / N for a coarse level).
+
+    ``fn(model, losses) -> scalar`` evaluates it on the batch of ``losses`` (a :class:`BatchLosses`): the
+    loss itself holds no batch, so it is built once and evaluated on every step's batch.
 
     ``value_grad``, when given, is how the loss and its gradient are computed instead of one autograd graph
-    (``fn(model).backward()``): ``value_grad(model) -> (value, flat gradient)``. A loss evaluated layer by
-    layer with halo exchanges between the layers, and reduced over the ranks, is one
+    (``fn(model, losses).backward()``): ``value_grad(model, losses) -> (value, flat gradient)``. A loss
+    evaluated layer by layer with halo exchanges between the layers, and reduced over the ranks, is one
     (:class:`gnnddm.ddm.halo_sync.HaloPath`); ``fn`` is then its forward-only value.
     """
 
-    fn: Callable[[torch.nn.Module], torch.Tensor]
+    fn: Callable[[torch.nn.Module, BatchLosses], torch.Tensor]
     work: float
-    value_grad: Callable[[torch.nn.Module], tuple[float, torch.Tensor]] | None = None
+    value_grad: Callable[[torch.nn.Module, BatchLosses], tuple[float, torch.Tensor]] | None = None
+
+    def __call__(self, model, losses: BatchLosses) -> torch.Tensor:
+        return self.fn(model, losses)
+
+    def on(self, losses: BatchLosses) -> BoundLoss:
+        """This loss on the batch of ``losses``: a function of the model alone, with the same work."""
+        return BoundLoss(self, losses)
+
+
+@dataclass(frozen=True)
+class BoundLoss:
+    """A :class:`Loss` bound to one batch (:meth:`Loss.on`): ``bound(model)`` is ``loss(model, losses)``.
+
+    What :class:`~gnnddm.ddm.base.LocalModel`, the local solves and ``Algorithm._loss_grad`` evaluate, as
+    a function of the model; ``work`` and ``value_grad`` are the loss's. Made within one outer iteration
+    and dropped with its :class:`BatchLosses`.
+    """
+
+    loss: Loss
+    losses: BatchLosses
+
+    @property
+    def work(self) -> float:
+        return self.loss.work
+
+    @property
+    def value_grad(self) -> Callable[[torch.nn.Module], tuple[float, torch.Tensor]] | None:
+        """``value_grad(model) -> (value, flat gradient)`` on the bound batch, when the loss has one."""
+        value_grad, losses = self.loss.value_grad, self.losses
+        return None if value_grad is None else (lambda model: value_grad(model, losses))
 
     def __call__(self, model) -> torch.Tensor:
-        return self.fn(model)
+        return self.loss.fn(model, self.losses)
 
 
 class Objective:
-    """Global, subdomain and coarse losses of one model on the current mini-batch.
+    """Global, subdomain and coarse losses of one model: their structure (graphs, partition, weights, row
+    maps, coarse levels), evaluated on a batch through :meth:`on`. It holds no batch.
 
     Parameters
     ----------
@@ -127,24 +172,18 @@ class Objective:
             self._owned[sd.index] = self._nodes[sd.index][: sd.num_owned]
         self.coarse: list[dict] = []
         self._levels: list = []  # the CoarseLevel objects the objective was built with
-        self.batch: Batch | None = None
         self._local_nodes: torch.Tensor | None = None
-        self._rows_cache: tuple | None = None
-        self._dtype = torch.float32
-        self._local: dict[int, tuple] = {}
-        self._coarse_batch: dict[int, tuple] = {}
+        self._rows_cache: tuple | None = None  # (node ids, their rows, whole parts): the last row map
+        self._dtype = torch.float32  # of the graphs: that of the last batch evaluated
         for level in coarse_levels:
             self._add_coarse_level(level)
 
     # ------------------------------------------------------------------ set-up
     def with_coarse_level(self, level) -> Objective:
-        """A new objective: this one's data, partition, parts and batch, with ``level`` appended to its
-        coarse levels (an objective never changes after it is built)."""
-        made = Objective(self.data, self.partition, device=self.device,
-                         coarse_levels=[*self._levels, level], parts=self.parts, graph_builder=self.graph_builder)
-        if self.batch is not None:
-            made.set_batch(self.batch)
-        return made
+        """A new objective: this one's data, partition and parts, with ``level`` appended to its coarse
+        levels (an objective never changes after it is built)."""
+        return Objective(self.data, self.partition, device=self.device, coarse_levels=[*self._levels, level],
+                         parts=self.parts, graph_builder=self.graph_builder)
 
     def _add_coarse_level(self, level) -> None:
         """Append a coarse level (acting on the fine graph or on the previous coarse level); construction only."""
@@ -204,16 +243,16 @@ class Objective:
         return colour_classes(np.asarray(self.partition.parts), np.asarray(self.data.edge_index), parts)
 
     def part(self, k: int) -> Loss:
-        """f_k with its work n_local,k / N."""
-        return Loss(lambda model: self.local_loss(model, k), self.local_work(k))
+        """f_k with its work n_local,k / N (evaluated on a batch: ``loss(model, objective.on(batch))``)."""
+        return Loss(lambda model, losses: losses.local_loss(model, k), self.local_work(k))
 
     def coarse_level(self, level: int = 0) -> Loss:
         """f_c of coarse level ``level`` with its work n_c / N."""
-        return Loss(lambda model: self.coarse_loss(model, level), self.coarse_work(level))
+        return Loss(lambda model, losses: losses.coarse_loss(model, level), self.coarse_work(level))
 
     def whole(self) -> Loss:
         """f with its work 1 (one full-graph evaluation)."""
-        return Loss(self.global_loss, 1.0)
+        return Loss(lambda model, losses: losses.global_loss(model), 1.0)
 
     # ------------------------------------------------------------------ batches
     @property
@@ -223,7 +262,7 @@ class Objective:
         A batch of these rows only (``task.batch(..., nodes=objective.local_nodes)``) is enough for the
         subdomain losses; the global and coarse losses need a full-graph batch. With one prepared
         subdomain the ids are in its own order (owned nodes first), so that its rows are the batch itself
-        and :meth:`set_batch` copies nothing; with several they are sorted.
+        and :meth:`on` copies nothing; with several they are sorted.
         """
         if self._local_nodes is None:
             ids = [n.cpu() for n in self._nodes.values()]
@@ -250,31 +289,26 @@ class Objective:
         self._rows_cache = (nodes, rows, whole)
         return rows, whole
 
-    def set_batch(self, batch: Batch) -> None:
-        """Use ``batch`` for every loss until the next call; slices it once per subdomain.
+    def on(self, batch: Batch) -> BatchLosses:
+        """The losses on ``batch``: a :class:`BatchLosses` that slices it once per subdomain now and
+        restricts it to each coarse level on first use.
 
         ``batch`` covers the full graph, or only :attr:`local_nodes` (``batch.nodes``), which suffices for
-        the subdomain losses and is all a rank needs to assemble.
+        the subdomain losses and is all a rank needs to assemble. The objective keeps no reference to the
+        batch: the returned object does, for as long as its holder keeps it (one outer iteration, in
+        :meth:`Algorithm.step <gnnddm.ddm.base.Algorithm.step>`).
         """
-        nodes = batch.nodes  # before the move: the same tensor every step, so its row map is reused
-        batch = batch.to(self.device)
-        self.batch = batch
-        dtype = batch.x.dtype
+        return BatchLosses(self, batch)
+
+    def _as_dtype(self, dtype: torch.dtype) -> None:
+        """Cast the graphs to ``dtype`` (that of the batch to evaluate) when they are not (structure, made
+        once per dtype change: a run's batches all have one dtype)."""
         if dtype != self._dtype:
             self._dtype = dtype
             self.full_graph = self.full_graph.astype(dtype)
             self.graphs = {k: g.astype(dtype) for k, g in self.graphs.items()}
             for c in self.coarse:
                 c["graph"] = c["graph"].astype(dtype)
-        rows, whole = self._rows_of(nodes)
-        self._local = {}
-        for k, r in rows.items():
-            o = self.num_owned[k]
-            if k in whole:  # the batch's rows are this subdomain's, in order: no copy
-                self._local[k] = (batch.x, batch.y[:, :o], batch.w[:, :o])
-            else:
-                self._local[k] = (batch.x[:, r], batch.y[:, r[:o]], batch.w[:, r[:o]])
-        self._coarse_batch = {}  # restricted on first use, inside the algorithm's timed work
 
     def _restrict(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, level: dict) -> tuple:
         """``(x, y, w)`` of the level's source (the fine batch or the previous level) restricted by its own R."""
@@ -290,57 +324,95 @@ class Objective:
         y_c = torch.where(w_c > 0, wy / w_c.clamp_min(torch.finfo(w_c.dtype).tiny), torch.zeros_like(wy))
         return x_c.contiguous(), y_c, w_c
 
-    def local_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Subdomain k's slice of the current batch: ``x`` [B, n_local, F] in the order of
-        :meth:`nodes_of`, and ``y``, ``w`` [B, n_owned, V] of its owned nodes."""
-        self._need_batch()
-        return self._local[k]
-
     def nodes_of(self, k: int) -> torch.Tensor:
         """Global ids of subdomain k's local nodes V_k ∪ H_k (owned first), for a prepared part k."""
         return self._nodes[k]
-
-    # ------------------------------------------------------------------ losses
-    def _need_batch(self, full: bool = False) -> None:
-        if self.batch is None:
-            raise RuntimeError("Objective.set_batch must be called before evaluating a loss")
-        if full and self.batch.nodes is not None:
-            raise RuntimeError("the global and coarse losses need a full-graph batch (task.batch without nodes)")
-
-    def local_loss(self, model, k: int) -> torch.Tensor:
-        """f_k(θ): loss on the owned nodes of subdomain k, computed on its local graph (scalar)."""
-        self._need_batch()
-        x, y, w = self._local[k]
-        out = model(x, self.graphs[k])
-        return weighted_sq_error(out[:, : self.num_owned[k]], y, w)
-
-    def global_loss(self, model) -> torch.Tensor:
-        """f(θ): loss on the full graph (scalar)."""
-        self._need_batch(full=True)
-        out = model(self.batch.x, self.full_graph)
-        return weighted_sq_error(out, self.batch.y, self.batch.w)
-
-    def coarse_batch(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x_c, y_c, w_c)``: the current batch restricted to coarse level ``level`` (module docstring),
-        computed on first use after :meth:`set_batch`, from the previous level's when the level coarsens
-        it (the same values as restricting the fine batch with the composed R: area-weighted means and
-        weight sums compose)."""
-        self._need_batch(full=True)
-        if level not in self._coarse_batch:
-            c = self.coarse[level]
-            b = self.batch
-            source = (b.x, b.y, b.w) if c["source"] is None else self.coarse_batch(c["source"])
-            self._coarse_batch[level] = self._restrict(*source, c)
-        return self._coarse_batch[level]
-
-    def coarse_loss(self, model, level: int = 0) -> torch.Tensor:
-        """f_c(θ): loss of the same model on coarse level ``level`` (scalar)."""
-        x, y, w = self.coarse_batch(level)
-        out = model(x, self.coarse[level]["graph"])
-        return weighted_sq_error(out, y, w)
 
     def __repr__(self) -> str:
         return (
             f"Objective(N={self.num_nodes}, parts={len(self.parts)}/{self.num_parts}, "
             f"coarse={[c['num_clusters'] for c in self.coarse]})"
         )
+
+
+class BatchLosses:
+    """The objective's losses on one mini-batch: what :meth:`Objective.on` returns.
+
+    The per-batch half of the objective. Made from the batch when an outer iteration starts
+    (:meth:`Algorithm.step <gnnddm.ddm.base.Algorithm.step>`), passed down to every loss the iteration
+    evaluates, and dropped at its end, so that no object keeps a batch between steps. It slices the batch
+    once per prepared subdomain when it is made (no copy where the batch's rows are the subdomain's own), and
+    restricts it to a coarse level on first use: inside the algorithm's timed work, as the restriction is
+    part of the coarse problem's cost.
+
+    Parameters
+    ----------
+    objective : Objective
+        The structure: graphs, partition, weights, row maps, coarse levels.
+    batch : Batch
+        The full graph's rows, or only ``objective.local_nodes`` (``batch.nodes``; enough for f_k).
+    """
+
+    def __init__(self, objective: Objective, batch: Batch):
+        nodes = batch.nodes  # before the move: the same tensor every step, so its row map is reused
+        batch = batch.to(objective.device)
+        objective._as_dtype(batch.x.dtype)
+        self.objective = objective
+        self.batch = batch
+        # the graphs of this batch's dtype, kept here so that another batch's cast cannot change them
+        self._full_graph = objective.full_graph
+        self._graphs = dict(objective.graphs)
+        self._coarse_graphs = [c["graph"] for c in objective.coarse]
+        rows, whole = objective._rows_of(nodes)
+        self._local: dict[int, tuple] = {}
+        for k, r in rows.items():
+            o = objective.num_owned[k]
+            if k in whole:  # the batch's rows are this subdomain's, in order: no copy
+                self._local[k] = (batch.x, batch.y[:, :o], batch.w[:, :o])
+            else:
+                self._local[k] = (batch.x[:, r], batch.y[:, r[:o]], batch.w[:, r[:o]])
+        self._coarse: dict[int, tuple] = {}  # restricted on first use, inside the algorithm's timed work
+
+    def _need_full(self) -> None:
+        if self.batch.nodes is not None:
+            raise RuntimeError("the global and coarse losses need a full-graph batch (task.batch without nodes)")
+
+    def local_batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Subdomain k's slice of the batch: ``x`` [B, n_local, F] in the order of
+        :meth:`Objective.nodes_of`, and ``y``, ``w`` [B, n_owned, V] of its owned nodes."""
+        return self._local[k]
+
+    def coarse_batch(self, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_c, y_c, w_c)``: the batch restricted to coarse level ``level`` (module docstring), computed
+        on first use, from the previous level's when the level coarsens it (the same values as restricting
+        the fine batch with the composed R: area-weighted means and weight sums compose)."""
+        self._need_full()
+        if level not in self._coarse:
+            c = self.objective.coarse[level]
+            b = self.batch
+            source = (b.x, b.y, b.w) if c["source"] is None else self.coarse_batch(c["source"])
+            self._coarse[level] = self.objective._restrict(*source, c)
+        return self._coarse[level]
+
+    def local_loss(self, model, k: int) -> torch.Tensor:
+        """f_k(θ): loss on the owned nodes of subdomain k, computed on its local graph (scalar)."""
+        x, y, w = self._local[k]
+        out = model(x, self._graphs[k])
+        return weighted_sq_error(out[:, : self.objective.num_owned[k]], y, w)
+
+    def global_loss(self, model) -> torch.Tensor:
+        """f(θ): loss on the full graph (scalar)."""
+        self._need_full()
+        out = model(self.batch.x, self._full_graph)
+        return weighted_sq_error(out, self.batch.y, self.batch.w)
+
+    def coarse_loss(self, model, level: int = 0) -> torch.Tensor:
+        """f_c(θ): loss of the same model on coarse level ``level`` (scalar)."""
+        x, y, w = self.coarse_batch(level)
+        out = model(x, self._coarse_graphs[level])
+        return weighted_sq_error(out, y, w)
+
+    def __repr__(self) -> str:
+        b = self.batch
+        rows = "N" if b.nodes is None else len(b.nodes)
+        return f"BatchLosses(B={b.x.shape[0]}, rows={rows}, {self.objective!r})"

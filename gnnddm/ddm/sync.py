@@ -30,7 +30,7 @@ class Sync(Algorithm):
         super().__init__(model, objective, comm, optimizer)
         self._global_optimizer()
 
-    def _step(self) -> dict[str, float]:
-        g, f, _ = self.subdomain_gradients()
+    def _step(self, losses) -> dict[str, float]:
+        g, f, _ = self.subdomain_gradients(losses)
         self.optimizer_step(g)
         return {"loss": f}

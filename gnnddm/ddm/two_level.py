@@ -131,11 +131,12 @@ class TwoLevel(ASM):
         return build_hierarchy(data, coarse_levels, coarsening, levels_key="ddm.coarse_levels", levels_offset=0,
                                rebuild=graph_builder)
 
-    def coarse_model(self, level: int, anchor: torch.Tensor, g: torch.Tensor):
-        """(h_c, first): the τ-corrected coarse model around ``anchor`` and its value and gradient there."""
+    def coarse_model(self, losses, level: int, anchor: torch.Tensor, g: torch.Tensor):
+        """(h_c, first): the τ-corrected coarse model around ``anchor`` on the batch of ``losses`` (restricted
+        to the level on first use, here, inside the timed coarse work) and its value and gradient there."""
         self.set_flat(anchor)
 
-        loss = self.objective.coarse_level(level)
+        loss = self.objective.coarse_level(level).on(losses)
         f_c, grad_c = self._loss_grad(loss, copies=self.copies)
         h = self.local_model(loss, corr=g - grad_c, anchor=anchor)
         return h, (f_c, g)
@@ -144,15 +145,15 @@ class TwoLevel(ASM):
     def needs_gradient(self) -> bool:
         return self.levels > 0 or super().needs_gradient
 
-    def coarse_correction(self, anchor: torch.Tensor, g: torch.Tensor, share: float = 1.0):
-        """s_c = Σ_levels (θ_c − anchor) within ``share`` of the region, and its predicted decrease (0
-        without trust region)."""
+    def coarse_correction(self, losses, anchor: torch.Tensor, g: torch.Tensor, share: float = 1.0):
+        """s_c = Σ_levels (θ_c − anchor) within ``share`` of the region on the batch of ``losses``, and its
+        predicted decrease (0 without trust region)."""
         s_c, predicted = torch.zeros_like(anchor), 0.0
         tr = self.globalization == "trust_region"
         constraint = self.constraint(anchor, share / max(self.levels, 1))
         for level in range(self.levels):
             with self.timed(None):
-                h, first = self.coarse_model(level, anchor, g)
+                h, first = self.coarse_model(losses, level, anchor, g)
                 theta_c, _, pred = self.local_solve(
                     h, anchor, self.coarse_steps, self.solvers[f"coarse{level}"], constraint=constraint,
                     predict=tr, copies=self.copies, first=first,
@@ -162,26 +163,26 @@ class TwoLevel(ASM):
         self.set_flat(anchor)
         return s_c, predicted
 
-    def _step(self) -> dict[str, float]:
+    def _step(self, losses) -> dict[str, float]:
         if self.levels == 0:
-            return super()._step()
+            return super()._step(losses)
         stats: dict[str, float] = {}
-        theta_t, g, f_t, per_part = self.start(stats)
+        theta_t, g, f_t, per_part = self.start(losses, stats)
         f_new = None
         if self.coarse == "additive":
-            s_sub, pred_sub, _, _ = self.subdomain_correction(theta_t, g, per_part, f_t, share=0.5)
-            s_c, pred_c = self.coarse_correction(theta_t, g, share=0.5)
+            s_sub, pred_sub, _, _ = self.subdomain_correction(losses, theta_t, g, per_part, f_t, share=0.5)
+            s_c, pred_c = self.coarse_correction(losses, theta_t, g, share=0.5)
         elif self.coarse == "pre":
-            s_c, pred_c = self.coarse_correction(theta_t, g)
+            s_c, pred_c = self.coarse_correction(losses, theta_t, g)
             self.set_flat(theta_t + s_c)
-            g1, f1, per_part1 = self.subdomain_gradients(keep=self.foc)
-            s_sub, pred_sub, _, f_new = self.subdomain_correction(theta_t + s_c, g1, per_part1, f1)
+            g1, f1, per_part1 = self.subdomain_gradients(losses, keep=self.foc)
+            s_sub, pred_sub, _, f_new = self.subdomain_correction(losses, theta_t + s_c, g1, per_part1, f1)
         else:
-            s_sub, pred_sub, _, _ = self.subdomain_correction(theta_t, g, per_part, f_t)
+            s_sub, pred_sub, _, _ = self.subdomain_correction(losses, theta_t, g, per_part, f_t)
             self.set_flat(theta_t + s_sub)
-            g1, _, _ = self.subdomain_gradients()
-            s_c, pred_c = self.coarse_correction(theta_t + s_sub, g1)
+            g1, _, _ = self.subdomain_gradients(losses)
+            s_c, pred_c = self.coarse_correction(losses, theta_t + s_sub, g1)
         predicted = None if pred_sub is None else pred_sub + pred_c
-        stats = self.finish(theta_t, s_sub + s_c, predicted, f_t, f_new, stats)
+        stats = self.finish(losses, theta_t, s_sub + s_c, predicted, f_t, f_new, stats)
         stats["coarse_step_norm"] = float(torch.linalg.vector_norm(s_c))
         return stats

@@ -31,6 +31,7 @@ from gnnddm.report.records import (
     seed,
 )
 from gnnddm.report.store import RunStore
+from gnnddm.schema.root import TrackingConfig
 
 CONVENTION = (
     f"A run reaches the target at its first evaluation with {VAL_LOSS} <= target; rounds, epochs "
@@ -57,7 +58,7 @@ class Target:
 
 
 def build_report(
-    tracking_uri: str = "sqlite:///mlflow.db",
+    tracking_uri: str = TrackingConfig.uri,
     *,
     experiment: str | None = None,
     parent: str | None = None,

@@ -6,9 +6,9 @@ The problems come from :mod:`gnnddm.testing.gallery`; the checks assert with ``p
 A test that ``sync`` on 2 subdomains with a 2-hop overlap (as deep as the model) follows ``global``:
 
 >>> from gnnddm.ddm.sync import Sync
->>> objective, model = seeded_problem(parts=2)
->>> _, reference = seeded_problem(parts=2)  # the same initial weights
->>> assert_follows_global(Sync, objective, reference, model, steps=2)
+>>> objective, model, batch = seeded_problem(parts=2)
+>>> _, reference, _ = seeded_problem(parts=2)  # the same initial weights
+>>> assert_follows_global(Sync, objective, batch, reference, model, steps=2)
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ def flat_params(model):
     return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
 
 
-def assert_follows_global(cls, objective, m_global, m_dd, steps: int, lr: float = 0.02) -> None:
+def assert_follows_global(cls, objective, batch, m_global, m_dd, steps: int, lr: float = 0.02) -> None:
     """``cls`` training ``m_dd`` follows ``global`` training ``m_global`` (Adam ``lr``, the same initial
-    weights): the same loss at each of ``steps`` iterations and the same parameters after them (float64)."""
+    weights), each stepped ``steps`` times on ``batch``: the same loss at each iteration and the same
+    parameters after them (float64)."""
     from gnnddm.ddm.global_ import Global
 
     def adam(ps):
@@ -56,16 +57,18 @@ def assert_follows_global(cls, objective, m_global, m_dd, steps: int, lr: float 
 
     g, d = make_algorithm(Global, objective, m_global, adam), make_algorithm(cls, objective, m_dd, adam)
     for _ in range(steps):
-        assert d.step()["loss"] == pytest.approx(g.step()["loss"], rel=1e-10)
+        assert d.step(batch)["loss"] == pytest.approx(g.step(batch)["loss"], rel=1e-10)
     torch.testing.assert_close(flat_params(m_dd), flat_params(m_global), rtol=1e-8, atol=1e-10)
 
 
-def optimizer_steps(model, objective, steps, make_opt=lambda ps: torch.optim.Adam(ps, lr=0.01)):
-    """Reference: ``steps`` steps of a torch optimizer on the global loss; the parameters after them."""
+def optimizer_steps(model, objective, batch, steps, make_opt=lambda ps: torch.optim.Adam(ps, lr=0.01)):
+    """Reference: ``steps`` steps of a torch optimizer on the global loss on ``batch``; the parameters after
+    them."""
     opt = make_opt(model.parameters())
+    losses = objective.on(batch)
     for _ in range(steps):
         opt.zero_grad()
-        objective.global_loss(model).backward()
+        losses.global_loss(model).backward()
         opt.step()
     return flat_params(model)
 
@@ -79,34 +82,36 @@ def with_coarse(objective, clusters=6):
 
 
 def seeded_problem(parts=3, seed=0, coarse=False):
-    """(objective, model): ``parts`` subdomains with a 2-hop overlap, optionally a coarse level of 6 clusters."""
-    _, _, objective, task = problem(parts=parts, overlap=2)
+    """(objective, model, batch): ``parts`` subdomains with a 2-hop overlap, optionally a coarse level of 6
+    clusters, and the batch to step on."""
+    _, _, objective, task, batch = problem(parts=parts, overlap=2)
     if coarse:
         objective = with_coarse(objective)
     torch.manual_seed(seed)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3, layers=2).double()
-    return objective, model
+    return objective, model, batch
 
 
 def counting_setup():
-    """(objective, model, n_loc, per-part work, coarse work) of the hand counts: p = 3, 6 coarse clusters."""
-    _, _, objective, task = problem(parts=3, overlap=2)
+    """(objective, model, n_loc, per-part work, coarse work, batch) of the hand counts: p = 3, 6 coarse
+    clusters."""
+    _, _, objective, task, batch = problem(parts=3, overlap=2)
     objective = with_coarse(objective)
     torch.manual_seed(0)
     model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     n_loc = sum(objective.local_work(k) for k in range(3))
     loc = [objective.local_work(k) for k in range(3)]
-    return objective, model, n_loc, loc, objective.coarse_work(0)
+    return objective, model, n_loc, loc, objective.coarse_work(0), batch
 
 
-def one_iteration(cls, objective, model, **kw):
-    """One outer iteration under α = 1 s, β = 1 ms/byte: (its counters, P, the algorithm)."""
+def one_iteration(cls, objective, batch, model, **kw):
+    """One outer iteration on ``batch`` under α = 1 s, β = 1 ms/byte: (its counters, P, the algorithm)."""
     if issubclass(cls, ASM | MSM):  # the hand counts below are those of a trial with its own all-reduce
         kw.setdefault("trial", "separate")
     comm, acc = comm_for(objective, alpha=1.0, beta=1e-3)
     algo = cls(model, objective, comm, lambda ps: torch.optim.Adam(ps, lr=0.01), **kw)
     start = time.perf_counter()
-    algo.step()
+    algo.step(batch)
     elapsed = time.perf_counter() - start
     it = acc.last
     comm_time = it["rounds"] * 1.0 + it["comm_bytes"] * 1e-3
@@ -134,8 +139,8 @@ def record_trust_region(algo):
         tests.append((actual, predicted))
         return update(actual, predicted)
 
-    def record_cycle(level, anchor, g_up, constraint):
-        theta_c, decrease = cycle(level, anchor, g_up, constraint)
+    def record_cycle(losses, level, anchor, g_up, constraint):
+        theta_c, decrease = cycle(losses, level, anchor, g_up, constraint)
         if level == 1:
             ends.append((anchor.clone(), theta_c.clone()))
         return theta_c, decrease

@@ -10,9 +10,11 @@ Models
     :class:`LinearGNN` (one linear message-passing layer: its squared loss is a linear least-squares
     problem), :class:`EdgeGNN` (tanh layers using edge features and weights).
 Decomposed problems
-    :func:`contiguous_parts`, :func:`problem` (data, partition, objective, task),
+    :func:`contiguous_parts`, :func:`problem` (data, partition, objective, task and a batch),
     :func:`least_squares_problem` (targets made by a known :class:`LinearGNN`, so loss 0 is reached at
-    its weights), :func:`comm_for` (a one-process communicator), :func:`to_dtype`.
+    its weights), :func:`comm_for` (a one-process communicator), :func:`to_dtype`. The objective holds no
+    batch: a test evaluates it on the batch it is given (``objective.on(batch).global_loss(model)``) and
+    steps an algorithm with it (``algorithm.step(batch)``).
 Shipped models
     :func:`real_models`: the classes named by ``conf/model/*.yaml``.
 
@@ -24,8 +26,8 @@ Examples
 >>> data = grid_data()
 >>> data.num_nodes, data.grid_shape, data.edge_index.shape
 (32, (4, 8), (2, 112))
->>> data, partition, objective, task = problem(data, parts=2, overlap=1)
->>> partition.num_parts, objective.batch.x.dtype
+>>> data, partition, objective, task, batch = problem(data, parts=2, overlap=1)
+>>> partition.num_parts, batch.x.dtype
 (2, torch.float64)
 """
 
@@ -279,10 +281,11 @@ def to_dtype(batch: Batch, dtype) -> Batch:
 
 
 def problem(data=None, parts: int = 3, overlap: int = 2, dtype=torch.float64, batch_size: int = 2, seed: int = 0):
-    """``(data, partition, objective, task)``: a forecast task on ``data`` (default :func:`grid_data`).
+    """``(data, partition, objective, task, batch)``: a forecast task on ``data`` (default :func:`grid_data`).
 
-    The partition has ``parts`` contiguous parts (:func:`contiguous_parts`) and ``overlap`` halo layers; the
-    objective's batch holds the samples ``seed, ..., seed + batch_size - 1`` cast to ``dtype``.
+    The partition has ``parts`` contiguous parts (:func:`contiguous_parts`) and ``overlap`` halo layers;
+    ``batch`` (full graph) holds the samples ``seed, ..., seed + batch_size - 1`` cast to ``dtype``: the batch
+    to evaluate the objective on (``objective.on(batch)``) and to step algorithms with.
     """
     data = grid_data() if data is None else data
     with warnings.catch_warnings():  # tiny graphs: halos covering the graph, split parts are expected
@@ -291,25 +294,24 @@ def problem(data=None, parts: int = 3, overlap: int = 2, dtype=torch.float64, ba
                                     overlap)
     objective = Objective(data, partition)
     task = ForecastTask(data)
-    objective.set_batch(to_dtype(task.batch(np.arange(seed, seed + batch_size)), dtype))
-    return data, partition, objective, task
+    batch = to_dtype(task.batch(np.arange(seed, seed + batch_size)), dtype)
+    return data, partition, objective, task, batch
 
 
 def least_squares_problem(parts: int = 2, overlap: int = 1, seed: int = 0):
-    """A grid problem whose targets are made by a known :class:`LinearGNN`: ``(objective, task, true model)``.
+    """A grid problem whose targets are made by a known :class:`LinearGNN`: ``(objective, task, true model,
+    batch)``, the batch holding those targets.
 
     The inputs are random (so the least-squares matrix ``[mean_agg(x), x]`` has full column rank) and the
     loss is a least-squares function of the weights with unique minimiser = the true weights (loss 0).
     """
-    data, partition, objective, task = problem(parts=parts, overlap=overlap, batch_size=3)
+    data, partition, objective, task, b = problem(parts=parts, overlap=overlap, batch_size=3)
     torch.manual_seed(seed + 100)
     truth = LinearGNN(task.in_channels, task.out_channels).double()
-    b = objective.batch
     x = torch.randn(b.x.shape, dtype=torch.float64)
     with torch.no_grad():
-        y = truth(x, objective.full_graph)
-    objective.set_batch(Batch(x=x, y=y, w=b.w, base=b.base, truth=b.truth, valid=b.valid))
-    return objective, task, truth
+        y = truth(x, objective.full_graph.astype(x.dtype))
+    return objective, task, truth, Batch(x=x, y=y, w=b.w, base=b.base, truth=b.truth, valid=b.valid)
 
 
 def comm_for(objective, alpha: float = 0.0, beta: float = 0.0) -> tuple[LocalComm, Accounting]:

@@ -21,7 +21,7 @@ from gnnddm.training.checkpoint import resuming
 from gnnddm.training.labels import default_run_name, is_global, run_labels
 from gnnddm.training.runbook import RunBook, resume_advice, stop_reason, sweep_dir
 from gnnddm.training.signals import Terminated
-from gnnddm.training.tracking import Tracker, tracker_from_config
+from gnnddm.training.tracking import Tracker, TrackingConfig, tracker_from_config
 
 ENV_RUN_ID = "GNNDDM_MLFLOW_RUN_ID"
 ENV_TRACKING_URI = "GNNDDM_TRACKING_URI"
@@ -42,7 +42,7 @@ def join_world(cfg: DictConfig) -> World:
 def tracker_for_rank(cfg: DictConfig, rank0: bool) -> Tracker:
     """Rank 0's tracker (attached to the launcher's MLflow run when it has one); a disabled one elsewhere."""
     if not rank0:
-        return Tracker(enabled=False)
+        return Tracker(TrackingConfig(enabled=False))
     tracker = tracker_from_config(cfg.tracking, run_name=default_run_name(cfg))
     run_id = os.environ.get(ENV_RUN_ID)
     if run_id and tracker.enabled:

@@ -21,6 +21,7 @@ An unusable store (not a database, damaged, unreadable, an SQLite too old) is on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,7 +36,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from gnnddm.errors import ConfigError
+from gnnddm.schema.fields import parse
+from gnnddm.schema.root import TrackingConfig
 
 try:
     import fcntl
@@ -44,7 +49,7 @@ except ImportError:  # not on Windows: stores are opened without the lock
 
 log = logging.getLogger(__name__)
 
-LOCAL_URI = "sqlite:///mlflow.db"
+LOCAL_URI = TrackingConfig.uri
 
 #: the accounting counters and clocks, logged under ``cost/`` (cumulative over the run)
 COST = ("iterations", "rounds", "comm_bytes", "grad_evals", "loss_evals", "fine_grad_evals", "fine_loss_evals",
@@ -276,34 +281,31 @@ class Tracker:
 
     Parameters
     ----------
-    enabled : bool
-    uri : str
-        Tracking URI (``sqlite:///mlflow.db`` by default, or ``http://host:port``).
-    experiment : str
-    run_name : str or None
-    timeout : float
-        Seconds to wait for a tracking server before falling back to the local store.
-    flush_seconds : float
-        Metrics are buffered and handed to the store at most this often, and by :meth:`flush` / :meth:`end`
-        (0: every call).
-    required : bool
-        An unusable store raises a :class:`ConfigError` (instead of a warning and an untracked run).
+    config : TrackingConfig, optional
+        The validated ``tracking`` section (default: its defaults): ``enabled``; ``uri``, the tracking URI
+        (``sqlite:///mlflow.db``, or ``http://host:port``); ``experiment``; ``run_name``; ``timeout``, seconds to
+        wait for a tracking server before falling back to the local store; ``flush_seconds``: metrics are
+        buffered and handed to the store at most this often, and by :meth:`flush` / :meth:`end` (0: every
+        call); ``required``: an unusable store raises a :class:`ConfigError` (instead of a warning and an
+        untracked run).
+    run_name : str, optional
+        The run's name where ``config.run_name`` names none.
     """
 
-    def __init__(self, enabled=True, uri=LOCAL_URI, experiment="gnnddm", run_name=None, timeout=5.0,
-                 flush_seconds=5.0, required=False):
-        self.enabled = bool(enabled)
-        self.required = bool(required)
+    def __init__(self, config: TrackingConfig | None = None, run_name: str | None = None):
+        config = TrackingConfig() if config is None else config
+        self.enabled = config.enabled
+        self.required = config.required
         self.error: str | None = None  # why the store could not be used (the tracker is then disabled)
         self.run_id: str | None = None
         self.logged_up_to: int | None = None  # of a reopened run
-        self.uri = uri or LOCAL_URI
-        self.experiment = experiment or "gnnddm"
-        self.run_name = run_name
-        self.timeout = float(timeout)
+        self.uri = config.uri or LOCAL_URI
+        self.experiment = config.experiment or "gnnddm"
+        self.run_name = config.run_name or run_name
+        self.timeout = float(config.timeout)
         self._client = None
         self.owns_run = True
-        self.flush_seconds = float(flush_seconds)
+        self.flush_seconds = float(config.flush_seconds)
         self._buffer: list = []  # metrics not yet handed to MLflow
         self._sent_at = time.monotonic()
         self._pending: list = []  # metric batches being written in the background
@@ -578,16 +580,12 @@ def _finite(v) -> bool:
 
 
 def tracker_from_config(tracking_cfg, run_name: str | None = None) -> Tracker:
-    """A :class:`Tracker` from the ``tracking`` config section."""
-    enabled = bool(tracking_cfg.get("enabled", True))
+    """A :class:`Tracker` from the ``tracking`` config section (validated against
+    :class:`~gnnddm.schema.root.TrackingConfig`, whose defaults fill what it leaves out); ``run_name`` when the
+    section names none. ``GNNDDM_TRACKING_DISABLED`` (set by a launcher whose store was unusable) turns it off."""
+    section = OmegaConf.to_container(tracking_cfg, resolve=True) if isinstance(tracking_cfg, DictConfig) \
+        else dict(tracking_cfg)
+    config = parse(TrackingConfig, section, "tracking.")
     if os.environ.get("GNNDDM_TRACKING_DISABLED"):
-        enabled = False
-    return Tracker(
-        enabled=enabled,
-        uri=tracking_cfg.get("uri", LOCAL_URI),
-        experiment=tracking_cfg.get("experiment", "gnnddm"),
-        run_name=tracking_cfg.get("run_name") or run_name,
-        timeout=tracking_cfg.get("timeout", 5),
-        flush_seconds=tracking_cfg.get("flush_seconds", 5),
-        required=tracking_cfg.get("required", False),
-    )
+        config = dataclasses.replace(config, enabled=False)
+    return Tracker(config, run_name=run_name)

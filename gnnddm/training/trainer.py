@@ -151,8 +151,7 @@ class Trainer:
                               "use trainer.lr_schedule=constant")
         self.checkpoints = CheckpointManager(book.out_dir, t.checkpoint_every, run.world.rank,
                                              run.world.world_size, settings.resume)
-        self.validator = Validator(run.evaluator, t.eval_every, t.max_iterations, t.target_val_loss, t.max_loss,
-                                   book.summary["baseline"])
+        self.validator = Validator(run.evaluator, t, book.summary["baseline"])
         self.rng = np.random.default_rng(settings.seed)  # the training batches' draws
         self.start = time.perf_counter()  # less the elapsed time of a resumed run
         self.iteration = 0  # the last outer iteration done

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gnnddm.errors import DataError
+from gnnddm.schema.root import TrainerConfig
 from gnnddm.tasks import Task, loss, rmse_from_sums, squared_errors
 from gnnddm.training.checks import check_finite
 from gnnddm.training.runbook import FILE_ONLY
@@ -168,31 +169,28 @@ class Validator:
     Parameters
     ----------
     evaluator : Evaluator
-    every, last : int
-        ``trainer.eval_every`` and the last outer iteration (always evaluated).
-    target : float or None
-        ``trainer.target_val_loss``: :attr:`reached` once the validation loss is at most this.
-    max_loss : float
-        ``trainer.max_loss``: a larger or non-finite training loss stops the run as diverged.
+    config : TrainerConfig
+        The validated ``trainer`` section: ``eval_every`` and ``max_iterations`` (the last iteration is
+        always evaluated), ``target_val_loss`` (:attr:`reached` once the validation loss is at most this) and
+        ``max_loss`` (a larger or non-finite training loss stops the run as diverged).
     baseline : dict
         The summary's ``baseline`` entry (``val_rmse`` per variable), for the skills.
     """
 
-    def __init__(self, evaluator: Evaluator, every: int, last: int, target: float | None, max_loss: float,
-                 baseline: dict):
-        self.evaluator, self.every, self.last_iteration = evaluator, every, last
-        self.target, self.max_loss, self.baseline = target, max_loss, baseline
+    def __init__(self, evaluator: Evaluator, config: TrainerConfig, baseline: dict):
+        self.evaluator, self.config, self.baseline = evaluator, config, baseline
         self.last: dict[str, float] = {}  # the latest evaluation, the same on every rank
         self.reached = False
 
     def should_validate(self, iteration: int) -> bool:
-        return iteration % self.every == 0 or iteration == self.last_iteration
+        return iteration % self.config.eval_every == 0 or iteration == self.config.max_iterations
 
     def validate(self, model, iteration: int) -> dict[str, float]:
         """Evaluate ``model`` on the training and validation samples; the metrics to log."""
         self.last = self.evaluator(model)
-        check_finite(self.last["train_loss"], iteration, self.max_loss, "train_loss")
-        reached = self.target is not None and self.last["val_loss"] <= self.target
+        check_finite(self.last["train_loss"], iteration, self.config.max_loss, "train_loss")
+        target = self.config.target_val_loss
+        reached = target is not None and self.last["val_loss"] <= target
         comm = self.evaluator.comm
         # rank 0 decides, so that no float difference splits the ranks
         self.reached = comm.agree(reached) if comm is not None else reached

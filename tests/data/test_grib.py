@@ -115,8 +115,8 @@ def read_grib():
     write_grib(tmp / "x.grib2", members=(0,), hours=(0,), steps=(0, 6), levels=(500,))
     assert load_grid(tmp / "x.grib2").num_times == 2
 def log_run():
-    from gnnddm.training.tracking import Tracker
-    t = Tracker(uri=f"sqlite:///{{tmp}}/mlflow.db")
+    from gnnddm.training.tracking import Tracker, TrackingConfig
+    t = Tracker(TrackingConfig(uri=f"sqlite:///{{tmp}}/mlflow.db"))
     t.start()
     t.log_metrics({{"loss": 1.0}}, step=1)
     t.end("FINISHED")
@@ -141,8 +141,8 @@ import sys
 import eccodes  # noqa: F401 - first, before anything else loads SQLite
 import sqlite3
 print(sqlite3.sqlite_version, flush=True)  # the SQLite this process got, eccodes' copy or Python's
-from gnnddm.training.tracking import Tracker
-t = Tracker(uri=f"sqlite:///{sys.argv[1]}/mlflow.db", experiment="order", required=True)
+from gnnddm.training.tracking import Tracker, TrackingConfig
+t = Tracker(TrackingConfig(uri=f"sqlite:///{sys.argv[1]}/mlflow.db", experiment="order", required=True))
 t.start()
 t.log_metrics({"loss": 1.0}, step=1)
 t.end("FINISHED")

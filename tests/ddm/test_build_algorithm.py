@@ -17,16 +17,15 @@ ALGORITHMS = options("ddm")
 
 def _build(overrides, data=None):
     cfg = compose(overrides)
-    _, _, plain, task = problem(data, parts=3, overlap=2)
+    _, _, plain, task, batch = problem(data, parts=3, overlap=2)
     objective = build_objective(cfg.ddm, plain.data, plain.partition)  # with the coarse levels it needs
-    objective.set_batch(plain.batch)
     torch.manual_seed(0)
     if cfg.ddm.name in ("halo_sync", "multilevel", "apts"):  # models that expose their layers
         model = GraphSAGE(task.in_channels, task.out_channels, hidden=6, layers=2).double()
     else:
         model = EdgeGNN(task.in_channels, task.out_channels, edge_dim=3).double()
     comm, acc = comm_for(objective)
-    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm), cfg
+    return build_algorithm(cfg.ddm, cfg.optimizer, model, objective, comm), cfg, batch
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)
@@ -37,9 +36,9 @@ def test_every_config_option_builds_and_steps(name, optimizer):
         overrides.append("ddm.coarse_clusters=8")
     if name == "multilevel":  # graph coarsening (matching): 32 nodes allow 2 levels
         overrides += ["ddm.coarsening=matching", "ddm.levels=2", "ddm.post_smooth=[1,2]"]
-    algo, cfg = _build(overrides)
+    algo, cfg, batch = _build(overrides)
     assert algo.name == cfg.ddm.name == name
-    stats = algo.step()
+    stats = algo.step(batch)
     assert all(isinstance(v, float) for v in stats.values())
     assert stats["loss"] > 0
     assert algo.accounting.iterations == 1
@@ -65,7 +64,7 @@ def test_bad_option_raises_config_error_naming_the_key(override, key):
 def test_bad_target_names_the_group():
     cfg = compose(["ddm=asm"])
     cfg.ddm._target_ = "gnnddm.ddm.asm.NoSuchThing"
-    _, _, objective, task = problem(parts=3, overlap=2)
+    _, _, objective, task, _ = problem(parts=3, overlap=2)
     comm, acc = comm_for(objective)
     with pytest.raises(ConfigError, match=r"ddm._target_"):
         build_algorithm(cfg.ddm, cfg.optimizer, EdgeGNN(task.in_channels, 2), objective, comm)

@@ -18,6 +18,6 @@ ADAM = partial(torch.optim.Adam, lr=0.01)
 
 # -------------------------------------------------------------------- accounting
 def test_global_accounting():
-    objective, model, n_loc, _, _ = counting_setup()
-    it, _, _ = one_iteration(Global, objective, model)
+    objective, model, n_loc, _, _, batch = counting_setup()
+    it, _, _ = one_iteration(Global, objective, batch, model)
     check_counts(it, 0, 0, 1.0)                                   # one full-graph gradient, no communication

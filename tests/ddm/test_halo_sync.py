@@ -32,7 +32,7 @@ def _adam(params):
 
 
 def test_halo_plan_covers_every_incoming_edge_and_maps_rows_to_their_owners():
-    data, partition, _, _ = problem(grid_data(6, 8), parts=5, overlap=2)
+    data, partition, _, _, _ = problem(grid_data(6, 8), parts=5, overlap=2)
     plan = halo_plan(partition, data.edge_index, data.num_nodes, data.edge_weight)
     owner = partition.parts
     src, dst = data.edge_index
@@ -57,46 +57,46 @@ def test_halo_plan_covers_every_incoming_edge_and_maps_rows_to_their_owners():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_halo_sync_follows_the_global_trajectory(name, parts):
     """Four layers with a one-hop halo and overlap 1: equal to global Adam (float64) for every model."""
-    data, _, objective, task = problem(grid_data(6, 8), parts=parts, overlap=1)
+    data, _, objective, task, batch = problem(grid_data(6, 8), parts=parts, overlap=1)
     kw = {"use_edge_weight": True} if name == "gcn" else {}
     m_global, m_halo = _model(MODELS[name], task, **kw), _model(MODELS[name], task, **kw)
     comm, acc = comm_for(objective)
     g = Global(m_global, objective, comm_for(objective)[0], _adam)
     h = HaloSync(m_halo, objective, comm, _adam)
     for _ in range(3):
-        loss_g, loss_h = g.step()["loss"], h.step()["loss"]
+        loss_g, loss_h = g.step(batch)["loss"], h.step(batch)["loss"]
         assert loss_h == pytest.approx(loss_g, rel=1e-10)
     torch.testing.assert_close(flat_params(m_halo), flat_params(m_global), rtol=1e-9, atol=1e-11)
     assert float(torch.linalg.vector_norm(flat_params(m_halo) - flat_params(_model(MODELS[name], task, **kw)))) > 1e-3
 
 
 def test_residual_sage_is_exact_too_and_differs_from_the_plain_stack():
-    data, _, objective, task = problem(grid_data(6, 8), parts=4, overlap=1)
+    data, _, objective, task, batch = problem(grid_data(6, 8), parts=4, overlap=1)
     sage = MODELS["sage"]
     m_global, m_halo = _model(sage, task, residual=True), _model(sage, task, residual=True)
     g = Global(m_global, objective, comm_for(objective)[0], _adam)
     comm, acc = comm_for(objective)
     h = HaloSync(m_halo, objective, comm, _adam)
     for _ in range(2):
-        g.step(), h.step()
+        g.step(batch), h.step(batch)
     torch.testing.assert_close(flat_params(m_halo), flat_params(m_global), rtol=1e-9, atol=1e-11)
-    x = objective.batch.x
+    x = batch.x
     plain, residual = _model(sage, task), _model(sage, task, residual=True)
     assert not torch.allclose(plain(x, objective.full_graph), residual(x, objective.full_graph))
 
 
 def test_accounting_counts_two_exchanges_per_layer_gap_and_one_all_reduce():
-    data, _, objective, task = problem(grid_data(6, 8), parts=4, overlap=1)
+    data, _, objective, task, batch = problem(grid_data(6, 8), parts=4, overlap=1)
     model = _model(MODELS["sage"], task, layers=5, hidden=8)
     comm, acc = comm_for(objective, alpha=1e-3, beta=1e-9)
     h = HaloSync(model, objective, comm, _adam)
-    h.step()
+    h.step(batch)
     last = acc.last
     params = sum(p.numel() for p in model.parameters())
     assert last["rounds"] == 2 * (5 - 1) + 1
     # halo bytes: the largest number of rows one part sends x batch x hidden x 8 bytes (float64)
-    batch = objective.batch.x.shape[0]
-    halo_bytes = h.plan.rows_sent() * batch * 8 * 8
+    size = batch.x.shape[0]
+    halo_bytes = h.plan.rows_sent() * size * 8 * 8
     assert last["comm_bytes"] == 2 * (5 - 1) * halo_bytes + (params + 1) * 8
     assert last["grad_evals"] == pytest.approx(sum(len(h.plan.nodes[k]) for k in range(4)) / data.num_nodes)
     assert last["model_time"] >= 9 * 1e-3
@@ -104,9 +104,9 @@ def test_accounting_counts_two_exchanges_per_layer_gap_and_one_all_reduce():
 
 
 def test_bad_input_names_the_key():
-    data, _, objective, task = problem(grid_data(6, 8), parts=3, overlap=0)
+    data, _, objective, task, _ = problem(grid_data(6, 8), parts=3, overlap=0)
     with pytest.raises(ConfigError, match="partition.overlap"):
         HaloSync(_model(MODELS["sage"], task), objective, comm_for(objective)[0], _adam)
-    data, _, objective, task = problem(grid_data(6, 8), parts=3, overlap=1)
+    data, _, objective, task, _ = problem(grid_data(6, 8), parts=3, overlap=1)
     with pytest.raises(ConfigError, match="halo_sync.*layer by layer"):
         HaloSync(EdgeGNN(task.in_channels, task.out_channels).double(), objective, comm_for(objective)[0], _adam)

@@ -25,7 +25,8 @@ PROCESSOR_LAYERS = 1  # hops = 3
 
 
 def joint(parts: int, overlap: int, by_mesh: bool = True):
-    """A global 8 x 16 grid with a refinement-1 mesh (42 nodes), partitioned, with a float64 batch."""
+    """A global 8 x 16 grid with a refinement-1 mesh (42 nodes), partitioned: (data, objective, task, a float64
+    batch)."""
     nlat, nlon = 8, 16
     lat, lon = latlon(nlat, nlon)
     data = icosahedral_graph(weather_data(lat, lon, grid_shape=(nlat, nlon), times=5, variables=2), refinement=1)
@@ -38,8 +39,7 @@ def joint(parts: int, overlap: int, by_mesh: bool = True):
         partition = build_partition(data.edge_index, data.num_nodes, p, overlap)
     objective = Objective(data, partition)
     task = ForecastTask(data)
-    objective.set_batch(to_dtype(task.batch(np.arange(3)), torch.float64))
-    return data, objective, task
+    return data, objective, task, to_dtype(task.batch(np.arange(3)), torch.float64)
 
 
 def model_for(task, data, seed=0, recompute=False):
@@ -59,12 +59,13 @@ def test_subdomain_gradients_sum_to_the_global_gradient_with_an_overlap_of_the_h
     hops = PROCESSOR_LAYERS + 2
     results = {}
     for overlap in (hops, hops - 1):
-        data, objective, task = joint(3, overlap, by_mesh)
+        data, objective, task, batch = joint(3, overlap, by_mesh)
+        losses = objective.on(batch)
         model = model_for(task, data)
         assert model.num_message_passing_layers == hops
-        f = objective.global_loss(model)
+        f = losses.global_loss(model)
         g = grads(model, f)
-        fk = [objective.local_loss(model, k) for k in range(3)]
+        fk = [losses.local_loss(model, k) for k in range(3)]
         results[overlap] = (float(f), float(sum(fk)), g, sum(grads(model, loss) for loss in fk))
     f, fsum, g, gsum = results[hops]
     assert fsum == pytest.approx(f, rel=1e-12)
@@ -81,9 +82,9 @@ def test_sync_and_halo_sync_follow_the_global_trajectory(cls, recompute, monkeyp
 
     monkeypatch.setattr(epd, "BLOCK_COST", 16)
     overlap = PROCESSOR_LAYERS + 2 if cls is Sync else 1
-    data, objective, task = joint(3, overlap)
+    data, objective, task, batch = joint(3, overlap)
     m_global, m_dd = model_for(task, data), model_for(task, data, recompute=recompute)
-    assert_follows_global(cls, objective, m_global, m_dd, steps=4)
+    assert_follows_global(cls, objective, batch, m_global, m_dd, steps=4)
 
 
 def test_every_model_of_the_joint_graph_is_tested_here():

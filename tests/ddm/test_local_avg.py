@@ -28,16 +28,16 @@ ADAM = partial(torch.optim.Adam, lr=0.01)
 # --------------------------------------------------------------------- baselines
 def test_local_avg_with_one_sgd_step_is_one_global_sgd_step():
     # Σ_k ω_k ∇(f_k / ω_k) = Σ_k ∇f_k = ∇f with exact overlaps, for any number of parts
-    _, _, objective, task = problem(parts=3, overlap=2)
+    _, _, objective, task, batch = problem(parts=3, overlap=2)
     model, ref = seeded_model(task), seeded_model(task)
     algo = make_algorithm(LocalAvg, objective, model, local_steps=1, local_solver=partial(torch.optim.SGD, lr=0.1))
-    algo.step()
-    expected = optimizer_steps(ref, objective, 1, lambda ps: torch.optim.SGD(ps, lr=0.1))
+    algo.step(batch)
+    expected = optimizer_steps(ref, objective, batch, 1, lambda ps: torch.optim.SGD(ps, lr=0.1))
     torch.testing.assert_close(flat_params(model), expected, rtol=1e-10, atol=1e-12)
 
 
 # -------------------------------------------------------------------- accounting
 def test_local_avg_accounting():
-    objective, model, n_loc, _, _ = counting_setup()
-    it, P, _ = one_iteration(LocalAvg, objective, model, local_steps=3, local_solver=ADAM)
+    objective, model, n_loc, _, _, batch = counting_setup()
+    it, P, _ = one_iteration(LocalAvg, objective, batch, model, local_steps=3, local_solver=ADAM)
     check_counts(it, 1, P + 1, 3 * n_loc)                         # all-reduce [Σ ω_k θ_k, f]

@@ -26,13 +26,12 @@ def _problem(data=None, parts: int = 1, batch: int = 2):
     labels = (np.arange(data.num_nodes) * parts // data.num_nodes).astype(np.int64)
     objective = Objective(data, build_partition(data.edge_index, data.num_nodes, labels, 2 if parts > 1 else 0))
     task = ForecastTask(data)
-    objective.set_batch(to_dtype(task.batch(np.arange(batch)), torch.float64))
-    return objective, task
+    return objective, task, to_dtype(task.batch(np.arange(batch)), torch.float64)
 
 
 def _algorithm(overrides, objective=None, task=None, seed: int = 0):
     if objective is None:
-        objective, task = _problem()
+        objective, task, _ = _problem()
     cfg = compose(overrides)
     objective = _with_levels(cfg, objective)
     torch.manual_seed(seed)
@@ -42,31 +41,31 @@ def _algorithm(overrides, objective=None, task=None, seed: int = 0):
 
 
 def _with_levels(cfg, objective):
-    """The objective of ``cfg.ddm``'s algorithm: ``objective``'s problem and batch, with its coarse levels."""
-    made = build_objective(cfg.ddm, objective.data, objective.partition, graph_builder=objective.graph_builder)
-    made.set_batch(objective.batch)
-    return made
+    """The objective of ``cfg.ddm``'s algorithm: ``objective``'s problem, with its coarse levels."""
+    return build_objective(cfg.ddm, objective.data, objective.partition, graph_builder=objective.graph_builder)
 
 
 def test_one_level_is_the_global_method():
-    objective, task = _problem()
+    objective, task, batch = _problem()
     ml = _algorithm(["ddm=multilevel", "ddm.levels=1", "ddm.pre_smooth=0", "ddm.post_smooth=1"], objective, task)
     glob = _algorithm(["ddm=global"], objective, task)
     for _ in range(4):
-        ml.step()
-        glob.step()
+        ml.step(batch)
+        glob.step(batch)
     torch.testing.assert_close(ml.flat(), glob.flat(), rtol=0, atol=0)
     assert ml.accounting.total["grad_evals"] == glob.accounting.total["grad_evals"] == 4
     assert ml.fine_grads == 4
 
 
 def test_every_level_is_first_order_coherent_with_the_fine_gradient():
-    algo = _algorithm(["ddm=multilevel", "ddm.levels=3"])
+    objective, task, batch = _problem()
+    algo = _algorithm(["ddm=multilevel", "ddm.levels=3"], objective, task)
+    losses = algo.objective.on(batch)
     theta = algo.flat()
-    f, g = algo._fine_grad()
+    f, g = algo._fine_grad(losses)
     g_up = g
     for level in (1, 2):
-        h, _ = algo.coherent_model(level, theta, g_up)
+        h, _ = algo.coherent_model(losses, level, theta, g_up)
         algo.set_flat(theta)
         algo.model.zero_grad(set_to_none=True)
         h(algo.model).backward()
@@ -74,7 +73,7 @@ def test_every_level_is_first_order_coherent_with_the_fine_gradient():
         torch.testing.assert_close(grad_h, g, rtol=1e-10, atol=1e-12)
         # the coarse loss alone is not coherent: the correction does real work
         algo.model.zero_grad(set_to_none=True)
-        algo.objective.coarse_loss(algo.model, level - 1).backward()
+        losses.coarse_loss(algo.model, level - 1).backward()
         assert not torch.allclose(algo.flat_grad(), g, rtol=1e-3, atol=1e-6)
         g_up = grad_h
 
@@ -92,11 +91,12 @@ def _record_coherence(algo):
     the cycle reached on level ℓ − 1), record ``(ℓ, θ_t, ∇h_ℓ(θ_t), ∇h_{ℓ−1}(θ_t), ∇f_ℓ(θ_t))`` with
     h_{ℓ−1} the model the same cycle solves on the level above (h_0 = f, the fine loss)."""
     build = algo.coherent_model
-    above = {0: algo.objective.whole()}
+    above = {}
     seen = []
 
-    def record(level, anchor, g_up):
-        h, f_anchor = build(level, anchor, g_up)
+    def record(losses, level, anchor, g_up):
+        above[0] = algo.objective.whole().on(losses)
+        h, f_anchor = build(losses, level, anchor, g_up)
         seen.append((level, anchor.clone(), _gradient(algo, h, anchor), _gradient(algo, above[level - 1], anchor),
                      _gradient(algo, h.loss_fn, anchor)))
         above[level] = h
@@ -111,14 +111,14 @@ def _record_coherence(algo):
                                                    (4, "matching", "[1,1,2,1]")])
 def test_the_models_a_cycle_solves_are_coherent_with_the_corrected_model_above(levels, coarsening, pre):
     # the same θ on every level, so restriction is the identity: ∇h_ℓ(θ_t) = ∇h_{ℓ−1}(θ_t), through the cycle
-    objective, task = _problem(grid_data(8, 16, neighbours=8))
+    objective, task, batch = _problem(grid_data(8, 16, neighbours=8))
     algo = _algorithm(["ddm=multilevel", f"ddm.levels={levels}", f"ddm.coarsening={coarsening}",
                        f"ddm.pre_smooth={pre}", "ddm.post_smooth=[1,2,2]", "ddm.coarse_solver.lr=0.05",
                        "ddm.radius0=1.0"], objective, task)
     seen = _record_coherence(algo)
     for _ in range(2):
         seen.clear()
-        algo.step()
+        algo.step(batch)
         assert [level for level, *_ in seen] == list(range(1, levels))
         for level, _, grad_h, grad_above, grad_f in seen:
             torch.testing.assert_close(grad_h, grad_above, rtol=1e-10, atol=1e-12,
@@ -132,15 +132,16 @@ def test_the_models_a_cycle_solves_are_coherent_with_the_corrected_model_above(l
 @pytest.mark.parametrize("pre", ["0", "[0,1,1]"])
 def test_the_trust_region_test_predicts_the_decrease_of_the_corrected_coarse_model(pre):
     # ρ = (f(θ_a) − f(θ_c)) / (h_1(θ_a) − h_1(θ_c)), h_1(θ) = f_1(θ) + ⟨∇f(θ_a) − ∇f_1(θ_a), θ − θ_a⟩, made here
-    objective, task = _problem(grid_data(8, 16, neighbours=8))
+    objective, task, batch = _problem(grid_data(8, 16, neighbours=8))
     algo = _algorithm(["ddm=multilevel", "ddm.levels=3", f"ddm.pre_smooth={pre}", "ddm.post_smooth=[1,3,3]",
                        "ddm.coarse_solver.lr=0.05", "ddm.radius0=1.0"], objective, task)
     tests, ends = record_trust_region(algo)
-    fine, coarse = algo.objective.global_loss, functools.partial(algo.objective.coarse_loss, level=0)
+    losses = algo.objective.on(batch)
+    fine, coarse = losses.global_loss, functools.partial(losses.coarse_loss, level=0)
     for _ in range(3):
         tests.clear()
         ends.clear()
-        stats = algo.step()
+        stats = algo.step(batch)
         theta = algo.flat()
         [(actual, predicted)], [(theta_a, theta_c)] = tests, ends
         corr = _gradient(algo, fine, theta_a) - _gradient(algo, coarse, theta_a)
@@ -160,19 +161,20 @@ def test_the_trust_region_test_predicts_the_decrease_of_the_corrected_coarse_mod
 
 @pytest.mark.parametrize("post", ["[0,3,3]", "[1,3,3]"])
 def test_an_accepted_cycle_never_increases_f_and_a_rejected_one_changes_nothing(post):
-    objective, task = _problem()
+    objective, task, batch = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.levels=3", f"ddm.post_smooth={post}", "ddm.radius0=2.0",
                        "ddm.radius_max=5.0", "ddm.coarse_solver.lr=0.05"], objective, task)
     seen = set()
+    losses = objective.on(batch)
     for _ in range(12):
         theta_a = algo.flat()
         with torch.no_grad():
-            f_a = float(objective.global_loss(algo.model))
+            f_a = float(losses.global_loss(algo.model))
         fine_before = algo.fine_grads
         # the fine smoothing (global optimizer) comes after the test: stop the cycle there to see its end point
-        stats = _cycle_without_post_smoothing(algo)
+        stats = _cycle_without_post_smoothing(algo, batch)
         with torch.no_grad():
-            f_end = float(objective.global_loss(algo.model))
+            f_end = float(losses.global_loss(algo.model))
         accepted = bool(stats["accepted"])
         seen.add(accepted)
         if accepted:
@@ -188,36 +190,37 @@ def test_an_accepted_cycle_never_increases_f_and_a_rejected_one_changes_nothing(
 def test_the_trust_region_tests_fine_forward_pass_is_counted(post, forwards):
     """Without fine post-smoothing the test evaluates f(θ_a + s) by one fine forward pass, counted in
     ``fine_loss_evals``; with it the first post-smoothing gradient brings f along, and nothing is counted."""
-    objective, task = _problem()
+    objective, task, batch = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.levels=2", f"ddm.post_smooth={post}"], objective, task)
     for i in range(1, 3):
-        stats = algo.step()
+        stats = algo.step(batch)
         assert stats["fine_loss_evals"] == forwards * i
     fine_forward = algo.accounting.total["loss_evals"] - (
         2 * algo.objective.coarse[0]["num_clusters"] / objective.num_nodes)  # each cycle's h-value on level 1
     assert fine_forward == pytest.approx(2 * forwards)
 
 
-def _cycle_without_post_smoothing(algo):
-    """One outer iteration with the fine post-smoothing replaced by nothing (the test's end point)."""
+def _cycle_without_post_smoothing(algo, batch):
+    """One outer iteration on ``batch`` with the fine post-smoothing replaced by nothing (the test's end
+    point)."""
     smooth = algo._smooth_fine
     calls = []
 
-    def record(steps, grad=None):
+    def record(losses, steps, grad=None):
         calls.append(steps)
         if grad is None and steps:  # the fine gradient the post-smoothing would take, counted as the method does
-            algo._fine_grad()
+            algo._fine_grad(losses)
 
     algo._smooth_fine = record
     try:
-        return algo.step()
+        return algo.step(batch)
     finally:
         algo._smooth_fine = smooth
 
 
 @pytest.mark.parametrize("solver", ["gnnddm.ddm.solvers.BoxAdagrad", "torch.optim.Adam"])
 def test_offo_cycles_never_leave_the_box_the_fine_level_allows(solver):
-    objective, task = _problem()
+    objective, task, batch = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.levels=3", "ddm.globalization=offo", "ddm.post_smooth=[0,4,4]",
                        "ddm.pre_smooth=[0,2,2]", f"ddm.coarse_solver._target_={solver}", "ddm.coarse_solver.lr=0.5",
                        "ddm.kappa=0.05"], objective, task)
@@ -230,12 +233,13 @@ def test_offo_cycles_never_leave_the_box_the_fine_level_allows(solver):
         return out
 
     algo.local_solve = record
+    fine = objective.whole().on(objective.on(batch))
     for _ in range(4):
         theta_a = algo.flat()
-        _, g = algo._loss_grad(objective.whole())
+        _, g = algo._loss_grad(fine)
         acc_before = torch.full_like(g, algo.varsigma) if algo.accumulator is None else algo.accumulator.clone()
         iterates.clear()
-        algo.step()
+        algo.step(batch)
         half = algo.kappa * g.abs() / torch.sqrt(acc_before + g * g)
         assert iterates, "the coarse levels did no step"
         for theta in [*iterates, algo.flat()]:
@@ -244,10 +248,10 @@ def test_offo_cycles_never_leave_the_box_the_fine_level_allows(solver):
 
 
 def test_fine_and_coarse_work_are_counted_per_level():
-    objective, task = _problem()
+    objective, task, batch = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.post_smooth=[1,3]", "ddm.globalization=none"],
                       objective, task)
-    algo.step()
+    algo.step(batch)
     n, n1 = objective.num_nodes, algo.objective.coarse[0]["num_clusters"]
     # fine: g at θ_a and the post-smoothing gradient; level 1: coherence, then 3 steps of which the first
     # reuses the coherent gradient (still at the anchor); one forward h-value at the level's end
@@ -272,49 +276,49 @@ def test_bad_options_name_their_key(overrides, match):
 
 
 def test_grid_coarsening_on_stations_names_the_key():
-    objective, task = _problem(station_data(40, k=4))
+    objective, task, batch = _problem(station_data(40, k=4))
     with pytest.raises(ConfigError, match=r"ddm.coarsening: grid .*stations"):
         _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.post_smooth=[0,4]"], objective, task)
     algo = _algorithm(["ddm=multilevel", "ddm.levels=2", "ddm.coarsening=matching", "ddm.post_smooth=[1,2]"],
-                      *_problem(station_data(40, k=4)))
-    assert np.isfinite(algo.step()["loss"])
+                      *_problem(station_data(40, k=4))[:2])
+    assert np.isfinite(algo.step(batch)["loss"])
 
 
 @pytest.mark.slow
 def test_multilevel_trains_the_fine_loss_down():
-    objective, task = _problem()
+    objective, task, batch = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.levels=3", "ddm.coarse_solver.lr=0.01", "optimizer.lr=0.01"],
                       objective, task)
-    first = algo.step()["loss"]
+    first = algo.step(batch)["loss"]
     for _ in range(15):
-        last = algo.step()["loss"]
+        last = algo.step(batch)["loss"]
     assert last < 0.8 * first
 
 
 def test_two_level_takes_the_grid_hierarchy_as_coarse_space():
-    objective, task = _problem(parts=4)
+    objective, task, batch = _problem(parts=4)
     algo = _algorithm(["ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=2"], objective, task)
     assert [c["num_clusters"] for c in algo.objective.coarse] == [8 * 16, 4 * 8]
-    stats = algo.step()
+    stats = algo.step(batch)
     assert np.isfinite(stats["loss"]) and stats["coarse_step_norm"] > 0
     with pytest.raises(ConfigError, match=r"ddm.coarse_levels: the 16 x 32 grid allows at most 3 levels .* got 5"):
-        _algorithm(["ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=5"], *_problem(parts=4))
+        _algorithm(["ddm=two_level", "ddm.coarsening=grid", "ddm.coarse_levels=5"], *_problem(parts=4)[:2])
 
 
 def test_coarse_solvers_take_the_global_rate_unless_given_and_list_lengths_follow_the_levels():
-    objective, task = _problem()
+    objective, task, batch = _problem()
     algo = _algorithm(["ddm=multilevel", "optimizer.lr=0.02"], objective, task)
     assert [s.param_groups[0]["lr"] for s in algo.solvers.values()] == [0.02, 0.02]
     algo = _algorithm(["ddm=multilevel", "optimizer.lr=0.02", "ddm.coarse_solver.lr=0.005"], objective, task)
     assert [s.param_groups[0]["lr"] for s in algo.solvers.values()] == [0.005, 0.005]
     with pytest.raises(ConfigError, match=r"ddm.post_smooth: .*\(ddm.levels=2\).*\[0, 4, 8\]; set ddm.post_smooth"):
-        _algorithm(["ddm=multilevel", "ddm.levels=2"], *_problem())
+        _algorithm(["ddm=multilevel", "ddm.levels=2"], *_problem()[:2])
 
 
 def test_checkpoint_state_round_trips():
-    objective, task = _problem()
+    objective, task, batch = _problem()
     algo = _algorithm(["ddm=multilevel", "ddm.globalization=offo"], objective, task)
-    algo.step()
+    algo.step(batch)
     state = algo.state_dict()
     other = _algorithm(["ddm=multilevel", "ddm.globalization=offo"], objective, task)
     other.load_state_dict(state)

@@ -51,8 +51,7 @@ def _problem(parts=1, overlap=0, rollout=2, history=1, times=12, anchors=(0, 3),
     objective = Objective(data, partition)
     task = ForecastTask(data, history=history, rollout=rollout)
     batches = RolloutBatches(task, rollout)
-    objective.set_batch(to_dtype(batches.batch(np.array(anchors) + history - 1), torch.float64))
-    return data, objective, task
+    return data, objective, task, to_dtype(batches.batch(np.array(anchors) + history - 1), torch.float64)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -117,9 +116,10 @@ def test_the_loss_weights_each_step_by_its_valid_entries_over_all_steps():
 
 def test_gradients_flow_through_the_rollout():
     """Autograd's gradient of the 3-step loss against central differences (float64)."""
-    data, objective, task = _problem(rollout=3)
+    data, objective, task, batch = _problem(rollout=3)
+    losses = objective.on(batch)
     model = RolloutModel(_model("sage", task, data), task, 3)
-    loss = objective.global_loss(model)
+    loss = losses.global_loss(model)
     grad = torch.autograd.grad(loss, list(model.parameters()))
     flat = torch.cat([g.reshape(-1) for g in grad])
     params = list(model.parameters())
@@ -130,9 +130,9 @@ def test_gradients_flow_through_the_rollout():
         with torch.no_grad():
             p = params[i].view(-1)
             p[j] += 1e-6
-            up = float(objective.global_loss(model))
+            up = float(losses.global_loss(model))
             p[j] -= 2e-6
-            down = float(objective.global_loss(model))
+            down = float(losses.global_loss(model))
             p[j] += 1e-6
         offset = sum(q.numel() for q in params[:i]) + j
         assert flat[offset].item() == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-10)
@@ -145,24 +145,25 @@ def test_sync_and_halo_sync_follow_global_on_rollouts(cls, name):
     layers, steps = 2, 2
     hops = steps * layers + (1 if name == "gcn" else 0)
     # 24 rows in 3 bands of 8: an overlap of 4 or 5 rows leaves every subdomain short of the whole grid
-    data, objective, task = _problem(parts=3, overlap=hops if cls is Sync else 1, rollout=steps, nlat=24)
+    data, objective, task, batch = _problem(parts=3, overlap=hops if cls is Sync else 1, rollout=steps, nlat=24)
     assert max(len(objective.nodes_of(k)) for k in range(3)) < data.num_nodes
     m_global = RolloutModel(_model(name, task, data, layers=layers), task, steps)
     m_dd = RolloutModel(_model(name, task, data, layers=layers), task, steps)
     assert m_dd.num_message_passing_layers == hops
-    assert_follows_global(cls, objective, m_global, m_dd, steps=3)
+    assert_follows_global(cls, objective, batch, m_global, m_dd, steps=3)
 
 
 def test_the_subdomain_losses_sum_to_the_global_loss_from_an_overlap_of_the_rollouts_hops():
     """Two steps of two layers: exact from an overlap of 4 hops, not with 3 (the warning's number)."""
     sums = {}
     for overlap in (3, 4):
-        data, objective, task = _problem(parts=3, overlap=overlap, rollout=2, nlat=24)
+        data, objective, task, batch = _problem(parts=3, overlap=overlap, rollout=2, nlat=24)
         assert max(len(objective.nodes_of(k)) for k in range(3)) < data.num_nodes
         model = RolloutModel(_model("sage", task, data, layers=2), task, 2)
+        losses = objective.on(batch)
         with torch.no_grad():
-            sums[overlap] = (float(objective.global_loss(model)),
-                             sum(float(objective.local_loss(model, k)) for k in range(3)))
+            sums[overlap] = (float(losses.global_loss(model)),
+                             sum(float(losses.local_loss(model, k)) for k in range(3)))
     assert sums[4][1] == pytest.approx(sums[4][0], rel=1e-12)
     assert abs(sums[3][1] - sums[3][0]) > 1e-9 * abs(sums[3][0])  # far above float64 round-off
 
@@ -260,7 +261,7 @@ def test_the_encoder_processor_decoder_with_recompute_follows_global_on_rollouts
         partition = build_partition(data.edge_index, data.num_nodes, p, 6 if cls is Sync else 1)
     objective = Objective(data, partition)
     task = ForecastTask(data, rollout=2)
-    objective.set_batch(to_dtype(RolloutBatches(task, 2).batch(np.arange(3)), torch.float64))
+    batch = to_dtype(RolloutBatches(task, 2).batch(np.arange(3)), torch.float64)
 
     def model(recompute):
         torch.manual_seed(0)
@@ -270,7 +271,7 @@ def test_the_encoder_processor_decoder_with_recompute_follows_global_on_rollouts
 
     m_global, m_dd = model(False), model(True)
     assert m_dd.num_message_passing_layers == 6
-    assert_follows_global(cls, objective, m_global, m_dd, steps=3)
+    assert_follows_global(cls, objective, batch, m_global, m_dd, steps=3)
 
 
 def test_the_overlap_warning_counts_the_longest_rollouts_hops(tmp_path):

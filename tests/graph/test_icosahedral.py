@@ -222,12 +222,13 @@ def test_partitioned_with_exact_overlaps_equals_unpartitioned():
     data = icosahedral_graph(centred_grid(12, 24), refinement=1)
     losses = {}
     for overlap in (3, 0):
-        _, _, objective, task = problem(data, parts=3, overlap=overlap)
+        _, _, objective, task, batch = problem(data, parts=3, overlap=overlap)
+        on_batch = objective.on(batch)
         torch.manual_seed(0)
         model = EdgeGNN(task.in_channels, task.out_channels, data.edge_attr.shape[1], layers=3).double()
         with torch.no_grad():
-            losses[overlap] = (float(objective.global_loss(model)),
-                               sum(float(objective.local_loss(model, k)) for k in range(3)))
+            losses[overlap] = (float(on_batch.global_loss(model)),
+                               sum(float(on_batch.local_loss(model, k)) for k in range(3)))
     assert losses[3][1] == pytest.approx(losses[3][0], rel=1e-12)
     assert abs(losses[0][1] - losses[0][0]) > 1e-4 * losses[0][0]
 

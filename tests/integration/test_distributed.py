@@ -66,8 +66,7 @@ def _run(name: str, comm_factory) -> torch.Tensor:
     rng = np.random.default_rng(0)
     anchors = task.anchors(np.arange(data.num_times))
     for _ in range(ITERATIONS):
-        objective.set_batch(task.batch(rng.choice(anchors, size=2, replace=False), rng))
-        algorithm.step()
+        algorithm.step(task.batch(rng.choice(anchors, size=2, replace=False), rng))
     return torch.cat([p.detach().reshape(-1).double() for p in model.parameters()]), accounting
 
 

@@ -15,13 +15,13 @@ def test_docstring_examples_run():
 
 
 def test_the_counting_setup_has_three_parts_and_a_coarse_level():
-    objective, _, n_loc, loc, coarse = counting_setup()
+    objective, _, n_loc, loc, coarse, _ = counting_setup()
     assert objective.num_parts == 3 and n_loc == sum(loc) and coarse > 0
 
 
 def test_the_same_seed_gives_the_same_weights():
-    (_, m1), (_, m2) = seeded_problem(seed=4), seeded_problem(seed=4)
-    _, _, _, task = problem()
+    (_, m1, _), (_, m2, _) = seeded_problem(seed=4), seeded_problem(seed=4)
+    _, _, _, task, _ = problem()
     m3, m4 = seeded_model(task, seed=4), seeded_model(task, seed=4)
     for a, b in (*zip(m1.parameters(), m2.parameters(), strict=True),
                  *zip(m3.parameters(), m4.parameters(), strict=True)):
