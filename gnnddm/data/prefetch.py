@@ -53,7 +53,7 @@ class BatchStream:
         Read ahead in a background thread; False reads each batch when it is asked for.
     """
 
-    def __init__(self, task: BatchSource, anchors, batch_size: int, rng: np.random.Generator, nodes, count: int,
+    def __init__(self, task: BatchSource, anchors, batch_size: int, rng: np.random.Generator, nodes, *, count: int,
                  prefetch: bool = True):
         self.task, self.anchors, self.rng, self.nodes = task, np.asarray(anchors), rng, nodes
         self.batch_size = min(int(batch_size), len(self.anchors))

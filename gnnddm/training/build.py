@@ -146,11 +146,11 @@ def _partition(cfg: DictConfig, data, reach: tuple[int, str], book: RunBook, ran
     """The partition (whole graph for ``global``), its summary and map, and whether its overlap covers the
     ``reach`` (hops, and whose) of :func:`_hops`."""
     hops, what = reach
-    section = partition_section(cfg)
-    if section.num_parts > data.num_nodes:
-        raise ConfigError(f"partition.num_parts={section.num_parts} exceeds the {data.num_nodes} nodes of the "
-                          f"graph; valid: 1 .. {data.num_nodes}")
-    partition = build(section, "partition")(data)
+    parts = cfg.partition.num_parts  # as configured: also an error for global, which uses one part
+    if parts > data.num_nodes:
+        raise ConfigError(f"partition.num_parts={parts} exceeds the {data.num_nodes} nodes of the graph; valid: "
+                          f"1 .. {data.num_nodes}")
+    partition = build(partition_section(cfg), "partition")(data)
     summary = book.summary["partition"] = _partition_summary(partition)
     if rank == 0 and partition.num_parts > 1:
         from gnnddm.partition.plot import plot_partition

@@ -52,7 +52,7 @@ class Evaluator:
         caller counted them already; the rest are counted here.
     """
 
-    def __init__(self, task: Task, graph, anchors: dict[str, np.ndarray], batch_size: int = 4, seed=0,
+    def __init__(self, task: Task, graph, anchors: dict[str, np.ndarray], *, batch_size: int = 4, seed=0,
                  device="cpu", comm=None, valid_counts: dict[str, np.ndarray] | None = None):
         self.task, self.graph, self.device, self.comm = task, graph, device, comm
         self.seed, self.batch_size = seed, int(batch_size)
