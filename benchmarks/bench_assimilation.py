@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_blocks  # noqa: E402
 
-SOURCES = ("gnnddm/assimilation", "gnnddm/tasks.py", "gnnddm/training", "gnnddm/models", "gnnddm/ddm/global_.py",
+SOURCES = ("gnnddm/assimilation", "gnnddm/tasks", "gnnddm/training", "gnnddm/models", "gnnddm/ddm/global_.py",
            "gnnddm/ddm/sync.py", "gnnddm/ddm/halo_sync.py", "conf/task/assimilate.yaml",
            "conf/experiment/era5_assimilate.yaml", "benchmarks/bench_assimilation.py")
 EXPERIMENT = "era5_assimilate"

@@ -33,11 +33,11 @@ def _worker(resolution: str, part: int, iterations: int, start, result) -> None:
     import torch
 
     from gnnddm.config import build, compose
+    from gnnddm.data.pipeline import build_problem
     from gnnddm.ddm import build_algorithm
     from gnnddm.ddm.objective import Objective
     from gnnddm.distributed.accounting import Accounting
     from gnnddm.distributed.comm import LocalComm
-    from gnnddm.pipeline import build_problem
 
     torch.set_num_threads(1)
     cfg = compose(["data=synthetic", f"data.resolution={resolution}", "data.steps=120", "model=sage",

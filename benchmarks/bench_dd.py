@@ -500,8 +500,8 @@ def halo_table(resolution: float, log) -> list[str]:
     import warnings
 
     from gnnddm.config import build, compose
+    from gnnddm.data.pipeline import build_problem
     from gnnddm.partition.halo import halo_plan
-    from gnnddm.pipeline import build_problem
 
     warnings.filterwarnings("ignore")
     cfg = compose(["+experiment=dd_deep", f"data.resolution={resolution}", "data.steps=8", "tracking.enabled=false"])

@@ -71,8 +71,8 @@ def bare_step(cfg, repeats: int) -> float:
     import torch
 
     from gnnddm.config import build
+    from gnnddm.data.pipeline import build_problem
     from gnnddm.models.graph import prepare_graph
-    from gnnddm.pipeline import build_problem
     from gnnddm.tasks import weighted_sq_error
 
     torch.set_num_threads(int(cfg.trainer.threads))

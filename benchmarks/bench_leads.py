@@ -2,7 +2,7 @@
 
 Trains ``+experiment=stations_wind`` (daily mean wind speed at 12 Irish stations, 1961-1978; the test
 split is its last 15 %, about 2.7 years) for each seed, rolls the model out from every initial time of the
-test split to ``--leads`` days (:mod:`gnnddm.rollout`) and prints, per lead, the RMSE, bias and anomaly
+test split to ``--leads`` days (:mod:`gnnddm.tasks.rollout`) and prints, per lead, the RMSE, bias and anomaly
 correlation of the model (median and [min, max] over the seeds) beside persistence and the training
 split's climatology (the same for every seed), then a verdict per lead: the model is better than a
 baseline only where its largest RMSE over the seeds is below the baseline's.
@@ -35,9 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_blocks  # noqa: E402
 
-SOURCES = ("gnnddm/rollout.py", "gnnddm/tasks.py", "gnnddm/training", "gnnddm/models", "gnnddm/ddm/global_.py",
+SOURCES = ("gnnddm/tasks/rollout.py", "gnnddm/tasks", "gnnddm/training", "gnnddm/models", "gnnddm/ddm/global_.py",
            "gnnddm/data/stations.py", "conf/experiment/stations_wind.yaml", "benchmarks/bench_leads.py")
-ROLLOUT_SOURCES = (*SOURCES, "gnnddm/rollout_training.py")
+ROLLOUT_SOURCES = (*SOURCES, "gnnddm/tasks/rollout_training.py")
 
 
 def run_seed(seed: int, leads: int, iterations: int | None, tmp: Path, experiment: str = "stations_wind",

@@ -254,10 +254,10 @@ def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
     import torch
 
     from gnnddm.config import build, compose
+    from gnnddm.data.pipeline import build_problem
     from gnnddm.ddm.objective import Objective
     from gnnddm.partition.hierarchy import build_hierarchy, grid_levels_allowed
     from gnnddm.partition.partitioners import partition_graph
-    from gnnddm.pipeline import build_problem
 
     torch.set_num_threads(threads)
     # the fields in memory: a step on each level reads the whole batch (at 0.25 deg, 120 steps are 4.5 GB,

@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from gnnddm.bundle import graph_fingerprint, load_model
 from gnnddm.cli import main
 from gnnddm.config import build, compose
+from gnnddm.data.pipeline import build_problem
 from gnnddm.models.graph import prepare_graph
-from gnnddm.pipeline import build_problem
 from gnnddm.testing.runs import cli_error, tiny_run
 from gnnddm.training import train
 from gnnddm.training.validate import Evaluator

@@ -21,7 +21,7 @@ LAYERS = {
     "gnnddm": 0, "gnnddm.__main__": 6, "gnnddm.errors": 0, "gnnddm.config": 0, "gnnddm.outputs": 0,
     "gnnddm.schema": 0,
     "gnnddm.data": 1, "gnnddm.graph": 1, "gnnddm.models": 1, "gnnddm.distributed": 1, "gnnddm.partition": 1,
-    "gnnddm.tasks": 2, "gnnddm.pipeline": 2, "gnnddm.rollout": 2, "gnnddm.rollout_training": 2,
+    "gnnddm.tasks": 2,
     "gnnddm.ddm": 2, "gnnddm.bundle": 2, "gnnddm.assimilation": 3,
     "gnnddm.training": 4,
     "gnnddm.report": 5, "gnnddm.commands": 5, "gnnddm.cli": 6, "gnnddm.testing": 7,

@@ -14,7 +14,7 @@ from gnnddm.bundle import load_model
 from gnnddm.cli import main
 from gnnddm.commands.evaluate import rebuild
 from gnnddm.config import compose
-from gnnddm.rollout import Rollout
+from gnnddm.tasks.rollout import Rollout
 from gnnddm.testing.runs import cli_error, tiny_run
 from gnnddm.training import train
 

@@ -6,8 +6,8 @@ import torch
 
 from gnnddm.errors import ConfigError
 from gnnddm.models.graph import prepare_graph
-from gnnddm.rollout import Climatology, LeadScores, Rollout, metrics, score_leads
 from gnnddm.tasks import ForecastTask, InterpolateTask
+from gnnddm.tasks.rollout import Climatology, LeadScores, Rollout, metrics, score_leads
 from gnnddm.testing.gallery import LinearGNN, grid_data, station_data
 
 

@@ -1,7 +1,7 @@
 """``gnnddm evaluate output_dir=PATH [split=test|val] [key=value ...]``: score a trained model.
 
 Loads ``PATH/model.pt`` (:mod:`gnnddm.bundle`), rebuilds the problem from the configuration stored in it
-(:func:`gnnddm.pipeline.build_problem`), checks that the rebuilt data is the data the model was trained
+(:func:`gnnddm.data.pipeline.build_problem`), checks that the rebuilt data is the data the model was trained
 on (variables, normalisation statistics, graph), and scores the split with
 :class:`gnnddm.training.validate.Evaluator` against the task's baseline (persistence for forecasting, inverse
 distance for interpolation), with the samples and batches of the training run's own evaluation, so the
@@ -10,7 +10,7 @@ numbers are those the run reports.
 The arguments are ``key=value`` tokens (values in Hydra's override syntax): ``output_dir`` (required),
 ``split``, ``leads`` (a number of lead times or ``max``: roll a forecast model out from every initial
 time of the split and score each lead against persistence and the training split's climatology, see
-:mod:`gnnddm.rollout`), ``plots`` (with ``leads``: scores against lead time and maps as PNG files; ``map_var``,
+:mod:`gnnddm.tasks.rollout`), ``plots`` (with ``leads``: scores against lead time and maps as PNG files; ``map_var``,
 ``map_lead`` and ``map_init`` choose the maps' variable, lead and initial time), ``verbose``, and overrides of
 the stored configuration under ``data.`` (another file or time range, ``+data.key=`` to add a key),
 ``tracking.`` and ``trainer.device`` / ``trainer.threads``.
@@ -138,8 +138,8 @@ def evaluate(req: Request) -> dict:
     """Score the model of ``req.output_dir`` on ``req.split``; the result (also ``evaluate_<split>.json``)."""
     from gnnddm.bundle import load_model
     from gnnddm.outputs import write_json
-    from gnnddm.rollout import metrics as lead_metrics
     from gnnddm.schema.validate import validate_file
+    from gnnddm.tasks.rollout import metrics as lead_metrics
     from gnnddm.training.tracking import metric_name
 
     if not req.output_dir.is_dir():
@@ -219,8 +219,8 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
     import torch
 
     from gnnddm.config import build
+    from gnnddm.data.pipeline import build_problem
     from gnnddm.models.graph import prepare_graph
-    from gnnddm.pipeline import build_problem
     from gnnddm.schema import validate
 
     # no seeding: building the problem draws nothing at random, the weights are loaded, and the evaluator's
@@ -258,7 +258,7 @@ def _plots(r: Rebuilt, leads: dict, req: Request, out_dir: Path) -> list[Path]:
 
     from gnnddm.outputs import save_figure
     from gnnddm.report.forecast_plots import lead_figure, map_figure, pyplot
-    from gnnddm.rollout import Rollout
+    from gnnddm.tasks.rollout import Rollout
 
     split, variables = req.split, list(r.data.variables)
     if req.map_var is not None and req.map_var not in variables:
@@ -291,7 +291,7 @@ def _map_init(r: Rebuilt, split: str, k: int, wanted: str | None) -> int:
     """The time step of the maps' initial time: ``wanted`` (a date), or the split's first that reaches lead k."""
     import numpy as np
 
-    from gnnddm.rollout import reach
+    from gnnddm.tasks.rollout import reach
 
     steps = [int(t) for t in getattr(r.problem.split, split)]
     step_set = set(steps)
@@ -312,8 +312,8 @@ def _map_init(r: Rebuilt, split: str, k: int, wanted: str | None) -> int:
 
 
 def _lead_scores(r: Rebuilt, split: str, leads) -> dict:
-    """:func:`gnnddm.rollout.score_leads` of ``split``, with the training split's climatology."""
-    from gnnddm.rollout import Climatology, Rollout, score_leads
+    """:func:`gnnddm.tasks.rollout.score_leads` of ``split``, with the training split's climatology."""
+    from gnnddm.tasks.rollout import Climatology, Rollout, score_leads
 
     rollout = Rollout(r.task, r.model, r.graph, device=r.device, batch_size=r.batch_size)
     climatology = Climatology.from_steps(r.task, r.problem.split.train)
@@ -376,7 +376,7 @@ def format_table(result: dict) -> str:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
                                                                                                    strict=True))))
     if result.get("leads"):
-        from gnnddm.rollout import format_table as format_leads
+        from gnnddm.tasks.rollout import format_table as format_leads
 
         lines += ["", format_leads(result["leads"])]
     where = f"; MLflow run {result['mlflow_run_id']}" if result.get("mlflow_run_id") else ""

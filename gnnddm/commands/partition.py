@@ -17,8 +17,8 @@ import time
 
 from omegaconf import DictConfig, OmegaConf
 
-from gnnddm import pipeline
 from gnnddm.config import build
+from gnnddm.data import pipeline
 from gnnddm.errors import GnnddmError
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.partition.metrics import color_parts

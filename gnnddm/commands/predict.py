@@ -2,7 +2,7 @@
 
 Loads ``RUN/model.pt`` as ``gnnddm evaluate`` does (the same checks: no code runs from the file, the data
 rebuilt from its configuration must be the data it was trained on), rolls the forecast model out from
-each initial time (:class:`gnnddm.rollout.Rollout`) and writes the forecast fields, in physical units, as
+each initial time (:class:`gnnddm.tasks.rollout.Rollout`) and writes the forecast fields, in physical units, as
 a CF dataset (:mod:`gnnddm.data.forecast_file`) to ``output`` (default ``RUN/forecast.nc``; a ``.zarr``
 path writes a zarr store).
 
@@ -119,8 +119,8 @@ def predict(req: Request):
     from gnnddm.bundle import load_model
     from gnnddm.commands.evaluate import apply_overrides, rebuild
     from gnnddm.data.forecast_file import check_output, forecast_dataset, write_forecast
-    from gnnddm.rollout import Rollout, lead_hours
     from gnnddm.schema.validate import validate_file
+    from gnnddm.tasks.rollout import Rollout, lead_hours
 
     if not req.output_dir.is_dir():
         raise DataError(f"output_dir={req.output_dir}: no such folder; give the output folder of a finished "

@@ -1,7 +1,7 @@
 """Pictures of forecasts: scores against lead time with the baselines, and maps of truth, forecast and error.
 
 :func:`lead_figure` draws the RMSE and the ACC of one variable against lead time for the model, persistence
-and climatology (a :func:`gnnddm.rollout.score_leads` result). :func:`map_figure` draws truth, forecast and
+and climatology (a :func:`gnnddm.tasks.rollout.score_leads` result). :func:`map_figure` draws truth, forecast and
 their difference for one variable: regular grids as images with latitude / longitude axes, meshes and
 station networks as scatter plots of the node positions.
 """

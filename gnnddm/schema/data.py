@@ -1,6 +1,6 @@
 """The ``data`` group: one schema per loader (``conf/data/*.yaml``), all sharing ``split``.
 
-``split`` is read by :mod:`gnnddm.pipeline`, not by the loader; the loaders check their own arguments
+``split`` is read by :mod:`gnnddm.data.pipeline`, not by the loader; the loaders check their own arguments
 with :func:`~gnnddm.schema.fields.check_args` against the same schemas.
 """
 

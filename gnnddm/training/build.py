@@ -17,13 +17,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.config import build
+from gnnddm.data.pipeline import build_problem
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.ddm.base import Algorithm
 from gnnddm.distributed import Accounting, LocalComm, TorchComm, World
 from gnnddm.errors import ConfigError
 from gnnddm.outputs import output_dir
-from gnnddm.pipeline import build_problem
-from gnnddm.rollout_training import RolloutTraining
+from gnnddm.tasks.rollout_training import RolloutTraining
 from gnnddm.training.checks import check_eval_leads, check_samples, check_valid_targets
 from gnnddm.training.labels import algorithm_class, partition_section
 from gnnddm.training.tracking import flatten

@@ -51,7 +51,7 @@ def check_eval_leads(leads: int | str, task, split) -> None:
     if task.name != "forecast":
         raise ConfigError(f"trainer.eval_leads={leads}: lead-time scores need task=forecast (this run's task is "
                           f"{task.name}); set trainer.eval_leads=0")
-    from gnnddm.rollout import reach
+    from gnnddm.tasks.rollout import reach
 
     steps = set(np.asarray(split.test).tolist())
     longest = max((reach(task, int(t), steps) for t in steps), default=0)

@@ -33,10 +33,10 @@ from gnnddm.bundle import save_model
 from gnnddm.data.prefetch import BatchStream
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.outputs import output_dir, write_json
-from gnnddm.rollout import format_table as format_leads
-from gnnddm.rollout import metrics as lead_metrics
 from gnnddm.schema import validate
 from gnnddm.schema.root import RootConfig
+from gnnddm.tasks.rollout import format_table as format_leads
+from gnnddm.tasks.rollout import metrics as lead_metrics
 from gnnddm.training.build import Run, build_run
 from gnnddm.training.checkpoint import CheckpointManager, check_resume, config_changes, restarted, resuming
 from gnnddm.training.checks import check_finite
@@ -312,12 +312,12 @@ class Trainer:
             self.save_outputs()
 
     def lead_scores(self) -> None:
-        """The test split's scores per lead time (:func:`gnnddm.rollout.score_leads`) when
+        """The test split's scores per lead time (:func:`gnnddm.tasks.rollout.score_leads`) when
         ``trainer.eval_leads`` asks for them; every rank rolls out its share of the initial times."""
         leads = self.trainer.eval_leads
         if not leads:
             return
-        from gnnddm.rollout import Climatology, Rollout, score_leads
+        from gnnddm.tasks.rollout import Climatology, Rollout, score_leads
 
         run, out_dir = self.run, self.book.out_dir
         rollout = Rollout(run.task, run.model, run.evaluator.graph, device=run.evaluator.device,

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from gnnddm.data.prefetch import BatchSource, BatchStream
-from gnnddm.rollout_training import RolloutBatches
 from gnnddm.tasks import ForecastTask, InterpolateTask
+from gnnddm.tasks.rollout_training import RolloutBatches
 from gnnddm.testing.gallery import grid_data
 
 

@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from gnnddm.config import config_dir
+from gnnddm.data.pipeline import load_data
 from gnnddm.data.samples import PREFIX, resolve_path, sample_dir
-from gnnddm.pipeline import load_data
 
 SHIPPED = {
     "era5_sample_1deg.nc": "CC-BY 4.0",

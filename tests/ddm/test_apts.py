@@ -164,7 +164,7 @@ def test_each_block_s_gradient_at_the_iterate_is_the_restricted_global_gradient(
 def test_blocks_of_a_rollout_are_consistent_where_weights_are_tied(parts):
     """A two-step rollout uses every weight twice and decodes after its first step: the decoder's block
     starts at the second step's first layer, and every block's gradient is still R_d∇f."""
-    from gnnddm.rollout_training import RolloutBatches, RolloutModel
+    from gnnddm.tasks.rollout_training import RolloutBatches, RolloutModel
 
     data = grid_data(8, 8, times=12)
     labels = (np.arange(data.num_nodes) * parts // data.num_nodes).astype(np.int64)

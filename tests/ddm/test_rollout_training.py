@@ -17,9 +17,9 @@ from gnnddm.ddm.sync import Sync
 from gnnddm.errors import ConfigError
 from gnnddm.models.graph import prepare_graph
 from gnnddm.partition.overlap import build_partition
-from gnnddm.rollout import Rollout
-from gnnddm.rollout_training import RolloutBatches, RolloutModel, RolloutTraining
 from gnnddm.tasks import ForecastTask, rollout_phases
+from gnnddm.tasks.rollout import Rollout
+from gnnddm.tasks.rollout_training import RolloutBatches, RolloutModel, RolloutTraining
 from gnnddm.testing.algorithms import assert_follows_global
 from gnnddm.testing.gallery import contiguous_parts, grid_data, real_models, station_data, to_dtype
 from gnnddm.testing.runs import tiny_run

@@ -7,9 +7,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from gnnddm import pipeline
 from gnnddm.commands.partition import run_partition
 from gnnddm.config import compose
+from gnnddm.data import pipeline
 from gnnddm.errors import ConfigError
 
 

@@ -1,7 +1,7 @@
 """Rollout training: the loss over k autoregressive steps, with gradients through the rollout.
 
 A forecast model ``f`` maps the state at t (and t − lead with ``history = 2``) to the increment to
-t + lead. Trained on k steps from an initial time t, it is applied as :class:`gnnddm.rollout.Rollout`
+t + lead. Trained on k steps from an initial time t, it is applied as :class:`gnnddm.tasks.rollout.Rollout`
 applies it at inference: step j takes the state it predicted at t + (j − 1)·lead as its input, with every
 entry valid, and the time features of its own input and target times::
 
