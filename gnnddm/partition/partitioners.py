@@ -116,7 +116,8 @@ class Partitioner:
         from gnnddm.schema.partition import PartitionConfig
 
         schema = schema_of("partition", f"{self.fn.__module__}.partition") or PartitionConfig
-        return {key: spec(schema)[key][2] for key in CALL_KEYS}
+        fields = spec(schema)
+        return {key: fields[key][2] for key in CALL_KEYS}
 
     def __call__(self, data, **keys) -> Partition:
         """Partition the graph of ``data`` and build its subdomains with ``overlap``-hop halos.

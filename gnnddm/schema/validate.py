@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import check, parse, registered_groups, schemas
+from gnnddm.schema.fields import _check, check, registered_groups, schemas
 from gnnddm.schema.root import RootConfig
 
 #: every group of the root config's defaults list: each section must name a ``_target_``
@@ -71,30 +71,34 @@ def validate(cfg: DictConfig | Mapping) -> RootConfig:
     """The validated root keys of a composed config (``seed``, ``trainer``, ``distributed``, ... as typed
     schema instances, defaults filled in); raise its problem as a :class:`ConfigError` (several: one
     listing them all)."""
-    found = problems(cfg)
+    found, root = _examine(cfg)
     if len(found) == 1:
         raise found[0]
     if found:
         raise ConfigError(f"{len(found)} problems in the configuration:\n" + "\n".join(f"  {p}" for p in found))
-    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return parse(RootConfig, _root_keys(tree))
+    return root
 
 
 def problems(cfg: DictConfig | Mapping) -> list[ConfigError]:
     """Every problem of a composed config, in key order: unknown keys, wrong types, values out of range,
     unknown choices, a group without ``_target_`` or with one that no schema describes."""
+    return _examine(cfg)[0]
+
+
+def _examine(cfg: DictConfig | Mapping) -> tuple[list[ConfigError], RootConfig | None]:
+    """``(problems, the root keys' schema instance)``: the config resolved and its root checked once."""
     try:
         tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     except OmegaConfBaseException as exc:
-        return [ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: cannot be resolved ({exc.msg})")]
+        return [ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: cannot be resolved ({exc.msg})")], None
     label = "the root config (or a group: " + ", ".join(GROUP_NAMES) + ")"
-    found = check(RootConfig, _root_keys(tree), "", label=label)
+    found, root = _check(RootConfig, _root_keys(tree), "", label=label)
     choices = group_choices()
     for group in GROUP_NAMES:
         section = tree.get(group)
         option = choices.get(group) or (section.get("name") if isinstance(section, Mapping) else None)
         found += _check_group(group, section, option)
-    return found
+    return found, root
 
 
 def _root_keys(tree: Mapping) -> dict:

@@ -47,8 +47,7 @@ class Run:
     task: Task
     model: torch.nn.Module
     objective: Objective
-    comm: Communicator
-    accounting: Accounting
+    comm: Communicator  # its accounting is the run's
     algorithm: Algorithm
     evaluator: Evaluator
     anchors: dict[str, np.ndarray]  # the samples of each split
@@ -114,7 +113,7 @@ def build_run(cfg: DictConfig, settings: RootConfig, world: World, book: RunBook
                                                           for split in ("val", "test")}}
     for split in ("val", "test"):
         start_metrics.update({f"{split}_baseline_rmse/{v}": x for v, x in summary["baseline"][f"{split}_rmse"].items()})
-    return Run(data, task, model, objective, comm, accounting, algorithm, evaluator, anchors, world,
+    return Run(data, task, model, objective, comm, algorithm, evaluator, anchors, world,
                problem.split, training, flatten(OmegaConf.to_container(cfg, resolve=True)), start_metrics)
 
 

@@ -152,7 +152,6 @@ class CheckpointManager:
     def __init__(self, out_dir: Path, every: int, rank: int, world_size: int, resume: bool):
         self.out_dir, self.every, self.rank, self.world_size = Path(out_dir), every, rank, world_size
         self.resume = resume
-        self.last_saved: int | None = None
 
     def should_save(self, iteration: int, last_iteration: int) -> bool:
         """Whether a periodic checkpoint is due after ``iteration`` (the last one is saved by the end)."""
@@ -165,9 +164,7 @@ class CheckpointManager:
 
     def save(self, iteration: int, state: dict) -> Path:
         """Write this rank's ``state`` of ``iteration`` (the one save path of a run)."""
-        path = save_checkpoint(self.out_dir, self.rank, iteration, state)
-        self.last_saved = iteration
-        return path
+        return save_checkpoint(self.out_dir, self.rank, iteration, state)
 
     def load(self) -> dict | None:
         """The state to resume from: the newest complete checkpoint when ``resume`` is set, or when the

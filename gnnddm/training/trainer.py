@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gnnddm.bundle import save_model
 from gnnddm.data.prefetch import BatchStream
+from gnnddm.distributed import shutdown, world_from_env
 from gnnddm.errors import ConfigError, DataError
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.schema import validate
@@ -60,16 +61,10 @@ def train(cfg: DictConfig) -> dict:
                                                           "error": str(exc)})
         raise
     check_resume(cfg)  # the folder holds the stopped run's summary: nothing is written on this error
-    if settings.distributed.backend != "none" and _single_process():
+    # a backend, but no torchrun or srun started this process as a rank: start the ranks here
+    if settings.distributed.backend != "none" and world_from_env().source == "single":
         return launch_ranks(cfg, _rank_worker)
     return _train_process(cfg, settings)
-
-
-def _single_process() -> bool:
-    """Whether nothing (torchrun, srun) started this process as a rank of a process group."""
-    from gnnddm.distributed import world_from_env
-
-    return world_from_env().source == "single"
 
 
 def _train_process(cfg: DictConfig, settings: RootConfig) -> dict:
@@ -102,8 +97,6 @@ def _train_process(cfg: DictConfig, settings: RootConfig) -> dict:
         raise
     finally:
         if world.world_size > 1 or settings.distributed.backend != "none":
-            from gnnddm.distributed import shutdown
-
             shutdown(synchronise=finished)
 
 
@@ -143,7 +136,6 @@ class Trainer:
         self.cfg, self.run, self.book, self.stops = cfg, run, book, stops
         t = settings.trainer
         self.trainer = t
-        self.max_iterations = t.max_iterations
         self.batch_size = min(t.batch_size, len(run.anchors["train"]))
         self.cosine = t.lr_schedule == "cosine"
         if self.cosine and run.algorithm._optimizer_factory is None:
@@ -160,13 +152,13 @@ class Trainer:
         """The outer iterations; a stop signal ends them after the current one (:mod:`~gnnddm.training.signals`)."""
         first = self.resume() + 1
         shown = self.trainer.progress and self.run.world.rank == 0
-        progress = progress_bar(self.max_iterations, first - 1, enabled=shown)
-        batches = self.batch_stream(count=self.max_iterations - first + 1)
+        progress = progress_bar(self.trainer.max_iterations, first - 1, enabled=shown)
+        batches = self.batch_stream(count=self.trainer.max_iterations - first + 1)
         status = "finished"
         # a stop signal from here on ends the run after an iteration, with its checkpoint, or not at all once
         # the last one is done: never between a logged iteration and its checkpoint
         with self.stops.deferred(), batches:
-            for it in range(first, self.max_iterations + 1):
+            for it in range(first, self.trainer.max_iterations + 1):
                 inject_fault(self.run.world.rank, it)
                 metrics = self.step(it, batches)
                 if self.validator.should_validate(it):
@@ -177,7 +169,7 @@ class Trainer:
                 progress.update(1)
                 progress.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
                                      val=f"{self.validator.last.get('val_loss', float('nan')):.4f}")
-                if self.checkpoints.should_save(it, self.max_iterations):
+                if self.checkpoints.should_save(it, self.trainer.max_iterations):
                     self.checkpoints.save(it, self.state_dict(batches))
                     self.book.commit()  # what was logged up to a checkpoint survives a crash
                 self.stop_if_signalled(batches)
@@ -197,10 +189,11 @@ class Trainer:
             raise DataError(f"{run.data.source}: the mini-batch of iteration {it} has no valid target; the "
                             f"training split is too sparse for trainer.batch_size={self.batch_size}")
         if self.cosine:
-            run.algorithm.scale_learning_rate(0.5 * (1.0 + math.cos(math.pi * (it - 1) / self.max_iterations)))
+            cosine = math.cos(math.pi * (it - 1) / self.trainer.max_iterations)
+            run.algorithm.scale_learning_rate(0.5 * (1.0 + cosine))
         stats = run.algorithm.step(batch)
         check_finite(stats.get("loss"), it, self.trainer.max_loss, "loss")
-        metrics = {**run.accounting.as_dict(), "wall_time": time.perf_counter() - self.start,
+        metrics = {**run.comm.accounting.as_dict(), "wall_time": time.perf_counter() - self.start,
                    "data/wait_seconds": batches.wait_seconds, **stats}
         if run.training is not None:
             metrics["train/rollout_steps"] = steps
@@ -283,7 +276,7 @@ class Trainer:
     def finish(self, status: str, batches: BatchStream) -> None:
         """The test scores, the summary's final entries, the last checkpoint, ``model.pt`` and the loss curve."""
         run, summary, it = self.run, self.book.summary, self.iteration
-        acc = run.accounting.as_dict()
+        acc = run.comm.accounting.as_dict()
         acc.update(iterations=it, wall_time=time.perf_counter() - self.start)
         acc["seconds_per_iteration"] = acc["wall_time"] / max(it, 1)
         acc["data_wait_seconds"] = batches.wait_seconds  # waiting for a batch's fields, not covered by a step

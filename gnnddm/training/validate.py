@@ -24,7 +24,7 @@ from gnnddm.schema.root import TrainerConfig
 from gnnddm.tasks import Task, loss, rmse_from_sums, squared_errors
 from gnnddm.training.checks import check_finite
 from gnnddm.training.runbook import FILE_ONLY
-from gnnddm.training.scores import skill, skill_metrics
+from gnnddm.training.scores import skill, skill_metrics, split_rmse
 
 log = logging.getLogger("gnnddm.train")
 
@@ -109,7 +109,7 @@ class Evaluator:
         if split not in self.num_batches:
             return {}
         out = self._reduce({split: self._sums(split, self.task.baseline)})
-        return {k.split("/", 1)[1]: v for k, v in out.items() if k.startswith(f"{split}_rmse/")}
+        return split_rmse(out, split)
 
     def scores(self, model, split: str = "test") -> dict[str, float]:
         """Everything reported of ``split`` (not ``train``), keyed for :func:`gnnddm.training.tracking.metric_name`.
