@@ -32,7 +32,7 @@ def _worker(resolution: str, part: int, iterations: int, start, result) -> None:
     import numpy as np
     import torch
 
-    from gnnddm.config import build, compose
+    from gnnddm.config import build, build_component, compose
     from gnnddm.data.pipeline import build_problem
     from gnnddm.ddm import build_algorithm
     from gnnddm.ddm.objective import Objective
@@ -45,12 +45,11 @@ def _worker(resolution: str, part: int, iterations: int, start, result) -> None:
                    "ddm=asm", "trainer.batch_size=4"])
     problem = build_problem(cfg)
     data = problem.data
-    task = build(cfg.task, "task")(data)
+    task = build_component(cfg.task, "task", data)
     anchors = task.anchors(problem.split.train)
     torch.manual_seed(0)
     edge_dim = 0 if data.edge_attr is None else data.edge_attr.shape[1]
-    model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
-                                      edge_dim=edge_dim)
+    model = build_component(cfg.model, "model", task.in_channels, task.out_channels, edge_dim)
     partition = build(cfg.partition, "partition")(data)
     accounting = Accounting()
     comm = LocalComm(2, accounting=accounting)

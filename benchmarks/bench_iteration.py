@@ -70,17 +70,17 @@ def bare_step(cfg, repeats: int) -> float:
     import numpy as np
     import torch
 
-    from gnnddm.config import build
+    from gnnddm.config import build_component
     from gnnddm.data.pipeline import build_problem
     from gnnddm.models.graph import prepare_graph
     from gnnddm.tasks import weighted_sq_error
 
     torch.set_num_threads(int(cfg.trainer.threads))
     data = build_problem(cfg).data
-    task = build(cfg.task, "task")(data)
+    task = build_component(cfg.task, "task", data)
     edge_dim = 0 if data.edge_attr is None else int(data.edge_attr.shape[1])
     torch.manual_seed(0)
-    model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels, edge_dim=edge_dim)
+    model = build_component(cfg.model, "model", task.in_channels, task.out_channels, edge_dim)
     graph = prepare_graph(data.edge_index, data.num_nodes, data.edge_attr, data.edge_weight)
     rng = np.random.default_rng(0)
     batch = task.batch(task.anchors(np.arange(data.num_times))[:1], rng)

@@ -253,7 +253,7 @@ def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
     import numpy as np
     import torch
 
-    from gnnddm.config import build, compose
+    from gnnddm.config import build_component, compose
     from gnnddm.data.pipeline import build_problem
     from gnnddm.ddm.objective import Objective
     from gnnddm.partition.hierarchy import build_hierarchy, grid_levels_allowed
@@ -272,9 +272,8 @@ def level_costs(resolution: float, steps: int, threads: int, log) -> list[str]:
     t = time.perf_counter()
     hierarchy = build_hierarchy(data, levels, "grid", rebuild=problem.rebuild)
     log(f"level costs: grid hierarchy of {levels} coarse levels in {time.perf_counter() - t:.1f} s")
-    task = build(cfg.task, "task")(data)
-    model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
-                                      edge_dim=int(data.edge_attr.shape[1]))
+    task = build_component(cfg.task, "task", data)
+    model = build_component(cfg.model, "model", task.in_channels, task.out_channels, int(data.edge_attr.shape[1]))
     objective = Objective(data, partition_graph(data, num_parts=1, overlap=0), coarse_levels=hierarchy)
     rng = np.random.default_rng(0)
     losses = objective.on(task.batch(task.anchors(np.arange(data.times.shape[0]))[:4], rng))

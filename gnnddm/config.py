@@ -87,3 +87,42 @@ def build(section, group: str, *args, partial: bool = False, **kwargs):
         key = f"{group}.{nested.group(1)}._target_" if nested else f"{group}._target_"
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"{key}: cannot build {section.get('_target_')!r}: {first}") from None
+
+
+def section_config(section, group: str):
+    """``(class, config)`` of the section of a group whose class declares its schema in ``Config`` (an
+    algorithm, a model, a task): the ``_target_`` class and the section parsed into that schema (the
+    validated object the class receives; :func:`gnnddm.schema.fields.parse`). Raises a ConfigError naming
+    the key of the first problem."""
+    import importlib
+
+    from gnnddm.schema.fields import parse
+
+    tree = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+    target = tree.get("_target_")
+    if target is None:
+        raise ConfigError(f"{group}._target_: missing; each {group} option names its class in _target_")
+    module, _, name = str(target).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{group}._target_: cannot import {target!r}; choose one of the options in "
+                          f"conf/{group}/") from None
+    schema = getattr(cls, "Config", None)
+    if not isinstance(schema, type) or not hasattr(schema, "matches") or not schema.matches(str(target)):
+        raise ConfigError(f"{group}._target_: {target!r} declares no config schema (a Config dataclass whose "
+                          "_target_ is the class)")
+    return cls, parse(schema, tree, f"{group}.")
+
+
+def build_component(section, group: str, *args, **runtime):
+    """``cls(*args, config=<its validated section>, **nodes, **runtime)``: the component of a section whose
+    class declares its schema (:func:`section_config`). The section's nested ``_target_`` nodes (an
+    algorithm's ``local_solver``) are built as factories (:func:`build`, ``partial``) and passed by their key:
+    the schema holds their keys for checking, the class receives what they build. ``runtime`` are the
+    arguments that come from the data or the run (``in_channels``, ``comm``), not from the config."""
+    cls, config = section_config(section, group)
+    tree = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+    nodes = {key: build(value, f"{group}.{key}", partial=True) for key, value in tree.items()
+             if isinstance(value, dict) and "_target_" in value}
+    return cls(*args, config=config, **nodes, **runtime)

@@ -2,15 +2,17 @@
 and the default of the component's parameter of that name agree.
 
 Nothing is listed by hand. The schemas are those the groups register (:data:`gnnddm.schema.GROUPS`), the
-``Config`` of every algorithm a ``conf/ddm/*.yaml`` names, and the root config's sections
-(:class:`~gnnddm.schema.root.RootConfig`); the option files are every ``conf/<group>/*.yaml``, with the keys
-its defaults list pulls in (``/ddm_shared/schwarz@_here_``, or another option of the group), and
-``conf/config.yaml``. Two checks:
+``Config`` of every algorithm and model a ``conf/ddm/*.yaml`` or ``conf/model/*.yaml`` names, and the root
+config's sections (:class:`~gnnddm.schema.root.RootConfig`); the option files are every
+``conf/<group>/*.yaml``, with the keys its defaults list pulls in (``/ddm_shared/schwarz@_here_``, or another
+option of the group), and ``conf/config.yaml``. Three checks:
 
 * an option file gives a key a value other than the default of its schema (nested sections such as
   ``local_solver`` key by key); keys the schema marks required (``???``) aside;
-* a component's constructor (the ``_target_`` class's ``__init__``, or the function) gives a key of its
-  schema a default other than the schema's, or a default to a key the schema marks required.
+* a component's function (a loader, a graph builder, a partitioner) gives a key of its schema a default
+  other than the schema's, or a default to a key the schema marks required;
+* a class that names its schema in ``Config`` (an algorithm, a model, a task) does not take its validated
+  section as ``config`` (and the keys as ``**options``), or names a key of its schema in a constructor.
 
 An option file's value is its own, not a copy of a default, in two cases only, both read from the files:
 the option is one of several *presets* of one component (``graph=grid4`` and ``graph=grid8`` both build
@@ -42,7 +44,7 @@ from gnnddm.config import config_dir
 from gnnddm.schema import GROUPS, schema_of
 from gnnddm.schema.fields import REQUIRED, spec
 from gnnddm.schema.root import RootConfig
-from gnnddm.schema.validate import GROUP_NAMES
+from gnnddm.schema.validate import DECLARED, GROUP_NAMES
 
 CONF = config_dir()
 #: keys of an option that choose or label its schema rather than set a value of it
@@ -106,10 +108,7 @@ class Option:
 
     @property
     def schema(self) -> type | None:
-        if self.group != "ddm":
-            return schema_of(self.group, self.target)
-        cls = _locate(self.target)  # an algorithm names its schema in Config
-        return getattr(cls, "Config", None)
+        return schema_of(self.group, self.target)  # an algorithm's or a model's: its class's Config
 
 
 def _load(path: Path) -> dict:
@@ -319,13 +318,61 @@ def test_every_constructor_default_is_the_schemas(schema, target):
     assert not found, "\n".join(found)
 
 
-def test_the_default_local_solver_is_the_schemas():
-    """``local_solver=None`` in an algorithm's constructor means :data:`~gnnddm.ddm.base.DEFAULT_SOLVER`."""
-    from gnnddm.ddm.base import DEFAULT_SOLVER, SolverConfig
+def configured_classes() -> list[type]:
+    """Every component class that receives its validated section: the ``_target_`` classes of the option
+    files that name their schema in ``Config`` (algorithms, models, tasks)."""
+    found = {}
+    for option in options():
+        cls = _locate(option.target)
+        if isinstance(cls, type) and isinstance(getattr(cls, "Config", None), type):
+            found[cls] = None
+    return list(found)
 
-    found = section_disagreements(SolverConfig, SolverConfig(), DEFAULT_SOLVER, "gnnddm.ddm.base.DEFAULT_SOLVER",
-                                  "local_solver")
-    assert not found, "\n".join(found)
+
+@pytest.mark.parametrize("cls", configured_classes(), ids=lambda c: c.__qualname__)
+def test_a_configured_class_receives_its_config_and_writes_no_default_of_its_own(cls):
+    """Its constructors (the class's and its bases') take ``config`` (an instance of ``Config``) and the same
+    keys as ``**options``, and name no key of the schema, but for the built nodes of nested ``_target_``
+    sections (``local_solver``: the factory, default None, built from the config node when not given)."""
+    fields = spec(cls.Config)
+    nodes = {k for k, (hint, _, _) in fields.items() if _section_schema(hint) is not None
+             and "_target_" in spec(_section_schema(hint))}
+    for base in cls.__mro__:
+        if "__init__" not in vars(base) or not base.__module__.startswith("gnnddm."):
+            continue
+        params = inspect.signature(base.__init__).parameters
+        assert "config" in params and params["config"].kind is params["config"].KEYWORD_ONLY, base
+        assert any(p.kind is p.VAR_KEYWORD for p in params.values()), base
+        named = {n for n in params if n in fields and n not in ("config",)}
+        assert named <= nodes, f"{base.__qualname__}.__init__ names schema keys {sorted(named - nodes)}"
+        assert all(params[n].default is None for n in named), base
+
+
+def test_an_algorithm_without_a_solver_builds_the_config_nodes():
+    """``local_solver`` not given: the algorithm's solvers are the config node's class with its ``lr`` (the
+    schema's Adam at 1e-3 when the node is not given either)."""
+    from gnnddm.ddm.base import SolverConfig
+    from gnnddm.ddm.local_avg import LocalAvg
+    from gnnddm.testing.algorithms import make_algorithm, seeded_problem
+
+    objective, model, _ = seeded_problem(parts=2)
+    config = LocalAvg.Config(local_solver=SolverConfig(_target_="torch.optim.SGD", lr=0.5))
+    sgd = make_algorithm(LocalAvg, objective, model, config=config)
+    assert {type(s).__name__ for s in sgd.solvers.values()} == {"SGD"}
+    assert {s.param_groups[0]["lr"] for s in sgd.solvers.values()} == {0.5}
+    plain = make_algorithm(LocalAvg, objective, model)
+    assert {(type(s).__name__, s.param_groups[0]["lr"]) for s in plain.solvers.values()} == {("Adam", 1e-3)}
+    assert plain.config == LocalAvg.Config() and sgd.config.local_steps == LocalAvg.Config().local_steps
+
+
+def test_config_and_options_are_exclusive_and_typed():
+    from gnnddm.models.gcn import GCN
+    from gnnddm.models.sage import GraphSAGE
+
+    with pytest.raises(TypeError, match="not both"):
+        GraphSAGE(3, 2, config=GraphSAGE.Config(), hidden=8)
+    with pytest.raises(TypeError, match="expected a GraphSAGEConfig, got GCNConfig"):
+        GraphSAGE(3, 2, config=GCN.Config())
 
 
 def test_a_partitioner_takes_its_defaults_from_its_schema():
@@ -343,12 +390,14 @@ def test_a_partitioner_takes_its_defaults_from_its_schema():
 def test_the_enumeration_reaches_every_group_schema_and_algorithm():
     """A guard on this test: every group of the root config has option files, every option a schema, and
     every registered schema of a gnnddm component is compared with its constructor."""
-    assert {o.group for o in options()} == set(GROUP_NAMES) == set(GROUPS) | {"ddm"}
+    assert {o.group for o in options()} == set(GROUP_NAMES) == set(GROUPS) | set(DECLARED)
     assert all(o.schema is not None and o.schema.matches(o.target) for o in options())
     compared = {s for s, _ in components()}
     assert compared >= {s for schemas in GROUPS.values() for s in schemas if s.__module__.startswith("gnnddm.")
                         and spec(s)["_target_"][2].startswith("gnnddm.")}
-    assert {o.schema for o in options() if o.group == "ddm"} <= compared
+    assert {o.schema for o in options() if o.group in DECLARED} <= compared
+    assert {c.Config for c in configured_classes()} == {o.schema for o in options()
+                                                       if o.group in (*DECLARED, "task")}
 
 
 # ---------------------------------------------------------------------------------------- the checker

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from gnnddm.bundle import graph_fingerprint, load_model
 from gnnddm.cli import main
-from gnnddm.config import build, compose
+from gnnddm.config import build_component, compose
 from gnnddm.data.pipeline import build_problem
 from gnnddm.models.graph import prepare_graph
 from gnnddm.testing.runs import cli_error, tiny_run
@@ -83,10 +83,9 @@ def test_test_scores_are_those_of_the_training_runs_evaluator(interpolate):
     bundle = load_model(out / "model.pt")
     cfg = bundle.cfg
     problem = build_problem(cfg)
-    task = build(cfg.task, "task")(problem.data)
+    task = build_component(cfg.task, "task", problem.data)
     anchors = task.split_anchors(problem.split)
-    model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
-                                      edge_dim=bundle.graph["edge_dim"])
+    model = build_component(cfg.model, "model", task.in_channels, task.out_channels, bundle.graph["edge_dim"])
     model.load_state_dict(bundle.state_dict)
     data = problem.data
     graph = prepare_graph(data.edge_index, data.num_nodes, data.edge_attr, data.edge_weight)

@@ -10,7 +10,8 @@ from gnnddm.testing.gallery import grid_data
 
 @pytest.mark.parametrize(
     "make",
-    [lambda d: ForecastTask(d), lambda d: ForecastTask(d, history=2, lead=2), lambda d: InterpolateTask(d, 0.4)],
+    [lambda d: ForecastTask(d), lambda d: ForecastTask(d, history=2, lead=2),
+     lambda d: InterpolateTask(d, hide_fraction=0.4)],
     ids=["forecast", "forecast-history2-lead2", "interpolate"],
 )
 def test_a_batch_of_some_rows_is_those_rows_of_the_full_batch(make):
@@ -32,7 +33,7 @@ def test_a_batch_of_some_rows_is_those_rows_of_the_full_batch(make):
 
 def _node_split_task(**kw):
     data = grid_data(nlat=6, nlon=12, missing=0.0)
-    return data, InterpolateTask(data, 0.3, split_by="nodes", node_split={"val": 0.2, "test": 0.1}, **kw)
+    return data, InterpolateTask(data, hide_fraction=0.3, split_by="nodes", node_split={"val": 0.2, "test": 0.1}, **kw)
 
 
 def test_node_split_never_shows_held_out_nodes_in_training():

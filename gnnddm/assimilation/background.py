@@ -21,7 +21,7 @@ def forecast_background(data: WeatherGraphData, run_dir) -> tuple[np.ndarray, np
     otherwise a :class:`ConfigError` naming ``task.background.model`` and what differs.
     """
     from gnnddm.bundle import load_model
-    from gnnddm.config import build
+    from gnnddm.config import build_component
     from gnnddm.models.graph import prepare_graph
 
     key = "task.background.model"
@@ -32,12 +32,12 @@ def forecast_background(data: WeatherGraphData, run_dir) -> tuple[np.ndarray, np
     if diffs:
         raise ConfigError(f"{key}={run_dir}: the model was trained on other data: {'; '.join(diffs[:4])}; give a "
                           "forecast model trained on this data set, variables and graph")
-    task = build(bundle.cfg.task, "task")(data)
+    task = build_component(bundle.cfg.task, "task", data)
     if task.name != "forecast":
         raise ConfigError(f"{key}={run_dir}: a model trained by task={task.name}; the background needs a forecast "
                           "model (task=forecast)")
-    model = build(bundle.cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
-                                              edge_dim=int(bundle.graph["edge_dim"]))
+    model = build_component(bundle.cfg.model, "model", task.in_channels, task.out_channels,
+                            int(bundle.graph["edge_dim"]))
     model.load_state_dict(bundle.state_dict)
     model.eval()
     graph = prepare_graph(data.edge_index, data.num_nodes, data.edge_attr, data.edge_weight)

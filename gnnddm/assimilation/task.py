@@ -38,7 +38,7 @@ from gnnddm.graph.features import EDGE_ATTR_NAMES, edge_features
 from gnnddm.graph.icosahedral import ICOSAHEDRAL_EDGE_ATTR_NAMES, MESH_NODE
 from gnnddm.graph.sphere import EARTH_RADIUS_KM, arc_to_chord, unit_vectors
 from gnnddm.graph.weights import kernel_weights
-from gnnddm.schema.fields import check_args
+from gnnddm.schema.fields import configured
 from gnnddm.schema.task import AssimilateTaskConfig
 from gnnddm.tasks import Batch, Task
 
@@ -66,15 +66,15 @@ class AssimilateTask(Task):
     name = "assimilate"
     baseline_name = "optimal_interpolation"
 
-    def __init__(self, data: WeatherGraphData, var_weights=None, seed: int = 0, obs=None, background=None, oi=None,
-                 balance_variables: bool = True, oi_input: bool = False):
-        cfg = check_args(AssimilateTaskConfig, "task", var_weights=var_weights, seed=seed, obs=obs or {},
-                         background=background or {}, oi=oi or {}, balance_variables=balance_variables,
-                         oi_input=oi_input)
+    Config = AssimilateTaskConfig
+
+    def __init__(self, data: WeatherGraphData, *, config: AssimilateTaskConfig | None = None, **options):
+        cfg = configured(self.Config, "task", config, options)
+        seed = cfg.seed
         if data.kind == "stations" or data.lazy:
             raise ConfigError(f"task=assimilate: the truth must be a gridded data set held in memory; {data.source} "
                               f"is {'lazy (set data.lazy=false)' if data.lazy else 'a station network'}")
-        self.cfg = cfg
+        self.config = cfg
         self.num_grid = data.num_nodes
         self.rows = grid_rows(data)
         rng = np.random.default_rng([int(seed), 0x0A55])
@@ -85,7 +85,7 @@ class AssimilateTask(Task):
         y, obs_valid = self._observations(data, rng)
         self._xb, self._xb_valid = self._backgrounds(data, rng)
         joint = self._joint(data, lat, lon, y, obs_valid)
-        super().__init__(joint, var_weights)
+        super().__init__(joint, config=cfg)
         self._given_weights = self.var_weights.clone()
         self._h = _torch_csr(self.H)
         self._h_reads_missing = _torch_csr(abs(self.H))
@@ -100,7 +100,7 @@ class AssimilateTask(Task):
 
     # ------------------------------------------------------------------------------ the OSSE
     def _sites(self, data: WeatherGraphData, rng) -> tuple[np.ndarray, np.ndarray]:
-        obs = self.cfg.obs
+        obs = self.config.obs
         lat, lon = uniform_sites(obs.count, rng)
         if obs.stations is not None:
             s_lat, s_lon = station_positions(obs.stations)
@@ -138,13 +138,13 @@ class AssimilateTask(Task):
         for k in range(t):
             y[k] = self.H @ np.asarray(data.X[k], dtype=np.float64)
             valid[k] = (reads_missing @ (~np.asarray(data.mask[k])).astype(np.float64)) == 0
-        valid &= (rng.random((t, o)) >= self.cfg.obs.missing)[..., None]
+        valid &= (rng.random((t, o)) >= self.config.obs.missing)[..., None]
         y += (rng.standard_normal((t, o, v)) * self.sigma_o).astype(np.float32)
         return np.where(valid, y, 0.0).astype(np.float32), valid
 
     def _backgrounds(self, data: WeatherGraphData, rng) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalised background of every time step and its validity, ``[T, N, V]``."""
-        bg = self.cfg.background
+        bg = self.config.background
         x, m = np.asarray(data.X), np.asarray(data.mask)
         if bg.kind == "persistence":
             xb, valid = np.zeros_like(x), np.zeros_like(m)
@@ -164,8 +164,8 @@ class AssimilateTask(Task):
         n, o = data.num_nodes, len(lat)
         all_lat, all_lon = np.concatenate([data.lat, lat]), np.concatenate([data.lon, lon])
         receivers = self._receivers(data)
-        k = min(self.cfg.obs.neighbours, o)
-        radius = self.cfg.obs.radius_km
+        k = min(self.config.obs.neighbours, o)
+        radius = self.config.obs.radius_km
         limit = np.inf if radius is None else float(arc_to_chord(radius / EARTH_RADIUS_KM))
         tree = cKDTree(unit_vectors(lat, lon))
         _, idx = tree.query(unit_vectors(data.lat[receivers], data.lon[receivers]), k=k, distance_upper_bound=limit)
@@ -173,7 +173,7 @@ class AssimilateTask(Task):
         keep = idx < o
         new = np.stack([n + idx[keep], np.repeat(receivers, keep.sum(axis=1))]).astype(np.int64)
         if not new.shape[1]:
-            raise ConfigError(f"task.obs.radius_km={self.cfg.obs.radius_km}: no observation site is that close to "
+            raise ConfigError(f"task.obs.radius_km={self.config.obs.radius_km}: no observation site is that close to "
                               "any node; raise it or set it to null")
         # a site no receiver chose (where sites crowd) sends to its nearest receiver, as long as it is close enough
         unheard = np.setdiff1d(np.arange(o), idx[keep])
@@ -224,7 +224,7 @@ class AssimilateTask(Task):
             empty = np.flatnonzero(~valid)
             raise ConfigError(f"task.obs: no valid observation at {len(empty)} of {len(valid)} time steps (the first "
                               f"{str(self.data.times[empty[0]])[:16]}; {self.H.shape[0]} sites, missing "
-                              f"{self.cfg.obs.missing:g}); raise task.obs.count or lower task.obs.missing")
+                              f"{self.config.obs.missing:g}); raise task.obs.count or lower task.obs.missing")
         self._times_with_obs = valid
 
     # ------------------------------------------------------------------------------ samples
@@ -236,7 +236,7 @@ class AssimilateTask(Task):
         """Steps with a valid observation (and, for persistence, the background's step within ``steps``)."""
         steps = np.asarray(steps, dtype=np.int64)
         s = set(steps.tolist())
-        lead = self.cfg.background.lead if self.cfg.background.kind == "persistence" else 0
+        lead = self.config.background.lead if self.config.background.kind == "persistence" else 0
         return np.array([t for t in steps if (t - lead) in s and self._times_with_obs[t]
                          and bool(self._xb_valid[t].any())], dtype=np.int64)
 
@@ -250,7 +250,7 @@ class AssimilateTask(Task):
         return out
 
     def _setup_oi(self, train: np.ndarray) -> None:
-        cfg, data = self.cfg.oi, self.data
+        cfg, data = self.config.oi, self.data
         t = torch.from_numpy(train)
         truth = self._X[t][:, : self.num_grid].numpy()
         valid = (self._M[t][:, : self.num_grid] & self._xb_valid[t]).numpy()
@@ -258,13 +258,13 @@ class AssimilateTask(Task):
         area = np.asarray(data.area[: self.num_grid])
         sigma_b, length, bias = fit_background_errors(errors, valid, data.lat[: self.num_grid],
                                                       data.lon[: self.num_grid], area, cfg.correlation,
-                                                      seed=int(self.cfg.seed))
+                                                      seed=int(self.config.seed))
         if cfg.sigma_b is not None:
             sigma_b = self._per_variable(data, cfg.sigma_b, "task.oi.sigma_b") / data.std
         if cfg.length_scale is not None:
             length = self._per_variable(data, cfg.length_scale, "task.oi.length_scale")
         self.innovation_scale = torch.from_numpy((1.0 / np.maximum(sigma_b, 1e-12)).astype(np.float32))
-        if self.cfg.balance_variables:  # each variable counts by the share of its background error corrected
+        if self.config.balance_variables:  # each variable counts by the share of its background error corrected
             balance = 1.0 / np.maximum(sigma_b, 1e-12) ** 2
             self.var_weights = self._given_weights * torch.from_numpy((balance / balance.mean()).astype(np.float32))
         errors_model = ErrorModel(sigma_b=sigma_b, length_km=length, sigma_o=self.sigma_o, correlation=cfg.correlation)
@@ -275,7 +275,7 @@ class AssimilateTask(Task):
                 "bias": float(bias[i] * data.std[i]), "sigma_o": float(self.sigma_o[i] * data.std[i]),
                 "fitted": {"sigma_b": cfg.sigma_b is None, "length_km": cfg.length_scale is None}}
             for i, v in enumerate(data.variables)}
-        if self.cfg.oi_input:  # OI's analysis of every step, computed once: what grid nodes read as an input
+        if self.config.oi_input:  # OI's analysis of every step, computed once: what grid nodes read as an input
             steps = torch.arange(data.num_times)
             innovation, valid = self.innovations(steps)
             increment = torch.zeros(data.num_times, self.num_grid, data.num_vars)
@@ -289,7 +289,7 @@ class AssimilateTask(Task):
     def summary(self) -> dict:
         """What the run's summary records of the task: the observing network and OI's statistics."""
         return {"observations": int(self.H.shape[0]), "observed_grid_nodes": int(self.observed.sum()),
-                "grid_nodes": len(self.rows), "background": self.cfg.background.kind, "oi": self.oi_statistics}
+                "grid_nodes": len(self.rows), "background": self.config.background.kind, "oi": self.oi_statistics}
 
     def valid_counts(self, anchors: np.ndarray, split: str = "train") -> np.ndarray:
         t = torch.from_numpy(np.asarray(anchors, dtype=np.int64))

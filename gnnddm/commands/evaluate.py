@@ -218,7 +218,7 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
     :class:`DataError` when the data is not the data the model was trained on."""
     import torch
 
-    from gnnddm.config import build
+    from gnnddm.config import build_component
     from gnnddm.data.pipeline import build_problem
     from gnnddm.models.graph import prepare_graph
     from gnnddm.schema import validate
@@ -230,7 +230,7 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
         torch.set_num_threads(trainer.threads)
     device = torch.device(trainer.device)
     problem = build_problem(cfg)
-    task = build(cfg.task, "task")(problem.data)
+    task = build_component(cfg.task, "task", problem.data)
     data = task.data  # the graph trained on (assimilation's joint graph with the observation nodes)
     diffs = bundle.differences(data)
     if diffs:
@@ -238,8 +238,7 @@ def rebuild(cfg: DictConfig, bundle) -> Rebuilt:
         raise DataError(f"{bundle.path}: the data rebuilt from its configuration is not the data the model was "
                         f"trained on: {'; '.join(diffs[:4])}{more}; use it on data with the training split's "
                         "variables, normalisation and graph")
-    model = build(cfg.model, "model")(in_channels=task.in_channels, out_channels=task.out_channels,
-                                      edge_dim=int(bundle.graph["edge_dim"]))
+    model = build_component(cfg.model, "model", task.in_channels, task.out_channels, int(bundle.graph["edge_dim"]))
     try:
         model.load_state_dict(bundle.state_dict)
     except RuntimeError as exc:

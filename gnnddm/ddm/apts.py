@@ -60,7 +60,6 @@ from dataclasses import dataclass, field
 import torch
 
 from gnnddm.ddm.base import (
-    DEFAULT_SOLVER,
     Algorithm,
     SolverConfig,
     TrustRegion,
@@ -72,7 +71,7 @@ from gnnddm.ddm.blocks import ParameterBlock, parameter_blocks
 from gnnddm.ddm.halo_sync import fine_path, require_stages
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import Invalid, at_least, check_args, one_of
+from gnnddm.schema.fields import Invalid, at_least, one_of
 
 LOCAL_METHODS = ("trust_region", "solver")
 
@@ -104,6 +103,8 @@ class APTS(Algorithm):
 
     Parameters
     ----------
+    model, objective, comm, optimizer, config, **options
+        See :class:`~gnnddm.ddm.base.Algorithm`; the keys of ``config`` (:class:`APTSConfig`) are:
     blocks : "layers", int or list of str
         The parameter blocks (:func:`~gnnddm.ddm.blocks.parameter_blocks`).
     local_steps : int
@@ -131,26 +132,17 @@ class APTS(Algorithm):
     uses_full_batch = False
     layerwise_halo = True
 
-    def __init__(self, model, objective, comm, optimizer=None, blocks="layers", local_steps: int = 3,
-                 local_method: str = "trust_region", local_solver=None, globalization: str = "trust_region",
-                 eta1: float = 0.25, eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2,
-                 radius0: float = 0.1, radius_min: float = 1e-4, radius_max: float = 10.0, kappa: float = 1.0,
-                 varsigma: float = 1e-2, nonmonotone_window: int = 1, global_pass: bool = False,
-                 global_steps: int = 0, hybrid: bool = False):
-        check_args(APTSConfig, "ddm", blocks=blocks, local_steps=local_steps, local_method=local_method,
-                   globalization=globalization, eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc,
-                   radius0=radius0, radius_min=radius_min, radius_max=radius_max, kappa=kappa, varsigma=varsigma,
-                   nonmonotone_window=nonmonotone_window, global_pass=global_pass, global_steps=global_steps,
-                   hybrid=hybrid)
-        super().__init__(model, objective, comm, optimizer)
+    def __init__(self, model, objective, comm, optimizer=None, *, local_solver=None,
+                 config: APTSConfig | None = None, **options):
+        super().__init__(model, objective, comm, optimizer, config=config, **options)
+        c = self.config
         require_stages(model, "ddm=apts")
-        self.blocks: list[ParameterBlock] = parameter_blocks(model, self.params, blocks)
-        self.local_steps, self.local_method, self.globalization = local_steps, local_method, globalization
-        self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,
-                              radius_max=radius_max)
-        self.kappa, self.varsigma = float(kappa), float(varsigma)
-        self.window_size, self.global_pass, self.global_steps = nonmonotone_window, global_pass, global_steps
-        self.hybrid = hybrid
+        self.blocks: list[ParameterBlock] = parameter_blocks(model, self.params, c.blocks)
+        self.local_steps, self.local_method, self.globalization = c.local_steps, c.local_method, c.globalization
+        self.tr = TrustRegion.of(c)
+        self.kappa, self.varsigma = float(c.kappa), float(c.varsigma)
+        self.window_size, self.global_pass, self.global_steps = c.nonmonotone_window, c.global_pass, c.global_steps
+        self.hybrid = hybrid = c.hybrid
         if hybrid and objective.num_parts == 1:
             raise ConfigError("ddm.hybrid: a rank per (block, graph part) pair needs graph parts; set "
                               "partition.num_parts > 1 or ddm.hybrid=false")
@@ -160,13 +152,13 @@ class APTS(Algorithm):
         self.path, self.inputs = fine_path(objective, comm, self._timed_part)
         self.work = self.path.work(objective.num_nodes)
         self.layers = int(model.num_layers)
-        if local_method == "solver":
-            factory = local_solver or DEFAULT_SOLVER
+        if self.local_method == "solver":
+            factory = local_solver or c.local_solver.factory()
             for d, block in enumerate(self.blocks):
                 params = self.block_params(block)
                 for key in ([f"block{d}.part{k}" for k in self.parts] if hybrid else [f"block{d}"]):
                     self.solvers[key] = make_local_solver(factory, params)
-        if global_steps:
+        if self.global_steps:
             self._global_optimizer()
         self.window: list[float] = []
         self.accumulator: torch.Tensor | None = None  # OFFO: ς + Σ g², per coordinate

@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 import torch
 
 from gnnddm.ddm.base import (
-    DEFAULT_SOLVER,
     Algorithm,
     SolverConfig,
     TrustRegion,
@@ -54,7 +53,7 @@ from gnnddm.ddm.base import (
     offo_box,
 )
 from gnnddm.ddm.solvers import Ball, Box, span_minimize
-from gnnddm.schema.fields import Invalid, at_least, check_args, one_of
+from gnnddm.schema.fields import Invalid, at_least, one_of
 
 COMBINES = ("sum", "average", "span")
 TRIALS = ("fused", "separate")
@@ -99,11 +98,14 @@ class ASM(Algorithm):
 
     Parameters
     ----------
+    model, objective, comm, optimizer, config, **options
+        See :class:`~gnnddm.ddm.base.Algorithm`; the keys of ``config`` (:class:`ASMConfig`) are:
     local_steps : int
         m >= 1 local-solver steps per subdomain and outer iteration.
-    local_solver : callable
+    local_solver : callable or SolverConfig
         ``params -> torch.optim.Optimizer`` (e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``); one
-        per subdomain.
+        per subdomain. The constructor's ``local_solver`` argument takes the built factory; without it the
+        factory is the config node's class with its ``lr`` (:meth:`~gnnddm.ddm.base.SolverConfig.factory`).
     foc : bool
         First-order coherence term in h_k.
     combine : {"average", "sum", "span"}
@@ -129,23 +131,16 @@ class ASM(Algorithm):
     Config = ASMConfig
     uses_full_batch = False
 
-    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
-                 local_solver=None, foc: bool = True, combine: str = "average",
-                 globalization: str = "trust_region", eta1: float = 0.25, eta2: float = 0.75,
-                 gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
-                 radius_max: float = 10.0, trial: str = "fused", global_pass: bool = False,
-                 span_steps: int = 4, kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
-        check_args(ASMConfig, "ddm", local_steps=local_steps, foc=foc, combine=combine, globalization=globalization,
-                   eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc, radius0=radius0,
-                   radius_min=radius_min, radius_max=radius_max, trial=trial, global_pass=global_pass,
-                   span_steps=span_steps, kappa=kappa, varsigma=varsigma, global_steps=global_steps)
-        super().__init__(model, objective, comm, optimizer)
-        self.local_steps, self.foc, self.combine, self.globalization = local_steps, foc, combine, globalization
-        self.local_solver = local_solver or DEFAULT_SOLVER
-        self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,
-                              radius_max=radius_max)
-        self.trial, self.global_pass, self.span_steps = trial, global_pass, span_steps
-        self.kappa, self.varsigma, self.global_steps = float(kappa), float(varsigma), global_steps
+    def __init__(self, model, objective, comm, optimizer=None, *, local_solver=None, config: ASMConfig | None = None,
+                 **options):
+        super().__init__(model, objective, comm, optimizer, config=config, **options)
+        c = self.config
+        self.local_steps, self.foc, self.combine, self.globalization = c.local_steps, c.foc, c.combine, c.globalization
+        self.local_solver = local_solver or c.local_solver.factory()
+        self.tr = TrustRegion.of(c)
+        self.trial, self.global_pass = c.trial, c.global_pass
+        self.span_steps = c.span_steps if c.combine == "span" else None
+        self.kappa, self.varsigma, self.global_steps = float(c.kappa), float(c.varsigma), c.global_steps
         if self.global_steps:
             self._global_optimizer()
         for k in self.parts:

@@ -35,10 +35,19 @@ import torch
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import REQUIRED, Component, Invalid, above, at_least, between, check_args, one_of, spec
+from gnnddm.schema.fields import (
+    REQUIRED,
+    Component,
+    Invalid,
+    above,
+    at_least,
+    between,
+    check_args,
+    configured,
+    one_of,
+    spec,
+)
 
-#: the local solver when none is given: Adam with lr 1e-3 (as conf/ddm/*.yaml)
-DEFAULT_SOLVER = functools.partial(torch.optim.Adam, lr=1e-3)
 GLOBALIZATIONS = ("trust_region", "offo", "none")
 
 
@@ -55,6 +64,14 @@ class SolverConfig:
     lr: float = field(default=1.0e-3, metadata=above(0.0, "a learning rate "))
 
     open: ClassVar[bool] = True
+
+    def factory(self):
+        """``params -> torch.optim.Optimizer``: the class of ``_target_`` with ``lr`` (a Python caller's
+        solver when it passes none; a configured run passes the node built with all its keys, see
+        :func:`gnnddm.config.build_component`)."""
+        from hydra.utils import get_class
+
+        return functools.partial(get_class(self._target_), lr=self.lr)
 
 
 @dataclass
@@ -137,6 +154,12 @@ class TrustRegion:
                    gamma_dec=self.gamma_dec, gamma_inc=self.gamma_inc, radius_min=self.radius_min,
                    radius_max=self.radius_max)
         self.radius = float(self.radius)
+
+    @classmethod
+    def of(cls, config: TrustRegionConfig) -> TrustRegion:
+        """The trust region of an algorithm's validated ``ddm`` section."""
+        return cls(config.radius0, config.eta1, config.eta2, config.gamma_dec, config.gamma_inc,
+                   radius_min=config.radius_min, radius_max=config.radius_max)
 
     def update(self, actual: float, predicted: float) -> tuple[float, bool]:
         """(ρ, accepted) for the given decreases; updates :attr:`radius`."""
@@ -233,6 +256,13 @@ class Algorithm:
         algorithm accounts its work and collectives in.
     optimizer : callable, optional
         ``optimizer(params) -> torch.optim.Optimizer``: the global optimizer (the ``optimizer`` group).
+    config : Config, optional
+        The algorithm's parameters: its validated ``ddm`` section (an instance of :attr:`Config`, as
+        :func:`gnnddm.ddm.build_algorithm` passes it).
+    **options
+        Instead of ``config``: its keys as keyword arguments (``ASM(model, objective, comm, local_steps=5)``),
+        checked against :attr:`Config`, which gives the rest their defaults. The constructors of the
+        algorithms write no default of their own.
     """
 
     name = "algorithm"
@@ -248,12 +278,15 @@ class Algorithm:
     layerwise_halo = False
 
     @classmethod
-    def coarse_levels(cls, data, graph_builder=None, **options) -> list:
-        """The coarse levels the algorithm's objective needs, from its ``ddm`` options (none here); the
-        objective is built with them once (:func:`gnnddm.ddm.build_objective`)."""
+    def coarse_levels(cls, data, config, graph_builder=None) -> list:
+        """The coarse levels the algorithm's objective needs, from its validated ``ddm`` section ``config``
+        (none here); the objective is built with them once (:func:`gnnddm.ddm.build_objective`)."""
         return []
 
-    def __init__(self, model, objective, comm, optimizer=None):
+    def __init__(self, model, objective, comm, optimizer=None, *, config=None, **options):
+        #: the validated ``ddm`` section (an instance of :attr:`Config`): ``config`` as given, or
+        #: :attr:`Config` parsed from a Python caller's keyword ``options`` (the schema's defaults for the rest)
+        self.config = configured(self.Config, "ddm", config, options)
         self.model = model
         self.objective = objective
         self.comm = comm

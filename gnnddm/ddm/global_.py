@@ -25,8 +25,8 @@ class Global(Algorithm):
     Config = GlobalConfig
     whole_graph = True
 
-    def __init__(self, model, objective, comm, optimizer=None):
-        super().__init__(model, objective, comm, optimizer)
+    def __init__(self, model, objective, comm, optimizer=None, *, config=None, **options):
+        super().__init__(model, objective, comm, optimizer, config=config, **options)
         self._global_optimizer()
 
     def _step(self, losses) -> dict[str, float]:

@@ -257,8 +257,8 @@ class HaloSync(Algorithm):
     uses_full_batch = False
     layerwise_halo = True
 
-    def __init__(self, model, objective, comm, optimizer=None):
-        super().__init__(model, objective, comm, optimizer)
+    def __init__(self, model, objective, comm, optimizer=None, *, config=None, **options):
+        super().__init__(model, objective, comm, optimizer, config=config, **options)
         require_stages(model, "ddm=halo_sync")
         self._global_optimizer()
         self.path, self.inputs = fine_path(objective, comm, self.timed)

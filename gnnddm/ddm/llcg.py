@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gnnddm.ddm.local_avg import LocalAvg, LocalAvgConfig
-from gnnddm.schema.fields import at_least, check_args
+from gnnddm.schema.fields import at_least
 
 
 @dataclass
@@ -31,11 +31,10 @@ class LLCG(LocalAvg):
     Config = LLCGConfig
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
-    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
-                 local_solver=None, server_steps: int = 1):
-        super().__init__(model, objective, comm, optimizer, local_steps, local_solver)
-        check_args(LLCGConfig, "ddm", server_steps=server_steps)
-        self.server_steps = server_steps
+    def __init__(self, model, objective, comm, optimizer=None, *, local_solver=None,
+                 config: LLCGConfig | None = None, **options):
+        super().__init__(model, objective, comm, optimizer, local_solver=local_solver, config=config, **options)
+        self.server_steps = self.config.server_steps
         self._global_optimizer()
 
     def _step(self, losses) -> dict[str, float]:

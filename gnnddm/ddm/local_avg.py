@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gnnddm.ddm.base import DEFAULT_SOLVER, Algorithm, AlgorithmConfig, SolverConfig
-from gnnddm.schema.fields import at_least, check_args
+from gnnddm.ddm.base import Algorithm, AlgorithmConfig, SolverConfig
+from gnnddm.schema.fields import at_least
 
 
 @dataclass
@@ -32,24 +32,26 @@ class LocalAvg(Algorithm):
 
     Parameters
     ----------
+    model, objective, comm, optimizer, config, **options
+        See :class:`~gnnddm.ddm.base.Algorithm`; the keys of ``config`` (:class:`LocalAvgConfig`) are:
     local_steps : int
         m >= 1.
-    local_solver : callable
+    local_solver : callable or SolverConfig
         ``params -> torch.optim.Optimizer``; one solver (and its state) per subdomain, kept across outer
-        iterations.
+        iterations (the argument: the built factory; without it, the config node's class with its ``lr``).
     """
 
     name = "local_avg"
     Config = LocalAvgConfig
     uses_full_batch = False
 
-    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
-                 local_solver=None):
-        check_args(LocalAvgConfig, "ddm", local_steps=local_steps)
-        super().__init__(model, objective, comm, optimizer)
-        self.local_steps = local_steps
+    def __init__(self, model, objective, comm, optimizer=None, *, local_solver=None,
+                 config: LocalAvgConfig | None = None, **options):
+        super().__init__(model, objective, comm, optimizer, config=config, **options)
+        self.local_steps = self.config.local_steps
+        factory = local_solver or self.config.local_solver.factory()
         for k in self.parts:
-            self._make_solver(f"part{k}", local_solver or DEFAULT_SOLVER)
+            self._make_solver(f"part{k}", factory)
 
     def _average(self, losses, theta_t: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Σ_k ω_k θ_k and f(θ_t) on the batch of ``losses``, after the local solves and one all-reduce; θ is

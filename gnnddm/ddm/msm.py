@@ -24,12 +24,13 @@ the next iteration's first all-reduce, as in ``asm``; radius kept in [radius_min
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from gnnddm.ddm.asm import ASM, SchwarzConfig
 from gnnddm.ddm.base import GLOBALIZATIONS
-from gnnddm.schema.fields import check_args, one_of
+from gnnddm.schema.fields import one_of
 
 
 @dataclass
@@ -38,12 +39,16 @@ class MSMConfig(SchwarzConfig):
     name: str = "msm"
     colored: bool = False
     globalization: str = field(default="none", metadata=one_of(*GLOBALIZATIONS, noun="globalization"))
+    #: not a key: the sequential corrections add up (ASM's ``combine`` is ``sum`` here)
+    combine: ClassVar[str] = "sum"
 
 class MSM(ASM):
     """Multiplicative Schwarz; see the module docstring for the update.
 
     Parameters
     ----------
+    model, objective, comm, optimizer, local_solver, config, **options
+        As for :class:`~gnnddm.ddm.asm.ASM`; the keys of ``config`` (:class:`MSMConfig`) are:
     local_steps, local_solver, foc, globalization, eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min,
     radius_max, trial, global_pass, kappa, varsigma, global_steps
         As for :class:`~gnnddm.ddm.asm.ASM` (the sequential corrections add up: ``combine`` is ``sum``).
@@ -55,19 +60,10 @@ class MSM(ASM):
     name = "msm"
     Config = MSMConfig
 
-    def __init__(self, model, objective, comm, optimizer=None, local_steps: int = 3,
-                 local_solver=None, foc: bool = True, colored: bool = False,
-                 globalization: str = "none", eta1: float = 0.25, eta2: float = 0.75, gamma_dec: float = 0.9,
-                 gamma_inc: float = 1.2, radius0: float = 0.1, radius_min: float = 1e-4,
-                 radius_max: float = 10.0, trial: str = "fused", global_pass: bool = False,
-                 kappa: float = 1.0, varsigma: float = 1e-2, global_steps: int = 0):
-        super().__init__(model, objective, comm, optimizer, local_steps=local_steps,
-                         local_solver=local_solver, foc=foc, combine="sum", globalization=globalization,
-                         eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc, radius0=radius0,
-                         radius_min=radius_min, radius_max=radius_max, trial=trial, global_pass=global_pass,
-                         kappa=kappa, varsigma=varsigma, global_steps=global_steps)
-        check_args(MSMConfig, "ddm", colored=colored)
-        self.colored = colored
+    def __init__(self, model, objective, comm, optimizer=None, *, local_solver=None, config: MSMConfig | None = None,
+                 **options):
+        super().__init__(model, objective, comm, optimizer, local_solver=local_solver, config=config, **options)
+        self.colored = self.config.colored
         active = sorted(self.omega)
         if self.colored:
             self.groups = objective.colour_classes(active)

@@ -77,7 +77,7 @@ from gnnddm.errors import ConfigError
 from gnnddm.partition.halo import halo_plan
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
 from gnnddm.partition.overlap import build_partition
-from gnnddm.schema.fields import above, at_least, check_args, one_of
+from gnnddm.schema.fields import above, at_least, one_of
 
 
 def _per_level(key: str, value, levels: int) -> list[int]:
@@ -162,6 +162,8 @@ class Multilevel(Algorithm):
 
     Parameters
     ----------
+    model, objective, comm, optimizer, config, **options
+        See :class:`~gnnddm.ddm.base.Algorithm`; the keys of ``config`` (:class:`MultilevelConfig`) are:
     levels : int
         L >= 1, the fine level included.
     coarsening : {"grid", "matching", "clusters"}
@@ -171,9 +173,10 @@ class Multilevel(Algorithm):
     pre_smooth, post_smooth : int or list of int
         ν₁, ν₂ per level: one value for all levels, or a list finest first whose last value also holds
         for the levels beyond it.
-    coarse_solver : callable
+    coarse_solver : callable or CoarseSolverConfig
         ``params -> torch.optim.Optimizer`` (a ``functools.partial``); one per coarse level. Without an
-        ``lr`` (or ``lr=None``): the global optimizer's rate.
+        ``lr`` (or ``lr=None``): the global optimizer's rate. The constructor's ``coarse_solver`` argument
+        takes the built factory; without it, the config node's class.
     globalization : {"trust_region", "offo", "none"}
     eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min, radius_max : float
         Trust region (as in ``asm``).
@@ -205,34 +208,23 @@ class Multilevel(Algorithm):
     uses_full_batch = True
     layerwise_halo = True  # on p parts
 
-    def __init__(self, model, objective, comm, optimizer=None, levels: int = 3,
-                 coarsening: str = "grid", clusters: int | None = None, pre_smooth=0, post_smooth=POST_SMOOTH,
-                 coarse_solver=None, globalization: str = "trust_region", eta1: float = 0.25,
-                 eta2: float = 0.75, gamma_dec: float = 0.9, gamma_inc: float = 1.2, radius0: float = 0.1,
-                 radius_min: float = 1e-4, radius_max: float = 10.0, kappa: float = 1.0,
-                 varsigma: float = 1e-2, coarse_distribution="partition", depth_coarsening: bool = False,
-                 depth_restriction: str = "average", depth_prolongation: str = "constant", schedule=None,
-                 seed: int = 0):
-        super().__init__(model, objective, comm, optimizer)
-        check_args(MultilevelConfig, "ddm", levels=levels, coarsening=coarsening, clusters=clusters,
-                   globalization=globalization, eta1=eta1, eta2=eta2, gamma_dec=gamma_dec, gamma_inc=gamma_inc,
-                   radius0=radius0, radius_min=radius_min, radius_max=radius_max, kappa=kappa, varsigma=varsigma,
-                   depth_coarsening=depth_coarsening, depth_restriction=depth_restriction,
-                   depth_prolongation=depth_prolongation, seed=seed)
-        self.levels, self.coarsening = levels, coarsening
-        self.schedule = _schedule(schedule, depth_coarsening, levels)
-        self.depth_prolongation = depth_prolongation
-        self.pre = _per_level("pre_smooth", pre_smooth, self.levels)
-        self.post = _per_level("post_smooth", post_smooth, self.levels)
+    def __init__(self, model, objective, comm, optimizer=None, *, coarse_solver=None,
+                 config: MultilevelConfig | None = None, **options):
+        super().__init__(model, objective, comm, optimizer, config=config, **options)
+        c = self.config
+        self.levels, self.coarsening = c.levels, c.coarsening
+        self.schedule = _schedule(c.schedule, c.depth_coarsening, c.levels)
+        self.depth_prolongation = c.depth_prolongation
+        self.pre = _per_level("pre_smooth", c.pre_smooth, self.levels)
+        self.post = _per_level("post_smooth", c.post_smooth, self.levels)
         if not any(self.pre) and not any(self.post):
             raise ConfigError("ddm.pre_smooth / ddm.post_smooth: ν = 0 at every level, so a cycle does nothing; "
                               "give at least one level a smoothing step (e.g. ddm.post_smooth=1)")
-        self.globalization = globalization
-        self.tr = TrustRegion(radius0, eta1, eta2, gamma_dec, gamma_inc, radius_min=radius_min,
-                              radius_max=radius_max)
-        self.kappa, self.varsigma = float(kappa), float(varsigma)
+        self.globalization = c.globalization
+        self.tr = TrustRegion.of(c)
+        self.kappa, self.varsigma = float(c.kappa), float(c.varsigma)
         optimizer_lr = self._global_optimizer().param_groups[0]["lr"]
-        self.coarse_solver = coarse_solver or functools.partial(torch.optim.Adam, lr=None)
+        self.coarse_solver = coarse_solver or c.coarse_solver.factory()
         if getattr(self.coarse_solver, "keywords", {}).get("lr") is None:  # the fine optimizer's rate
             self.coarse_solver = functools.partial(self.coarse_solver, lr=float(optimizer_lr))
         # level ℓ's graph: 0 the data's, i the i-th coarse graph of the objective
@@ -243,13 +235,13 @@ class Multilevel(Algorithm):
         if objective.num_coarse_levels < graphs - 1:
             raise ConfigError(f"ddm.levels: {self.levels} levels need {graphs - 1} coarse graphs, the "
                               f"objective has {objective.num_coarse_levels}; build it with them "
-                              "(gnnddm.ddm.build_objective, or Multilevel.coarse_levels(data, ...))")
-        self.networks, self.transfers = self._depth_hierarchy(depth_coarsening, depth_restriction)
+                              "(gnnddm.ddm.build_objective, or Multilevel.coarse_levels(data, config))")
+        self.networks, self.transfers = self._depth_hierarchy(c.depth_coarsening, c.depth_restriction)
         for level in range(1, self.levels):
             self.solvers[f"level{level}"] = make_local_solver(self.coarse_solver, self.networks[level].params,
                                                               "ddm.coarse_solver")
         if objective.num_parts > 1:
-            graph_distribution = ["partition", *_distributions(coarse_distribution, graphs - 1)]
+            graph_distribution = ["partition", *_distributions(c.coarse_distribution, graphs - 1)]
         else:
             graph_distribution = ["whole"] * graphs
         self.distribution = [graph_distribution[g] for g in self.graph_of]
@@ -261,15 +253,15 @@ class Multilevel(Algorithm):
         self.fine_losses = 0.0  # forward-only passes on the fine level (the trust-region test's f(θ_a + s))
 
     @classmethod
-    def coarse_levels(cls, data, graph_builder=None, levels: int = 3, coarsening: str = "grid",
-                      clusters: int | None = None, seed: int = 0, schedule=None, depth_coarsening: bool = False,
-                      **_) -> list:
+    def coarse_levels(cls, data, config: MultilevelConfig, graph_builder=None) -> list:
         """The coarse graphs of the hierarchy (:func:`gnnddm.partition.hierarchy.build_hierarchy`): one per
         coarse level that coarsens in space (``ddm.schedule``)."""
-        graphs = sum(kind != "depth" for kind in _schedule(schedule, depth_coarsening, levels))
+        schedule = _schedule(config.schedule, config.depth_coarsening, config.levels)
+        graphs = sum(kind != "depth" for kind in schedule)
         if graphs == 0:
             return []
-        return build_hierarchy(data, graphs, coarsening, rebuild=graph_builder, clusters=clusters, seed=seed)
+        return build_hierarchy(data, graphs, config.coarsening, rebuild=graph_builder, clusters=config.clusters,
+                               seed=config.seed)
 
     def _depth_hierarchy(self, depth: bool, restriction: str) -> tuple[list[Algorithm], list]:
         """Every level's network (this algorithm's own until a level coarsens in depth: then a
@@ -292,7 +284,7 @@ class Multilevel(Algorithm):
                 transfers.append(None)
                 continue
             coarse, transfer = coarsen_depth(networks[-1].model, restriction)
-            networks.append(_LevelNetwork(coarse, self.objective, self.comm, self.accounting))
+            networks.append(_LevelNetwork(coarse, self.objective, self.comm))
             transfers.append(transfer)
         return networks, transfers
 

@@ -26,8 +26,8 @@ class Sync(Algorithm):
     Config = SyncConfig
     uses_full_batch = False
 
-    def __init__(self, model, objective, comm, optimizer=None):
-        super().__init__(model, objective, comm, optimizer)
+    def __init__(self, model, objective, comm, optimizer=None, *, config=None, **options):
+        super().__init__(model, objective, comm, optimizer, config=config, **options)
         self._global_optimizer()
 
     def _step(self, losses) -> dict[str, float]:

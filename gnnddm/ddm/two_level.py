@@ -39,7 +39,7 @@ import torch
 from gnnddm.ddm.asm import ASM, ASMConfig
 from gnnddm.errors import ConfigError
 from gnnddm.partition.hierarchy import COARSENINGS, build_hierarchy
-from gnnddm.schema.fields import Invalid, at_least, check_args, one_of
+from gnnddm.schema.fields import Invalid, at_least, one_of
 
 
 def build_coarse_levels(data, clusters, levels: int, method: str = "metis", seed: int = 0) -> list:
@@ -105,31 +105,27 @@ class TwoLevel(ASM):
     Config = TwoLevelConfig
     uses_full_batch = True  # server steps / coarse levels read the whole graph
 
-    def __init__(self, model, objective, comm, optimizer=None, coarse: str = "pre",
-                 coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1, coarse_method: str = "metis",
-                 coarsening: str = "clusters", **asm_options):
-        super().__init__(model, objective, comm, optimizer, **asm_options)
-        check_args(TwoLevelConfig, "ddm", coarse=coarse, coarse_steps=coarse_steps, coarse_clusters=coarse_clusters,
-                   coarse_levels=coarse_levels, coarse_method=coarse_method, coarsening=coarsening)
-        self.coarse, self.coarse_steps = coarse, coarse_steps
+    def __init__(self, model, objective, comm, optimizer=None, *, local_solver=None,
+                 config: TwoLevelConfig | None = None, **options):
+        super().__init__(model, objective, comm, optimizer, local_solver=local_solver, config=config, **options)
+        self.coarse, self.coarse_steps = self.config.coarse, self.config.coarse_steps
         if self.coarse_steps and objective.num_coarse_levels == 0:
             raise ConfigError("ddm.coarse_steps: the coarse correction needs the objective's coarse levels; build "
                               "the objective with them (gnnddm.ddm.build_objective, or Objective(..., "
-                              "coarse_levels=TwoLevel.coarse_levels(data, ...)))")
+                              "coarse_levels=TwoLevel.coarse_levels(data, config)))")
         self.levels = objective.num_coarse_levels if self.coarse_steps else 0
         for level in range(self.levels):
             self._make_solver(f"coarse{level}", self.local_solver)
 
     @classmethod
-    def coarse_levels(cls, data, graph_builder=None, coarse_steps: int = 3, coarse_clusters=64, coarse_levels: int = 1,
-                      coarse_method: str = "metis", coarsening: str = "clusters", **_) -> list:
+    def coarse_levels(cls, data, config: TwoLevelConfig, graph_builder=None) -> list:
         """The coarse space: ``coarse_levels`` levels of METIS clusters, grid cells or matchings."""
-        if not coarse_steps:
+        if not config.coarse_steps:
             return []
-        if coarsening == "clusters":
-            return build_coarse_levels(data, coarse_clusters, coarse_levels, coarse_method)
-        return build_hierarchy(data, coarse_levels, coarsening, levels_key="ddm.coarse_levels", levels_offset=0,
-                               rebuild=graph_builder)
+        if config.coarsening == "clusters":
+            return build_coarse_levels(data, config.coarse_clusters, config.coarse_levels, config.coarse_method)
+        return build_hierarchy(data, config.coarse_levels, config.coarsening, levels_key="ddm.coarse_levels",
+                               levels_offset=0, rebuild=graph_builder)
 
     def coarse_model(self, losses, level: int, anchor: torch.Tensor, g: torch.Tensor):
         """(h_c, first): the τ-corrected coarse model around ``anchor`` on the batch of ``losses`` (restricted

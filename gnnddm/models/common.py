@@ -14,11 +14,27 @@ materialised, which is what makes the sum/mean layers fast and light on memory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gnnddm.models.graph import Graph
+from gnnddm.schema.fields import Component, at_least
+
+#: the neighbour aggregations of :func:`adjacency` (GraphSAGE's ``aggr``)
+AGGREGATIONS = ("mean", "sum")
+
+
+@dataclass
+class ModelConfig(Component):
+    """The keys of every ``model`` option: width and depth (the message-passing layers L that set the exact
+    overlap). Each model class names its schema, a subclass, in ``Config``; ``in_channels``,
+    ``out_channels`` and ``edge_dim`` come from the data at run time and are no config keys."""
+
+    hidden: int = field(default=64, metadata=at_least(1))
+    layers: int = field(default=3, metadata=at_least(1))
 
 
 def check_edge_dim(edge_dim) -> None:

@@ -16,6 +16,7 @@ subdomain problems exact (``num_message_passing_layers``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -26,8 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from gnnddm.errors import ConfigError
 from gnnddm.models.common import MLP, check_edge_dim, check_keep, run_stages, scaled
 from gnnddm.models.graph import Graph
-from gnnddm.schema.fields import check_args
-from gnnddm.schema.model import EncodeProcessDecodeConfig
+from gnnddm.schema.fields import Component, at_least, configured
 
 KINDS = ("encoder", "processor", "decoder")
 """The edge kinds, in the order of the one-hot that ends ``edge_attr``."""
@@ -345,6 +345,20 @@ def _embed(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------------- model
+@dataclass
+class EncodeProcessDecodeConfig(Component):
+    """GraphCast's encoder-processor-decoder (``graph=icosahedral``). Not a
+    :class:`~gnnddm.models.common.ModelConfig`: its depth is ``processor_layers``, the mesh layers, and it
+    has ``processor_layers + 2`` message-passing layers (the encoder and decoder pass messages too), so a
+    ``layers`` key would be misread as either."""
+
+    _target_: str = "gnnddm.models.encode_process_decode.EncodeProcessDecode"
+    hidden: int = field(default=64, metadata=at_least(1))
+    processor_layers: int = field(default=4, metadata=at_least(1))
+    mlp_layers: int = field(default=2, metadata=at_least(1))
+    recompute: bool = False
+
+
 class EncodeProcessDecode(nn.Module):
     """GraphCast's structure on the joint grid + mesh graph of ``graph=icosahedral`` (module docstring).
 
@@ -367,6 +381,9 @@ class EncodeProcessDecode(nn.Module):
         Width of ``edge_attr``: the geometric features, then the one-hot ``(is_encoder, is_processor,
         is_decoder)``; at least 4. The features enter the embedders as they are (the builder gives them in
         radians of arc, of order 1 or less).
+    config : EncodeProcessDecodeConfig, optional
+        The validated ``model`` section; or its keys as keyword ``**options`` (the schema's defaults for
+        the rest). Its keys:
     hidden : int
         Latent width of nodes and edges.
     processor_layers : int
@@ -391,19 +408,13 @@ class EncodeProcessDecode(nn.Module):
         ``τ`` is not used.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        edge_dim: int,
-        hidden: int = 64,
-        processor_layers: int = 4,
-        mlp_layers: int = 2,
-        recompute: bool = False,
-    ):
+    Config = EncodeProcessDecodeConfig
+
+    def __init__(self, in_channels: int, out_channels: int, edge_dim: int, *,
+                 config: EncodeProcessDecodeConfig | None = None, **options):
         super().__init__()
-        check_args(EncodeProcessDecodeConfig, "model", hidden=hidden, processor_layers=processor_layers,
-                   mlp_layers=mlp_layers, recompute=recompute)
+        c = configured(self.Config, "model", config, options)
+        hidden, processor_layers, mlp_layers, recompute = c.hidden, c.processor_layers, c.mlp_layers, c.recompute
         self.recompute = recompute
         check_edge_dim(edge_dim)
         if edge_dim < 4:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,10 +11,9 @@ from torch_geometric.nn import GATv2Conv
 
 from gnnddm.errors import ConfigError
 from gnnddm.models.attention import gatv2_attention
-from gnnddm.models.common import check_edge_dim, run_stages
+from gnnddm.models.common import ModelConfig, check_edge_dim, run_stages
 from gnnddm.models.graph import Graph
-from gnnddm.schema.fields import check_args
-from gnnddm.schema.model import GATv2Config
+from gnnddm.schema.fields import Invalid, at_least, configured
 
 
 def gatv2_layer(conv: GATv2Conv, h: torch.Tensor, graph: Graph) -> torch.Tensor:
@@ -58,6 +59,17 @@ def gatv2_layer(conv: GATv2Conv, h: torch.Tensor, graph: Graph) -> torch.Tensor:
     return out if conv.bias is None else out + conv.bias
 
 
+@dataclass
+class GATv2Config(ModelConfig):
+    _target_: str = "gnnddm.models.gatv2.GATv2"
+    heads: int = field(default=4, metadata=at_least(1))
+    negative_slope: float = field(default=0.2, metadata=at_least(0.0))
+
+    def __post_init__(self):
+        if self.hidden % self.heads:
+            raise Invalid("hidden", f"must be divisible by model.heads={self.heads}, got {self.hidden}")
+
+
 class GATv2(nn.Module):
     """A stack of ``layers`` GATv2 layers with ELU in between: in -> hidden -> ... -> hidden -> out.
 
@@ -69,6 +81,9 @@ class GATv2(nn.Module):
     in_channels, out_channels : int
     edge_dim : int
         Width of ``graph.edge_attr``; 0 ignores edge features.
+    config : GATv2Config, optional
+        The validated ``model`` section; or its keys as keyword ``**options`` (the schema's defaults for
+        the rest). Its keys:
     hidden : int
         Width of the hidden layers; must be divisible by ``heads``.
     layers : int
@@ -78,18 +93,13 @@ class GATv2(nn.Module):
         Slope of the LeakyReLU in the attention logits.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        edge_dim: int = 0,
-        hidden: int = 64,
-        layers: int = 3,
-        heads: int = 4,
-        negative_slope: float = 0.2,
-    ):
+    Config = GATv2Config
+
+    def __init__(self, in_channels: int, out_channels: int, edge_dim: int = 0, *, config: GATv2Config | None = None,
+                 **options):
         super().__init__()
-        check_args(GATv2Config, "model", hidden=hidden, layers=layers, heads=heads, negative_slope=negative_slope)
+        c = configured(self.Config, "model", config, options)
+        hidden, layers, heads, negative_slope = c.hidden, c.layers, c.heads, c.negative_slope
         check_edge_dim(edge_dim)
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
         self.num_message_passing_layers = self.num_layers = layers

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GCNConv
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import run_stages, spmm, weighted_adjacency
+from gnnddm.models.common import ModelConfig, run_stages, spmm, weighted_adjacency
 from gnnddm.models.graph import Graph
-from gnnddm.schema.fields import check_args
-from gnnddm.schema.model import GCNConfig
+from gnnddm.schema.fields import configured
 
 
 def gcn_normalisation(graph: Graph, use_edge_weight: bool = False):
@@ -79,6 +80,12 @@ def gcn_layer(conv: GCNConv, h: torch.Tensor, graph: Graph, use_edge_weight: boo
     return out if conv.bias is None else out + conv.bias
 
 
+@dataclass
+class GCNConfig(ModelConfig):
+    _target_: str = "gnnddm.models.gcn.GCN"
+    use_edge_weight: bool = False
+
+
 class GCN(nn.Module):
     """A stack of ``layers`` GCN layers with ReLU in between: in -> hidden -> ... -> hidden -> out.
 
@@ -87,6 +94,9 @@ class GCN(nn.Module):
     in_channels, out_channels : int
     edge_dim : int
         Accepted for the common model signature; GCN does not use edge features.
+    config : GCNConfig, optional
+        The validated ``model`` section; or its keys as keyword ``**options`` (the schema's defaults for
+        the rest). Its keys:
     hidden : int
     layers : int
         Number of message-passing layers (the receptive field in hops).
@@ -94,17 +104,13 @@ class GCN(nn.Module):
         Weight the adjacency by the graph's ``edge_weight`` (larger = stronger coupling).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        edge_dim: int = 0,
-        hidden: int = 64,
-        layers: int = 3,
-        use_edge_weight: bool = False,
-    ):
+    Config = GCNConfig
+
+    def __init__(self, in_channels: int, out_channels: int, edge_dim: int = 0, *, config: GCNConfig | None = None,
+                 **options):
         super().__init__()
-        check_args(GCNConfig, "model", hidden=hidden, layers=layers, use_edge_weight=use_edge_weight)
+        c = configured(self.Config, "model", config, options)
+        hidden, layers, use_edge_weight = c.hidden, c.layers, c.use_edge_weight
         self.in_channels, self.out_channels = in_channels, out_channels
         self.use_edge_weight = bool(use_edge_weight)
         # The symmetric normalisation reads the degree of each message's source, which depends on that

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gnnddm.errors import ConfigError
-from gnnddm.models.common import MLP, check_edge_dim, check_keep, run_stages, scaled, scatter_sum
+from gnnddm.models.common import MLP, ModelConfig, check_edge_dim, check_keep, run_stages, scaled, scatter_sum
 from gnnddm.models.graph import Graph
-from gnnddm.schema.fields import check_args
-from gnnddm.schema.model import InteractionNetworkConfig
+from gnnddm.schema.fields import at_least, configured
 
 
 class InteractionBlock(nn.Module):
@@ -53,6 +54,12 @@ class InteractionBlock(nn.Module):
         return e, h
 
 
+@dataclass
+class InteractionNetworkConfig(ModelConfig):
+    _target_: str = "gnnddm.models.interaction.InteractionNetwork"
+    mlp_layers: int = field(default=2, metadata=at_least(1))
+
+
 class InteractionNetwork(nn.Module):
     """Node and edge encoders, ``layers`` :class:`InteractionBlock` processors, a node decoder.
 
@@ -62,6 +69,9 @@ class InteractionNetwork(nn.Module):
     edge_dim : int
         Width of ``graph.edge_attr``, encoded into the initial edge latents. With 0 the edges start from
         one learned latent vector shared by all edges, and only the processor makes them differ.
+    config : InteractionNetworkConfig, optional
+        The validated ``model`` section; or its keys as keyword ``**options`` (the schema's defaults for
+        the rest). Its keys:
     hidden : int
         Latent width of nodes and edges.
     layers : int
@@ -76,17 +86,13 @@ class InteractionNetwork(nn.Module):
         ``τ_k`` of block ``k`` (1.0), every block a residual layer (:mod:`gnnddm.models`, Depth).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        edge_dim: int = 0,
-        hidden: int = 64,
-        layers: int = 3,
-        mlp_layers: int = 2,
-    ):
+    Config = InteractionNetworkConfig
+
+    def __init__(self, in_channels: int, out_channels: int, edge_dim: int = 0, *,
+                 config: InteractionNetworkConfig | None = None, **options):
         super().__init__()
-        check_args(InteractionNetworkConfig, "model", hidden=hidden, layers=layers, mlp_layers=mlp_layers)
+        c = configured(self.Config, "model", config, options)
+        hidden, layers, mlp_layers = c.hidden, c.layers, c.mlp_layers
         check_edge_dim(edge_dim)
         self.in_channels, self.out_channels, self.edge_dim = in_channels, out_channels, edge_dim
         self.num_message_passing_layers = self.num_layers = layers

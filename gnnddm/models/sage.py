@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 from torch_geometric.nn import SAGEConv
 
-from gnnddm.models.common import adjacency, check_keep, run_stages, scaled
+from gnnddm.models.common import AGGREGATIONS, ModelConfig, adjacency, check_keep, run_stages, scaled
 from gnnddm.models.graph import Graph
-from gnnddm.schema.fields import check_args
-from gnnddm.schema.model import GraphSAGEConfig
+from gnnddm.schema.fields import configured, one_of
 
 
 class _SAGEFunction(torch.autograd.Function):
@@ -111,6 +112,13 @@ def sage_layer(conv: SAGEConv, h: torch.Tensor, graph: Graph, relu: bool = False
     )
 
 
+@dataclass
+class GraphSAGEConfig(ModelConfig):
+    _target_: str = "gnnddm.models.sage.GraphSAGE"
+    aggr: str = field(default="mean", metadata=one_of(*AGGREGATIONS, noun="aggregation"))
+    residual: bool = False
+
+
 class GraphSAGE(nn.Module):
     """A stack of ``layers`` SAGE layers with ReLU in between: in -> hidden -> ... -> hidden -> out.
 
@@ -120,6 +128,9 @@ class GraphSAGE(nn.Module):
         Node input features and predicted channels.
     edge_dim : int
         Accepted for the common model signature; GraphSAGE does not use edge features.
+    config : GraphSAGEConfig, optional
+        The validated ``model`` section; or its keys as keyword ``**options`` (the schema's defaults for
+        the rest). Its keys:
     hidden : int
         Width of the hidden layers.
     layers : int
@@ -139,18 +150,13 @@ class GraphSAGE(nn.Module):
         :meth:`keep_layers` has its new last layer without ReLU.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        edge_dim: int = 0,
-        hidden: int = 64,
-        layers: int = 3,
-        aggr: str = "mean",
-        residual: bool = False,
-    ):
+    Config = GraphSAGEConfig
+
+    def __init__(self, in_channels: int, out_channels: int, edge_dim: int = 0, *,
+                 config: GraphSAGEConfig | None = None, **options):
         super().__init__()
-        check_args(GraphSAGEConfig, "model", hidden=hidden, layers=layers, aggr=aggr, residual=residual)
+        c = configured(self.Config, "model", config, options)
+        hidden, layers, aggr, residual = c.hidden, c.layers, c.aggr, c.residual
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_message_passing_layers = self.num_layers = layers
         self.residual = residual

@@ -7,8 +7,8 @@ the bad value and what is valid; :func:`problems` lists them all.
 
 Layout: :mod:`~gnnddm.schema.fields` holds the machinery (typed fields with bounds or choices, the
 checker), :mod:`~gnnddm.schema.root` the top-level keys and the ``trainer``, ``accounting``, ``tracking``
-and ``distributed`` sections, and one module per config group (:mod:`~gnnddm.schema.data`,
-:mod:`~gnnddm.schema.graph`, :mod:`~gnnddm.schema.partition`, :mod:`~gnnddm.schema.model`,
+and ``distributed`` sections, and one module per config group whose schemas live here
+(:mod:`~gnnddm.schema.data`, :mod:`~gnnddm.schema.graph`, :mod:`~gnnddm.schema.partition`,
 :mod:`~gnnddm.schema.task`, :mod:`~gnnddm.schema.optimizer`) the schema of each option, a subclass of
 :class:`~gnnddm.schema.fields.Component` whose ``_target_`` default names the component it describes.
 Defining such a class registers it under its group (:attr:`~gnnddm.schema.fields.Component.group`: the
@@ -17,24 +17,30 @@ its registered schemas, computed on use (every module of this package is importe
 schema is the first whose ``_target_`` matches: those of one target in the order they were defined, then
 those matching by ``target_prefix`` (``AdamConfig`` before the schema of any ``torch.optim`` class). An
 option whose defaults differ from those of a shared schema has a subclass of its own
-(``MetisPartitionConfig``), and ``tests/test_defaults.py`` checks that the option files and the
-components' signatures give every key the schema's default.
+(``MetisPartitionConfig``).
 
-The components check their own arguments against the same schemas, so that a Python caller gets the
-same errors as the command line: ``check_args(GraphSAGEConfig, "model", hidden=hidden, ...)``. What
-depends on the data (``graph.k`` below the number of nodes, ``partition.num_parts`` at most the nodes,
-variable names) stays in the component. The schemas import nothing of the components (no torch, no
-xarray), so validating is cheap. A list of names that a schema and a lower layer both need is defined
-here and imported there (``NODE_WEIGHTS`` by :mod:`gnnddm.partition.partitioners`, ``BACKENDS`` by
-:mod:`gnnddm.distributed.world`); where a lower layer keeps its own list (``KERNELS`` and ``WEIGHTINGS``
-of :mod:`gnnddm.graph.weights`, the grid stencils, the synthetic variables), ``tests/test_schema.py``
-compares the schema's copy with it.
+The ``ddm`` and ``model`` groups (:data:`~gnnddm.schema.validate.DECLARED`) keep a component in one
+module: each algorithm and model class names its schema in ``Config``, a
+:class:`~gnnddm.schema.fields.Component` subclass defined beside it (shared keys in
+:mod:`gnnddm.ddm.base`: ``AlgorithmConfig``, ``TrustRegionConfig``, ``SolverConfig``; in
+:mod:`gnnddm.models.common`: ``ModelConfig``), found from the section's ``_target_`` class and not
+registered. Adding an algorithm or a model touches its module, its YAML and its tests only. Validating
+those two groups imports the component's module (torch); the schemas here import nothing of the
+components (no torch, no xarray).
 
-The ``ddm`` group is the exception that keeps an algorithm in one module: each algorithm class names
-its schema in ``Config`` (a :class:`~gnnddm.schema.fields.Component` subclass, with the shared keys in
-:mod:`gnnddm.ddm.base`: ``AlgorithmConfig``, ``TrustRegionConfig``, ``SolverConfig``), found from the
-section's ``_target_`` class; it names no group and is not registered. Adding an algorithm touches its
-module, its YAML and its tests only.
+What a component receives: an algorithm, a model or a task (a class that names its ``Config``) receives
+its validated section, an instance of that schema (:func:`gnnddm.config.build_component`), or a Python
+caller's keyword options parsed by the same schema (:func:`~gnnddm.schema.fields.configured`: the same
+errors as the command line, the schema's defaults for the rest); it writes no default of its own. Data
+loaders, graph builders and partitioners are functions whose keyword arguments are their keys, checked
+on entry (``check_args(GridGraphConfig, "graph", ...)``); ``tests/test_defaults.py`` checks that the
+option files and those signatures give every key the schema's default, and that a configured class's
+constructor names no key of its schema. What depends on the data (``graph.k`` below the number of nodes,
+``partition.num_parts`` at most the nodes, variable names) stays in the component. A list of names that a
+schema and a lower layer both need is defined here and imported there (``NODE_WEIGHTS`` by
+:mod:`gnnddm.partition.partitioners`, ``BACKENDS`` by :mod:`gnnddm.distributed.world`); where a lower layer
+keeps its own list (``KERNELS`` and ``WEIGHTINGS`` of :mod:`gnnddm.graph.weights`, the grid stencils, the
+synthetic variables), ``tests/test_schema.py`` compares the schema's copy with it.
 """
 
 from gnnddm.schema.fields import Invalid, check, check_args, spec

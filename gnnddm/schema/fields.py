@@ -191,6 +191,23 @@ def check_args(schema: type, section: str, **values):
     return instance
 
 
+def configured(schema: type, section: str, config=None, options: Mapping | None = None):
+    """The validated config object a component works from: ``config`` itself (an instance of ``schema``,
+    as :func:`gnnddm.config.build_component` passes it), or ``schema`` parsed from a Python caller's keyword
+    ``options`` (:func:`check_args`: the same checks and messages as the command line, the schema's defaults
+    for the keys not given). A component therefore writes no default of its own: its schema is the one
+    place its keys, types and defaults live."""
+    options = dict(options or {})
+    if config is None:
+        return check_args(schema, section, **options)
+    if options:
+        raise TypeError(f"{section}: give either a config object or keyword options, not both "
+                        f"(got config and {', '.join(options)})")
+    if not isinstance(config, schema):
+        raise TypeError(f"{section}: expected a {schema.__name__}, got {type(config).__name__}")
+    return config
+
+
 def describe(hint) -> str:
     """``int | None`` -> ``"an integer or null"``."""
     if hint is Any:

@@ -4,7 +4,8 @@
 A section of a group is checked against the first schema of :data:`GROUPS` whose ``_target_`` matches its
 own. :data:`GROUPS` is computed from the schemas that register themselves by being defined (a
 :class:`~gnnddm.schema.fields.Component` subclass with a ``_target_`` in ``gnnddm/schema/<group>.py``), so
-no table names them; the ``ddm`` section's schema is the ``Config`` of its ``_target_`` class."""
+no table names them; the ``ddm`` and ``model`` sections' schema is the ``Config`` of their ``_target_`` class
+(:data:`DECLARED`)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class _Groups(Mapping):
     Nothing is listed here: defining a :class:`~gnnddm.schema.fields.Component` subclass with a ``_target_``
     in ``gnnddm/schema/<group>.py`` registers it under ``<group>``, and every module of this package is
     imported before the first look-up, so a new option's schema (or a new group's module) needs no entry.
-    The ``ddm`` group has none: its schemas are declared by the algorithm classes themselves (``Config``).
+    The :data:`DECLARED` groups (``ddm``, ``model``) have none: their schemas are declared by the classes
+    themselves (``Config``).
     """
 
     def _groups(self) -> tuple[str, ...]:
@@ -116,8 +118,16 @@ def group_choices() -> dict[str, str]:
         return {}
 
 
+#: the groups whose options declare their schema on the class they build (``Config``), so that an algorithm
+#: or a model is its module and its YAML file, with no schema module to extend
+DECLARED = ("ddm", "model")
+
+
 def schema_of(group: str, target: str) -> type | None:
     """The schema of the option of ``group`` whose ``_target_`` is ``target``; None if there is none."""
+    if group in DECLARED:
+        found = declared_schema(group, target)
+        return None if isinstance(found, ConfigError) else found
     return next((s for s in GROUPS.get(group, ()) if s.matches(target)), None)
 
 
@@ -125,7 +135,7 @@ def _check_group(group: str, section, option: str | None) -> list[ConfigError]:
     target = section.get("_target_") if isinstance(section, Mapping) else None
     if target is None:
         return [ConfigError(f"{group}: config group has no _target_; choose one of the options in conf/{group}/")]
-    schema = _algorithm_schema(str(target)) if group == "ddm" else schema_of(group, str(target))
+    schema = declared_schema(group, str(target)) if group in DECLARED else schema_of(group, str(target))
     if isinstance(schema, ConfigError):
         return [schema]
     if schema is None:
@@ -136,19 +146,24 @@ def _check_group(group: str, section, option: str | None) -> list[ConfigError]:
     return check(schema, section, f"{group}.", label=label)
 
 
-def _algorithm_schema(target: str):
-    """The ``Config`` schema that an algorithm class declares (the ``ddm`` group: an algorithm is its module
-    and its YAML file, with no table to extend); a ConfigError when the class cannot be found."""
-    from hydra.utils import get_class
+def declared_schema(group: str, target: str):
+    """The ``Config`` schema that the class ``target`` of a :data:`DECLARED` group names (an algorithm of
+    ``ddm``, a model; any class that names one, such as a task); a ConfigError, naming the shipped options'
+    targets, when the class cannot be imported or declares none."""
+    import importlib
 
+    module, _, name = target.rpartition(".")
     try:
-        cls = get_class(target)
-    except Exception:  # noqa: BLE001 - named as the config error it is
-        return ConfigError(f"ddm._target_: cannot import {target!r}; choose one of the options in conf/ddm/")
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        known = ", ".join(sorted(component_targets().get(group, ())))
+        return ConfigError(f"{group}._target_: cannot import {target!r}; known: {known} (the options in "
+                           f"conf/{group}/)")
     schema = getattr(cls, "Config", None)
-    if schema is None or not schema.matches(target):
-        return ConfigError(f"ddm._target_: {target!r} declares no config schema (a Config dataclass whose "
-                           "_target_ is the class; see gnnddm.ddm.base.AlgorithmConfig)")
+    if not isinstance(schema, type) or not hasattr(schema, "matches") or not schema.matches(target):
+        base = {"ddm": "gnnddm.ddm.base.AlgorithmConfig", "model": "gnnddm.models.common.ModelConfig"}.get(group)
+        return ConfigError(f"{group}._target_: {target!r} declares no config schema (a Config dataclass whose "
+                           f"_target_ is the class{f'; see {base}' if base else ''})")
     return schema
 
 

@@ -12,12 +12,15 @@ and the loss of a subdomain's owned nodes sums over subdomains to the global los
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError
+from gnnddm.schema.fields import configured
+from gnnddm.schema.task import TaskConfig
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,12 +69,19 @@ class Task:
     name = "task"
     baseline_name = "baseline"  # the reference method of :meth:`baseline`, named in summaries
 
-    def __init__(self, data: WeatherGraphData, var_weights: dict | None = None):
+    #: the schema of the task's ``task`` section (each task names its own, :mod:`gnnddm.schema.task`)
+    Config: ClassVar[type] = TaskConfig
+
+    def __init__(self, data: WeatherGraphData, *, config: TaskConfig | None = None, **options):
+        """``data`` normalised; ``config`` the validated ``task`` section (an instance of :attr:`Config`), or
+        its keys as keyword ``**options`` (the schema's defaults for the rest)."""
+        #: the validated ``task`` section
+        self.config = configured(self.Config, "task", config, options)
         if not data.normalised:
             raise ValueError("tasks work on normalised data (gnnddm.data.normalise)")
         self.data = data
         vw = np.ones(data.num_vars, dtype=np.float32)
-        for name, value in (var_weights or {}).items():
+        for name, value in (self.config.var_weights or {}).items():
             if name not in data.variables:
                 raise ConfigError(f"task.var_weights: unknown variable {name!r}; valid: {list(data.variables)}")
             vw[data.variables.index(name)] = float(value)

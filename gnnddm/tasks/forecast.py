@@ -8,7 +8,6 @@ import torch
 
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import check_args
 from gnnddm.schema.task import ForecastTaskConfig
 from gnnddm.tasks.base import Batch, Task
 
@@ -23,13 +22,13 @@ class ForecastTask(Task):
     name = "forecast"
     baseline_name = "persistence"
 
-    def __init__(self, data: WeatherGraphData, history: int = 1, lead: int = 1, var_weights=None, rollout: int = 1,
-                 rollout_schedule: list | None = None):
-        check_args(ForecastTaskConfig, "task", history=history, lead=lead, var_weights=var_weights, rollout=rollout,
-                   rollout_schedule=rollout_schedule)
-        super().__init__(data, var_weights)
-        self.history, self.lead = history, lead
-        self.schedule = rollout_phases(rollout, rollout_schedule)
+    Config = ForecastTaskConfig
+
+    def __init__(self, data: WeatherGraphData, *, config: ForecastTaskConfig | None = None, **options):
+        super().__init__(data, config=config, **options)
+        c = self.config
+        self.history, self.lead = c.history, c.lead
+        self.schedule = rollout_phases(c.rollout, c.rollout_schedule)
         #: the longest rollout of training (autoregressive steps per sample; 1: one-step training)
         self.rollout = max(k for _, k in self.schedule)
         self._pair_counts: dict[tuple[int, int], int] = {}

@@ -8,7 +8,6 @@ import torch
 
 from gnnddm.data.weather_graph import WeatherGraphData
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import check_args
 from gnnddm.schema.task import InterpolateTaskConfig, NodeSplitConfig
 from gnnddm.tasks.base import Batch, Task
 
@@ -30,14 +29,14 @@ class InterpolateTask(Task):
     name = "interpolate"
     baseline_name = "inverse_distance"
 
-    def __init__(self, data: WeatherGraphData, hide_fraction: float = 0.3, var_weights=None,
-                 split_by: str = "auto", node_split: dict | None = None, node_seed: int = 0):
-        config = check_args(InterpolateTaskConfig, "task", hide_fraction=hide_fraction, var_weights=var_weights,
-                            split_by=split_by, node_split=node_split or {}, node_seed=node_seed)
-        super().__init__(data, var_weights)
-        self.hide_fraction = float(hide_fraction)
-        self.split_by = split_by if split_by != "auto" else ("nodes" if data.num_times == 1 else "time")
-        self.node_role = _node_roles(data.num_nodes, config.node_split, node_seed) if self.split_by == "nodes" \
+    Config = InterpolateTaskConfig
+
+    def __init__(self, data: WeatherGraphData, *, config: InterpolateTaskConfig | None = None, **options):
+        super().__init__(data, config=config, **options)
+        c = self.config
+        self.hide_fraction = float(c.hide_fraction)
+        self.split_by = c.split_by if c.split_by != "auto" else ("nodes" if data.num_times == 1 else "time")
+        self.node_role = _node_roles(data.num_nodes, c.node_split, c.node_seed) if self.split_by == "nodes" \
             else None
         self._idw = None
 

@@ -1,8 +1,10 @@
 """A run's parts from a composed config: data, task, graph and split, partition, model, communicator,
 objective, algorithm and evaluator (:func:`build_run`), with the facts the summary records about them.
 
-Each component receives its own config section (``build(cfg.model, "model")``); this module is the one
-place that sees the whole configuration while building, and the root keys come from the validated
+Each component receives its own config section: a task, a model and an algorithm their validated section,
+an instance of their class's ``Config`` (:func:`gnnddm.config.build_component`); data loaders, graph
+builders and partitioners their section's keys as arguments. This module is the one place that sees the
+whole configuration while building, and the root keys come from the validated
 :class:`~gnnddm.schema.root.RootConfig` (``settings``), typed.
 """
 
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gnnddm.config import build
+from gnnddm.config import build, build_component
 from gnnddm.data.pipeline import build_problem
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.ddm.base import Algorithm
@@ -65,7 +67,7 @@ def build_run(cfg: DictConfig, settings: RootConfig, world: World, book: RunBook
     if trainer.threads:
         torch.set_num_threads(trainer.threads)
     problem = build_problem(cfg)
-    task = build(cfg.task, "task")(problem.data)
+    task = build_component(cfg.task, "task", problem.data)
     data = task.data  # the graph trained on: assimilation appends observation nodes to the run's graph
     cls = algorithm_class(cfg)
     coarse = cls.coarse_levels.__func__ is not Algorithm.coarse_levels.__func__
@@ -121,9 +123,7 @@ def _model(cfg: DictConfig, settings: RootConfig, task: Task, data: WeatherGraph
     """The model, identically initialised on every rank, and rollout training's wrapper (or None)."""
     edge_dim = 0 if data.edge_attr is None else int(data.edge_attr.shape[1])
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
-    model = build(cfg.model, "model")(
-        in_channels=task.in_channels, out_channels=task.out_channels, edge_dim=edge_dim
-    ).to(device)
+    model = build_component(cfg.model, "model", task.in_channels, task.out_channels, edge_dim).to(device)
     # rollout training: the algorithm trains the k-step map, whose parameters are the model's
     training = RolloutTraining(task, model) if getattr(task, "rollout", 1) > 1 else None
     return model, training

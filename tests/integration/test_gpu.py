@@ -18,12 +18,12 @@ def _tiny(tmp_path, *extra, out="out"):
 
 @pytest.mark.parametrize("model", ["gcn", "sage", "gatv2", "interaction"])
 def test_models_on_cuda_match_cpu(model):
-    from gnnddm.config import build, compose
+    from gnnddm.config import build_component, compose
     from gnnddm.models.graph import prepare_graph
 
     cfg = compose([f"model={model}", "model.hidden=16", "model.layers=2"])
     torch.manual_seed(0)
-    net = build(cfg.model, "model")(in_channels=5, out_channels=3, edge_dim=3)
+    net = build_component(cfg.model, "model", 5, 3, 3)
     n = 200
     src = torch.randint(0, n, (1000,))
     dst = torch.randint(0, n, (1000,))
