@@ -304,6 +304,14 @@ class Algorithm:
         self.solvers: dict[str, torch.optim.Optimizer] = {}
         self.iteration = 0
 
+    def run_in_blocks(self, count: int) -> None:
+        """Run the algorithm's whole-graph work over ``count`` cache-sized blocks (``trainer.blocks``,
+        :mod:`gnnddm.ddm.blocked`); 1: at once. Only ``global`` has whole-graph work to block; the others
+        refuse a count above 1, naming the key."""
+        if count > 1:
+            raise ConfigError(f"trainer.blocks={count}: ddm={self.name} computes its subdomains, each at once; "
+                              "cache-blocked execution is that of ddm=global (set trainer.blocks=1 or auto)")
+
     # ------------------------------------------------------------------ the outer iteration
     def step(self, batch) -> dict[str, float]:
         """One outer iteration on ``batch``; returns statistics (``loss`` = f(θ_t) on the batch where known).

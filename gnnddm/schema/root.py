@@ -28,8 +28,12 @@ class TrainerConfig:
     prefetch: bool = True
     eval_leads: int | str = 0
     lr_schedule: str = field(default="constant", metadata=one_of("constant", "cosine", noun="learning-rate schedule"))
+    #: ``global``'s whole-graph step over cache-sized blocks (gnnddm.ddm.blocked): auto, or a count (1: at once)
+    blocks: int | str = 1
 
     def __post_init__(self):
+        if self.blocks != "auto" and (isinstance(self.blocks, str) or self.blocks < 1):
+            raise Invalid("blocks", f"expected auto or a number of blocks >= 1, got {self.blocks!r}")
         if isinstance(self.eval_leads, str) and self.eval_leads != "max" or (
                 isinstance(self.eval_leads, int) and self.eval_leads < 0):
             raise Invalid("eval_leads", f"expected 0 (off), a number of leads >= 1, or max; got {self.eval_leads!r}")

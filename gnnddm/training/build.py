@@ -22,6 +22,7 @@ from gnnddm.config import build, build_component
 from gnnddm.data.pipeline import build_problem
 from gnnddm.ddm import build_algorithm, build_objective
 from gnnddm.ddm.base import Algorithm
+from gnnddm.ddm.blocked import block_count, row_bytes_of
 from gnnddm.distributed import Accounting, LocalComm, TorchComm, World
 from gnnddm.errors import ConfigError
 from gnnddm.outputs import output_dir
@@ -105,6 +106,10 @@ def build_run(cfg: DictConfig, settings: RootConfig, world: World, book: RunBook
                                 graph_builder=problem.rebuild)
     trained = model if training is None else training.model
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, trained, objective, comm)
+    if cls.whole_graph or trainer.blocks != "auto":  # auto blocks global's whole-graph step only
+        blocks = block_count(trainer.blocks, trained, data.num_nodes, row_bytes_of(trained, trainer.batch_size))
+        algorithm.run_in_blocks(blocks)
+        summary["blocks"] = blocks
     # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
     eval_sets = {"train": eval_train, "val": anchors["val"], "test": anchors["test"]}
     # val and test are whole splits, counted above; the training samples evaluated are a subset

@@ -87,6 +87,23 @@ def test_sync_and_halo_sync_follow_the_global_trajectory(cls, recompute, monkeyp
     assert_follows_global(cls, objective, batch, m_global, m_dd, steps=4)
 
 
+@pytest.mark.parametrize("count", [3, 7])
+def test_global_in_blocks_gives_the_whole_graph_loss_and_gradient(count):
+    """Cache-blocked global (trainer.blocks): contiguous id bands of the joint graph, one-hop halos."""
+    from gnnddm.ddm.blocked import Blocks
+
+    data, _, task, batch = joint(1, 0)
+    model = model_for(task, data)
+    whole = Objective(data, build_partition(data.edge_index, data.num_nodes, np.zeros(data.num_nodes, int), 0))
+    f = whole.whole().on(whole.on(batch))(model)
+    g = grads(model, f)
+    model.zero_grad()
+    fb = Blocks(data, count, whole.device).loss_backward(model, whole.on(batch).batch)
+    assert float(fb) == pytest.approx(float(f), rel=1e-12)
+    torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in model.parameters()]), g, rtol=1e-10,
+                               atol=1e-13)
+
+
 def test_every_model_of_the_joint_graph_is_tested_here():
     from gnnddm.testing.gallery import real_models
 
