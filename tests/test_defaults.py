@@ -19,7 +19,8 @@ the option is one of several *presets* of one component (``graph=grid4`` and ``g
 ``grid_graph``) and the key is one they set differently, the schema's default being one preset's value; or
 the option is one *dataset* (it fills a key its schema requires, ``data.path``) and the key is one its
 schema leaves null, to be read from the data (``variables``, ``units``, ``stations_path``). Options that
-differ otherwise have a schema of their own (an algorithm's ``Config`` subclass, ``MetisPartitionConfig``).
+differ otherwise have a schema of their own (an algorithm's ``Config`` subclass,
+``gnnddm.partition.metis.MetisPartitionConfig``).
 
 Numbers compare as numbers (``10`` equals ``10.0``; ``inf`` is not ``10.0``), lists and tuples alike.
 A message names the file or the component, the key and both values.
@@ -44,7 +45,7 @@ from gnnddm.config import config_dir
 from gnnddm.schema import GROUPS, schema_of
 from gnnddm.schema.fields import REQUIRED, spec
 from gnnddm.schema.root import RootConfig
-from gnnddm.schema.validate import DECLARED, GROUP_NAMES
+from gnnddm.schema.validate import DECLARED, group_names
 
 CONF = config_dir()
 #: keys of an option that choose or label its schema rather than set a value of it
@@ -161,7 +162,7 @@ def compose_option(group: str, path: Path) -> tuple[dict, dict[str, str]]:
 def options() -> tuple[Option, ...]:
     """Every option file of every group of the root config."""
     return tuple(Option(group, path, *compose_option(group, path))
-                 for group in GROUP_NAMES for path in sorted((CONF / group).glob("*.yaml")))
+                 for group in group_names() for path in sorted((CONF / group).glob("*.yaml")))
 
 
 def _get(values: Mapping, dotted: str, default):
@@ -390,14 +391,15 @@ def test_a_partitioner_takes_its_defaults_from_its_schema():
 def test_the_enumeration_reaches_every_group_schema_and_algorithm():
     """A guard on this test: every group of the root config has option files, every option a schema, and
     every registered schema of a gnnddm component is compared with its constructor."""
-    assert {o.group for o in options()} == set(GROUP_NAMES) == set(GROUPS) | set(DECLARED)
+    assert {o.group for o in options()} == set(group_names()) == set(GROUPS) | set(DECLARED)
     assert all(o.schema is not None and o.schema.matches(o.target) for o in options())
     compared = {s for s, _ in components()}
     assert compared >= {s for schemas in GROUPS.values() for s in schemas if s.__module__.startswith("gnnddm.")
                         and spec(s)["_target_"][2].startswith("gnnddm.")}
     assert {o.schema for o in options() if o.group in DECLARED} <= compared
+    # the classes that receive their config: every algorithm, model and task (a partitioner is a function)
     assert {c.Config for c in configured_classes()} == {o.schema for o in options()
-                                                       if o.group in (*DECLARED, "task")}
+                                                       if o.group in ("ddm", "model", "task")}
 
 
 # ---------------------------------------------------------------------------------------- the checker

@@ -21,12 +21,12 @@ _QUIET = {"hydra.run.dir": ".", "hydra.output_subdir": "null", "hydra/job_loggin
 def validate_config(cfg: DictConfig) -> str:
     """Check ``cfg`` (a :class:`~gnnddm.errors.ConfigError` naming every bad key) and print the OK line."""
     from gnnddm.schema import group_choices, validate
-    from gnnddm.schema.validate import GROUP_NAMES
+    from gnnddm.schema.validate import group_names
 
     validate(cfg)
     choices = group_choices()
-    chosen = [f"{g}={choices[g]}" for g in GROUP_NAMES if g in choices] or [
-        f"{g}={cfg[g]['_target_']}" for g in GROUP_NAMES if g in cfg]
+    chosen = [f"{g}={choices[g]}" for g in group_names() if g in choices] or [
+        f"{g}={cfg[g]['_target_']}" for g in group_names() if g in cfg]
     if choices.get("experiment"):
         chosen.insert(0, f"+experiment={choices['experiment']}")
     line = "config OK: " + " ".join(chosen)

@@ -19,11 +19,15 @@ Overlaps are then built on the joint graph as for any graph (:mod:`gnnddm.partit
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from gnnddm.errors import ConfigError
 from gnnddm.partition.metis import metis
 from gnnddm.partition.partitioners import Partitioner
+from gnnddm.schema.fields import at_least
+from gnnddm.schema.partition import IMBALANCE, PartitionConfig
 
 TYPES = ("is_encoder", "is_processor", "is_decoder")
 
@@ -101,5 +105,18 @@ def _votes(nodes: np.ndarray, parts: np.ndarray, num_nodes: int, num_parts: int)
     return votes
 
 
+@dataclass
+class MeshPartitionConfig(PartitionConfig):
+    """``partition=mesh``: METIS on the mesh of the joint graph (:func:`mesh`). The overlap of 6 hops makes the
+    subdomain problems of the encoder-processor-decoder exact at its default depth (``processor_layers`` 4,
+    + 2)."""
+
+    _target_: str = "gnnddm.partition.mesh.partition"
+    overlap: int = field(default=6, metadata=at_least(0))
+    imbalance: float = field(default=1.03, metadata=IMBALANCE)
+
+    target_prefix = None  # its own target only
+
+
 #: the partitioner on graph-carrying data: the ``_target_`` of conf/partition/mesh.yaml
-partition = Partitioner(mesh)
+partition = Partitioner(mesh, MeshPartitionConfig)

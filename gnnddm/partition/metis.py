@@ -8,12 +8,16 @@ distinct. The result is deterministic for a given seed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pymetis
 
 from gnnddm.errors import ConfigError
 from gnnddm.partition.overlap import symmetric_adjacency
 from gnnddm.partition.partitioners import Partitioner
+from gnnddm.schema.fields import at_least
+from gnnddm.schema.partition import IMBALANCE, PartitionConfig
 
 
 def metis(
@@ -78,5 +82,16 @@ def metis(
     return np.asarray(result.vertex_part, dtype=np.int64)
 
 
+@dataclass
+class MetisPartitionConfig(PartitionConfig):
+    """``partition=metis``: the balance and the integer edge-weight scale of :func:`metis`."""
+
+    _target_: str = "gnnddm.partition.metis.partition"
+    imbalance: float = field(default=1.03, metadata=IMBALANCE)
+    weight_scale: int = field(default=1000, metadata=at_least(1))
+
+    target_prefix = None  # its own target only
+
+
 #: the partitioner on graph-carrying data: the ``_target_`` of conf/partition/metis.yaml
-partition = Partitioner(metis)
+partition = Partitioner(metis, MetisPartitionConfig)

@@ -20,10 +20,10 @@ Its config option ``conf/partition/<name>.yaml`` names that object::
 
 ``make = hydra.utils.instantiate(cfg.partition)`` is then that partitioner with these values bound, and
 ``make(data) -> Partition`` partitions ``data.edge_index`` with its own ``num_parts``, ``overlap`` and
-``seed``; a key not given takes the default of the partitioner's schema (:mod:`gnnddm.schema.partition`).
+``seed``; a key not given takes the default of the partitioner's schema (``Partitioner.Config``).
 Keys other than :data:`CALL_KEYS` are options of the partitioner; an option it does not know is a
-:class:`ConfigError`. Adding a partitioner: its module, its YAML, its tests (and a schema of its own when
-its defaults differ from the shared ones).
+:class:`ConfigError`. Adding a partitioner: its module (with a schema of its own, passed to
+``Partitioner``, when its defaults differ from the shared ones), its YAML, its tests.
 :func:`get_partitioner` finds a partitioner by its name (the coarse levels' ``coarse_method``), among the
 options of the ``partition`` config group.
 """
@@ -95,10 +95,18 @@ class Partitioner:
         ``fn(edge_index, num_nodes, num_parts, edge_weight, node_weight, lat, lon, *, seed, **options)``;
         its keyword-only arguments are the options a config may set. A function that also takes
         ``edge_attr`` and ``edge_attr_names`` (before the ``*``) receives the graph's edge features.
+    config : type, optional
+        The schema of its config option (:attr:`Config`, which the config check finds from the option's
+        ``_target_``): a subclass of :class:`~gnnddm.schema.partition.PartitionConfig` defined in the
+        partitioner's module when its defaults differ from the shared ones; that class otherwise.
     """
 
-    def __init__(self, fn):
+    def __init__(self, fn, config: type | None = None):
+        from gnnddm.schema.partition import PartitionConfig
+
         self.fn = fn
+        #: the schema of its config option: ``config``, or the keys every partitioner shares
+        self.Config = config or PartitionConfig
         self.name = fn.__name__
         params = inspect.signature(fn).parameters
         self.options = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
@@ -108,15 +116,11 @@ class Partitioner:
 
     @functools.cached_property
     def defaults(self) -> dict:
-        """The default of each key of :meth:`__call__` (:data:`CALL_KEYS`): the partitioner's schema's
-        (:mod:`gnnddm.schema.partition`, e.g. ``overlap`` 6 for ``mesh``), so that a Python call and a
-        config agree on a key neither gives; the generic schema's for a partitioner without one of its own."""
-        from gnnddm.schema import schema_of
+        """The default of each key of :meth:`__call__` (:data:`CALL_KEYS`): its schema's (:attr:`Config`,
+        e.g. ``overlap`` 6 for ``mesh``), so that a Python call and a config agree on a key neither gives."""
         from gnnddm.schema.fields import spec
-        from gnnddm.schema.partition import PartitionConfig
 
-        schema = schema_of("partition", f"{self.fn.__module__}.partition") or PartitionConfig
-        fields = spec(schema)
+        fields = spec(self.Config)
         return {key: fields[key][2] for key in CALL_KEYS}
 
     def __call__(self, data, **keys) -> Partition:

@@ -16,17 +16,17 @@ name of its module here, or its base's), so no table lists the schemas: :data:`G
 its registered schemas, computed on use (every module of this package is imported first). A section's
 schema is the first whose ``_target_`` matches: those of one target in the order they were defined, then
 those matching by ``target_prefix`` (``AdamConfig`` before the schema of any ``torch.optim`` class). An
-option whose defaults differ from those of a shared schema has a subclass of its own
-(``MetisPartitionConfig``).
+option whose defaults differ from those of a shared schema has a subclass of its own.
 
-The ``ddm`` and ``model`` groups (:data:`~gnnddm.schema.validate.DECLARED`) keep a component in one
-module: each algorithm and model class names its schema in ``Config``, a
+The ``ddm``, ``model`` and ``partition`` groups (:data:`~gnnddm.schema.fields.DECLARED`) keep a component
+in one module: each algorithm class, model class and partitioner names its schema in ``Config``, a
 :class:`~gnnddm.schema.fields.Component` subclass defined beside it (shared keys in
 :mod:`gnnddm.ddm.base`: ``AlgorithmConfig``, ``TrustRegionConfig``, ``SolverConfig``; in
-:mod:`gnnddm.models.common`: ``ModelConfig``), found from the section's ``_target_`` class and not
-registered. Adding an algorithm or a model touches its module, its YAML and its tests only. Validating
-those two groups imports the component's module (torch); the schemas here import nothing of the
-components (no torch, no xarray).
+:mod:`gnnddm.models.common`: ``ModelConfig``; in :mod:`gnnddm.schema.partition`: ``PartitionConfig``, the
+schema of a partitioner whose defaults are the shared ones), found from the section's ``_target_`` and not
+registered. Adding an algorithm, a model or a partitioner touches its module, its YAML and its tests only.
+Validating those groups imports the component's module (torch, pymetis); the schemas here import nothing
+of the components (no torch, no xarray).
 
 What a component receives: an algorithm, a model or a task (a class that names its ``Config``) receives
 its validated section, an instance of that schema (:func:`gnnddm.config.build_component`), or a Python

@@ -41,6 +41,10 @@ class Invalid(ValueError):
 
 #: every schema of a group's option, in the order the classes were defined (see :meth:`Component.__init_subclass__`)
 _REGISTRY: list[type] = []
+#: the groups whose options declare their schema on the object their ``_target_`` names (``Config``): an
+#: algorithm class, a model class, a partitioner; so that each is its module and its YAML file, with no
+#: schema module to extend. Their schemas are found from the target, not registered.
+DECLARED = ("ddm", "model", "partition")
 
 
 @dataclasses.dataclass
@@ -73,7 +77,7 @@ class Component:
             cls.group = module
         target = cls.__dict__.get("_target_", REQUIRED)
         target = getattr(target, "default", target)  # a dataclasses.field(default=...)
-        if cls.group is not None and target != REQUIRED:
+        if cls.group is not None and cls.group not in DECLARED and target != REQUIRED:
             _REGISTRY.append(cls)
 
     @classmethod

@@ -1,11 +1,14 @@
-"""The ``partition`` group: the partitioners of :mod:`gnnddm.partition`, built later with the graph.
+"""The keys every option of the ``partition`` group shares: the partitioners of :mod:`gnnddm.partition`,
+built later with the graph.
 
 Every option targets ``gnnddm.partition.<name>.partition`` (a
 :class:`~gnnddm.partition.partitioners.Partitioner`) and takes the keys of :class:`PartitionConfig`, of
 which ``imbalance`` and ``weight_scale`` are METIS's own. The partitioner is the module of the ``_target_``.
-A partitioner whose defaults differ from the shared ones has a schema of its own (``metis``, ``mesh``);
-the others are checked against :class:`PartitionConfig`, and the
-:class:`~gnnddm.partition.partitioners.Partitioner` takes its defaults from the same schema.
+The group is one whose targets declare their schema (:data:`~gnnddm.schema.fields.DECLARED`): the
+:class:`~gnnddm.partition.partitioners.Partitioner` names it in ``Config``, :class:`PartitionConfig` unless
+the partitioner's defaults differ from the shared ones, when its module defines a subclass
+(``gnnddm.partition.metis.MetisPartitionConfig``) and passes it; the Partitioner takes its defaults from
+that schema.
 """
 
 from __future__ import annotations
@@ -80,27 +83,3 @@ class PartitionConfig(Component):
             if getattr(self, key) is not None and key not in own:
                 raise Invalid(key, f"not an option of the {self.partitioner} partitioner; the METIS-based ones "
                                    "(metis, mesh) take it")
-
-
-@dataclass
-class MetisPartitionConfig(PartitionConfig):
-    """``partition=metis``: the balance and the integer edge-weight scale of :func:`gnnddm.partition.metis.metis`."""
-
-    _target_: str = "gnnddm.partition.metis.partition"
-    imbalance: float = field(default=1.03, metadata=IMBALANCE)
-    weight_scale: int = field(default=1000, metadata=at_least(1))
-
-    target_prefix = None  # its own target only
-
-
-@dataclass
-class MeshPartitionConfig(PartitionConfig):
-    """``partition=mesh``: METIS on the mesh of the joint graph (:func:`gnnddm.partition.mesh.mesh`). The
-    overlap of 6 hops makes the subdomain problems of the encoder-processor-decoder exact at its default
-    depth (``processor_layers`` 4, + 2)."""
-
-    _target_: str = "gnnddm.partition.mesh.partition"
-    overlap: int = field(default=6, metadata=at_least(0))
-    imbalance: float = field(default=1.03, metadata=IMBALANCE)
-
-    target_prefix = None  # its own target only

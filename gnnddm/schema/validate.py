@@ -16,11 +16,21 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import _check, check, registered_groups, schemas
+from gnnddm.schema.fields import DECLARED, _check, check, registered_groups, schemas
 from gnnddm.schema.root import RootConfig
 
-#: every group of the root config's defaults list: each section must name a ``_target_``
-GROUP_NAMES = ("data", "graph", "partition", "model", "task", "optimizer", "ddm")
+
+@functools.cache
+def group_names() -> tuple[str, ...]:
+    """The config groups: those of the root config's defaults list (``conf/config.yaml``), in its order; each
+    section must name a ``_target_``. A new group is its folder and its entry there, and nothing else."""
+    import yaml
+
+    from gnnddm.config import config_dir
+
+    defaults = (yaml.safe_load((config_dir() / "config.yaml").read_text()) or {}).get("defaults", ())
+    return tuple(next(iter(d)) for d in defaults
+                 if isinstance(d, dict) and not next(iter(d)).startswith(("override", "hydra")))
 
 
 class _Groups(Mapping):
@@ -36,7 +46,7 @@ class _Groups(Mapping):
 
     def _groups(self) -> tuple[str, ...]:
         _import_schema_modules()
-        order = {g: i for i, g in enumerate(GROUP_NAMES)}
+        order = {g: i for i, g in enumerate(group_names())}
         return tuple(sorted(registered_groups(), key=lambda g: order.get(g, len(order))))
 
     def __getitem__(self, group: str) -> tuple[type, ...]:
@@ -93,10 +103,10 @@ def _examine(cfg: DictConfig | Mapping) -> tuple[list[ConfigError], RootConfig |
         tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     except OmegaConfBaseException as exc:
         return [ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: cannot be resolved ({exc.msg})")], None
-    label = "the root config (or a group: " + ", ".join(GROUP_NAMES) + ")"
+    label = "the root config (or a group: " + ", ".join(group_names()) + ")"
     found, root = _check(RootConfig, _root_keys(tree), "", label=label)
     choices = group_choices()
-    for group in GROUP_NAMES:
+    for group in group_names():
         section = tree.get(group)
         option = choices.get(group) or (section.get("name") if isinstance(section, Mapping) else None)
         found += _check_group(group, section, option)
@@ -105,7 +115,7 @@ def _examine(cfg: DictConfig | Mapping) -> tuple[list[ConfigError], RootConfig |
 
 def _root_keys(tree: Mapping) -> dict:
     """The keys of the root config other than the groups (and Hydra's own section)."""
-    return {k: v for k, v in tree.items() if k not in GROUP_NAMES and k != "hydra"}
+    return {k: v for k, v in tree.items() if k not in group_names() and k != "hydra"}
 
 
 def group_choices() -> dict[str, str]:
@@ -118,9 +128,6 @@ def group_choices() -> dict[str, str]:
         return {}
 
 
-#: the groups whose options declare their schema on the class they build (``Config``), so that an algorithm
-#: or a model is its module and its YAML file, with no schema module to extend
-DECLARED = ("ddm", "model")
 
 
 def schema_of(group: str, target: str) -> type | None:
@@ -147,9 +154,9 @@ def _check_group(group: str, section, option: str | None) -> list[ConfigError]:
 
 
 def declared_schema(group: str, target: str):
-    """The ``Config`` schema that the class ``target`` of a :data:`DECLARED` group names (an algorithm of
-    ``ddm``, a model; any class that names one, such as a task); a ConfigError, naming the shipped options'
-    targets, when the class cannot be imported or declares none."""
+    """The ``Config`` schema that the object ``target`` of a :data:`DECLARED` group names (an algorithm
+    class, a model class, a partitioner; any class that names one, such as a task); a ConfigError, naming
+    the shipped options' targets, when the object cannot be imported or declares none."""
     import importlib
 
     module, _, name = target.rpartition(".")
@@ -161,7 +168,8 @@ def declared_schema(group: str, target: str):
                            f"conf/{group}/)")
     schema = getattr(cls, "Config", None)
     if not isinstance(schema, type) or not hasattr(schema, "matches") or not schema.matches(target):
-        base = {"ddm": "gnnddm.ddm.base.AlgorithmConfig", "model": "gnnddm.models.common.ModelConfig"}.get(group)
+        base = {"ddm": "gnnddm.ddm.base.AlgorithmConfig", "model": "gnnddm.models.common.ModelConfig",
+                "partition": "gnnddm.schema.partition.PartitionConfig"}.get(group)
         return ConfigError(f"{group}._target_: {target!r} declares no config schema (a Config dataclass whose "
                            f"_target_ is the class{f'; see {base}' if base else ''})")
     return schema
@@ -238,7 +246,7 @@ def component_targets() -> dict[str, frozenset[str]]:
 
     root = config_dir()
     found: dict[str, set[str]] = {}
-    for group in GROUP_NAMES:
+    for group in group_names():
         for path in sorted((root / group).glob("*.yaml")):
             option = yaml.safe_load(path.read_text()) or {}
             _declared(option, group, found)
