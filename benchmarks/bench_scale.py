@@ -9,7 +9,8 @@ Seconds per outer iteration: the median increment of ``cost/wall_time`` over the
 evaluation (the first left out).
 
 Variants: ``global`` (Adam), ``global`` with its step over cache-sized blocks (``trainer.blocks``: auto, 64,
-256; the same loss and gradient, goal <= 0.7x the whole-graph step), ``sync`` (the subdomain gradients
+16, with the overlap of the model's hops or one-hop halos per layer, ``trainer.block_halo``; the same loss
+and gradient, goal <= 0.7x the whole-graph step), ``sync`` (the subdomain gradients
 summed, one Adam step: the redundant work of
 the overlap and the per-subdomain overhead, nothing else), ``asm`` with one local Adam step per outer
 iteration and no trust region (``ddm.local_steps=1 ddm.foc=false ddm.globalization=none``: one subdomain
@@ -40,7 +41,9 @@ VARIANTS = {
     "global": GLOBAL,
     "global, blocks auto": [*GLOBAL, "trainer.blocks=auto"],
     "global, 64 blocks": [*GLOBAL, "trainer.blocks=64"],
-    "global, 256 blocks": [*GLOBAL, "trainer.blocks=256"],
+    "global, 16 blocks": [*GLOBAL, "trainer.blocks=16"],
+    "global, 16 blocks, layer halos": [*GLOBAL, "trainer.blocks=16", "trainer.block_halo=layer"],
+    "global, 64 blocks, layer halos": [*GLOBAL, "trainer.blocks=64", "trainer.block_halo=layer"],
     "sync": ["ddm=sync"],
     "asm, 1 local step": ["ddm=asm", "ddm.local_steps=1", "ddm.foc=false", "ddm.globalization=none"],
     "asm (shipped)": ["ddm=asm"],

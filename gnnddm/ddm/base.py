@@ -304,10 +304,10 @@ class Algorithm:
         self.solvers: dict[str, torch.optim.Optimizer] = {}
         self.iteration = 0
 
-    def run_in_blocks(self, count: int) -> None:
-        """Run the algorithm's whole-graph work over ``count`` cache-sized blocks (``trainer.blocks``,
-        :mod:`gnnddm.ddm.blocked`); 1: at once. Only ``global`` has whole-graph work to block; the others
-        refuse a count above 1, naming the key."""
+    def run_in_blocks(self, count: int, halo: str = "model") -> None:
+        """Run the algorithm's whole-graph work over ``count`` cache-sized blocks (``trainer.blocks``, reached
+        by ``halo``: ``trainer.block_halo``, :mod:`gnnddm.ddm.blocked`); 1: at once. Only ``global`` has
+        whole-graph work to block; the others refuse a count above 1, naming the key."""
         if count > 1:
             raise ConfigError(f"trainer.blocks={count}: ddm={self.name} computes its subdomains, each at once; "
                               "cache-blocked execution is that of ddm=global (set trainer.blocks=1 or auto)")

@@ -1,26 +1,32 @@
-"""Cache-blocked exact execution: the whole-graph loss and gradient computed layer by layer over blocks.
+"""Cache-blocked exact execution: the whole-graph loss and gradient of ``global`` computed over blocks.
 
 A message-passing layer on a million rows streams its ``[N, B·H]`` activations through memory several
 times per op chain (the aggregation, the two products, the bias and the activation, and the same again
-backwards); on a block of a few thousand rows the chain works on data that stays in the cache. So the
-whole-graph step of ``global`` can run as the halo exchange of ``halo_sync`` does, in one process:
+backwards); on a block of a few thousand rows the chain works on data that stays in the cache. Two ways
+to block the step exactly (``trainer.block_halo``):
 
-forward, l = 0 .. L−1
-    every block computes its owned rows of layer l from its owned rows and its one-hop halo of layer
-    l − 1 (the halo rows copied from the blocks that own them: an in-process copy, not communication)
-backward, l = L−1 .. 0
-    every block's backward pass through layer l; the halo rows' gradients are added to their owners' rows
+``model`` (the default): each block with the overlap of the model's hops
+    every block computes the loss of its owned nodes on its subgraph with an overlap of the model's
+    message-passing hops, forward and backward at once, and the gradients add up: ``sync``'s computation
+    (:mod:`gnnddm.ddm.sync`) in one process, without communication. The block's activations of every layer
+    are still in the cache when its backward pass reads them; the overlap rows are computed more than once
+    (the partition's redundancy). Blocks are METIS parts (compact: the least overlap for their size).
+``layer``: one-hop halos, layer by layer
+    as ``halo_sync`` does (:mod:`gnnddm.ddm.halo_sync`): every block computes its owned rows of layer l
+    from its owned rows and its one-hop halo of layer l − 1 (the halo rows copied from their owners'
+    blocks, in-process), then the backward pass layer by layer with the halo rows' gradients added to their
+    owners'. The extra work is one halo per layer, whatever the depth, so it suits deep models whose
+    overlap would cover most of a block; a block's activations have left the cache by the time its
+    backward pass reads them. Blocks are contiguous id ranges (a grid's latitude bands). The model must
+    expose its stages (``encode``, ``layer``, ``decode``: :mod:`gnnddm.models`).
 
-The owned outputs equal the whole-graph outputs for any model that exposes its stages (``encode``,
-``layer``, ``decode``: :mod:`gnnddm.models`), so the loss and the gradient are the whole-graph ones up to
-round-off (tested in float64); the extra work is the halo rows, recomputed at every layer.
+Either way the owned outputs equal the whole-graph outputs, so the loss and the gradient are the
+whole-graph ones up to round-off (tested in float64 for every model).
 
-Blocks are contiguous ranges of node ids (:func:`gnnddm.partition.contiguous.contiguous`): a grid's ids run
-along latitude rows, so a block is a band of rows with a halo of one or two rows on each side.
-
-How many blocks (``trainer.blocks``): ``1`` is the whole graph at once; ``N`` blocks; ``auto`` (the default)
-picks the count from the working set and the cache (:func:`auto_blocks`): one block where a layer's
-activation fits in half the last-level cache, else enough blocks that each block's does.
+How many blocks (``trainer.blocks``): ``1`` is the whole graph at once; ``N`` blocks; ``auto`` picks the
+count from the working set and the cache (:func:`auto_blocks`): one block where a block's activations
+(every layer's with ``model``, one layer's with ``layer``) fit in half the last-level cache, else enough
+blocks that each block's do.
 """
 
 from __future__ import annotations
@@ -34,12 +40,16 @@ from pathlib import Path
 import torch
 
 from gnnddm.ddm.halo_sync import STAGES, HaloPath, part_graphs
+from gnnddm.ddm.objective import Objective
 from gnnddm.distributed.comm import copy_halo
 from gnnddm.errors import ConfigError
 from gnnddm.partition.contiguous import contiguous
 from gnnddm.partition.halo import halo_plan
+from gnnddm.partition.metis import metis
 from gnnddm.partition.overlap import build_partition
 
+#: how a block reaches the rows it reads (``trainer.block_halo``)
+HALOS = ("model", "layer")
 #: the last-level cache assumed where the machine does not say (bytes)
 DEFAULT_CACHE = 32 * 2**20
 
@@ -79,25 +89,38 @@ class Blocks:
     count : int
         Blocks, 2 <= count <= nodes.
     device : torch.device
+    hops : int, optional
+        ``halo: model``: the model's message-passing hops, each block's overlap.
+    halo : {"model", "layer"}
     """
 
-    def __init__(self, data, count: int, device):
+    def __init__(self, data, count: int, device, hops: int | None = None, halo: str = "model"):
         n = data.num_nodes
         if not 2 <= count <= n:
             raise ConfigError(f"trainer.blocks: {count} blocks for {n} nodes; valid: auto, or 1 .. {n}")
-        labels = contiguous(data.edge_index, n, count)
+        self.count, self.halo = count, halo
         with warnings.catch_warnings():  # a band of ids may be disconnected: no matter for an exact evaluation
             warnings.simplefilter("ignore")
-            partition = build_partition(data.edge_index, n, labels, 0, edge_weight=data.edge_weight,
-                                        method="contiguous", num_parts=count)
+            if halo == "model":
+                labels = metis(data.edge_index, n, count, edge_weight=data.edge_weight)
+                partition = build_partition(data.edge_index, n, labels, int(hops), edge_weight=data.edge_weight,
+                                            method="metis", num_parts=count)
+            else:
+                labels = contiguous(data.edge_index, n, count)
+                partition = build_partition(data.edge_index, n, labels, 0, edge_weight=data.edge_weight,
+                                            method="contiguous", num_parts=count)
+        if halo == "model":
+            self.objective = Objective(data, partition, device=device)
+            self.blocks = [k for k in range(count) if self.objective.num_owned[k] > 0]  # METIS may leave one empty
+            #: nodes computed (owned + overlap rows) / nodes: the work of one loss evaluation
+            self.work = sum(self.objective.local_work(k) for k in self.blocks)
+            return
         plan = halo_plan(partition, data.edge_index, n, data.edge_weight)
         parts = tuple(range(count))
         graphs = part_graphs(plan, data.edge_attr, data.edge_weight, device, parts)
-        self.count = count
         self.path = HaloPath(plan, graphs, parts, _InProcess(), lambda k: contextlib.nullcontext())
         self.rows = {k: torch.as_tensor(plan.nodes[k], device=device) for k in parts}
         self.owned = {k: self.rows[k][: plan.num_owned[k]] for k in parts}
-        #: nodes computed (owned + halo rows) / nodes: the work of one loss evaluation
         self.work = self.path.work(n)
 
     def _inputs(self, batch, k: int):
@@ -107,27 +130,44 @@ class Blocks:
         """f on the full-graph ``batch`` (float64 [1]) with ∇f accumulated into the parameters' ``.grad``."""
         if batch.nodes is not None:
             raise RuntimeError("cache-blocked execution needs a full-graph batch (task.batch without nodes)")
-        return self.path.loss_backward(model, functools.partial(self._inputs, batch))
+        if self.halo == "layer":
+            return self.path.loss_backward(model, functools.partial(self._inputs, batch))
+        losses = self.objective.on(batch)
+        f = torch.zeros(1, dtype=torch.float64)
+        for k in self.blocks:
+            loss = losses.local_loss(model, k)
+            loss.backward()
+            f += float(loss.detach())
+        return f
 
     def __repr__(self) -> str:
-        return f"Blocks({self.count}, work={self.work:.3f})"
+        return f"Blocks({self.count}, halo={self.halo}, work={self.work:.3f})"
 
 
-def block_count(setting: int | str, model, num_nodes: int, row_bytes: int) -> int:
+def block_count(setting: int | str, model, num_nodes: int, row_bytes: int, halo: str = "model") -> int:
     """The blocks of ``trainer.blocks`` (``auto``, or a count) for ``model`` on ``num_nodes`` nodes whose
-    layer activation takes ``row_bytes`` per node. ``auto`` is 1 for a model that does not expose its
-    stages; a count above 1 for such a model is refused, naming the key."""
-    staged = all(hasattr(model, a) for a in STAGES)
+    layer activation takes ``row_bytes`` per node, blocked by ``halo`` (``model``: every layer's activation
+    of a block counts; ``layer``: one). ``auto`` is 1 for a model that cannot be blocked that way (no
+    ``num_message_passing_layers``; no stages for ``layer``); a count above 1 for one is refused, naming
+    the key."""
+    if halo == "layer":
+        able, what = all(hasattr(model, a) for a in STAGES), "does not expose its layers (encode, layer, decode, " \
+                                                              "num_layers), so it cannot run layer by layer"
+    else:
+        able, what = hasattr(model, "num_message_passing_layers"), "does not say its message-passing hops " \
+                                                                   "(num_message_passing_layers), the blocks' overlap"
     if setting == "auto":
-        return auto_blocks(num_nodes, row_bytes) if staged else 1
+        if not able:
+            return 1
+        layers = int(getattr(model, "num_layers", 1)) if halo == "model" else 1
+        return auto_blocks(num_nodes, row_bytes * layers)
     count = int(setting)
     if count > num_nodes:
         raise ConfigError(f"trainer.blocks={count} exceeds the {num_nodes} nodes of the graph; valid: auto, or "
                           f"1 .. {num_nodes}")
-    if count > 1 and not staged:
-        raise ConfigError(f"trainer.blocks={count}: model {type(model).__name__} does not expose its layers "
-                          "(encode, layer, decode, num_layers), so it cannot run layer by layer over blocks; set "
-                          "trainer.blocks=1")
+    if count > 1 and not able:
+        raise ConfigError(f"trainer.blocks={count}: model {type(model).__name__} {what}; set trainer.blocks=1"
+                          + ("" if halo == "model" else " or trainer.block_halo=model"))
     return count
 
 
@@ -137,4 +177,4 @@ def row_bytes_of(model, batch_size: int, dtype=torch.float32) -> int:
     return int(batch_size * width * torch.finfo(dtype).bits // 8)
 
 
-__all__ = ["Blocks", "auto_blocks", "block_count", "cache_bytes", "row_bytes_of"]
+__all__ = ["HALOS", "Blocks", "auto_blocks", "block_count", "cache_bytes", "row_bytes_of"]

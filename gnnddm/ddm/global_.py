@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from gnnddm.ddm.base import Algorithm, AlgorithmConfig
 from gnnddm.ddm.blocked import Blocks
 from gnnddm.ddm.halo_sync import require_stages
+from gnnddm.errors import ConfigError
 
 
 @dataclass
@@ -34,10 +35,17 @@ class Global(Algorithm):
         self._global_optimizer()
         self.blocks: Blocks | None = None  # trainer.blocks > 1: the cache-blocked evaluation
 
-    def run_in_blocks(self, count: int) -> None:
-        if count > 1:
-            require_stages(self.model, f"trainer.blocks={count}")
-        self.blocks = Blocks(self.objective.data, count, self.objective.device) if count > 1 else None
+    def run_in_blocks(self, count: int, halo: str = "model") -> None:
+        if count <= 1:
+            self.blocks = None
+            return
+        if halo == "layer":
+            require_stages(self.model, f"trainer.blocks={count} with trainer.block_halo=layer")
+        hops = getattr(self.model, "num_message_passing_layers", None)
+        if halo == "model" and hops is None:
+            raise ConfigError(f"trainer.blocks={count}: model {type(self.model).__name__} does not say its "
+                              "message-passing hops (num_message_passing_layers), the blocks' overlap")
+        self.blocks = Blocks(self.objective.data, count, self.objective.device, hops=hops, halo=halo)
 
     def _step(self, losses) -> dict[str, float]:
         opt = self._global_optimizer()

@@ -30,6 +30,8 @@ class TrainerConfig:
     lr_schedule: str = field(default="constant", metadata=one_of("constant", "cosine", noun="learning-rate schedule"))
     #: ``global``'s whole-graph step over cache-sized blocks (gnnddm.ddm.blocked): auto, or a count (1: at once)
     blocks: int | str = 1
+    #: how a block reaches its neighbours' rows: the overlap of the model's hops, or a one-hop halo per layer
+    block_halo: str = field(default="model", metadata=one_of("model", "layer", noun="block halo"))
 
     def __post_init__(self):
         if self.blocks != "auto" and (isinstance(self.blocks, str) or self.blocks < 1):

@@ -107,8 +107,9 @@ def build_run(cfg: DictConfig, settings: RootConfig, world: World, book: RunBook
     trained = model if training is None else training.model
     algorithm = build_algorithm(cfg.ddm, cfg.optimizer, trained, objective, comm)
     if cls.whole_graph or trainer.blocks != "auto":  # auto blocks global's whole-graph step only
-        blocks = block_count(trainer.blocks, trained, data.num_nodes, row_bytes_of(trained, trainer.batch_size))
-        algorithm.run_in_blocks(blocks)
+        blocks = block_count(trainer.blocks, trained, data.num_nodes, row_bytes_of(trained, trainer.batch_size),
+                             trainer.block_halo)
+        algorithm.run_in_blocks(blocks, trainer.block_halo)
         summary["blocks"] = blocks
     # every rank evaluates its share of the evaluation samples; the sums are reduced over the ranks
     eval_sets = {"train": eval_train, "val": anchors["val"], "test": anchors["test"]}

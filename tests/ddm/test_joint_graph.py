@@ -87,8 +87,9 @@ def test_sync_and_halo_sync_follow_the_global_trajectory(cls, recompute, monkeyp
     assert_follows_global(cls, objective, batch, m_global, m_dd, steps=4)
 
 
+@pytest.mark.parametrize("halo", ["model", "layer"])
 @pytest.mark.parametrize("count", [3, 7])
-def test_global_in_blocks_gives_the_whole_graph_loss_and_gradient(count):
+def test_global_in_blocks_gives_the_whole_graph_loss_and_gradient(count, halo):
     """Cache-blocked global (trainer.blocks): contiguous id bands of the joint graph, one-hop halos."""
     from gnnddm.ddm.blocked import Blocks
 
@@ -98,7 +99,8 @@ def test_global_in_blocks_gives_the_whole_graph_loss_and_gradient(count):
     f = whole.whole().on(whole.on(batch))(model)
     g = grads(model, f)
     model.zero_grad()
-    fb = Blocks(data, count, whole.device).loss_backward(model, whole.on(batch).batch)
+    blocks = Blocks(data, count, whole.device, hops=model.num_message_passing_layers, halo=halo)
+    fb = blocks.loss_backward(model, whole.on(batch).batch)
     assert float(fb) == pytest.approx(float(f), rel=1e-12)
     torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in model.parameters()]), g, rtol=1e-10,
                                atol=1e-13)
