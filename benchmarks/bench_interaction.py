@@ -7,10 +7,14 @@ the same modules (deep copies, the same weights) with each processor block writt
 ``MessagePassing.edge_updater`` computing ``e + MLP_e([e, h_j, h_i])`` on the concatenated ``[E, 3*hidden]``
 edge inputs and ``propagate`` summing the new edge latents into their targets. Steps interleaved after a
 warm-up, medians, 2 threads; prints both, the ratio against the 0.5x goal, and the largest difference of the
-two networks' outputs (they compute the same function).
+two networks' outputs (they compute the same function). Then each step's dense-product floor
+(``benchmarks/floor.py``: its products at the product rate of ``[E, 64]`` activations measured in the same run,
+float32 and bf16) and its ratio to it, as a table; ``--output`` writes that table into a page as the generated
+block ``bench_interaction:<device>-<resolution>deg``.
 
     python3 benchmarks/bench_interaction.py                   # 1 deg (65,160 nodes)
-    python3 benchmarks/bench_interaction.py --resolution 0.5 --iters 3
+    python3 benchmarks/bench_interaction.py --output docs/performance.md      # and write the floor table
+    python3 benchmarks/bench_interaction.py --resolution 0.5 --iters 3 --device cuda
 """
 
 from __future__ import annotations
@@ -18,16 +22,21 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import results_blocks  # noqa: E402
+from floor import instrument, measure_rates, print_and_write  # noqa: E402
 from side_by_side import adam_step, interleave, pyg_interaction, report  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
 
 F_IN, F_OUT, HIDDEN, LAYERS, GOAL = 9, 4, 64, 3, 0.5
+# What the floor table measures (fingerprinted into its block's marker: benchmarks/results_blocks.py).
+SOURCES = ("gnnddm/models", "benchmarks/bench_interaction.py", "benchmarks/floor.py", "benchmarks/side_by_side.py")
 
 
 def reference(model):
@@ -56,7 +65,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--resolution", type=float, default=1.0)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="torch device of both networks (default cpu)")
+    ap.add_argument("--output", type=Path, help="page to write the floor table into (docs/performance.md)")
     args = ap.parse_args(argv)
+    command = shlex.join(["python3", "benchmarks/bench_interaction.py", *(argv if argv is not None else sys.argv[1:])])
+    stamp = results_blocks.stamp(SOURCES, command)  # the code as the run starts
 
     import torch
 
@@ -66,22 +79,28 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
+    device = torch.device(args.device)
     nlat, nlon = int(round(180 / args.resolution)) + 1, int(round(360 / args.resolution))
     n = nlat * nlon
-    graph = prepare_graph(grid_edges(nlat, nlon), n)
-    ours = InteractionNetwork(F_IN, F_OUT, hidden=HIDDEN, layers=LAYERS)
+    graph = prepare_graph(grid_edges(nlat, nlon), n).to(device)
+    ours = InteractionNetwork(F_IN, F_OUT, hidden=HIDDEN, layers=LAYERS).to(device)
     ref = reference(ours)
     edge_index = graph.edge_index
-    x, y = torch.randn(1, n, F_IN), torch.randn(1, n, F_OUT)
+    x, y = torch.randn(1, n, F_IN, device=device), torch.randn(1, n, F_OUT, device=device)
     with torch.no_grad():
         diff = float((ours(x, graph)[0] - ref(x[0], edge_index)).abs().max())
 
-    steps = {"gnnddm": adam_step(ours, lambda: ours(x, graph), y),
-             "pyg MessagePassing": adam_step(ref, lambda: ref(x[0], edge_index).unsqueeze(0), y)}
+    steps, flops = instrument({"gnnddm": adam_step(ours, lambda: ours(x, graph), y),
+                               "pyg MessagePassing": adam_step(ref, lambda: ref(x[0], edge_index).unsqueeze(0), y)},
+                              device)
     times = interleave(steps, args.iters)
-    print(f"interaction network, {args.resolution:g} deg ({n} nodes, {graph.num_edges} edges), hidden {HIDDEN}, "
-          f"{LAYERS} blocks, one sample, 2 threads; outputs differ by at most {diff:.2e}")
+    setup = (f"interaction network, {args.resolution:g} deg ({n} nodes, {graph.num_edges} edges), hidden {HIDDEN}, "
+             f"{LAYERS} blocks, one sample, 2 threads, {device}")
+    print(f"{setup}; outputs differ by at most {diff:.2e}")
     report(times, "gnnddm", "pyg MessagePassing", GOAL)
+    rates = measure_rates(graph.num_edges, HIDDEN, device)  # the edge MLPs' products dominate
+    print_and_write(times, flops, rates, "pyg MessagePassing", setup, args,
+                    ("bench_interaction", f"{device.type}-{args.resolution:g}deg", stamp))
     return 0
 
 

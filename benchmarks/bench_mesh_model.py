@@ -16,9 +16,15 @@ same function). Then the peak memory (``ru_maxrss``) of a fresh process per vari
 Three variants: ``gnnddm``, ``gnnddm recompute`` (``model.recompute=true``: the encoder and decoder run by
 blocks of rows recomputed in the backward pass) and the reference. Each memory measurement runs in a
 process limited to ``--memory-limit`` GB of address space; a variant that does not fit is reported so and
-left out of the timing.
+left out of the timing (on ``--device cuda`` the host-memory measurement is skipped).
+
+Each timed step's dense-product floor (``benchmarks/floor.py``: the products its warm-up step executed, at the
+product rate measured in the same run, float32 and bf16) and its ratio to it close the run, as a table;
+``--output`` writes that table into a page as the generated block
+``bench_mesh_model:<device>-<resolution>deg-r<refinement>``.
 
     python3 benchmarks/bench_mesh_model.py                    # 0.25 deg (1,038,240 grid nodes), refinement 5
+    python3 benchmarks/bench_mesh_model.py --output docs/performance.md     # and write the floor table
     python3 benchmarks/bench_mesh_model.py --resolution 1 --iters 3
     python3 benchmarks/bench_mesh_model.py --no-timing --variants "gnnddm,gnnddm recompute"  # memory alone
     python3 benchmarks/bench_mesh_model.py --resolution 5.625 --refinement 2 --iters 1   # a quick check
@@ -30,6 +36,7 @@ import argparse
 import copy
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -39,6 +46,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import results_blocks  # noqa: E402
+from floor import dense_flops, floor_table, instrument, measure_rates  # noqa: E402
 from side_by_side import adam_step, interleave, print_medians, pyg_interaction, ratio  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
@@ -46,6 +55,9 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as th
 F_IN, F_OUT, HIDDEN, PROCESSOR_LAYERS, GOAL = 9, 4, 64, 4, 1 / 3
 KINDS = ("encoder", "processor", "decoder")
 VARIANTS = ("gnnddm", "gnnddm recompute", "pyg MessagePassing")
+# What the floor table measures (fingerprinted into its block's marker: benchmarks/results_blocks.py).
+SOURCES = ("gnnddm/models", "gnnddm/graph", "benchmarks/bench_mesh_model.py", "benchmarks/floor.py",
+           "benchmarks/side_by_side.py")
 
 
 def build_graph(resolution: float, refinement: int) -> dict:
@@ -114,10 +126,10 @@ def reference(model):
     return Net()
 
 
-def setup(g: dict, variants=VARIANTS, samples: int = 1):
+def setup(g: dict, variants=VARIANTS, samples: int = 1, device="cpu"):
     """The networks (the same weights), their inputs (``samples`` time samples), and one training step of
-    each of ``variants``. gnnddm takes the samples as a batch on one graph; the reference as PyG's
-    mini-batch, the disjoint union of ``samples`` copies."""
+    each of ``variants``, on ``device``. gnnddm takes the samples as a batch on one graph; the reference as
+    PyG's mini-batch, the disjoint union of ``samples`` copies."""
     import torch
 
     from gnnddm.models.encode_process_decode import EncodeProcessDecode
@@ -126,22 +138,24 @@ def setup(g: dict, variants=VARIANTS, samples: int = 1):
     torch.set_num_threads(2)
     torch.manual_seed(0)
     n = g["num_nodes"]
-    graph = prepare_graph(g["edge_index"], n, edge_attr=g["edge_attr"])
+    graph = prepare_graph(g["edge_index"], n, edge_attr=g["edge_attr"]).to(device)
     ours = EncodeProcessDecode(F_IN, F_OUT, g["edge_attr"].shape[1], hidden=HIDDEN,
-                               processor_layers=PROCESSOR_LAYERS)
-    x, y = torch.randn(samples, n, F_IN), torch.randn(samples, n, F_OUT)
+                               processor_layers=PROCESSOR_LAYERS).to(device)
+    x, y = torch.randn(samples, n, F_IN, device=device), torch.randn(samples, n, F_OUT, device=device)
     steps, forwards = {}, {}
     if VARIANTS[0] in variants:
         steps[VARIANTS[0]] = adam_step(ours, lambda: ours(x, graph), y)
         forwards[VARIANTS[0]] = lambda: ours(x, graph)
     if VARIANTS[1] in variants:
         light = EncodeProcessDecode(F_IN, F_OUT, g["edge_attr"].shape[1], hidden=HIDDEN,
-                                    processor_layers=PROCESSOR_LAYERS, recompute=True)
+                                    processor_layers=PROCESSOR_LAYERS, recompute=True).to(device)
         light.load_state_dict(ours.state_dict())
         steps[VARIANTS[1]] = adam_step(light, lambda: light(x, graph), y)
         forwards[VARIANTS[1]] = lambda: light(x, graph)
     if VARIANTS[2] in variants:
-        ref, edges = reference(ours), pyg_edges(g, samples)
+        ref = reference(ours)
+        edges = {kind: tuple(t.to(device) for t in v) if isinstance(v, tuple) else v.to(device)
+                 for kind, v in pyg_edges(g, samples).items()}
 
         def run_ref():
             return ref(x.reshape(samples * n, F_IN), edges).view(samples, n, F_OUT)
@@ -149,65 +163,6 @@ def setup(g: dict, variants=VARIANTS, samples: int = 1):
         steps[VARIANTS[2]] = adam_step(ref, run_ref, y)
         forwards[VARIANTS[2]] = run_ref
     return steps, forwards
-
-
-def product_flops(g: dict, samples: int = 1) -> dict[str, float]:
-    """Floating-point operations of one step's dense products (forward and backward), per variant, counted
-    from the graph: a linear layer ``[R, a] -> [R, b]`` costs ``2 R a b`` forward and as much again for
-    each of its weight's and its input's gradients (no input gradient for the layers that read the data or
-    the edge features). The rest of a step (gathers, sums into nodes, elementwise passes) is not counted:
-    this is the part of the work that no implementation of the same function in float32 avoids, and its
-    ratio the floor of the time ratio on products. gnnddm embeds the edges once for all ``samples`` and
-    computes ``W_e e`` once where ``e`` is still the embedding (the encoder, the decoder and the first
-    processor layer); the reference's mini-batch does everything once per copy."""
-    import torch
-
-    attr, ei, n, b = g["edge_attr"], g["edge_index"], g["num_nodes"], samples
-    h, layers = HIDDEN, PROCESSOR_LAYERS
-    kinds = {}
-    for k, kind in enumerate(KINDS):
-        sel = attr[:, 3 + k] > 0.5
-        src, dst = ei[0, sel], ei[1, sel]
-        kinds[kind] = (int(sel.sum()), len(torch.unique(src)), len(torch.unique(dst)))
-    mesh = len(torch.unique(ei[:, attr[:, 4] > 0.5]))
-
-    def linear(rows, a, c, input_grad=True):
-        return 2 * rows * a * c * (3 if input_grad else 2)
-
-    nodes = linear(n, F_IN, h, False) + linear(n, h, h) + linear(n, h, h) + linear(n, h, F_OUT)
-    embed = sum(linear(e, 3, h, False) + linear(e, h, h) for e, _, _ in kinds.values())
-    ours, theirs = b * nodes + embed, b * (nodes + embed)
-    for kind in KINDS:
-        e, senders, receivers = kinds[kind]
-        frame = mesh if kind == "processor" else n
-        repeat = layers if kind == "processor" else 1
-        per_sample = (linear(senders, h, h) + linear(receivers, h, h) + linear(e, h, h)
-                      + linear(frame, h, h) + linear(receivers, h, h) + linear(frame, h, h))
-        ours += repeat * b * per_sample + linear(e, h, h) + (repeat - 1) * b * linear(e, h, h)  # W_e e
-        theirs += repeat * b * (linear(e, 3 * h, h) + linear(e, h, h) + linear(frame, 2 * h, h)
-                                + linear(frame, h, h))
-    return {VARIANTS[0]: ours, VARIANTS[2]: theirs}
-
-
-def gemm_rate(rows: int = 1 << 19, repeats: int = 5) -> float:
-    """GFLOP/s of this machine's float32 products of the shapes a step is made of (2 threads): a tall
-    ``[rows, 64] @ [64, 64]`` (forward, input gradient) and a weight gradient ``[64, rows] @ [rows, 64]``,
-    the median of ``repeats`` of each, averaged."""
-    import torch
-
-    torch.set_num_threads(2)
-    a, w, g = torch.randn(rows, HIDDEN), torch.randn(HIDDEN, HIDDEN), torch.randn(rows, HIDDEN)
-    flops = 2 * rows * HIDDEN * HIDDEN
-    rates = []
-    for product in (lambda: a @ w, lambda: g.t() @ a):
-        product()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            product()
-            times.append(time.perf_counter() - t0)
-        rates.append(flops / statistics.median(times) / 1e9)
-    return statistics.mean(rates)
 
 
 def torch_load(path: str) -> dict:
@@ -266,6 +221,22 @@ def memory_child(path: str, variant: str, limit_gb: float, samples: int) -> tupl
     return before, peak
 
 
+def reference_flops(g: dict, samples: int) -> int:
+    """The reference step's dense-product FLOPs, counted on the meta device (shapes alone: no memory, no
+    arithmetic), for a size at which the reference does not fit."""
+    import torch
+
+    from gnnddm.models.encode_process_decode import EncodeProcessDecode
+
+    n = g["num_nodes"]
+    ref = reference(EncodeProcessDecode(F_IN, F_OUT, g["edge_attr"].shape[1], hidden=HIDDEN,
+                                        processor_layers=PROCESSOR_LAYERS)).to("meta")
+    edges = {kind: tuple(t.to("meta") for t in v) if isinstance(v, tuple) else v.to("meta")
+             for kind, v in pyg_edges(g, samples).items()}
+    x = torch.empty(samples * n, F_IN, device="meta")
+    return dense_flops(adam_step(ref, lambda: ref(x, edges), torch.empty(samples * n, F_OUT, device="meta")))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--resolution", type=float, default=0.25)
@@ -278,6 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-limit", type=float, default=None, metavar="GB",
                     help="address-space limit of each memory measurement (default: 90%% of the machine's memory)")
     ap.add_argument("--no-timing", action="store_true", help="the peak memory alone (no side-by-side steps)")
+    ap.add_argument("--device", default="cpu", help="torch device of the networks (default cpu)")
+    ap.add_argument("--output", type=Path, help="page to write the floor table into (docs/performance.md)")
     ap.add_argument("--save-graph", metavar="PATH", help=argparse.SUPPRESS)
     ap.add_argument("--memory", nargs=2, metavar=("GRAPH", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -290,44 +263,47 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"--variants: unknown {unknown}; choose among {list(VARIANTS)}")
     limit = args.memory_limit or 0.9 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    command = shlex.join(["python3", "benchmarks/bench_mesh_model.py", *(argv if argv is not None else sys.argv[1:])])
+    stamp = results_blocks.stamp(SOURCES, command)  # the code as the run starts
+    cuda = args.device.startswith("cuda")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "graph.pt")
         print(child("--save-graph", path, "--resolution", str(args.resolution), "--refinement",
                     str(args.refinement)), end="", flush=True)
-        flops = product_flops(torch_load(path), args.samples)
-        floor = flops[VARIANTS[0]] / flops[VARIANTS[2]]
-        print(f"  dense products per step: gnnddm {flops[VARIANTS[0]] / 1e9:.1f} GFLOP, PyG "
-              f"{flops[VARIANTS[2]] / 1e9:.1f} GFLOP: {floor:.2f}x (the floor of the ratio on products; "
-              "recompute adds the encoder's and decoder's forward products)", flush=True)
-        memory = {name: memory_child(path, name, limit, args.samples) for name in variants}
+        memory = {}
+        if cuda:  # the children measure host memory, and CUDA cannot start under an address-space limit
+            print(f"  host memory not measured on {args.device}", flush=True)
+        else:
+            memory = {name: memory_child(path, name, limit, args.samples) for name in variants}
         for name, m in memory.items():
             text = m if isinstance(m, str) else (f"{m[1]:.2f} GB (one step in a fresh process; {m[0]:.2f} GB "
                                                  "before the step: graph, weights, inputs)")
             print(f"  {name:<20} peak memory {text}", flush=True)
         if args.no_timing:
             return 0
-        fits = [v for v in variants if not isinstance(memory[v], str)]
+        fits = [v for v in variants if not isinstance(memory.get(v), str)]
 
         import torch
 
-        steps, forwards = setup(torch.load(path), fits, args.samples)
+        g = torch.load(path)
+        steps, forwards = setup(g, fits, args.samples, args.device)
     ref = VARIANTS[2]
     with torch.no_grad():
         outs = {k: f() for k, f in forwards.items()}
     diffs = ", ".join(f"{k} {float((outs[k] - outs[ref]).abs().max()):.2e}" for k in outs if k != ref
                       and ref in outs)
-    rate = gemm_rate()
+    steps, flops = instrument(steps, args.device)
     times = interleave(steps, args.iters)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"encode-process-decode, hidden {HIDDEN}, {PROCESSOR_LAYERS} processor layers, {args.samples} sample(s), "
-          "2 threads; "
-          f"outputs differ from the reference's by at most: {diffs or '(no reference)'}")
+    if ref in variants and ref not in flops:
+        flops[ref] = reference_flops(g, args.samples)
+    setup_line = (f"encode-process-decode, {args.resolution:g} deg, refinement {args.refinement}, hidden {HIDDEN}, "
+                  f"{PROCESSOR_LAYERS} processor layers, {args.samples} sample(s), 2 threads, {args.device}")
+    print(f"{setup_line}; outputs differ from the reference's by at most: {diffs or '(no reference)'}")
     print_medians(times)
-    at_rate = {k: v / rate / 1e9 for k, v in flops.items()}
-    print(f"  this machine's float32 products of these shapes: {rate:.0f} GFLOP/s; the dense products alone "
-          f"would take gnnddm {at_rate[VARIANTS[0]]:.3f} s, PyG {at_rate[ref]:.3f} s"
-          + (f" ({at_rate[VARIANTS[0]] / med[ref]:.2f}x of PyG's measured step)" if ref in med else ""))
+    if VARIANTS[0] in flops and ref in flops:
+        print(f"  dense products per step: gnnddm {flops[VARIANTS[0]] / 1e9:.1f} GFLOP, PyG {flops[ref] / 1e9:.1f} "
+              f"GFLOP: {flops[VARIANTS[0]] / flops[ref]:.2f}x (the floor of the ratio on products)")
     for name in (v for v in times if v != ref):
         if ref not in times:
             print(f"  {name} / PyG: no reference run (it did not fit or was not asked for)")
@@ -337,6 +313,22 @@ def main(argv=None) -> int:
         print(f"  {name} / PyG: {speed:.2f}x (median of per-round ratios; goal <= {GOAL:.2f}x: "
               f"{'met' if speed <= GOAL else 'NOT met'}); fastest steps: {fastest:.2f}x (on a shared machine the "
               "least disturbed)")
+    rates = measure_rates(g["num_nodes"], HIDDEN, args.device)
+    table = floor_table({k: statistics.median(v) for k, v in times.items()}, flops, rates, ref)
+    print("\n".join(table))
+    if VARIANTS[0] in times and ref in times:
+        floor = rates.floor(flops[VARIANTS[0]]) / statistics.median(times[ref])
+        print(f"  gnnddm's float32 floor is {floor:.2f}x of PyG's measured step: the lowest ratio that this "
+              "machine's float32 products allow")
+    if args.output:
+        skipped = [v for v in variants if v not in times]
+        note = (f" {', '.join(skipped)}: not timed (did not fit in {limit:.0f} GB); products counted on the meta "
+                "device." if skipped else "")
+        body = [f"{setup_line}; medians of {args.iters} interleaved steps after a warm-up.{note}", "", *table]
+        results_blocks.write_block(args.output, "bench_mesh_model",
+                                   f"{torch.device(args.device).type}-{args.resolution:g}deg-r{args.refinement}",
+                                   "\n".join(body), stamp, "# Performance")
+        print(f"  wrote {args.output}")
     return 0
 
 
