@@ -89,6 +89,11 @@ def build(section, group: str, *args, partial: bool = False, **kwargs):
         raise ConfigError(f"{key}: cannot build {section.get('_target_')!r}: {first}") from None
 
 
+def _tree(section) -> dict:
+    """A config section as plain, resolved containers."""
+    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+
+
 def section_config(section, group: str):
     """``(class, config)`` of the section of a group whose class declares its schema in ``Config`` (an
     algorithm, a model, a task): the ``_target_`` class and the section parsed into that schema (the
@@ -98,7 +103,7 @@ def section_config(section, group: str):
 
     from gnnddm.schema.fields import parse
 
-    tree = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
+    tree = _tree(section)
     target = tree.get("_target_")
     if target is None:
         raise ConfigError(f"{group}._target_: missing; each {group} option names its class in _target_")
@@ -122,7 +127,6 @@ def build_component(section, group: str, *args, **runtime):
     the schema holds their keys for checking, the class receives what they build. ``runtime`` are the
     arguments that come from the data or the run (``in_channels``, ``comm``), not from the config."""
     cls, config = section_config(section, group)
-    tree = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
-    nodes = {key: build(value, f"{group}.{key}", partial=True) for key, value in tree.items()
+    nodes = {key: build(value, f"{group}.{key}", partial=True) for key, value in _tree(section).items()
              if isinstance(value, dict) and "_target_" in value}
     return cls(*args, config=config, **nodes, **runtime)

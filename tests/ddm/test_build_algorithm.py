@@ -76,3 +76,16 @@ def test_ddm_configs_start_with_target_and_are_partial():
     for name in ALGORITHMS:
         raw = OmegaConf.load(config_dir() / "ddm" / f"{name}.yaml")
         assert [k for k in raw if k != "defaults"][0] == "_target_" and raw._partial_ is True and raw.name == name
+
+
+def test_a_built_algorithm_receives_its_validated_section_and_its_solver_node_whole():
+    """build_algorithm hands the class its Config instance (the YAML's and the command line's values, the
+    schema's defaults for the rest) and the local solver built from the whole node, options included."""
+    from gnnddm.ddm.asm import ASM
+
+    algo, cfg, _ = _build(["ddm=asm", "ddm.local_steps=5", "ddm.local_solver._target_=torch.optim.AdamW",
+                           "+ddm.local_solver.weight_decay=0.25"])
+    assert type(algo.config) is ASM.Config and algo.config.local_steps == algo.local_steps == 5
+    assert algo.config.combine == cfg.ddm.combine and algo.config.name == "asm"
+    solver = next(iter(algo.solvers.values()))
+    assert type(solver) is torch.optim.AdamW and solver.param_groups[0]["weight_decay"] == 0.25
