@@ -99,24 +99,20 @@ def section_config(section, group: str):
     algorithm, a model, a task): the ``_target_`` class and the section parsed into that schema (the
     validated object the class receives; :func:`gnnddm.schema.fields.parse`). Raises a ConfigError naming
     the key of the first problem."""
-    import importlib
-
-    from gnnddm.schema.fields import parse
+    from gnnddm.schema.fields import declared, parse
 
     tree = _tree(section)
     target = tree.get("_target_")
     if target is None:
         raise ConfigError(f"{group}._target_: missing; each {group} option names its class in _target_")
-    module, _, name = str(target).rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
+        cls, schema = declared(str(target))
+    except LookupError:
         raise ConfigError(f"{group}._target_: cannot import {target!r}; choose one of the options in "
                           f"conf/{group}/") from None
-    schema = getattr(cls, "Config", None)
-    if not isinstance(schema, type) or not hasattr(schema, "matches") or not schema.matches(str(target)):
+    except TypeError:
         raise ConfigError(f"{group}._target_: {target!r} declares no config schema (a Config dataclass whose "
-                          "_target_ is the class)")
+                          "_target_ is the class)") from None
     return cls, parse(schema, tree, f"{group}.")
 
 
@@ -126,7 +122,8 @@ def build_component(section, group: str, *args, **runtime):
     algorithm's ``local_solver``) are built as factories (:func:`build`, ``partial``) and passed by their key:
     the schema holds their keys for checking, the class receives what they build. ``runtime`` are the
     arguments that come from the data or the run (``in_channels``, ``comm``), not from the config."""
-    cls, config = section_config(section, group)
-    nodes = {key: build(value, f"{group}.{key}", partial=True) for key, value in _tree(section).items()
+    tree = _tree(section)
+    cls, config = section_config(tree, group)
+    nodes = {key: build(value, f"{group}.{key}", partial=True) for key, value in tree.items()
              if isinstance(value, dict) and "_target_" in value}
     return cls(*args, config=config, **nodes, **runtime)

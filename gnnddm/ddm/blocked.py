@@ -48,8 +48,6 @@ from gnnddm.partition.halo import halo_plan
 from gnnddm.partition.metis import metis
 from gnnddm.partition.overlap import build_partition
 
-#: how a block reaches the rows it reads (``trainer.block_halo``)
-HALOS = ("model", "layer")
 #: the last-level cache assumed where the machine does not say (bytes)
 DEFAULT_CACHE = 32 * 2**20
 
@@ -66,8 +64,8 @@ def cache_bytes() -> int:
 
 
 def auto_blocks(num_nodes: int, row_bytes: int, cache: int | None = None) -> int:
-    """Blocks such that one layer's activation of a block (``rows × row_bytes``) fits in half the cache;
-    1 where the whole graph's already does."""
+    """Blocks such that a block's activations (``rows × row_bytes``) fit in half the cache; 1 where the whole
+    graph's already do."""
     cache = cache_bytes() if cache is None else cache
     return max(1, math.ceil(num_nodes * row_bytes / (cache / 2)))
 
@@ -77,6 +75,15 @@ class _InProcess:
 
     def exchange_halo(self, plan, values: dict[int, torch.Tensor], reverse: bool = False):
         return copy_halo(plan, values, sorted(plan.send), reverse, tuple(values))
+
+
+def _partition(data, labels, count: int, overlap: int, method: str):
+    """The ``count`` blocks ``labels`` of ``data``'s graph with an ``overlap``-hop halo, without the partition's
+    warnings: a block of disconnected pieces (a band of ids) is no matter for an exact evaluation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_partition(data.edge_index, data.num_nodes, labels, overlap, edge_weight=data.edge_weight,
+                               method=method, num_parts=count)
 
 
 class Blocks:
@@ -99,22 +106,15 @@ class Blocks:
         if not 2 <= count <= n:
             raise ConfigError(f"trainer.blocks: {count} blocks for {n} nodes; valid: auto, or 1 .. {n}")
         self.count, self.halo = count, halo
-        with warnings.catch_warnings():  # a band of ids may be disconnected: no matter for an exact evaluation
-            warnings.simplefilter("ignore")
-            if halo == "model":
-                labels = metis(data.edge_index, n, count, edge_weight=data.edge_weight)
-                partition = build_partition(data.edge_index, n, labels, int(hops), edge_weight=data.edge_weight,
-                                            method="metis", num_parts=count)
-            else:
-                labels = contiguous(data.edge_index, n, count)
-                partition = build_partition(data.edge_index, n, labels, 0, edge_weight=data.edge_weight,
-                                            method="contiguous", num_parts=count)
         if halo == "model":
+            labels = metis(data.edge_index, n, count, edge_weight=data.edge_weight)
+            partition = _partition(data, labels, count, int(hops), "metis")
             self.objective = Objective(data, partition, device=device)
             self.blocks = [k for k in range(count) if self.objective.num_owned[k] > 0]  # METIS may leave one empty
             #: nodes computed (owned + overlap rows) / nodes: the work of one loss evaluation
             self.work = sum(self.objective.local_work(k) for k in self.blocks)
             return
+        partition = _partition(data, contiguous(data.edge_index, n, count), count, 0, "contiguous")
         plan = halo_plan(partition, data.edge_index, n, data.edge_weight)
         parts = tuple(range(count))
         graphs = part_graphs(plan, data.edge_attr, data.edge_weight, device, parts)
@@ -177,4 +177,4 @@ def row_bytes_of(model, batch_size: int, dtype=torch.float32) -> int:
     return int(batch_size * width * torch.finfo(dtype).bits // 8)
 
 
-__all__ = ["HALOS", "Blocks", "auto_blocks", "block_count", "cache_bytes", "row_bytes_of"]
+__all__ = ["Blocks", "auto_blocks", "block_count", "cache_bytes", "row_bytes_of"]

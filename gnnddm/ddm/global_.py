@@ -4,8 +4,8 @@
 
 With torch.optim.Adagrad (no momentum) this is the single-level OFFO method. No communication; the
 whole graph is one computation (grad_evals 1 per iteration), or, with ``trainer.blocks`` > 1, the same
-loss and gradient computed layer by layer over cache-sized blocks (:mod:`gnnddm.ddm.blocked`; grad_evals
-then count the blocks' halo rows too).
+loss and gradient computed over cache-sized blocks (:mod:`gnnddm.ddm.blocked`; grad_evals then count the
+blocks' overlap or halo rows too).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gnnddm.ddm.base import Algorithm, AlgorithmConfig
-from gnnddm.ddm.blocked import Blocks
-from gnnddm.ddm.halo_sync import require_stages
-from gnnddm.errors import ConfigError
+from gnnddm.ddm.blocked import Blocks, block_count
 
 
 @dataclass
@@ -36,16 +34,9 @@ class Global(Algorithm):
         self.blocks: Blocks | None = None  # trainer.blocks > 1: the cache-blocked evaluation
 
     def run_in_blocks(self, count: int, halo: str = "model") -> None:
-        if count <= 1:
-            self.blocks = None
-            return
-        if halo == "layer":
-            require_stages(self.model, f"trainer.blocks={count} with trainer.block_halo=layer")
+        count = block_count(count, self.model, self.objective.num_nodes, 0, halo)  # refuses what cannot be blocked
         hops = getattr(self.model, "num_message_passing_layers", None)
-        if halo == "model" and hops is None:
-            raise ConfigError(f"trainer.blocks={count}: model {type(self.model).__name__} does not say its "
-                              "message-passing hops (num_message_passing_layers), the blocks' overlap")
-        self.blocks = Blocks(self.objective.data, count, self.objective.device, hops=hops, halo=halo)
+        self.blocks = Blocks(self.objective.data, count, self.objective.device, hops, halo) if count > 1 else None
 
     def _step(self, losses) -> dict[str, float]:
         opt = self._global_optimizer()

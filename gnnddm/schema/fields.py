@@ -87,6 +87,23 @@ class Component:
         return target == cls.__dataclass_fields__["_target_"].default
 
 
+def declared(target: str) -> tuple[object, type]:
+    """``(object, schema)``: what the dotted ``target`` names (a class, a partitioner) and the ``Config`` it
+    declares. Raises LookupError when ``target`` cannot be imported, TypeError when it declares no schema
+    whose ``_target_`` matches it. The callers word the error for their key (config checking, building)."""
+    import importlib
+
+    module, _, name = target.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise LookupError(target) from None
+    schema = getattr(found, "Config", None)
+    if not isinstance(schema, type) or not hasattr(schema, "matches") or not schema.matches(target):
+        raise TypeError(target)
+    return found, schema
+
+
 def schemas(group: str) -> tuple[type, ...]:
     """The registered schemas of ``group``, in the order a ``_target_`` is matched (the first match wins):
     those of one target in the order they were defined, then those of a :attr:`~Component.target_prefix`,

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from gnnddm.schema.fields import Invalid, above, at_least, one_of
 
+#: the values of ``trainer.block_halo`` (how a cache-sized block reads its neighbours: gnnddm.ddm.blocked)
+BLOCK_HALOS = ("model", "layer")
 #: the values of ``distributed.backend``; :func:`gnnddm.distributed.world.check_backend` reads this one list
 BACKENDS = ("none", "gloo", "nccl")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -31,7 +33,7 @@ class TrainerConfig:
     #: ``global``'s whole-graph step over cache-sized blocks (gnnddm.ddm.blocked): auto, or a count (1: at once)
     blocks: int | str = 1
     #: how a block reaches its neighbours' rows: the overlap of the model's hops, or a one-hop halo per layer
-    block_halo: str = field(default="model", metadata=one_of("model", "layer", noun="block halo"))
+    block_halo: str = field(default="model", metadata=one_of(*BLOCK_HALOS, noun="block halo"))
 
     def __post_init__(self):
         if self.blocks != "auto" and (isinstance(self.blocks, str) or self.blocks < 1):

@@ -4,8 +4,8 @@
 A section of a group is checked against the first schema of :data:`GROUPS` whose ``_target_`` matches its
 own. :data:`GROUPS` is computed from the schemas that register themselves by being defined (a
 :class:`~gnnddm.schema.fields.Component` subclass with a ``_target_`` in ``gnnddm/schema/<group>.py``), so
-no table names them; the ``ddm`` and ``model`` sections' schema is the ``Config`` of their ``_target_`` class
-(:data:`DECLARED`)."""
+no table names them; the ``ddm``, ``model`` and ``partition`` sections' schema is the ``Config`` of what their
+``_target_`` names (:data:`DECLARED`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import DECLARED, _check, check, registered_groups, schemas
+from gnnddm.schema.fields import DECLARED, _check, check, declared, registered_groups, schemas
 from gnnddm.schema.root import RootConfig
 
 
@@ -40,8 +40,8 @@ class _Groups(Mapping):
     Nothing is listed here: defining a :class:`~gnnddm.schema.fields.Component` subclass with a ``_target_``
     in ``gnnddm/schema/<group>.py`` registers it under ``<group>``, and every module of this package is
     imported before the first look-up, so a new option's schema (or a new group's module) needs no entry.
-    The :data:`DECLARED` groups (``ddm``, ``model``) have none: their schemas are declared by the classes
-    themselves (``Config``).
+    The :data:`DECLARED` groups (``ddm``, ``model``, ``partition``) have none: their schemas are declared by
+    what their ``_target_`` names (``Config``).
     """
 
     def _groups(self) -> tuple[str, ...]:
@@ -128,8 +128,6 @@ def group_choices() -> dict[str, str]:
         return {}
 
 
-
-
 def schema_of(group: str, target: str) -> type | None:
     """The schema of the option of ``group`` whose ``_target_`` is ``target``; None if there is none."""
     if group in DECLARED:
@@ -157,22 +155,17 @@ def declared_schema(group: str, target: str):
     """The ``Config`` schema that the object ``target`` of a :data:`DECLARED` group names (an algorithm
     class, a model class, a partitioner; any class that names one, such as a task); a ConfigError, naming
     the shipped options' targets, when the object cannot be imported or declares none."""
-    import importlib
-
-    module, _, name = target.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
+        return declared(target)[1]
+    except LookupError:
         known = ", ".join(sorted(component_targets().get(group, ())))
         return ConfigError(f"{group}._target_: cannot import {target!r}; known: {known} (the options in "
                            f"conf/{group}/)")
-    schema = getattr(cls, "Config", None)
-    if not isinstance(schema, type) or not hasattr(schema, "matches") or not schema.matches(target):
+    except TypeError:
         base = {"ddm": "gnnddm.ddm.base.AlgorithmConfig", "model": "gnnddm.models.common.ModelConfig",
                 "partition": "gnnddm.schema.partition.PartitionConfig"}.get(group)
         return ConfigError(f"{group}._target_: {target!r} declares no config schema (a Config dataclass whose "
                            f"_target_ is the class{f'; see {base}' if base else ''})")
-    return schema
 
 
 # ------------------------------------------------------------------------------ configs read from files
