@@ -10,7 +10,8 @@ warm-up, medians, 2 threads; prints both, the ratio against the 0.5x goal, and t
 two networks' outputs (they compute the same function). Then each step's dense-product floor
 (``benchmarks/floor.py``: its products at the product rate of ``[E, 64]`` activations measured in the same run,
 float32 and bf16) and its ratio to it, as a table; ``--output`` writes that table into a page as the generated
-block ``bench_interaction:<device>-<resolution>deg``.
+block ``bench_interaction:<device>-<resolution>deg``. ``--twins bf16,compiled`` also times gnnddm's step with
+bf16 products and compiled (``trainer.precision``, ``trainer.compile``), each against the float32 step.
 
     python3 benchmarks/bench_interaction.py                   # 1 deg (65,160 nodes)
     python3 benchmarks/bench_interaction.py --output docs/performance.md      # and write the floor table
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import results_blocks  # noqa: E402
 from floor import instrument, measure_rates, print_and_write  # noqa: E402
-from side_by_side import adam_step, interleave, pyg_interaction, report  # noqa: E402
+from side_by_side import TWINS, adam_step, interleave, pyg_interaction, ratio, report, twin_steps  # noqa: E402
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as the gnnddm command does
 
@@ -67,7 +68,12 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="torch device of both networks (default cpu)")
     ap.add_argument("--output", type=Path, help="page to write the floor table into (docs/performance.md)")
+    ap.add_argument("--twins", default="", help=f"comma-separated, of {', '.join(TWINS)}: gnnddm's step also "
+                    "with bf16 products, compiled (default: none)")
     args = ap.parse_args(argv)
+    twins = [t.strip() for t in args.twins.split(",") if t.strip()]
+    if any(t not in TWINS for t in twins):
+        ap.error(f"--twins: expected names among {', '.join(TWINS)}, got {args.twins!r}")
     command = shlex.join(["python3", "benchmarks/bench_interaction.py", *(argv if argv is not None else sys.argv[1:])])
     stamp = results_blocks.stamp(SOURCES, command)  # the code as the run starts
 
@@ -90,14 +96,20 @@ def main(argv=None) -> int:
     with torch.no_grad():
         diff = float((ours(x, graph)[0] - ref(x[0], edge_index)).abs().max())
 
-    steps, flops = instrument({"gnnddm": adam_step(ours, lambda: ours(x, graph), y),
+    extra, uncounted = twin_steps(ours, lambda m: m(x, graph), y, twins, device)
+    counted = {k: v for k, v in extra.items() if k not in uncounted}
+    steps, flops = instrument({"gnnddm": adam_step(ours, lambda: ours(x, graph), y), **counted,
                                "pyg MessagePassing": adam_step(ref, lambda: ref(x[0], edge_index).unsqueeze(0), y)},
                               device)
+    steps.update({k: v for k, v in extra.items() if k in uncounted})
     times = interleave(steps, args.iters)
+    flops.update({k: flops["gnnddm"] for k in uncounted})
     setup = (f"interaction network, {args.resolution:g} deg ({n} nodes, {graph.num_edges} edges), hidden {HIDDEN}, "
              f"{LAYERS} blocks, one sample, 2 threads, {device}")
     print(f"{setup}; outputs differ by at most {diff:.2e}")
     report(times, "gnnddm", "pyg MessagePassing", GOAL)
+    for name in extra:
+        print(f"  {name} / gnnddm: {ratio(times, name, 'gnnddm'):.2f}x (median of per-round ratios)")
     rates = measure_rates(graph.num_edges, HIDDEN, device)  # the edge MLPs' products dominate
     print_and_write(times, flops, rates, "pyg MessagePassing", setup, args,
                     ("bench_interaction", f"{device.type}-{args.resolution:g}deg", stamp))

@@ -13,8 +13,9 @@ disturbed on a shared machine) and the largest difference of the two networks' o
 same function). Then the peak memory (``ru_maxrss``) of a fresh process per variant running one step
 (after loading the same graph; the high-water mark before the step is printed too).
 
-Three variants: ``gnnddm``, ``gnnddm recompute`` (``model.recompute=true``: the encoder and decoder run by
-blocks of rows recomputed in the backward pass) and the reference. Each memory measurement runs in a
+Four variants: ``gnnddm``, ``gnnddm recompute`` (``model.recompute=true``: the encoder and decoder run by
+blocks of rows recomputed in the backward pass), the reference, and ``gnnddm bf16``
+(``trainer.precision=bf16``: its dense products in bf16, float32 parameters and loss). Each memory measurement runs in a
 process limited to ``--memory-limit`` GB of address space; a variant that does not fit is reported so and
 left out of the timing (on ``--device cuda`` the host-memory measurement is skipped).
 
@@ -54,7 +55,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch starts, as th
 
 F_IN, F_OUT, HIDDEN, PROCESSOR_LAYERS, GOAL = 9, 4, 64, 4, 1 / 3
 KINDS = ("encoder", "processor", "decoder")
-VARIANTS = ("gnnddm", "gnnddm recompute", "pyg MessagePassing")
+VARIANTS = ("gnnddm", "gnnddm recompute", "pyg MessagePassing", "gnnddm bf16")
 # What the floor table measures (fingerprinted into its block's marker: benchmarks/results_blocks.py).
 SOURCES = ("gnnddm/models", "gnnddm/graph", "benchmarks/bench_mesh_model.py", "benchmarks/floor.py",
            "benchmarks/side_by_side.py")
@@ -133,6 +134,7 @@ def setup(g: dict, variants=VARIANTS, samples: int = 1, device="cpu"):
     import torch
 
     from gnnddm.models.encode_process_decode import EncodeProcessDecode
+    from gnnddm.models.execution import set_precision
     from gnnddm.models.graph import prepare_graph
 
     torch.set_num_threads(2)
@@ -152,6 +154,13 @@ def setup(g: dict, variants=VARIANTS, samples: int = 1, device="cpu"):
         light.load_state_dict(ours.state_dict())
         steps[VARIANTS[1]] = adam_step(light, lambda: light(x, graph), y)
         forwards[VARIANTS[1]] = lambda: light(x, graph)
+    if VARIANTS[3] in variants:  # trainer.precision=bf16: the dense products in bf16
+        low = EncodeProcessDecode(F_IN, F_OUT, g["edge_attr"].shape[1], hidden=HIDDEN,
+                                  processor_layers=PROCESSOR_LAYERS).to(device)
+        low.load_state_dict(ours.state_dict())
+        set_precision(low, "bf16")
+        steps[VARIANTS[3]] = adam_step(low, lambda: low(x, graph), y)
+        forwards[VARIANTS[3]] = lambda: low(x, graph)
     if VARIANTS[2] in variants:
         ref = reference(ours)
         edges = {kind: tuple(t.to(device) for t in v) if isinstance(v, tuple) else v.to(device)

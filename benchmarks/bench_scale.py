@@ -10,7 +10,8 @@ evaluation (the first left out).
 
 Variants: ``global`` (Adam), ``global`` with its step over cache-sized blocks (``trainer.blocks``: auto, 64,
 16, with the overlap of the model's hops or one-hop halos per layer, ``trainer.block_halo``; the same loss
-and gradient, goal <= 0.7x the whole-graph step), ``sync`` (the subdomain gradients
+and gradient, goal <= 0.7x the whole-graph step), ``global`` and 64 blocks with bf16 products
+(``trainer.precision=bf16``, goal <= 0.6x the same variant in float32), ``sync`` (the subdomain gradients
 summed, one Adam step: the redundant work of
 the overlap and the per-subdomain overhead, nothing else), ``asm`` with one local Adam step per outer
 iteration and no trust region (``ddm.local_steps=1 ddm.foc=false ddm.globalization=none``: one subdomain
@@ -37,6 +38,8 @@ TIME_GOAL, MEMORY_GOAL = 1.5, 2.0
 GLOBAL = ["ddm=global", "partition.num_parts=1", "partition.overlap=0"]
 #: ``global``'s step in cache-sized blocks against the whole-graph step (goal: at most this ratio)
 BLOCKS_GOAL = 0.7
+#: a step with bf16 products (``trainer.precision=bf16``) against the same step in float32 (goal: at most)
+BF16_GOAL = 0.6
 VARIANTS = {
     "global": GLOBAL,
     "global, blocks auto": [*GLOBAL, "trainer.blocks=auto"],
@@ -44,6 +47,8 @@ VARIANTS = {
     "global, 16 blocks": [*GLOBAL, "trainer.blocks=16"],
     "global, 16 blocks, layer halos": [*GLOBAL, "trainer.blocks=16", "trainer.block_halo=layer"],
     "global, 64 blocks, layer halos": [*GLOBAL, "trainer.blocks=64", "trainer.block_halo=layer"],
+    "global, bf16": [*GLOBAL, "trainer.precision=bf16"],
+    "global, 64 blocks, bf16": [*GLOBAL, "trainer.blocks=64", "trainer.precision=bf16"],
     "sync": ["ddm=sync"],
     "asm, 1 local step": ["ddm=asm", "ddm.local_steps=1", "ddm.foc=false", "ddm.globalization=none"],
     "asm (shipped)": ["ddm=asm"],
@@ -112,24 +117,30 @@ def main(argv=None) -> int:
             got = run([*overrides(args.resolution, args.steps, args.iterations, args.parts, Path(tmp), f"v{i}"),
                        *VARIANTS[name]], name)
             results[name] = got
-            extra = (f", halo ratio {got['halo_ratio']:.3f}" if got.get("halo_ratio") is not None and name != "global"
-                     else "")
+            partitioned = got.get("halo_ratio") is not None and not name.startswith("global")
+            extra = f", halo ratio {got['halo_ratio']:.3f}" if partitioned else ""
             print(f"{name:<18} {got['seconds']:.3f} s per outer iteration, peak {got['peak_gb']:.2f} GB{extra}",
                   flush=True)
     if "global" in results:
         ref = results["global"]
         for name, got in results.items():
-            if name == "global":
+            if name == "global" or name == "global, bf16":  # that one is printed against float32 below
                 continue
             t, m = got["seconds"] / ref["seconds"], got["peak_gb"] / ref["peak_gb"]
             verdict = ""
             if name.startswith("asm"):
                 verdict = (f" (goal <= {TIME_GOAL}x: {'met' if t <= TIME_GOAL else 'NOT met'}; "
                            f"memory <= {MEMORY_GOAL}x: {'met' if m <= MEMORY_GOAL else 'NOT met'})")
-            elif name.startswith("global,"):
+            elif name.startswith("global,") and "bf16" not in name:
                 met = "met" if t <= BLOCKS_GOAL else "NOT met"
                 verdict = f" ({got.get('blocks')} blocks; goal <= {BLOCKS_GOAL}x: {met})"
             print(f"{name} / global: {t:.2f}x per outer iteration, {m:.2f}x peak memory{verdict}")
+        for name, got in results.items():  # bf16 against the same variant in float32
+            f32 = name.replace(", bf16", "").replace(" bf16", "")
+            if "bf16" in name and f32 in results:
+                t, m = got["seconds"] / results[f32]["seconds"], got["peak_gb"] / results[f32]["peak_gb"]
+                print(f"{name} / {f32}: {t:.2f}x per outer iteration, {m:.2f}x peak memory "
+                      f"(goal <= {BF16_GOAL}x: {'met' if t <= BF16_GOAL else 'NOT met'})")
     return 0
 
 

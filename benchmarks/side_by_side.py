@@ -4,12 +4,14 @@
 steps in rounds, alternating their order, the first round a warm-up, so that load from other processes
 hits every variant alike; :func:`ratio` is the median of the per-round ratios of two variants, and
 :func:`report` prints the medians and that ratio against a goal. :func:`pyg_interaction` is the reference
-interaction layer as PyG users write it, for the benchmarks of the interaction models.
+interaction layer as PyG users write it, for the benchmarks of the interaction models. :func:`twin_steps`
+adds gnnddm's step with bf16 products (``trainer.precision=bf16``) and compiled (``trainer.compile=true``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import statistics
 import time
 
@@ -26,6 +28,56 @@ def adam_step(model, forward, y, lr: float = 1e-3):
         opt.step()
 
     return step
+
+
+#: the run settings a gnnddm step can be timed with beside the float32 one (:func:`twin_steps`)
+TWINS = ("bf16", "compiled")
+
+
+def twin_steps(model, forward_of, y, names, device="cpu") -> tuple[dict, set[str]]:
+    """Steps of twins of ``model`` (deep copies: the same weights), one per name of ``names`` in
+    :data:`TWINS`, each named ``"gnnddm <name>"``: ``forward_of(twin)`` is the twin's forward pass.
+
+    A compiled twin is compiled here, by one warm-up step, before anything is timed (its compile seconds
+    are printed, apart from its step times), and its name is returned in the set of steps whose dense
+    products the caller takes from the float32 step's (the same products; a FLOP counter cannot see inside
+    compiled kernels)."""
+    from floor import sync
+
+    from gnnddm.models.execution import compile_seconds, set_compile, set_precision
+
+    steps, counted_elsewhere = {}, set()
+    for name in names:
+        twin = copy.deepcopy(model)
+        if name == "bf16":
+            set_precision(twin, "bf16")
+        elif name == "compiled":
+            set_compile(twin, True)
+        else:
+            raise ValueError(f"unknown twin {name!r}; expected one of {', '.join(TWINS)}")
+        step = adam_step(twin, functools.partial(forward_of, twin), y)
+        if name == "compiled":
+            before, t0 = compile_seconds(), time.perf_counter()
+            step()
+            sync(device)
+            compiled = [k for k, v in twin.compiled_stages.items() if v is not False]
+            print(f"  gnnddm compiled: first step {time.perf_counter() - t0:.1f} s, of which compiling "
+                  f"{compile_seconds() - before:.1f} s; stages compiled: {', '.join(compiled) or 'none'}",
+                  flush=True)
+            counted_elsewhere.add(f"gnnddm {name}")
+            step = _synced(step, device)  # the other steps wait for the device in floor.instrument
+        steps[f"gnnddm {name}"] = step
+    return steps, counted_elsewhere
+
+
+def _synced(step, device):
+    from floor import sync
+
+    def run():
+        step()
+        sync(device)
+
+    return run
 
 
 def interleave(steps: dict, iters: int) -> dict[str, list[float]]:

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from gnnddm.models.execution import compute_dtype, in_float32
 from gnnddm.models.graph import Graph
 
 CHUNK_VALUES = 1 << 18
@@ -183,7 +184,8 @@ def gatv2_attention(
         per_chunk = 1 << (per_chunk.bit_length() - 1)  # a power of two: few cached chunkings
     else:  # an accelerator runs the whole graph as one chunk
         per_chunk = max(1, edges.src.shape[0])
-    chunks = edge_chunks(graph, self_loops, per_chunk, x_l.dtype)
+    # the kernel runs in float32 under autocast (in_float32), and its chunks' segment sums with it
+    chunks = edge_chunks(graph, self_loops, per_chunk, x_l.dtype if compute_dtype(x_l) is None else torch.float32)
     edge_attr = None if w_edge is None or edges.edge_attr is None else edges.edge_attr
     keep = None  # the factor of each attention weight, as F.dropout draws it on [E, B, heads]
     if dropout >= 1:
@@ -200,6 +202,7 @@ class _Attention(torch.autograd.Function):
     """Forward: chunk by chunk, logits, softmax and aggregation. Backward: the same chunks, recomputed."""
 
     @staticmethod
+    @in_float32
     def forward(ctx, x_l, x_r, att, w_edge, edges, chunks, edge_attr, keep, slope):
         n, b, heads, c = x_l.shape
         xl2, xr2 = x_l.reshape(n, -1), x_r.reshape(n, -1)

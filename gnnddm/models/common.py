@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gnnddm.models.execution import compute_dtype, in_float32, lowered
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import Component, at_least
 
@@ -126,6 +127,7 @@ class _SpMM(torch.autograd.Function):
     """``A @ h`` for a constant CSR matrix; backward ``A.T @ grad`` with the cached transpose."""
 
     @staticmethod
+    @in_float32
     def forward(ctx, h, a, a_t):
         ctx.a_t = a_t
         return a @ h
@@ -188,7 +190,7 @@ class MLP(nn.Sequential):
         params = [t for m in linears for t in (m.weight, m.bias)]
         if norm is not None:
             params += [norm.weight, norm.bias]
-        return _Tail.apply(pre, len(linears), None if norm is None else norm.eps, *params)
+        return _Tail.apply(pre, len(linears), None if norm is None else norm.eps, compute_dtype(pre), *params)
 
 
 class _Tail(torch.autograd.Function):
@@ -200,20 +202,24 @@ class _Tail(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pre, num_linears, eps, *params):
+    def forward(ctx, pre, num_linears, eps, low, *params):
         x = pre.reshape(-1, pre.shape[-1])
-        inputs = []  # the SiLUs' inputs
-        for i in range(num_linears):
-            inputs.append(x)
-            x = torch.addmm(params[2 * i + 1], F.silu(x), params[2 * i].t())
-        norm = None
-        if eps is not None:
-            gamma, beta = params[-2:]
-            y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), gamma, beta, eps)
-            norm = (x, mean, rstd)
-        else:
-            y = x
-        ctx.num_linears, ctx.has_norm, ctx.shape = num_linears, eps is not None, pre.shape
+        linear = lowered(low, *params[:2 * num_linears])
+        inputs = []  # the SiLUs' inputs (in the products' dtype)
+        with torch.autocast(pre.device.type, enabled=False):  # the dtypes are explicit here
+            x, = lowered(low, x)
+            for i in range(num_linears):
+                inputs.append(x)
+                x = torch.addmm(linear[2 * i + 1], F.silu(x), linear[2 * i].t())
+            x = x.to(params[-1].dtype if params else pre.dtype)  # LayerNorm and output: the parameters' dtype
+            norm = None
+            if eps is not None:
+                gamma, beta = params[-2:]
+                y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), gamma, beta, eps)
+                norm = (x, mean, rstd)
+            else:
+                y = x
+        ctx.num_linears, ctx.has_norm, ctx.shape, ctx.low = num_linears, eps is not None, pre.shape, low
         ctx.save_for_backward(*inputs, *(norm or ()), *params)
         return y.view(*pre.shape[:-1], y.shape[-1])
 
@@ -235,9 +241,10 @@ class _Tail(torch.autograd.Function):
             params = rest
         grads_linear: list[torch.Tensor] = []
         for i in reversed(range(n)):
-            x, w = inputs[i], params[2 * i]
-            grads_linear = [g.t() @ F.silu(x), g.sum(0), *grads_linear]
-            g = torch.ops.aten.silu_backward(g @ w, x)
+            x, (w,) = inputs[i], lowered(ctx.low, params[2 * i])
+            g_low, = lowered(ctx.low, g)
+            grads_linear = [g_low.t() @ F.silu(x), g.sum(0), *grads_linear]
+            g = torch.ops.aten.silu_backward(g_low @ w, x)
         if n == 0 and not ctx.has_norm:
             g = g.clone()
-        return (g.view(ctx.shape), None, None, *grads_linear, *grads_norm)
+        return (g.view(ctx.shape), None, None, None, *grads_linear, *grads_norm)

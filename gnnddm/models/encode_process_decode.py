@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gnnddm.errors import ConfigError
 from gnnddm.models.common import MLP, check_edge_dim, check_keep, run_stages, scaled
+from gnnddm.models.execution import in_float32, stage
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import Component, at_least, configured
 
@@ -125,6 +126,7 @@ class _EdgeInput(torch.autograd.Function):
     """
 
     @staticmethod
+    @in_float32
     def forward(ctx, p_s, p_d, e, w_e, edges):
         num_edges, samples, hidden = len(edges.pairs), p_s.shape[1], p_s.shape[2]
         out = F.embedding_bag(edges.pairs, torch.cat([p_s.flatten(1), p_d.flatten(1)]), mode="sum")
@@ -151,6 +153,7 @@ class _Scatter(torch.autograd.Function):
     """Sum per-edge values ``[E, ...]`` into their nodes, ``incidence @ x``; backward: a gather."""
 
     @staticmethod
+    @in_float32
     def forward(ctx, x, index, incidence):
         ctx.index = index
         return (incidence @ x.flatten(1).contiguous()).view(incidence.shape[0], *x.shape[1:])
@@ -436,6 +439,7 @@ class EncodeProcessDecode(nn.Module):
         self.decoder = MeshInteraction(hidden, mlp_layers)
         self.output = MLP(hidden, hidden, out_channels, mlp_layers)
 
+    @stage
     def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
         """Node latents ``h [N, B, hidden]`` and the processor's edge latents ``[E_processor, 1, hidden]``."""
         if graph.edge_attr is None or graph.edge_attr.shape[1] != self.edge_dim:
@@ -444,6 +448,7 @@ class EncodeProcessDecode(nn.Module):
         processor = edge_sets(graph)[1]
         return _embed(self.node_embedder, h), _embed(self.edge_embedders["processor"], processor.features).unsqueeze(1)
 
+    @stage
     def layer(self, k: int, state: tuple[torch.Tensor, ...], graph: Graph) -> tuple[torch.Tensor, ...]:
         if k == 0:
             h, e_proc = state
@@ -491,6 +496,7 @@ class EncodeProcessDecode(nn.Module):
         edges = edge_sets(graph)[kind]
         return layer(h, _embed(embedder, edges.features).unsqueeze(1), edges)[0]
 
+    @stage
     def decode(self, state: tuple[torch.Tensor, ...], graph: Graph) -> torch.Tensor:
         return self.output.tail(self.output[0](state[0]))
 

@@ -12,6 +12,7 @@ from torch_geometric.nn import GATv2Conv
 from gnnddm.errors import ConfigError
 from gnnddm.models.attention import gatv2_attention
 from gnnddm.models.common import ModelConfig, check_edge_dim, run_stages
+from gnnddm.models.execution import stage
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import Invalid, at_least, configured
 
@@ -112,15 +113,18 @@ class GATv2(nn.Module):
             else:
                 self.convs.append(GATv2Conv(d_in, out_channels, heads=1, **kw))
 
+    @stage
     def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor]:
         if self.edge_dim and graph.edge_attr is None:
             raise ConfigError(f"model.edge_dim: {self.edge_dim}, but the graph has no edge features; set 0")
         return (h,)
 
+    @stage
     def layer(self, k: int, state: tuple[torch.Tensor], graph: Graph) -> tuple[torch.Tensor]:
         h = gatv2_layer(self.convs[k], state[0], graph)
         return (F.elu(h) if k < self.num_layers - 1 else h,)
 
+    @stage
     def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
         return state[0]
 

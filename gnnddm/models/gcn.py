@@ -11,6 +11,7 @@ from torch_geometric.nn import GCNConv
 
 from gnnddm.errors import ConfigError
 from gnnddm.models.common import ModelConfig, run_stages, spmm, weighted_adjacency
+from gnnddm.models.execution import stage
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import configured
 
@@ -121,13 +122,16 @@ class GCN(nn.Module):
         dims = [in_channels] + [hidden] * (layers - 1) + [out_channels]
         self.convs = nn.ModuleList(GCNConv(dims[k], dims[k + 1]) for k in range(layers))
 
+    @stage
     def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor]:
         return (h,)
 
+    @stage
     def layer(self, k: int, state: tuple[torch.Tensor], graph: Graph) -> tuple[torch.Tensor]:
         h = gcn_layer(self.convs[k], state[0], graph, self.use_edge_weight)
         return (F.relu(h) if k < self.num_layers - 1 else h,)
 
+    @stage
     def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
         return state[0]
 

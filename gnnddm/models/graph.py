@@ -91,7 +91,7 @@ class Graph:
         perm = torch.argsort(src * n + dst)
         crow = torch.zeros(n + 1, dtype=torch.long, device=src.device)
         crow[1:] = torch.cumsum(torch.bincount(src, minlength=n), 0)
-        adj_t = csr(crow, dst[perm], torch.ones(perm.shape[0], device=src.device), n)
+        adj_t = csr(crow, dst[perm], torch.ones(perm.shape[0], dtype=self.adj.dtype, device=src.device), n)
         return Transpose(adj_t=adj_t, perm=perm)
 
     @property

@@ -10,6 +10,7 @@ from torch import nn
 
 from gnnddm.errors import ConfigError
 from gnnddm.models.common import MLP, ModelConfig, check_edge_dim, check_keep, run_stages, scaled, scatter_sum
+from gnnddm.models.execution import stage
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import at_least, configured
 
@@ -105,6 +106,7 @@ class InteractionNetwork(nn.Module):
         self.blocks = nn.ModuleList(InteractionBlock(hidden, mlp_layers) for _ in range(layers))
         self.decoder = MLP(hidden, hidden, out_channels, mlp_layers)
 
+    @stage
     def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
         """Node and edge latents ``(h [N, B, hidden], e [E, B or 1, hidden])``."""
         if self.edge_dim > 0:
@@ -118,11 +120,13 @@ class InteractionNetwork(nn.Module):
             e = self.edge_latent.expand(graph.num_edges, 1, -1)
         return self.node_encoder(h), e
 
+    @stage
     def layer(self, k: int, state: tuple[torch.Tensor, torch.Tensor], graph: Graph):
         h, e = state
         e, h = self.blocks[k](e, h, graph, self.layer_steps[k])
         return h, e
 
+    @stage
     def decode(self, state: tuple[torch.Tensor, torch.Tensor], graph: Graph) -> torch.Tensor:
         return self.decoder(state[0])
 

@@ -9,6 +9,7 @@ from torch import nn
 from torch_geometric.nn import SAGEConv
 
 from gnnddm.models.common import AGGREGATIONS, ModelConfig, adjacency, check_keep, run_stages, scaled
+from gnnddm.models.execution import compute_dtype, lowered, stage
 from gnnddm.models.graph import Graph
 from gnnddm.schema.fields import configured, one_of
 
@@ -22,56 +23,60 @@ class _SAGEFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, w_l, b_l, w_r, a, a_t, relu):
+    def forward(ctx, h, w_l, b_l, w_r, a, a_t, relu, low):
         n, b, f_in = h.shape
         f_out = w_l.shape[0]
         h2 = h.reshape(n * b, f_in)
-        project_first = f_out < f_in
-        if project_first:
-            # agg(h) W_l^T = agg(h W_l^T): aggregate the narrower side.
-            out = h2 @ w_r.t() if b_l is None else torch.addmm(b_l, h2, w_r.t())
-            out.view(n, b * f_out).addmm_(a, (h2 @ w_l.t()).view(n, b * f_out))
-            agg = None
-        else:
-            agg = (a @ h2.view(n, b * f_in)).view(n * b, f_in)
-            out = agg @ w_l.t() if b_l is None else torch.addmm(b_l, agg, w_l.t())
-            out.addmm_(h2, w_r.t())
+        # with ``low`` (bf16), the dense products take low-precision operands and the sparse ones float32
+        x, wl, wr, bl = lowered(low, h2, w_l, w_r, b_l)
+        with torch.autocast(h.device.type, enabled=False):  # the dtypes are explicit here
+            if f_out < f_in:
+                # agg(h) W_l^T = agg(h W_l^T): aggregate the narrower side.
+                out = (x @ wr.t() if bl is None else torch.addmm(bl, x, wr.t())).to(a.dtype)
+                out.view(n, b * f_out).addmm_(a, (x @ wl.t()).to(a.dtype).view(n, b * f_out))
+                agg = None
+            else:
+                agg, = lowered(low, (a @ h2.view(n, b * f_in).to(a.dtype)).view(n * b, f_in))
+                out = agg @ wl.t() if bl is None else torch.addmm(bl, agg, wl.t())
+                out = out.addmm_(x, wr.t()).to(a.dtype)
         if relu:
             out.relu_()
-        ctx.save_for_backward(h2, agg, out if relu else None, w_l, w_r)
-        ctx.a_t, ctx.shape, ctx.relu, ctx.has_bias = a_t, (n, b, f_in, f_out), relu, b_l is not None
+        ctx.save_for_backward(x, agg, out if relu else None, w_l, w_r)
+        ctx.a_t, ctx.shape, ctx.relu, ctx.has_bias, ctx.low = a_t, (n, b, f_in, f_out), relu, b_l is not None, low
         return out.view(n, b, f_out)
 
     @staticmethod
     def backward(ctx, grad):
-        h2, agg, out, w_l, w_r = ctx.saved_tensors
+        x, agg, out, w_l, w_r = ctx.saved_tensors
         n, b, f_in, f_out = ctx.shape
+        wl, wr = lowered(ctx.low, w_l, w_r)
         g = grad.reshape(n * b, f_out).contiguous()
         if ctx.relu:
             g = torch.ops.aten.threshold_backward(g, out, 0)
+        g_low, = lowered(ctx.low, g)
         grad_h = grad_w_l = grad_b = grad_w_r = None
         if agg is None:
             # out = A (h W_l^T) + h W_r^T + b  ->  d/dW_l = (A^T g)^T h, d/dh += (A^T g) W_l
-            g_agg = (ctx.a_t @ g.view(n, b * f_out)).view(n * b, f_out)
+            g_agg, = lowered(ctx.low, (ctx.a_t @ g.view(n, b * f_out)).view(n * b, f_out))
             if ctx.needs_input_grad[1]:
-                grad_w_l = _weight_grad(g_agg, h2)
+                grad_w_l = _weight_grad(g_agg, x)
             if ctx.needs_input_grad[0]:
-                grad_h = g_agg @ w_l
-                grad_h.addmm_(g, w_r)
+                grad_h = g_agg @ wl
+                grad_h.addmm_(g_low, wr)
         else:
             # out = agg(h) W_l^T + h W_r^T + b  ->  d/dW_l = g^T agg, d/dh = g W_r + A^T (g W_l)
             if ctx.needs_input_grad[1]:
-                grad_w_l = _weight_grad(g, agg)
+                grad_w_l = _weight_grad(g_low, agg)
             if ctx.needs_input_grad[0]:
-                grad_h = g @ w_r
-                grad_h.view(n, b * f_in).addmm_(ctx.a_t, (g @ w_l).view(n, b * f_in))
+                grad_h = (g_low @ wr).to(g.dtype)
+                grad_h.view(n, b * f_in).addmm_(ctx.a_t, (g_low @ wl).to(g.dtype).view(n, b * f_in))
         if ctx.needs_input_grad[3]:
-            grad_w_r = _weight_grad(g, h2)
+            grad_w_r = _weight_grad(g_low, x)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
         if grad_h is not None:
             grad_h = grad_h.view(n, b, f_in)
-        return grad_h, grad_w_l, grad_b, grad_w_r, None, None, None
+        return grad_h, grad_w_l, grad_b, grad_w_r, None, None, None, None
 
 
 def _weight_grad(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -108,7 +113,7 @@ def sage_layer(conv: SAGEConv, h: torch.Tensor, graph: Graph, relu: bool = False
     """
     a, a_t = adjacency(graph, conv.aggr)
     return _SAGEFunction.apply(
-        h.contiguous(), conv.lin_l.weight, conv.lin_l.bias, conv.lin_r.weight, a, a_t, relu
+        h.contiguous(), conv.lin_l.weight, conv.lin_l.bias, conv.lin_r.weight, a, a_t, relu, compute_dtype(h)
     )
 
 
@@ -165,9 +170,11 @@ class GraphSAGE(nn.Module):
         self.convs = nn.ModuleList(SAGEConv(dims[k], dims[k + 1], aggr=aggr) for k in range(layers))
 
     # the three stages of a forward pass (see gnnddm.models: halo exchange happens between layers)
+    @stage
     def encode(self, h: torch.Tensor, graph: Graph) -> tuple[torch.Tensor]:
         return (h,)
 
+    @stage
     def layer(self, k: int, state: tuple[torch.Tensor], graph: Graph) -> tuple[torch.Tensor]:
         (h,) = state
         conv = self.convs[k]
@@ -176,6 +183,7 @@ class GraphSAGE(nn.Module):
             out = scaled(out, self.layer_steps[k]) + h
         return (out,)
 
+    @stage
     def decode(self, state: tuple[torch.Tensor], graph: Graph) -> torch.Tensor:
         return state[0]
 

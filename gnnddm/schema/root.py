@@ -12,6 +12,8 @@ from gnnddm.schema.fields import Invalid, above, at_least, one_of
 BLOCK_HALOS = ("model", "layer")
 #: the values of ``distributed.backend``; :func:`gnnddm.distributed.world.check_backend` reads this one list
 BACKENDS = ("none", "gloo", "nccl")
+#: the values of ``trainer.precision``: the dtype of the models' dense products (gnnddm.models.common.stage)
+PRECISIONS = ("float32", "bf16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
@@ -34,6 +36,11 @@ class TrainerConfig:
     blocks: int | str = 1
     #: how a block reaches its neighbours' rows: the overlap of the model's hops, or a one-hop halo per layer
     block_halo: str = field(default="model", metadata=one_of(*BLOCK_HALOS, noun="block halo"))
+    #: the dtype of the models' dense products; parameters, optimizer state, halos and loss stay float32
+    precision: str = field(default="float32", metadata=one_of(*PRECISIONS, noun="precision"))
+    #: the models' stages through torch.compile, each compiled on first use (uncompiled, with a warning, where
+    #: it cannot be: gnnddm.models.execution)
+    compile: bool = False
 
     def __post_init__(self):
         if self.blocks != "auto" and (isinstance(self.blocks, str) or self.blocks < 1):
@@ -48,6 +55,20 @@ class TrainerConfig:
 
             if not torch.cuda.is_available():
                 raise Invalid("device", f"{self.device}: no CUDA device is available; use trainer.device=cpu")
+        if self.precision == "bf16" and not bf16_supported(self.device):
+            where = "this CPU has no bf16 instructions (AVX512-BF16 or AMX)" if self.device == "cpu" else \
+                f"{self.device} has no bf16 arithmetic"
+            raise Invalid("precision", f"bf16: {where}; use trainer.precision=float32")
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether ``device`` (cpu, cuda, cuda:N) computes bf16 products natively: on CPUs the instructions
+    oneDNN uses for them (AVX512-BF16 or AMX; without them bf16 is emulated, slower than float32)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 @dataclass

@@ -25,6 +25,7 @@ from gnnddm.ddm.base import Algorithm
 from gnnddm.ddm.blocked import block_count, row_bytes_of
 from gnnddm.distributed import Accounting, LocalComm, TorchComm, World
 from gnnddm.errors import ConfigError
+from gnnddm.models.execution import set_compile, set_precision
 from gnnddm.outputs import output_dir
 from gnnddm.tasks.rollout_training import RolloutTraining
 from gnnddm.training.checks import check_eval_leads, check_samples, check_valid_targets
@@ -130,6 +131,8 @@ def _model(cfg: DictConfig, settings: RootConfig, task: Task, data: WeatherGraph
     edge_dim = 0 if data.edge_attr is None else int(data.edge_attr.shape[1])
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
     model = build_component(cfg.model, "model", task.in_channels, task.out_channels, edge_dim).to(device)
+    set_precision(model, settings.trainer.precision)
+    set_compile(model, settings.trainer.compile)
     # rollout training: the algorithm trains the k-step map, whose parameters are the model's
     training = RolloutTraining(task, model) if getattr(task, "rollout", 1) > 1 else None
     return model, training

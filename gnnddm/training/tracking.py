@@ -53,7 +53,8 @@ LOCAL_URI = TrackingConfig.uri
 
 #: the accounting counters and clocks, logged under ``cost/`` (cumulative over the run)
 COST = ("iterations", "rounds", "comm_bytes", "grad_evals", "loss_evals", "fine_grad_evals", "fine_loss_evals",
-        "model_time", "model_time_multinode", "compute_time", "wall_time", "seconds_per_iteration")
+        "model_time", "model_time_multinode", "compute_time", "wall_time", "seconds_per_iteration",
+        "compile_seconds")
 SPLITS = ("train", "val", "test")
 
 

@@ -33,6 +33,7 @@ from gnnddm.bundle import save_model
 from gnnddm.data.prefetch import BatchStream
 from gnnddm.distributed import shutdown, world_from_env
 from gnnddm.errors import ConfigError, DataError
+from gnnddm.models.execution import compile_seconds
 from gnnddm.outputs import output_dir, write_json
 from gnnddm.schema import validate
 from gnnddm.schema.root import RootConfig
@@ -146,6 +147,7 @@ class Trainer:
         self.validator = Validator(run.evaluator, t, book.summary["baseline"])
         self.rng = np.random.default_rng(settings.seed)  # the training batches' draws
         self.start = time.perf_counter()  # less the elapsed time of a resumed run
+        self.compiled_from = compile_seconds()  # trainer.compile: the compile time inside the wall time
         self.iteration = 0  # the last outer iteration done
 
     def train(self) -> None:
@@ -195,6 +197,8 @@ class Trainer:
         check_finite(stats.get("loss"), it, self.trainer.max_loss, "loss")
         metrics = {**run.comm.accounting.as_dict(), "wall_time": time.perf_counter() - self.start,
                    "data/wait_seconds": batches.wait_seconds, **stats}
+        if self.trainer.compile:
+            metrics["compile_seconds"] = compile_seconds() - self.compiled_from
         if run.training is not None:
             metrics["train/rollout_steps"] = steps
         if self.cosine:
@@ -278,7 +282,9 @@ class Trainer:
         run, summary, it = self.run, self.book.summary, self.iteration
         acc = run.comm.accounting.as_dict()
         acc.update(iterations=it, wall_time=time.perf_counter() - self.start)
-        acc["seconds_per_iteration"] = acc["wall_time"] / max(it, 1)
+        if self.trainer.compile:  # reported apart: the step time is the wall time less the compiling
+            acc["compile_seconds"] = compile_seconds() - self.compiled_from
+        acc["seconds_per_iteration"] = (acc["wall_time"] - acc.get("compile_seconds", 0.0)) / max(it, 1)
         acc["data_wait_seconds"] = batches.wait_seconds  # waiting for a batch's fields, not covered by a step
         if run.data.lazy:
             summary["data"]["points_read"] = run.data.X.reader.points_read
