@@ -7,7 +7,8 @@ R_d restricts a parameter vector to block d. One outer iteration from θ_t:
 1. g_t = ∇f(θ_t), f_t = f(θ_t) on the exact data path: the whole graph in one piece, or the p graph parts
    of ``halo_sync`` with its layer-by-layer halo exchange                      [on parts: all-reduce, P + 1]
    The forward pass's states are kept: block d's evaluations start from the state below its first layer.
-2. ``global_pass``: one trust-region steepest-descent step δ = −Δ_t g_t/‖g_t‖, tested with ρ; [∇f, f] at
+2. ``global_pass``: one trust-region steepest-descent step δ = −Δ_t Λ⁻²g_t/‖Λ⁻¹g_t‖ (predicted decrease
+   Δ_t‖Λ⁻¹g_t‖), tested with ρ; [∇f, f] at
    θ_t + δ is the gradient of what follows when it is accepted              [on parts: all-reduce, P + 1]
 3. The local problem of block d (APTS's first-order consistent local objective)
 
@@ -15,17 +16,20 @@ R_d restricts a parameter vector to block d. One outer iteration from θ_t:
 
    Here the local loss f_d is f itself on the exact data path (the block sees every node), so the linear
    term vanishes and ∇f̃_d(R_dθ_t) = R_d g_t. m = ``local_steps`` steps from R_dθ_t, kept in
-   - ``trust_region``: the ball ‖θ_d − R_dθ_t‖ ≤ Δ_t/√D (the blocks are disjoint, so the assembled step
-     stays in ‖s‖ ≤ Δ_t),
+   - ``trust_region``: the ball ‖Λ_d(θ_d − R_dθ_t)‖ ≤ Δ_t/√D (the blocks are disjoint, so the assembled
+     step stays in ‖Λ s‖ ≤ Δ_t), Λ = I (``tr_norm: euclidean``) or the Adam / AdaGrad scaling kept from
+     the g_t of the outer iterations (``tr_norm: adam | adagrad``, :class:`~gnnddm.ddm.base.RegionScaling`),
+     Λ_d its block's coordinates,
    - ``offo``: the box |θ_i − θ_t,i| ≤ κ|g_t,i|/w_t,i, w_t² = ς + Σ_{τ≤t} g_τ² (per coordinate, as ``asm``),
    - ``none``: nothing.
    ``local_method: trust_region`` (learning-rate free): each step is a steepest-descent trust-region step
-   θ_d − r·g_d/‖g_d‖ projected into the set, accepted when its decrease of f̃_d exceeds η₁ of the
-   predicted −⟨g_d, step⟩; the local radius r starts at the block's share Δ_t/√D, shrinks by γ_dec on a
-   rejection and grows by γ_inc (up to the share) when ρ > η₂. ``local_method: solver``: m steps of
-   ``local_solver`` (Adam, SGD, ``BoxAdagrad``, the ADAGB2 box method), each projected, then one forward
-   pass for f̃_d at the end. Each evaluation runs the layers from the block's first layer on (work
-   (L − start_d)/L of a gradient) and differentiates the block's parameters only.
+   in the region's norm, θ_d − r·Λ_d⁻²g_d/‖Λ_d⁻¹g_d‖ (θ_d − r·g_d/‖g_d‖ when Λ = I), projected into the
+   set, accepted when its decrease of f̃_d exceeds η₁ of the predicted −⟨g_d, step⟩; the local radius r
+   starts at the block's share Δ_t/√D, shrinks by γ_dec on a rejection and grows by γ_inc (up to the share)
+   when ρ > η₂. ``local_method: solver``: m steps of ``local_solver`` (Adam, SGD, ``BoxAdagrad``, the ADAGB2
+   box method), each projected, then one forward pass for f̃_d at the end. Each evaluation runs the layers
+   from the block's first layer on (work (L − start_d)/L of a gradient) and differentiates the block's
+   parameters only.
    pred_d = f̃_d(R_dθ_t) − f̃_d(θ_d), the decrease block d achieved.
 4. Assembly: s = Σ_d R_dᵀ(θ_d − R_dθ_t), predicted Σ_d pred_d.
 5. ``trust_region``: ρ = (f_ref − f(θ_t + s)) / predicted, f_ref = max of f over the last W iterates
@@ -61,9 +65,10 @@ import torch
 
 from gnnddm.ddm.base import (
     Algorithm,
+    RegionScaling,
+    ScaledTrustRegionConfig,
     SolverConfig,
     TrustRegion,
-    TrustRegionConfig,
     feasible_set,
     flat_grad,
 )
@@ -77,7 +82,7 @@ LOCAL_METHODS = ("trust_region", "solver")
 
 
 @dataclass
-class APTSConfig(TrustRegionConfig):
+class APTSConfig(ScaledTrustRegionConfig):
     _target_: str = "gnnddm.ddm.apts.APTS"
     name: str = "apts"
     blocks: str | int | list[str] = "layers"
@@ -117,6 +122,8 @@ class APTS(Algorithm):
         The trust region (as ``asm``).
     kappa, varsigma : float
         The OFFO box.
+    tr_norm : {"euclidean", "adam", "adagrad"}
+        The norm of the trust-region ball (as ``asm``).
     nonmonotone_window : int
         W >= 1 iterates whose largest f the trust-region test compares with (1: monotone).
     global_pass : bool
@@ -162,6 +169,7 @@ class APTS(Algorithm):
             self._global_optimizer()
         self.window: list[float] = []
         self.accumulator: torch.Tensor | None = None  # OFFO: ς + Σ g², per coordinate
+        self.scaling = RegionScaling(c.tr_norm, c.varsigma)  # Λ of the ball (tr_norm)
 
     # ------------------------------------------------------------------ timing and evaluations
     def _timed_part(self, k: int):
@@ -262,12 +270,13 @@ class APTS(Algorithm):
     # ------------------------------------------------------------------ local solves
     def constraint(self, theta: torch.Tensor, g: torch.Tensor) -> Ball | Box | None:
         """The feasible set of the assembled step around θ_t (a block takes its coordinates of a box and
-        its share Δ_t/√D of the ball)."""
-        return feasible_set(self, theta, g)
+        its share Δ_t/√D of the ball, measured in its coordinates of Λ)."""
+        return feasible_set(self, theta, g, self.scaling.scale)
 
     def _restricted(self, constraint, block: ParameterBlock):
         if isinstance(constraint, Ball):
-            return Ball(constraint.center[block.coords], constraint.radius / math.sqrt(len(self.blocks)))
+            scale = None if constraint.scale is None else constraint.scale[block.coords]
+            return Ball(constraint.center[block.coords], constraint.radius / math.sqrt(len(self.blocks)), scale)
         if isinstance(constraint, Box):
             return Box(constraint.lo[block.coords], constraint.hi[block.coords])
         return None
@@ -279,10 +288,12 @@ class APTS(Algorithm):
         x, f, g, r = region.center.clone(), f0, g0, region.radius
         accepted = 0
         for _ in range(self.local_steps):
-            norm = float(torch.linalg.vector_norm(g))
-            if norm == 0 or r <= 0:
+            if r <= 0:
                 break
-            candidate = region.project(x - (r / norm) * g)
+            step, _ = Ball(x, r, region.scale).steepest(g)  # steepest descent in the region's norm
+            if not bool(step.any()):
+                break
+            candidate = region.project(x + step)
             predicted = -float(torch.dot(g, candidate - x))
             if predicted <= 0:
                 break
@@ -331,6 +342,7 @@ class APTS(Algorithm):
         record: dict = {}
         f, g = self._full(losses, record)
         stats["loss"] = f
+        self.scaling.update(g)
         if self.global_pass:
             theta, f, g, record = self._global_pass(losses, theta, f, g, record, stats)
         self.window = [*self.window, f][-self.window_size:]
@@ -359,6 +371,8 @@ class APTS(Algorithm):
             # the block ranks gather each other's corrections; modelled here, in one process, directly
             self.accounting.collective(s.numel() * s.element_size(), kind="all_gather", parties=len(self.blocks))
         stats.update(step_norm=float(torch.linalg.vector_norm(s)), predicted=predicted)
+        if self.scaling.scaled:
+            stats["step_tr_norm"] = self.scaling.norm_of(s)
         if self.local_method == "trust_region":
             solves = len(self.blocks) * (len(self.parts) if self.hybrid else 1)
             stats["local_accepted"] = local_accepted / (solves * self.local_steps)
@@ -464,17 +478,17 @@ class APTS(Algorithm):
         return s_d, predicted, accepted
 
     def _global_pass(self, losses, theta, f, g, record, stats):
-        """One trust-region steepest-descent step θ − Δ g/‖g‖, tested against the window's reference."""
-        norm = float(torch.linalg.vector_norm(g))
-        if norm == 0:
+        """One trust-region steepest-descent step θ − Δ Λ⁻²g/‖Λ⁻¹g‖ (θ − Δ g/‖g‖ in the Euclidean norm),
+        tested against the window's reference with the predicted decrease Δ‖Λ⁻¹g‖."""
+        step, predicted = self.scaling.ball(theta, self.tr.radius).steepest(g)
+        if predicted == 0:
             return theta, f, g, record
-        radius = self.tr.radius
-        trial = theta - (radius / norm) * g
+        trial = theta + step
         self.set_flat(trial)
         record1: dict = {}
         f1, g1 = self._full(losses, record1)
         reference = max([*self.window, f][-self.window_size:])
-        rho, accepted = self.tr.update(reference - f1, radius * norm)
+        rho, accepted = self.tr.update(reference - f1, predicted)
         stats.update(global_rho=rho, global_accepted=float(accepted))
         if accepted:
             return trial, f1, g1, record1
@@ -483,13 +497,15 @@ class APTS(Algorithm):
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict:
-        return {"radius": self.tr.radius, "window": list(self.window), "accumulator": self.accumulator}
+        return {"radius": self.tr.radius, "window": list(self.window), "accumulator": self.accumulator,
+                "scaling": self.scaling.state_dict()}
 
     def _load_extra_state(self, state: dict) -> None:
         self.tr.radius = float(state["radius"])
         self.window = [float(v) for v in state["window"]]
         acc = state["accumulator"]
         self.accumulator = None if acc is None else acc.clone()
+        self.scaling.load_state_dict(state.get("scaling"))  # absent from checkpoints of older runs
 
     def __repr__(self) -> str:
         return (f"APTS(blocks={[b.label for b in self.blocks]}, parts={self.num_parts}, params={self.num_params}, "

@@ -12,7 +12,9 @@ n/n_k otherwise):
 3. local model   h_k(θ) = c_k·f_k(θ) + ⟨g_t − c_k·∇f_k(θ_t), θ − θ_t⟩   (``foc``; else h_k = c_k·f_k)
    so that ∇h_k(θ_t) = g_t and Σ_k ω_k ∇²h_k = W·∇²f; m local-solver steps on h_k from θ_t, each
    projected onto
-   - ``trust_region``: the ball ‖θ − θ_t‖ ≤ Δ_t / W,
+   - ``trust_region``: the ball ‖Λ(θ − θ_t)‖ ≤ Δ_t / W, Λ = I (``tr_norm: euclidean``) or the diagonal
+     scaling of Adam / AdaGrad kept from the g_t of the outer iterations (``tr_norm: adam | adagrad``,
+     :class:`~gnnddm.ddm.base.RegionScaling`; the projection is the nearest point in ‖Λ·‖),
    - ``offo``: the box |θ_i − θ_t,i| ≤ κ·Δ_t,i / W, Δ_t,i = |g_t,i| / w_t,i, w_t² = ς + Σ_{τ≤t} g_τ²,
    - ``none``: no constraint.
 4. combination of the corrections s_k = θ_k − θ_t:
@@ -35,37 +37,51 @@ n/n_k otherwise):
    ``offo`` and ``none`` always accept (OFFO evaluates no loss values).
 6. ``global_steps`` n: n steps of the global optimizer with Σ_k ∇f_k               [n all-reduces, P + 1]
 
-The division by W keeps the combined step inside the global region (‖s_t‖ ≤ Δ_t, |s_t,i| ≤ κΔ_t,i).
-The loss values f_k used in ρ are the subdomain losses, exact when the overlap δ ≥ L.
+The division by W keeps the combined step inside the global region (‖Λ s_t‖ ≤ Δ_t, |s_t,i| ≤ κΔ_t,i);
+``span`` measures ‖Λ Sγ‖ with the Gram matrix of the rows of S Λ, and the global pass's step is the
+steepest descent of that norm, d = −Δ_t Λ⁻²g_t/‖Λ⁻¹g_t‖ with predicted decrease Δ_t‖Λ⁻¹g_t‖.
+
+Coherence (``coherence``). ``local``: g_t = Σ_k ∇f_k(θ_t) and f = Σ_k f_k, the subdomain losses, which are
+f and ∇f only when the overlap δ ≥ L (exact subdomains); with δ < L, ∇h_k(θ_t) = g_t is the truncated
+problem's gradient. ``exact``: g_t = ∇f(θ_t) and every f in ρ are those of the whole problem, computed
+by the exact pass of ``halo_sync`` (each rank the loss of its owned rows through one halo exchange per
+layer, then the all-reduce; one process: the same on all parts), and the coherence terms use the
+subdomains' own c_k·∇f_k(θ_t), so that ∇h_k(θ_t) = ∇f(θ_t) for any overlap: step 1 costs the exact
+gradient plus one subdomain gradient per part, and each loss value of the test one exact forward pass.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 
 from gnnddm.ddm.base import (
     Algorithm,
+    RegionScaling,
+    ScaledTrustRegionConfig,
     SolverConfig,
     TrustRegion,
-    TrustRegionConfig,
     offo_box,
 )
+from gnnddm.ddm.halo_sync import fine_path, require_stages
 from gnnddm.ddm.solvers import Ball, Box, span_minimize
 from gnnddm.schema.fields import Invalid, at_least, one_of
 
 COMBINES = ("sum", "average", "span")
 TRIALS = ("fused", "separate")
+COHERENCES = ("local", "exact")
 
 
 @dataclass
-class SchwarzConfig(TrustRegionConfig):
+class SchwarzConfig(ScaledTrustRegionConfig):
     """The keys the Schwarz methods share (conf/ddm_shared/schwarz.yaml)."""
 
     local_steps: int = field(default=3, metadata=at_least(1))
     local_solver: SolverConfig = field(default_factory=SolverConfig)
     foc: bool = True
+    coherence: str = field(default="local", metadata=one_of(*COHERENCES, noun="coherence"))
     trial: str = field(default="fused", metadata=one_of(*TRIALS, noun="trial"))
     global_pass: bool = False
     global_steps: int = field(default=0, metadata=at_least(0))
@@ -73,6 +89,9 @@ class SchwarzConfig(TrustRegionConfig):
     def __post_init__(self):
         super().__post_init__()
         tr = self.globalization == "trust_region"
+        if self.coherence == "exact" and not self.foc:
+            raise Invalid("coherence", "exact computes the gradient of the first-order coherence term, which "
+                                       "foc: false drops; set ddm.foc=true or ddm.coherence=local")
         if self.global_pass and not tr:
             raise Invalid("global_pass", f"needs globalization trust_region, got {self.globalization!r}")
         if self.global_steps and tr and self.trial == "fused":
@@ -92,6 +111,9 @@ class ASMConfig(SchwarzConfig):
         if self.combine == "span" and self.globalization == "offo":
             raise Invalid("combine", "span evaluates the loss, which globalization offo never does; use "
                                      "trust_region or none")
+        if self.combine == "span" and self.coherence == "exact":
+            raise Invalid("coherence", "exact evaluates f on the exact data path, which the span solve's "
+                                       "subdomain evaluations do not; use ddm.combine=average or sum")
 
 class ASM(Algorithm):
     """Additive Schwarz (APTS in data space); see the module docstring for the update.
@@ -108,6 +130,11 @@ class ASM(Algorithm):
         factory is the config node's class with its ``lr`` (:meth:`~gnnddm.ddm.base.SolverConfig.factory`).
     foc : bool
         First-order coherence term in h_k.
+    coherence : {"local", "exact"}
+        g_t and f of the subdomain losses, or of the whole problem through the halo exchange (module
+        docstring; ``exact`` needs ``foc`` and a model that exposes its layers).
+    tr_norm : {"euclidean", "adam", "adagrad"}
+        The norm of the trust-region ball (:class:`~gnnddm.ddm.base.RegionScaling`).
     combine : {"average", "sum", "span"}
     globalization : {"trust_region", "offo", "none"}
     eta1, eta2, gamma_dec, gamma_inc, radius0 : float
@@ -152,14 +179,50 @@ class ASM(Algorithm):
         }
         self.weight_sum = sum(self.omega.values())
         self.accumulator: torch.Tensor | None = None  # OFFO: ς + Σ g², per coordinate
+        self.scaling = RegionScaling(c.tr_norm, c.varsigma)  # Λ of the ball (tr_norm)
+        self.coherence = c.coherence
+        if self.coherence == "exact":  # g_t and f through the halo exchange of halo_sync (module docstring)
+            require_stages(model, "ddm.coherence=exact")
+            self.exact_path, self.exact_inputs = fine_path(objective, comm, self.timed)
+            self.exact_work = self.exact_path.work(objective.num_nodes)
         self._box_half: torch.Tensor | None = None
         self.pending: tuple[torch.Tensor, float] | None = None  # trial: fused: (s_t, predicted_t)
         self.span_evaluations = 0  # combine: span: evaluations of the last span solve
 
+    # ------------------------------------------------------------------ global gradient and loss
+    def local_gradients(self, losses, keep: bool = False):
+        """This rank's share of g_t and f before the all-reduce, and (``keep``) its parts' (f_k, ∇f_k).
+
+        ``coherence: local``: Σ_k ∇f_k and Σ_k f_k over the rank's subdomains
+        (:meth:`Algorithm.local_gradients <gnnddm.ddm.base.Algorithm.local_gradients>`). ``exact``: the
+        exact pass, ∇ and value of the loss of the rank's owned rows through the halo exchange of
+        ``halo_sync`` (summed over the ranks: ∇f(θ) and f(θ) of the whole problem, whatever the overlap),
+        with each part's subdomain (f_k, ∇f_k) for the coherence terms when ``keep``.
+        """
+        if self.coherence == "local":
+            return super().local_gradients(losses, keep)
+        per_part = super().local_gradients(losses, keep=True)[2] if keep else {}
+        self.model.zero_grad(set_to_none=True)
+        f = self.exact_path.loss_backward(self.model, functools.partial(self.exact_inputs, losses))
+        self.accounting.add_work(grad_evals=self.exact_work)
+        g = self.flat_grad()
+        return g, f.to(device=g.device, dtype=g.dtype), per_part
+
+    def local_losses(self, losses) -> torch.Tensor:
+        """This rank's share of f before the all-reduce: Σ_k f_k (``coherence: local``) or the loss of its
+        owned rows on the exact pass (``exact``), forward only."""
+        if self.coherence == "local":
+            return super().local_losses(losses)
+        theta = self.params[0]
+        f = self.exact_path.loss(self.model, functools.partial(self.exact_inputs, losses))
+        self.accounting.add_work(loss_evals=self.exact_work)
+        return f.to(device=theta.device, dtype=theta.dtype)
+
     # ------------------------------------------------------------------ pieces
     @property
     def needs_gradient(self) -> bool:
-        return self.foc or self.globalization == "offo" or self.combine == "span" or self.global_pass
+        return (self.foc or self.globalization == "offo" or self.combine == "span" or self.global_pass
+                or self.scaling.scaled)
 
     @property
     def fused(self) -> bool:
@@ -172,7 +235,7 @@ class ASM(Algorithm):
     def constraint(self, center: torch.Tensor, share: float) -> Ball | Box | None:
         """The feasible set of one correction around ``center``, scaled by ``share`` of the region."""
         if self.globalization == "trust_region":
-            return Ball(center, self.tr.radius * share)
+            return self.scaling.ball(center, self.tr.radius * share)
         if self.globalization == "offo":
             half = self._box_half * share
             return Box(center - half, center + half)
@@ -258,7 +321,8 @@ class ASM(Algorithm):
             return float(vec[-1]), vec[:-1].double().cpu()
 
         with self.timed(None):
-            gram, grad0 = (S @ S.T).double().cpu(), (S @ g).double().cpu()
+            SD = S if self.scaling.scale is None else S * self.scaling.scale  # ‖Sγ‖ measured as ‖Λ Sγ‖
+            gram, grad0 = (SD @ SD.T).double().cpu(), (S @ g).double().cpu()
         omega = torch.tensor([self.omega[k] for k in order], dtype=torch.float64)
         gamma, phi, self.span_evaluations = span_minimize(gram, f_anchor, grad0, omega, evaluate, self.span_steps,
                                                           radius=self.tr.radius * share if tr else None)
@@ -302,18 +366,18 @@ class ASM(Algorithm):
         return base, g, f_base, per_part
 
     def global_step(self, losses, theta: torch.Tensor, g: torch.Tensor, f: float, per_part: dict, stats: dict):
-        """APTS's global pass: θ + d, d = −Δ g/‖g‖, tested with ρ = (f(θ) − f(θ + d)) / (Δ‖g‖).
+        """APTS's global pass: θ + d, d = −Δ Λ⁻²g/‖Λ⁻¹g‖ (−Δ g/‖g‖ with the Euclidean norm), tested with
+        ρ = (f(θ) − f(θ + d)) / (Δ‖Λ⁻¹g‖).
 
         One all-reduce [∇f, f] at θ + d, which is also the gradient of the next phase when accepted.
         """
-        norm = float(torch.linalg.vector_norm(g))
-        if norm == 0:
+        step, predicted = self.scaling.ball(theta, self.tr.radius).steepest(g)
+        if predicted == 0:
             return theta, g, f, per_part
-        radius = self.tr.radius
-        trial = theta - (radius / norm) * g
+        trial = theta + step
         self.set_flat(trial)
         g1, f1, per_part1 = self.subdomain_gradients(losses, keep=self.foc)
-        rho, accepted = self.tr.update(f - f1, radius * norm)
+        rho, accepted = self.tr.update(f - f1, predicted)
         stats.update(global_rho=rho, global_accepted=float(accepted))
         if accepted:
             return trial, g1, f1, per_part1
@@ -333,6 +397,7 @@ class ASM(Algorithm):
                 g, f_t, per_part = self.subdomain_gradients(losses, keep=self.foc)
         if self.globalization == "offo":
             self._update_offo(g)
+        self.scaling.update(g)
         if self.global_pass:
             theta_t, g, f_t, per_part = self.global_step(losses, theta_t, g, f_t, per_part, stats)
         return theta_t, g, f_t, per_part
@@ -346,6 +411,8 @@ class ASM(Algorithm):
         """
         stats = {} if stats is None else stats
         stats["step_norm"] = float(torch.linalg.vector_norm(s))
+        if self.scaling.scaled:
+            stats["step_tr_norm"] = self.scaling.norm_of(s)
         if self.combine == "span":
             stats["span_evaluations"] = float(self.span_evaluations)
         if f_t is not None:
@@ -382,10 +449,12 @@ class ASM(Algorithm):
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict:
         pending = None if self.pending is None else {"step": self.pending[0], "predicted": self.pending[1]}
-        return {"radius": self.tr.radius, "accumulator": self.accumulator, "pending": pending}
+        return {"radius": self.tr.radius, "accumulator": self.accumulator, "pending": pending,
+                "scaling": self.scaling.state_dict()}
 
     def _load_extra_state(self, state: dict) -> None:
         self.tr.radius = float(state["radius"])
         self.accumulator = state["accumulator"]
+        self.scaling.load_state_dict(state.get("scaling"))  # absent from checkpoints of older runs
         pending = state.get("pending")
         self.pending = None if pending is None else (pending["step"], float(pending["predicted"]))

@@ -49,6 +49,10 @@ from gnnddm.schema.fields import (
 )
 
 GLOBALIZATIONS = ("trust_region", "offo", "none")
+#: the norms the trust-region ball can be measured in (``ddm.tr_norm``, :class:`RegionScaling`)
+TR_NORMS = ("euclidean", "adam", "adagrad")
+#: the second-moment decay and offset of ``tr_norm: adam`` (torch.optim.Adam's defaults)
+ADAM_BETA2, ADAM_EPS = 0.999, 1.0e-8
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -106,6 +110,20 @@ class TrustRegionConfig(AlgorithmConfig):
                                      f"{self.radius_max}], got {self.radius0}")
 
 
+@dataclass
+class ScaledTrustRegionConfig(TrustRegionConfig):
+    """The trust region's keys and the norm its ball is measured in (the Schwarz methods' ``ddm.tr_norm``,
+    :class:`RegionScaling`)."""
+
+    tr_norm: str = field(default="euclidean", metadata=one_of(*TR_NORMS, noun="trust-region norm"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tr_norm != "euclidean" and self.globalization != "trust_region":
+            raise Invalid("tr_norm", f"measures the ball of globalization trust_region, got globalization "
+                                     f"{self.globalization!r}; set ddm.tr_norm=euclidean")
+
+
 # ---------------------------------------------------------------------------------------- validation
 def offo_box(accumulator: torch.Tensor | None, g: torch.Tensor, kappa: float, varsigma: float):
     """One update of the OFFO (RB-AdaGrad) box: ``(w², half)`` with the accumulator w² = ς + Σ_τ g_τ²
@@ -114,6 +132,69 @@ def offo_box(accumulator: torch.Tensor | None, g: torch.Tensor, kappa: float, va
         accumulator = torch.full_like(g, varsigma)
     accumulator += g * g
     return accumulator, kappa * g.abs() / torch.sqrt(accumulator)
+
+
+class RegionScaling:
+    """The diagonal scaling Λ of a trust region measured in an optimizer's norm (``ddm.tr_norm``).
+
+    The ball is {θ : ‖Λ(θ − θ_t)‖₂ ≤ Δ_t}. Λ is kept from the global gradient g_t of each outer iteration
+    (the same on every rank, after its all-reduce), one :meth:`update` per iteration before the ball is
+    used, per coordinate i:
+
+    - ``adagrad``: d_i = w_t,i = sqrt(ς + Σ_{τ≤t} g_τ,i²), the OFFO box's accumulator (ς = ``ddm.varsigma``);
+    - ``adam``: v_t = β₂ v_{t−1} + (1 − β₂) g_t², d_i = sqrt(v_t,i / (1 − β₂ᵗ)) + ε (bias-corrected second
+      moment, β₂ = 0.999, ε = 1e-8 as torch.optim.Adam);
+
+    and Λ = diag(d / rms(d)), rms(d) = sqrt(mean_i d_i²). The normalisation keeps Δ in the units of θ: a uniform
+    d gives the Euclidean ball, and a step of the optimizer, |s_i| ≈ lr·|m_i| / d_i with |m_i| ≈ d_i, has
+    ‖Λ s‖ ≈ lr·√P, its Euclidean length when all |s_i| = lr. What changes is the shape: coordinates with
+    large past gradients get a shorter side, as in the optimizer's own steps. ``euclidean``: no Λ
+    (:attr:`scale` is None).
+    """
+
+    def __init__(self, norm: str, varsigma: float):
+        if norm not in TR_NORMS:
+            raise ConfigError(f"ddm.tr_norm: expected one of {list(TR_NORMS)}, got {norm!r}")
+        self.norm, self.varsigma = norm, float(varsigma)
+        self.moment: torch.Tensor | None = None  # adagrad: ς + Σ g²; adam: v_t
+        self.count = 0
+        #: Λ's diagonal [P] after the last update (None: Euclidean, or no update yet)
+        self.scale: torch.Tensor | None = None
+
+    @property
+    def scaled(self) -> bool:
+        return self.norm != "euclidean"
+
+    def update(self, g: torch.Tensor) -> None:
+        """Take the outer iteration's global gradient g_t into Λ (nothing for ``euclidean``)."""
+        if not self.scaled:
+            return
+        g2 = g * g
+        self.count += 1
+        if self.norm == "adagrad":
+            self.moment = torch.full_like(g, self.varsigma) + g2 if self.moment is None else self.moment + g2
+            d = torch.sqrt(self.moment)
+        else:
+            previous = torch.zeros_like(g) if self.moment is None else self.moment
+            self.moment = ADAM_BETA2 * previous + (1 - ADAM_BETA2) * g2
+            d = torch.sqrt(self.moment / (1 - ADAM_BETA2**self.count)) + ADAM_EPS
+        self.scale = d / torch.sqrt(torch.mean(d * d))
+
+    def ball(self, center: torch.Tensor, radius: float) -> Ball:
+        """The ball ‖Λ(θ − center)‖ ≤ radius."""
+        return Ball(center, radius, self.scale)
+
+    def norm_of(self, s: torch.Tensor) -> float:
+        """‖Λ s‖ (‖s‖ for ``euclidean``)."""
+        return float(torch.linalg.vector_norm(s if self.scale is None else self.scale * s))
+
+    def state_dict(self) -> dict:
+        return {"moment": self.moment, "count": self.count, "scale": self.scale}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Restore :meth:`state_dict`'s values (None: a checkpoint of a run without a scaling)."""
+        state = state or {}
+        self.moment, self.count, self.scale = state.get("moment"), int(state.get("count", 0)), state.get("scale")
 
 
 def flat_grad(params) -> torch.Tensor:
@@ -173,12 +254,13 @@ class TrustRegion:
         return rho, accepted
 
 
-def feasible_set(algorithm, center: torch.Tensor, g: torch.Tensor) -> Ball | Box | None:
+def feasible_set(algorithm, center: torch.Tensor, g: torch.Tensor, scale: torch.Tensor | None = None
+                 ) -> Ball | Box | None:
     """The feasible set of a step around ``center`` for an algorithm with ``globalization``, ``tr``,
-    ``accumulator``, ``kappa`` and ``varsigma``: the trust-region ball, the OFFO box (its accumulator updated
-    with ``g``), or None."""
+    ``accumulator``, ``kappa`` and ``varsigma``: the trust-region ball (‖Λ(θ − center)‖ ≤ Δ with Λ =
+    ``scale``, None: the identity), the OFFO box (its accumulator updated with ``g``), or None."""
     if algorithm.globalization == "trust_region":
-        return Ball(center, algorithm.tr.radius)
+        return Ball(center, algorithm.tr.radius, scale)
     if algorithm.globalization == "offo":
         algorithm.accumulator, half = offo_box(algorithm.accumulator, g, algorithm.kappa, algorithm.varsigma)
         return Box(center - half, center + half)

@@ -49,8 +49,8 @@ class MSM(ASM):
     ----------
     model, objective, comm, optimizer, local_solver, config, **options
         As for :class:`~gnnddm.ddm.asm.ASM`; the keys of ``config`` (:class:`MSMConfig`) are:
-    local_steps, local_solver, foc, globalization, eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min,
-    radius_max, trial, global_pass, kappa, varsigma, global_steps
+    local_steps, local_solver, foc, coherence, globalization, eta1, eta2, gamma_dec, gamma_inc, radius0,
+    radius_min, radius_max, tr_norm, trial, global_pass, kappa, varsigma, global_steps
         As for :class:`~gnnddm.ddm.asm.ASM` (the sequential corrections add up: ``combine`` is ``sum``).
         Default globalisation: ``none``.
     colored : bool

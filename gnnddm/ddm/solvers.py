@@ -10,8 +10,9 @@ A local solver is a torch optimizer run for m steps on a subdomain's local model
 - ``gnnddm.ddm.solvers.BoxAdagrad``: AdaGrad for a per-coordinate box with the accumulator of ADAGB2
   (squared projected steps, not squared gradients).
 
-Feasible sets: :class:`Ball` (trust region ‖θ − c‖₂ ≤ r) and :class:`Box` (lo ≤ θ ≤ hi), both on the flat
-parameter vector; ``project`` maps any point to the nearest feasible one (Euclidean projection).
+Feasible sets: :class:`Ball` (trust region ‖Λ(θ − c)‖₂ ≤ r, Λ a positive diagonal scaling or the identity)
+and :class:`Box` (lo ≤ θ ≤ hi), both on the flat parameter vector; ``project`` maps any point to the nearest
+feasible one (in the ball's norm ‖Λ·‖; Euclidean for the box).
 
 :func:`span_minimize` is the small solve of ``combine: span``: the best combination of p corrections, a
 trust-region quasi-Newton method in the p coefficients.
@@ -28,18 +29,40 @@ from gnnddm.errors import ConfigError
 
 @dataclass(frozen=True)
 class Ball:
-    """The trust region {θ : ‖θ − center‖₂ ≤ radius} (flat vectors)."""
+    """The trust region {θ : ‖Λ(θ − center)‖₂ ≤ radius} (flat vectors), Λ = diag(``scale``); without
+    ``scale`` (None) Λ is the identity, the Euclidean ball.
+
+    A scaled ball is the Euclidean ball of radius ``radius`` in the coordinates Λθ: its norm, its projection
+    and its steepest-descent step are those of the Euclidean ball there (:meth:`norm`, :meth:`project`,
+    :meth:`steepest`), so that a step, its predicted decrease and the radius update all speak of ‖Λ·‖.
+    """
 
     center: torch.Tensor
     radius: float
+    scale: torch.Tensor | None = None
+
+    def norm(self, d: torch.Tensor) -> float:
+        """‖Λ d‖₂ of a step d."""
+        return float(torch.linalg.vector_norm(d if self.scale is None else self.scale * d))
 
     def project(self, theta: torch.Tensor) -> torch.Tensor:
-        """θ if feasible, else center + radius·(θ − center)/‖θ − center‖."""
+        """θ if feasible, else center + radius·(θ − center)/‖Λ(θ − center)‖: the nearest feasible point in
+        the ball's own norm, argmin_{x in the ball} ‖Λ(x − θ)‖ (Euclidean when Λ = I)."""
         d = theta - self.center
-        norm = float(torch.linalg.vector_norm(d))
+        norm = self.norm(d)
         if norm <= self.radius:
             return theta
         return self.center + d * (self.radius / norm)
+
+    def steepest(self, g: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The step to the boundary along steepest descent in the ball's norm, and its predicted decrease:
+        d = −radius·Λ⁻²g / ‖Λ⁻¹g‖, −⟨g, d⟩ = radius·‖Λ⁻¹g‖ (d minimises ⟨g, d⟩ over ‖Λd‖ ≤ radius;
+        −radius·g/‖g‖ when Λ = I). A zero gradient gives (0, 0)."""
+        gd = g if self.scale is None else g / self.scale
+        norm = float(torch.linalg.vector_norm(gd))
+        if norm == 0:
+            return torch.zeros_like(g), 0.0
+        return -(self.radius / norm) * (gd if self.scale is None else gd / self.scale), self.radius * norm
 
 
 @dataclass(frozen=True)
