@@ -19,7 +19,10 @@ step each, averaged), and ``asm`` as shipped (3 local steps, first-order consist
 one of its outer iterations costs). Prints each against ``global`` and the goals (an outer iteration of
 ``asm`` <= 1.5x ``global``'s, peak memory <= 2x).
 
+``--output PAGE`` writes the printed lines into the page as the generated block ``bench_scale:<resolution>deg``.
+
     python3 benchmarks/bench_scale.py                        # 0.25 deg, p = 64
+    python3 benchmarks/bench_scale.py --only "global;global, bf16" --output docs/performance.md
     python3 benchmarks/bench_scale.py --resolution 2.8125 --parts 8 --iterations 4   # a quick run
 """
 
@@ -28,12 +31,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import results_blocks  # noqa: E402
+
 TIME_GOAL, MEMORY_GOAL = 1.5, 2.0
+# What the block measures (fingerprinted into its marker: benchmarks/results_blocks.py).
+SOURCES = ("gnnddm/models", "gnnddm/ddm/blocked.py", "gnnddm/ddm/global_.py", "gnnddm/ddm/sync.py",
+           "gnnddm/ddm/asm.py", "gnnddm/training/trainer.py", "benchmarks/bench_scale.py")
 
 GLOBAL = ["ddm=global", "partition.num_parts=1", "partition.overlap=0"]
 #: ``global``'s step in cache-sized blocks against the whole-graph step (goal: at most this ratio)
@@ -103,14 +114,22 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--only", default=None, help="variants separated by ';' (default: all)")
+    ap.add_argument("--output", type=Path, help="page to write the printed lines into (docs/performance.md)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(json.loads(args.child))
         return 0
+    command = shlex.join(["python3", "benchmarks/bench_scale.py", *(argv if argv is not None else sys.argv[1:])])
+    stamp = results_blocks.stamp(SOURCES, command)  # the code as the run starts
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
     chosen = list(VARIANTS) if args.only is None else [v.strip() for v in args.only.split(";")]
-    print(f"{args.resolution:g} deg, p = {args.parts}, overlap 3, GraphSAGE h64 x 3, one sample, 2 threads, "
-          f"{args.iterations} outer iterations per variant (machine: {os.cpu_count()} cores)", flush=True)
+    say(f"{args.resolution:g} deg, p = {args.parts}, overlap 3, GraphSAGE h64 x 3, one sample, 2 threads, "
+        f"{args.iterations} outer iterations per variant (machine: {os.cpu_count()} cores)")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(chosen):
@@ -119,8 +138,7 @@ def main(argv=None) -> int:
             results[name] = got
             partitioned = got.get("halo_ratio") is not None and not name.startswith("global")
             extra = f", halo ratio {got['halo_ratio']:.3f}" if partitioned else ""
-            print(f"{name:<18} {got['seconds']:.3f} s per outer iteration, peak {got['peak_gb']:.2f} GB{extra}",
-                  flush=True)
+            say(f"{name:<18} {got['seconds']:.3f} s per outer iteration, peak {got['peak_gb']:.2f} GB{extra}")
     if "global" in results:
         ref = results["global"]
         for name, got in results.items():
@@ -134,13 +152,17 @@ def main(argv=None) -> int:
             elif name.startswith("global,") and "bf16" not in name:
                 met = "met" if t <= BLOCKS_GOAL else "NOT met"
                 verdict = f" ({got.get('blocks')} blocks; goal <= {BLOCKS_GOAL}x: {met})"
-            print(f"{name} / global: {t:.2f}x per outer iteration, {m:.2f}x peak memory{verdict}")
+            say(f"{name} / global: {t:.2f}x per outer iteration, {m:.2f}x peak memory{verdict}")
         for name, got in results.items():  # bf16 against the same variant in float32
             f32 = name.replace(", bf16", "").replace(" bf16", "")
             if "bf16" in name and f32 in results:
                 t, m = got["seconds"] / results[f32]["seconds"], got["peak_gb"] / results[f32]["peak_gb"]
-                print(f"{name} / {f32}: {t:.2f}x per outer iteration, {m:.2f}x peak memory "
-                      f"(goal <= {BF16_GOAL}x: {'met' if t <= BF16_GOAL else 'NOT met'})")
+                say(f"{name} / {f32}: {t:.2f}x per outer iteration, {m:.2f}x peak memory "
+                    f"(goal <= {BF16_GOAL}x: {'met' if t <= BF16_GOAL else 'NOT met'})")
+    if args.output:
+        results_blocks.write_block(args.output, "bench_scale", f"{args.resolution:g}deg",
+                                   "```\n" + "\n".join(lines) + "\n```", stamp, "# Performance")
+        print(f"  wrote {args.output}")
     return 0
 
 

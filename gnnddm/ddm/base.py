@@ -35,6 +35,7 @@ import torch
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
+from gnnddm.models.execution import compile_seconds
 from gnnddm.schema.fields import (
     REQUIRED,
     Component,
@@ -452,12 +453,13 @@ class Algorithm:
     # ------------------------------------------------------------------ timed, accounted work
     @contextmanager
     def timed(self, part: int | None):
-        """Measure the enclosed compute as subdomain ``part``'s (None: work every rank does alike)."""
-        start = time.perf_counter()
+        """Measure the enclosed compute as subdomain ``part``'s (None: work every rank does alike); the seconds
+        spent compiling model stages in it (``trainer.compile``) are left out, reported apart by the trainer."""
+        start, compiling = time.perf_counter(), compile_seconds()
         try:
             yield
         finally:
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start - (compile_seconds() - compiling)
             if part is None:
                 self.accounting.add_common(seconds)
             else:

@@ -22,6 +22,10 @@ with ``forward`` their composition. Only ``layer`` passes messages, so a caller 
 ``state[0]`` between layers: that is where :mod:`gnnddm.ddm.halo_sync` exchanges halo features. A model
 stays ignorant of why.
 
+Execution. The stages are :func:`~gnnddm.models.execution.stage` methods: ``trainer.precision=bf16`` runs their
+dense products in bf16 and ``trainer.compile`` compiles them (:mod:`gnnddm.models.execution`), without changing
+what passes between stages (float32 states).
+
 Depth. The residual models (GraphSAGE with ``residual=True``, InteractionNetwork, EncodeProcessDecode) are
 forward-Euler discretisations of an ODE in depth, ``h_{k+1} = h_k + τ_k F(h_k; θ_k)``, and expose it for
 multilevel training in depth (:mod:`gnnddm.ddm.depth`):

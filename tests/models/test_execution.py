@@ -198,3 +198,21 @@ def test_the_compile_clock_counts_nested_events_once():
     assert clock.seconds == 0.0
     clock._end()
     assert clock.seconds > 0.0
+
+
+def test_the_compute_an_algorithm_accounts_leaves_out_the_compiling(monkeypatch):
+    """``Algorithm.timed`` subtracts the compile seconds that passed inside it from the measured compute."""
+    import time
+
+    import gnnddm.ddm.base as base
+    from gnnddm.ddm.global_ import Global
+
+    _, _, objective, task, _ = problem(parts=1, overlap=0, dtype=torch.float32)
+    model = real_models()["sage"](task.in_channels, task.out_channels, hidden=4, layers=1)
+    algo = Global(model, objective, comm_for(objective)[0], lambda params: torch.optim.SGD(params, lr=0.1))
+    clock = iter([1.0, 1.15])  # 0.15 s of compiling inside the region
+    monkeypatch.setattr(base, "compile_seconds", lambda: next(clock))
+    with algo.timed(0):
+        time.sleep(0.2)
+    measured = algo.accounting._phase[0]
+    assert 0.04 < measured < 0.1, measured
