@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnnddm.models.execution import compute_dtype, in_float32, lowered
-from gnnddm.models.graph import Graph
+from gnnddm.models.graph import Graph, sparse_product
 from gnnddm.schema.fields import Component, at_least
 
 #: the neighbour aggregations of :func:`adjacency` (GraphSAGE's ``aggr``)
@@ -130,13 +130,13 @@ class _SpMM(torch.autograd.Function):
     @in_float32
     def forward(ctx, h, a, a_t):
         ctx.a_t = a_t
-        return a @ h
+        return sparse_product(a, h)
 
     @staticmethod
     def backward(ctx, grad):
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        return ctx.a_t @ grad.contiguous(), None, None
+        return sparse_product(ctx.a_t, grad.contiguous()), None, None
 
 
 def spmm(h: torch.Tensor, a: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from gnnddm.errors import ConfigError
 from gnnddm.models.common import MLP, check_edge_dim, check_keep, run_stages, scaled
 from gnnddm.models.execution import in_float32, stage
-from gnnddm.models.graph import Graph
+from gnnddm.models.graph import Graph, sparse_product
 from gnnddm.schema.fields import Component, at_least, configured
 
 KINDS = ("encoder", "processor", "decoder")
@@ -145,7 +145,8 @@ class _EdgeInput(torch.autograd.Function):
         flat = grad.flatten(1).contiguous()
         g_e = grad if e.shape[1] == grad.shape[1] else grad.sum(1, keepdim=True)
         g_e2 = g_e.reshape(-1, g_e.shape[-1])
-        return ((edges.senders.incidence @ flat).view(s_shape), (edges.receivers.incidence @ flat).view(d_shape),
+        return (sparse_product(edges.senders.incidence, flat).view(s_shape),
+                sparse_product(edges.receivers.incidence, flat).view(d_shape),
                 (g_e2 @ w_e).view(e.shape), g_e2.t() @ e.reshape(-1, e.shape[-1]), None)
 
 
@@ -156,7 +157,7 @@ class _Scatter(torch.autograd.Function):
     @in_float32
     def forward(ctx, x, index, incidence):
         ctx.index = index
-        return (incidence @ x.flatten(1).contiguous()).view(incidence.shape[0], *x.shape[1:])
+        return sparse_product(incidence, x.flatten(1).contiguous()).view(incidence.shape[0], *x.shape[1:])
 
     @staticmethod
     def backward(ctx, grad):

@@ -41,6 +41,18 @@ def csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int) -> 
     return torch.sparse_csr_tensor(crow, col, values, size=(n, n), check_invariants=False)
 
 
+def sparse_product(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``a @ x`` for a CSR ``a`` [R, C] and a dense, contiguous ``x`` [C, K], bitwise the same.
+
+    On a CPU it is computed in place into a fresh buffer (``addmm_`` with beta 0, which reads nothing of
+    the buffer): MKL's out-of-place product does more than the product, and takes 1.5-2x as long (0.067 s
+    against 0.040 s for ``[1,038,240, 64]`` on 2 cores, from 4 to 128 columns alike).
+    """
+    if x.device.type != "cpu":
+        return a @ x
+    return torch.empty(a.shape[0], x.shape[1], dtype=x.dtype).addmm_(a, x, beta=0)
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """A directed graph with edges sorted by target node, then source node.

@@ -10,7 +10,7 @@ from torch_geometric.nn import SAGEConv
 
 from gnnddm.models.common import AGGREGATIONS, ModelConfig, adjacency, check_keep, run_stages, scaled
 from gnnddm.models.execution import compute_dtype, lowered, stage
-from gnnddm.models.graph import Graph
+from gnnddm.models.graph import Graph, sparse_product
 from gnnddm.schema.fields import configured, one_of
 
 
@@ -36,7 +36,7 @@ class _SAGEFunction(torch.autograd.Function):
                 out.view(n, b * f_out).addmm_(a, (x @ wl.t()).to(a.dtype).view(n, b * f_out))
                 agg = None
             else:
-                agg, = lowered(low, (a @ h2.view(n, b * f_in).to(a.dtype)).view(n * b, f_in))
+                agg, = lowered(low, sparse_product(a, h2.view(n, b * f_in).to(a.dtype)).view(n * b, f_in))
                 out = agg @ wl.t() if bl is None else torch.addmm(bl, agg, wl.t())
                 out = out.addmm_(x, wr.t()).to(a.dtype)
         if relu:
@@ -57,7 +57,7 @@ class _SAGEFunction(torch.autograd.Function):
         grad_h = grad_w_l = grad_b = grad_w_r = None
         if agg is None:
             # out = A (h W_l^T) + h W_r^T + b  ->  d/dW_l = (A^T g)^T h, d/dh += (A^T g) W_l
-            g_agg, = lowered(ctx.low, (ctx.a_t @ g.view(n, b * f_out)).view(n * b, f_out))
+            g_agg, = lowered(ctx.low, sparse_product(ctx.a_t, g.view(n, b * f_out)).view(n * b, f_out))
             if ctx.needs_input_grad[1]:
                 grad_w_l = _weight_grad(g_agg, x)
             if ctx.needs_input_grad[0]:
