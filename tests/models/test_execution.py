@@ -23,15 +23,19 @@ F_IN, F_OUT, EDGE_DIM = 5, 3, 3
 needs_bf16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU has no native bf16 products")
 
 
-def twins(name: str, **kw):
-    """The model ``name`` twice with the same weights: float32, and with bf16 products."""
+def twins(name: str, setting: str = "bf16", hidden: int = 16, layers: int = 3, **kw):
+    """The model ``name`` twice with the same weights: as built, and with ``setting`` (a precision, or
+    ``compiled``)."""
     cls = real_models()[name]
     torch.manual_seed(0)
-    ref = cls(F_IN, F_OUT, EDGE_DIM, hidden=16, layers=3, **kw)
-    low = cls(F_IN, F_OUT, EDGE_DIM, hidden=16, layers=3, **kw)
-    low.load_state_dict(ref.state_dict())
-    set_precision(low, "bf16")
-    return ref, low
+    ref = cls(F_IN, F_OUT, EDGE_DIM, hidden=hidden, layers=layers, **kw)
+    other = cls(F_IN, F_OUT, EDGE_DIM, hidden=hidden, layers=layers, **kw)
+    other.load_state_dict(ref.state_dict())
+    if setting == "compiled":
+        set_compile(other, True)
+    else:
+        set_precision(other, setting)
+    return ref, other
 
 
 def loss_and_grads(model, x, graph):
@@ -65,12 +69,7 @@ def test_bf16_products_give_float32_outputs_and_gradients_close_to_float32(name,
 @needs_bf16
 def test_sage_narrow_output_layer_aggregates_in_float32_after_bf16_products():
     """GraphSAGE's layers narrower than their input aggregate the projected side (``f_out < f_in``)."""
-    cls = real_models()["sage"]
-    torch.manual_seed(0)
-    ref = cls(F_IN, F_OUT, EDGE_DIM, hidden=2, layers=3)
-    low = cls(F_IN, F_OUT, EDGE_DIM, hidden=2, layers=3)
-    low.load_state_dict(ref.state_dict())
-    set_precision(low, "bf16")
+    ref, low = twins("sage", hidden=2)
     graph, x = model_graph(), torch.randn(2, 32, F_IN)
     (out_ref, g_ref), (out_low, g_low) = loss_and_grads(ref, x, graph), loss_and_grads(low, x, graph)
     assert 0 < relative(out_low, out_ref) < 0.02 and 0 < relative(g_low, g_ref) < 0.02
@@ -99,12 +98,7 @@ def test_stages_return_float32_so_halo_sync_exchanges_float32_and_follows_global
 
 def test_float32_precision_changes_nothing():
     """``trainer.precision=float32`` is the model as it is: bitwise the same outputs."""
-    cls = real_models()["sage"]
-    torch.manual_seed(0)
-    a = cls(F_IN, F_OUT, EDGE_DIM, hidden=8, layers=2)
-    b = cls(F_IN, F_OUT, EDGE_DIM, hidden=8, layers=2)
-    b.load_state_dict(a.state_dict())
-    set_precision(b, "float32")
+    a, b = twins("sage", "float32", hidden=8, layers=2)
     x = torch.randn(2, 32, F_IN)
     assert torch.equal(a(x, model_graph()), b(x, model_graph()))
     with pytest.raises(ValueError, match="precision: expected one of float32, bf16"):
@@ -123,12 +117,7 @@ def test_a_stage_that_cannot_be_compiled_runs_uncompiled_with_one_warning(monkey
         return compiled
 
     monkeypatch.setattr(torch, "compile", failing_compile)
-    cls = real_models()["sage"]
-    torch.manual_seed(0)
-    a = cls(F_IN, F_OUT, EDGE_DIM, hidden=8, layers=2)
-    b = cls(F_IN, F_OUT, EDGE_DIM, hidden=8, layers=2)
-    b.load_state_dict(a.state_dict())
-    set_compile(b, True)
+    a, b = twins("sage", "compiled", hidden=8, layers=2)
     x = torch.randn(2, 32, F_IN)
     with caplog.at_level(logging.WARNING, logger="gnnddm.models.execution"):
         for _ in range(3):
@@ -152,12 +141,7 @@ def test_a_model_error_inside_a_compiled_stage_is_the_model_error(monkeypatch):
 def test_compiled_stages_give_the_same_outputs_and_gradients_to_float32_rounding():
     """torch.compile (inductor) of the interaction network's stages: the outputs and gradients of the
     uncompiled model to float32 rounding, and the compile time counted apart. Slow: compiling takes ~30 s."""
-    cls = real_models()["interaction"]
-    torch.manual_seed(0)
-    ref = cls(F_IN, F_OUT, EDGE_DIM, hidden=8, layers=2)
-    fast = cls(F_IN, F_OUT, EDGE_DIM, hidden=8, layers=2)
-    fast.load_state_dict(ref.state_dict())
-    set_compile(fast, True)
+    ref, fast = twins("interaction", "compiled", hidden=8, layers=2)
     graph, x = model_graph(), torch.randn(2, 32, F_IN)
     before = compile_seconds()
     (out_ref, g_ref), (out_fast, g_fast) = loss_and_grads(ref, x, graph), loss_and_grads(fast, x, graph)
