@@ -13,6 +13,8 @@ False
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -63,16 +65,33 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@contextlib.contextmanager
+def _handlers_restored():
+    """Every logger's handlers as they were on entry, once the block has run."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict))]
+    before = {id(log): list(log.handlers) for log in loggers}
+    try:
+        yield
+    finally:
+        for log in [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]:
+            for handler in [h for h in log.handlers if h not in before.get(id(log), [])]:
+                log.removeHandler(handler)
+                handler.close()
+
+
 def cli_error(capsys, argv: list[str], *words: str) -> str:
     """Run ``gnnddm argv`` in this process and check that it is refused as an input error: exit status 2 and
     one line on stderr, ``gnnddm: error: ...`` without a traceback, naming each of ``words``; returns the line.
 
-    ``capsys`` is pytest's fixture of that name.
+    ``capsys`` is pytest's fixture of that name. The logging handlers the command adds (a run's log file, its
+    stream handler on the captured stderr) are removed afterwards: left in place, they would write later
+    tests' log records to a stream that capsys has closed.
     """
     from gnnddm.cli import main
 
     capsys.readouterr()
-    assert main(argv) == 2
+    with _handlers_restored():
+        assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gnnddm: error: ") and "\n" not in err and "Traceback" not in err, err
     for w in words:
