@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import shutil
 
 import pytest
 import torch
@@ -139,11 +137,23 @@ def test_a_model_error_inside_a_compiled_stage_is_the_model_error(monkeypatch):
         model(torch.randn(2, 32, F_IN), model_graph())
 
 
+def inductor_error() -> str | None:
+    """Why torch.compile's inductor cannot compile a trivial function here (no C++ compiler, no Python
+    headers), None when it can."""
+    try:
+        torch.compile(lambda t: t * 2 + 1, fullgraph=True)(torch.ones(3))
+    except Exception as exc:  # noqa: BLE001 - whatever the toolchain raises
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler")
 def test_compiled_stages_give_the_same_outputs_and_gradients_to_float32_rounding():
     """torch.compile (inductor) of the interaction network's stages: the outputs and gradients of the
     uncompiled model to float32 rounding, and the compile time counted apart. Slow: compiling takes ~30 s."""
+    error = inductor_error()
+    if error is not None:
+        pytest.skip(f"inductor cannot compile on this machine ({error}); the fallback is tested above")
     ref, fast = twins("interaction", "compiled", hidden=8, layers=2)
     graph, x = model_graph(), torch.randn(2, 32, F_IN)
     before = compile_seconds()
