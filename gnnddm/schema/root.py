@@ -12,7 +12,7 @@ from gnnddm.schema.fields import Invalid, above, at_least, one_of
 BLOCK_HALOS = ("model", "layer")
 #: the values of ``distributed.backend``; :func:`gnnddm.distributed.world.check_backend` reads this one list
 BACKENDS = ("none", "gloo", "nccl")
-#: the values of ``trainer.precision``: the dtype of the models' dense products (gnnddm.models.common.stage)
+#: the values of ``trainer.precision``: the dtype of the models' dense products (gnnddm.models.execution.stage)
 PRECISIONS = ("float32", "bf16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
