@@ -71,6 +71,7 @@ from gnnddm.ddm.base import (
     TrustRegion,
     feasible_set,
     flat_grad,
+    global_pass,
 )
 from gnnddm.ddm.blocks import ParameterBlock, parameter_blocks
 from gnnddm.ddm.halo_sync import fine_path, require_stages
@@ -480,20 +481,17 @@ class APTS(Algorithm):
     def _global_pass(self, losses, theta, f, g, record, stats):
         """One trust-region steepest-descent step θ − Δ Λ⁻²g/‖Λ⁻¹g‖ (θ − Δ g/‖g‖ in the Euclidean norm),
         tested against the window's reference with the predicted decrease Δ‖Λ⁻¹g‖."""
-        step, predicted = self.scaling.ball(theta, self.tr.radius).steepest(g)
-        if predicted == 0:
-            return theta, f, g, record
-        trial = theta + step
-        self.set_flat(trial)
-        record1: dict = {}
-        f1, g1 = self._full(losses, record1)
+        def evaluate():
+            record1: dict = {}
+            f1, g1 = self._full(losses, record1)
+            return f1, (f1, g1, record1)
+
         reference = max([*self.window, f][-self.window_size:])
-        rho, accepted = self.tr.update(reference - f1, predicted)
-        stats.update(global_rho=rho, global_accepted=float(accepted))
-        if accepted:
-            return trial, f1, g1, record1
-        self.set_flat(theta)
-        return theta, f, g, record
+        accepted = global_pass(self, theta, g, reference, evaluate, stats)
+        if accepted is None:
+            return theta, f, g, record
+        trial, (f1, g1, record1) = accepted
+        return trial, f1, g1, record1
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict:

@@ -63,6 +63,7 @@ from gnnddm.ddm.base import (
     ScaledTrustRegionConfig,
     SolverConfig,
     TrustRegion,
+    global_pass,
     offo_box,
 )
 from gnnddm.ddm.halo_sync import fine_path, require_stages
@@ -371,18 +372,15 @@ class ASM(Algorithm):
 
         One all-reduce [∇f, f] at θ + d, which is also the gradient of the next phase when accepted.
         """
-        step, predicted = self.scaling.ball(theta, self.tr.radius).steepest(g)
-        if predicted == 0:
+        def evaluate():
+            g1, f1, per_part1 = self.subdomain_gradients(losses, keep=self.foc)
+            return f1, (g1, f1, per_part1)
+
+        accepted = global_pass(self, theta, g, f, evaluate, stats)
+        if accepted is None:
             return theta, g, f, per_part
-        trial = theta + step
-        self.set_flat(trial)
-        g1, f1, per_part1 = self.subdomain_gradients(losses, keep=self.foc)
-        rho, accepted = self.tr.update(f - f1, predicted)
-        stats.update(global_rho=rho, global_accepted=float(accepted))
-        if accepted:
-            return trial, g1, f1, per_part1
-        self.set_flat(theta)
-        return theta, g, f, per_part
+        trial, (g1, f1, per_part1) = accepted
+        return trial, g1, f1, per_part1
 
     def start(self, losses, stats: dict):
         """Steps 1-2 on the batch of ``losses``: decide a pending trial, g_t at θ_t when needed, the global pass.

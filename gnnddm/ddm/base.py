@@ -32,7 +32,7 @@ from typing import ClassVar
 
 import torch
 
-from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
+from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver, scaled_norm
 from gnnddm.distributed.accounting import Accounting
 from gnnddm.errors import ConfigError
 from gnnddm.models.execution import compile_seconds
@@ -187,7 +187,7 @@ class RegionScaling:
 
     def norm_of(self, s: torch.Tensor) -> float:
         """‖Λ s‖ (‖s‖ for ``euclidean``)."""
-        return float(torch.linalg.vector_norm(s if self.scale is None else self.scale * s))
+        return scaled_norm(s, self.scale)
 
     def state_dict(self) -> dict:
         return {"moment": self.moment, "count": self.count, "scale": self.scale}
@@ -265,6 +265,29 @@ def feasible_set(algorithm, center: torch.Tensor, g: torch.Tensor, scale: torch.
     if algorithm.globalization == "offo":
         algorithm.accumulator, half = offo_box(algorithm.accumulator, g, algorithm.kappa, algorithm.varsigma)
         return Box(center - half, center + half)
+    return None
+
+
+def global_pass(algorithm, theta: torch.Tensor, g: torch.Tensor, reference: float, evaluate, stats: dict):
+    """APTS's global pass for an algorithm with ``tr``, ``scaling`` and ``set_flat``: the step to the
+    boundary of the trust region along steepest descent in its norm, d = −Δ Λ⁻²g/‖Λ⁻¹g‖ (−Δ g/‖g‖ when
+    Euclidean), tested with ρ = (reference − f(θ + d)) / (Δ‖Λ⁻¹g‖).
+
+    ``evaluate()`` runs at θ + d (the model's parameters) and returns ``(f(θ + d), result)``. Returns
+    ``(θ + d, result)`` when the step is accepted; None otherwise, the parameters back at θ (and for a zero
+    gradient, without evaluating). ``stats`` gets ``global_rho`` and ``global_accepted``.
+    """
+    step, predicted = algorithm.scaling.ball(theta, algorithm.tr.radius).steepest(g)
+    if predicted == 0:
+        return None
+    trial = theta + step
+    algorithm.set_flat(trial)
+    f1, result = evaluate()
+    rho, accepted = algorithm.tr.update(reference - f1, predicted)
+    stats.update(global_rho=rho, global_accepted=float(accepted))
+    if accepted:
+        return trial, result
+    algorithm.set_flat(theta)
     return None
 
 

@@ -27,6 +27,11 @@ import torch
 from gnnddm.errors import ConfigError
 
 
+def scaled_norm(d: torch.Tensor, scale: torch.Tensor | None) -> float:
+    """‖Λ d‖₂ with Λ = diag(``scale``) (‖d‖₂ for None)."""
+    return float(torch.linalg.vector_norm(d if scale is None else scale * d))
+
+
 @dataclass(frozen=True)
 class Ball:
     """The trust region {θ : ‖Λ(θ − center)‖₂ ≤ radius} (flat vectors), Λ = diag(``scale``); without
@@ -43,7 +48,7 @@ class Ball:
 
     def norm(self, d: torch.Tensor) -> float:
         """‖Λ d‖₂ of a step d."""
-        return float(torch.linalg.vector_norm(d if self.scale is None else self.scale * d))
+        return scaled_norm(d, self.scale)
 
     def project(self, theta: torch.Tensor) -> torch.Tensor:
         """θ if feasible, else center + radius·(θ − center)/‖Λ(θ − center)‖: the nearest feasible point in
