@@ -112,8 +112,9 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
 
     The deep regime runs the three DD families (averaging, server correction, Schwarz) unless ``extended``
     (span combination, two-level and more local steps too): each deep DD run costs minutes here. ``apts``
-    adds parameter-space Schwarz (``ddm=apts``, learning-rate free local trust-region steps): blocks = layers
-    and N = 2, 4 groups of layers, and the initial radius over a 100x range without any rate sweep.
+    adds parameter-space Schwarz (``ddm=apts``, learning-rate free local trust-region steps in Adam's metric):
+    blocks = layers and N = 2, 4 groups of layers; with N = 2 the three trust-region norms, the initial radius
+    over a 100x range without any rate sweep, the non-monotone test (W = 5) and the hybrid (block x part).
     """
     local = f"ddm.local_solver.lr={lr}"
     if regime == "shallow":
@@ -129,12 +130,20 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
         Variant(f"asm m={m}", "asm", (*steps, *dd_overlap), dd_budget, 1),
     ]
     if apts:
+        # learning-rate free local trust-region steps, the ball in Adam's metric (ddm.tr_norm=adam); N = 2 is
+        # the cheapest layout, so the norms, the radius range, the non-monotone test and the hybrid use it
         tr = ("ddm.local_steps=3", *dd_overlap)
-        rows += [Variant("apts layers", "apts", tr, dd_budget, 1),
-                 Variant("apts N=2", "apts", ("ddm.blocks=2", *tr), dd_budget, 1),
-                 Variant("apts N=4", "apts", ("ddm.blocks=4", *tr), dd_budget, 1),
-                 Variant("apts layers radius0=0.01", "apts", ("ddm.radius0=0.01", *tr), dd_budget, 1),
-                 Variant("apts layers radius0=1", "apts", ("ddm.radius0=1.0", *tr), dd_budget, 1)]
+        adam = ("ddm.tr_norm=adam", *tr)
+        two = ("ddm.blocks=2", *adam)
+        rows += [Variant("apts layers adam", "apts", adam, dd_budget, 1),
+                 Variant("apts N=2 adam", "apts", two, dd_budget, 1),
+                 Variant("apts N=4 adam", "apts", ("ddm.blocks=4", *adam), dd_budget, 1),
+                 Variant("apts N=2 euclidean", "apts", ("ddm.blocks=2", *tr), dd_budget, 1),
+                 Variant("apts N=2 adagrad", "apts", ("ddm.blocks=2", "ddm.tr_norm=adagrad", *tr), dd_budget, 1),
+                 Variant("apts N=2 adam radius0=0.01", "apts", ("ddm.radius0=0.01", *two), dd_budget, 1),
+                 Variant("apts N=2 adam radius0=1", "apts", ("ddm.radius0=1.0", *two), dd_budget, 1),
+                 Variant("apts N=2 adam W=5", "apts", ("ddm.nonmonotone_window=5", *two), dd_budget, 1),
+                 Variant("apts N=2 adam hybrid", "apts", ("ddm.hybrid=true", *two), dd_budget, 1)]
     if quick or (regime != "shallow" and not extended):
         return rows
     return rows + [
@@ -548,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extended", action="store_true", help="deep regime: every DD variant of the shallow one")
     parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
     parser.add_argument("--apts", action="store_true",
-                        help="also parameter-space Schwarz: blocks = layers, N = 2, 4, the initial radius over 100x")
+                        help="also parameter-space Schwarz: blocks = layers, N = 2, 4; norms, radius over 100x, W = 5, hybrid")
     parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: local_avg against δ")
     parser.add_argument("--halo-table", action="store_true", help="replicated work against δ for p = 8, 64")
     parser.add_argument("--halo-resolution", default="0.703125,2.8125", help="grids of the halo table (deg)")

@@ -146,11 +146,13 @@ class RegionScaling:
     - ``adam``: v_t = β₂ v_{t−1} + (1 − β₂) g_t², d_i = sqrt(v_t,i / (1 − β₂ᵗ)) + ε (bias-corrected second
       moment, β₂ = 0.999, ε = 1e-8 as torch.optim.Adam);
 
-    and Λ = diag(d / rms(d)), rms(d) = sqrt(mean_i d_i²). The normalisation keeps Δ in the units of θ: a uniform
-    d gives the Euclidean ball, and a step of the optimizer, |s_i| ≈ lr·|m_i| / d_i with |m_i| ≈ d_i, has
-    ‖Λ s‖ ≈ lr·√P, its Euclidean length when all |s_i| = lr. What changes is the shape: coordinates with
-    large past gradients get a shorter side, as in the optimizer's own steps. ``euclidean``: no Λ
-    (:attr:`scale` is None).
+    and Λ = diag(sqrt(d / mean(d))): the ball is {s : sᵀ M s ≤ Δ²} in the optimizer's own metric M = diag(d)
+    (normalised to unit mean), so that its steepest-descent step −Δ·Λ⁻²g/‖Λ⁻¹g‖ is along the optimizer's
+    preconditioned direction g/d (AdaGrad's g/w; Adam's without momentum). Λ = diag(d) instead would make the
+    steepest step g/d², which for Adam (d ≈ |g| at first) is sign(g)/|g|: longest on the coordinates with
+    the smallest gradients. The normalisation keeps Δ in the units of θ: a uniform d gives the Euclidean
+    ball (Λ has unit RMS), and a step of the optimizer, |s_i| ≈ lr, has ‖Λ s‖ ≈ lr·√P. ``euclidean``: no
+    Λ (:attr:`scale` is None).
     """
 
     def __init__(self, norm: str, varsigma: float):
@@ -179,7 +181,7 @@ class RegionScaling:
             previous = torch.zeros_like(g) if self.moment is None else self.moment
             self.moment = ADAM_BETA2 * previous + (1 - ADAM_BETA2) * g2
             d = torch.sqrt(self.moment / (1 - ADAM_BETA2**self.count)) + ADAM_EPS
-        self.scale = d / torch.sqrt(torch.mean(d * d))
+        self.scale = torch.sqrt(d / torch.mean(d))  # M = d / mean(d), Λ = M^½
 
     def ball(self, center: torch.Tensor, radius: float) -> Ball:
         """The ball ‖Λ(θ − center)‖ ≤ radius."""
