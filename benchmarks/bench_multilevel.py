@@ -225,14 +225,22 @@ def convergence(hist: dict) -> str:
 
 def lr_sweep(args, base, seed, client, log) -> tuple[float, str, dict, list[str]]:
     """The rate and schedule of ``global`` with the lowest best val_loss (seed ``seed``) over ``--lrs`` x
-    ``--schedules``, that run's histories, the table."""
+    ``--schedules``, that run's histories, the table. A rate whose run diverges (TrainingDivergedError) is
+    the worst of the grid: a best rate next to it is inside the grid."""
     rows, best_lr, best_schedule, best, best_hist = [], None, None, math.inf, None
     schedules = args.schedules.split(",")
+    from gnnddm.errors import TrainingDivergedError
+
     for schedule in schedules:
         for lr in (float(x) for x in args.lrs.split(",")):
-            run, hist = train_run(Variant(f"global lr {lr:g} {schedule}", ("ddm=global", f"optimizer.lr={lr}",
-                                                                           f"trainer.lr_schedule={schedule}"),
-                                          args.budget), base, seed, None, client)
+            try:
+                run, hist = train_run(Variant(f"global lr {lr:g} {schedule}", ("ddm=global", f"optimizer.lr={lr}",
+                                                                               f"trainer.lr_schedule={schedule}"),
+                                              args.budget), base, seed, None, client)
+            except TrainingDivergedError as err:  # a rate too large for the problem: the worst of the grid
+                log(f"lr sweep: global lr={lr:g} {schedule}: diverged ({err})")
+                rows.append(f"| {lr:g} | {schedule} | diverged |")
+                continue
             log(f"lr sweep: global lr={lr:g} {schedule}: best val_loss {run.best_val_loss:.5g}")
             rows.append(f"| {lr:g} | {schedule} | {run.best_val_loss:.5g} |")
             if run.best_val_loss < best:

@@ -142,3 +142,36 @@ def test_a_learning_rate_at_the_edge_of_its_grid_is_named():
     assert bd.sweep_edge({1e-3: 0.059, 3e-3: 0.057}, 3e-3).startswith("at the upper edge")
     assert bd.sweep_edge({1e-3: 0.059, 3e-3: 0.057, 1e-2: 0.058}, 3e-3) == "inside the grid"
     assert bd.sweep_edge({1e-3: 0.05, 3e-3: 0.057}, 1e-3).startswith("at the lower edge")
+
+
+def test_a_diverged_rate_of_the_multilevel_sweep_is_the_worst_and_the_sweep_goes_on(monkeypatch):
+    import importlib.util
+    import types
+
+    from gnnddm.errors import TrainingDivergedError
+
+    bd = _bench_dd()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_multilevel_under_test",
+                                                      REPO / "benchmarks" / "bench_multilevel.py")
+        bm = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, bm)  # its dataclasses look their module up
+        spec.loader.exec_module(bm)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    losses = {3e-3: 0.070, 1e-2: 0.068}
+
+    def fake_run(variant, base, seed, target, client):
+        lr = float(next(o for o in variant.overrides if o.startswith("optimizer.lr=")).split("=")[1])
+        if lr not in losses:
+            raise TrainingDivergedError("training diverged at iteration 2")
+        hist = {"val_loss": ([10, 20, 30, 40, 50], [0.1, 0.09, 0.08, 0.075, losses[lr]])}
+        return bd.Run(bd.Variant("x", "global"), seed, 50, None, best_val_loss=losses[lr]), hist
+
+    monkeypatch.setattr(bm, "train_run", fake_run)
+    args = types.SimpleNamespace(lrs="3e-3,1e-2,3e-2", schedules="constant", budget=50)
+    lr, schedule, _, md = bm.lr_sweep(args, [], 0, None, lambda msg: None)
+    assert (lr, schedule) == (1e-2, "constant")
+    text = "\n".join(md)
+    assert "| 0.03 | constant | diverged |" in text and "the rate is inside the grid" in text
