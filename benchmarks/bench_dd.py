@@ -557,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extended", action="store_true", help="deep regime: every DD variant of the shallow one")
     parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
     parser.add_argument("--apts", action="store_true",
-                        help="also parameter-space Schwarz: blocks = layers, N = 2, 4; norms, radius over 100x, W = 5, hybrid")
+                        help="also parameter-space Schwarz: blocks = layers, N = 2, 4; norms, radius over 100x, "
+                             "W = 5, hybrid")
     parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: local_avg against δ")
     parser.add_argument("--halo-table", action="store_true", help="replicated work against δ for p = 8, 64")
     parser.add_argument("--halo-resolution", default="0.703125,2.8125", help="grids of the halo table (deg)")
