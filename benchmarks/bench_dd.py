@@ -53,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,8 +341,9 @@ def per_epoch_ratio(runs: list[Run], base: list[Run]) -> float:
     return rate(runs) / rate(base)
 
 
-def sweep_edge(sweep: dict[float, float], lr: float) -> str:
-    """Whether the chosen learning rate lies inside the swept grid or at its edge."""
+def sweep_edge(sweep: Collection[float], lr: float) -> str:
+    """Whether the chosen learning rate lies inside the swept grid ``sweep`` (its rates, or a mapping keyed by
+    them) or at its edge."""
     if len(sweep) < 2:
         return "a grid of one value: not tuned"
     if lr in (min(sweep), max(sweep)):

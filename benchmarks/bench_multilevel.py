@@ -49,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_blocks  # noqa: E402
-from bench_dd import Run, _fmt, histories, machine, median_range, session  # noqa: E402
+from bench_dd import Run, _fmt, histories, machine, median_range, session, sweep_edge  # noqa: E402
 
 GOAL_TIME, GOAL_GRADS, GOAL_RMSE, GOAL_TWO_LEVEL = 1 / 3, 1 / 4, 0.02, 0.5
 # The files whose behaviour each block measures (fingerprinted into its marker: benchmarks/results_blocks.py);
@@ -227,10 +227,10 @@ def lr_sweep(args, base, seed, client, log) -> tuple[float, str, dict, list[str]
     """The rate and schedule of ``global`` with the lowest best val_loss (seed ``seed``) over ``--lrs`` x
     ``--schedules``, that run's histories, the table. A rate whose run diverges (TrainingDivergedError) is
     the worst of the grid: a best rate next to it is inside the grid."""
-    rows, best_lr, best_schedule, best, best_hist = [], None, None, math.inf, None
-    schedules = args.schedules.split(",")
     from gnnddm.errors import TrainingDivergedError
 
+    rows, best_lr, best_schedule, best, best_hist = [], None, None, math.inf, None
+    schedules = args.schedules.split(",")
     for schedule in schedules:
         for lr in (float(x) for x in args.lrs.split(",")):
             try:
@@ -245,10 +245,7 @@ def lr_sweep(args, base, seed, client, log) -> tuple[float, str, dict, list[str]
             rows.append(f"| {lr:g} | {schedule} | {run.best_val_loss:.5g} |")
             if run.best_val_loss < best:
                 best_lr, best_schedule, best, best_hist = lr, schedule, run.best_val_loss, hist
-    grid = [float(x) for x in args.lrs.split(",")]
-    edge = ("a grid of one value: not tuned" if len(grid) < 2 else "inside the grid"
-            if best_lr not in (min(grid), max(grid)) else
-            f"at the {'lower' if best_lr == min(grid) else 'upper'} edge of the grid: extend it (--lrs)")
+    edge = sweep_edge([float(x) for x in args.lrs.split(",")], best_lr)
     md = [f"Learning-rate sweep of `global` Adam, seed {seed}, {args.budget} iterations:", "",
           "| lr | schedule | best val_loss |", "|---|---|---|", *rows, "",
           f"Chosen: lr = {best_lr:g}, {best_schedule} schedule; the rate is {edge}.",

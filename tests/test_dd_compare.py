@@ -104,19 +104,25 @@ def test_data_benchmark_quick_run_prints_memory_speed_and_rank_reads(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the verdicts' noise
-def _bench_dd():
+def _benchmark(name: str):
+    """benchmarks/``name``.py as a module, registered under its name (its dataclasses look their module up;
+    bench_multilevel imports bench_dd)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_dd", REPO / "benchmarks" / "bench_dd.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_dd", module)  # its dataclasses look their module up
-    module = sys.modules["bench_dd"]
+    sys.modules.setdefault(name, module)
+    module = sys.modules[name]
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
     return module
+
+
+def _bench_dd():
+    return _benchmark("bench_dd")
 
 
 def _runs(bd, times, epochs):
@@ -145,21 +151,11 @@ def test_a_learning_rate_at_the_edge_of_its_grid_is_named():
 
 
 def test_a_diverged_rate_of_the_multilevel_sweep_is_the_worst_and_the_sweep_goes_on(monkeypatch):
-    import importlib.util
     import types
 
     from gnnddm.errors import TrainingDivergedError
 
-    bd = _bench_dd()
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_multilevel_under_test",
-                                                      REPO / "benchmarks" / "bench_multilevel.py")
-        bm = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, spec.name, bm)  # its dataclasses look their module up
-        spec.loader.exec_module(bm)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    bd, bm = _bench_dd(), _benchmark("bench_multilevel")
     losses = {3e-3: 0.070, 1e-2: 0.068}
 
     def fake_run(variant, base, seed, target, client):

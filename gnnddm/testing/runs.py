@@ -65,15 +65,20 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def _loggers() -> list[logging.Logger]:
+    """The root logger and every named one that exists now."""
+    return [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict))]
+
+
 @contextlib.contextmanager
 def _handlers_restored():
-    """Every logger's handlers as they were on entry, once the block has run."""
-    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict))]
-    before = {id(log): list(log.handlers) for log in loggers}
+    """Every logger's handlers as they were on entry, once the block has run (loggers created inside the
+    block included)."""
+    before = {id(log): list(log.handlers) for log in _loggers()}
     try:
         yield
     finally:
-        for log in [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]:
+        for log in _loggers():
             for handler in [h for h in log.handlers if h not in before.get(id(log), [])]:
                 log.removeHandler(handler)
                 handler.close()
