@@ -351,18 +351,23 @@ def sweep_edge(sweep: Collection[float], lr: float) -> str:
     return "inside the grid"
 
 
-def convergence(client, summary: dict) -> str:
-    """How much the reference's best val_loss improved over the last fifth of its iterations: below 0.5 %
-    it is taken as converged, above as well-trained, not converged."""
-    hist = sorted(client.get_metric_history(summary["mlflow_run_id"], "val/loss"), key=lambda m: m.step)
-    if len(hist) < 5:
+def improvement(steps: list[int], values: list[float], spec: str = ".5g") -> str:
+    """How much a reference's best val_loss improved over the last fifth of its evaluations (``steps``,
+    ``values``): below 0.5 % it is taken as converged, above as well-trained, not converged."""
+    if len(steps) < 5:
         return "too few evaluations to judge convergence"
-    last = hist[-1].step
-    before = min(h.value for h in hist if h.step <= 0.8 * last)
-    end = min(h.value for h in hist)
+    last = max(steps)
+    before = min(v for s, v in zip(steps, values, strict=True) if s <= 0.8 * last)
+    end = min(values)
     gain = 100 * (before - end) / before
-    return (f"best val_loss {before:.5f} at 4/5 of the budget, {end:.5f} at its end ({gain:.2f} % better): "
+    return (f"best val_loss {before:{spec}} at 4/5 of the budget, {end:{spec}} at its end ({gain:.2f} % better): "
             f"{'converged (< 0.5 %)' if gain < 0.5 else 'well-trained, not converged (>= 0.5 %)'}")
+
+
+def convergence(client, summary: dict) -> str:
+    """:func:`improvement` of the MLflow run of ``summary``."""
+    hist = sorted(client.get_metric_history(summary["mlflow_run_id"], "val/loss"), key=lambda m: m.step)
+    return improvement([h.step for h in hist], [h.value for h in hist], ".5f")
 
 
 def break_even(dd: list[Run], base: list[Run]) -> str:
@@ -409,21 +414,42 @@ def session(script: str, argv: list[str] | None):
 
 
 # ------------------------------------------------------------------------------------ one regime
+def _loss(v: float) -> str:
+    return "diverged" if math.isinf(v) else f"{v:.5f}"
+
+
+def lr_sweep(args, regime: str, parts: int, seed: int, budget: int, lrs: list[float], uri: str, tmp: Path, client,
+             log) -> tuple[float, dict[float, float], dict[float, tuple[dict, Run]]]:
+    """``global`` Adam at every rate of ``lrs`` (seed ``seed``): the rate with the lowest best val_loss, the
+    best val_loss per rate and the runs that finished. A rate whose run diverges (TrainingDivergedError) is
+    the worst of the grid (inf): a best rate next to it is inside the grid."""
+    from gnnddm.errors import TrainingDivergedError
+
+    sweep: dict[float, float] = {}
+    ref_runs: dict[float, tuple[dict, Run]] = {}
+    for lr in lrs:
+        v = Variant(f"global lr={lr:g}", "global", max_iterations=budget)
+        try:
+            summary, r = train_variant(v, base_overrides(args, regime, parts, seed, lr, uri, tmp / f"lr{lr}"),
+                                       None, client)
+        except TrainingDivergedError as err:
+            sweep[lr] = math.inf
+            log(f"[{regime} p={parts}] lr sweep: global Adam lr {lr:g}: diverged ({err})")
+            continue
+        sweep[lr], ref_runs[lr] = r.best_val_loss, (summary, r)
+        log(f"[{regime} p={parts}] lr sweep: global Adam lr {lr:g}: best val_loss {r.best_val_loss:.5f}")
+    if not ref_runs:
+        raise SystemExit(f"every rate of the sweep ({', '.join(f'{x:g}' for x in lrs)}) diverged: pass smaller --lrs")
+    return min(sweep, key=sweep.get), sweep, ref_runs
+
+
 def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) -> list[str]:
     """Learning-rate sweep, references, variants and ranks for one regime and p; returns the markdown."""
     budget = args.reference_iterations or (60 if args.quick else (300 if regime == "shallow" else 150))
     default_lrs = {"shallow": "3e-3,1e-2,3e-2", "deep": "1e-3,3e-3", "mesh": "3e-3,1e-2"}[regime]
     seeds = [int(s) for s in args.seeds.split(",")]
     lrs = [float(x) for x in (args.lrs or default_lrs).split(",")]
-    sweep = {}
-    ref_runs: dict[float, tuple[dict, Run]] = {}
-    for lr in lrs:
-        v = Variant(f"global lr={lr:g}", "global", max_iterations=budget)
-        summary, r = train_variant(v, base_overrides(args, regime, parts, seeds[0], lr, uri, tmp / f"lr{lr}"),
-                                   None, client)
-        sweep[lr], ref_runs[lr] = r.best_val_loss, (summary, r)
-        log(f"[{regime} p={parts}] lr sweep: global Adam lr {lr:g}: best val_loss {r.best_val_loss:.5f}")
-    lr = min(sweep, key=sweep.get)
+    lr, sweep, ref_runs = lr_sweep(args, regime, parts, seeds[0], budget, lrs, uri, tmp, client, log)
     todo = variants(regime, budget, lr, args.quick, args.extended, args.apts)
     if args.only:
         keep = {s.strip() for s in args.only.split(",")}
@@ -456,7 +482,7 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
     tab = table(groups, globals_at)
     md = [f"### {regime}, p = {parts}", "",
           "Learning-rate sweep of the baselines (global Adam, seed " + str(seeds[0]) + f", {budget} iterations, best "
-          "val_loss): " + ", ".join(f"{k:g}: {v:.5f}" for k, v in sweep.items()) + f" -> lr {lr:g}, "
+          "val_loss): " + ", ".join(f"{k:g}: {_loss(v)}" for k, v in sweep.items()) + f" -> lr {lr:g}, "
           f"{sweep_edge(sweep, lr)}.",
           "", f"Targets (best global val_loss x (1 + {args.tol})): " + ", ".join(
               f"seed {s}: {t:.5f}" for s, t in targets.items()) + ".", "",

@@ -49,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_blocks  # noqa: E402
-from bench_dd import Run, _fmt, histories, machine, median_range, session, sweep_edge  # noqa: E402
+from bench_dd import Run, _fmt, histories, improvement, machine, median_range, session, sweep_edge  # noqa: E402
 
 GOAL_TIME, GOAL_GRADS, GOAL_RMSE, GOAL_TWO_LEVEL = 1 / 3, 1 / 4, 0.02, 0.5
 # The files whose behaviour each block measures (fingerprinted into its marker: benchmarks/results_blocks.py);
@@ -210,19 +210,6 @@ def noise(runs: list[Run], base: list[Run], key: str) -> str:
     return f"{ranges}: {'within noise' if min(a) <= max(b) and min(b) <= max(a) else 'outside the seed ranges'}"
 
 
-def convergence(hist: dict) -> str:
-    """How much ``global``'s best val_loss improved over the last fifth of its budget (< 0.5 %: converged)."""
-    steps, values = hist["val_loss"]
-    if len(steps) < 5:
-        return "too few evaluations to judge convergence"
-    last = max(steps)
-    before = min(v for s, v in zip(steps, values, strict=True) if s <= 0.8 * last)
-    end = min(values)
-    gain = 100 * (before - end) / before
-    return (f"best val_loss {before:.5g} at 4/5 of the budget, {end:.5g} at its end ({gain:.2f} % better): "
-            f"{'converged (< 0.5 %)' if gain < 0.5 else 'well-trained, not converged (>= 0.5 %)'}")
-
-
 def lr_sweep(args, base, seed, client, log) -> tuple[float, str, dict, list[str]]:
     """The rate and schedule of ``global`` with the lowest best val_loss (seed ``seed``) over ``--lrs`` x
     ``--schedules``, that run's histories, the table. A rate whose run diverges (TrainingDivergedError) is
@@ -245,11 +232,13 @@ def lr_sweep(args, base, seed, client, log) -> tuple[float, str, dict, list[str]
             rows.append(f"| {lr:g} | {schedule} | {run.best_val_loss:.5g} |")
             if run.best_val_loss < best:
                 best_lr, best_schedule, best, best_hist = lr, schedule, run.best_val_loss, hist
+    if best_lr is None:
+        raise SystemExit(f"every rate of the sweep ({args.lrs}) diverged: pass smaller --lrs")
     edge = sweep_edge([float(x) for x in args.lrs.split(",")], best_lr)
     md = [f"Learning-rate sweep of `global` Adam, seed {seed}, {args.budget} iterations:", "",
           "| lr | schedule | best val_loss |", "|---|---|---|", *rows, "",
           f"Chosen: lr = {best_lr:g}, {best_schedule} schedule; the rate is {edge}.",
-          "", f"Convergence of that reference: {convergence(best_hist)}.", ""]
+          "", f"Convergence of that reference: {improvement(*best_hist['val_loss'])}.", ""]
     return best_lr, best_schedule, best_hist, md
 
 

@@ -171,3 +171,36 @@ def test_a_diverged_rate_of_the_multilevel_sweep_is_the_worst_and_the_sweep_goes
     assert (lr, schedule) == (1e-2, "constant")
     text = "\n".join(md)
     assert "| 0.03 | constant | diverged |" in text and "the rate is inside the grid" in text
+
+
+def test_a_diverged_rate_of_the_dd_sweep_is_the_worst_and_the_sweep_goes_on(monkeypatch, tmp_path):
+    import types
+
+    from gnnddm.errors import TrainingDivergedError
+
+    bd = _bench_dd()
+    losses = {1e-3: 0.060, 3e-3: 0.057}
+
+    def fake_train(variant, base, target, client):
+        lr = float(next(o for o in base if o.startswith("optimizer.lr=")).split("=")[1])
+        if lr not in losses:
+            raise TrainingDivergedError("training diverged at iteration 2")
+        return {"mlflow_run_id": str(lr)}, bd.Run(variant, 0, 50, None, best_val_loss=losses[lr])
+
+    monkeypatch.setattr(bd, "train_variant", fake_train)
+    args = types.SimpleNamespace()
+    monkeypatch.setattr(bd, "base_overrides", lambda args, regime, parts, seed, lr, uri, out: [f"optimizer.lr={lr}"])
+    lr, sweep, runs = bd.lr_sweep(args, "deep", 1, 0, 50, [1e-3, 3e-3, 1e-2], "", tmp_path, None, lambda msg: None)
+    assert lr == 3e-3 and set(runs) == {1e-3, 3e-3} and sweep[1e-2] == float("inf")
+    assert bd.sweep_edge(sweep, lr) == "inside the grid" and bd._loss(sweep[1e-2]) == "diverged"
+    with pytest.raises(SystemExit, match="every rate of the sweep"):
+        bd.lr_sweep(args, "deep", 1, 0, 50, [1e-2, 3e-2], "", tmp_path, None, lambda msg: None)
+
+
+def test_the_convergence_of_a_reference_is_its_gain_over_the_last_fifth():
+    bd = _bench_dd()
+    steps = [10, 20, 30, 40, 50]
+    assert bd.improvement(steps, [0.1, 0.09, 0.08, 0.080, 0.0799]).endswith("converged (< 0.5 %)")
+    text = bd.improvement(steps, [0.1, 0.09, 0.08, 0.080, 0.076])  # 0.080 at step 40 = 4/5 of 50
+    assert "(5.00 % better)" in text and text.endswith("not converged (>= 0.5 %)")
+    assert bd.improvement(steps[:4], [0.1] * 4) == "too few evaluations to judge convergence"
