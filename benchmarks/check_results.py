@@ -5,10 +5,11 @@ Each block's begin marker records its declared sources and their fingerprint at 
 
 - *fresh* when the fingerprint of its sources in the working tree is the recorded one;
 - *stale* when it is not: the block measured other code; the command that regenerates it is printed;
-- *kept* when it is stale but marked ``kept: <reason>`` and shows ``> Kept from commit X: <reason>`` as its
-  first line;
+- *kept* when it is stale but marked ``kept: <reason>``, shows ``> Kept from commit X: <reason>`` as its
+  first line, and its sources are still those the reason was written for (``kept_at``); a change after
+  the reason makes the block stale again;
 - *invalid* when its marker records no fingerprint, names a source that does not exist, or is kept without
-  showing the reason.
+  showing the reason or without ``kept_at``.
 
 Exits 1 when any block is stale or invalid. Only hashes files: no benchmark runs.
 
@@ -65,6 +66,13 @@ def check_block(block: rb.Block, page: str, root: Path) -> Status:
         return Status(page, block.key, "fresh", f"commit {stamp.commit}", stamp.command)
     since = rb.commits_since(stamp.commit, stamp.sources, root)
     age = f"commit {stamp.commit}" + (f", {since} later commits to its sources" if since else "")
+    if stamp.kept and stamp.kept_at is None:
+        return Status(page, block.key, "invalid", f"{age}; kept without kept_at (the fingerprint its reason "
+                      "covers): extend the reason to the changes since and keep it again (--keep)", stamp.command)
+    if stamp.kept and now != stamp.kept_at:
+        return Status(page, block.key, "stale", f"{age}; its sources changed after it was kept (kept: "
+                      f"{stamp.kept}): regenerate it, or extend the reason to the new change (--keep)",
+                      stamp.command)
     if stamp.kept:
         return Status(page, block.key, "kept", f"{age}; kept: {stamp.kept}", stamp.command)
     return Status(page, block.key, "stale", f"{age}; its sources changed since", stamp.command)
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.keep:
         page, key, reason = args.keep
-        rb.keep(args.root / page, key, reason.strip() or None)
+        rb.keep(args.root / page, key, reason.strip() or None, args.root)
         print(f"{'kept' if reason.strip() else 'no longer kept'}: {page} {key}")
         return 0
     statuses = check(args.root)

@@ -17,9 +17,13 @@ stands for every ``*.py`` file under it. *fingerprint* is the sha256 of their so
 contents when the block was generated, and *commit* is the commit they were read at (with ``-dirty`` when
 they differed from it). ``benchmarks/check_results.py`` recomputes the fingerprint from the working tree:
 a block whose sources changed since it was generated is stale. A block kept deliberately carries
-``kept: <reason>`` in its marker, and its first line shows the reason to the reader::
+``kept: <reason>`` in its marker with ``kept_at:``, the fingerprint of its sources when the reason was
+written, and its first line shows the reason to the reader::
 
     > Kept from commit 48c8a6e: <reason>
+
+A reason covers the changes made up to ``kept_at`` only: a later change to the sources makes the block
+stale again, until it is regenerated or its reason is extended to the new change.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = re.compile(r"<!-- (?P<tool>[\w.-]+):(?P<name>[\w.-]+):begin(?P<attrs>.*?)-->", re.S)
-KEYS = ("commit", "sources", "fingerprint", "command", "kept")
+KEYS = ("commit", "sources", "fingerprint", "command", "kept", "kept_at")
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,15 @@ class Stamp:
     fingerprint: str
     command: str
     kept: str | None = None
+    kept_at: str | None = None  # the fingerprint of the sources when ``kept`` was written
 
     def marker(self, tool: str, name: str) -> str:
         lines = [f"<!-- {tool}:{name}:begin", f"commit: {self.commit}", f"sources: {' '.join(self.sources)}",
                  f"fingerprint: {self.fingerprint}", f"command: {self.command}"]
         if self.kept:
             lines.append(f"kept: {self.kept}")
+        if self.kept and self.kept_at:
+            lines.append(f"kept_at: {self.kept_at}")
         return "\n".join([*lines, "-->"])
 
     def kept_line(self) -> str:
@@ -78,7 +85,7 @@ class Block:
         if not all(self.attrs.get(k) for k in ("commit", "sources", "fingerprint", "command")):
             return None
         return Stamp(self.attrs["commit"], tuple(self.attrs["sources"].split()), self.attrs["fingerprint"],
-                     self.attrs["command"], self.attrs.get("kept") or None)
+                     self.attrs["command"], self.attrs.get("kept") or None, self.attrs.get("kept_at") or None)
 
 
 # ------------------------------------------------------------------------------------ fingerprints
@@ -228,12 +235,14 @@ def restamp(path: Path, key: str, stamp: Stamp) -> None:
     path.write_text(text[:block.start] + render(tool, name, _body_without_kept(block), stamp) + text[block.end:])
 
 
-def keep(path: Path, key: str, reason: str | None) -> None:
-    """Mark the block ``key`` of ``path`` as kept for ``reason`` (None: no longer kept)."""
+def keep(path: Path, key: str, reason: str | None, root: Path = ROOT) -> None:
+    """Mark the block ``key`` of ``path`` as kept for ``reason`` (None: no longer kept), at the fingerprint
+    its sources have now in the working tree at ``root``: the reason covers the changes made until now."""
     block = find(path.read_text(), key)
     if block is None:
         raise KeyError(f"{path}: no block {key}")
     current = block.stamp()
     if current is None:
         raise ValueError(f"{path}: block {key} records no commit and fingerprint to keep")
-    restamp(path, key, replace(current, kept=reason or None))
+    kept_at = fingerprint(current.sources, root) if reason else None
+    restamp(path, key, replace(current, kept=reason or None, kept_at=kept_at))

@@ -111,15 +111,39 @@ def test_a_kept_block_passes_and_shows_its_reason(tree, capsys):
 def test_a_kept_block_whose_reason_is_not_shown_is_invalid(tree):
     page = tree / "docs" / "page.md"
     (tree / "bench.py").write_text("print('measure differently')\n")
-    rb.keep(page, "bench:table", "not rerun")
+    rb.keep(page, "bench:table", "not rerun", tree)
     assert states(tree) == {"bench:table": "kept"}
     page.write_text(page.read_text().replace("> Kept from commit", "Kept from commit"))
     assert states(tree) == {"bench:table": "invalid"}
 
 
+def test_a_change_after_a_block_was_kept_makes_it_stale_until_it_is_kept_again(tree, capsys):
+    page = tree / "docs" / "page.md"
+    (tree / "pkg" / "a.py").write_text("A = 2\n")
+    rb.keep(page, "bench:table", "a.py's change does not reach this table", tree)
+    assert rb.find(page.read_text(), "bench:table").attrs["kept_at"] == rb.fingerprint(("pkg", "bench.py"), tree)
+    assert states(tree) == {"bench:table": "kept"}
+    (tree / "bench.py").write_text("print('measure differently')\n")  # a change the reason does not cover
+    assert states(tree) == {"bench:table": "stale"}
+    assert check_results.main(["--root", str(tree)]) == 1
+    assert "changed after it was kept" in capsys.readouterr().out
+    assert check_results.main(["--root", str(tree), "--keep", "docs/page.md", "bench:table",
+                               "a.py's change and bench.py's do not reach this table"]) == 0
+    assert states(tree) == {"bench:table": "kept"}
+
+
+def test_a_kept_block_without_the_fingerprint_its_reason_covers_is_invalid(tree):
+    page = tree / "docs" / "page.md"
+    (tree / "pkg" / "a.py").write_text("A = 2\n")
+    rb.keep(page, "bench:table", "not rerun", tree)
+    text = page.read_text()
+    page.write_text("\n".join(line for line in text.splitlines() if not line.startswith("kept_at:")) + "\n")
+    assert states(tree) == {"bench:table": "invalid"}
+
+
 def test_regenerating_a_kept_block_drops_the_mark(tree):
     page = tree / "docs" / "page.md"
-    rb.keep(page, "bench:table", "not rerun")
+    rb.keep(page, "bench:table", "not rerun", tree)
     rb.write_block(page, "bench", "table", BODY, rb.stamp(("pkg", "bench.py"), "python3 bench.py", tree), "# Page")
     block = rb.find(page.read_text(), "bench:table")
     assert "kept" not in block.attrs and block.body == BODY
