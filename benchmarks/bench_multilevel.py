@@ -24,7 +24,8 @@ Procedure, in one run:
    deg, 1,038,240 nodes): a global step on each level's graph with the restricted batch.
 7. ``--deep L``: the deep regime instead (``+experiment=dd_deep``: residual GraphSAGE of L layers, hidden 96):
    ``global``'s sweep covers ``--lrs`` x ``--schedules`` (constant, cosine over the budget), and the variants
-   are multilevel in space, in depth and in both (L=3 levels each, ν₂ = (0, 4, 8)). With ``--parts P``:
+   are multilevel in space, in depth and in both (L=3 levels each, ν₂ = (0, 4, 8)), then, with
+   ``--coarse-scales``, the space cycle with coarse Adam at those multiples of the fine rate. With ``--parts P``:
    ``halo_sync`` against the fastest variant on P parts (one-hop halos), multi-node modelled time.
 
     python3 benchmarks/bench_multilevel.py --output docs/multilevel.md
@@ -79,20 +80,27 @@ class Variant:
     eval_every: int | None = None  # None: the command's --eval-every
 
 
-def variants(budget: int, lr: float, every: int, deep: bool = False) -> list[Variant]:
+def variants(budget: int, lr: float, every: int, deep: bool = False,
+             coarse_scales: tuple[float, ...] = ()) -> list[Variant]:
     """The multilevel variants (fine rate ``lr``; coarse Adam at the same rate; no fine smoothing: the fine
     level supplies the coherent gradient and the trust-region test), in one piece (one part), as studied.
-    ``deep``: in space, in depth and in both, for the residual model of the deep regime."""
-    ml = ("ddm=multilevel", "partition.num_parts=1", f"ddm.coarse_solver.lr={lr}", "ddm.pre_smooth=0")
+    ``deep``: in space, in depth and in both, for the residual model of the deep regime, then the space
+    cycle with coarse Adam at ``s`` x ``lr`` for every ``s`` of ``coarse_scales`` (indices 3, 4, ...)."""
+    ml = ("ddm=multilevel", "partition.num_parts=1", "ddm.pre_smooth=0")
+    same = (*ml, f"ddm.coarse_solver.lr={lr}")
     if deep:
-        three = (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]")
+        three = (*same, "ddm.levels=3", "ddm.post_smooth=[0,4,8]")
         return [
             Variant("multilevel space L=3, ν₂=(0,4,8)", three, budget, every),
             Variant("multilevel depth L=3, ν₂=(0,4,8)", (*three, "ddm.depth_coarsening=true", "ddm.schedule=[depth]"),
                     budget, every),
             Variant("multilevel space x depth L=3, ν₂=(0,4,8)", (*three, "ddm.depth_coarsening=true",
                                                                  "ddm.schedule=[both]"), budget, every),
+            *(Variant(f"multilevel space L=3, ν₂=(0,4,8), coarse lr {s:g}x", (
+                *ml, f"ddm.coarse_solver.lr={s * lr:.6g}", "ddm.levels=3", "ddm.post_smooth=[0,4,8]"), budget, every)
+              for s in coarse_scales),
         ]
+    ml = same
     return [
         Variant("multilevel grid L=3, ν₂=(0,4,8)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]"), budget, every),
         Variant("multilevel grid L=3, ν₂=(0,8,16)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,8,16]"), budget, every),
@@ -320,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke version: 5.625 deg, one seed, short budgets")
     parser.add_argument("--deep", type=int, default=None, help="the deep regime: residual GraphSAGE of L layers")
     parser.add_argument("--schedules", default="constant", help="learning-rate schedules of global's sweep")
+    parser.add_argument("--coarse-scales", default="",
+                        help="--deep: also the space cycle with coarse Adam at these multiples of global's rate "
+                             "(comma-separated; variants 3, 4, ...)")
     parser.add_argument("--output", type=Path, default=None, help="markdown page whose generated blocks are rewritten")
     args = parser.parse_args(argv)
     if args.quick:
@@ -353,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                 md = [f"Deep regime: `+experiment=dd_deep model.layers={args.deep}` (residual GraphSAGE, hidden 96) on "
                       f"the synthetic {args.resolution:g} deg grid, one process, {args.threads} torch thread(s); "
                       "multilevel variants at `global`'s chosen rate with a constant schedule.", "", *md]
-            chosen = variants(args.variant_budget, lr, args.variant_eval_every, deep=bool(args.deep))
+            chosen = variants(args.variant_budget, lr, args.variant_eval_every, deep=bool(args.deep),
+                              coarse_scales=tuple(float(x) for x in args.coarse_scales.split(",") if x))
             if args.only:
                 chosen = [chosen[int(i)] for i in args.only.split(",")]
             groups: dict[str, list[Run]] = {"global": []}

@@ -204,3 +204,15 @@ def test_the_convergence_of_a_reference_is_its_gain_over_the_last_fifth():
     text = bd.improvement(steps, [0.1, 0.09, 0.08, 0.080, 0.076])  # 0.080 at step 40 = 4/5 of 50
     assert "(5.00 % better)" in text and text.endswith("not converged (>= 0.5 %)")
     assert bd.improvement(steps[:4], [0.1] * 4) == "too few evaluations to judge convergence"
+
+
+def test_the_coarse_rate_variants_of_the_deep_study_set_the_coarse_rate_once():
+    bm = _benchmark("bench_multilevel")
+    chosen = bm.variants(100, 1e-2, 10, deep=True, coarse_scales=(0.3, 0.1))
+    assert len(chosen) == 5
+    for v, rate in zip(chosen, [1e-2, 1e-2, 1e-2, 3e-3, 1e-3], strict=True):
+        keys = [o.split("=")[0] for o in v.overrides]
+        assert len(keys) == len(set(keys)), v.label  # one value per key: Hydra refuses a key given twice
+        assert float(dict(o.split("=", 1) for o in v.overrides)["ddm.coarse_solver.lr"]) == pytest.approx(rate)
+    assert chosen[3].label.endswith("coarse lr 0.3x") and "ddm.schedule=[depth]" not in chosen[3].overrides
+    assert bm.variants(100, 1e-2, 10, deep=True) == chosen[:3]
