@@ -108,14 +108,16 @@ class Run:
 
 # ------------------------------------------------------------------------------------ the variants
 def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = False,
-             apts: bool = False) -> list[Variant]:
+             apts: bool = False, tr_norms: bool = False) -> list[Variant]:
     """Baselines and DD methods of a regime; DD methods take ``m`` local Adam steps at the baselines' rate.
 
     The deep regime runs the three DD families (averaging, server correction, Schwarz) unless ``extended``
     (span combination, two-level and more local steps too): each deep DD run costs minutes here. ``apts``
     adds parameter-space Schwarz (``ddm=apts``, learning-rate free local trust-region steps in Adam's metric):
     blocks = layers and N = 2, 4 groups of layers; with N = 2 the three trust-region norms, the initial radius
-    over a 100x range without any rate sweep, the non-monotone test (W = 5) and the hybrid (block x part).
+    over a 100x range without any rate sweep, the non-monotone test (W = 5), the hybrid (block x part) and
+    the local loop's radius shrinking by 0.5 instead of 0.9 (``ddm.gamma_dec``). ``tr_norms`` adds ``asm``
+    with its ball in Adam's and AdaGrad's metric (``ddm.tr_norm``; the plain ``asm`` row is the Euclidean one).
     """
     local = f"ddm.local_solver.lr={lr}"
     if regime == "shallow":
@@ -144,7 +146,11 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
                  Variant("apts N=2 adam radius0=0.01", "apts", ("ddm.radius0=0.01", *two), dd_budget, 1),
                  Variant("apts N=2 adam radius0=1", "apts", ("ddm.radius0=1.0", *two), dd_budget, 1),
                  Variant("apts N=2 adam W=5", "apts", ("ddm.nonmonotone_window=5", *two), dd_budget, 1),
-                 Variant("apts N=2 adam hybrid", "apts", ("ddm.hybrid=true", *two), dd_budget, 1)]
+                 Variant("apts N=2 adam hybrid", "apts", ("ddm.hybrid=true", *two), dd_budget, 1),
+                 Variant("apts N=2 adam gamma_dec=0.5", "apts", ("ddm.gamma_dec=0.5", *two), dd_budget, 1)]
+    if tr_norms:
+        rows += [Variant(f"asm m={m} tr_norm={norm}", "asm", (*steps, f"ddm.tr_norm={norm}", *dd_overlap), dd_budget, 1)
+                 for norm in ("adam", "adagrad")]
     if quick or (regime != "shallow" and not extended):
         return rows
     return rows + [
@@ -450,7 +456,7 @@ def run_regime(args, regime: str, parts: int, client, uri: str, tmp: Path, log) 
     seeds = [int(s) for s in args.seeds.split(",")]
     lrs = [float(x) for x in (args.lrs or default_lrs).split(",")]
     lr, sweep, ref_runs = lr_sweep(args, regime, parts, seeds[0], budget, lrs, uri, tmp, client, log)
-    todo = variants(regime, budget, lr, args.quick, args.extended, args.apts)
+    todo = variants(regime, budget, lr, args.quick, args.extended, args.apts, args.tr_norms)
     if args.only:
         keep = {s.strip() for s in args.only.split(",")}
         todo = [v for v in todo if v.label in keep or v.ddm in keep]
@@ -586,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
     parser.add_argument("--apts", action="store_true",
                         help="also parameter-space Schwarz: blocks = layers, N = 2, 4; norms, radius over 100x, "
-                             "W = 5, hybrid")
+                             "W = 5, hybrid, gamma_dec = 0.5")
+    parser.add_argument("--tr-norms", action="store_true",
+                        help="also asm with its trust region in Adam's and AdaGrad's metric (ddm.tr_norm)")
     parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: local_avg against δ")
     parser.add_argument("--halo-table", action="store_true", help="replicated work against δ for p = 8, 64")
     parser.add_argument("--halo-resolution", default="0.703125,2.8125", help="grids of the halo table (deg)")

@@ -216,3 +216,17 @@ def test_the_coarse_rate_variants_of_the_deep_study_set_the_coarse_rate_once():
         assert float(dict(o.split("=", 1) for o in v.overrides)["ddm.coarse_solver.lr"]) == pytest.approx(rate)
     assert chosen[3].label.endswith("coarse lr 0.3x") and "ddm.schedule=[depth]" not in chosen[3].overrides
     assert bm.variants(100, 1e-2, 10, deep=True) == chosen[:3]
+
+
+def test_the_trust_region_norm_variants_of_asm_compose_with_their_norm():
+    from gnnddm.config import compose
+
+    bd = _bench_dd()
+    rows = {v.label: v for v in bd.variants("deep", 40, 3e-3, False, tr_norms=True)}
+    assert [k for k in rows if k.startswith("asm")] == ["asm m=10", "asm m=10 tr_norm=adam", "asm m=10 tr_norm=adagrad"]
+    for norm in ("adam", "adagrad"):
+        v = rows[f"asm m=10 tr_norm={norm}"]
+        cfg = compose(["+experiment=dd_deep", f"ddm={v.ddm}", *v.overrides])
+        assert (cfg.ddm.tr_norm, cfg.ddm.local_steps, cfg.ddm.local_solver.lr) == (norm, 10, 3e-3)
+    apts = {v.label: v for v in bd.variants("deep", 40, 3e-3, False, apts=True)}
+    assert "ddm.gamma_dec=0.5" in apts["apts N=2 adam gamma_dec=0.5"].overrides
