@@ -66,16 +66,16 @@ def check_block(block: rb.Block, page: str, root: Path) -> Status:
         return Status(page, block.key, "fresh", f"commit {stamp.commit}", stamp.command)
     since = rb.commits_since(stamp.commit, stamp.sources, root)
     age = f"commit {stamp.commit}" + (f", {since} later commits to its sources" if since else "")
-    if stamp.kept and stamp.kept_at is None:
+    if not stamp.kept:
+        return Status(page, block.key, "stale", f"{age}; its sources changed since", stamp.command)
+    if stamp.kept_at is None:
         return Status(page, block.key, "invalid", f"{age}; kept without kept_at (the fingerprint its reason "
                       "covers): extend the reason to the changes since and keep it again (--keep)", stamp.command)
-    if stamp.kept and now != stamp.kept_at:
+    if now != stamp.kept_at:
         return Status(page, block.key, "stale", f"{age}; its sources changed after it was kept (kept: "
                       f"{stamp.kept}): regenerate it, or extend the reason to the new change (--keep)",
                       stamp.command)
-    if stamp.kept:
-        return Status(page, block.key, "kept", f"{age}; kept: {stamp.kept}", stamp.command)
-    return Status(page, block.key, "stale", f"{age}; its sources changed since", stamp.command)
+    return Status(page, block.key, "kept", f"{age}; kept: {stamp.kept}", stamp.command)
 
 
 def check(root: Path = rb.ROOT) -> list[Status]:
