@@ -116,8 +116,9 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
     adds parameter-space Schwarz (``ddm=apts``, learning-rate free local trust-region steps in Adam's metric):
     blocks = layers and N = 2, 4 groups of layers; with N = 2 the three trust-region norms, the initial radius
     over a 100x range without any rate sweep, the non-monotone test (W = 5), the hybrid (block x part) and
-    the local loop's radius shrinking by 0.5 instead of 0.9 (``ddm.gamma_dec``). ``tr_norms`` adds ``asm``
-    with its ball in Adam's and AdaGrad's metric (``ddm.tr_norm``; the plain ``asm`` row is the Euclidean one).
+    the radii shrinking by 0.5 instead of 0.9 on a rejection (``ddm.gamma_dec``; with it, the radius range
+    again). ``tr_norms`` adds ``asm`` with its ball in Adam's and AdaGrad's metric (``ddm.tr_norm``; the plain
+    ``asm`` row is the Euclidean one).
     """
     local = f"ddm.local_solver.lr={lr}"
     if regime == "shallow":
@@ -138,6 +139,7 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
         tr = ("ddm.local_steps=3", *dd_overlap)
         adam = ("ddm.tr_norm=adam", *tr)
         two = ("ddm.blocks=2", *adam)
+        half = ("ddm.gamma_dec=0.5", *two)
         rows += [Variant("apts layers adam", "apts", adam, dd_budget, 1),
                  Variant("apts N=2 adam", "apts", two, dd_budget, 1),
                  Variant("apts N=4 adam", "apts", ("ddm.blocks=4", *adam), dd_budget, 1),
@@ -147,7 +149,9 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
                  Variant("apts N=2 adam radius0=1", "apts", ("ddm.radius0=1.0", *two), dd_budget, 1),
                  Variant("apts N=2 adam W=5", "apts", ("ddm.nonmonotone_window=5", *two), dd_budget, 1),
                  Variant("apts N=2 adam hybrid", "apts", ("ddm.hybrid=true", *two), dd_budget, 1),
-                 Variant("apts N=2 adam gamma_dec=0.5", "apts", ("ddm.gamma_dec=0.5", *two), dd_budget, 1)]
+                 Variant("apts N=2 adam gamma_dec=0.5", "apts", half, dd_budget, 1),
+                 Variant("apts N=2 adam gamma_dec=0.5 radius0=0.01", "apts", ("ddm.radius0=0.01", *half), dd_budget, 1),
+                 Variant("apts N=2 adam gamma_dec=0.5 radius0=1", "apts", ("ddm.radius0=1.0", *half), dd_budget, 1)]
     if tr_norms:
         rows += [Variant(f"asm m={m} tr_norm={norm}", "asm", (*steps, f"ddm.tr_norm={norm}", *dd_overlap), dd_budget, 1)
                  for norm in ("adam", "adagrad")]
@@ -592,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=0, help="also measure wall time with this many gloo ranks")
     parser.add_argument("--apts", action="store_true",
                         help="also parameter-space Schwarz: blocks = layers, N = 2, 4; norms, radius over 100x, "
-                             "W = 5, hybrid, gamma_dec = 0.5")
+                             "W = 5, hybrid, gamma_dec = 0.5 (with the radius range)")
     parser.add_argument("--tr-norms", action="store_true",
                         help="also asm with its trust region in Adam's and AdaGrad's metric (ddm.tr_norm)")
     parser.add_argument("--overlap-sweep", action="store_true", help="deep regime: local_avg against δ")

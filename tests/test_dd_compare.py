@@ -230,3 +230,6 @@ def test_the_trust_region_norm_variants_of_asm_compose_with_their_norm():
         assert (cfg.ddm.tr_norm, cfg.ddm.local_steps, cfg.ddm.local_solver.lr) == (norm, 10, 3e-3)
     apts = {v.label: v for v in bd.variants("deep", 40, 3e-3, False, apts=True)}
     assert "ddm.gamma_dec=0.5" in apts["apts N=2 adam gamma_dec=0.5"].overrides
+    for r0 in ("0.01", "1"):  # the radius range again with the halved rejection factor: both keys, once each
+        cfg = compose(["+experiment=dd_deep", "ddm=apts", *apts[f"apts N=2 adam gamma_dec=0.5 radius0={r0}"].overrides])
+        assert (cfg.ddm.gamma_dec, cfg.ddm.radius0, cfg.ddm.blocks, cfg.ddm.tr_norm) == (0.5, float(r0), 2, "adam")
