@@ -100,13 +100,12 @@ def variants(budget: int, lr: float, every: int, deep: bool = False,
                 *ml, f"ddm.coarse_solver.lr={s * lr:.6g}", "ddm.levels=3", "ddm.post_smooth=[0,4,8]"), budget, every)
               for s in coarse_scales),
         ]
-    ml = same
     return [
-        Variant("multilevel grid L=3, ν₂=(0,4,8)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]"), budget, every),
-        Variant("multilevel grid L=3, ν₂=(0,8,16)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,8,16]"), budget, every),
-        Variant("multilevel grid L=3, ν₂=(0,4,8), RB-AdaGrad box", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]",
+        Variant("multilevel grid L=3, ν₂=(0,4,8)", (*same, "ddm.levels=3", "ddm.post_smooth=[0,4,8]"), budget, every),
+        Variant("multilevel grid L=3, ν₂=(0,8,16)", (*same, "ddm.levels=3", "ddm.post_smooth=[0,8,16]"), budget, every),
+        Variant("multilevel grid L=3, ν₂=(0,4,8), RB-AdaGrad box", (*same, "ddm.levels=3", "ddm.post_smooth=[0,4,8]",
                                                                    "ddm.globalization=offo"), budget, every),
-        Variant("multilevel matching L=3, ν₂=(0,4,8)", (*ml, "ddm.levels=3", "ddm.post_smooth=[0,4,8]",
+        Variant("multilevel matching L=3, ν₂=(0,4,8)", (*same, "ddm.levels=3", "ddm.post_smooth=[0,4,8]",
                                                        "ddm.coarsening=matching"), budget, every),
     ]
 
