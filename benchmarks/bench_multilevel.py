@@ -57,12 +57,13 @@ GOAL_TIME, GOAL_GRADS, GOAL_RMSE, GOAL_TWO_LEVEL = 1 / 3, 1 / 4, 0.02, 0.5
 # bench_dd.py holds the run reading and the statistics this benchmark shares.
 _SHARED = ("benchmarks/bench_multilevel.py", "benchmarks/bench_dd.py", "conf/experiment/dd_compare.yaml")
 SOURCES = {
-    "study": ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "gnnddm/partition/hierarchy.py", *_SHARED),
-    "two-level": ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "gnnddm/partition/hierarchy.py",
+    "study": ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "conf/ddm", "gnnddm/partition/hierarchy.py",
+              *_SHARED),
+    "two-level": ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "conf/ddm", "gnnddm/partition/hierarchy.py",
                   "gnnddm/partition/coarse.py", *_SHARED),
     "level-costs": ("gnnddm/models", "gnnddm/ddm/objective.py", "gnnddm/partition/hierarchy.py", *_SHARED),
 }
-_DEEP = ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "gnnddm/partition/hierarchy.py",
+_DEEP = ("gnnddm/ddm", "gnnddm/distributed", "gnnddm/models", "conf/ddm", "gnnddm/partition/hierarchy.py",
          "gnnddm/partition/halo.py", "gnnddm/training", "benchmarks/bench_multilevel.py", "benchmarks/bench_dd.py",
          "conf/experiment/dd_deep.yaml")
 SOURCES.update({"deep": _DEEP, "deep-parts": _DEEP})

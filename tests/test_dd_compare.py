@@ -233,3 +233,14 @@ def test_the_trust_region_norm_variants_of_asm_compose_with_their_norm():
     for r0 in ("0.01", "1"):  # the radius range again with the halved rejection factor: both keys, once each
         cfg = compose(["+experiment=dd_deep", "ddm=apts", *apts[f"apts N=2 adam gamma_dec=0.5 radius0={r0}"].overrides])
         assert (cfg.ddm.gamma_dec, cfg.ddm.radius0, cfg.ddm.blocks, cfg.ddm.tr_norm) == (0.5, float(r0), 2, "adam")
+    # every apts row runs the rejection factor its label names, 0.9 where it names none (the factor those rows
+    # were measured with), whatever the default: a Hydra key given twice would be refused here
+    for label, v in apts.items():
+        if v.ddm != "apts":
+            continue
+        cfg = compose(["+experiment=dd_deep", "ddm=apts", *v.overrides])
+        assert cfg.ddm.gamma_dec == (0.5 if "gamma_dec=0.5" in label else 0.9), label
+        assert cfg.ddm.local_steps == (1 if label.endswith("m=1") else 3), label
+        assert v.max_iterations == (30 if label.endswith(" its") else 10), label
+        assert cfg.ddm.gamma_inc == (2.0 if "gamma_inc=2" in label else 1.2), label
+    assert "apts N=2 adam gamma_dec=0.5 30 its" in apts
