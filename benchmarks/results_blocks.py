@@ -13,7 +13,7 @@ the declared sources with their fingerprint, and the command that regenerates th
     <!-- bench_dd:deep:end -->
 
 *sources* are the files whose behaviour the block measures, as the benchmark declares them; a directory
-stands for every ``*.py`` file under it. *fingerprint* is the sha256 of their sorted relative paths and
+stands for every ``*.py`` and ``*.yaml`` file under it. *fingerprint* is the sha256 of their sorted relative paths and
 contents when the block was generated, and *commit* is the commit they were read at (with ``-dirty`` when
 they differed from it). ``benchmarks/check_results.py`` recomputes the fingerprint from the working tree:
 a block whose sources changed since it was generated is stale. A block kept deliberately carries
@@ -89,6 +89,11 @@ class Block:
 
 
 # ------------------------------------------------------------------------------------ fingerprints
+# what a directory named as a source stands for: its code and its option files (conf/ddm: the defaults a run
+# takes), not its notes or data
+SOURCE_SUFFIXES = (".py", ".yaml")
+
+
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
 
@@ -98,16 +103,18 @@ def _files(src: str, root: Path, commit: str | None) -> list[str]:
     if commit is not None:
         out = _git(root, "ls-tree", "-r", "--name-only", commit, "--", src)
         names = out.stdout.decode().split() if out.returncode == 0 else []
-        return [n for n in names if n == src or n.endswith(".py")]
+        return [n for n in names if n == src or n.endswith(SOURCE_SUFFIXES)]
     path = root / src
     if path.is_file():
         return [src]
-    return [p.relative_to(root).as_posix() for p in path.rglob("*.py") if p.is_file()]
+    return [p.relative_to(root).as_posix() for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name.endswith(SOURCE_SUFFIXES)]
 
 
 def expand(sources, root: Path = ROOT) -> list[str]:
-    """The working tree's files that ``sources`` stands for, sorted: a directory gives every ``*.py`` file
-    under it. A source that names no file is an error: a fingerprint over nothing would never go stale."""
+    """The working tree's files that ``sources`` stands for, sorted: a directory gives every ``*.py`` and
+    ``*.yaml`` file under it. A source that names no file is an error: a fingerprint over nothing would never
+    go stale."""
     files: set[str] = set()
     for src in sources:
         found = _files(src, root, None)

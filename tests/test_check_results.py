@@ -42,6 +42,7 @@ def tree(tmp_path):
     (tmp_path / "pkg" / "a.py").write_text("A = 1\n")
     (tmp_path / "pkg" / "sub" / "b.py").write_text("B = 2\n")
     (tmp_path / "pkg" / "notes.txt").write_text("not a source\n")
+    (tmp_path / "pkg" / "opts.yaml").write_text("gamma_dec: 0.9\n")
     (tmp_path / "bench.py").write_text("print('measure')\n")
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "page.md").write_text("# Page\n\nBefore.\n\n<!-- bench:table:begin -->\nold\n"
@@ -67,7 +68,7 @@ def test_a_block_written_now_is_fresh_and_the_page_around_it_is_kept(tree):
     assert check_results.main(["--root", str(tree)]) == 0
 
 
-@pytest.mark.parametrize("change", ["edit", "new file", "benchmark", "rename"])
+@pytest.mark.parametrize("change", ["edit", "new file", "benchmark", "rename", "option file"])
 def test_a_changed_source_makes_the_block_stale(tree, change, capsys):
     if change == "edit":
         (tree / "pkg" / "sub" / "b.py").write_text("B = 3\n")
@@ -75,6 +76,8 @@ def test_a_changed_source_makes_the_block_stale(tree, change, capsys):
         (tree / "pkg" / "c.py").write_text("C = 3\n")
     elif change == "benchmark":
         (tree / "bench.py").write_text("print('measure differently')\n")
+    elif change == "option file":  # a default in a directory of option files (conf/ddm) changes the runs
+        (tree / "pkg" / "opts.yaml").write_text("gamma_dec: 0.5\n")
     else:
         (tree / "pkg" / "a.py").rename(tree / "pkg" / "a2.py")
     assert states(tree) == {"bench:table": "stale"}
