@@ -16,16 +16,21 @@ from gnnddm.errors import ConfigError
 
 
 def config_dir() -> Path:
-    """Absolute path of the config tree."""
+    """Absolute path of the config tree: the one beside the code that runs.
+
+    First the tree next to this package (``gnnddm/conf`` in an installed wheel, ``conf/`` of the checkout
+    the package was imported from), then the package ``gnnddm.conf`` wherever the import system finds it.
+    In that order, code imported from another checkout (``PYTHONPATH=/path/to/worktree``) reads that
+    checkout's defaults, not those of the checkout an editable install points at."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
     spec = importlib.util.find_spec("gnnddm.conf")
     if spec is not None and spec.submodule_search_locations:
         for loc in spec.submodule_search_locations:
             if (Path(loc) / "config.yaml").is_file():
                 return Path(loc).resolve()
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
     raise ConfigError("cannot find the gnnddm config tree (conf/config.yaml); reinstall gnnddm")
 
 

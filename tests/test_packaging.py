@@ -20,6 +20,27 @@ def test_config_dir_is_the_repository_conf_in_a_checkout():
     assert {p.name for p in (config_dir() / "experiment").glob("*.yaml")} >= {"quickstart.yaml"}
 
 
+def test_code_imported_from_another_checkout_reads_that_checkouts_defaults(tmp_path):
+    """A second checkout on PYTHONPATH (a worktree that a benchmark runs from) composes its own conf/, not
+    the one an editable install of the first points at: a default changed in one tree must not reach runs
+    of the other."""
+    import shutil
+
+    shutil.copytree(ROOT / "gnnddm", tmp_path / "gnnddm", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("__pycache__"))
+    apts = tmp_path / "conf" / "ddm" / "apts.yaml"
+    apts.write_text(apts.read_text().replace("\ngamma_dec: 0.5", "\ngamma_dec: 0.75"))
+    code = ("import gnnddm.config as c; print(c.config_dir()); "
+            "print(c.compose(['ddm=apts']).ddm.gamma_dec)")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    where, gamma = out.stdout.split()
+    assert (Path(where), float(gamma)) == ((tmp_path / "conf").resolve(), 0.75)
+    assert compose(["ddm=apts"]).ddm.gamma_dec == 0.5  # this process still reads its own tree
+
+
 def test_compose_default_config_has_the_contract_keys():
     cfg = compose([])
     for key in ("seed", "data", "graph", "partition", "model", "ddm", "optimizer", "trainer", "tracking",
