@@ -13,10 +13,10 @@ the declared sources with their fingerprint, and the command that regenerates th
     <!-- bench_dd:deep:end -->
 
 *sources* are the files whose behaviour the block measures, as the benchmark declares them; a directory
-stands for every ``*.py`` and ``*.yaml`` file under it. *fingerprint* is the sha256 of their sorted relative paths and
-contents when the block was generated, and *commit* is the commit they were read at (with ``-dirty`` when
-they differed from it). ``benchmarks/check_results.py`` recomputes the fingerprint from the working tree:
-a block whose sources changed since it was generated is stale. A block kept deliberately carries
+stands for every ``*.py`` and ``*.yaml`` file under it. *fingerprint* is the sha256 of their sorted
+relative paths and contents when the block was generated, and *commit* is the commit they were read at
+(with ``-dirty`` when they differed from it). ``benchmarks/check_results.py`` recomputes the fingerprint
+from the working tree: a block whose sources changed since it was generated is stale. A block kept deliberately carries
 ``kept: <reason>`` in its marker with ``kept_at:``, the fingerprint of its sources when the reason was
 written, and its first line shows the reason to the reader::
 
@@ -107,8 +107,7 @@ def _files(src: str, root: Path, commit: str | None) -> list[str]:
     path = root / src
     if path.is_file():
         return [src]
-    return [p.relative_to(root).as_posix() for p in sorted(path.rglob("*"))
-            if p.is_file() and p.name.endswith(SOURCE_SUFFIXES)]
+    return [p.relative_to(root).as_posix() for p in path.rglob("*") if p.is_file() and p.name.endswith(SOURCE_SUFFIXES)]
 
 
 def expand(sources, root: Path = ROOT) -> list[str]:
