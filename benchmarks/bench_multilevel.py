@@ -26,7 +26,8 @@ Procedure, in one run:
    ``global``'s sweep covers ``--lrs`` x ``--schedules`` (constant, cosine over the budget), and the variants
    are multilevel in space, in depth and in both (L=3 levels each, ν₂ = (0, 4, 8)), then, with
    ``--coarse-scales``, the space cycle with coarse Adam at those multiples of the fine rate. With ``--parts P``:
-   ``halo_sync`` against the fastest variant on P parts (one-hop halos), multi-node modelled time.
+   ``halo_sync`` against the fastest variant on P parts (one-hop halos) for every seed, multi-node modelled
+   time, with the seed ranges and a per-variable RMSE comparison at the target.
 
     python3 benchmarks/bench_multilevel.py --output docs/multilevel.md
     python3 benchmarks/bench_multilevel.py --resolution 0.25 --steps 120 --seeds 0 --lrs 1e-2 --budget 200 \
@@ -399,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.parts and args.deep:
                 fastest = min((v for v in chosen if all(r.reached for r in groups[v.label])),
                               key=lambda v: ratio(groups[v.label], ref, "compute_time"), default=None)
-                blocks["deep-parts"] = deep_parts_block(args, base, lr, targets[seeds[0]], seeds[0], fastest,
-                                                        client, log)
+                blocks["deep-parts"] = deep_parts_block(args, base, lr, targets, fastest, client, log)
                 print("\n".join(blocks["deep-parts"]))
             elif args.parts:
                 blocks["two-level"] = two_level_block(args, base, lr, targets[seeds[0]], seeds[0], client, log)
@@ -421,42 +421,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def deep_parts_block(args, base, lr, target, seed, variant, client, log) -> list[str]:
+def deep_parts_block(args, base, lr, targets, variant, client, log) -> list[str]:
     """``halo_sync`` against multilevel variant ``variant`` on ``args.parts`` METIS parts with one-hop halos
-    (the exact data path of both), seed ``seed``, to the study's target: modelled times."""
+    (the exact data path of both), for every seed of ``targets`` (seed -> the study's target): modelled
+    times, medians [min, max] over the seeds, per-seed ratios and whether the seed ranges overlap."""
     p = args.parts
     common = (f"partition.num_parts={p}", "partition.overlap=1", f"optimizer.lr={lr}")
     entries = [("halo_sync", ("ddm=halo_sync",), args.budget, None)]
     if variant is not None:
         overrides = tuple(o for o in variant.overrides if not o.startswith("partition.num_parts"))
         entries.append((f"{variant.label}, p = {p}", overrides, variant.max_iterations, variant.eval_every))
-    runs = {}
-    for label, overrides, its, every in entries:
-        run, _ = train_run(Variant(label, (*overrides, *common), its, every), base, seed, target, client)
-        runs[label] = run
-        log(f"p={p}: {label}: step {run.step}, multi-node model time {run.at.get('model_time_multinode')}")
-    head = ["method", "reached at", "collectives", "model time (s), multi-node", "x halo_sync", "compute (s)",
-            "grad work", "best val_loss"]
+    groups: dict[str, list[Run]] = {}
+    for seed, target in targets.items():
+        for label, overrides, its, every in entries:
+            run, _ = train_run(Variant(label, (*overrides, *common), its, every), base, seed, target, client)
+            groups.setdefault(label, []).append(run)
+            log(f"p={p}: seed {seed}: {label}: step {run.step}, multi-node model time "
+                f"{run.at.get('model_time_multinode')}")
+    head = ["method", "reached", "reached at", "collectives", "model time (s), multi-node", "x halo_sync",
+            "compute (s)", "grad work", "best val_loss", "val RMSE Δ vs halo_sync at target"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    h = runs["halo_sync"]
-    for label, r in runs.items():
-        x = (_fmt(r.at["model_time_multinode"] / h.at["model_time_multinode"], ".2f")
-             if r.reached and h.reached else "–")
+    ref = {r.seed: r for r in groups["halo_sync"] if r.reached}
+    for label, runs in groups.items():
+        ok = [r for r in runs if r.reached]
+        devs = rmse_devs(runs, ref) if label != "halo_sync" and ref else {}
         rows.append("| " + " | ".join([
-            label, str(r.step) if r.reached else "not reached", _fmt(r.at.get("rounds"), ".0f"),
-            _fmt(r.at.get("model_time_multinode"), ".1f"), x, _fmt(r.at.get("compute_time"), ".1f"),
-            _fmt(r.at.get("grad_evals"), ".0f"), f"{r.best_val_loss:.5g}",
+            label, f"{len(ok)}/{len(runs)}", median_range([r.step for r in ok], ".0f"),
+            median_range([r.at.get("rounds") for r in ok], ".0f"),
+            median_range([r.at.get("model_time_multinode") for r in ok], ".1f"),
+            _fmt(ratio(runs, ref, "model_time_multinode") if ref else None, ".2f"),
+            median_range([r.at.get("compute_time") for r in ok], ".1f"),
+            median_range([r.at.get("grad_evals") for r in ok], ".0f"),
+            median_range([r.best_val_loss for r in runs], ".5g"),
+            ", ".join(f"{v} {d:+.1%}" for v, d in devs.items()) if devs else "–",
         ]) + " |")
+    halo = groups["halo_sync"]
     if variant is None:
         line = "No multilevel variant reached the target for every seed: nothing to run on parts."
-    elif not (h.reached and runs[entries[1][0]].reached):
-        line = "One of the two did not reach the target within its budget: no ratio."
+    elif not all(r.reached for runs in groups.values() for r in runs):
+        line = "One of the two did not reach the target within its budget for every seed: no verdict."
     else:
-        x = runs[entries[1][0]].at["model_time_multinode"] / h.at["model_time_multinode"]
+        mine = groups[entries[1][0]]
+        x = ratio(mine, ref, "model_time_multinode")
         line = (f"{variant.label} on {p} parts: {x:.2f}x of `halo_sync`'s multi-node modelled time (goal <= "
-                f"{GOAL_TIME:.2f}): **goal {'met' if x <= GOAL_TIME else 'not met'}** (one seed: no noise estimate).")
-    return [f"p = {p} METIS parts with one-hop halos, seed {seed}, the target of the study above ({target:.5g}); "
-            f"the fastest variant of the study, its coarse levels on the restricted partition. Modelled time: per "
+                f"{GOAL_TIME:.2f}; median of the per-seed ratios; {noise(mine, halo, 'model_time_multinode')}): "
+                f"**goal {'met' if x <= GOAL_TIME else 'not met'}**.")
+    seeds = ", ".join(f"seed {s}: {t:.5g}" for s, t in targets.items())
+    return [f"p = {p} METIS parts with one-hop halos, the targets of the study above ({seeds}); the fastest "
+            f"variant of the study, its coarse levels on the restricted partition. Medians [min, max] over "
+            f"{len(targets)} seed(s). Modelled time: per "
             "phase the slowest part's measured compute plus, per collective, the multi-node network model (α = 25 µs, "
             "12.5 GB/s links, ring all-reduce 2(p−1)/p·b; halo messages α + b / 12.5 GB/s; docs/algorithms.md, "
             "*Accounting*). All parts computed in one process, one after the other.", "", *rows, "", line]

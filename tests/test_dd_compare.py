@@ -173,6 +173,37 @@ def test_a_diverged_rate_of_the_multilevel_sweep_is_the_worst_and_the_sweep_goes
     assert "| 0.03 | constant | diverged |" in text and "the rate is inside the grid" in text
 
 
+def test_the_deep_parts_comparison_runs_every_seed_and_names_the_noise(monkeypatch):
+    import types
+
+    bd, bm = _bench_dd(), _benchmark("bench_multilevel")
+    # seed -> (halo_sync's modelled time, multilevel's): the ranges [40, 44] and [27, 30] do not overlap
+    times = {0: (41.4, 28.6), 1: (40.0, 27.0), 2: (44.0, 30.0)}
+    seen = []
+
+    def fake_run(variant, base, seed, target, client):
+        seen.append((variant.label, seed, target))
+        t = times[seed][variant.label != "halo_sync"]
+        rmse = {"t2m": 1.0 + 0.01 * (variant.label != "halo_sync"), "msl": 2.0}
+        return bd.Run(variant, seed, 100, 30, at={"model_time_multinode": t, "rounds": 100, "compute_time": t,
+                                                   "grad_evals": 90}, rmse=rmse, best_val_loss=0.05), {}
+
+    monkeypatch.setattr(bm, "train_run", fake_run)
+    args = types.SimpleNamespace(parts=8, budget=200)
+    variant = bm.Variant("ml", ("ddm=multilevel", "partition.num_parts=1"), 100, None)
+    targets = {0: 0.0499, 1: 0.0566, 2: 0.0561}
+    text = "\n".join(bm.deep_parts_block(args, [], 1e-3, targets, variant, None, lambda msg: None))
+    order = [(lab, s) for s in (0, 1, 2) for lab in ("halo_sync", "ml, p = 8")]
+    assert [(label, seed) for label, seed, _ in seen] == order
+    assert all(targets[seed] == target for _, seed, target in seen)
+    x = sorted(m / h for h, m in times.values())[1]  # the median of the per-seed ratios
+    assert f"{x:.2f}x of `halo_sync`" in text and "outside the seed ranges" in text
+    assert "| ml, p = 8 | 3/3 | 30 [30, 30] | 100 [100, 100] | 28.6 [27.0, 30.0] | 0.68 |" in text and "t2m +1.0%, msl +0.0%" in text
+    times[1] = (40.0, 41.0)  # one seed's multilevel time inside halo_sync's range
+    seen.clear()
+    assert "within noise" in "\n".join(bm.deep_parts_block(args, [], 1e-3, targets, variant, None, lambda m: None))
+
+
 def test_a_diverged_rate_of_the_dd_sweep_is_the_worst_and_the_sweep_goes_on(monkeypatch, tmp_path):
     import types
 
