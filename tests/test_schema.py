@@ -275,6 +275,22 @@ def test_every_composed_ddm_option_validates_and_each_key_has_a_field_of_its_cla
     assert set(cfg.ddm) <= {f.name for f in fields(schema)}, set(cfg.ddm) - {f.name for f in fields(schema)}
 
 
+@pytest.mark.parametrize("name", options("ddm"))
+def test_a_key_an_algorithm_gives_another_default_keeps_its_parents_bounds(name):
+    """One definition of what a key accepts: a schema that changes a key's default (``apts``'s gamma_dec,
+    ``msm``'s globalization) takes the key's metadata from the schema it extends."""
+    from dataclasses import fields
+
+    from hydra.utils import get_class
+
+    schema = get_class(compose([f"ddm={name}"]).ddm._target_).Config
+    for f in fields(schema):
+        for base in schema.__mro__[1:]:
+            inherited = getattr(base, "__dataclass_fields__", {}).get(f.name)
+            if inherited is not None and inherited.metadata:
+                assert dict(f.metadata) == dict(inherited.metadata), (schema.__name__, f.name, base.__name__)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["ddm=asm", "ddm.eta2=0.1"], "ddm.eta2: must be >= ddm.eta1 = 0.25, got 0.1"),
     (["ddm=asm", "ddm.combine=max"], "ddm.combine: unknown combination 'max'"),
@@ -284,6 +300,8 @@ def test_every_composed_ddm_option_validates_and_each_key_has_a_field_of_its_cla
     (["ddm=two_level", "ddm.coarse=middle"], "ddm.coarse: unknown coarse placement 'middle'"),
     (["ddm=two_level", "ddm.coarse_method=kahip"], "ddm.coarse_method: unknown partitioner 'kahip'"),
     (["ddm=multilevel", "ddm.levels=0"], "ddm.levels: must be >= 1"),
+    (["ddm=apts", "ddm.gamma_dec=0"], "ddm.gamma_dec: must be in (0, 1], got 0"),
+    (["ddm=msm", "ddm.globalization=box"], "ddm.globalization: unknown globalization 'box'"),
     (["ddm=asm", "ddm._target_=gnnddm.ddm.asm.Nope"], "ddm._target_: cannot import"),
 ])
 def test_ddm_problems_name_the_key(overrides, message):

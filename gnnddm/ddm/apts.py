@@ -77,7 +77,7 @@ from gnnddm.ddm.blocks import ParameterBlock, parameter_blocks
 from gnnddm.ddm.halo_sync import fine_path, require_stages
 from gnnddm.ddm.solvers import Ball, Box, BoxAdagrad, make_local_solver
 from gnnddm.errors import ConfigError
-from gnnddm.schema.fields import Invalid, at_least, between, one_of
+from gnnddm.schema.fields import Invalid, at_least, one_of, redefault
 
 LOCAL_METHODS = ("trust_region", "solver")
 
@@ -88,7 +88,7 @@ class APTSConfig(ScaledTrustRegionConfig):
     name: str = "apts"
     # a rejection halves both radii: the local loop cannot recover from a radius 10x too long in m = 3 tries
     # at 0.9 (docs/dd_benchmark.md, gamma_dec over three seeds)
-    gamma_dec: float = field(default=0.5, metadata=between(0.0, 1.0, low_open=True))
+    gamma_dec: float = redefault(ScaledTrustRegionConfig, "gamma_dec", 0.5)
     blocks: str | int | list[str] = "layers"
     local_steps: int = field(default=3, metadata=at_least(1))
     local_method: str = field(default="trust_region", metadata=one_of(*LOCAL_METHODS, noun="local method"))

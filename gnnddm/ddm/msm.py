@@ -23,14 +23,13 @@ the next iteration's first all-reduce, as in ``asm``; radius kept in [radius_min
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from gnnddm.ddm.asm import ASM, SchwarzConfig
-from gnnddm.ddm.base import GLOBALIZATIONS
-from gnnddm.schema.fields import one_of
+from gnnddm.schema.fields import redefault
 
 
 @dataclass
@@ -38,7 +37,7 @@ class MSMConfig(SchwarzConfig):
     _target_: str = "gnnddm.ddm.msm.MSM"
     name: str = "msm"
     colored: bool = False
-    globalization: str = field(default="none", metadata=one_of(*GLOBALIZATIONS, noun="globalization"))
+    globalization: str = redefault(SchwarzConfig, "globalization", "none")
     #: not a key: the sequential corrections add up (ASM's ``combine`` is ``sum`` here)
     combine: ClassVar[str] = "sum"
 

@@ -139,6 +139,12 @@ def one_of(*choices, noun: str = "value") -> dict:
     return {"choices": choices, "noun": noun}
 
 
+def redefault(schema: type, key: str, default) -> dataclasses.Field:
+    """A field for a subclass of ``schema`` that gives ``key`` another default and keeps its bounds: one
+    definition of what the key accepts, whichever schema's default applies."""
+    return dataclasses.field(default=default, metadata=schema.__dataclass_fields__[key].metadata)
+
+
 # ------------------------------------------------------------------------------------------ checking
 def check(schema: type, values: Mapping, prefix: str, label: str | None = None) -> list[ConfigError]:
     """Every problem of the section ``values`` against ``schema``, each a ConfigError naming its full key.
