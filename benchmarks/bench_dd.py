@@ -134,32 +134,29 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
         Variant(f"asm m={m}", "asm", (*steps, *dd_overlap), dd_budget, 1),
     ]
     if apts:
-        # learning-rate free local trust-region steps, the ball in Adam's metric (ddm.tr_norm=adam); N = 2 is
-        # the cheapest layout, so the norms, the radius range, the non-monotone test and the hybrid use it
-        tr = ("ddm.local_steps=3", *dd_overlap)
-        adam = ("ddm.tr_norm=adam", *tr)
-        two = ("ddm.blocks=2", *adam)
-        half = ("ddm.gamma_dec=0.5", *two)
-        # a row whose label names no gamma_dec shrinks its radii by 0.9 on a rejection, the factor it was first
-        # measured with; the default is now 0.5 (conf/ddm/apts.yaml), chosen by the gamma_dec rows below
-        nine = "ddm.gamma_dec=0.9"
-        rows += [Variant("apts layers adam", "apts", (nine, *adam), dd_budget, 1),
-                 Variant("apts N=2 adam", "apts", (nine, *two), dd_budget, 1),
-                 Variant("apts N=4 adam", "apts", (nine, "ddm.blocks=4", *adam), dd_budget, 1),
-                 Variant("apts N=2 euclidean", "apts", (nine, "ddm.blocks=2", *tr), dd_budget, 1),
-                 Variant("apts N=2 adagrad", "apts", (nine, "ddm.blocks=2", "ddm.tr_norm=adagrad", *tr), dd_budget, 1),
-                 Variant("apts N=2 adam radius0=0.01", "apts", (nine, "ddm.radius0=0.01", *two), dd_budget, 1),
-                 Variant("apts N=2 adam radius0=1", "apts", (nine, "ddm.radius0=1.0", *two), dd_budget, 1),
-                 Variant("apts N=2 adam W=5", "apts", (nine, "ddm.nonmonotone_window=5", *two), dd_budget, 1),
-                 Variant("apts N=2 adam hybrid", "apts", (nine, "ddm.hybrid=true", *two), dd_budget, 1),
-                 Variant("apts N=2 adam gamma_dec=0.5", "apts", half, dd_budget, 1),
-                 Variant("apts N=2 adam gamma_dec=0.5 radius0=0.01", "apts", ("ddm.radius0=0.01", *half), dd_budget, 1),
-                 Variant("apts N=2 adam gamma_dec=0.5 radius0=1", "apts", ("ddm.radius0=1.0", *half), dd_budget, 1),
-                 Variant("apts N=2 adam gamma_dec=0.5 gamma_inc=2", "apts", ("ddm.gamma_inc=2.0", *half), dd_budget, 1),
-                 Variant("apts N=2 adam gamma_dec=0.5 m=1", "apts",
-                         ("ddm.gamma_dec=0.5", "ddm.blocks=2", "ddm.tr_norm=adam", "ddm.local_steps=1", *dd_overlap),
-                         dd_budget, 1),
-                 Variant(f"apts N=2 adam gamma_dec=0.5 {3 * dd_budget} its", "apts", half, 3 * dd_budget, 1)]
+        def apts_row(label: str, *extra: str, blocks: int | str = 2, norm: str = "adam", local_steps: int = 3,
+                     gamma_dec: float = 0.9, its: int = dd_budget) -> Variant:
+            """``local_steps`` learning-rate free trust-region steps per block, the ball in ``norm``'s metric.
+            N = 2 blocks is the cheapest layout, so the norms, the radius range, the non-monotone test and
+            the hybrid use it. A row whose label names no gamma_dec shrinks its radii by 0.9 on a rejection,
+            the factor it was first measured with; the default is now 0.5 (conf/ddm/apts.yaml), chosen by
+            the gamma_dec rows below."""
+            return Variant(label, "apts", (f"ddm.gamma_dec={gamma_dec}", f"ddm.blocks={blocks}", f"ddm.tr_norm={norm}",
+                                           f"ddm.local_steps={local_steps}", *extra, *dd_overlap), its, 1)
+
+        rows += [apts_row("apts layers adam", blocks="layers"), apts_row("apts N=2 adam"),
+                 apts_row("apts N=4 adam", blocks=4), apts_row("apts N=2 euclidean", norm="euclidean"),
+                 apts_row("apts N=2 adagrad", norm="adagrad"),
+                 apts_row("apts N=2 adam radius0=0.01", "ddm.radius0=0.01"),
+                 apts_row("apts N=2 adam radius0=1", "ddm.radius0=1.0"),
+                 apts_row("apts N=2 adam W=5", "ddm.nonmonotone_window=5"),
+                 apts_row("apts N=2 adam hybrid", "ddm.hybrid=true"),
+                 apts_row("apts N=2 adam gamma_dec=0.5", gamma_dec=0.5),
+                 apts_row("apts N=2 adam gamma_dec=0.5 radius0=0.01", "ddm.radius0=0.01", gamma_dec=0.5),
+                 apts_row("apts N=2 adam gamma_dec=0.5 radius0=1", "ddm.radius0=1.0", gamma_dec=0.5),
+                 apts_row("apts N=2 adam gamma_dec=0.5 gamma_inc=2", "ddm.gamma_inc=2.0", gamma_dec=0.5),
+                 apts_row("apts N=2 adam gamma_dec=0.5 m=1", local_steps=1, gamma_dec=0.5),
+                 apts_row(f"apts N=2 adam gamma_dec=0.5 {3 * dd_budget} its", gamma_dec=0.5, its=3 * dd_budget)]
     if tr_norms:
         rows += [Variant(f"asm m={m} tr_norm={norm}", "asm", (*steps, f"ddm.tr_norm={norm}", *dd_overlap), dd_budget, 1)
                  for norm in ("adam", "adagrad")]
