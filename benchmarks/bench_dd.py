@@ -117,7 +117,8 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
     blocks = layers and N = 2, 4 groups of layers; with N = 2 the three trust-region norms, the initial radius
     over a 100x range without any rate sweep, the non-monotone test (W = 5), the hybrid (block x part), and
     the radii shrinking by 0.5 instead of 0.9 on a rejection (``ddm.gamma_dec``) with the radius range again,
-    γ_inc = 2, one local step and three times the budget. ``tr_norms`` adds ``asm`` with its ball in Adam's
+    γ_inc = 2, one local step, three times the budget, and each block's local loop starting where its previous
+    one ended (``ddm.local_radius=last``) over the radius range. ``tr_norms`` adds ``asm`` with its ball in Adam's
     and AdaGrad's metric (``ddm.tr_norm``; the plain ``asm`` row is the Euclidean one).
     """
     local = f"ddm.local_solver.lr={lr}"
@@ -156,7 +157,11 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
                  apts_row("apts N=2 adam gamma_dec=0.5 radius0=1", "ddm.radius0=1.0", gamma_dec=0.5),
                  apts_row("apts N=2 adam gamma_dec=0.5 gamma_inc=2", "ddm.gamma_inc=2.0", gamma_dec=0.5),
                  apts_row("apts N=2 adam gamma_dec=0.5 m=1", local_steps=1, gamma_dec=0.5),
-                 apts_row(f"apts N=2 adam gamma_dec=0.5 {3 * dd_budget} its", gamma_dec=0.5, its=3 * dd_budget)]
+                 apts_row(f"apts N=2 adam gamma_dec=0.5 {3 * dd_budget} its", gamma_dec=0.5, its=3 * dd_budget),
+                 *(apts_row(f"apts N=2 adam gamma_dec=0.5 local_radius=last{label}", "ddm.local_radius=last", *extra,
+                            gamma_dec=0.5)
+                   for label, extra in (("", ()), (" radius0=0.01", ("ddm.radius0=0.01",)),
+                                        (" radius0=1", ("ddm.radius0=1.0",))))]
     if tr_norms:
         rows += [Variant(f"asm m={m} tr_norm={norm}", "asm", (*steps, f"ddm.tr_norm={norm}", *dd_overlap), dd_budget, 1)
                  for norm in ("adam", "adagrad")]

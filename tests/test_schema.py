@@ -301,6 +301,7 @@ def test_a_key_an_algorithm_gives_another_default_keeps_its_parents_bounds(name)
     (["ddm=two_level", "ddm.coarse_method=kahip"], "ddm.coarse_method: unknown partitioner 'kahip'"),
     (["ddm=multilevel", "ddm.levels=0"], "ddm.levels: must be >= 1"),
     (["ddm=apts", "ddm.gamma_dec=0"], "ddm.gamma_dec: must be in (0, 1], got 0"),
+    (["ddm=apts", "ddm.local_radius=first"], "ddm.local_radius: unknown local radius 'first'"),
     (["ddm=msm", "ddm.globalization=box"], "ddm.globalization: unknown globalization 'box'"),
     (["ddm=asm", "ddm._target_=gnnddm.ddm.asm.Nope"], "ddm._target_: cannot import"),
 ])

@@ -25,11 +25,12 @@ R_d restricts a parameter vector to block d. One outer iteration from θ_t:
    ``local_method: trust_region`` (learning-rate free): each step is a steepest-descent trust-region step
    in the region's norm, θ_d − r·Λ_d⁻²g_d/‖Λ_d⁻¹g_d‖ (θ_d − r·g_d/‖g_d‖ when Λ = I), projected into the
    set, accepted when its decrease of f̃_d exceeds η₁ of the predicted −⟨g_d, step⟩; the local radius r
-   starts at the block's share Δ_t/√D, shrinks by γ_dec on a rejection and grows by γ_inc (up to the share)
-   when ρ > η₂. ``local_method: solver``: m steps of ``local_solver`` (Adam, SGD, ``BoxAdagrad``, the ADAGB2
-   box method), each projected, then one forward pass for f̃_d at the end. Each evaluation runs the layers
-   from the block's first layer on (work (L − start_d)/L of a gradient) and differentiates the block's
-   parameters only.
+   starts at the block's share Δ_t/√D (``local_radius: share``; ``last``: at the radius the block's loop
+   ended with in the previous outer iteration, if smaller), shrinks by γ_dec on a rejection and grows by
+   γ_inc (up to the share) when ρ > η₂. ``local_method: solver``: m steps of ``local_solver`` (Adam, SGD,
+   ``BoxAdagrad``, the ADAGB2 box method), each projected, then one forward pass for f̃_d at the end. Each
+   evaluation runs the layers from the block's first layer on (work (L − start_d)/L of a gradient) and
+   differentiates the block's parameters only.
    pred_d = f̃_d(R_dθ_t) − f̃_d(θ_d), the decrease block d achieved.
 4. Assembly: s = Σ_d R_dᵀ(θ_d − R_dθ_t), predicted Σ_d pred_d.
 5. ``trust_region``: ρ = (f_ref − f(θ_t + s)) / predicted, f_ref = max of f over the last W iterates
@@ -80,6 +81,7 @@ from gnnddm.errors import ConfigError
 from gnnddm.schema.fields import Invalid, at_least, one_of, redefault
 
 LOCAL_METHODS = ("trust_region", "solver")
+LOCAL_RADII = ("share", "last")
 
 
 @dataclass
@@ -93,6 +95,7 @@ class APTSConfig(ScaledTrustRegionConfig):
     local_steps: int = field(default=3, metadata=at_least(1))
     local_method: str = field(default="trust_region", metadata=one_of(*LOCAL_METHODS, noun="local method"))
     local_solver: SolverConfig = field(default_factory=SolverConfig)
+    local_radius: str = field(default="share", metadata=one_of(*LOCAL_RADII, noun="local radius"))
     nonmonotone_window: int = field(default=1, metadata=at_least(1))
     global_pass: bool = False
     global_steps: int = field(default=0, metadata=at_least(0))
@@ -121,6 +124,9 @@ class APTS(Algorithm):
     local_method : {"trust_region", "solver"}
     local_solver : callable
         ``params -> torch.optim.Optimizer`` for ``local_method: solver``; one per block.
+    local_radius : {"share", "last"}
+        Where a block's local trust-region loop starts: at its share Δ_t/√D of the outer radius (``share``)
+        or at the radius its previous loop ended with, at most that share (``last``).
     globalization : {"trust_region", "offo", "none"}
     eta1, eta2, gamma_dec, gamma_inc, radius0, radius_min, radius_max : float
         The trust region (as ``asm``).
@@ -171,6 +177,8 @@ class APTS(Algorithm):
                     self.solvers[key] = make_local_solver(factory, params)
         if self.global_steps:
             self._global_optimizer()
+        self.local_radius = c.local_radius
+        self.local_radii: dict[str, float] = {}  # local_radius=last: block (or block.part) -> radius it ended at
         self.window: list[float] = []
         self.accumulator: torch.Tensor | None = None  # OFFO: ς + Σ g², per coordinate
         self.scaling = RegionScaling(c.tr_norm, c.varsigma)  # Λ of the ball (tr_norm)
@@ -285,11 +293,14 @@ class APTS(Algorithm):
             return Box(constraint.lo[block.coords], constraint.hi[block.coords])
         return None
 
-    def local_trust_region(self, f0: float, g0: torch.Tensor, region: Ball, evaluate):
+    def local_trust_region(self, f0: float, g0: torch.Tensor, region: Ball, evaluate, key: str | None = None):
         """m steepest-descent trust-region steps inside ``region`` from its centre (module docstring, step 3)
         on the local function whose value and gradient at the centre are ``f0``, ``g0`` and elsewhere
-        ``evaluate(x) -> (value, gradient)``. Returns (θ_d, its value, accepted steps)."""
-        x, f, g, r = region.center.clone(), f0, g0, region.radius
+        ``evaluate(x) -> (value, gradient)``. The first radius is the region's, or with ``local_radius: last``
+        the one the loop of ``key`` ended with before, if smaller. Returns (θ_d, its value, accepted steps)."""
+        remember = self.local_radius == "last" and key is not None
+        r = min(region.radius, self.local_radii.get(key, math.inf)) if remember else region.radius
+        x, f, g = region.center.clone(), f0, g0
         accepted = 0
         for _ in range(self.local_steps):
             if r <= 0:
@@ -310,6 +321,8 @@ class APTS(Algorithm):
                     r = min(r * self.tr.gamma_inc, region.radius)
             else:
                 r *= self.tr.gamma_dec
+        if remember:
+            self.local_radii[key] = r
         return x, f, accepted
 
     def local_solver_steps(self, block: ParameterBlock, solver, x0: torch.Tensor, g0: torch.Tensor, region,
@@ -410,7 +423,7 @@ class APTS(Algorithm):
             return self.block_value_grad(losses, block, prefix, grad=False)[0]
 
         if self.local_method == "trust_region":
-            x, f_d, accepted = self.local_trust_region(f, g[block.coords], region, evaluate)
+            x, f_d, accepted = self.local_trust_region(f, g[block.coords], region, evaluate, f"block{d}")
         else:
             x, f_d = self.local_solver_steps(block, self.solvers[f"block{d}"], x0, g[block.coords], region,
                                              evaluate, value)
@@ -472,7 +485,7 @@ class APTS(Algorithm):
             with self.timed(("pair", d, k)):
                 h0, evaluate, value = self.pair_function(losses, block, k, x0, g, per_part)
                 if self.local_method == "trust_region":
-                    x, h, acc = self.local_trust_region(h0, g[block.coords], region, evaluate)
+                    x, h, acc = self.local_trust_region(h0, g[block.coords], region, evaluate, f"block{d}.part{k}")
                     accepted += acc
                 else:
                     x, h = self.local_solver_steps(block, self.solvers[f"block{d}.part{k}"], x0, g[block.coords],
@@ -499,7 +512,7 @@ class APTS(Algorithm):
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict:
         return {"radius": self.tr.radius, "window": list(self.window), "accumulator": self.accumulator,
-                "scaling": self.scaling.state_dict()}
+                "scaling": self.scaling.state_dict(), "local_radii": dict(self.local_radii)}
 
     def _load_extra_state(self, state: dict) -> None:
         self.tr.radius = float(state["radius"])
@@ -507,6 +520,7 @@ class APTS(Algorithm):
         acc = state["accumulator"]
         self.accumulator = None if acc is None else acc.clone()
         self.scaling.load_state_dict(state.get("scaling"))  # absent from checkpoints of older runs
+        self.local_radii = {k: float(v) for k, v in state.get("local_radii", {}).items()}
 
     def __repr__(self) -> str:
         return (f"APTS(blocks={[b.label for b in self.blocks]}, parts={self.num_parts}, params={self.num_params}, "

@@ -270,6 +270,68 @@ def test_a_non_monotone_step_never_exceeds_the_window_s_largest_loss():
     assert algo.window == losses[-3:]
 
 
+def test_a_local_loop_starts_at_its_share_or_where_its_previous_loop_ended():
+    """``local_radius``: ``share`` starts every loop at the region's radius; ``last`` at the radius the same
+    key's previous loop ended with (shrunk by its rejections), never above the region's."""
+    from gnnddm.ddm.solvers import Ball
+
+    def first_steps(algo, calls: int, key="block0") -> list[float]:
+        """The length of the first trial step of each of ``calls`` loops on f(x) = 50‖x‖² − x₀, whose
+        minimiser lies 0.01 from the centre: a step of 1 is rejected, a step of 1/8 too."""
+        e0 = torch.eye(4, dtype=torch.float64)[0]
+        tried: list[list[float]] = []
+
+        def evaluate(x):
+            tried[-1].append(float(x.norm()))
+            return float(50 * x.dot(x) - x[0]), 100 * x - e0
+
+        for _ in range(calls):
+            tried.append([])
+            algo.local_trust_region(0.0, -e0, Ball(torch.zeros(4, dtype=torch.float64), 1.0), evaluate, key)
+        return [steps[0] for steps in tried]
+
+    share, _ = _apts(blocks=2, local_steps=3)
+    assert first_steps(share, 2) == [1.0, 1.0]
+    last, _ = _apts(blocks=2, local_steps=3, local_radius="last")
+    gamma = last.tr.gamma_dec
+    # three rejections (1, γ, γ²) leave γ³; the next loop tries γ³ first, then γ⁴, γ⁵ ...
+    assert first_steps(last, 2) == pytest.approx([1.0, gamma ** 3])
+    assert last.local_radii["block0"] == pytest.approx(gamma ** 6)
+    assert first_steps(last, 1, key="block1") == [1.0]  # each key its own
+    last.local_radii["block0"] = 5.0
+    assert first_steps(last, 1) == [1.0]  # never above the region's radius
+
+
+def test_the_remembered_local_radii_change_the_trajectory_and_survive_a_checkpoint():
+    kw = dict(blocks=2, local_steps=3, radius0=2.0)
+    share, batch = _apts(**kw)
+    last, _ = _apts(**kw, local_radius="last")
+    for _ in range(3):
+        share.step(batch), last.step(batch)
+    assert set(last.local_radii) == {"block0", "block1"} and not share.local_radii
+    assert float((share.flat() - last.flat()).abs().max()) > 1e-8
+    state = copy.deepcopy(last.state_dict())  # as read back from a file
+    twin, _ = _apts(**kw, local_radius="last")
+    twin.set_flat(last.flat())
+    twin.load_state_dict(state)
+    assert twin.local_radii == last.local_radii
+    last.step(batch), twin.step(batch)
+    torch.testing.assert_close(last.flat(), twin.flat(), rtol=0, atol=0)
+
+
+def test_with_remembered_radii_parts_follow_one_piece_and_the_hybrid_keys_its_pairs():
+    one, batch = _apts(parts=1, blocks=2, local_steps=2, radius0=0.5, local_radius="last")
+    three, _ = _apts(parts=3, blocks=2, local_steps=2, radius0=0.5, local_radius="last")
+    for _ in range(3):
+        a, b = one.step(batch), three.step(batch)
+        assert a["accepted"] == b["accepted"]
+        torch.testing.assert_close(one.flat(), three.flat(), rtol=1e-9, atol=1e-11)
+    assert one.local_radii == pytest.approx(three.local_radii)
+    hybrid, _ = _apts(parts=3, blocks=2, local_steps=2, local_radius="last", hybrid=True)
+    hybrid.step(batch)
+    assert set(hybrid.local_radii) == {f"block{d}.part{k}" for d in range(2) for k in range(3)}
+
+
 def test_parts_follow_the_one_piece_trajectory():
     one, batch = _apts(parts=1, blocks=2, local_steps=2, radius0=0.5)
     three, _ = _apts(parts=3, blocks=2, local_steps=2, radius0=0.5)
