@@ -26,11 +26,11 @@ R_d restricts a parameter vector to block d. One outer iteration from θ_t:
    in the region's norm, θ_d − r·Λ_d⁻²g_d/‖Λ_d⁻¹g_d‖ (θ_d − r·g_d/‖g_d‖ when Λ = I), projected into the
    set, accepted when its decrease of f̃_d exceeds η₁ of the predicted −⟨g_d, step⟩; the local radius r
    starts at the block's share Δ_t/√D (``local_radius: share``; ``last``: at the radius the block's loop
-   ended with in the previous outer iteration, if smaller), shrinks by γ_dec on a rejection and grows by
-   γ_inc (up to the share) when ρ > η₂. ``local_method: solver``: m steps of ``local_solver`` (Adam, SGD,
-   ``BoxAdagrad``, the ADAGB2 box method), each projected, then one forward pass for f̃_d at the end. Each
-   evaluation runs the layers from the block's first layer on (work (L − start_d)/L of a gradient) and
-   differentiates the block's parameters only.
+   ended with in the previous outer iteration, at least ``radius_min``, if smaller), shrinks by γ_dec on a
+   rejection and grows by γ_inc (up to the share) when ρ > η₂. ``local_method: solver``: m steps of
+   ``local_solver`` (Adam, SGD, ``BoxAdagrad``, the ADAGB2 box method), each projected, then one forward
+   pass for f̃_d at the end. Each evaluation runs the layers from the block's first layer on (work
+   (L − start_d)/L of a gradient) and differentiates the block's parameters only.
    pred_d = f̃_d(R_dθ_t) − f̃_d(θ_d), the decrease block d achieved.
 4. Assembly: s = Σ_d R_dᵀ(θ_d − R_dθ_t), predicted Σ_d pred_d.
 5. ``trust_region``: ρ = (f_ref − f(θ_t + s)) / predicted, f_ref = max of f over the last W iterates
@@ -297,7 +297,8 @@ class APTS(Algorithm):
         """m steepest-descent trust-region steps inside ``region`` from its centre (module docstring, step 3)
         on the local function whose value and gradient at the centre are ``f0``, ``g0`` and elsewhere
         ``evaluate(x) -> (value, gradient)``. The first radius is the region's, or with ``local_radius: last``
-        the one the loop of ``key`` ended with before, if smaller. Returns (θ_d, its value, accepted steps)."""
+        the one the loop of ``key`` ended with before (at least ``radius_min``), if smaller. Returns (θ_d, its
+        value, accepted steps)."""
         remember = self.local_radius == "last" and key is not None
         r = min(region.radius, self.local_radii.get(key, math.inf)) if remember else region.radius
         x, f, g = region.center.clone(), f0, g0
@@ -321,8 +322,8 @@ class APTS(Algorithm):
                     r = min(r * self.tr.gamma_inc, region.radius)
             else:
                 r *= self.tr.gamma_dec
-        if remember:
-            self.local_radii[key] = r
+        if remember:  # kept above radius_min, as the outer radius, so that a run of rejections does not stall it
+            self.local_radii[key] = max(r, self.tr.radius_min)
         return x, f, accepted
 
     def local_solver_steps(self, block: ParameterBlock, solver, x0: torch.Tensor, g0: torch.Tensor, region,

@@ -300,6 +300,9 @@ def test_a_local_loop_starts_at_its_share_or_where_its_previous_loop_ended():
     assert first_steps(last, 1, key="block1") == [1.0]  # each key its own
     last.local_radii["block0"] = 5.0
     assert first_steps(last, 1) == [1.0]  # never above the region's radius
+    last.tr.radius_min = 0.01
+    first_steps(last, 3)  # γ³ per loop, 1/512 after three: kept at radius_min
+    assert last.local_radii["block0"] == 0.01
 
 
 def test_the_remembered_local_radii_change_the_trajectory_and_survive_a_checkpoint():
