@@ -158,10 +158,11 @@ def variants(regime: str, budget: int, lr: float, quick: bool, extended: bool = 
                  apts_row("apts N=2 adam gamma_dec=0.5 gamma_inc=2", "ddm.gamma_inc=2.0", gamma_dec=0.5),
                  apts_row("apts N=2 adam gamma_dec=0.5 m=1", local_steps=1, gamma_dec=0.5),
                  apts_row(f"apts N=2 adam gamma_dec=0.5 {3 * dd_budget} its", gamma_dec=0.5, its=3 * dd_budget),
-                 *(apts_row(f"apts N=2 adam gamma_dec=0.5 local_radius=last{label}", "ddm.local_radius=last", *extra,
-                            gamma_dec=0.5)
-                   for label, extra in (("", ()), (" radius0=0.01", ("ddm.radius0=0.01",)),
-                                        (" radius0=1", ("ddm.radius0=1.0",))))]
+                 apts_row("apts N=2 adam gamma_dec=0.5 local_radius=last", "ddm.local_radius=last", gamma_dec=0.5),
+                 apts_row("apts N=2 adam gamma_dec=0.5 local_radius=last radius0=0.01", "ddm.local_radius=last",
+                          "ddm.radius0=0.01", gamma_dec=0.5),
+                 apts_row("apts N=2 adam gamma_dec=0.5 local_radius=last radius0=1", "ddm.local_radius=last",
+                          "ddm.radius0=1.0", gamma_dec=0.5)]
     if tr_norms:
         rows += [Variant(f"asm m={m} tr_norm={norm}", "asm", (*steps, f"ddm.tr_norm={norm}", *dd_overlap), dd_budget, 1)
                  for norm in ("adam", "adagrad")]

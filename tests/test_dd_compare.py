@@ -275,8 +275,8 @@ def test_the_trust_region_norm_variants_of_asm_compose_with_their_norm():
         assert cfg.ddm.local_steps == (1 if label.endswith("m=1") else 3), label
         assert v.max_iterations == (30 if label.endswith(" its") else 10), label
         assert cfg.ddm.local_radius == ("last" if "local_radius=last" in label else "share"), label
+        assert cfg.ddm.gamma_inc == (2.0 if "gamma_inc=2" in label else 1.2), label
     for r0 in ("0.01", "1"):  # the radius range with remembered local radii
         v = apts[f"apts N=2 adam gamma_dec=0.5 local_radius=last radius0={r0}"]
         assert compose(["+experiment=dd_deep", "ddm=apts", *v.overrides]).ddm.radius0 == float(r0)
-        assert cfg.ddm.gamma_inc == (2.0 if "gamma_inc=2" in label else 1.2), label
     assert "apts N=2 adam gamma_dec=0.5 30 its" in apts

@@ -293,13 +293,13 @@ class APTS(Algorithm):
             return Box(constraint.lo[block.coords], constraint.hi[block.coords])
         return None
 
-    def local_trust_region(self, f0: float, g0: torch.Tensor, region: Ball, evaluate, key: str | None = None):
+    def local_trust_region(self, f0: float, g0: torch.Tensor, region: Ball, evaluate, key: str):
         """m steepest-descent trust-region steps inside ``region`` from its centre (module docstring, step 3)
         on the local function whose value and gradient at the centre are ``f0``, ``g0`` and elsewhere
         ``evaluate(x) -> (value, gradient)``. The first radius is the region's, or with ``local_radius: last``
-        the one the loop of ``key`` ended with before (at least ``radius_min``), if smaller. Returns (θ_d, its
-        value, accepted steps)."""
-        remember = self.local_radius == "last" and key is not None
+        the one the loop of ``key`` (a block, or a block-part pair) ended with before (at least
+        ``radius_min``), if smaller. Returns (θ_d, its value, accepted steps)."""
+        remember = self.local_radius == "last"
         r = min(region.radius, self.local_radii.get(key, math.inf)) if remember else region.radius
         x, f, g = region.center.clone(), f0, g0
         accepted = 0
